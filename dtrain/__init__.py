@@ -1,0 +1,71 @@
+"""dtrain: PyTorch's training API on NumPy, and data-parallel training over ZeroMQ."""
+
+from . import autograd
+from .autograd.creation import (arange, as_tensor, empty, eye, from_numpy, full, full_like,
+                                linspace, ones, ones_like, rand, randint, randn, randperm,
+                                tensor, zeros, zeros_like)
+from .autograd.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .autograd.tensor import (Tensor, abs, amax, amin, bool_, cat, clamp, exp, float32, float64,
+                              get_default_dtype, int32, int64, log, log_softmax, matmul, max,
+                              maximum, mean, min, minimum, relu, set_default_dtype, sigmoid,
+                              softmax, sqrt, stack, std, sum, tanh, uint8, var, where)
+from .random import get_rng_state, manual_seed, set_rng_state
+
+bool = bool_  # noqa: A001 - dtrain.bool mirrors torch.bool
+float = float32  # noqa: A001 - dtrain.float mirrors torch.float
+double = float64
+long = int64
+
+__version__ = "0.1.0"
+
+
+def flatten(t, start_dim=0, end_dim=-1):
+    return t.flatten(start_dim, end_dim)
+
+
+def reshape(t, shape):
+    return t.reshape(shape)
+
+
+def transpose(t, dim0, dim1):
+    return t.transpose(dim0, dim1)
+
+
+def permute(t, dims):
+    return t.permute(dims)
+
+
+def squeeze(t, dim=None):
+    return t.squeeze(dim)
+
+
+def unsqueeze(t, dim):
+    return t.unsqueeze(dim)
+
+
+def clip(t, min=None, max=None):  # noqa: A002
+    return clamp(t, min, max)
+
+
+def argmax(t, dim=None, keepdim=False):
+    return t.argmax(dim, keepdim)
+
+
+def argmin(t, dim=None, keepdim=False):
+    return t.argmin(dim, keepdim)
+
+
+def numel(t):
+    return t.numel()
+
+
+def is_tensor(obj) -> bool:
+    return isinstance(obj, Tensor)
+
+
+def allclose(a, b, rtol=1e-5, atol=1e-8) -> bool:
+    return a.allclose(b, rtol, atol)
+
+
+def equal(a, b) -> bool:
+    return a.equal(b)

@@ -1,0 +1,8 @@
+"""Reverse-mode automatic differentiation on NumPy arrays (PyTorch's semantics)."""
+
+from .engine import backward, grad
+from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .tensor import Node, Tensor
+
+__all__ = ["Tensor", "Node", "backward", "grad", "no_grad", "enable_grad", "is_grad_enabled",
+           "set_grad_enabled"]

@@ -1,0 +1,114 @@
+"""Tensor factories with PyTorch's names and dtype defaults (float32 unless told otherwise)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import random as _random
+from .tensor import Tensor, get_default_dtype
+
+
+def _shape(size) -> tuple:
+    if len(size) == 1 and isinstance(size[0], (tuple, list)):
+        return tuple(size[0])
+    return tuple(int(n) for n in size)
+
+
+def _float_dtype(dtype):
+    return np.dtype(dtype) if dtype is not None else get_default_dtype()
+
+
+def tensor(data, dtype=None, requires_grad: bool = False) -> Tensor:
+    """A new tensor holding a copy of ``data``."""
+    if isinstance(data, Tensor):
+        data = data.data
+    arr = np.array(data, copy=True) if isinstance(data, np.ndarray) else data
+    return Tensor(arr, dtype=dtype, requires_grad=requires_grad)
+
+
+def as_tensor(data, dtype=None) -> Tensor:
+    """A tensor sharing memory with ``data`` where possible."""
+    if isinstance(data, Tensor) and (dtype is None or np.dtype(dtype) == data.dtype):
+        return data
+    return Tensor(data, dtype=dtype)
+
+
+def from_numpy(array: np.ndarray) -> Tensor:
+    """A tensor sharing memory with ``array`` (its dtype kept)."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"expected np.ndarray (got {type(array).__name__})")
+    return Tensor._wrap(array)
+
+
+def zeros(*size, dtype=None, requires_grad: bool = False) -> Tensor:
+    return Tensor(np.zeros(_shape(size), _float_dtype(dtype)), requires_grad=requires_grad)
+
+
+def ones(*size, dtype=None, requires_grad: bool = False) -> Tensor:
+    return Tensor(np.ones(_shape(size), _float_dtype(dtype)), requires_grad=requires_grad)
+
+
+def empty(*size, dtype=None, requires_grad: bool = False) -> Tensor:
+    return zeros(*size, dtype=dtype, requires_grad=requires_grad)
+
+
+def full(size, fill_value, dtype=None, requires_grad: bool = False) -> Tensor:
+    if dtype is None:
+        dtype = (np.dtype(np.int64) if isinstance(fill_value, (bool, int)) and not isinstance(fill_value, bool)
+                 else np.dtype(bool) if isinstance(fill_value, bool) else get_default_dtype())
+    return Tensor(np.full(tuple(size), fill_value, dtype), requires_grad=requires_grad)
+
+
+def zeros_like(t: Tensor, dtype=None, requires_grad: bool = False) -> Tensor:
+    return Tensor(np.zeros(t.shape, dtype or t.dtype), requires_grad=requires_grad)
+
+
+def ones_like(t: Tensor, dtype=None, requires_grad: bool = False) -> Tensor:
+    return Tensor(np.ones(t.shape, dtype or t.dtype), requires_grad=requires_grad)
+
+
+def full_like(t: Tensor, fill_value, dtype=None, requires_grad: bool = False) -> Tensor:
+    return Tensor(np.full(t.shape, fill_value, dtype or t.dtype), requires_grad=requires_grad)
+
+
+def arange(start, end=None, step=1, dtype=None, requires_grad: bool = False) -> Tensor:
+    """Values from ``start`` to ``end`` (exclusive); integer arguments give int64, as in PyTorch."""
+    if end is None:
+        start, end = 0, start
+    if dtype is None:
+        ints = all(isinstance(v, (int, np.integer)) for v in (start, end, step))
+        dtype = np.int64 if ints else get_default_dtype()
+    return Tensor(np.arange(start, end, step, dtype=dtype), requires_grad=requires_grad)
+
+
+def linspace(start, end, steps, dtype=None, requires_grad: bool = False) -> Tensor:
+    return Tensor(np.linspace(start, end, steps, dtype=_float_dtype(dtype)),
+                  requires_grad=requires_grad)
+
+
+def eye(n, m=None, dtype=None, requires_grad: bool = False) -> Tensor:
+    return Tensor(np.eye(n, m, dtype=_float_dtype(dtype)), requires_grad=requires_grad)
+
+
+def rand(*size, dtype=None, generator=None, requires_grad: bool = False) -> Tensor:
+    """Uniform samples in [0, 1) from the global (or given) generator."""
+    data = _random.uniform(0.0, 1.0, _shape(size), generator).astype(_float_dtype(dtype))
+    return Tensor(data, requires_grad=requires_grad)
+
+
+def randn(*size, dtype=None, generator=None, requires_grad: bool = False) -> Tensor:
+    """Standard normal samples from the global (or given) generator."""
+    data = _random.normal(0.0, 1.0, _shape(size), generator).astype(_float_dtype(dtype))
+    return Tensor(data, requires_grad=requires_grad)
+
+
+def randint(low, high=None, size=(), dtype=None, generator=None) -> Tensor:
+    if high is None:
+        low, high = 0, low
+    gen = generator or _random.default_generator()
+    return Tensor(gen.integers(low, high, size=tuple(size)).astype(dtype or np.int64))
+
+
+def randperm(n, generator=None) -> Tensor:
+    gen = generator or _random.default_generator()
+    return Tensor(gen.permutation(n).astype(np.int64))

@@ -1,0 +1,238 @@
+"""Reverse-mode engine: walks the recorded nodes from the outputs back to the leaves.
+
+The walk is iterative (Kahn's algorithm over the reachable nodes), so graphs of any depth work,
+and each node's closure is dropped after use unless the graph is retained, which frees the saved
+arrays as backward goes. Gradient arrays produced by closures are adopted without copying when
+they are fresh; arrays that are views or handed to two places are copied before they become a
+leaf's ``.grad``, so in-place accumulation never leaks from one tensor into another.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .grad_mode import no_grad
+from .tensor import Tensor
+
+_FREED = (
+    "Trying to backward through the graph a second time (or directly access saved tensors after "
+    "they have already been freed). Saved intermediate values of the graph are freed when you call "
+    ".backward() or autograd.grad(). Specify retain_graph=True if you need to backward through "
+    "the graph a second time or if you need to access saved tensors after calling backward."
+)
+_NO_GRAD = "element {} of tensors does not require grad and does not have a grad_fn"
+
+_hooks: dict = {}  # id(tensor) -> (weakref(tensor), [hooks])
+
+
+def register_hook(tensor: Tensor, hook):
+    """Register ``hook(grad) -> Tensor | None`` on ``tensor``; returns a handle with ``remove()``."""
+    import weakref
+
+    if not tensor.requires_grad:
+        raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+    key = id(tensor)
+    entry = _hooks.get(key)
+    if entry is None or entry[0]() is not tensor:
+        entry = (weakref.ref(tensor, lambda _: _hooks.pop(key, None)), [])
+        _hooks[key] = entry
+        if tensor.grad_fn is not None:
+            tensor.grad_fn.retained = tensor.grad_fn.retained or weakref.ref(tensor)
+    entry[1].append(hook)
+
+    class _Handle:
+        def remove(self):
+            if hook in entry[1]:
+                entry[1].remove(hook)
+
+    return _Handle()
+
+
+def _apply_hooks(tensor: Tensor, grad: np.ndarray) -> np.ndarray:
+    entry = _hooks.get(id(tensor))
+    if entry is None or entry[0]() is not tensor:
+        return grad
+    for hook in list(entry[1]):
+        result = hook(Tensor._wrap(grad))
+        if result is not None:
+            grad = result.data if isinstance(result, Tensor) else np.asarray(result)
+    return grad
+
+
+def _root_gradients(outputs, grad_outputs):
+    grads = []
+    for i, out in enumerate(outputs):
+        if not out.requires_grad:
+            raise RuntimeError(_NO_GRAD.format(i))
+        g = None if grad_outputs is None else grad_outputs[i]
+        if g is None:
+            if out.data.size != 1:
+                raise RuntimeError("grad can be implicitly created only for scalar outputs")
+            g = np.ones(out.shape, dtype=out.dtype)
+        else:
+            g = g.data if isinstance(g, Tensor) else np.asarray(g, dtype=out.dtype)
+            if g.shape != out.shape:
+                raise RuntimeError(
+                    f"Mismatch in shape: grad_output[{i}] has a shape of {tuple(g.shape)} and "
+                    f"output[{i}] has a shape of {tuple(out.shape)}."
+                )
+        grads.append(g)
+    return grads
+
+
+def _topological_nodes(roots):
+    """Reachable nodes and, for each, how many reachable nodes feed gradients into it."""
+    dependents = {}
+    stack = [n for n in roots if n is not None]
+    for n in stack:
+        dependents.setdefault(n, 0)
+    seen = set(stack)
+    while stack:
+        node = stack.pop()
+        if node.backward_fn is None:
+            raise RuntimeError(_FREED)
+        for t in node.inputs:
+            child = t.grad_fn
+            if child is not None and t.requires_grad:
+                dependents[child] = dependents.get(child, 0) + 1
+                if child not in seen:
+                    seen.add(child)
+                    stack.append(child)
+    return dependents
+
+
+def run_backward(outputs, grad_outputs, retain_graph: bool, capture=None) -> dict | None:
+    """Propagate from ``outputs``; accumulate into leaves' ``.grad``, or into ``capture`` tensors.
+
+    With ``capture`` (a list of tensors, for ``autograd.grad``) nothing is written to ``.grad``;
+    the gradients of the captured tensors are returned by id instead.
+    """
+    root_grads = _root_gradients(outputs, grad_outputs)
+    owned_ids: set = set()  # arrays already stored somewhere: the next store must copy
+    captured = {} if capture is not None else None
+    capture_ids = {id(t) for t in capture} if capture is not None else None
+    node_of = {id(t.grad_fn): t for t in capture if t.grad_fn is not None} if capture else {}
+
+    def store_leaf(t: Tensor, g: np.ndarray):
+        g = _apply_hooks(t, g)
+        if captured is not None:
+            if id(t) in capture_ids:
+                prev = captured.get(id(t))
+                captured[id(t)] = g if prev is None else prev + g
+            return
+        if g.dtype != t.data.dtype:
+            g = g.astype(t.data.dtype)
+        if t.grad is None:
+            if g.base is not None or id(g) in owned_ids or not g.flags.writeable:
+                g = g.copy()
+            owned_ids.add(id(g))
+            t.grad = Tensor._wrap(g)
+        else:
+            t.grad.data += g
+
+    buffers: dict = {}
+    roots = []
+    for out, g in zip(outputs, root_grads):
+        owned_ids.add(id(g))
+        if out.grad_fn is None:
+            store_leaf(out, g)
+            continue
+        roots.append(out.grad_fn)
+        prev = buffers.get(out.grad_fn)
+        buffers[out.grad_fn] = g if prev is None else prev + g
+
+    dependents = _topological_nodes(roots)
+    ready = [n for n in roots if dependents.get(n, 0) == 0]
+    ready = list(dict.fromkeys(ready))
+    with no_grad():
+        while ready:
+            node = ready.pop()
+            g = buffers.pop(node)
+            if node.retained is not None:
+                t = node.retained()
+                if t is not None:
+                    g = _apply_hooks(t, g)
+                    if captured is not None and id(t) in capture_ids:
+                        captured[id(t)] = g
+                    elif t._retains_grad and captured is None:
+                        if t.grad is None:
+                            t.grad = Tensor._wrap(g.copy())
+                        else:
+                            t.grad.data += g
+            elif captured is not None and id(node) in node_of:
+                captured[id(node_of[id(node)])] = g
+            fn = node.backward_fn
+            if fn is None:
+                raise RuntimeError(_FREED)
+            owned_ids.add(id(g))
+            grads = fn(g)
+            if not retain_graph:
+                node.backward_fn = None
+            for t, gi in zip(node.inputs, grads):
+                if gi is None or not t.requires_grad:
+                    continue
+                child = t.grad_fn
+                if child is None:
+                    store_leaf(t, gi)
+                    owned_ids.add(id(gi))
+                    continue
+                prev = buffers.get(child)
+                if prev is None:
+                    buffers[child] = gi
+                else:
+                    buffers[child] = prev + gi
+                dependents[child] -= 1
+                if dependents[child] == 0:
+                    ready.append(child)
+            if not retain_graph:
+                node.inputs = ()
+    return captured
+
+
+def backward(tensors, grad_tensors=None, retain_graph=None, inputs=None) -> None:
+    """Compute and accumulate gradients of ``tensors`` into the leaves' ``.grad``."""
+    tensors = [tensors] if isinstance(tensors, Tensor) else list(tensors)
+    if grad_tensors is not None and not isinstance(grad_tensors, (list, tuple)):
+        grad_tensors = [grad_tensors]
+    if inputs is not None:
+        inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+        captured = run_backward(tensors, grad_tensors, bool(retain_graph), capture=inputs)
+        for t in inputs:
+            g = captured.get(id(t))
+            if g is None:
+                continue
+            if t.grad is None:
+                t.grad = Tensor._wrap(np.array(g, dtype=t.dtype, copy=True))
+            else:
+                t.grad.data += g
+        return
+    run_backward(tensors, grad_tensors, bool(retain_graph))
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
+         allow_unused=False):
+    """Return d(outputs)/d(inputs) without touching any ``.grad``, as ``torch.autograd.grad``."""
+    if create_graph:
+        raise NotImplementedError("create_graph=True (higher-order gradients) is not supported")
+    outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    single = isinstance(inputs, Tensor)
+    inputs = [inputs] if single else list(inputs)
+    if grad_outputs is not None and not isinstance(grad_outputs, (list, tuple)):
+        grad_outputs = [grad_outputs]
+    for i, t in enumerate(inputs):
+        if not t.requires_grad:
+            raise RuntimeError(f"One of the differentiated Tensors does not require grad")
+    captured = run_backward(outputs, grad_outputs, bool(retain_graph), capture=inputs)
+    result = []
+    for i, t in enumerate(inputs):
+        g = captured.get(id(t))
+        if g is None:
+            if not allow_unused:
+                raise RuntimeError(
+                    "One of the differentiated Tensors appears to not have been used in the graph. "
+                    "Set allow_unused=True if this is the desired behavior."
+                )
+            result.append(None)
+        else:
+            result.append(Tensor._wrap(np.array(g, dtype=t.dtype, copy=True)))
+    return tuple(result)

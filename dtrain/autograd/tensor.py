@@ -1,0 +1,1316 @@
+"""``Tensor``: a NumPy array that records the operations applied to it, for reverse-mode autograd.
+
+Every operation computes its result and defines its backward right below it: a closure that maps
+the gradient of the output to the gradients of the inputs (``None`` for inputs that need none).
+The closures are the graph's nodes; ``dtrain.autograd.engine`` walks them in reverse.
+Semantics follow PyTorch: broadcasting, ``requires_grad`` propagation, leaf accumulation,
+``retain_grad``, in-place checks and error messages.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections import namedtuple
+
+import numpy as np
+
+from .grad_mode import is_grad_enabled
+
+float32 = np.dtype(np.float32)
+float64 = np.dtype(np.float64)
+int64 = np.dtype(np.int64)
+int32 = np.dtype(np.int32)
+bool_ = np.dtype(np.bool_)
+uint8 = np.dtype(np.uint8)
+
+_default_dtype = [float32]
+
+ValuesIndices = namedtuple("ValuesIndices", ["values", "indices"])
+
+
+def get_default_dtype() -> np.dtype:
+    """The floating dtype given to tensors made from Python floats."""
+    return _default_dtype[0]
+
+
+def set_default_dtype(dtype) -> None:
+    """Set the floating dtype for tensors made from Python floats (float32 or float64)."""
+    dtype = np.dtype(dtype)
+    if dtype not in (float32, float64):
+        raise TypeError(f"only float32 and float64 can be the default dtype, got {dtype}")
+    _default_dtype[0] = dtype
+
+
+class Node:
+    """One recorded operation: its inputs and the closure that carries gradients back to them."""
+
+    __slots__ = ("_name", "inputs", "backward_fn", "retained", "__weakref__")
+
+    def __init__(self, name: str, inputs: tuple, backward_fn):
+        self._name = name
+        self.inputs = inputs
+        self.backward_fn = backward_fn
+        self.retained = None  # weakref to the output tensor when retain_grad() was called
+
+    def name(self) -> str:
+        """PyTorch-style node name, e.g. ``AddBackward0``."""
+        return self._name
+
+    @property
+    def next_functions(self) -> tuple:
+        """The nodes feeding this one (None for inputs that are leaves or need no grad)."""
+        return tuple((t.grad_fn, 0) for t in self.inputs)
+
+    def __repr__(self):
+        return f"<{self._name} object at {id(self):#x}>"
+
+
+def _to_array(value, dtype=None) -> np.ndarray:
+    """Convert Python data, NumPy arrays or Tensors to an ndarray with PyTorch's dtype rules."""
+    if isinstance(value, Tensor):
+        arr = value.data
+    elif isinstance(value, np.ndarray):
+        arr = value
+    elif isinstance(value, (list, tuple)) and any(isinstance(v, Tensor) for v in _flat(value)):
+        arr = np.array([_to_array(v) for v in value])
+    else:
+        arr = np.asarray(value)
+        if dtype is None and arr.dtype.kind == "f":
+            arr = arr.astype(get_default_dtype())
+    if dtype is not None:
+        arr = arr.astype(np.dtype(dtype), copy=False)
+    elif arr.dtype.kind == "i" and arr.dtype != int64 and not isinstance(value, np.ndarray):
+        arr = arr.astype(int64)
+    return arr
+
+
+def _flat(seq):
+    for item in seq:
+        if isinstance(item, (list, tuple)):
+            yield from _flat(item)
+        else:
+            yield item
+
+
+def _unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
+    """Sum ``grad`` down to ``shape``, undoing NumPy broadcasting."""
+    if grad.shape == shape:
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra:
+        grad = grad.sum(axis=tuple(range(extra)))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if axes:
+        grad = grad.sum(axis=axes, keepdims=True)
+    assert grad.shape == shape, (grad.shape, shape)
+    return grad
+
+
+def _normalize_dims(dim, ndim: int):
+    if dim is None:
+        return None
+    dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    out = []
+    for d in dims:
+        if not -max(ndim, 1) <= d < max(ndim, 1):
+            raise IndexError(
+                f"Dimension out of range (expected to be in range of [{-max(ndim, 1)}, "
+                f"{max(ndim, 1) - 1}], but got {d})"
+            )
+        out.append(d % max(ndim, 1))
+    return tuple(out)
+
+
+def _expand_reduced(grad: np.ndarray, shape: tuple, dims, keepdim: bool) -> np.ndarray:
+    """Broadcast a reduction's output gradient back over the reduced dims."""
+    if dims is None:
+        return np.broadcast_to(grad, shape)
+    if not keepdim and len(shape):
+        grad = np.expand_dims(grad, dims)
+    return np.broadcast_to(grad, shape)
+
+
+def _index_key(key):
+    """Turn Tensors inside an index into arrays."""
+    if isinstance(key, Tensor):
+        return key.data
+    if isinstance(key, tuple):
+        return tuple(k.data if isinstance(k, Tensor) else k for k in key)
+    if isinstance(key, list):
+        return np.asarray(key)
+    return key
+
+
+def _is_basic_index(key) -> bool:
+    parts = key if isinstance(key, tuple) else (key,)
+    return all(
+        isinstance(k, (slice, numbers.Integral, type(None), type(Ellipsis))) and not isinstance(k, bool)
+        for k in parts
+    )
+
+
+class Tensor:
+    """An n-dimensional array with PyTorch's autograd semantics, stored as a NumPy array."""
+
+    __slots__ = ("data", "grad", "_requires_grad", "grad_fn", "_retains_grad", "__weakref__")
+    __array_priority__ = 1000
+    __array_ufunc__ = None  # make NumPy defer to Tensor's reflected operators
+
+    def __init__(self, data, dtype=None, requires_grad: bool = False):
+        self.data = _to_array(data, dtype)
+        self.grad = None
+        self.grad_fn = None
+        self._retains_grad = False
+        self._requires_grad = False
+        if requires_grad:
+            self.requires_grad = True
+
+    @classmethod
+    def _wrap(cls, data: np.ndarray, requires_grad: bool = False, grad_fn=None) -> Tensor:
+        """Build a tensor around an existing array without checks or copies."""
+        t = object.__new__(cls)
+        t.data = data
+        t.grad = None
+        t._requires_grad = requires_grad
+        t.grad_fn = grad_fn
+        t._retains_grad = False
+        return t
+
+    # ----------------------------------------------------------------- attributes
+    @property
+    def requires_grad(self) -> bool:
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool) -> None:
+        value = bool(value)
+        if self.grad_fn is not None and not value:
+            raise RuntimeError(
+                "you can only change requires_grad flags of leaf variables. If you want to use a "
+                "computed variable in a subgraph that doesn't require differentiation use "
+                "var_no_grad = var.detach()."
+            )
+        if value and self.data.dtype.kind not in "fc":
+            raise RuntimeError("only Tensors of floating point dtype can require gradients")
+        self._requires_grad = value
+
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        """Set ``requires_grad`` in place and return self (for freezing or unfreezing)."""
+        self.requires_grad = requires_grad
+        return self
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.grad_fn is None
+
+    @property
+    def retains_grad(self) -> bool:
+        return self._retains_grad
+
+    def retain_grad(self) -> None:
+        """Keep ``.grad`` for this non-leaf tensor after backward."""
+        if not self._requires_grad:
+            raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
+        if self.grad_fn is not None:
+            import weakref
+
+            self._retains_grad = True
+            self.grad_fn.retained = weakref.ref(self)
+
+    @property
+    def shape(self) -> tuple:
+        return self.data.shape
+
+    def size(self, dim: int | None = None):
+        """The shape, or the length of one dimension."""
+        if dim is None:
+            return self.data.shape
+        return self.data.shape[_normalize_dims(dim, self.ndim)[0]]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    def dim(self) -> int:
+        return self.data.ndim
+
+    def numel(self) -> int:
+        return self.data.size
+
+    @property
+    def device(self) -> str:
+        return "cpu"
+
+    @property
+    def T(self) -> Tensor:  # noqa: N802 - PyTorch's name
+        return self.permute(*reversed(range(self.ndim)))
+
+    @property
+    def mT(self) -> Tensor:  # noqa: N802 - PyTorch's name
+        return self.transpose(-2, -1)
+
+    # ------------------------------------------------------------ conversions
+    def numpy(self) -> np.ndarray:
+        """The underlying array (shared memory); refuses tensors that require grad, like PyTorch."""
+        if self._requires_grad:
+            raise RuntimeError(
+                "Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() instead."
+            )
+        return self.data
+
+    def item(self):
+        """The value of a one-element tensor as a Python number."""
+        if self.data.size != 1:
+            raise RuntimeError(
+                f"a Tensor with {self.data.size} elements cannot be converted to Scalar"
+            )
+        return self.data.reshape(()).item()
+
+    def tolist(self):
+        return self.data.tolist()
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __index__(self):
+        if self.data.dtype.kind not in "iub" or self.data.size != 1:
+            raise TypeError("only integer tensors of a single element can be converted to an index")
+        return int(self.item())
+
+    def __bool__(self):
+        if self.data.size != 1:
+            raise RuntimeError(
+                f"Boolean value of Tensor with {self.data.size} values is ambiguous"
+            )
+        return bool(self.data.reshape(()))
+
+    def __len__(self):
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.data.shape[0]
+
+    def __iter__(self):
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self.data.shape[0]))
+
+    def __array__(self, dtype=None, copy=None):
+        return self.data if dtype is None else self.data.astype(dtype)
+
+    def __hash__(self):
+        return id(self)
+
+    def __repr__(self):
+        body = np.array2string(
+            self.data, separator=", ", prefix="tensor(", threshold=1000, edgeitems=3
+        )
+        extras = []
+        if self.data.dtype not in (get_default_dtype(), int64, bool_) or (
+            self.data.dtype.kind == "f" and self.data.dtype != get_default_dtype()
+        ):
+            extras.append(f"dtype=dtrain.{self.data.dtype.name}")
+        if self.grad_fn is not None:
+            extras.append(f"grad_fn=<{self.grad_fn.name()}>")
+        elif self._requires_grad:
+            extras.append("requires_grad=True")
+        return "tensor(" + body + "".join(", " + e for e in extras) + ")"
+
+    # ------------------------------------------------------- graph utilities
+    def detach(self) -> Tensor:
+        """A tensor sharing this one's data, with no history and ``requires_grad == False``."""
+        return Tensor._wrap(self.data)
+
+    def detach_(self) -> Tensor:
+        """Cut this tensor from its graph in place."""
+        self.grad_fn = None
+        self._requires_grad = False
+        return self
+
+    def backward(self, gradient=None, retain_graph: bool | None = None, create_graph=False,
+                 inputs=None) -> None:
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad``, as ``torch.Tensor.backward``."""
+        from .engine import backward
+
+        backward([self], None if gradient is None else [gradient], retain_graph, inputs=inputs)
+
+    def register_hook(self, hook):
+        """Call ``hook(grad)`` when this tensor's gradient is computed; a returned Tensor replaces it."""
+        from .engine import register_hook
+
+        return register_hook(self, hook)
+
+    # ------------------------------------------------------------- dtype casts
+    def to(self, dtype=None, *args, **kwargs) -> Tensor:
+        """Cast to ``dtype`` (differentiable); device arguments other than 'cpu' are refused."""
+        if isinstance(dtype, str) and dtype == "cpu":
+            dtype = kwargs.get("dtype", args[0] if args else None)
+        if dtype is None:
+            return self
+        return self.type(dtype)
+
+    def type(self, dtype) -> Tensor:
+        dtype = np.dtype(dtype)
+        if dtype == self.data.dtype:
+            return self
+        src = self.data.dtype
+
+        def backward(g):
+            return (g.astype(src),)
+
+        differentiable = dtype.kind == "f"
+        return _op(self.data.astype(dtype), (self,), backward, "ToCopyBackward0", differentiable)
+
+    def float(self) -> Tensor:
+        return self.type(float32)
+
+    def double(self) -> Tensor:
+        return self.type(float64)
+
+    def long(self) -> Tensor:
+        return self.type(int64)
+
+    def int(self) -> Tensor:
+        return self.type(int32)
+
+    def bool(self) -> Tensor:
+        return self.type(bool_)
+
+    def cpu(self) -> Tensor:
+        return self
+
+    def clone(self) -> Tensor:
+        """A copy with its own memory that stays in the graph."""
+        return _op(self.data.copy(), (self,), lambda g: (g,), "CloneBackward0")
+
+    def contiguous(self) -> Tensor:
+        return self
+
+    def is_floating_point(self) -> bool:
+        return self.data.dtype.kind == "f"
+
+    # ------------------------------------------------------------- arithmetic
+    def __add__(self, other):
+        return add(self, other)
+
+    def __radd__(self, other):
+        return add(other, self)
+
+    def __sub__(self, other):
+        return sub(self, other)
+
+    def __rsub__(self, other):
+        return sub(other, self)
+
+    def __mul__(self, other):
+        return mul(self, other)
+
+    def __rmul__(self, other):
+        return mul(other, self)
+
+    def __truediv__(self, other):
+        return div(self, other)
+
+    def __rtruediv__(self, other):
+        return div(other, self)
+
+    def __pow__(self, other):
+        return pow(self, other)
+
+    def __rpow__(self, other):
+        return pow(other, self)
+
+    def __neg__(self):
+        return neg(self)
+
+    def __pos__(self):
+        return self
+
+    def __matmul__(self, other):
+        return matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return matmul(other, self)
+
+    def __abs__(self):
+        return self.abs()
+
+    def __floordiv__(self, other):
+        return Tensor._wrap(np.floor_divide(self.data, _data(other)))
+
+    def __mod__(self, other):
+        return Tensor._wrap(np.mod(self.data, _data(other)))
+
+    # comparisons never carry gradients
+    def __eq__(self, other):
+        return Tensor._wrap(self.data == _data(other))
+
+    def __ne__(self, other):
+        return Tensor._wrap(self.data != _data(other))
+
+    def __lt__(self, other):
+        return Tensor._wrap(self.data < _data(other))
+
+    def __le__(self, other):
+        return Tensor._wrap(self.data <= _data(other))
+
+    def __gt__(self, other):
+        return Tensor._wrap(self.data > _data(other))
+
+    def __ge__(self, other):
+        return Tensor._wrap(self.data >= _data(other))
+
+    def __invert__(self):
+        return Tensor._wrap(~self.data)
+
+    def __and__(self, other):
+        return Tensor._wrap(self.data & _data(other))
+
+    def __or__(self, other):
+        return Tensor._wrap(self.data | _data(other))
+
+    def eq(self, other):
+        return self == other
+
+    def ne(self, other):
+        return self != other
+
+    def lt(self, other):
+        return self < other
+
+    def le(self, other):
+        return self <= other
+
+    def gt(self, other):
+        return self > other
+
+    def ge(self, other):
+        return self >= other
+
+    def equal(self, other) -> bool:
+        return self.shape == other.shape and bool(np.array_equal(self.data, _data(other)))
+
+    def allclose(self, other, rtol=1e-5, atol=1e-8) -> bool:
+        return bool(np.allclose(self.data, _data(other), rtol=rtol, atol=atol))
+
+    def isnan(self):
+        return Tensor._wrap(np.isnan(self.data))
+
+    def isfinite(self):
+        return Tensor._wrap(np.isfinite(self.data))
+
+    def argmax(self, dim=None, keepdim=False):
+        return Tensor._wrap(_arg_reduce(np.argmax, self.data, dim, keepdim))
+
+    def argmin(self, dim=None, keepdim=False):
+        return Tensor._wrap(_arg_reduce(np.argmin, self.data, dim, keepdim))
+
+    def sign(self):
+        return Tensor._wrap(np.sign(self.data))
+
+    def any(self):
+        return Tensor._wrap(np.asarray(self.data.any()))
+
+    def all(self):
+        return Tensor._wrap(np.asarray(self.data.all()))
+
+    # ------------------------------------------------------ method forms of ops
+    def add(self, other, alpha=1):
+        return add(self, other if alpha == 1 else mul(other, alpha))
+
+    def sub(self, other, alpha=1):
+        return sub(self, other if alpha == 1 else mul(other, alpha))
+
+    def mul(self, other):
+        return mul(self, other)
+
+    def div(self, other):
+        return div(self, other)
+
+    def pow(self, exponent):
+        return pow(self, exponent)
+
+    def matmul(self, other):
+        return matmul(self, other)
+
+    def mm(self, other):
+        return matmul(self, other)
+
+    def neg(self):
+        return neg(self)
+
+    def sum(self, dim=None, keepdim=False):
+        return sum(self, dim, keepdim)
+
+    def mean(self, dim=None, keepdim=False):
+        return mean(self, dim, keepdim)
+
+    def var(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
+        return var(self, dim, unbiased=unbiased, keepdim=keepdim, correction=correction)
+
+    def std(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
+        return std(self, dim, unbiased=unbiased, keepdim=keepdim, correction=correction)
+
+    def max(self, dim=None, keepdim=False):
+        if isinstance(dim, Tensor):
+            return maximum(self, dim)
+        return max(self, dim, keepdim)
+
+    def min(self, dim=None, keepdim=False):
+        if isinstance(dim, Tensor):
+            return minimum(self, dim)
+        return min(self, dim, keepdim)
+
+    def amax(self, dim=None, keepdim=False):
+        return amax(self, dim, keepdim)
+
+    def amin(self, dim=None, keepdim=False):
+        return amin(self, dim, keepdim)
+
+    def exp(self):
+        return exp(self)
+
+    def log(self):
+        return log(self)
+
+    def sqrt(self):
+        return sqrt(self)
+
+    def abs(self):
+        return abs(self)
+
+    def tanh(self):
+        return tanh(self)
+
+    def sigmoid(self):
+        return sigmoid(self)
+
+    def relu(self):
+        return relu(self)
+
+    def clamp(self, min=None, max=None):
+        return clamp(self, min, max)
+
+    clip = clamp
+
+    def softmax(self, dim):
+        return softmax(self, dim)
+
+    def log_softmax(self, dim):
+        return log_softmax(self, dim)
+
+    def reshape(self, *shape):
+        return reshape(self, _shape_arg(shape))
+
+    def view(self, *shape):
+        return reshape(self, _shape_arg(shape))
+
+    def view_as(self, other):
+        return reshape(self, other.shape)
+
+    def reshape_as(self, other):
+        return reshape(self, other.shape)
+
+    def expand(self, *shape):
+        return expand(self, _shape_arg(shape))
+
+    def expand_as(self, other):
+        return expand(self, other.shape)
+
+    def transpose(self, dim0, dim1):
+        return transpose(self, dim0, dim1)
+
+    def t(self):
+        if self.ndim > 2:
+            raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {self.ndim}D")
+        return self.T
+
+    def permute(self, *dims):
+        return permute(self, _shape_arg(dims))
+
+    def squeeze(self, dim=None):
+        return squeeze(self, dim)
+
+    def unsqueeze(self, dim):
+        return unsqueeze(self, dim)
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        return flatten(self, start_dim, end_dim)
+
+    def __getitem__(self, key):
+        return getitem(self, key)
+
+    # ---------------------------------------------------------- in-place ops
+    def _check_inplace(self) -> bool:
+        """Refuse in-place changes of leaves that require grad; True when history must be rebased."""
+        if not is_grad_enabled():
+            return False
+        if self.grad_fn is None and self._requires_grad:
+            raise RuntimeError(
+                "a leaf Variable that requires grad is being used in an in-place operation."
+            )
+        return self._requires_grad
+
+    def _inplace(self, func, other) -> Tensor:
+        """Apply ``self = func(self, other)`` in place, keeping the graph right when recording."""
+        other_rg = isinstance(other, Tensor) and other._requires_grad
+        if self._check_inplace() or (other_rg and is_grad_enabled()):
+            snapshot = Tensor._wrap(self.data, self._requires_grad, self.grad_fn)
+            result = func(snapshot, other)
+            self.data = result.data.astype(self.data.dtype, copy=False)
+            self.grad_fn = result.grad_fn
+            self._requires_grad = result._requires_grad
+        else:
+            with _no_grad_block():
+                result = func(Tensor._wrap(self.data), other)
+            np.copyto(self.data, result.data, casting="same_kind")
+        return self
+
+    def __iadd__(self, other):
+        return self._inplace(add, other)
+
+    def __isub__(self, other):
+        return self._inplace(sub, other)
+
+    def __imul__(self, other):
+        return self._inplace(mul, other)
+
+    def __itruediv__(self, other):
+        return self._inplace(div, other)
+
+    def add_(self, other, alpha=1):
+        return self._inplace(add, other if alpha == 1 else other * alpha)
+
+    def sub_(self, other, alpha=1):
+        return self._inplace(sub, other if alpha == 1 else other * alpha)
+
+    def mul_(self, other):
+        return self._inplace(mul, other)
+
+    def div_(self, other):
+        return self._inplace(div, other)
+
+    def pow_(self, exponent):
+        return self._inplace(pow, exponent)
+
+    def clamp_(self, min=None, max=None):
+        return self._inplace(lambda t, _: clamp(t, min, max), None)
+
+    def neg_(self):
+        return self._inplace(lambda t, _: neg(t), None)
+
+    def sqrt_(self):
+        return self._inplace(lambda t, _: sqrt(t), None)
+
+    def zero_(self):
+        self._check_inplace()
+        self.data[...] = 0
+        return self
+
+    def fill_(self, value):
+        self._check_inplace()
+        self.data[...] = _data(value)
+        return self
+
+    def copy_(self, src):
+        """Copy ``src`` into this tensor's memory (broadcasting, casting)."""
+        if self._check_inplace() or (isinstance(src, Tensor) and src._requires_grad and is_grad_enabled()):
+            shape, dtype = self.shape, self.dtype
+            return self._inplace(lambda t, s: expand(s, shape).type(dtype) + t * 0, src)
+        np.copyto(self.data, _data(src), casting="unsafe")
+        return self
+
+    def uniform_(self, a=0.0, b=1.0, generator=None):
+        from .. import random as _random
+
+        self._check_inplace()
+        self.data[...] = _random.uniform(a, b, self.shape, generator)
+        return self
+
+    def normal_(self, mean=0.0, std=1.0, generator=None):
+        from .. import random as _random
+
+        self._check_inplace()
+        self.data[...] = _random.normal(mean, std, self.shape, generator)
+        return self
+
+    def __setitem__(self, key, value):
+        key = _index_key(key)
+        if self._check_inplace() or (isinstance(value, Tensor) and value._requires_grad and is_grad_enabled()):
+            self._inplace(lambda t, v: index_put(t, key, v), value)
+        else:
+            self.data[key] = _data(value)
+
+
+def _no_grad_block():
+    from .grad_mode import no_grad
+
+    return no_grad()
+
+
+def _shape_arg(shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        return tuple(shape[0])
+    return tuple(shape)
+
+
+def _data(x):
+    return x.data if isinstance(x, Tensor) else x
+
+
+def _as_tensor(x, like: Tensor | None = None) -> Tensor:
+    """Wrap a non-Tensor operand; Python scalars stay weakly typed, as in PyTorch."""
+    if isinstance(x, Tensor):
+        return x
+    if isinstance(x, numbers.Number) and like is not None:
+        return Tensor._wrap(np.asarray(x, dtype=like.data.dtype if like.data.dtype.kind == "f"
+                                       or isinstance(x, numbers.Integral) else None))
+    return Tensor(x)
+
+
+def _op(data: np.ndarray, inputs: tuple, backward_fn, name: str, differentiable: bool = True) -> Tensor:
+    """Wrap an op's result, recording its node when grad mode is on and an input requires grad."""
+    if differentiable and is_grad_enabled():
+        for t in inputs:
+            if t._requires_grad:
+                return Tensor._wrap(data, True, Node(name, inputs, backward_fn))
+    return Tensor._wrap(data)
+
+
+def _arg_reduce(fn, data, dim, keepdim):
+    if dim is None:
+        return np.asarray(fn(data))
+    d = _normalize_dims(dim, data.ndim)[0]
+    out = fn(data, axis=d) if data.ndim else np.asarray(0)
+    return np.expand_dims(out, d) if keepdim and data.ndim else out
+
+
+def _binary_operands(a, b):
+    if not isinstance(a, Tensor):
+        a = _as_tensor(a, b)
+    if not isinstance(b, Tensor):
+        b = _as_tensor(b, a)
+    return a, b
+
+
+# ============================================================================ elementwise binary
+def add(a, b) -> Tensor:
+    a, b = _binary_operands(a, b)
+    A, B = a.data, b.data
+
+    def backward(g):
+        return (_unbroadcast(g, A.shape) if a._requires_grad else None,
+                _unbroadcast(g, B.shape) if b._requires_grad else None)
+
+    return _op(A + B, (a, b), backward, "AddBackward0")
+
+
+def sub(a, b) -> Tensor:
+    a, b = _binary_operands(a, b)
+    A, B = a.data, b.data
+
+    def backward(g):
+        return (_unbroadcast(g, A.shape) if a._requires_grad else None,
+                _unbroadcast(-g, B.shape) if b._requires_grad else None)
+
+    return _op(A - B, (a, b), backward, "SubBackward0")
+
+
+def mul(a, b) -> Tensor:
+    a, b = _binary_operands(a, b)
+    A, B = a.data, b.data
+
+    def backward(g):
+        return (_unbroadcast(g * B, A.shape) if a._requires_grad else None,
+                _unbroadcast(g * A, B.shape) if b._requires_grad else None)
+
+    return _op(A * B, (a, b), backward, "MulBackward0")
+
+
+def div(a, b) -> Tensor:
+    a, b = _binary_operands(a, b)
+    A, B = a.data, b.data
+    if A.dtype.kind in "iub" and B.dtype.kind in "iub":
+        A = A.astype(get_default_dtype())
+
+    def backward(g):
+        ga = _unbroadcast(g / B, A.shape) if a._requires_grad else None
+        gb = _unbroadcast(-g * A / (B * B), B.shape) if b._requires_grad else None
+        return ga, gb
+
+    return _op(A / B, (a, b), backward, "DivBackward0")
+
+
+def pow(a, b) -> Tensor:  # noqa: A001 - mirrors torch.pow
+    if not isinstance(b, Tensor) and isinstance(a, Tensor):
+        exponent = b
+        A = a.data
+        out = A ** exponent
+
+        def backward_scalar(g):
+            if exponent == 0:
+                return (np.zeros_like(A),)
+            return (g * (exponent * A ** (exponent - 1)),)
+
+        return _op(out, (a,), backward_scalar, "PowBackward0")
+    a, b = _binary_operands(a, b)
+    A, B = a.data, b.data
+    out = A ** B
+
+    def backward(g):
+        ga = _unbroadcast(g * B * A ** (B - 1), A.shape) if a._requires_grad else None
+        gb = None
+        if b._requires_grad:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                logA = np.where(A > 0, np.log(np.where(A > 0, A, 1)), np.where(A == 0, 0, np.nan))
+            gb = _unbroadcast(g * out * logA, B.shape)
+        return ga, gb
+
+    return _op(out, (a, b), backward, "PowBackward1")
+
+
+def maximum(a, b) -> Tensor:
+    """Elementwise maximum; ties split the gradient evenly, as in PyTorch."""
+    a, b = _binary_operands(a, b)
+    A, B = a.data, b.data
+
+    def backward(g):
+        wa = (A > B) + 0.5 * (A == B)
+        return (_unbroadcast(g * wa, A.shape) if a._requires_grad else None,
+                _unbroadcast(g * (1 - wa), B.shape) if b._requires_grad else None)
+
+    return _op(np.maximum(A, B), (a, b), backward, "MaximumBackward0")
+
+
+def minimum(a, b) -> Tensor:
+    """Elementwise minimum; ties split the gradient evenly, as in PyTorch."""
+    a, b = _binary_operands(a, b)
+    A, B = a.data, b.data
+
+    def backward(g):
+        wa = (A < B) + 0.5 * (A == B)
+        return (_unbroadcast(g * wa, A.shape) if a._requires_grad else None,
+                _unbroadcast(g * (1 - wa), B.shape) if b._requires_grad else None)
+
+    return _op(np.minimum(A, B), (a, b), backward, "MinimumBackward0")
+
+
+def where(condition, a, b) -> Tensor:
+    """Pick from ``a`` where ``condition`` holds, else from ``b``; gradients follow the choice."""
+    cond = np.asarray(_data(condition), dtype=bool)
+    a, b = _binary_operands(a, b)
+    A, B = a.data, b.data
+
+    def backward(g):
+        return (_unbroadcast(np.where(cond, g, 0), A.shape) if a._requires_grad else None,
+                _unbroadcast(np.where(cond, 0, g), B.shape) if b._requires_grad else None)
+
+    out = np.where(cond, A, B)
+    return _op(out, (a, b), backward, "WhereBackward0")
+
+
+# ============================================================================ elementwise unary
+def neg(a: Tensor) -> Tensor:
+    return _op(-a.data, (a,), lambda g: (-g,), "NegBackward0")
+
+
+def exp(a: Tensor) -> Tensor:
+    out = np.exp(a.data)
+    return _op(out, (a,), lambda g: (g * out,), "ExpBackward0")
+
+
+def log(a: Tensor) -> Tensor:
+    A = a.data
+    return _op(np.log(A), (a,), lambda g: (g / A,), "LogBackward0")
+
+
+def sqrt(a: Tensor) -> Tensor:
+    out = np.sqrt(a.data)
+    return _op(out, (a,), lambda g: (g / (2 * out),), "SqrtBackward0")
+
+
+def abs(a: Tensor) -> Tensor:  # noqa: A001 - mirrors torch.abs
+    A = a.data
+    return _op(np.abs(A), (a,), lambda g: (g * np.sign(A),), "AbsBackward0")
+
+
+def tanh(a: Tensor) -> Tensor:
+    out = np.tanh(a.data)
+    return _op(out, (a,), lambda g: (g * (1 - out * out),), "TanhBackward0")
+
+
+def sigmoid(a: Tensor) -> Tensor:
+    A = a.data
+    # exp of a non-positive number only: no overflow for large |x|
+    e = np.exp(-np.abs(A))
+    out = np.where(A >= 0, 1 / (1 + e), e / (1 + e)).astype(A.dtype, copy=False)
+    return _op(out, (a,), lambda g: (g * out * (1 - out),), "SigmoidBackward0")
+
+
+def relu(a: Tensor) -> Tensor:
+    out = np.maximum(a.data, 0)
+    return _op(out, (a,), lambda g: (g * (out > 0),), "ReluBackward0")
+
+
+def clamp(a: Tensor, min=None, max=None) -> Tensor:  # noqa: A002 - PyTorch's argument names
+    """Clip to [min, max]; the gradient flows where the input lies inside the bounds."""
+    if min is None and max is None:
+        raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
+    A = a.data
+    lo, hi = _data(min), _data(max)
+    out = A
+    if lo is not None:
+        out = np.maximum(out, lo)
+    if hi is not None:
+        out = np.minimum(out, hi)
+    out = out.astype(A.dtype, copy=False)
+
+    def backward(g):
+        keep = np.ones(A.shape, dtype=bool)
+        if lo is not None:
+            keep &= A >= lo
+        if hi is not None:
+            keep &= A <= hi
+        return (g * keep,)
+
+    return _op(out, (a,), backward, "ClampBackward1")
+
+
+# ============================================================================ matmul
+def matmul(a, b) -> Tensor:
+    """Matrix product with NumPy/PyTorch rules for 1-D, 2-D and batched operands."""
+    a, b = _binary_operands(a, b)
+    A, B = a.data, b.data
+    if A.ndim == 0 or B.ndim == 0:
+        raise RuntimeError("both arguments to matmul need to be at least 1D")
+    if A.shape[-1] != B.shape[-2 if B.ndim > 1 else 0]:
+        raise RuntimeError(
+            f"mat1 and mat2 shapes cannot be multiplied ({_shape_str(A)} and {_shape_str(B)})"
+        )
+
+    def backward(g):
+        if A.ndim == 2 and B.ndim == 2:
+            return (g @ B.T if a._requires_grad else None, A.T @ g if b._requires_grad else None)
+        a2 = A if A.ndim > 1 else A[None, :]
+        b2 = B if B.ndim > 1 else B[:, None]
+        g2 = g
+        if A.ndim == 1:
+            g2 = np.expand_dims(g2, -2)
+        if B.ndim == 1:
+            g2 = np.expand_dims(g2, -1)
+        ga = gb = None
+        if a._requires_grad:
+            ga = g2 @ np.swapaxes(b2, -1, -2)
+            if A.ndim == 1:
+                ga = ga[..., 0, :]
+            ga = _unbroadcast(ga, A.shape)
+        if b._requires_grad:
+            gb = np.swapaxes(a2, -1, -2) @ g2
+            if B.ndim == 1:
+                gb = gb[..., 0]
+            gb = _unbroadcast(gb, B.shape)
+        return ga, gb
+
+    return _op(A @ B, (a, b), backward, "MmBackward0" if A.ndim == B.ndim == 2 else "MatmulBackward0")
+
+
+def _shape_str(arr) -> str:
+    return "x".join(str(n) for n in (arr.shape if arr.ndim > 1 else (1, arr.shape[0])))
+
+
+# ============================================================================ reductions
+def sum(a: Tensor, dim=None, keepdim: bool = False) -> Tensor:  # noqa: A001 - mirrors torch.sum
+    A = a.data
+    dims = _normalize_dims(dim, A.ndim) if A.ndim else None
+    out = A.sum(axis=dims, keepdims=keepdim)
+    if A.dtype.kind in "b":
+        out = out.astype(int64)
+
+    def backward(g):
+        return (_expand_reduced(g, A.shape, dims, keepdim),)
+
+    return _op(np.asarray(out), (a,), backward, "SumBackward1" if dims else "SumBackward0")
+
+
+def mean(a: Tensor, dim=None, keepdim: bool = False) -> Tensor:
+    A = a.data
+    if A.dtype.kind not in "fc":
+        raise RuntimeError(
+            f"mean(): could not infer output dtype. Input dtype must be either a floating point "
+            f"or complex dtype. Got: {A.dtype}"
+        )
+    dims = _normalize_dims(dim, A.ndim) if A.ndim else None
+    out = np.asarray(A.mean(axis=dims, keepdims=keepdim))
+    count = A.size // max(out.size, 1) if A.size else 0
+
+    def backward(g):
+        return (_expand_reduced(g / count, A.shape, dims, keepdim),)
+
+    return _op(out, (a,), backward, "MeanBackward1" if dims else "MeanBackward0")
+
+
+def var(a: Tensor, dim=None, unbiased=None, keepdim: bool = False, *, correction=None) -> Tensor:
+    """Variance with Bessel's correction by default (``correction=1``), as ``torch.var``."""
+    if correction is None:
+        correction = 1 if unbiased is None or unbiased else 0
+    A = a.data
+    dims = _normalize_dims(dim, A.ndim) if A.ndim else None
+    n = A.size if dims is None else int(np.prod([A.shape[d] for d in dims]))
+    mu = A.mean(axis=dims, keepdims=True)
+    centered = A - mu
+    denom = n - correction
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.asarray((centered * centered).sum(axis=dims, keepdims=keepdim) / denom)
+    out = out.astype(A.dtype, copy=False)
+
+    def backward(g):
+        gg = g if keepdim or dims is None else np.expand_dims(g, dims)
+        return ((2.0 / denom) * gg * centered,)
+
+    return _op(out, (a,), backward, "VarBackward0")
+
+
+def std(a: Tensor, dim=None, unbiased=None, keepdim: bool = False, *, correction=None) -> Tensor:
+    return sqrt(var(a, dim, unbiased=unbiased, keepdim=keepdim, correction=correction))
+
+
+def amax(a: Tensor, dim=None, keepdim: bool = False) -> Tensor:
+    """Maximum over ``dim``; equal maxima share the gradient evenly."""
+    return _extreme(a, dim, keepdim, np.max, "AmaxBackward0")
+
+
+def amin(a: Tensor, dim=None, keepdim: bool = False) -> Tensor:
+    """Minimum over ``dim``; equal minima share the gradient evenly."""
+    return _extreme(a, dim, keepdim, np.min, "AminBackward0")
+
+
+def _extreme(a, dim, keepdim, fn, name):
+    A = a.data
+    dims = _normalize_dims(dim, A.ndim) if A.ndim else None
+    if A.size == 0:
+        raise RuntimeError(f"{name[:4].lower()}(): Expected reduction dim to be specified for input.numel() == 0.")
+    out = np.asarray(fn(A, axis=dims, keepdims=keepdim))
+
+    def backward(g):
+        kept = out if keepdim or dims is None else np.expand_dims(out, dims)
+        mask = A == kept
+        count = mask.sum(axis=dims, keepdims=True)
+        gg = g if keepdim or dims is None else np.expand_dims(g, dims)
+        return (mask * (gg / count),)
+
+    return _op(out, (a,), backward, name)
+
+
+def max(a: Tensor, dim=None, keepdim: bool = False):  # noqa: A001 - mirrors torch.max
+    """Without ``dim`` the largest element; with ``dim`` a (values, indices) pair, as torch.max."""
+    if dim is None:
+        return _extreme(a, None, False, np.max, "MaxBackward1")
+    return _extreme_dim(a, dim, keepdim, np.argmax, "MaxBackward0")
+
+
+def min(a: Tensor, dim=None, keepdim: bool = False):  # noqa: A001 - mirrors torch.min
+    """Without ``dim`` the smallest element; with ``dim`` a (values, indices) pair, as torch.min."""
+    if dim is None:
+        return _extreme(a, None, False, np.min, "MinBackward1")
+    return _extreme_dim(a, dim, keepdim, np.argmin, "MinBackward0")
+
+
+def _extreme_dim(a, dim, keepdim, argfn, name):
+    A = a.data
+    d = _normalize_dims(dim, A.ndim)[0] if A.ndim else None
+    if d is None:
+        idx = np.asarray(0)
+        values = A.copy()
+    else:
+        idx = np.expand_dims(argfn(A, axis=d), d)
+        values = np.take_along_axis(A, idx, axis=d)
+        if not keepdim:
+            values = values.squeeze(d)
+
+    def backward(g):
+        if d is None:
+            return (g.copy(),)
+        gg = g if keepdim else np.expand_dims(g, d)
+        grad = np.zeros_like(A)
+        np.put_along_axis(grad, idx, gg, axis=d)
+        return (grad,)
+
+    out_idx = idx if (keepdim or d is None) else idx.squeeze(d)
+    return ValuesIndices(_op(values, (a,), backward, name), Tensor._wrap(out_idx.astype(int64)))
+
+
+# ============================================================================ softmax family
+def softmax(a: Tensor, dim: int) -> Tensor:
+    """Numerically stable softmax along ``dim``."""
+    A = a.data
+    d = _normalize_dims(dim, A.ndim)[0] if A.ndim else None
+    e = np.exp(A - A.max(axis=d, keepdims=True))
+    out = e / e.sum(axis=d, keepdims=True)
+
+    def backward(g):
+        return (out * (g - (g * out).sum(axis=d, keepdims=True)),)
+
+    return _op(out, (a,), backward, "SoftmaxBackward0")
+
+
+def log_softmax(a: Tensor, dim: int) -> Tensor:
+    """Numerically stable log-softmax along ``dim`` (log-sum-exp with the max subtracted)."""
+    A = a.data
+    d = _normalize_dims(dim, A.ndim)[0] if A.ndim else None
+    shifted = A - A.max(axis=d, keepdims=True)
+    out = shifted - np.log(np.exp(shifted).sum(axis=d, keepdims=True))
+
+    def backward(g):
+        return (g - np.exp(out) * g.sum(axis=d, keepdims=True),)
+
+    return _op(out, (a,), backward, "LogSoftmaxBackward0")
+
+
+# ============================================================================ shape ops
+def reshape(a: Tensor, shape) -> Tensor:
+    A = a.data
+    try:
+        out = A.reshape(shape)
+    except ValueError:
+        raise RuntimeError(f"shape '{list(shape)}' is invalid for input of size {A.size}") from None
+    return _op(out, (a,), lambda g: (g.reshape(A.shape),), "ViewBackward0")
+
+
+def expand(a: Tensor, shape) -> Tensor:
+    A = a.data
+    shape = tuple(A.shape[i - (len(shape) - A.ndim)] if n == -1 else n for i, n in enumerate(shape))
+    try:
+        out = np.broadcast_to(A, shape)
+    except ValueError:
+        raise RuntimeError(
+            f"The expanded size of the tensor must match the existing size: {A.shape} to {shape}"
+        ) from None
+    return _op(out, (a,), lambda g: (_unbroadcast(g, A.shape),), "ExpandBackward0")
+
+
+def transpose(a: Tensor, dim0: int, dim1: int) -> Tensor:
+    A = a.data
+    if A.ndim < 2 and dim0 in (0, -1) and dim1 in (0, -1):
+        return _op(A, (a,), lambda g: (g,), "TransposeBackward0")
+    d0, d1 = _normalize_dims((dim0, dim1), A.ndim)
+    return _op(np.swapaxes(A, d0, d1), (a,), lambda g: (np.swapaxes(g, d0, d1),),
+               "TransposeBackward0")
+
+
+def permute(a: Tensor, dims) -> Tensor:
+    A = a.data
+    dims = _normalize_dims(tuple(dims), A.ndim) if A.ndim else ()
+    if sorted(dims) != list(range(A.ndim)):
+        raise RuntimeError(f"permute(): dims {dims} do not match a tensor of {A.ndim} dimensions")
+    inverse = tuple(np.argsort(dims))
+    return _op(np.transpose(A, dims), (a,), lambda g: (np.transpose(g, inverse),),
+               "PermuteBackward0")
+
+
+def squeeze(a: Tensor, dim=None) -> Tensor:
+    A = a.data
+    if dim is None:
+        out = A.squeeze()
+    else:
+        dims = tuple(d for d in _normalize_dims(dim, A.ndim) if A.ndim and A.shape[d] == 1)
+        out = A.squeeze(dims) if dims else A
+    return _op(out, (a,), lambda g: (g.reshape(A.shape),), "SqueezeBackward0")
+
+
+def unsqueeze(a: Tensor, dim: int) -> Tensor:
+    A = a.data
+    d = _normalize_dims(dim, A.ndim + 1)[0]
+    return _op(np.expand_dims(A, d), (a,), lambda g: (g.reshape(A.shape),), "UnsqueezeBackward0")
+
+
+def flatten(a: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+    A = a.data
+    if A.ndim == 0:
+        return reshape(a, (1,))
+    s, e = _normalize_dims((start_dim, end_dim), A.ndim)
+    shape = A.shape[:s] + (int(np.prod(A.shape[s : e + 1])),) + A.shape[e + 1 :]
+    return reshape(a, shape)
+
+
+def getitem(a: Tensor, key) -> Tensor:
+    """Indexing and slicing; repeated advanced indices accumulate their gradients."""
+    A = a.data
+    key = _index_key(key)
+    out = A[key]
+    basic = _is_basic_index(key)
+
+    def backward(g):
+        grad = np.zeros_like(A)
+        if basic:
+            grad[key] = g
+        else:
+            np.add.at(grad, key, g)
+        return (grad,)
+
+    if basic:
+        out = out if isinstance(out, np.ndarray) else np.asarray(out)
+    return _op(np.asarray(out), (a,), backward, "IndexBackward0" if not basic else "SliceBackward0")
+
+
+def index_put(a: Tensor, key, value) -> Tensor:
+    """Out-of-place ``a[key] = value``, differentiable in both ``a`` and ``value``."""
+    a, value = _binary_operands(a, value)
+    A, V = a.data, value.data
+    out = A.copy()
+    out[key] = V
+
+    def backward(g):
+        ga = gv = None
+        if a._requires_grad:
+            ga = g.copy()
+            ga[key] = 0
+        if value._requires_grad:
+            gv = _unbroadcast(np.broadcast_to(g[key], np.shape(out[key])), V.shape)
+        return ga, gv
+
+    return _op(out, (a, value), backward, "IndexPutBackward0")
+
+
+def cat(tensors, dim: int = 0) -> Tensor:
+    """Concatenate along an existing dimension."""
+    tensors = [_as_tensor(t) for t in tensors]
+    if not tensors:
+        raise RuntimeError("torch.cat(): expected a non-empty list of Tensors")
+    arrays = [t.data for t in tensors]
+    d = _normalize_dims(dim, arrays[0].ndim)[0]
+    try:
+        out = np.concatenate(arrays, axis=d)
+    except ValueError as exc:
+        raise RuntimeError(f"torch.cat(): {exc}") from None
+    bounds = np.cumsum([x.shape[d] for x in arrays])[:-1]
+
+    def backward(g):
+        return tuple(p if t._requires_grad else None
+                     for p, t in zip(np.split(g, bounds, axis=d), tensors))
+
+    return _op(out, tuple(tensors), backward, "CatBackward0")
+
+
+def stack(tensors, dim: int = 0) -> Tensor:
+    """Join along a new dimension."""
+    tensors = [_as_tensor(t) for t in tensors]
+    if not tensors:
+        raise RuntimeError("stack expects a non-empty TensorList")
+    arrays = [t.data for t in tensors]
+    d = _normalize_dims(dim, arrays[0].ndim + 1)[0]
+    try:
+        out = np.stack(arrays, axis=d)
+    except ValueError as exc:
+        raise RuntimeError(f"stack expects each tensor to be equal size: {exc}") from None
+
+    def backward(g):
+        return tuple(np.take(g, i, axis=d) if t._requires_grad else None
+                     for i, t in enumerate(tensors))
+
+    return _op(out, tuple(tensors), backward, "StackBackward0")

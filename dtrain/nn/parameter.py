@@ -1,0 +1,24 @@
+"""``Parameter``: a leaf tensor that a ``Module`` registers as trainable when assigned to it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd.tensor import Tensor
+
+
+class Parameter(Tensor):
+    """A Tensor that requires grad by default and is collected by ``Module.parameters()``."""
+
+    __slots__ = ()
+
+    def __init__(self, data=None, requires_grad: bool = True):
+        if data is None:
+            data = np.empty((0,), dtype=np.float32)
+        array = data.data if isinstance(data, Tensor) else np.asarray(data)
+        super().__init__(array, requires_grad=False)
+        self.data = array  # share memory with the tensor it wraps, as torch.nn.Parameter does
+        self.requires_grad = requires_grad
+
+    def __repr__(self):
+        return "Parameter containing:\n" + super().__repr__()
