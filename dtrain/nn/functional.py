@@ -1,0 +1,51 @@
+"""``dtrain.nn.functional``: the stateless forms of the layers and losses (PyTorch's ``F``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd.tensor import Tensor, log_softmax as _log_softmax, relu as _relu
+from ..autograd.tensor import sigmoid, softmax as _softmax, tanh
+from ._kernels import (binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy, elu,
+                       gelu, l1_loss, leaky_relu, linear, mse_loss, nll_loss, softplus)
+from .activation import _implicit_dim
+from .dropout import dropout
+
+__all__ = [
+    "linear", "relu", "leaky_relu", "gelu", "elu", "softplus", "tanh", "sigmoid", "softmax",
+    "log_softmax", "dropout", "cross_entropy", "nll_loss", "mse_loss", "l1_loss",
+    "binary_cross_entropy", "binary_cross_entropy_with_logits", "one_hot",
+]
+
+
+def relu(input: Tensor, inplace: bool = False) -> Tensor:
+    """max(0, x)."""
+    return _relu(input)
+
+
+def softmax(input: Tensor, dim: int | None = None, dtype=None) -> Tensor:
+    """Softmax along ``dim`` (optionally computed in ``dtype``)."""
+    if dtype is not None:
+        input = input.type(dtype)
+    return _softmax(input, _implicit_dim(dim, input))
+
+
+def log_softmax(input: Tensor, dim: int | None = None, dtype=None) -> Tensor:
+    """Log-softmax along ``dim`` (optionally computed in ``dtype``)."""
+    if dtype is not None:
+        input = input.type(dtype)
+    return _log_softmax(input, _implicit_dim(dim, input))
+
+
+def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
+    """int64 one-hot encoding of class indices, with a trailing class dimension."""
+    idx = tensor.data if isinstance(tensor, Tensor) else np.asarray(tensor)
+    if idx.dtype.kind not in "iu":
+        raise RuntimeError("one_hot is only applicable to index tensor of type LongTensor.")
+    if num_classes == -1:
+        num_classes = int(idx.max()) + 1 if idx.size else 0
+    if idx.size and (idx.min() < 0 or idx.max() >= num_classes):
+        raise RuntimeError("Class values must be smaller than num_classes.")
+    out = np.zeros(idx.shape + (num_classes,), dtype=np.int64)
+    np.put_along_axis(out, idx[..., None].astype(np.int64), 1, axis=-1)
+    return Tensor._wrap(out)

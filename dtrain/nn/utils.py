@@ -1,0 +1,67 @@
+"""Gradient clipping utilities with PyTorch's semantics (in place, returning the total norm)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..autograd.tensor import Tensor
+
+
+def _grads(parameters) -> list:
+    if isinstance(parameters, Tensor):
+        parameters = [parameters]
+    return [p.grad for p in parameters if p.grad is not None]
+
+
+def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0,
+                    error_if_nonfinite: bool = False) -> Tensor:
+    """Scale all gradients together so their joint ``norm_type`` norm is at most ``max_norm``."""
+    grads = _grads(parameters)
+    max_norm = float(max_norm)
+    norm_type = float(norm_type)
+    if not grads:
+        return Tensor(0.0)
+    dtype = grads[0].dtype
+    if norm_type == math.inf:
+        norms = [np.abs(g.data).max() if g.data.size else 0.0 for g in grads]
+        total = np.asarray(max(norms), dtype=dtype)
+    else:
+        per = [np.linalg.norm(g.data.ravel(), norm_type) for g in grads]
+        total = np.asarray(np.linalg.norm(np.asarray(per, dtype=dtype), norm_type), dtype=dtype)
+    if error_if_nonfinite and not np.isfinite(total):
+        raise RuntimeError(
+            f"The total norm of order {norm_type} for gradients from `parameters` is non-finite, "
+            "so it cannot be clipped. To disable this error and scale the gradients by the "
+            "non-finite norm anyway, set `error_if_nonfinite=False`"
+        )
+    coef = np.asarray(max_norm / (total + 1e-6), dtype=dtype)
+    coef = np.minimum(coef, np.asarray(1.0, dtype=dtype))
+    for g in grads:
+        g.data *= coef
+    return Tensor._wrap(total)
+
+
+def clip_grad_value_(parameters, clip_value: float) -> None:
+    """Clip every gradient element into [-clip_value, clip_value] in place."""
+    clip_value = float(clip_value)
+    for g in _grads(parameters):
+        np.clip(g.data, -clip_value, clip_value, out=g.data)
+
+
+def parameters_to_vector(parameters) -> Tensor:
+    """Concatenate the parameters into one flat tensor (a copy)."""
+    return Tensor._wrap(np.concatenate([p.data.ravel() for p in parameters]))
+
+
+def vector_to_parameters(vec: Tensor, parameters) -> None:
+    """Copy slices of a flat vector back into the parameters, in order."""
+    data = vec.data if isinstance(vec, Tensor) else np.asarray(vec)
+    offset = 0
+    for p in parameters:
+        n = p.data.size
+        p.data[...] = data[offset:offset + n].reshape(p.shape)
+        offset += n
+    if offset != data.size:
+        raise ValueError(f"vector has {data.size} elements but the parameters hold {offset}")
