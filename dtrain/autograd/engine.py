@@ -108,13 +108,14 @@ def run_backward(outputs, grad_outputs, retain_graph: bool, capture=None) -> dic
     the gradients of the captured tensors are returned by id instead.
     """
     root_grads = _root_gradients(outputs, grad_outputs)
-    owned_ids: set = set()  # arrays already stored somewhere: the next store must copy
     captured = {} if capture is not None else None
     capture_ids = {id(t) for t in capture} if capture is not None else None
     node_of = {id(t.grad_fn): t for t in capture if t.grad_fn is not None} if capture else {}
 
-    def store_leaf(t: Tensor, g: np.ndarray):
-        g = _apply_hooks(t, g)
+    def store_leaf(t: Tensor, g: np.ndarray, shared: bool):
+        hooked = _apply_hooks(t, g)
+        shared = shared or hooked is not g
+        g = hooked
         if captured is not None:
             if id(t) in capture_ids:
                 prev = captured.get(id(t))
@@ -123,9 +124,8 @@ def run_backward(outputs, grad_outputs, retain_graph: bool, capture=None) -> dic
         if g.dtype != t.data.dtype:
             g = g.astype(t.data.dtype)
         if t.grad is None:
-            if g.base is not None or id(g) in owned_ids or not g.flags.writeable:
+            if shared or g.base is not None or not g.flags.writeable:
                 g = g.copy()
-            owned_ids.add(id(g))
             t.grad = Tensor._wrap(g)
         else:
             t.grad.data += g
@@ -133,9 +133,8 @@ def run_backward(outputs, grad_outputs, retain_graph: bool, capture=None) -> dic
     buffers: dict = {}
     roots = []
     for out, g in zip(outputs, root_grads):
-        owned_ids.add(id(g))
         if out.grad_fn is None:
-            store_leaf(out, g)
+            store_leaf(out, g, True)
             continue
         roots.append(out.grad_fn)
         prev = buffers.get(out.grad_fn)
@@ -164,17 +163,17 @@ def run_backward(outputs, grad_outputs, retain_graph: bool, capture=None) -> dic
             fn = node.backward_fn
             if fn is None:
                 raise RuntimeError(_FREED)
-            owned_ids.add(id(g))
             grads = fn(g)
             if not retain_graph:
                 node.backward_fn = None
-            for t, gi in zip(node.inputs, grads):
+            for i, (t, gi) in enumerate(zip(node.inputs, grads)):
                 if gi is None or not t.requires_grad:
                     continue
                 child = t.grad_fn
                 if child is None:
-                    store_leaf(t, gi)
-                    owned_ids.add(id(gi))
+                    # a leaf may adopt a fresh array; one passed through or returned twice is copied
+                    shared = gi is g or any(gi is other for other in grads[:i])
+                    store_leaf(t, gi, shared)
                     continue
                 prev = buffers.get(child)
                 if prev is None:
