@@ -111,13 +111,13 @@ def _normalize_dims(dim, ndim: int):
         return None
     dims = (dim,) if isinstance(dim, int) else tuple(dim)
     out = []
+    n = ndim if ndim > 0 else 1  # a 0-d tensor accepts dim 0 and -1, as in PyTorch
     for d in dims:
-        if not -max(ndim, 1) <= d < max(ndim, 1):
+        if not -n <= d < n:
             raise IndexError(
-                f"Dimension out of range (expected to be in range of [{-max(ndim, 1)}, "
-                f"{max(ndim, 1) - 1}], but got {d})"
+                f"Dimension out of range (expected to be in range of [{-n}, {n - 1}], but got {d})"
             )
-        out.append(d % max(ndim, 1))
+        out.append(d % n)
     return tuple(out)
 
 
