@@ -1047,7 +1047,7 @@ def mean(a: Tensor, dim=None, keepdim: bool = False) -> Tensor:
         )
     dims = _normalize_dims(dim, A.ndim) if A.ndim else None
     out = np.asarray(A.mean(axis=dims, keepdims=keepdim))
-    count = A.size // max(out.size, 1) if A.size else 0
+    count = A.size // out.size if out.size else 0  # the module's max shadows the builtin
 
     def backward(g):
         return (_expand_reduced(g / count, A.shape, dims, keepdim),)
