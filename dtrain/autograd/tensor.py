@@ -997,6 +997,8 @@ def matmul(a, b) -> Tensor:
     def backward(g):
         if A.ndim == 2 and B.ndim == 2:
             return (g @ B.T if a._requires_grad else None, A.T @ g if b._requires_grad else None)
+        if A.ndim == 1 and B.ndim == 1:  # a dot product: g is 0-d
+            return (g * B if a._requires_grad else None, g * A if b._requires_grad else None)
         a2 = A if A.ndim > 1 else A[None, :]
         b2 = B if B.ndim > 1 else B[:, None]
         g2 = g
