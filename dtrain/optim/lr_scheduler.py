@@ -24,8 +24,9 @@ if TYPE_CHECKING:
     from .optimizer import Optimizer
 
 __all__ = [
-    "ConstantLR", "CosineAnnealingLR", "CosineAnnealingWarmRestarts", "ExponentialLR",
-    "LRScheduler", "LambdaLR", "LinearLR", "MultiStepLR", "MultiplicativeLR", "PolynomialLR",
+    "ChainedScheduler", "ConstantLR", "CosineAnnealingLR", "CosineAnnealingWarmRestarts",
+    "CyclicLR", "ExponentialLR", "LRScheduler", "LambdaLR", "LinearLR", "MultiStepLR",
+    "MultiplicativeLR", "OneCycleLR", "PolynomialLR", "ReduceLROnPlateau", "SequentialLR",
     "StepLR", "_LRScheduler",
 ]
 
@@ -597,3 +598,464 @@ class CosineAnnealingWarmRestarts(LRScheduler):
             n = int(math.log(epoch / self.T_0 * (self.T_mult - 1) + 1, self.T_mult))
             self.T_cur = epoch - self.T_0 * (self.T_mult ** n - 1) / (self.T_mult - 1)
             self.T_i = self.T_0 * self.T_mult ** n
+
+
+# ---------------------------------------------------------------- cyclical schedules
+def _set_momentum(group: dict, momentum: float, use_beta1: bool) -> None:
+    """Write momentum into a group: as beta1 for Adam-style groups, else as 'momentum'."""
+    if use_beta1:
+        group["betas"] = (momentum, *group["betas"][1:])
+    else:
+        group["momentum"] = momentum
+
+
+def _momentum_mode(optimizer: Any, who: str) -> bool:
+    """True when momentum lives in ``betas[0]``; raise if the optimizer has no momentum."""
+    defaults = getattr(optimizer, "defaults", {})
+    if "momentum" not in defaults and "betas" not in defaults:
+        raise ValueError(f"{who} with cycle_momentum=True needs an optimizer with a 'momentum' "
+                         "or 'betas' option")
+    return "betas" in defaults
+
+
+class CyclicLR(LRScheduler):
+    """Cyclical learning rates (Smith 2017) between base_lr and max_lr, stepped per batch.
+
+    With ``c = floor(1 + t / (up + down))`` and ``x = 1 + t / (up + down) - c`` (position in
+    the cycle), the height is ``x / r`` rising and ``(x - 1) / (r - 1)`` falling
+    (``r = up / (up + down)``), and ``lr = base_lr + (max_lr - base_lr) * height * scale``
+    where scale is 1 (triangular), ``1 / 2**(c - 1)`` (triangular2), ``gamma**t``
+    (exp_range) or ``scale_fn``. Momentum, if cycled, moves the opposite way.
+    """
+
+    _unsaved = frozenset({"optimizer", "_scale_fn_custom"})
+
+    def __init__(self, optimizer: Optimizer, base_lr: float | list[float],
+                 max_lr: float | list[float], step_size_up: int = 2000,
+                 step_size_down: int | None = None, mode: str = "triangular",
+                 gamma: float = 1.0, scale_fn: Callable[[float], float] | None = None,
+                 scale_mode: str = "cycle", cycle_momentum: bool = True,
+                 base_momentum: float | list[float] = 0.8,
+                 max_momentum: float | list[float] = 0.9, last_epoch: int = -1) -> None:
+        _check_optimizer(optimizer, "CyclicLR")
+        self.optimizer = optimizer
+        base_lrs = _per_group("base_lr", optimizer, base_lr)
+        if last_epoch == -1:
+            for lr, group in zip(base_lrs, optimizer.param_groups):
+                group["lr"] = lr
+        self.max_lrs = _per_group("max_lr", optimizer, max_lr)
+        if not step_size_up > 0:
+            raise ValueError(f"CyclicLR step_size_up must be positive, got {step_size_up!r}")
+        if step_size_down is not None and step_size_down < 0:
+            raise ValueError(
+                f"CyclicLR step_size_down must be non-negative, got {step_size_down!r}")
+        up = float(step_size_up)
+        down = float(step_size_down) if step_size_down is not None else up
+        self.total_size = up + down
+        self.step_ratio = up / self.total_size
+        if mode not in ("triangular", "triangular2", "exp_range") and scale_fn is None:
+            raise ValueError(f"CyclicLR mode must be 'triangular', 'triangular2' or 'exp_range' "
+                             f"(or give scale_fn), got {mode!r}")
+        if scale_mode not in ("cycle", "iterations"):
+            raise ValueError(f"CyclicLR scale_mode must be 'cycle' or 'iterations', "
+                             f"got {scale_mode!r}")
+        self.mode = mode
+        self.gamma = gamma
+        self._scale_fn_custom = scale_fn
+        self.scale_mode = scale_mode
+        self._init_scale_mode()
+        self.cycle_momentum = cycle_momentum
+        if cycle_momentum:
+            self.use_beta1 = _momentum_mode(optimizer, "CyclicLR")
+            self.base_momentums = _per_group("base_momentum", optimizer, base_momentum)
+            self.max_momentums = _per_group("max_momentum", optimizer, max_momentum)
+            if last_epoch == -1:
+                for high, low, group in zip(self.max_momentums, self.base_momentums,
+                                            optimizer.param_groups):
+                    _set_momentum(group, high, self.use_beta1)
+                    group["max_momentum"] = high
+                    group["base_momentum"] = low
+        super().__init__(optimizer, last_epoch)
+        self.base_lrs = base_lrs
+
+    def _init_scale_mode(self) -> None:
+        """The built-in policies fix scale_mode; a custom scale_fn keeps the given one."""
+        if self._scale_fn_custom is None:
+            self.scale_mode = "iterations" if self.mode == "exp_range" else "cycle"
+
+    def scale_fn(self, x: float) -> float:
+        """The amplitude scale at cycle number or iteration ``x``."""
+        if self._scale_fn_custom is not None:
+            return self._scale_fn_custom(x)
+        if self.mode == "triangular":
+            return 1.0
+        if self.mode == "triangular2":
+            return 1 / (2.0 ** (x - 1))
+        return self.gamma ** x
+
+    def get_lr(self) -> list[float]:
+        """Rates at batch ``last_epoch``; also writes the cycled momentum into the groups."""
+        self._warn_outside_step()
+        cycle = math.floor(1 + self.last_epoch / self.total_size)
+        x = 1.0 + self.last_epoch / self.total_size - cycle
+        if x <= self.step_ratio:
+            height = x / self.step_ratio
+        else:
+            height = (x - 1) / (self.step_ratio - 1)
+        scale = self.scale_fn(cycle if self.scale_mode == "cycle" else self.last_epoch)
+        lrs = [base + (top - base) * height * scale
+               for base, top in zip(self.base_lrs, self.max_lrs)]
+        if self.cycle_momentum:
+            for low, high, group in zip(self.base_momentums, self.max_momentums,
+                                        self.optimizer.param_groups):
+                _set_momentum(group, high - (high - low) * height * scale, self.use_beta1)
+        return lrs
+
+    def state_dict(self) -> dict[str, Any]:
+        """Scheduler state; a custom scale_fn is saved as its ``__dict__`` if it is an object."""
+        state = super().state_dict()
+        fn = self._scale_fn_custom
+        state["_scale_fn_custom"] = (
+            None if fn is None or isinstance(fn, types.FunctionType)
+            else _plain(vars(fn), "_scale_fn_custom"))
+        return state
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore state and the attributes of a callable-object scale_fn."""
+        super().load_state_dict(state_dict)
+        saved = state_dict.get("_scale_fn_custom")
+        if saved is not None and self._scale_fn_custom is not None:
+            self._scale_fn_custom.__dict__.update(saved)
+        self._init_scale_mode()
+
+
+class OneCycleLR(LRScheduler):
+    """The 1cycle policy (Smith & Topin), stepped per batch.
+
+    ``initial_lr = max_lr / div_factor`` rises to ``max_lr`` over the first ``pct_start`` of
+    ``total_steps``, then falls to ``min_lr = initial_lr / final_div_factor``; with
+    ``three_phase`` it falls back to initial_lr symmetrically first. Each phase anneals with
+    ``end + (start - end) / 2 * (1 + cos(pi p))`` ('cos') or ``(end - start) p + start``
+    ('linear'), p the fraction of the phase done. Momentum, if cycled, moves the opposite way.
+    """
+
+    def __init__(self, optimizer: Optimizer, max_lr: float | list[float],
+                 total_steps: int | None = None, epochs: int | None = None,
+                 steps_per_epoch: int | None = None, pct_start: float = 0.3,
+                 anneal_strategy: str = "cos", cycle_momentum: bool = True,
+                 base_momentum: float | list[float] = 0.85,
+                 max_momentum: float | list[float] = 0.95, div_factor: float = 25.0,
+                 final_div_factor: float = 1e4, three_phase: bool = False,
+                 last_epoch: int = -1) -> None:
+        _check_optimizer(optimizer, "OneCycleLR")
+        self.optimizer = optimizer
+        self.total_steps = _total_steps(total_steps, epochs, steps_per_epoch)
+        if not isinstance(pct_start, float) or not 0 <= pct_start <= 1:
+            raise ValueError(f"OneCycleLR pct_start must be a float in [0, 1], got {pct_start!r}")
+        if anneal_strategy not in ("cos", "linear"):
+            raise ValueError(f"OneCycleLR anneal_strategy must be 'cos' or 'linear', "
+                             f"got {anneal_strategy!r}")
+        self._schedule_phases = _one_cycle_phases(self.total_steps, pct_start, three_phase)
+        self._anneal_func_type = anneal_strategy
+        max_lrs = _per_group("max_lr", optimizer, max_lr)
+        if last_epoch == -1:
+            for top, group in zip(max_lrs, optimizer.param_groups):
+                group["initial_lr"] = top / div_factor
+                group["max_lr"] = top
+                group["min_lr"] = group["initial_lr"] / final_div_factor
+        self.cycle_momentum = cycle_momentum
+        if cycle_momentum:
+            self.use_beta1 = _momentum_mode(optimizer, "OneCycleLR")
+            highs = _per_group("max_momentum", optimizer, max_momentum)
+            lows = _per_group("base_momentum", optimizer, base_momentum)
+            if last_epoch == -1:
+                for high, low, group in zip(highs, lows, optimizer.param_groups):
+                    _set_momentum(group, high, self.use_beta1)
+                    group["max_momentum"] = high
+                    group["base_momentum"] = low
+        super().__init__(optimizer, last_epoch)
+
+    def _anneal(self, start: float, end: float, pct: float) -> float:
+        """Move from start to end as pct goes from 0 to 1, by the chosen strategy."""
+        if self._anneal_func_type == "cos":
+            return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+        return (end - start) * pct + start
+
+    def get_lr(self) -> list[float]:
+        """Rates at batch ``last_epoch``; also writes the cycled momentum into the groups."""
+        self._warn_outside_step()
+        step = self.last_epoch
+        if step > self.total_steps:
+            raise ValueError(f"OneCycleLR stepped {step} times but total_steps is "
+                             f"{self.total_steps}")
+        lrs = []
+        last = len(self._schedule_phases) - 1
+        for group in self.optimizer.param_groups:
+            start_step = 0.0
+            for i, phase in enumerate(self._schedule_phases):
+                end_step = phase["end_step"]
+                if step <= end_step or i == last:
+                    pct = (step - start_step) / (end_step - start_step)
+                    lrs.append(self._anneal(group[phase["start_lr"]], group[phase["end_lr"]],
+                                            pct))
+                    if self.cycle_momentum:
+                        momentum = self._anneal(group[phase["start_momentum"]],
+                                                group[phase["end_momentum"]], pct)
+                        _set_momentum(group, momentum, self.use_beta1)
+                    break
+                start_step = end_step
+        return lrs
+
+
+def _total_steps(total_steps: int | None, epochs: int | None,
+                 steps_per_epoch: int | None) -> int:
+    """OneCycleLR's cycle length: total_steps, or epochs * steps_per_epoch."""
+    if total_steps is not None:
+        if not isinstance(total_steps, int) or total_steps <= 0:
+            raise ValueError(f"OneCycleLR total_steps must be a positive integer, "
+                             f"got {total_steps!r}")
+        return total_steps
+    if epochs is None or steps_per_epoch is None:
+        raise ValueError("OneCycleLR needs total_steps, or both epochs and steps_per_epoch")
+    if not isinstance(epochs, int) or epochs <= 0:
+        raise ValueError(f"OneCycleLR epochs must be a positive integer, got {epochs!r}")
+    if not isinstance(steps_per_epoch, int) or steps_per_epoch <= 0:
+        raise ValueError(f"OneCycleLR steps_per_epoch must be a positive integer, "
+                         f"got {steps_per_epoch!r}")
+    return epochs * steps_per_epoch
+
+
+def _one_cycle_phases(total: int, pct_start: float, three_phase: bool) -> list[dict[str, Any]]:
+    """Phase table: last step of each phase and the group keys it anneals between."""
+    def phase(end_step: float, lr: tuple[str, str], momentum: tuple[str, str]) -> dict:
+        return {"end_step": end_step, "start_lr": lr[0], "end_lr": lr[1],
+                "start_momentum": momentum[0], "end_momentum": momentum[1]}
+
+    rise = phase(float(pct_start * total) - 1, ("initial_lr", "max_lr"),
+                 ("max_momentum", "base_momentum"))
+    if not three_phase:
+        return [rise, phase(total - 1, ("max_lr", "min_lr"), ("base_momentum", "max_momentum"))]
+    return [
+        rise,
+        phase(float(2 * pct_start * total) - 2, ("max_lr", "initial_lr"),
+              ("base_momentum", "max_momentum")),
+        phase(total - 1, ("initial_lr", "min_lr"), ("max_momentum", "max_momentum")),
+    ]
+
+
+# ---------------------------------------------------------------- combinators
+def _check_children(schedulers: Sequence[LRScheduler], optimizer: Any, who: str) -> None:
+    """Children must exist, share the optimizer and not be ReduceLROnPlateau."""
+    if len(schedulers) < 1:
+        raise ValueError(f"{who} needs at least one scheduler in schedulers, got none")
+    for i, child in enumerate(schedulers):
+        if not hasattr(child, "optimizer"):
+            raise TypeError(f"{who}: schedulers[{i}] ({type(child).__name__}) has no optimizer")
+        if isinstance(child, ReduceLROnPlateau):
+            raise ValueError(  # noqa: TRY004 - PyTorch raises ValueError here
+                f"{who} cannot hold ReduceLROnPlateau (schedulers[{i}]): its step() needs a "
+                "metric")
+        if child.optimizer is not optimizer:
+            raise ValueError(f"{who}: schedulers[{i}] ({type(child).__name__}) belongs to a "
+                             "different optimizer")
+
+
+class _ChildState:
+    """state_dict support for schedulers that hold other schedulers in ``_schedulers``."""
+
+    _unsaved = frozenset({"optimizer", "_schedulers"})
+
+    def state_dict(self) -> dict[str, Any]:
+        """Own state plus each child's state_dict under '_schedulers'."""
+        state = LRScheduler.state_dict(self)
+        state["_schedulers"] = [child.state_dict() for child in self._schedulers]
+        return state
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore own state and every child's."""
+        children = state_dict.get("_schedulers", [])
+        if len(children) != len(self._schedulers):
+            raise ValueError(f"state_dict has {len(children)} scheduler states for "
+                             f"{len(self._schedulers)} schedulers")
+        LRScheduler.load_state_dict(self, state_dict)
+        for child, saved in zip(self._schedulers, children):
+            child.load_state_dict(saved)
+
+
+class SequentialLR(_ChildState, LRScheduler):
+    """Run ``schedulers[i]`` between ``milestones[i-1]`` and ``milestones[i]``.
+
+    At each milestone the next scheduler restarts at its epoch 0 (closed form where it has
+    one), from the rates the previous scheduler left.
+    """
+
+    def __init__(self, optimizer: Optimizer, schedulers: Sequence[LRScheduler],
+                 milestones: Sequence[int], last_epoch: int = -1) -> None:
+        _check_optimizer(optimizer, "SequentialLR")
+        _check_children(schedulers, optimizer, "SequentialLR")
+        if len(milestones) != len(schedulers) - 1:
+            raise ValueError(f"SequentialLR needs one fewer milestones than schedulers, got "
+                             f"{len(milestones)} milestones for {len(schedulers)} schedulers")
+        if any(isinstance(m, bool) or not isinstance(m, numbers.Integral) for m in milestones):
+            raise ValueError(f"SequentialLR milestones must be integers, got {list(milestones)}")
+        if list(milestones) != sorted(milestones):
+            raise ValueError(f"SequentialLR milestones must be increasing, "
+                             f"got {list(milestones)}")
+        self._schedulers = list(schedulers)
+        self._milestones = [int(m) for m in milestones]
+        self.last_epoch = last_epoch + 1
+        self.optimizer = optimizer
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"]
+        self.recursive_undo()
+        first = self._schedulers[bisect_right(self._milestones, 0)]
+        first._initial_step()
+        self._last_lr = first.get_last_lr()
+
+    def recursive_undo(self, sched: Any = None) -> None:
+        """Take back the initial step every (nested) child took when it was built."""
+        target = self if sched is None else sched
+        if hasattr(target, "_schedulers"):
+            for child in target._schedulers:
+                self.recursive_undo(child)
+        elif hasattr(target, "last_epoch"):
+            target.last_epoch -= 1
+
+    def step(self) -> None:
+        """Step the scheduler whose interval holds the new epoch (restart it at a milestone)."""
+        self.last_epoch += 1
+        idx = bisect_right(self._milestones, self.last_epoch)
+        child = self._schedulers[idx]
+        if idx > 0 and self._milestones[idx - 1] == self.last_epoch:
+            child._update_lr(0)
+        else:
+            child.step()
+        self._last_lr = child.get_last_lr()
+
+
+class ChainedScheduler(_ChildState, LRScheduler):
+    """Step every scheduler in turn on each step(), so their multiplicative effects compose."""
+
+    def __init__(self, schedulers: Sequence[LRScheduler],
+                 optimizer: Optimizer | None = None) -> None:
+        if len(schedulers) < 1:
+            raise ValueError("ChainedScheduler needs at least one scheduler in schedulers, "
+                             "got none")
+        optimizer = optimizer if optimizer is not None else schedulers[0].optimizer
+        _check_children(schedulers, optimizer, "ChainedScheduler")
+        self._schedulers = list(schedulers)
+        self.optimizer = optimizer
+        self._last_lr = _group_values(optimizer, "lr")
+
+    def step(self) -> None:
+        """Step each chained scheduler once, in order."""
+        for child in self._schedulers:
+            child.step()
+        self._last_lr = _group_values(self.optimizer, "lr")
+
+
+# ---------------------------------------------------------------- metric-driven
+class ReduceLROnPlateau(LRScheduler):
+    """Multiply the rates by ``factor`` when a metric stops improving for ``patience`` steps.
+
+    A metric improves on ``best`` when it is below ``best * (1 - threshold)`` ('min', 'rel'),
+    below ``best - threshold`` ('min', 'abs'), above ``best * (1 + threshold)`` ('max',
+    'rel') or above ``best + threshold`` ('max', 'abs'). After a reduction, ``cooldown``
+    steps pass before bad steps count again; rates never go below ``min_lr`` and changes
+    smaller than ``eps`` are skipped.
+    """
+
+    def __init__(self, optimizer: Optimizer, mode: str = "min", factor: float = 0.1,
+                 patience: int = 10, threshold: float = 1e-4, threshold_mode: str = "rel",
+                 cooldown: int = 0, min_lr: float | list[float] = 0, eps: float = 1e-8) -> None:
+        if factor >= 1.0:
+            raise ValueError(f"ReduceLROnPlateau factor must be < 1.0, got {factor}")
+        _check_optimizer(optimizer, "ReduceLROnPlateau")
+        self.factor = factor
+        self.optimizer = optimizer
+        if isinstance(min_lr, (list, tuple)):
+            self.default_min_lr = None
+            self.min_lrs = _per_group("min_lr", optimizer, min_lr)
+        else:
+            self.default_min_lr = min_lr
+            self.min_lrs = _per_group("min_lr", optimizer, min_lr)
+        self.patience = patience
+        self.cooldown = cooldown
+        self.eps = eps
+        self.last_epoch = 0
+        self._last_lr = _group_values(optimizer, "lr")
+        self._init_is_better(mode=mode, threshold=threshold, threshold_mode=threshold_mode)
+        self._reset()
+
+    def _reset(self) -> None:
+        """Forget the best value and the bad-step and cooldown counters."""
+        self.best = self.mode_worse
+        self.cooldown_counter = 0
+        self.num_bad_epochs = 0
+
+    def step(self, metrics: Any, epoch: int | None = None) -> None:
+        """Record one value of the monitored metric and reduce the rates if it has plateaued."""
+        current = float(metrics)
+        if epoch is None:
+            epoch = self.last_epoch + 1
+        else:
+            warnings.warn(_EPOCH_DEPRECATION_WARNING, UserWarning, stacklevel=2)
+        self.last_epoch = epoch
+        if self._is_better(current, self.best):
+            self.best = current
+            self.num_bad_epochs = 0
+        else:
+            self.num_bad_epochs += 1
+        if self.in_cooldown:
+            self.cooldown_counter -= 1
+            self.num_bad_epochs = 0
+        if self.num_bad_epochs > self.patience:
+            self._reduce_lr()
+            self.cooldown_counter = self.cooldown
+            self.num_bad_epochs = 0
+        self._last_lr = _group_values(self.optimizer, "lr")
+
+    def _reduce_lr(self) -> None:
+        """Scale every group's rate by factor, floored at its min_lr."""
+        groups = self.optimizer.param_groups
+        if len(groups) != len(self.min_lrs):
+            if self.default_min_lr is None:
+                raise RuntimeError(
+                    f"the optimizer now has {len(groups)} param groups but ReduceLROnPlateau "
+                    f"was given {len(self.min_lrs)} min_lr values; update `min_lrs`")
+            self.min_lrs = [self.default_min_lr] * len(groups)
+        for group, floor in zip(groups, self.min_lrs):
+            old = float(group["lr"])
+            new = max(old * self.factor, floor)
+            if old - new > self.eps:
+                group["lr"] = new
+
+    @property
+    def in_cooldown(self) -> bool:
+        """Whether reductions are paused after a recent one."""
+        return self.cooldown_counter > 0
+
+    def _is_better(self, a: float, best: float) -> bool:
+        if self.mode == "min" and self.threshold_mode == "rel":
+            return a < best * (1.0 - self.threshold)
+        if self.mode == "min":
+            return a < best - self.threshold
+        if self.threshold_mode == "rel":
+            return a > best * (self.threshold + 1.0)
+        return a > best + self.threshold
+
+    def _init_is_better(self, mode: str, threshold: float, threshold_mode: str) -> None:
+        if mode not in ("min", "max"):
+            raise ValueError(f"ReduceLROnPlateau mode must be 'min' or 'max', got {mode!r}")
+        if threshold_mode not in ("rel", "abs"):
+            raise ValueError(f"ReduceLROnPlateau threshold_mode must be 'rel' or 'abs', "
+                             f"got {threshold_mode!r}")
+        self.mode_worse = math.inf if mode == "min" else -math.inf
+        self.mode = mode
+        self.threshold = threshold
+        self.threshold_mode = threshold_mode
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore state and re-check mode and threshold_mode."""
+        super().load_state_dict(state_dict)
+        self._init_is_better(self.mode, self.threshold, self.threshold_mode)
