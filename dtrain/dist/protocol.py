@@ -1,0 +1,512 @@
+"""The wire protocol between the coordinator and its workers: a msgpack header, then raw arrays.
+
+A message travels as a list of frames: ``[header, buffer, buffer, ...]``. The header is a msgpack
+map ``{v, job, type, step, worker, fields, arrays}`` where ``arrays`` lists
+``[name, dtype, shape, nframes]`` for each array, in order; the frames after the header hold each
+array's bytes (C order, little-endian), an array larger than ``MAX_FRAME_BYTES`` spread over
+consecutive frames. ``encode`` and ``decode`` are pure functions. Every check of untrusted input
+lives in ``decode``, which raises ``ProtocolError`` (a ``ValueError`` with a short ``reason``
+slug) and nothing else, whatever bytes arrive.
+
+Zero copy both ways: ``encode`` hands out memoryviews of the caller's arrays (do not change them
+until the send is done; ``send(..., track=True)`` says when), and ``decode`` returns read-only
+``np.frombuffer`` views of the received frames. Only arrays split over several frames are copied
+once, into a fresh array or into one from a ``BufferPool``.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import sys
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import msgpack
+import numpy as np
+import zmq
+
+VERSION = 1
+
+HELLO = "hello"
+WELCOME = "welcome"
+TASK = "task"
+GRADS = "grads"
+HEARTBEAT = "heartbeat"
+STOP = "stop"
+ERROR = "error"
+BYE = "bye"
+TYPES = frozenset({HELLO, WELCOME, TASK, GRADS, HEARTBEAT, STOP, ERROR, BYE})
+STEP_TYPES = frozenset({TASK, GRADS})  # messages that belong to a training step (step >= 0)
+
+MAX_FRAME_BYTES = 16 * 2**20  # arrays larger than this are split into several frames
+MAX_HEADER_BYTES = 4 * 2**20  # a larger header frame is rejected before it is parsed
+MAX_NDIM = 32
+_MAX_EXTENT = 2**62  # bound on the product of an array's dims (zeros counted as 1)
+DEFAULT_DTYPES = ("float32", "float64", "int64", "int32", "uint8", "bool")
+
+REASONS = {
+    "garbage": "the frames are not a message: no header, not msgpack, not a map, wrong keys",
+    "version": "the header's protocol version is not VERSION",
+    "job": "the job id is not a string or not the expected job",
+    "type": "unknown message type",
+    "step": "step is not an integer >= -1 (>= 0 for task and grads)",
+    "worker": "worker is not an integer >= -1",
+    "fields": "fields is not a map with string keys",
+    "arrays": "the array table is not a list of [name, dtype, shape, nframes]",
+    "names": "array names missing, unexpected, duplicated or not non-empty strings",
+    "dtype": "array dtype not allowed or not the expected one",
+    "shape": "array shape malformed, too large or not the expected one",
+    "size": "the message or its header is larger than the receiver accepts",
+    "frames": "the number of frames does not match the array table",
+    "length": "an array's frames do not hold exactly shape * itemsize bytes",
+    "nonfinite": "an array holds NaN or infinity",
+}
+
+_HEADER_KEYS = ("v", "job", "type", "step", "worker", "fields", "arrays")
+
+
+@dataclass(eq=False)
+class Message:
+    """One protocol message: its type, job and step, small msgpack extras and named arrays."""
+
+    type: str
+    job: str
+    step: int = -1
+    worker: int = -1
+    fields: dict = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal headers, and arrays equal in order, name, dtype, shape and every byte."""
+        if not isinstance(other, Message):
+            return NotImplemented
+        heads = (self.type, self.job, self.step, self.worker, self.fields)
+        if heads != (other.type, other.job, other.step, other.worker, other.fields):
+            return False
+        if list(self.arrays) != list(other.arrays):
+            return False
+        return all(_same_array(a, other.arrays[k]) for k, a in self.arrays.items())
+
+    __hash__ = None
+
+
+def _same_array(a, b) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    return _byte_view(a).tobytes() == _byte_view(b).tobytes()
+
+
+class ProtocolError(ValueError):
+    """A message that cannot be accepted: ``reason`` is a slug from REASONS, str(e) the detail."""
+
+    def __init__(self, reason: str, message: str, identity: bytes | None = None):
+        super().__init__(message)
+        self.reason = reason
+        self.identity = identity  # the ROUTER peer that sent it, when recv knows
+
+
+def _short(value: object, limit: int = 60) -> str:
+    """repr of an untrusted value, cut so an error message stays readable."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ---------------------------------------------------------------------------- encode
+def _byte_view(a: np.ndarray) -> np.ndarray:
+    """The bytes of a C-contiguous array as a flat uint8 view (no copy)."""
+    return a.reshape(-1).view(np.uint8)
+
+
+def _wire_array(name: str, array) -> np.ndarray:
+    """The array as it goes on the wire: little-endian and C-contiguous, copied only if needed."""
+    a = np.asarray(array)
+    if a.dtype.kind not in "biufc":
+        raise TypeError(f"array {name!r} has dtype {a.dtype}, which cannot cross the wire")
+    if a.dtype.byteorder == ">" or (a.dtype.byteorder == "=" and sys.byteorder == "big"):
+        a = a.astype(a.dtype.newbyteorder("<"))
+    if not a.flags.c_contiguous:
+        a = a.copy(order="C")
+    return a
+
+
+def encode(msg: Message) -> list:
+    """Frames for ``msg``: the msgpack header, then memoryviews of the array bytes (no copies)."""
+    limit = MAX_FRAME_BYTES
+    specs: list[list] = []
+    buffers: list[memoryview] = []
+    for name, array in msg.arrays.items():
+        a = _wire_array(name, array)
+        raw = _byte_view(a)
+        nbytes = raw.nbytes
+        nframes = max(1, -(-nbytes // limit))
+        specs.append([name, a.dtype.name, list(a.shape), nframes])
+        if nframes == 1:
+            buffers.append(memoryview(raw))
+        else:
+            buffers.extend(memoryview(raw[i : i + limit]) for i in range(0, nbytes, limit))
+    header = {
+        "v": VERSION,
+        "job": msg.job,
+        "type": msg.type,
+        "step": operator.index(msg.step),
+        "worker": operator.index(msg.worker),
+        "fields": msg.fields,
+        "arrays": specs,
+    }
+    return [msgpack.packb(header, use_bin_type=True), *buffers]
+
+
+# ---------------------------------------------------------------------------- buffers
+def _refcount(held: list, i: int) -> int:
+    return sys.getrefcount(held[i])
+
+
+class BufferPool:
+    """Receive buffers for multi-frame arrays, reused so big receives skip fresh page faults.
+
+    Keyed by (name, dtype, shape). A buffer is handed out again only once nothing references it
+    any more (no decoded array, view or memoryview of it is alive), so holding several messages
+    at once is safe: the pool then keeps one buffer per live message. ``max_bytes`` bounds what
+    the pool keeps; beyond it, the least recently used free buffers are dropped.
+    """
+
+    def __init__(self, max_bytes: int = 1 << 32):
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._held: OrderedDict[tuple, list[np.ndarray]] = OrderedDict()
+        probe = [np.empty(0)]
+        self._free_refs = _refcount(probe, 0)  # the count of a buffer only the pool holds
+
+    def take(self, name: str, dtype, shape: Sequence[int]) -> np.ndarray:
+        """A writable C-contiguous array of this name, dtype and shape that nobody else holds."""
+        dtype, shape = np.dtype(dtype), tuple(shape)
+        key = (name, dtype.str, shape)
+        held = self._held.get(key)
+        if held is not None:
+            self._held.move_to_end(key)
+            for i in range(len(held)):
+                if _refcount(held, i) <= self._free_refs:
+                    self.hits += 1
+                    return held[i]
+        self.misses += 1
+        buf = np.empty(shape, dtype)
+        if self._make_room(buf.nbytes):
+            self._held.setdefault(key, []).append(buf)
+            self.nbytes += buf.nbytes
+        return buf
+
+    def _make_room(self, nbytes: int) -> bool:
+        """Drop least recently used free buffers until ``nbytes`` more fit; False if they can't."""
+        if nbytes > self.max_bytes:
+            return False
+        for key in list(self._held):
+            if self.nbytes + nbytes <= self.max_bytes:
+                break
+            held = self._held[key]
+            for i in reversed(range(len(held))):
+                if _refcount(held, i) <= self._free_refs:
+                    self.nbytes -= held.pop(i).nbytes
+            if not held:
+                del self._held[key]
+        return self.nbytes + nbytes <= self.max_bytes
+
+    def clear(self) -> None:
+        """Forget every buffer (arrays already handed out stay valid)."""
+        self._held.clear()
+        self.nbytes = 0
+
+
+# ---------------------------------------------------------------------------- decode
+def _frame_view(frame) -> memoryview:
+    """A flat byte memoryview of one frame: bytes, memoryview, any buffer, or zmq.Frame."""
+    try:
+        view = frame.buffer if isinstance(frame, zmq.Frame) else memoryview(frame)
+        if view.ndim != 1 or view.format != "B":
+            view = view.cast("B")
+    except (TypeError, ValueError, BufferError) as e:
+        raise ProtocolError(
+            "garbage", f"a frame of type {type(frame).__name__} is not a byte buffer ({e})"
+        ) from None
+    return view
+
+
+def _no_ext(code: int, data: bytes):
+    raise ValueError(f"msgpack extension type {code} is not part of the protocol")
+
+
+def _unpack_header(view: memoryview) -> dict:
+    """The header map, parsed with limits so a hostile header cannot exhaust memory."""
+    n = len(view)
+    if n > MAX_HEADER_BYTES:
+        raise ProtocolError("size", f"header of {n} bytes exceeds the {MAX_HEADER_BYTES} limit")
+    try:
+        header = msgpack.unpackb(
+            view, raw=False, strict_map_key=True, use_list=True, ext_hook=_no_ext,
+            max_str_len=n, max_bin_len=n, max_array_len=n, max_map_len=n, max_ext_len=0,
+        )  # fmt: skip
+    except (ValueError, TypeError, OverflowError) as e:  # msgpack's errors are ValueErrors
+        raise ProtocolError(
+            "garbage", f"header is not valid msgpack: {_short(str(e), 120)}"
+        ) from None
+    if not isinstance(header, dict):
+        raise ProtocolError("garbage", f"header is a msgpack {type(header).__name__}, not a map")
+    version = header.get("v")
+    if type(version) is not int or version != VERSION:
+        raise ProtocolError(
+            "version", f"protocol version {_short(version)}, this side speaks version {VERSION}"
+        )
+    if set(header) != set(_HEADER_KEYS):
+        missing = sorted(set(_HEADER_KEYS) - set(header))
+        extra = sorted(map(_short, set(header) - set(_HEADER_KEYS)))
+        raise ProtocolError(
+            "garbage", f"header keys wrong: missing {missing}, unexpected [{', '.join(extra)}]"
+        )
+    return header
+
+
+def _is_int(value: object, low: int) -> bool:
+    return type(value) is int and value >= low
+
+
+def _check_head(header: dict, job: str | None) -> None:
+    """Job, type, step, worker and fields of a parsed header."""
+    got = header["job"]
+    if not isinstance(got, str):
+        raise ProtocolError("job", f"job id must be a string, got {_short(got)}")
+    if job is not None and got != job:
+        raise ProtocolError("job", f"message for job {_short(got)}, this is job {job!r}")
+    kind = header["type"]
+    if not isinstance(kind, str) or kind not in TYPES:
+        raise ProtocolError(
+            "type", f"unknown message type {_short(kind)}; known: {', '.join(sorted(TYPES))}"
+        )
+    step = header["step"]
+    low = 0 if kind in STEP_TYPES else -1
+    if not _is_int(step, low):
+        raise ProtocolError("step", f"{kind} message has step {_short(step)}; need an int >= {low}")
+    if not _is_int(header["worker"], -1):
+        raise ProtocolError("worker", f"worker id {_short(header['worker'])} is not an int >= -1")
+    fields = header["fields"]
+    if not isinstance(fields, dict) or not all(isinstance(k, str) for k in fields):
+        raise ProtocolError(
+            "fields", f"fields must be a map with string keys, got {_short(fields)}"
+        )
+
+
+@lru_cache(maxsize=64)
+def _wire_dtype(name: str) -> np.dtype:
+    return np.dtype(name).newbyteorder("<")
+
+
+def _plan_arrays(header: dict, views: list, max_bytes: int, allowed: Sequence[str]) -> list:
+    """Check the array table against the frames: [(name, dtype, shape, [frame views])]."""
+    table = header["arrays"]
+    if not isinstance(table, list):
+        raise ProtocolError("arrays", f"array table must be a list, got {_short(table)}")
+    plan, seen, declared, next_frame = [], set(), 0, 1
+    for i, spec in enumerate(table):
+        if not (isinstance(spec, list) and len(spec) == 4):
+            raise ProtocolError(
+                "arrays", f"array entry {i} is {_short(spec)}, not [name, dtype, shape, nframes]"
+            )
+        name, dtype_name, shape, nframes = spec
+        if not isinstance(name, str) or not name:
+            raise ProtocolError("names", f"array {i} is named {_short(name)}; need a non-empty str")
+        if name in seen:
+            raise ProtocolError("names", f"array name {name!r} appears twice")
+        seen.add(name)
+        if not isinstance(dtype_name, str) or dtype_name not in allowed:
+            raise ProtocolError(
+                "dtype",
+                f"array {name!r} has dtype {_short(dtype_name)}; allowed: {', '.join(allowed)}",
+            )
+        if (
+            not isinstance(shape, list)
+            or len(shape) > MAX_NDIM
+            or not all(_is_int(d, 0) for d in shape)
+            or math.prod(max(d, 1) for d in shape) > _MAX_EXTENT
+        ):
+            raise ProtocolError(
+                "shape",
+                f"array {name!r} has shape {_short(shape)}; need at most {MAX_NDIM} "
+                "non-negative int dims of reasonable size",
+            )
+        dtype = _wire_dtype(dtype_name)
+        nbytes = math.prod(shape) * dtype.itemsize
+        declared += nbytes
+        if declared > max_bytes:
+            raise ProtocolError(
+                "size", f"arrays up to {name!r} need {declared} bytes, over the {max_bytes} limit"
+            )
+        available = len(views) - next_frame
+        if not _is_int(nframes, 1) or nframes > available:
+            raise ProtocolError(
+                "frames",
+                f"array {name!r} declares {_short(nframes)} frames, {available} frames remain",
+            )
+        parts = views[next_frame : next_frame + nframes]
+        next_frame += nframes
+        got = sum(len(p) for p in parts)
+        if got != nbytes:
+            raise ProtocolError(
+                "length",
+                f"array {name!r} ({dtype_name} {tuple(shape)}) needs {nbytes} bytes, "
+                f"its {nframes} frame(s) hold {got}",
+            )
+        plan.append((name, dtype, tuple(shape), parts))
+    if next_frame != len(views):
+        raise ProtocolError(
+            "frames",
+            f"header declares {next_frame - 1} array frames, the message has {len(views) - 1}",
+        )
+    return plan
+
+
+def _build_array(name, dtype, shape, parts, buffers: BufferPool | None) -> np.ndarray:
+    """A read-only array: a view of its single frame, or its frames joined into one buffer."""
+    if len(parts) == 1:
+        array = np.frombuffer(parts[0], dtype=dtype).reshape(shape)
+    else:
+        buf = buffers.take(name, dtype, shape) if buffers is not None else np.empty(shape, dtype)
+        flat = _byte_view(buf)
+        offset = 0
+        for part in parts:
+            flat[offset : offset + len(part)] = np.frombuffer(part, dtype=np.uint8)
+            offset += len(part)
+        array = buf.view()
+    array.flags.writeable = False
+    return array
+
+
+def decode(
+    frames,
+    *,
+    job: str | None = None,
+    max_bytes: int = 1 << 31,
+    allowed_dtypes: Sequence[str] = DEFAULT_DTYPES,
+    buffers: BufferPool | None = None,
+) -> Message:
+    """The Message in ``frames``, every part of it checked; ProtocolError names what is wrong.
+
+    ``job`` (when given) must match the header's job id. ``max_bytes`` bounds the whole message
+    and the arrays it declares. Arrays held in one frame are zero-copy read-only views of it;
+    arrays split over several frames are joined into a buffer from ``buffers`` or a fresh one.
+    """
+    if not isinstance(frames, (list, tuple)):
+        raise ProtocolError("garbage", f"frames must be a list, got {type(frames).__name__}")
+    if not frames:
+        raise ProtocolError("garbage", "empty message: no header frame")
+    views = [_frame_view(f) for f in frames]
+    total = sum(len(v) for v in views)
+    if total > max_bytes:
+        raise ProtocolError("size", f"message of {total} bytes exceeds the {max_bytes} limit")
+    header = _unpack_header(views[0])
+    _check_head(header, job)
+    plan = _plan_arrays(header, views, max_bytes, allowed_dtypes)
+    arrays = {name: _build_array(name, *rest, buffers) for name, *rest in plan}
+    return Message(
+        type=header["type"],
+        job=header["job"],
+        step=header["step"],
+        worker=header["worker"],
+        fields=header["fields"],
+        arrays=arrays,
+    )
+
+
+# ---------------------------------------------------------------------------- checks
+def expect_arrays(msg: Message, spec: Mapping[str, tuple[Sequence[int], object]]) -> None:
+    """Check that ``msg`` carries exactly the arrays of ``spec`` (name -> (shape, dtype))."""
+    got, want = set(msg.arrays), set(spec)
+    if got != want:
+        raise ProtocolError(
+            "names",
+            f"{msg.type} message: missing arrays {sorted(want - got)}, "
+            f"unexpected arrays {sorted(got - want)}",
+        )
+    for name, (shape, dtype) in spec.items():
+        array = msg.arrays[name]
+        if array.shape != tuple(shape):
+            raise ProtocolError(
+                "shape", f"array {name!r}: expected shape {tuple(shape)}, got {array.shape}"
+            )
+        if array.dtype != np.dtype(dtype):
+            raise ProtocolError(
+                "dtype", f"array {name!r}: expected dtype {np.dtype(dtype)}, got {array.dtype}"
+            )
+
+
+def check_finite(arrays: Mapping[str, np.ndarray]) -> None:
+    """Reject NaN and infinity in any float array, naming the first bad one."""
+    for name, array in arrays.items():
+        if array.dtype.kind not in "fc":
+            continue
+        with np.errstate(over="ignore", invalid="ignore"):
+            # A finite sum proves every element finite in one pass without a temporary; an
+            # overflowing sum of finite values falls through to the exact check.
+            if np.isfinite(np.add.reduce(array, axis=None)):
+                continue
+        ok = np.isfinite(array)
+        if not ok.all():
+            bad = ok.size - int(np.count_nonzero(ok))
+            first = np.unravel_index(int(np.argmin(ok)), array.shape)
+            raise ProtocolError(
+                "nonfinite",
+                f"array {name!r} holds {bad} non-finite value(s), the first at index {first}",
+            )
+
+
+# ---------------------------------------------------------------------------- sockets
+def send(socket: zmq.Socket, msg: Message, identity: bytes | None = None, *, track: bool = False):
+    """Encode and send ``msg`` without copying arrays; ``identity`` first for a ROUTER socket.
+
+    The arrays must not change until ZeroMQ has sent them: with ``track=True`` the returned
+    MessageTracker says when (``tracker.wait()``); otherwise returns None.
+    """
+    frames = encode(msg)
+    if identity is not None:
+        frames.insert(0, identity)
+    tracker = socket.send_multipart(frames, copy=False, track=track)
+    return tracker if track else None
+
+
+def recv(
+    socket: zmq.Socket,
+    *,
+    router: bool | None = None,
+    job: str | None = None,
+    max_bytes: int = 1 << 31,
+    allowed_dtypes: Sequence[str] = DEFAULT_DTYPES,
+    buffers: BufferPool | None = None,
+    flags: int = 0,
+    timeout: float | None = None,
+) -> tuple[bytes | None, Message]:
+    """Receive and decode one message: (sender identity or None, Message), without copies.
+
+    ``router`` says the first frame is the peer identity (default: the socket is a ROUTER).
+    ``timeout`` in seconds raises TimeoutError when nothing arrives. A ProtocolError carries the
+    sender's ``identity`` so a coordinator can answer or drop that peer.
+    """
+    if timeout is not None and not socket.poll(max(0, round(timeout * 1000)), zmq.POLLIN):
+        raise TimeoutError(f"no message within {timeout} s")
+    frames = socket.recv_multipart(flags, copy=False)
+    if router is None:
+        router = socket.type == zmq.ROUTER
+    identity = None
+    if router:
+        identity = frames[0].bytes
+        frames = frames[1:]
+    try:
+        msg = decode(
+            frames, job=job, max_bytes=max_bytes, allowed_dtypes=allowed_dtypes, buffers=buffers
+        )
+    except ProtocolError as e:
+        e.identity = identity
+        raise
+    return identity, msg
