@@ -10,6 +10,7 @@ from .autograd.tensor import (Tensor, abs, amax, amin, bool_, cat, clamp, exp, f
                               maximum, mean, min, minimum, relu, set_default_dtype, sigmoid,
                               softmax, sqrt, stack, std, sum, tanh, uint8, var, where)
 from .random import get_rng_state, manual_seed, set_rng_state
+from .io import CheckpointError, load, load_model, save, save_model
 
 bool = bool_  # noqa: A001 - dtrain.bool mirrors torch.bool
 float = float32  # noqa: A001 - dtrain.float mirrors torch.float
@@ -69,3 +70,20 @@ def allclose(a, b, rtol=1e-5, atol=1e-8) -> bool:
 
 def equal(a, b) -> bool:
     return a.equal(b)
+
+
+from .dist.job import Job, Settings  # noqa: E402 - after the core it builds on
+
+
+def fit(job, workers: int = 0, *, out=None, job_name=None, progress: bool = False,
+        max_restarts: int = 0, bind: str = "tcp://127.0.0.1:0", **settings):
+    """Train ``job`` (a Job, Job class or script path); returns (model, history).
+
+    ``workers=0`` trains in this process; ``workers=N`` starts a coordinator here and N local
+    worker processes. Keyword settings (epochs, batch_size, micro_shards, seed, ...) override
+    the job's. The result is bit-identical for every value of ``workers``.
+    """
+    from launcher.run import RunConfig, run
+
+    return run(RunConfig(job=job, workers=workers, job_name=job_name, out=out, bind=bind,
+                         max_restarts=max_restarts, progress=progress, overrides=settings))

@@ -1,0 +1,110 @@
+"""The ``dtrain`` command line: thin click commands that build a config and call into packages."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
+
+
+@click.group(context_settings={"auto_envvar_prefix": "DTRAIN",
+                               "help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="dtrain")
+def main() -> None:
+    """dtrain: data-parallel training with PyTorch's API, bit-identical for any worker count."""
+
+
+def _settings_options(func):
+    """The job settings a command line may override (None: keep the script's value)."""
+    options = [
+        click.option("--epochs", type=click.IntRange(min=0), default=None,
+                     help="Number of epochs (overrides the job's setting)."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=None,
+                     help="Global mini-batch size (overrides the job's setting)."),
+        click.option("--micro-shards", type=click.IntRange(min=1), default=None,
+                     help="Micro-shards per mini-batch; fixes the result for any worker count."),
+        click.option("--seed", type=click.IntRange(min=0), default=None,
+                     help="Seed of init, data order and dropout (overrides the job's setting)."),
+        click.option("--max-steps", type=click.IntRange(min=0), default=None,
+                     help="Stop after this many optimizer steps (0: no limit)."),
+        click.option("--threads", type=click.IntRange(min=1), default=None,
+                     help="BLAS threads per computing process (equal everywhere)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@main.command()
+@click.argument("script", type=click.Path(exists=True, dir_okay=False))
+@click.option("-n", "--workers", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Worker processes to start on this machine (0: train in-process).")
+@click.option("--job", "job_name", default=None, help="Job class to run when SCRIPT has several.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Directory for metrics.jsonl and checkpoint.dtrain [default: runs/SCRIPT].")
+@click.option("--bind", default="tcp://127.0.0.1:0", show_default=True,
+              help="Address the coordinator listens on (port 0: any free port).")
+@click.option("--max-restarts", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Times a crashed local worker is restarted before the run fails.")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Show a progress bar and per-epoch lines on stderr.")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@_settings_options
+def launch(script, workers, job_name, out, bind, max_restarts, progress, verbose, **settings):
+    """Train SCRIPT with a coordinator here and WORKERS local worker processes."""
+    _setup_logging(verbose)
+    from launcher.run import RunConfig, run
+
+    if out is None:
+        out = os.path.join("runs", os.path.splitext(os.path.basename(script))[0])
+    config = RunConfig(job=script, workers=workers, job_name=job_name, out=out, bind=bind,
+                       max_restarts=max_restarts, progress=progress,
+                       overrides={k: v for k, v in settings.items() if v is not None})
+    try:
+        _, history = run(config)
+    except KeyboardInterrupt:
+        click.echo("\ndtrain launch: interrupted; all worker processes stopped", err=True)
+        sys.exit(130)
+    except Exception as e:
+        if verbose >= 2:
+            raise
+        click.echo(f"dtrain launch: error: {e}", err=True)
+        sys.exit(1)
+    last = history.epochs[-1] if history.epochs else (history.steps[-1] if history.steps else {})
+    summary = ", ".join(f"{k} {v:.4f}" for k, v in last.items()
+                        if k.startswith(("val_", "train_loss")) and isinstance(v, float))
+    click.echo(f"done: {len(history.steps)} steps; {summary}; outputs in {out}", err=True)
+
+
+@main.command()
+@click.argument("script", type=click.Path(exists=True, dir_okay=False))
+@click.option("--connect", envvar="DTRAIN_COORDINATOR", required=True,
+              help="Coordinator address, e.g. tcp://10.0.0.1:29500 [env: DTRAIN_COORDINATOR].")
+@click.option("--rank", type=click.IntRange(min=0), default=0, show_default=True,
+              help="This worker's number (names it in logs and ps).")
+@click.option("--job", "job_name", default=None, help="Job class to run when SCRIPT has several.")
+@click.option("--job-id", default="", help="Id of the run to join (checked on every message).")
+@click.option("--name", default="", help="Worker name in the coordinator's logs.")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def worker(script, connect, rank, job_name, job_id, name, verbose):
+    """Join the coordinator at CONNECT and compute micro-shard gradients for SCRIPT's job."""
+    _setup_logging(verbose)
+    from workers.worker import WorkerConfig
+    from workers.worker import main as worker_main
+
+    config = WorkerConfig(connect=connect, script=script, job_name=job_name, job_id=job_id,
+                          rank=rank, name=name)
+    try:
+        code = worker_main(config)
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)

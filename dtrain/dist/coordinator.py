@@ -1,0 +1,396 @@
+"""The coordinator's ZeroMQ side: admit workers, hand out micro-shards, collect and check gradients.
+
+One ROUTER socket serves every worker (each a DEALER). Parameters go out as ROUTER replies, one
+TASK per worker: measured on loopback, a PUB socket saves nothing (ZeroMQ still writes the bytes
+once per subscriber connection), drops messages at its high-water mark and has the slow-joiner
+gap, while a reply on the ROUTER carries the same zero-copy frames and lets a TASK name the
+worker's own micro-shards. Every received message is validated; a bad one is logged with its
+reason and counted, and leaves the training state untouched. A worker that sends an invalid
+gradient, goes silent past the heartbeat timeout or disconnects is evicted and its tree nodes
+are recomputed by the others, so the step's result is unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket as _socket
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import zmq
+
+from . import protocol as P
+from .compute import ShardValue, batch_norm_modules
+from .shards import BatchPlan, assign, is_tree_node
+
+log = logging.getLogger("dtrain.coordinator")
+
+MAX_MESSAGE_BYTES = 1 << 31
+
+
+class WorkerError(RuntimeError):
+    """A worker reported an exception from the training script."""
+
+
+class NotEnoughWorkers(RuntimeError):
+    """Fewer than ``min_workers`` workers were available within the wait timeout."""
+
+
+@dataclass
+class WorkerInfo:
+    """What the coordinator knows about one connected worker."""
+
+    identity: bytes
+    id: int
+    name: str
+    pid: int
+    host: str
+    last_seen: float
+    joined_step: int
+    compute_seconds: float = 0.0
+    comm_seconds: float = 0.0
+    task_sent: float = 0.0
+    steps: int = 0
+
+
+@dataclass
+class StepState:
+    """Bookkeeping of the step in flight."""
+
+    plan: BatchPlan
+    asked: dict = field(default_factory=dict)  # node -> worker identity
+    values: dict = field(default_factory=dict)  # node -> ShardValue | None
+    snapshot: dict = field(default_factory=dict)  # parameters sent with this step's TASKs
+
+
+def make_router(ctx: zmq.Context, bind: str) -> tuple[zmq.Socket, str]:
+    """A ROUTER bound to ``bind`` (``tcp://HOST:0`` picks a free port); returns (socket, address)."""
+    sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted worker may reuse its identity
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+    sock.bind(bind)
+    return sock, sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+
+
+class ZmqExecutor:
+    """Computes tree nodes on worker processes connected over ZeroMQ."""
+
+    name = "zmq"
+
+    def __init__(self, bind: str = "tcp://127.0.0.1:0", *, expected_workers: int = 1,
+                 job_id: str, digest: str, settings=None, ctx: zmq.Context | None = None,
+                 configure_socket=None, on_event=None):
+        self.ctx = ctx or zmq.Context.instance()
+        self.sock, self.address = make_router(self.ctx, bind) if configure_socket is None \
+            else configure_socket(self.ctx, bind)
+        self.expected = expected_workers
+        self.job_id = job_id
+        self.digest = digest
+        self.settings = settings
+        self.workers: dict[bytes, WorkerInfo] = {}
+        self.next_worker_id = 0
+        self.rejected = 0
+        self.evictions = 0
+        self.on_event = on_event or (lambda kind, info: None)
+        self.trainer = None
+        self.param_specs: list = []
+        self.state: StepState | None = None
+        self.current_step = -1
+        self.step_rounds = 0
+        self.idle_hook = None  # called on every poll (the launcher supervises processes here)
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, trainer) -> None:
+        """Remember the model's shapes and wait for the expected workers."""
+        self.trainer = trainer
+        self.settings = trainer.settings
+        self.param_specs = [(p.shape, p.dtype) for p in trainer.params]
+        self.bn_features = [m.running_mean.shape if getattr(m, "running_mean", None) is not None
+                            else None for m in batch_norm_modules(trainer.model)]
+        self.wait_for_workers(self.expected, self.settings.worker_wait_timeout)
+
+    def wait_for_workers(self, count: int, timeout: float) -> None:
+        """Serve HELLOs until ``count`` workers are connected (at least ``min_workers``)."""
+        deadline = time.monotonic() + timeout
+        while len(self.workers) < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                if len(self.workers) >= self.settings.min_workers:
+                    log.warning("only %d of %d workers joined within %.0f s; training with them",
+                                len(self.workers), count, timeout)
+                    return
+                raise NotEnoughWorkers(
+                    f"{len(self.workers)} worker(s) connected within {timeout:.0f} s; the job "
+                    f"needs at least {max(self.settings.min_workers, 1)}")
+            self.poll_once(min(remaining, self.settings.heartbeat_interval))
+            self.expire()
+
+    def close(self) -> None:
+        """Tell every worker to stop, then close the socket."""
+        for info in list(self.workers.values()):
+            self._send(info.identity, P.Message(P.STOP, self.job_id, self.current_step, info.id))
+        self.sock.close(linger=200)
+
+    # ------------------------------------------------------------------ stepping
+    def compute(self, plan: BatchPlan, trainer) -> dict:
+        """Hand this step's micro-shards to the live workers; return every node's value."""
+        self.current_step = plan.step
+        state = StepState(plan=plan)
+        self.state = state
+        snapshot = {name: np.array(a) for name, a in trainer.state_arrays().items()}
+        state.snapshot = snapshot
+        self._ensure_workers()
+        live = sorted(self.workers.values(), key=lambda w: w.id)
+        for info, nodes in assign(plan.micro_shards, [w.identity for w in live]).items():
+            self._ask(self.workers[info], nodes)
+        deadline = time.monotonic() + self.settings.step_timeout
+        while len(state.values) < len(state.asked) or not self._complete(state):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"step {plan.step} did not complete within "
+                                   f"{self.settings.step_timeout:.0f} s")
+            self.poll_once(self.settings.heartbeat_interval / 4)
+            self.expire()
+        self.state = None
+        return state.values
+
+    def _complete(self, state: StepState) -> bool:
+        return all(node in state.values for node in state.asked)
+
+    def _ask(self, info: WorkerInfo, nodes: list) -> None:
+        if not nodes:
+            return
+        state = self.state
+        for node in nodes:
+            state.asked[node] = info.identity
+        msg = P.Message(P.TASK, self.job_id, state.plan.step, info.id,
+                        {"epoch": state.plan.epoch, "batch": state.plan.batch,
+                         "nodes": [list(n) for n in nodes]}, state.snapshot)
+        info.task_sent = time.monotonic()
+        self.sock.send_multipart([info.identity] + P.encode(msg), copy=False)
+
+    def _reassign(self, nodes: list) -> None:
+        """Give the nodes of an evicted worker to the live workers, least loaded first."""
+        if not nodes:
+            return
+        self._ensure_workers()
+        load = {w.identity: 0 for w in self.workers.values()}
+        for node, ident in self.state.asked.items():
+            if node not in self.state.values and ident in load:
+                load[ident] += 1
+        per_worker: dict[bytes, list] = {}
+        for node in nodes:
+            ident = min(load, key=lambda k: (load[k], self.workers[k].id))
+            load[ident] += 1
+            per_worker.setdefault(ident, []).append(node)
+        for ident, assigned in per_worker.items():
+            log.info("step %d: micro-shard nodes %s reassigned to worker %d",
+                     self.state.plan.step, assigned, self.workers[ident].id)
+            self._ask(self.workers[ident], assigned)
+
+    def _ensure_workers(self) -> None:
+        """Block (bounded) until at least ``min_workers`` are live."""
+        need = max(self.settings.min_workers, 1)
+        if len(self.workers) < need:
+            log.warning("%d live worker(s), below min_workers=%d: waiting up to %.0f s",
+                        len(self.workers), need, self.settings.worker_wait_timeout)
+            deadline = time.monotonic() + self.settings.worker_wait_timeout
+            while len(self.workers) < need:
+                if time.monotonic() > deadline:
+                    raise NotEnoughWorkers(
+                        f"only {len(self.workers)} live worker(s), below min_workers={need}, "
+                        f"for {self.settings.worker_wait_timeout:.0f} s")
+                self.poll_once(self.settings.heartbeat_interval / 4)
+                self.expire()
+
+    # ------------------------------------------------------------------ receiving
+    def poll_once(self, timeout: float) -> None:
+        """Handle every message that arrives within ``timeout`` seconds (at least one poll)."""
+        if self.idle_hook is not None:
+            self.idle_hook()
+        if not self.sock.poll(int(timeout * 1000), zmq.POLLIN):
+            return
+        while True:
+            try:
+                frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self.handle(frames)
+
+    def handle(self, frames: list) -> None:
+        """Validate one message and act on it; invalid ones are logged and counted only."""
+        identity = bytes(frames[0].buffer) if hasattr(frames[0], "buffer") else bytes(frames[0])
+        try:
+            msg = P.decode(frames[1:], max_bytes=MAX_MESSAGE_BYTES)
+            if msg.type == P.HELLO:
+                self._hello(identity, msg)
+                return
+            if msg.job != self.job_id:
+                raise P.ProtocolError("job", f"job id {msg.job!r} is not this job's")
+            info = self.workers.get(identity)
+            if info is None:
+                if msg.type in (P.HEARTBEAT, P.BYE):
+                    # a worker evicted earlier: tell it to say hello again
+                    self._send(identity, P.Message(P.STOP, self.job_id, -1, -1,
+                                                   {"rejoin": True}))
+                    return
+                raise P.ProtocolError("peer", f"message {msg.type!r} from an unknown peer")
+            info.last_seen = time.monotonic()
+            if msg.type == P.HEARTBEAT:
+                return
+            if msg.type == P.GRADS:
+                self._grads(info, msg)
+            elif msg.type == P.ERROR:
+                text = msg.fields.get("traceback", "")
+                raise WorkerError(f"worker {info.id} ({info.name}) failed:\n{text}")
+            elif msg.type == P.BYE:
+                self.evict(info, "said goodbye")
+            else:
+                raise P.ProtocolError("type", f"unexpected {msg.type!r} from worker {info.id}")
+        except P.ProtocolError as e:
+            self.reject(identity, e.reason, str(e))
+
+    def reject(self, identity: bytes, reason: str, text: str) -> None:
+        """Log and count a bad message; a known worker that sent bad gradients is evicted."""
+        self.rejected += 1
+        who = self.workers.get(identity)
+        log.warning("rejected message from %s: %s (%s)",
+                    f"worker {who.id}" if who else f"peer {identity.hex()[:16]}", text, reason)
+        self.on_event("rejected", {"reason": reason, "text": text})
+        if who is not None and reason not in ("stale",):
+            self.evict(who, f"sent an invalid message ({reason})")
+
+    def _hello(self, identity: bytes, msg) -> None:
+        f = msg.fields
+        if f.get("digest") != self.digest:
+            raise P.ProtocolError("digest", "worker runs a different training script (digest "
+                                  f"{str(f.get('digest'))[:12]} != {self.digest[:12]})")
+        if msg.job and msg.job != self.job_id:
+            raise P.ProtocolError("job", f"worker belongs to job {msg.job!r}, not this job")
+        old = self.workers.get(identity)
+        if old is not None:
+            self.evict(old, "said hello again (restarted)")
+        info = WorkerInfo(identity=identity, id=self.next_worker_id,
+                          name=str(f.get("name", "?")), pid=int(f.get("pid", -1) or -1),
+                          host=str(f.get("host", "?")), last_seen=time.monotonic(),
+                          joined_step=self.current_step)
+        self.next_worker_id += 1
+        self.workers[identity] = info
+        self._send(identity, P.Message(P.WELCOME, self.job_id, self.current_step, info.id,
+                                       {"settings": self.settings.to_dict()}))
+        log.info("worker %d joined: %s (pid %d on %s)", info.id, info.name, info.pid, info.host)
+        self.on_event("joined", {"worker": info.id, "name": info.name})
+
+    def _grads(self, info: WorkerInfo, msg) -> None:
+        state = self.state
+        if state is None or msg.step != state.plan.step:
+            raise P.ProtocolError("stale", f"gradients for step {msg.step}, not the current one")
+        node = msg.fields.get("node")
+        node = tuple(node) if isinstance(node, list) else node
+        plan = state.plan
+        if not is_tree_node(node, plan.micro_shards):
+            raise P.ProtocolError("node", f"{node!r} is not a micro-shard tree node")
+        if state.asked.get(node) != info.identity:
+            raise P.ProtocolError("node", f"node {node} was not asked of worker {info.id}")
+        if node in state.values:
+            raise P.ProtocolError("stale", f"node {node} already received")
+        value = self._node_value(msg, node, plan)
+        state.values[node] = value
+        now = time.monotonic()
+        compute = float(msg.fields.get("compute_s", 0.0))
+        info.compute_seconds += compute
+        info.comm_seconds += max(now - info.task_sent - compute, 0.0)
+        info.steps += 1
+
+    def _node_value(self, msg, node, plan) -> ShardValue | None:
+        f = msg.fields
+        count = f.get("count")
+        if count != plan.node_count(node):
+            raise P.ProtocolError("count", f"node {node} holds {plan.node_count(node)} samples, "
+                                  f"message says {count!r}")
+        if count == 0:
+            if msg.arrays:
+                raise P.ProtocolError("names", f"empty node {node} carries arrays")
+            return None
+        loss_sum = f.get("loss_sum")
+        if not isinstance(loss_sum, float) or not math.isfinite(loss_sum):
+            raise P.ProtocolError("nonfinite", f"loss sum {loss_sum!r} of node {node}")
+        has = f.get("grads")
+        n = len(self.param_specs)
+        if not (isinstance(has, list) and all(isinstance(i, int) and 0 <= i < n for i in has)
+                and has == sorted(set(has))):
+            raise P.ProtocolError("names", f"bad gradient index list {has!r}")
+        bn = f.get("bn", [])
+        if not (isinstance(bn, list) and all(
+                isinstance(e, list) and len(e) == 2 and all(isinstance(v, int) for v in e)
+                and node[0] <= e[0] < node[1] and 0 <= e[1] < len(self.bn_features)
+                for e in bn)):
+            raise P.ProtocolError("names", f"bad batch-norm entry list {bn!r}")
+        spec = {f"g{i}": self.param_specs[i] for i in has}
+        for k, (_, module) in enumerate(bn):
+            shape = self.bn_features[module]
+            spec[f"bn{k}.mean"] = (shape, self.param_specs[0][1])
+            spec[f"bn{k}.var"] = (shape, self.param_specs[0][1])
+        P.expect_arrays(msg, spec)
+        P.check_finite(msg.arrays)
+        grads = [None] * n
+        for i in has:
+            grads[i] = np.array(msg.arrays[f"g{i}"])  # owned: the tree adds in place
+        stats: dict = {}
+        for k, (shard, module) in enumerate(bn):
+            stats.setdefault(shard, []).append(
+                (module, np.array(msg.arrays[f"bn{k}.mean"]), np.array(msg.arrays[f"bn{k}.var"])))
+        return ShardValue(grads=grads, loss_sum=loss_sum, count=count, bn_stats=stats)
+
+    # ------------------------------------------------------------------ liveness
+    def expire(self) -> None:
+        """Evict workers silent for longer than the heartbeat timeout."""
+        now = time.monotonic()
+        for info in list(self.workers.values()):
+            if now - info.last_seen > self.settings.heartbeat_timeout:
+                self.evict(info, f"silent for {now - info.last_seen:.1f} s")
+
+    def evict_pid(self, pid: int, why: str) -> None:
+        """Evict the worker process ``pid`` at once (its launcher saw it exit)."""
+        for info in list(self.workers.values()):
+            if info.pid == pid:
+                self.evict(info, why)
+
+    def evict(self, info: WorkerInfo, why: str) -> None:
+        """Drop a worker and move its unfinished micro-shard nodes to the others."""
+        if self.workers.pop(info.identity, None) is None:
+            return
+        self.evictions += 1
+        log.warning("worker %d (%s) evicted: %s", info.id, info.name, why)
+        self.on_event("evicted", {"worker": info.id, "why": why})
+        self._send(info.identity, P.Message(P.STOP, self.job_id, self.current_step, info.id,
+                                            {"evicted": why}))
+        if self.state is not None:
+            lost = [node for node, ident in self.state.asked.items()
+                    if ident == info.identity and node not in self.state.values]
+            self._reassign(lost)
+
+    def _send(self, identity: bytes, msg) -> None:
+        try:
+            self.sock.send_multipart([identity] + P.encode(msg), copy=False)
+        except zmq.ZMQError as e:  # peer gone: nothing to tell
+            log.debug("could not send %s to %s: %s", msg.type, identity.hex()[:16], e)
+
+    # ------------------------------------------------------------------ reporting
+    def timings(self) -> dict:
+        """Per-worker cumulative compute and communication seconds (for metrics.jsonl)."""
+        return {"workers": len(self.workers),
+                "worker_times": {str(w.id): {"compute_s": round(w.compute_seconds, 6),
+                                             "comm_s": round(w.comm_seconds, 6)}
+                                 for w in self.workers.values()}}
+
+    def status(self) -> dict:
+        now = time.monotonic()
+        return {"workers": [{"id": w.id, "name": w.name, "pid": w.pid, "host": w.host,
+                             "last_heartbeat_s": round(now - w.last_seen, 3)}
+                            for w in sorted(self.workers.values(), key=lambda w: w.id)],
+                "rejected": self.rejected, "evictions": self.evictions,
+                "host": _socket.gethostname(), "pid": os.getpid()}

@@ -1,0 +1,229 @@
+"""The coordinator's training loop, independent of where the micro-shards are computed.
+
+``Trainer`` owns the master model, the optimizer and the scheduler. For each step it plans the
+mini-batch, asks an *executor* for the values of tree nodes covering all micro-shards (in this
+process, or from worker processes over ZeroMQ), finishes the reduction tree, divides by the
+batch size, and runs ``optimizer.step()`` and ``scheduler.step()`` exactly as a PyTorch loop
+would. Because only the executor differs, in-process and distributed runs give the same bits.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import random as _random
+from ..autograd.tensor import Tensor
+from .compute import SampleSource, ShardComputer, add_values, batch_norm_modules, evaluate
+from .shards import BatchPlan, batches_per_epoch, epoch_order, plan_batch, tree_sum
+
+
+@contextmanager
+def blas_threads(n: int):
+    """Pin BLAS to ``n`` threads while computing, so every process sums in the same order."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+        yield
+        return
+    with threadpool_limits(limits=n, user_api="blas"):
+        yield
+
+
+@dataclass
+class History:
+    """What a run produced: one record per step and one per epoch."""
+
+    steps: list = field(default_factory=list)
+    epochs: list = field(default_factory=list)
+
+    @property
+    def loss(self) -> list:
+        return [r["loss"] for r in self.steps]
+
+    @property
+    def lr(self) -> list:
+        return [r["lr"] for r in self.steps]
+
+
+def build_master(job, settings):
+    """Seed, then build the model, optimizer and scheduler exactly as a PyTorch script would."""
+    _random.manual_seed(settings.seed)
+    model = job.model()
+    model.to(settings.dtype)
+    optimizer = job.optimizer(model)
+    scheduler = job.scheduler(optimizer)
+    return model, optimizer, scheduler
+
+
+def build_replica(job, settings):
+    """A worker's copy of the model: same construction, parameters overwritten by broadcasts."""
+    _random.manual_seed(settings.seed)
+    model = job.model()
+    model.to(settings.dtype)
+    return model
+
+
+def is_plateau(scheduler) -> bool:
+    """True for ReduceLROnPlateau, which is stepped with a metric."""
+    return hasattr(scheduler, "is_better") or type(scheduler).__name__ == "ReduceLROnPlateau"
+
+
+class InProcessExecutor:
+    """Computes every micro-shard in this process, on the master model itself."""
+
+    name = "in-process"
+
+    def __init__(self):
+        self.computer = None
+
+    def start(self, trainer) -> None:
+        self.computer = ShardComputer(trainer.job, trainer.settings, trainer.model,
+                                      trainer.train_source)
+
+    def compute(self, plan: BatchPlan, trainer) -> dict:
+        root = (0, plan.micro_shards)
+        with blas_threads(trainer.settings.threads):
+            return {root: self.computer.node_value(plan, root)}
+
+    def timings(self) -> dict:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+class Trainer:
+    """Runs epochs of steps: plan, compute (via the executor), reduce, step, schedule."""
+
+    def __init__(self, job, settings, executor=None, *, on_step=None, on_epoch=None,
+                 model=None, optimizer=None, scheduler=None):
+        self.job = job
+        self.settings = settings.validate()
+        if model is None:
+            model, optimizer, scheduler = build_master(job, settings)
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.params = list(self.model.parameters())
+        self.bn_modules = batch_norm_modules(self.model)
+        self.train_source = SampleSource(job.train_data(), settings.dtype, "train_data()")
+        val = job.val_data()
+        self.val_source = SampleSource(val, settings.dtype, "val_data()") if val is not None \
+            else None
+        self.executor = executor if executor is not None else InProcessExecutor()
+        self.on_step = on_step
+        self.on_epoch = on_epoch
+        self.history = History()
+        self.epoch = 0  # the epoch to run next
+        self.batch = 0  # the batch of that epoch to run next
+        self.step = 0  # optimizer steps taken
+        self._epoch_loss = [0.0, 0]
+
+    # ------------------------------------------------------------------ planning
+    def batches_per_epoch(self) -> int:
+        s = self.settings
+        return batches_per_epoch(len(self.train_source), s.batch_size, s.drop_last)
+
+    def plan(self, epoch: int, batch: int, step: int) -> BatchPlan:
+        """The micro-shard plan of one step, derived only from (seed, epoch, batch)."""
+        s = self.settings
+        order = epoch_order(len(self.train_source), s.seed, epoch, s.shuffle)
+        return plan_batch(order, step=step, epoch=epoch, batch=batch, batch_size=s.batch_size,
+                          micro_shards=s.micro_shards)
+
+    def state_arrays(self) -> dict:
+        """The parameters the workers need for the next step, by state_dict name."""
+        return {name: p.data for name, p in self.model.named_parameters()}
+
+    # ------------------------------------------------------------------ stepping
+    def apply(self, plan: BatchPlan, values: dict) -> float:
+        """Finish the tree, set mean gradients, update batch-norm stats, step the optimizer."""
+        root = (0, plan.micro_shards)
+        total = tree_sum(values, root, add_values)
+        if total is None or total.count != plan.size:
+            raise RuntimeError(f"step {plan.step}: reduced {0 if total is None else total.count} "
+                               f"samples, expected {plan.size}")
+        count = total.count
+        for p, g in zip(self.params, total.grads):
+            p.grad = None if g is None else Tensor._wrap(np.divide(g, count).astype(p.dtype,
+                                                                                   copy=False))
+        for shard in sorted(total.bn_stats):
+            for index, mean, var in total.bn_stats[shard]:
+                self.bn_modules[index].apply_batch_stats(mean, var)
+        self.optimizer.step()
+        if self.scheduler is not None and self.settings.scheduler_step == "step" \
+                and not is_plateau(self.scheduler):
+            self.scheduler.step()
+        return total.loss_sum / count
+
+    def train_step(self) -> dict:
+        """One optimizer step on the next mini-batch; returns its record."""
+        started = time.perf_counter()
+        plan = self.plan(self.epoch, self.batch, self.step)
+        lr = [g["lr"] for g in self.optimizer.param_groups]
+        values = self.executor.compute(plan, self)
+        loss = self.apply(plan, values)
+        elapsed = time.perf_counter() - started
+        record = {"step": self.step, "epoch": self.epoch, "batch": self.batch, "loss": loss,
+                  "lr": lr[0] if len(lr) == 1 else lr, "samples": plan.size,
+                  "samples_per_s": plan.size / elapsed if elapsed > 0 else 0.0,
+                  "seconds": elapsed}
+        record.update(self.executor.timings())
+        self._epoch_loss[0] += loss * plan.size
+        self._epoch_loss[1] += plan.size
+        self.step += 1
+        self.batch += 1
+        self.history.steps.append(record)
+        if self.on_step is not None:
+            self.on_step(record)
+        return record
+
+    def end_epoch(self) -> dict:
+        """Validation, epoch-cadence scheduling, the epoch record."""
+        record = {"epoch": self.epoch, "step": self.step,
+                  "train_loss": self._epoch_loss[0] / max(self._epoch_loss[1], 1),
+                  "lr": [g["lr"] for g in self.optimizer.param_groups]}
+        if self.val_source is not None:
+            with blas_threads(self.settings.threads):
+                val = evaluate(self.job, self.model, self.val_source,
+                               self.settings.eval_batch_size)
+            record.update({f"val_{k}": v for k, v in val.items()})
+        if self.scheduler is not None:
+            if is_plateau(self.scheduler):
+                self.scheduler.step(record.get("val_loss", record["train_loss"]))
+            elif self.settings.scheduler_step == "epoch":
+                self.scheduler.step()
+        self.epoch += 1
+        self.batch = 0
+        self._epoch_loss = [0.0, 0]
+        self.history.epochs.append(record)
+        if self.on_epoch is not None:
+            self.on_epoch(record)
+        return record
+
+    def finished(self) -> bool:
+        s = self.settings
+        return self.epoch >= s.epochs or (s.max_steps and self.step >= s.max_steps)
+
+    def run(self) -> History:
+        """Train until the configured epochs (or max_steps) are done."""
+        self.executor.start(self)
+        try:
+            per_epoch = self.batches_per_epoch()
+            if per_epoch == 0:
+                raise ValueError(f"train_data() has {len(self.train_source)} samples: not one "
+                                 f"batch of {self.settings.batch_size} with drop_last")
+            while not self.finished():
+                while self.batch < per_epoch:
+                    self.train_step()
+                    if self.settings.max_steps and self.step >= self.settings.max_steps:
+                        break
+                if self.batch >= per_epoch:
+                    self.end_epoch()
+                elif self.settings.max_steps and self.step >= self.settings.max_steps:
+                    break
+        finally:
+            self.executor.close()
+        return self.history

@@ -1,0 +1,174 @@
+"""One training run on this machine: coordinator here, N local workers, outputs in a directory.
+
+``run(RunConfig)`` is what ``dtrain launch`` and ``dtrain.fit`` both call. It resolves the job,
+starts and supervises the workers, drives the ``Trainer``, shows progress, writes
+``metrics.jsonl`` and the final checkpoint, and always reaps every process it started.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+from dtrain.dist.job import new_job_id, resolve_job
+from dtrain.dist.trainer import Trainer
+
+from .local import LocalWorkers, install_signal_handlers, restore_signal_handlers
+
+log = logging.getLogger("dtrain.launcher")
+
+
+class LaunchError(RuntimeError):
+    """The run could not complete; the message says why."""
+
+
+@dataclass
+class RunConfig:
+    """Everything a local run needs; the CLI and ``dtrain.fit`` both build one."""
+
+    job: object  # script path, Job class or Job instance
+    workers: int = 2
+    job_name: str | None = None
+    out: str | None = None
+    bind: str = "tcp://127.0.0.1:0"
+    max_restarts: int = 0
+    progress: bool = False
+    overrides: dict = field(default_factory=dict)
+
+
+class MetricsFile:
+    """Append-only JSON lines: one per step and one per epoch."""
+
+    def __init__(self, path: str | None):
+        self.file = open(path, "w", encoding="utf-8") if path else None  # noqa: SIM115
+
+    def write(self, kind: str, record: dict) -> None:
+        if self.file is not None:
+            self.file.write(json.dumps({"type": kind, **record}) + "\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+class Progress:
+    """A one-line progress display on stderr (a bar when it is a terminal, else periodic lines)."""
+
+    def __init__(self, enabled: bool, steps_per_epoch: int, epochs: int):
+        self.enabled = enabled
+        self.per_epoch = steps_per_epoch
+        self.epochs = epochs
+        self.tty = sys.stderr.isatty()
+        self.last_line = 0.0
+
+    def step(self, r: dict) -> None:
+        if not self.enabled:
+            return
+        done = r["batch"] + 1
+        width = 24
+        filled = int(width * done / max(self.per_epoch, 1))
+        text = (f"epoch {r['epoch'] + 1}/{self.epochs} [{'#' * filled}{'.' * (width - filled)}] "
+                f"step {r['step'] + 1} loss {r['loss']:.4f} {r['samples_per_s']:.0f} samples/s")
+        if self.tty:
+            sys.stderr.write("\r" + text)
+            sys.stderr.flush()
+        elif time.monotonic() - self.last_line > 5:
+            sys.stderr.write(text + "\n")
+            self.last_line = time.monotonic()
+
+    def epoch(self, r: dict) -> None:
+        if not self.enabled:
+            return
+        parts = [f"epoch {r['epoch'] + 1}/{self.epochs}", f"train_loss {r['train_loss']:.4f}"]
+        if "val_loss" in r:
+            parts.append(f"val_loss {r['val_loss']:.4f}")
+        if "val_accuracy" in r:
+            parts.append(f"val_acc {100 * r['val_accuracy']:.2f}%")
+        lr = r["lr"]
+        parts.append("lr " + ", ".join(f"{v:.4g}" for v in lr))
+        sys.stderr.write(("\r" if self.tty else "") + "  ".join(parts) + "\n")
+        sys.stderr.flush()
+
+
+def checkpoint_state(trainer) -> dict:
+    """The final checkpoint: model, optimizer and scheduler state, counters, settings."""
+    from dtrain import random as _random
+
+    return {
+        "format": "dtrain-checkpoint",
+        "model": trainer.model.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
+        "step": trainer.step,
+        "epoch": trainer.epoch,
+        "batch": trainer.batch,
+        "settings": trainer.settings.to_dict(),
+        "rng": _random.get_rng_state(),
+    }
+
+
+def run(config: RunConfig):
+    """Train; returns (model, history). Raises LaunchError (or the job's error) on failure."""
+    job, digest, script = resolve_job(config.job, config.job_name)
+    settings = job.settings(**config.overrides)
+    if config.workers < 0:
+        raise ValueError(f"workers must be >= 0, got {config.workers}")
+    if config.workers > 0 and (script is None or not os.path.isfile(script)):
+        raise LaunchError("worker processes need the job's source file; define the Job in a "
+                          "file (a script or a module), or use workers=0")
+    if config.out:
+        os.makedirs(config.out, exist_ok=True)
+    metrics = MetricsFile(os.path.join(config.out, "metrics.jsonl") if config.out else None)
+    procs = None
+    executor = None
+    old_handlers = install_signal_handlers()
+    try:
+        if config.workers > 0:
+            from dtrain.dist.coordinator import ZmqExecutor
+
+            job_id = new_job_id()
+            executor = ZmqExecutor(config.bind, expected_workers=config.workers, job_id=job_id,
+                                   digest=digest, settings=settings)
+            procs = LocalWorkers(config.workers, executor.address, script, job_id,
+                                 job_name=type(job).__name__, threads=settings.threads,
+                                 max_restarts=config.max_restarts)
+            procs.start()
+            executor.idle_hook = lambda: _supervise(procs, executor)
+        progress = None
+
+        def on_step(r):
+            metrics.write("step", r)
+            progress.step(r)
+
+        def on_epoch(r):
+            metrics.write("epoch", r)
+            progress.epoch(r)
+
+        trainer = Trainer(job, settings, executor, on_step=on_step, on_epoch=on_epoch)
+        progress = Progress(config.progress, trainer.batches_per_epoch(), settings.epochs)
+        history = trainer.run()
+        if config.out:
+            from dtrain.io import save
+
+            save(checkpoint_state(trainer), os.path.join(config.out, "checkpoint.dtrain"))
+        return trainer.model, history
+    finally:
+        restore_signal_handlers(old_handlers)
+        metrics.close()
+        if procs is not None:
+            procs.close()
+
+
+def _supervise(procs: LocalWorkers, executor) -> None:
+    """Called while the coordinator waits: restart crashed workers, fail when none can run."""
+    for pid, code in procs.poll():
+        executor.evict_pid(pid, f"process exited with code {code}")
+    if len(procs.failed) == len(procs.procs) and not executor.workers:
+        codes = ", ".join(str(p.popen.returncode) for p in procs.failed)
+        raise LaunchError(f"all {len(procs.procs)} workers exited (codes {codes}); see their "
+                          "output above")

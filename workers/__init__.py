@@ -1,0 +1,1 @@
+"""The worker process runtime: connect, heartbeat, compute micro-shard gradients, send them."""
