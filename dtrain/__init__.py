@@ -9,8 +9,8 @@ from .autograd.tensor import (Tensor, abs, amax, amin, bool_, cat, clamp, exp, f
                               get_default_dtype, int32, int64, log, log_softmax, matmul, max,
                               maximum, mean, min, minimum, relu, set_default_dtype, sigmoid,
                               softmax, sqrt, stack, std, sum, tanh, uint8, var, where)
-from .random import get_rng_state, manual_seed, set_rng_state
 from .io import CheckpointError, load, load_model, save, save_model
+from .random import get_rng_state, manual_seed, set_rng_state
 
 bool = bool_  # noqa: A001 - dtrain.bool mirrors torch.bool
 float = float32  # noqa: A001 - dtrain.float mirrors torch.float
