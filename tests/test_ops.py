@@ -357,6 +357,59 @@ def test_softmax_family_is_stable_for_large_inputs(name):
         np.testing.assert_allclose(y.data[1], [-2000.0, -1000.0, 0.0])
 
 
+# ------------------------------------------------------------------------ dtypes
+PROMOTION = [
+    ("m.tensor([1, 2]) * 2.5", "float32"),
+    ("2.5 * m.tensor([1, 2])", "float32"),
+    ("m.tensor([1, 2]) + m.tensor([1.0, 2.0])", "float32"),
+    ("m.tensor([1.0, 2.0]) - m.tensor([1, 2])", "float32"),
+    ("m.tensor([1.0, 2.0]) * 2.5", "float32"),
+    ("m.tensor([1.0, 2.0]) * 2", "float32"),
+    ("m.tensor([1.0, 2.0]) + m.tensor([1.0, 2.0], dtype=m.float64)", "float64"),
+    ("m.tensor([1, 2]) + m.tensor([1.0, 2.0], dtype=m.float64)", "float64"),
+    ("m.tensor([1.0, 2.0]) * m.tensor(2.0, dtype=m.float64)", "float32"),
+    ("m.tensor([1, 2]) * m.tensor(2.5, dtype=m.float64)", "float64"),
+    ("m.tensor([1, 2]) + 2", "int64"),
+    ("m.tensor([1, 2], dtype=m.int32) + 2", "int32"),
+    ("m.tensor([1, 2], dtype=m.int32) + m.tensor([1, 2])", "int64"),
+    ("m.tensor([True, False]) + 1", "int64"),
+    ("m.tensor([True, False]) * 1.5", "float32"),
+    ("m.tensor([1, 2]) / 2", "float32"),
+    ("m.tensor([1, 2]) / m.tensor([2, 4])", "float32"),
+    ("m.tensor([1, 2]) ** 2", "int64"),
+    ("m.tensor([1, 2]) ** 2.0", "float32"),
+    ("2.0 ** m.tensor([1, 2])", "float32"),
+    ("m.tensor([1.0, 2.0]) ** m.tensor([1, 2])", "float32"),
+    ("m.tensor([1.0, 2.0], dtype=m.float64) ** 2.0", "float64"),
+    ("m.where(m.tensor([True, False]), m.tensor([1, 2]), 0.5)", "float32"),
+    ("m.maximum(m.tensor([1, 2]), m.tensor([1.5, 0.5]))", "float32"),
+]
+
+
+@pytest.mark.parametrize("expr, expected", PROMOTION)
+def test_type_promotion_follows_torch(expr, expected):
+    assert eval(expr, {"m": dtrain}).dtype == np.dtype(expected)
+    torch = pytest.importorskip("torch")
+    assert str(eval(expr, {"m": torch}).dtype) == "torch." + expected
+
+
+def test_int_tensor_times_float_scalar_values():
+    y = dtrain.tensor([1, 2]) * 2.5
+    assert y.dtype == dtrain.float32
+    np.testing.assert_array_equal(y.data, [2.5, 5.0])
+
+
+def test_mixed_precision_gradients_come_back_in_each_inputs_dtype():
+    x = dtrain.tensor([1.0, 2.0], requires_grad=True)
+    w = dtrain.tensor([3.0, 4.0], dtype=dtrain.float64, requires_grad=True)
+    y = x * w
+    assert y.dtype == dtrain.float64
+    y.sum().backward()
+    assert x.grad.dtype == dtrain.float32 and w.grad.dtype == dtrain.float64
+    np.testing.assert_array_equal(x.grad.data, [3.0, 4.0])
+    np.testing.assert_array_equal(w.grad.data, [1.0, 2.0])
+
+
 # ------------------------------------------------------------- hand-computed forwards
 def test_forward_values_by_hand():
     """A few values computed by hand, so forward checks also run without torch."""

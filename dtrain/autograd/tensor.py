@@ -765,13 +765,61 @@ def _data(x):
 
 
 def _as_tensor(x, like: Tensor | None = None) -> Tensor:
-    """Wrap a non-Tensor operand; Python scalars stay weakly typed, as in PyTorch."""
+    """Wrap a non-Tensor operand; a Python scalar next to ``like`` takes their promoted dtype."""
     if isinstance(x, Tensor):
         return x
     if isinstance(x, numbers.Number) and like is not None:
-        return Tensor._wrap(np.asarray(x, dtype=like.data.dtype if like.data.dtype.kind == "f"
-                                       or isinstance(x, numbers.Integral) else None))
+        return _scalar_tensor(x, _result_dtype(like, x))
     return Tensor(x)
+
+
+def _scalar_tensor(x, dtype: np.dtype) -> Tensor:
+    # astype wraps out-of-range integers as torch does, where asarray(x, dtype) would raise
+    return Tensor._wrap(np.array(x).astype(dtype, copy=False))
+
+
+def _category(dtype: np.dtype) -> int:
+    return {"b": 0, "i": 1, "u": 1, "f": 2, "c": 3}[dtype.kind]
+
+
+def _promote_types(a: np.dtype, b: np.dtype) -> np.dtype:
+    """``torch.promote_types``: a higher category (bool < int < float) wins outright."""
+    ca, cb = _category(a), _category(b)
+    if ca != cb:
+        return a if ca > cb else b
+    return np.promote_types(a, b)
+
+
+def _scalar_dtype(x) -> np.dtype:
+    """The dtype a Python scalar stands for: bool, int64 or the default float dtype."""
+    if isinstance(x, (bool, np.bool_)):
+        return bool_
+    if isinstance(x, numbers.Integral):
+        return int64
+    if isinstance(x, numbers.Real):
+        return get_default_dtype()
+    return np.dtype(np.complex64 if get_default_dtype() == float32 else np.complex128)
+
+
+def _result_dtype(*operands) -> np.dtype:
+    """PyTorch's result type of Tensors and Python scalars.
+
+    Operands form three classes: dimensioned tensors, 0-d tensors, Python scalars. A class only
+    overrides the dtype of a stronger class when it brings a higher category, so float32 * 2.5
+    stays float32 and float32 * float64-0d stays float32, while int64 * 2.5 becomes float32.
+    """
+    classes: list = [None, None, None]
+    for x in operands:
+        if isinstance(x, Tensor):
+            k, dt = (0 if x.data.ndim else 1), x.data.dtype
+        else:
+            k, dt = 2, _scalar_dtype(x)
+        classes[k] = dt if classes[k] is None else _promote_types(classes[k], dt)
+    result = None
+    for dt in reversed(classes):
+        if dt is not None and (result is None or _category(dt) >= _category(result)):
+            result = dt
+    return result
 
 
 def _op(data: np.ndarray, inputs: tuple, backward_fn, name: str, differentiable: bool = True) -> Tensor:
@@ -792,11 +840,26 @@ def _arg_reduce(fn, data, dim, keepdim):
 
 
 def _binary_operands(a, b):
-    if not isinstance(a, Tensor):
-        a = _as_tensor(a, b)
-    if not isinstance(b, Tensor):
-        b = _as_tensor(b, a)
-    return a, b
+    """Both operands as Tensors of one dtype, chosen by PyTorch's type promotion."""
+    if isinstance(a, Tensor) and isinstance(b, Tensor) and a.data.dtype == b.data.dtype:
+        return a, b
+    # the common float-tensor-and-Python-number case: the scalar takes the tensor's dtype
+    if isinstance(a, Tensor) and isinstance(b, (int, float)) and a.data.dtype.kind == "f":
+        return a, Tensor._wrap(np.asarray(b, a.data.dtype))
+    if isinstance(b, Tensor) and isinstance(a, (int, float)) and b.data.dtype.kind == "f":
+        return Tensor._wrap(np.asarray(a, b.data.dtype)), b
+    if not isinstance(a, (Tensor, numbers.Number)):
+        a = Tensor(a)
+    if not isinstance(b, (Tensor, numbers.Number)):
+        b = Tensor(b)
+    dtype = _result_dtype(a, b)
+    return _cast_operand(a, dtype), _cast_operand(b, dtype)
+
+
+def _cast_operand(x, dtype: np.dtype) -> Tensor:
+    if not isinstance(x, Tensor):
+        return _scalar_tensor(x, dtype)
+    return x if x.data.dtype == dtype else x.type(dtype)  # a differentiable cast
 
 
 # ============================================================================ elementwise binary
@@ -836,8 +899,8 @@ def mul(a, b) -> Tensor:
 def div(a, b) -> Tensor:
     a, b = _binary_operands(a, b)
     A, B = a.data, b.data
-    if A.dtype.kind in "iub" and B.dtype.kind in "iub":
-        A = A.astype(get_default_dtype())
+    if A.dtype.kind in "iub":  # true division of integers gives the default float, as in torch
+        A, B = A.astype(get_default_dtype()), B.astype(get_default_dtype())
 
     def backward(g):
         ga = _unbroadcast(g / B, A.shape) if a._requires_grad else None
@@ -848,8 +911,10 @@ def div(a, b) -> Tensor:
 
 
 def pow(a, b) -> Tensor:  # noqa: A001 - mirrors torch.pow
-    if not isinstance(b, Tensor) and isinstance(a, Tensor):
+    if isinstance(a, Tensor) and isinstance(b, numbers.Number):
         exponent = b
+        dtype = _result_dtype(a, b)
+        a = a if a.data.dtype == dtype else a.type(dtype)
         A = a.data
         out = A ** exponent
 
@@ -1262,7 +1327,10 @@ def getitem(a: Tensor, key) -> Tensor:
 
 def index_put(a: Tensor, key, value) -> Tensor:
     """Out-of-place ``a[key] = value``, differentiable in both ``a`` and ``value``."""
-    a, value = _binary_operands(a, value)
+    a = _as_tensor(a)
+    value = _as_tensor(value, a)
+    if value.data.dtype != a.data.dtype:  # assignment keeps the target's dtype
+        value = value.type(a.data.dtype)
     A, V = a.data, value.data
     out = A.copy()
     out[key] = V
