@@ -1,0 +1,303 @@
+"""``Optimizer``: the bookkeeping every algorithm shares, after PyTorch's torch/optim/optimizer.py.
+
+The base class owns ``defaults``, ``param_groups`` (a bare list of parameters becomes one group;
+``setdefault`` fills each group's options; a parameter may belong to one group only), the
+per-parameter ``state``, ``zero_grad`` and ``state_dict``/``load_state_dict`` with parameters
+numbered by position, as PyTorch lays them out. Subclasses validate their options in
+``_check_options`` and implement ``step``; the maths lives in plain functions over NumPy arrays.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+from ..autograd.grad_mode import enable_grad
+from ..autograd.tensor import Tensor
+
+
+class _RequiredParameter:
+    """Marks a default that every parameter group must set itself."""
+
+    def __repr__(self) -> str:
+        return "<required parameter>"
+
+
+required = _RequiredParameter()
+
+
+class Scratch:
+    """Reusable temporary arrays, so a warmed-up step allocates nothing; never part of the state."""
+
+    __slots__ = ("_buffers",)
+
+    def __init__(self):
+        self._buffers: dict = {}
+
+    def get(self, like: np.ndarray, slot: int = 0) -> np.ndarray:
+        """An uninitialised array shaped and typed like ``like``; one per ``slot`` and dtype."""
+        key = (like.dtype, slot)
+        buf = self._buffers.get(key)
+        if buf is None or buf.size < like.size:
+            buf = np.empty(like.size, like.dtype)
+            self._buffers[key] = buf
+        return buf[: like.size].reshape(like.shape)
+
+
+def effective_grad(param: np.ndarray, grad: np.ndarray, weight_decay: float, maximize: bool,
+                   scratch: Scratch) -> np.ndarray:
+    """The gradient an update uses: ``-grad`` when maximizing, plus ``weight_decay * param``.
+
+    Never writes into ``grad``; a changed gradient lives in ``scratch`` slot 0.
+    """
+    if weight_decay != 0:
+        out = scratch.get(param, 0)
+        np.multiply(param, weight_decay, out=out)
+        if maximize:
+            out -= grad  # equals (-grad) + weight_decay * param exactly
+        else:
+            out += grad
+        return out
+    if maximize:
+        return np.negative(grad, out=scratch.get(param, 0))
+    return grad
+
+
+def check_non_negative(options: dict, *names: str) -> None:
+    """Raise ValueError naming the first option in ``names`` that is negative."""
+    for name in names:
+        value = options[name]
+        if not 0.0 <= value:
+            raise ValueError(f"Invalid {name} value: {value} (must be >= 0)")
+
+
+def _as_array(value):
+    return value.data if isinstance(value, Tensor) else value
+
+
+class Optimizer:
+    """Base class of all optimizers: parameter groups, per-parameter state and checkpoints."""
+
+    # state entries that count steps: loaded as Python numbers, never cast to the parameter dtype
+    _counter_keys: frozenset = frozenset({"step"})
+    # state entries that must have the parameter's shape (checked by load_state_dict)
+    _shaped_keys: frozenset = frozenset()
+
+    def __init__(self, params, defaults: dict[str, Any]):
+        if isinstance(params, Tensor):
+            raise TypeError("params argument given to the optimizer should be an iterable of "
+                            f"Tensors or dicts, but got {type(params).__name__}")
+        if isinstance(params, dict):
+            raise TypeError("params argument given to the optimizer should be an iterable of "
+                            "Tensors or dicts, but got a single dict; wrap it in a list")
+        self._check_options(defaults)
+        self.defaults = defaults
+        self.state: defaultdict = defaultdict(dict)
+        self.param_groups: list[dict[str, Any]] = []
+        self._scratch = Scratch()
+        groups = list(params)
+        if len(groups) == 0:
+            raise ValueError("optimizer got an empty parameter list")
+        if not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        for group in groups:
+            self.add_param_group(group)
+
+    def __repr__(self) -> str:
+        lines = [type(self).__name__ + " ("]
+        for i, group in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            lines += [f"    {key}: {group[key]}" for key in sorted(group) if key != "params"]
+        return "\n".join(lines) + "\n)"
+
+    def _check_options(self, options: dict) -> None:
+        """Raise ValueError naming any invalid hyperparameter in ``options`` (a group)."""
+
+    # ------------------------------------------------------------------ groups
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group of parameters with its own options (unset options take the defaults)."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
+        if "params" not in param_group:
+            raise ValueError("param_group must have a 'params' entry")
+        params = param_group["params"]
+        if isinstance(params, Tensor):
+            params = [params]
+        elif isinstance(params, set):
+            raise TypeError("optimizer parameters need to be organized in ordered collections, "
+                            "but the ordering of tensors in sets will change between runs. "
+                            "Please use a list instead.")
+        params = list(params)
+        names = [p[0] for p in params if isinstance(p, tuple)]
+        params = [p[1] if isinstance(p, tuple) else p for p in params]
+        if names and len(names) != len(params):
+            raise ValueError("all optimizer params should be with/without names. "
+                             "Some param names are missing")
+        for p in params:
+            if not isinstance(p, Tensor):
+                raise TypeError("optimizer can only optimize Tensors, but one of the params is "
+                                f"{type(p).__name__}")
+            if not p.is_leaf:
+                raise ValueError("can't optimize a non-leaf Tensor")
+        group = dict(param_group)
+        group["params"] = params
+        if names:
+            group["param_names"] = names
+        for name, default in self.defaults.items():
+            if default is required and name not in group:
+                raise ValueError("parameter group didn't specify a value of required "
+                                 f"optimization parameter {name}")
+            group.setdefault(name, default)
+        self._check_options(group)
+        ids = [id(p) for p in params]
+        if len(ids) != len(set(ids)):
+            raise ValueError("a parameter group contains the same parameter more than once")
+        taken = {id(p) for g in self.param_groups for p in g["params"]}
+        if taken.intersection(ids):
+            raise ValueError("some parameters appear in more than one parameter group")
+        for g in self.param_groups:
+            if ("param_names" in g) != bool(names):
+                raise ValueError("all optimizer param groups should be with/without names")
+        self.param_groups.append(group)
+
+    # ------------------------------------------------------------------ stepping
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Reset the gradients of every parameter to None (default) or to zeros."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if set_to_none:
+                    p.grad = None
+                else:
+                    p.grad.detach_()
+                    p.grad.data[...] = 0
+
+    def step(self, closure: Callable | None = None):
+        """Update the parameters once; ``closure`` re-evaluates the model and returns the loss."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement step()")
+
+    @staticmethod
+    def _evaluate(closure: Callable | None):
+        """Call the closure with gradient recording on (as ``step`` may run under no_grad)."""
+        if closure is None:
+            return None
+        with enable_grad():
+            return closure()
+
+    @staticmethod
+    def _grad(p: Tensor, index: int) -> np.ndarray:
+        """The gradient array of parameter ``p``, checked against the parameter's shape."""
+        g = p.grad.data
+        if g.shape != p.data.shape:
+            raise ValueError(f"gradient of parameter {index} has shape {g.shape}, "
+                             f"but the parameter has shape {p.data.shape}")
+        return g
+
+    def _with_grad(self, group: dict) -> list[Tensor]:
+        """The group's parameters that have a gradient (the others are skipped, as in PyTorch)."""
+        return [p for p in group["params"] if p.grad is not None]
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """``{'state': {index: {...}}, 'param_groups': [{..., 'params': [indices]}]}``.
+
+        PyTorch's layout: parameters are numbered in group order. State arrays are the live
+        NumPy buffers (copy them to keep a snapshot while training goes on); scalars are Python
+        numbers, so the dict can be written with ``dtrain.save``.
+        """
+        index: dict[int, int] = {}
+        groups = []
+        for group in self.param_groups:
+            packed = {k: v for k, v in group.items() if k != "params"}
+            packed["params"] = [index.setdefault(id(p), len(index)) for p in group["params"]]
+            groups.append(packed)
+        state = {index[id(p)]: _export(s) for p, s in self.state.items() if id(p) in index}
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore options and state from ``state_dict()`` output (arrays are copied and cast).
+
+        Everything is checked before anything changes; a mismatch raises ValueError.
+        """
+        if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= set(state_dict):
+            raise ValueError("optimizer state_dict must be a dict with 'state' and 'param_groups'")
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(f"loaded state dict has {len(saved_groups)} parameter groups, "
+                             f"the optimizer has {len(self.param_groups)}")
+        id_map: dict[int, Tensor] = {}
+        for i, (group, saved) in enumerate(zip(self.param_groups, saved_groups)):
+            if "params" not in saved:
+                raise ValueError(f"loaded parameter group {i} has no 'params' entry")
+            if len(saved["params"]) != len(group["params"]):
+                raise ValueError(
+                    f"loaded state dict contains a parameter group ({i}) that doesn't match the "
+                    f"size of optimizer's group: {len(saved['params'])} parameters saved, "
+                    f"{len(group['params'])} in the optimizer")
+            for k, p in zip(saved["params"], group["params"]):
+                id_map[int(k)] = p
+        new_state: defaultdict = defaultdict(dict)
+        for key, value in state_dict["state"].items():
+            k = int(key)
+            if k not in id_map:
+                raise ValueError(f"loaded state refers to parameter {key}, which is in no "
+                                 f"parameter group (there are {len(id_map)})")
+            if not isinstance(value, dict):
+                raise TypeError(f"loaded state of parameter {key} must be a dict")
+            p = id_map[k]
+            new_state[p] = {name: self._import(v, p, name, k) for name, v in value.items()}
+        new_groups = []
+        for group, saved in zip(self.param_groups, saved_groups):
+            new = copy.deepcopy({k: v for k, v in saved.items() if k != "params"})
+            for name, default in self.defaults.items():
+                if isinstance(default, tuple) and isinstance(new.get(name), list):
+                    new[name] = tuple(new[name])
+                new.setdefault(name, default)
+            self._check_options(new)
+            new["params"] = group["params"]
+            if "param_names" in group and "param_names" not in new:
+                new["param_names"] = group["param_names"]
+            new_groups.append(new)
+        self.state = new_state
+        self.param_groups = new_groups
+
+    def _import(self, value, param: Tensor, key, index: int):
+        """Copy one loaded state value: arrays to the parameter's dtype, counters to numbers."""
+        value = _as_array(value)
+        if isinstance(value, dict):
+            return {k: self._import(v, param, k, index) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(self._import(v, param, key, index) for v in value)
+        if not isinstance(value, (np.ndarray, np.generic)):
+            return value
+        if key in self._counter_keys:
+            if value.size != 1:
+                raise ValueError(f"loaded state '{key}' of parameter {index} must be a number, "
+                                 f"got shape {value.shape}")
+            return value.item()
+        dtype = param.data.dtype if value.dtype.kind == "f" else value.dtype
+        if isinstance(value, np.generic) or (value.ndim == 0 and key not in self._shaped_keys):
+            return np.array(value, dtype=dtype)[()]
+        if key in self._shaped_keys and value.shape != param.data.shape:
+            raise ValueError(f"loaded state '{key}' of parameter {index} has shape "
+                             f"{value.shape}, but the parameter has shape {param.data.shape}")
+        return np.array(value, dtype=dtype, copy=True, order="C")
+
+
+def _export(value):
+    """A state value as stored in ``state_dict``: arrays as they are, NumPy scalars as numbers."""
+    if isinstance(value, dict):
+        return {k: _export(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_export(v) for v in value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
