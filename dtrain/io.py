@@ -64,6 +64,9 @@ _EXT_COMPLEX = 8
 
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what msgpack's integer formats hold
 _MAX_BIGINT_BYTES = 1 << 16
+# Extension values nest by unpacking their data from inside a hook; each level costs C stack
+# (msgpack keeps a 32 KiB parse stack per call), so the depth is capped well below a crash.
+_MAX_EXT_DEPTH = 32
 _DTYPE_RE = re.compile(r"[<>|][biufc][0-9]{1,2}")
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
@@ -112,6 +115,7 @@ class _Encoder:
         self.keep: list = []  # holds memoized objects so their ids are not reused
         self.active: set[int] = set()  # containers being encoded, to catch cycles
         self.tensor_count = 0
+        self.tuple_depth = 0
 
     def encode(self, obj):
         t = type(obj)
@@ -124,8 +128,7 @@ class _Encoder:
         if isinstance(obj, list):
             return self._nested(obj, lambda seq: self._items(seq))
         if isinstance(obj, tuple):
-            return self._nested(obj, lambda seq: msgpack.ExtType(_EXT_TUPLE,
-                                                                 _pack(self._items(seq))))
+            return self._nested(obj, self._tuple)
         if isinstance(obj, Tensor):
             return self._memoized(obj, self._tensor)
         if isinstance(obj, np.ndarray):
@@ -161,6 +164,15 @@ class _Encoder:
                 e.path.append(f"[{i}]")
                 raise
         return out
+
+    def _tuple(self, seq: tuple) -> msgpack.ExtType:
+        if self.tuple_depth >= _MAX_EXT_DEPTH - 1:
+            raise _Unsupported(f"tuples nested more than {_MAX_EXT_DEPTH - 1} deep")
+        self.tuple_depth += 1
+        try:
+            return msgpack.ExtType(_EXT_TUPLE, _pack(self._items(seq)))
+        finally:
+            self.tuple_depth -= 1
 
     def _dict(self, d: dict) -> dict:
         out = {}
@@ -217,10 +229,12 @@ def _serialize(obj) -> list:
     encoder = _Encoder()
     try:
         tree = encoder.encode(obj)
+        table_bytes, tree_bytes = _pack(encoder.table), _pack(tree)
     except _Unsupported as e:
         where = "obj" + "".join(reversed(e.path))
         raise TypeError(f"dtrain.save: cannot save {where}: {e.reason}") from None
-    table_bytes, tree_bytes = _pack(encoder.table), _pack(tree)
+    except (RecursionError, ValueError) as e:  # nesting too deep, strings that are not UTF-8
+        raise TypeError(f"dtrain.save: cannot save obj: {type(e).__name__}: {e}") from None
     head = _SIZES.pack(len(table_bytes), len(tree_bytes))
     body_len = len(head) + len(table_bytes) + len(tree_bytes)
     chunks: list = [head, table_bytes, tree_bytes, bytes(-body_len % _ALIGN)]
@@ -335,11 +349,18 @@ class _Decoder:
     def __init__(self, arrays: list[np.ndarray]):
         self.arrays = arrays
         self.tensors: dict[int, Tensor] = {}
+        self.depth = 0
 
     def unpack(self, data):
-        return msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=False,
-                               ext_hook=self.ext_hook, list_hook=self.list_hook,
-                               object_pairs_hook=self.pairs_hook)
+        if self.depth >= _MAX_EXT_DEPTH:
+            raise _Malformed(f"values nested more than {_MAX_EXT_DEPTH} extension levels deep")
+        self.depth += 1
+        try:
+            return msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=False,
+                                   ext_hook=self.ext_hook, list_hook=self.list_hook,
+                                   object_pairs_hook=self.pairs_hook)
+        finally:
+            self.depth -= 1
 
     def list_hook(self, items: list) -> list:
         for item in items:
@@ -487,7 +508,8 @@ def _read(f, where: str, file_size: int | None):
     try:
         return _decode(payload)
     except (_Malformed, ValueError, TypeError, msgpack.UnpackException, RecursionError) as e:
-        raise CheckpointError(f"{where}: malformed checkpoint payload: {e}") from None
+        detail = str(e) if isinstance(e, _Malformed) else f"{type(e).__name__} {e}".strip()
+        raise CheckpointError(f"{where}: malformed checkpoint payload: {detail}") from None
 
 
 def load(f: str | os.PathLike | BinaryIO):
