@@ -7,6 +7,7 @@ learning rates differ.
 
 from __future__ import annotations
 
+import io
 import math
 import warnings
 
@@ -238,17 +239,17 @@ def test_step_order_warning_matches_pytorch():
 
 # ---------------------------------------------------------------- state_dict
 def resume(factory, kind: str, opt, sched):
-    """A fresh optimizer and scheduler restored from msgpack round trips of both states."""
-    saved_groups = msgpack.unpackb(msgpack.packb(
-        [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]))
-    saved = msgpack.unpackb(msgpack.packb(sched.state_dict()))
+    """A fresh optimizer and scheduler restored, in PyTorch's order, from a dtrain checkpoint."""
+    state = sched.state_dict()
+    assert msgpack.unpackb(msgpack.packb(state)) == state  # plain data only
+    buffer = io.BytesIO()
+    dtrain.save({"optimizer": opt.state_dict(), "scheduler": state}, buffer)
+    buffer.seek(0)
+    checkpoint = dtrain.load(buffer)
     opt2 = make_opt(kind)
     sched2 = factory(D, opt2)
-    for group, hyper in zip(opt2.param_groups, saved_groups):
-        if "betas" in hyper:
-            hyper["betas"] = tuple(hyper["betas"])
-        group.update(hyper)
-    sched2.load_state_dict(saved)
+    opt2.load_state_dict(checkpoint["optimizer"])
+    sched2.load_state_dict(checkpoint["scheduler"])
     return opt2, sched2
 
 
@@ -267,16 +268,12 @@ def test_plateau_state_dict_round_trip_mid_run():
     sched = D.ReduceLROnPlateau(opt, patience=1, cooldown=2, factor=0.5, min_lr=[0.02, 0.001])
     for metric in METRICS[:30]:
         sched.step(metric)
-    saved = msgpack.unpackb(msgpack.packb(sched.state_dict()))
-    opt2 = make_opt()
-    sched2 = D.ReduceLROnPlateau(opt2)
-    for g2, g in zip(opt2.param_groups, opt.param_groups):
-        g2["lr"] = g["lr"]
-    sched2.load_state_dict(saved)
+    opt2, sched2 = resume(lambda L, o: L.ReduceLROnPlateau(o), "sgd", opt, sched)
     for metric in METRICS[30:]:
         sched.step(metric)
         sched2.step(metric)
         assert sched2.get_last_lr() == sched.get_last_lr()
+        assert [g["lr"] for g in opt2.param_groups] == [g["lr"] for g in opt.param_groups]
     assert sched2.best == sched.best and sched2.min_lrs == [0.02, 0.001]
 
 
