@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import math
 import warnings
+from functools import partial
+from types import SimpleNamespace
 
 import msgpack
 import numpy as np
@@ -192,6 +194,23 @@ def test_step_with_epoch_uses_closed_form_like_pytorch(case):
                 sched.step(epoch)
             out.append(sched.get_last_lr())
         rows.append(out)
+    np.testing.assert_allclose(rows[0], rows[1], rtol=0, atol=1e-12)
+
+
+RESUMABLE = ["step-7-0.5", "exp-0.97", "cos-13-min", "linear-0.1-0.9-30", "poly-40-2",
+             "onecycle-cos", "cyclic-tri2", "warm-5-2"]
+
+
+@pytest.mark.parametrize("case", RESUMABLE)
+def test_resume_with_last_epoch_matches_pytorch(case):
+    torch = pytest.importorskip("torch")
+    factory, kind = CASES[case]
+    rows = []
+    for lib, opt in ((D, make_opt(kind)), (torch.optim.lr_scheduler, make_torch_opt(torch))):
+        factory(lib, opt)  # sets initial_lr (and the cyclic groups' bounds)
+        resumed = SimpleNamespace(**{name: partial(getattr(lib, name), last_epoch=20)
+                                     for name in lib.__all__})
+        rows.append(trajectory(factory(resumed, opt), opt, 30))
     np.testing.assert_allclose(rows[0], rows[1], rtol=0, atol=1e-12)
 
 
@@ -468,7 +487,7 @@ def test_reduce_on_plateau_by_hand():
     sched = D.ReduceLROnPlateau(opt, factor=0.5, patience=1)
     got = []
     for metric in [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5]:
-        sched.step(metric)
+        sched.step(dtrain.tensor(metric))  # a 0-d loss tensor works like a float
         got.append(sched.get_last_lr()[0])
     assert got == [1.0, 1.0, 0.5, 0.5, 0.5, 0.25, 0.25]
     sched = D.ReduceLROnPlateau(make_opt(lrs=(1.0,)), mode="max", factor=0.5, patience=0,
