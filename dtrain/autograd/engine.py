@@ -91,8 +91,7 @@ def _topological_nodes(roots):
         node = stack.pop()
         if node.backward_fn is None:
             raise RuntimeError(_FREED)
-        for t in node.inputs:
-            child = t.grad_fn
+        for t, child in zip(node.inputs, node.edges):
             if child is not None and t.requires_grad:
                 dependents[child] = dependents.get(child, 0) + 1
                 if child not in seen:
@@ -166,10 +165,9 @@ def run_backward(outputs, grad_outputs, retain_graph: bool, capture=None) -> dic
             grads = fn(g)
             if not retain_graph:
                 node.backward_fn = None
-            for i, (t, gi) in enumerate(zip(node.inputs, grads)):
+            for i, (t, child, gi) in enumerate(zip(node.inputs, node.edges, grads)):
                 if gi is None or not t.requires_grad:
                     continue
-                child = t.grad_fn
                 if child is None:
                     # a leaf may adopt a fresh array; one passed through or returned twice is copied
                     shared = gi is g or any(gi is other for other in grads[:i])
@@ -184,7 +182,7 @@ def run_backward(outputs, grad_outputs, retain_graph: bool, capture=None) -> dic
                 if dependents[child] == 0:
                     ready.append(child)
             if not retain_graph:
-                node.inputs = ()
+                node.inputs = node.edges = ()
     return captured
 
 

@@ -44,11 +44,14 @@ def set_default_dtype(dtype) -> None:
 class Node:
     """One recorded operation: its inputs and the closure that carries gradients back to them."""
 
-    __slots__ = ("_name", "inputs", "backward_fn", "retained", "__weakref__")
+    __slots__ = ("_name", "inputs", "edges", "backward_fn", "retained", "__weakref__")
 
     def __init__(self, name: str, inputs: tuple, backward_fn):
         self._name = name
         self.inputs = inputs
+        # the inputs' nodes now: an in-place op later gives an input a new grad_fn, but the
+        # gradient of this op must still flow to the node that produced the value it used
+        self.edges = tuple(t.grad_fn for t in inputs)
         self.backward_fn = backward_fn
         self.retained = None  # weakref to the output tensor when retain_grad() was called
 
@@ -59,7 +62,7 @@ class Node:
     @property
     def next_functions(self) -> tuple:
         """The nodes feeding this one (None for inputs that are leaves or need no grad)."""
-        return tuple((t.grad_fn, 0) for t in self.inputs)
+        return tuple((node, 0) for node in self.edges)
 
     def __repr__(self):
         return f"<{self._name} object at {id(self):#x}>"
