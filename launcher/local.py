@@ -35,6 +35,16 @@ def worker_env(threads: int, extra: dict | None = None) -> dict:
     return env
 
 
+def _die_with_parent() -> None:
+    """In the child: ask Linux for SIGTERM when the launcher dies, even by SIGKILL."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 @dataclass
 class WorkerProcess:
     """One supervised worker."""
@@ -80,7 +90,7 @@ class LocalWorkers:
     def _spawn(self, proc: WorkerProcess) -> None:
         proc.popen = subprocess.Popen(proc.argv, env=proc.env, stdin=subprocess.DEVNULL,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+                                      start_new_session=True, preexec_fn=_die_with_parent)
         proc.log_thread = threading.Thread(target=self._pump, args=(proc, proc.popen),
                                            daemon=True, name=f"dtrain-log-{proc.rank}")
         proc.log_thread.start()

@@ -242,7 +242,13 @@ class ZmqExecutor:
             if msg.type == P.HEARTBEAT:
                 return
             if msg.type == P.GRADS:
-                self._grads(info, msg)
+                try:
+                    self._grads(info, msg)
+                except P.ProtocolError as e:
+                    self.reject(identity, e.reason, str(e))
+                    if e.reason != "stale":  # its other gradients cannot be trusted either
+                        self.evict(info, f"sent invalid gradients ({e.reason})")
+                    return
             elif msg.type == P.ERROR:
                 text = msg.fields.get("traceback", "")
                 raise WorkerError(f"worker {info.id} ({info.name}) failed:\n{text}")
@@ -254,14 +260,13 @@ class ZmqExecutor:
             self.reject(identity, e.reason, str(e))
 
     def reject(self, identity: bytes, reason: str, text: str) -> None:
-        """Log and count a bad message; a known worker that sent bad gradients is evicted."""
+        """Log and count a bad message; nothing else changes."""
         self.rejected += 1
         who = self.workers.get(identity)
-        log.warning("rejected message from %s: %s (%s)",
-                    f"worker {who.id}" if who else f"peer {identity.hex()[:16]}", text, reason)
+        level = logging.DEBUG if reason == "stale" else logging.WARNING
+        log.log(level, "rejected message from %s: %s (%s)",
+                f"worker {who.id}" if who else f"peer {identity.hex()[:16]}", text, reason)
         self.on_event("rejected", {"reason": reason, "text": text})
-        if who is not None and reason not in ("stale",):
-            self.evict(who, f"sent an invalid message ({reason})")
 
     def _hello(self, identity: bytes, msg) -> None:
         f = msg.fields

@@ -1,0 +1,114 @@
+"""Small jobs the distributed tests run in worker processes (importable by path, no test deps)."""
+
+import numpy as np
+
+import dtrain
+import dtrain.nn.functional as F
+from dtrain import nn, optim
+
+
+def blobs(n: int = 120, features: int = 10, classes: int = 3, seed: int = 0):
+    """A small, learnable classification set."""
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((classes, features)) * 2
+    y = rng.integers(0, classes, n)
+    x = centers[y] + rng.standard_normal((n, features))
+    return x.astype(np.float32), y.astype(np.int64)
+
+
+class MomentumGroups(dtrain.Job):
+    """SGD with momentum, two param groups with different rates, StepLR per epoch."""
+
+    batch_size = 20
+    epochs = 3
+    micro_shards = 5
+    seed = 7
+
+    def model(self):
+        return nn.Sequential(nn.Linear(10, 16), nn.Tanh(), nn.Linear(16, 3))
+
+    def loss(self, output, target):
+        return F.cross_entropy(output, target)
+
+    def optimizer(self, model):
+        return optim.SGD([{"params": model[0].parameters()},
+                          {"params": model[2].parameters(), "lr": 0.05}],
+                         lr=0.1, momentum=0.9, weight_decay=1e-3)
+
+    def scheduler(self, optimizer):
+        return optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+
+    def train_data(self):
+        return blobs(110)  # 110 / 20: a last partial batch of 10
+
+    def val_data(self):
+        return blobs(40, seed=1)
+
+
+class AdamDropout(dtrain.Job):
+    """Adam and dropout: masks keyed by (seed, step, sample), so any worker draws the same."""
+
+    batch_size = 16
+    epochs = 2
+    micro_shards = 8
+    seed = 3
+    scheduler_step = "step"
+
+    def model(self):
+        return nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, 3))
+
+    def loss(self, output, target):
+        return F.cross_entropy(output, target)
+
+    def optimizer(self, model):
+        return optim.Adam(model.parameters(), lr=1e-2)
+
+    def scheduler(self, optimizer):
+        return optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.99)
+
+    def train_data(self):
+        return blobs(100)
+
+
+class Float64Reference(dtrain.Job):
+    """No randomness but init and order: compared with a hand-written loop in float64."""
+
+    batch_size = 16
+    epochs = 2
+    micro_shards = 4
+    seed = 11
+    dtype = "float64"
+
+    def model(self):
+        return nn.Sequential(nn.Linear(10, 12), nn.ReLU(), nn.Linear(12, 3))
+
+    def loss(self, output, target):
+        return F.cross_entropy(output, target)
+
+    def optimizer(self, model):
+        return optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+    def scheduler(self, optimizer):
+        return optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+
+    def train_data(self):
+        return blobs(100)
+
+
+class FailsAtStep3(MomentumGroups):
+    """The training script raises in the third step (a bug in user code)."""
+
+    def loss(self, output, target):
+        import os
+
+        if os.environ.get("DTRAIN_TEST_FAIL") == "1":
+            FailsAtStep3.calls = getattr(FailsAtStep3, "calls", 0) + 1
+            if FailsAtStep3.calls > 6:
+                raise ValueError("deliberate failure in the training script")
+        return F.cross_entropy(output, target)
+
+
+class Slow(MomentumGroups):
+    """Many steps, so a test can interrupt it mid-run."""
+
+    epochs = 1000

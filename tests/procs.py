@@ -1,0 +1,29 @@
+"""Find processes dtrain started, by a marker on their command line (for leak checks)."""
+
+import os
+import time
+
+
+def dtrain_processes(marker: str, settle: float = 3.0) -> list[int]:
+    """PIDs of live (non-zombie) processes whose command line mentions ``marker``.
+
+    Waits up to ``settle`` seconds for processes that are already exiting.
+    """
+    deadline = time.monotonic() + settle
+    while True:
+        found = []
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit() or int(pid) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+                with open(f"/proc/{pid}/stat") as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if marker in cmd and "dtrain" in cmd and state != "Z":
+                found.append(int(pid))
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
