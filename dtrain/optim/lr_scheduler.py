@@ -106,23 +106,15 @@ def _track_optimizer_steps(optimizer: Any) -> None:
     if getattr(step, _WRAPPED_MARK, False):
         return
     func = getattr(step, "__func__", None)
-    if func is not None and getattr(step, "__self__", None) is optimizer:
-        # Hold the optimizer weakly: the wrapper lives on the optimizer itself.
-        opt_ref = weakref.ref(optimizer)
+    bound = func is not None and getattr(step, "__self__", None) is optimizer
+    # Hold the optimizer weakly: the wrapper lives on the optimizer itself.
+    opt_ref = weakref.ref(optimizer)
 
-        @wraps(func)
-        def wrapper(*args, **kwargs):
-            opt = opt_ref()
-            opt._opt_step_count = getattr(opt, "_opt_step_count", 0) + 1
-            return func(opt, *args, **kwargs)
-    else:
-        opt_ref = weakref.ref(optimizer)
-
-        @wraps(step)
-        def wrapper(*args, **kwargs):
-            opt = opt_ref()
-            opt._opt_step_count = getattr(opt, "_opt_step_count", 0) + 1
-            return step(*args, **kwargs)
+    @wraps(func if bound else step)
+    def wrapper(*args, **kwargs):
+        opt = opt_ref()
+        opt._opt_step_count = getattr(opt, "_opt_step_count", 0) + 1
+        return func(opt, *args, **kwargs) if bound else step(*args, **kwargs)
 
     setattr(wrapper, _WRAPPED_MARK, True)
     optimizer.step = wrapper
