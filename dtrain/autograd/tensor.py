@@ -27,6 +27,12 @@ _default_dtype = [float32]
 
 ValuesIndices = namedtuple("ValuesIndices", ["values", "indices"])
 
+_LEAF_ONLY = "you can only change requires_grad flags of leaf variables."
+_LEAF_ONLY_HINT = (
+    " If you want to use a computed variable in a subgraph that doesn't require differentiation "
+    "use var_no_grad = var.detach()."
+)
+
 
 def get_default_dtype() -> np.dtype:
     """The floating dtype given to tensors made from Python floats."""
@@ -186,21 +192,23 @@ class Tensor:
 
     @requires_grad.setter
     def requires_grad(self, value: bool) -> None:
-        value = bool(value)
-        if self.grad_fn is not None and not value:
-            raise RuntimeError(
-                "you can only change requires_grad flags of leaf variables. If you want to use a "
-                "computed variable in a subgraph that doesn't require differentiation use "
-                "var_no_grad = var.detach()."
-            )
-        if value and self.data.dtype.kind not in "fc":
-            raise RuntimeError("only Tensors of floating point dtype can require gradients")
-        self._requires_grad = value
+        # as in torch, assigning the attribute of a non-leaf is refused even when it is a no-op
+        if self.grad_fn is not None:
+            raise RuntimeError(_LEAF_ONLY + ("" if value else _LEAF_ONLY_HINT))
+        self._set_requires_grad(bool(value))
 
     def requires_grad_(self, requires_grad: bool = True) -> Tensor:
         """Set ``requires_grad`` in place and return self (for freezing or unfreezing)."""
-        self.requires_grad = requires_grad
+        if self.grad_fn is not None and not requires_grad:
+            raise RuntimeError(_LEAF_ONLY + _LEAF_ONLY_HINT)
+        if self.grad_fn is None:
+            self._set_requires_grad(bool(requires_grad))
         return self
+
+    def _set_requires_grad(self, value: bool) -> None:
+        if value and self.data.dtype.kind not in "fc":
+            raise RuntimeError("only Tensors of floating point dtype can require gradients")
+        self._requires_grad = value
 
     @property
     def is_leaf(self) -> bool:
