@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import dtrain
+from dtrain import nn
 from dtrain.data import (
     DataLoader,
     Dataset,
@@ -246,3 +247,61 @@ def test_load_arrays_errors(tmp_path):
     (tmp_path / "broken.npz").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="broken.npz: cannot read arrays"):
         load_arrays(tmp_path / "broken.npz")
+
+
+# ---------------------------------------------------------------------------- digits dataset
+def test_load_digits_splits_shapes_and_ranges():
+    x, y = dtrain.datasets.load_digits()
+    xt, yt = dtrain.datasets.load_digits("test")
+    xa, ya = dtrain.datasets.load_digits("all", dtype=np.float64)
+    assert x.shape == (1347, 64) and y.shape == (1347,) and xt.shape == (450, 64)
+    assert xa.shape == (1797, 64) and xa.dtype == np.float64
+    assert x.dtype == np.float32 and y.dtype == np.int64
+    assert x.min() == 0.0 and x.max() == 1.0 and set(np.unique(y)) == set(range(10))
+    assert np.array_equal(np.unique(x * 16), np.arange(17)), "pixels are the integers 0..16 / 16"
+    counts, test_counts = np.bincount(y), np.bincount(yt)
+    assert counts.min() >= 130 and test_counts.min() >= 43, "the split is stratified"
+    # train and test partition 'all': every sample of the full set is in exactly one split
+    rows = {r.tobytes() + bytes([c]) for r, c in zip(xa.astype(np.float32), ya)}
+    split_rows = [r.tobytes() + bytes([c]) for r, c in zip(np.vstack([x, xt]),
+                                                           np.concatenate([y, yt]))]
+    assert set(split_rows) <= rows and len(split_rows) == 1797
+
+
+def test_load_digits_is_fixed_and_returns_fresh_arrays():
+    x1, _ = dtrain.datasets.load_digits("train")
+    x1[...] = 5
+    x2, y2 = dtrain.datasets.load_digits("train")
+    assert x2.max() == 1.0 and x2.flags.writeable
+    assert y2[:10].tolist() == dtrain.datasets.load_digits("train")[1][:10].tolist()
+    raw = load_arrays(dtrain.datasets.digits_path())
+    assert sorted(raw) == ["images", "target", "test_index", "train_index"]
+    assert raw["images"].dtype == np.uint8 and len(raw["train_index"]) == 1347
+    assert not set(raw["train_index"]) & set(raw["test_index"])
+    assert np.array_equal(x2, raw["images"][raw["train_index"]] / np.float32(16))
+
+
+def test_load_digits_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="split must be one of"):
+        dtrain.datasets.load_digits("validation")
+    with pytest.raises(TypeError, match="floating dtype"):
+        dtrain.datasets.load_digits(dtype=np.int32)
+
+
+def test_digits_train_with_the_loader():
+    """A linear softmax model fit on the training split classifies the test split well."""
+    dtrain.manual_seed(0)
+    x, y = dtrain.datasets.load_digits("train")
+    xt, yt = dtrain.datasets.load_digits("test")
+    model = nn.Linear(64, 10)
+    loader = DataLoader(TensorDataset(x, y), batch_size=64, shuffle=True, seed=0)
+    for _ in range(15):
+        for xb, yb in loader:
+            loss = nn.functional.cross_entropy(model(xb), yb)
+            model.zero_grad()
+            loss.backward()
+            for p in model.parameters():
+                p.data -= 0.5 * p.grad.data
+    with dtrain.no_grad():
+        accuracy = (model(dtrain.tensor(xt)).data.argmax(axis=1) == yt).mean()
+    assert accuracy > 0.9
