@@ -36,6 +36,8 @@ def _settings_options(func):
                      help="Seed of init, data order and dropout (overrides the job's setting)."),
         click.option("--max-steps", type=click.IntRange(min=0), default=None,
                      help="Stop after this many optimizer steps (0: no limit)."),
+        click.option("--checkpoint-every", type=click.IntRange(min=0), default=None,
+                     help="Also checkpoint every N steps (always at epoch ends with --out)."),
         click.option("--threads", type=click.IntRange(min=1), default=None,
                      help="BLAS threads per computing process (equal everywhere)."),
     ]
@@ -55,19 +57,24 @@ def _settings_options(func):
               help="Address the coordinator listens on (port 0: any free port).")
 @click.option("--max-restarts", type=click.IntRange(min=0), default=0, show_default=True,
               help="Times a crashed local worker is restarted before the run fails.")
+@click.option("--resume", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Continue from the newest valid checkpoint of an earlier run's --out DIR.")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Show a progress bar and per-epoch lines on stderr.")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 @_settings_options
-def launch(script, workers, job_name, out, bind, max_restarts, progress, verbose, **settings):
+def launch(script, workers, job_name, out, bind, max_restarts, resume, progress, verbose,
+           **settings):
     """Train SCRIPT with a coordinator here and WORKERS local worker processes."""
     _setup_logging(verbose)
     from launcher.run import RunConfig, run
 
+    if out is None and resume:
+        out = resume
     if out is None:
         out = os.path.join("runs", os.path.splitext(os.path.basename(script))[0])
     config = RunConfig(job=script, workers=workers, job_name=job_name, out=out, bind=bind,
-                       max_restarts=max_restarts, progress=progress,
+                       max_restarts=max_restarts, progress=progress, resume=resume,
                        overrides={k: v for k, v in settings.items() if v is not None})
     try:
         _, history = run(config)

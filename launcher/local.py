@@ -9,6 +9,7 @@ crashes is restarted up to ``max_restarts`` times, like torchrun.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -35,14 +36,16 @@ def worker_env(threads: int, extra: dict | None = None) -> dict:
     return env
 
 
+try:  # loaded before any fork: the child must not import anything
+    _LIBC = ctypes.CDLL(None)
+except OSError:  # pragma: no cover - not Linux
+    _LIBC = None
+
+
 def _die_with_parent() -> None:
     """In the child: ask Linux for SIGTERM when the launcher dies, even by SIGKILL."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    if _LIBC is not None and hasattr(_LIBC, "prctl"):
+        _LIBC.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
 @dataclass
@@ -90,7 +93,8 @@ class LocalWorkers:
     def _spawn(self, proc: WorkerProcess) -> None:
         proc.popen = subprocess.Popen(proc.argv, env=proc.env, stdin=subprocess.DEVNULL,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      start_new_session=True, preexec_fn=_die_with_parent)
+                                      start_new_session=True,
+                                      preexec_fn=_die_with_parent)  # noqa: PLW1509 - prctl only
         proc.log_thread = threading.Thread(target=self._pump, args=(proc, proc.popen),
                                            daemon=True, name=f"dtrain-log-{proc.rank}")
         proc.log_thread.start()

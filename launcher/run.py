@@ -37,14 +37,16 @@ class RunConfig:
     bind: str = "tcp://127.0.0.1:0"
     max_restarts: int = 0
     progress: bool = False
+    resume: str | None = None  # an earlier run's --out directory (or its checkpoints/)
     overrides: dict = field(default_factory=dict)
 
 
 class MetricsFile:
     """Append-only JSON lines: one per step and one per epoch."""
 
-    def __init__(self, path: str | None):
-        self.file = open(path, "w", encoding="utf-8") if path else None  # noqa: SIM115
+    def __init__(self, path: str | None, append: bool = False):
+        mode = "a" if append else "w"
+        self.file = open(path, mode, encoding="utf-8") if path else None  # noqa: SIM115
 
     def write(self, kind: str, record: dict) -> None:
         if self.file is not None:
@@ -95,23 +97,6 @@ class Progress:
         sys.stderr.flush()
 
 
-def checkpoint_state(trainer) -> dict:
-    """The final checkpoint: model, optimizer and scheduler state, counters, settings."""
-    from dtrain import random as _random
-
-    return {
-        "format": "dtrain-checkpoint",
-        "model": trainer.model.state_dict(),
-        "optimizer": trainer.optimizer.state_dict(),
-        "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
-        "step": trainer.step,
-        "epoch": trainer.epoch,
-        "batch": trainer.batch,
-        "settings": trainer.settings.to_dict(),
-        "rng": _random.get_rng_state(),
-    }
-
-
 def run(config: RunConfig):
     """Train; returns (model, history). Raises LaunchError (or the job's error) on failure."""
     job, digest, script = resolve_job(config.job, config.job_name)
@@ -121,9 +106,15 @@ def run(config: RunConfig):
     if config.workers > 0 and (script is None or not os.path.isfile(script)):
         raise LaunchError("worker processes need the job's source file; define the Job in a "
                           "file (a script or a module), or use workers=0")
+    resume_state = None
+    if config.resume:
+        resume_state = _find_resume_state(config.resume)
+        if config.out is None:
+            config.out = config.resume
     if config.out:
         os.makedirs(config.out, exist_ok=True)
-    metrics = MetricsFile(os.path.join(config.out, "metrics.jsonl") if config.out else None)
+    metrics = MetricsFile(os.path.join(config.out, "metrics.jsonl") if config.out else None,
+                          append=resume_state is not None)
     procs = None
     executor = None
     old_handlers = install_signal_handlers()
@@ -149,19 +140,38 @@ def run(config: RunConfig):
             metrics.write("epoch", r)
             progress.epoch(r)
 
-        trainer = Trainer(job, settings, executor, on_step=on_step, on_epoch=on_epoch)
+        checkpoints = os.path.join(config.out, "checkpoints") if config.out else None
+        trainer = Trainer(job, settings, executor, on_step=on_step, on_epoch=on_epoch,
+                          checkpoint_dir=checkpoints)
+        if resume_state is not None:
+            trainer.restore(resume_state)
+            log.warning("resumed at step %d (epoch %d, batch %d)", trainer.step, trainer.epoch,
+                        trainer.batch)
         progress = Progress(config.progress, trainer.batches_per_epoch(), settings.epochs)
         history = trainer.run()
         if config.out:
             from dtrain.io import save
 
-            save(checkpoint_state(trainer), os.path.join(config.out, "checkpoint.dtrain"))
+            save({"format": "dtrain-checkpoint", **trainer.state()},
+                 os.path.join(config.out, "checkpoint.dtrain"))
         return trainer.model, history
     finally:
         restore_signal_handlers(old_handlers)
         metrics.close()
         if procs is not None:
             procs.close()
+
+
+def _find_resume_state(directory: str) -> dict:
+    """The newest valid checkpoint under ``directory`` (a run's out dir or its checkpoints/)."""
+    from dtrain.dist.checkpoint import latest_checkpoint
+
+    for candidate in (os.path.join(directory, "checkpoints"), directory):
+        found = latest_checkpoint(candidate)
+        if found is not None:
+            log.info("resuming from %s", found[0])
+            return found[1]
+    raise LaunchError(f"no valid checkpoint to resume from in {directory}")
 
 
 def _supervise(procs: LocalWorkers, executor) -> None:

@@ -81,3 +81,35 @@ def test_failure_in_the_training_script_is_reported_and_cleaned_up(monkeypatch):
     with pytest.raises(WorkerError, match="deliberate failure in the training script"):
         dtrain.fit(dist_jobs.FailsAtStep3, workers=2)
     assert dtrain_processes(dist_jobs.__file__) == []
+
+
+def test_resume_from_a_mid_epoch_checkpoint_is_bit_identical(tmp_path):
+    full, _ = dtrain.fit(dist_jobs.MomentumGroups, workers=0)
+    out = str(tmp_path / "run")
+    dtrain.fit(dist_jobs.MomentumGroups, workers=2, out=out, max_steps=9, checkpoint_every=4)
+    from dtrain.dist.checkpoint import list_checkpoints
+
+    names = [os.path.basename(p) for p in list_checkpoints(os.path.join(out, "checkpoints"))]
+    assert names[0] == "step-000000008.dtrain"  # 6 steps per epoch: 4, epoch end 6, 8
+    os.remove(os.path.join(out, "checkpoint.dtrain"))
+    resumed, history = dtrain.fit(dist_jobs.MomentumGroups, workers=2, resume=out, max_steps=0)
+    assert history.steps[0]["step"] == 8
+    assert _same(_buffers(resumed), _buffers(full))
+
+
+def test_resume_skips_a_corrupt_newest_checkpoint(tmp_path, caplog):
+    full, _ = dtrain.fit(dist_jobs.MomentumGroups, workers=0)
+    out = str(tmp_path / "run")
+    dtrain.fit(dist_jobs.MomentumGroups, workers=0, out=out, max_steps=9, checkpoint_every=4)
+    newest = os.path.join(out, "checkpoints", "step-000000008.dtrain")
+    with open(newest, "r+b") as f:
+        f.seek(os.path.getsize(newest) // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with caplog.at_level("WARNING"):
+        resumed, history = dtrain.fit(dist_jobs.MomentumGroups, workers=0, resume=out,
+                                      max_steps=0)
+    assert "skipping damaged checkpoint" in caplog.text
+    assert history.steps[0]["step"] == 6
+    assert _same(_buffers(resumed), _buffers(full))

@@ -100,7 +100,8 @@ class Trainer:
     """Runs epochs of steps: plan, compute (via the executor), reduce, step, schedule."""
 
     def __init__(self, job, settings, executor=None, *, on_step=None, on_epoch=None,
-                 model=None, optimizer=None, scheduler=None):
+                 model=None, optimizer=None, scheduler=None, checkpoint_dir: str | None = None,
+                 keep_checkpoints: int = 3):
         self.job = job
         self.settings = settings.validate()
         if model is None:
@@ -120,6 +121,46 @@ class Trainer:
         self.batch = 0  # the batch of that epoch to run next
         self.step = 0  # optimizer steps taken
         self._epoch_loss = [0.0, 0]
+        self.checkpoint_dir = checkpoint_dir
+        self.keep_checkpoints = keep_checkpoints
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self) -> dict:
+        """Everything the rest of the run depends on, as plain data for ``dtrain.save``."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "step": self.step, "epoch": self.epoch, "batch": self.batch,
+            "epoch_loss": list(self._epoch_loss),
+            "settings": self.settings.to_dict(),
+            "rng": _random.get_rng_state(),
+        }
+
+    def restore(self, state: dict) -> None:
+        """Continue from ``state()`` output; the settings that shape the result must match."""
+        saved = state["settings"]
+        for key in ("batch_size", "micro_shards", "seed", "shuffle", "drop_last", "dtype",
+                    "scheduler_step"):
+            if saved.get(key) != getattr(self.settings, key):
+                raise ValueError(f"cannot resume: checkpoint has {key}={saved.get(key)!r}, "
+                                 f"this run has {getattr(self.settings, key)!r}")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.epoch, self.batch = state["step"], state["epoch"], state["batch"]
+        self._epoch_loss = list(state.get("epoch_loss", [0.0, 0]))
+        if state.get("rng") is not None:
+            _random.set_rng_state(state["rng"])
+
+    def save_checkpoint(self) -> str | None:
+        """Write a checkpoint now (when a checkpoint directory is set)."""
+        if not self.checkpoint_dir:
+            return None
+        from .checkpoint import write_checkpoint
+
+        return write_checkpoint(self.checkpoint_dir, self.state(), self.keep_checkpoints)
 
     # ------------------------------------------------------------------ planning
     def batches_per_epoch(self) -> int:
@@ -178,6 +219,9 @@ class Trainer:
         self.history.steps.append(record)
         if self.on_step is not None:
             self.on_step(record)
+        every = self.settings.checkpoint_every
+        if every and self.step % every == 0:
+            self.save_checkpoint()
         return record
 
     def end_epoch(self) -> dict:
@@ -201,6 +245,7 @@ class Trainer:
         self.history.epochs.append(record)
         if self.on_epoch is not None:
             self.on_epoch(record)
+        self.save_checkpoint()
         return record
 
     def finished(self) -> bool:
