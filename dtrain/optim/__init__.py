@@ -2,12 +2,16 @@
 
 import importlib.util
 
+from .adagrad import Adagrad
+from .adam import Adam
+from .adamw import AdamW
 from .optimizer import Optimizer
+from .rmsprop import RMSprop
 from .sgd import SGD
 
-__all__ = ["SGD", "Optimizer"]
+__all__ = ["SGD", "Adagrad", "Adam", "AdamW", "Optimizer", "RMSprop"]
 
 if importlib.util.find_spec(__name__ + ".lr_scheduler") is not None:
-    from . import lr_scheduler  # noqa: F401 - written alongside; imported once it exists
+    from . import lr_scheduler
 
     __all__.append("lr_scheduler")

@@ -1,0 +1,500 @@
+"""dtrain.optim against PyTorch (same start, same gradients) and against hand-computed values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import dtrain
+from dtrain import nn, optim
+
+STEPS = 50
+RTOL = {"float32": 1e-6, "float64": 1e-10}
+# PyTorch's CPU kernels fuse multiply-adds (add with alpha, lerp, addcmul) and its float32 sqrt
+# is not correctly rounded; NumPy rounds every operation. The resulting one-ulp differences stay
+# one ulp of the tensor's scale, so an element that passes near zero needs this absolute part.
+ATOL = {"float32": 1e-6, "float64": 0.0}
+
+
+# ---------------------------------------------------------------- problems
+def quadratic(dtype: str):
+    """Parameters and loss of a coupled quadratic: 0.5 x'Ax - b'x + 0.5 sum(w (Y - T)^2)."""
+    rng = np.random.default_rng(1)
+    m = rng.standard_normal((6, 6))
+    a = dtrain.tensor((m @ m.T / 6 + np.eye(6)).astype(dtype))
+    b = dtrain.tensor(rng.standard_normal(6).astype(dtype))
+    w = dtrain.tensor(rng.uniform(0.5, 2.0, (3, 4)).astype(dtype))
+    t = dtrain.tensor(rng.standard_normal((3, 4)).astype(dtype))
+    x = nn.Parameter(rng.standard_normal(6).astype(dtype))
+    y = nn.Parameter(rng.standard_normal((3, 4)).astype(dtype))
+
+    def loss():
+        return (x @ (a @ x)) * 0.5 - (b * x).sum() + ((y - t) ** 2 * w).sum() * 0.5
+
+    return [x, y], loss
+
+
+def mlp(dtype: str):
+    """Parameters and MSE loss of a 5-8-3 tanh MLP on a fixed batch."""
+    dtrain.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8, dtype=dtype), nn.Tanh(), nn.Linear(8, 3, dtype=dtype))
+    rng = np.random.default_rng(2)
+    x = dtrain.tensor(rng.standard_normal((16, 5)).astype(dtype))
+    y = dtrain.tensor(rng.standard_normal((16, 3)).astype(dtype))
+    return list(model.parameters()), lambda: ((model(x) - y) ** 2).mean()
+
+
+PROBLEMS = {"quadratic": quadratic, "mlp": mlp}
+
+
+def groups_of(params, kwargs):
+    """Two parameter groups, the second with half the learning rate (exercises overrides)."""
+    return [{"params": params[:1]}, {"params": params[1:], "lr": kwargs.get("lr", 1e-3) / 2}]
+
+
+def run_dtrain(name: str, kwargs: dict, problem: str, dtype: str, steps: int = STEPS):
+    """Train with dtrain; returns the initial weights, the gradients of every step, the result."""
+    params, loss = PROBLEMS[problem](dtype)
+    initial = [p.data.copy() for p in params]
+    opt = getattr(optim, name)(groups_of(params, kwargs), **kwargs)
+    grads = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss().backward()
+        grads.append([p.grad.data.copy() for p in params])
+        opt.step()
+    return initial, grads, [p.data for p in params]
+
+
+def run_torch(name: str, kwargs: dict, initial, grads):
+    """PyTorch's single-tensor optimizer fed the same start and the same gradients."""
+    torch = pytest.importorskip("torch")
+    params = [torch.tensor(a, requires_grad=True) for a in initial]
+    opt = getattr(torch.optim, name)(groups_of(params, kwargs), foreach=False, **kwargs)
+    for step_grads in grads:
+        for p, g in zip(params, step_grads):
+            p.grad = torch.from_numpy(g.copy())
+        opt.step()
+    return [p.detach().numpy() for p in params]
+
+
+def check_against_torch(name: str, kwargs: dict, problem: str, dtype: str) -> None:
+    """50 steps of dtrain and PyTorch from the same weights with the same gradients agree."""
+    initial, grads, ours = run_dtrain(name, kwargs, problem, dtype)
+    theirs = run_torch(name, kwargs, initial, grads)
+    for a, b, start in zip(ours, theirs, initial):
+        assert not np.array_equal(a, start)  # the parameters moved
+        np.testing.assert_allclose(a, b, rtol=RTOL[dtype], atol=ATOL[dtype] * np.abs(b).max())
+
+
+# ---------------------------------------------------------------- against PyTorch
+SGD_CASES = [
+    {"lr": 0.05},
+    {"lr": 0.05, "maximize": True},
+    {"lr": 0.05, "weight_decay": 0.1},
+    {"lr": 0.05, "weight_decay": 0.1, "maximize": True},
+    {"lr": 0.05, "momentum": 0.9},
+    {"lr": 0.05, "momentum": 0.9, "dampening": 0.3},
+    {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.1, "maximize": True},
+    {"lr": 0.05, "momentum": 0.9, "nesterov": True},
+    {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.1},
+    {"lr": 0.05, "momentum": 0.5, "dampening": 0.5, "weight_decay": 0.01, "maximize": True},
+]
+
+ADAM_CASES = [
+    {"lr": 0.01},
+    {"lr": 0.01, "amsgrad": True},
+    {"lr": 0.01, "maximize": True},
+    {"lr": 0.01, "weight_decay": 0.1},
+    {"lr": 0.01, "weight_decay": 0.1, "amsgrad": True, "maximize": True},
+    {"lr": 0.01, "betas": (0.3, 0.5), "eps": 1e-3},  # beta1 < 0.5: the other lerp branch
+]
+ADAMW_CASES = [
+    {"lr": 0.01},
+    {"lr": 0.01, "weight_decay": 0.1, "amsgrad": True},
+    {"lr": 0.01, "weight_decay": 0.0, "maximize": True},
+    {"lr": 0.01, "betas": (0.3, 0.5), "weight_decay": 0.1, "maximize": True, "amsgrad": True},
+]
+RMSPROP_CASES = [
+    {"lr": 0.01},
+    {"lr": 0.01, "centered": True},
+    {"lr": 0.01, "momentum": 0.9},
+    {"lr": 0.01, "momentum": 0.9, "centered": True, "weight_decay": 0.1},
+    {"lr": 0.01, "alpha": 0.3, "eps": 1e-3, "maximize": True},
+    {"lr": 0.01, "momentum": 0.5, "centered": True, "maximize": True},
+]
+ADAGRAD_CASES = [
+    {"lr": 0.1},
+    {"lr": 0.1, "lr_decay": 0.05},
+    {"lr": 0.1, "weight_decay": 0.1, "maximize": True},
+    {"lr": 0.1, "initial_accumulator_value": 0.5, "eps": 1e-3},
+    {"lr": 0.1, "lr_decay": 0.01, "weight_decay": 0.01, "initial_accumulator_value": 0.1},
+]
+
+CASES = ([("SGD", kw) for kw in SGD_CASES] + [("Adam", kw) for kw in ADAM_CASES]
+         + [("AdamW", kw) for kw in ADAMW_CASES] + [("RMSprop", kw) for kw in RMSPROP_CASES]
+         + [("Adagrad", kw) for kw in ADAGRAD_CASES])
+
+
+def case_id(case) -> str:
+    name, kwargs = case
+    return name + "-" + "-".join(f"{k}={v}" for k, v in kwargs.items())
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("problem", ["quadratic", "mlp"])
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_matches_torch(case, problem, dtype):
+    check_against_torch(*case, problem, dtype)
+
+
+# ---------------------------------------------------------------- hand-computed steps
+def param(values, grad=None, dtype="float64"):
+    p = nn.Parameter(np.array(values, dtype=dtype))
+    if grad is not None:
+        p.grad = dtrain.tensor(np.array(grad, dtype=dtype))
+    return p
+
+
+def test_sgd_first_steps_by_hand():
+    p = param([1.0, -2.0], [0.5, 0.25])
+    opt = optim.SGD([p], lr=0.1, momentum=0.9, weight_decay=0.2)
+    opt.step()  # g = [0.5 + 0.2, 0.25 - 0.4]; buffer = g (undamped); p -= 0.1 g
+    np.testing.assert_allclose(p.data, [1.0 - 0.07, -2.0 + 0.015], rtol=1e-15)
+    np.testing.assert_allclose(opt.state[p]["momentum_buffer"], [0.7, -0.15], rtol=1e-15)
+    opt.step()  # g = [0.5 + 0.2*0.93, 0.25 - 0.2*1.985]; buffer = 0.9 buffer + g
+    g = np.array([0.5 + 0.2 * 0.93, 0.25 - 0.2 * 1.985])
+    buf = 0.9 * np.array([0.7, -0.15]) + g
+    np.testing.assert_allclose(p.data, [0.93, -1.985] - 0.1 * buf, rtol=1e-14)
+
+
+def test_sgd_nesterov_and_dampening_by_hand():
+    p = param([0.0], [1.0])
+    opt = optim.SGD([p], lr=1.0, momentum=0.5, nesterov=True)
+    opt.step()  # buffer = 1, g = 1 + 0.5 * 1
+    assert p.data[0] == -1.5
+    opt.step()  # buffer = 0.5 + 1, g = 1 + 0.75
+    assert p.data[0] == -1.5 - 1.75
+    q = param([0.0], [1.0])
+    opt = optim.SGD([q], lr=1.0, momentum=0.5, dampening=0.5)
+    opt.step()  # first buffer is the gradient itself, undamped
+    opt.step()  # buffer = 0.5 * 1 + 0.5 * 1
+    assert q.data[0] == -2.0
+
+
+def test_adam_first_two_steps_by_hand():
+    g1, g2 = np.array([0.5, -0.25]), np.array([0.1, 0.3])
+    p = param([1.0, -2.0], g1)
+    opt = optim.Adam([p], lr=0.1)
+    opt.step()  # m = 0.1 g, v = 0.001 g^2: the first step is lr * g / (|g| + eps)
+    expected = np.array([1.0, -2.0]) - 0.1 * g1 / (np.abs(g1) + 1e-8)
+    np.testing.assert_allclose(p.data, expected, rtol=1e-14)
+    p.grad = dtrain.tensor(g2)
+    opt.step()
+    m = 0.9 * 0.1 * g1 + 0.1 * g2
+    v = 0.999 * 0.001 * g1**2 + 0.001 * g2**2
+    m_hat, v_hat = m / (1 - 0.9**2), v / (1 - 0.999**2)
+    np.testing.assert_allclose(p.data, expected - 0.1 * m_hat / (np.sqrt(v_hat) + 1e-8),
+                               rtol=1e-14)
+    assert opt.state[p]["step"] == 2
+
+
+def test_adam_l2_and_adamw_decoupled_weight_decay_by_hand():
+    p = param([2.0], [0.5])
+    optim.Adam([p], lr=0.1, weight_decay=0.5).step()  # g = 0.5 + 0.5 * 2 = 1.5
+    np.testing.assert_allclose(p.data, [2.0 - 0.1 * 1.5 / (1.5 + 1e-8)], rtol=1e-14)
+    q = param([2.0], [0.5])
+    optim.AdamW([q], lr=0.1, weight_decay=0.5).step()  # theta * (1 - 0.05), then Adam on g
+    np.testing.assert_allclose(q.data, [2.0 * 0.95 - 0.1 * 0.5 / (0.5 + 1e-8)], rtol=1e-14)
+
+
+def test_rmsprop_and_adagrad_first_steps_by_hand():
+    p = param([1.0], [0.2])
+    optim.RMSprop([p], lr=0.01).step()  # v = 0.01 g^2
+    np.testing.assert_allclose(p.data, [1.0 - 0.01 * 0.2 / (0.02 + 1e-8)], rtol=1e-14)
+    q = param([1.0], [0.2])
+    opt = optim.Adagrad([q], lr=0.1, lr_decay=0.5, initial_accumulator_value=0.12)
+    opt.step()  # sum = 0.12 + 0.04
+    np.testing.assert_allclose(q.data, [1.0 - 0.1 * 0.2 / (0.4 + 1e-10)], rtol=1e-14)
+    opt.step()  # sum = 0.2, lr / (1 + 1 * 0.5)
+    expected = 1.0 - 0.1 * 0.2 / (0.4 + 1e-10) - 0.1 / 1.5 * 0.2 / (np.sqrt(0.2) + 1e-10)
+    np.testing.assert_allclose(q.data, [expected], rtol=1e-14)
+
+
+# ---------------------------------------------------------------- the base class
+def test_param_groups_take_defaults_and_overrides():
+    a, b = param([1.0], [1.0]), param([1.0], [1.0])
+    opt = optim.SGD([{"params": [a]}, {"params": b, "lr": 1e-3}], lr=1e-2, momentum=0.9)
+    assert [g["lr"] for g in opt.param_groups] == [1e-2, 1e-3]
+    assert all(g["momentum"] == 0.9 for g in opt.param_groups)
+    assert opt.defaults["lr"] == 1e-2
+    opt.step()
+    np.testing.assert_allclose([a.data[0], b.data[0]], [1 - 1e-2, 1 - 1e-3], rtol=1e-15)
+    opt.param_groups[1]["lr"] = 0.5  # users edit groups directly (schedulers do too)
+    opt.step()
+    np.testing.assert_allclose(b.data[0], 1 - 1e-3 - 0.5 * 1.9, rtol=1e-15)
+
+
+def test_model_parameters_and_named_parameters_are_accepted():
+    model = nn.Linear(3, 2)
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    assert len(opt.param_groups[0]["params"]) == 2
+    opt = optim.SGD(model.named_parameters(), lr=0.1)
+    assert opt.param_groups[0]["param_names"] == ["weight", "bias"]
+
+
+def test_add_param_group_and_its_errors():
+    a, b, c = param([1.0]), param([2.0]), param([3.0])
+    opt = optim.SGD([a], lr=0.1)
+    opt.add_param_group({"params": [b], "momentum": 0.5})
+    assert opt.param_groups[1]["lr"] == 0.1 and opt.param_groups[1]["momentum"] == 0.5
+    with pytest.raises(ValueError, match="more than one parameter group"):
+        opt.add_param_group({"params": [c, a]})
+    with pytest.raises(ValueError, match="more than one parameter group"):
+        optim.SGD([{"params": [a, b]}, {"params": [b]}], lr=0.1)
+    with pytest.raises(ValueError, match="more than once"):
+        optim.SGD([a, a], lr=0.1)
+    with pytest.raises(TypeError, match="ordered collections"):
+        opt.add_param_group({"params": {c}})
+    with pytest.raises(TypeError, match="only optimize Tensors"):
+        optim.SGD([np.zeros(3)], lr=0.1)
+    with pytest.raises(ValueError, match="'params'"):
+        opt.add_param_group({"lr": 0.1})
+    with pytest.raises(ValueError, match="Invalid lr"):
+        opt.add_param_group({"params": [c], "lr": -1.0})
+    assert len(opt.param_groups) == 2  # failed additions leave the optimizer unchanged
+
+
+@pytest.mark.parametrize("params", [[], iter([])])
+def test_empty_parameter_list_raises(params):
+    with pytest.raises(ValueError, match="empty parameter list"):
+        optim.SGD(params, lr=0.1)
+
+
+def test_single_tensor_or_dict_as_params_raises():
+    with pytest.raises(TypeError, match="iterable"):
+        optim.SGD(param([1.0]), lr=0.1)
+    with pytest.raises(TypeError, match="wrap it in a list"):
+        optim.SGD({"params": [param([1.0])]}, lr=0.1)
+
+
+def test_non_leaf_tensor_is_rejected():
+    x = dtrain.tensor([1.0], requires_grad=True)
+    with pytest.raises(ValueError, match="non-leaf"):
+        optim.SGD([x * 2], lr=0.1)
+
+
+def test_step_skips_parameters_without_gradient():
+    a, b = param([1.0], [1.0]), param([2.0])
+    opt = optim.SGD([a, b], lr=0.5, momentum=0.9, weight_decay=0.1)
+    opt.step()
+    assert b.data[0] == 2.0 and b not in opt.state
+    assert a.data[0] != 1.0
+
+
+def test_zero_grad_to_none_and_to_zeros():
+    a = param([1.0, 2.0], [3.0, 4.0])
+    opt = optim.SGD([a], lr=0.1)
+    opt.zero_grad(set_to_none=False)
+    np.testing.assert_array_equal(a.grad.data, [0.0, 0.0])
+    opt.zero_grad()
+    assert a.grad is None
+
+
+def test_step_returns_closure_loss_and_enables_grad():
+    p = param([3.0])
+    opt = optim.SGD([p], lr=0.1)
+    seen = []
+
+    def closure():
+        opt.zero_grad()
+        seen.append(dtrain.is_grad_enabled())
+        loss = (p * p).sum()
+        loss.backward()
+        return loss
+
+    with dtrain.no_grad():
+        loss = opt.step(closure)
+    assert seen == [True] and float(loss) == 9.0
+    assert p.data[0] == pytest.approx(3.0 - 0.1 * 6.0)
+    assert opt.step() is None
+
+
+def test_gradient_with_the_wrong_shape_raises():
+    p = param([1.0, 2.0])
+    p.grad = dtrain.tensor(np.ones(3))
+    with pytest.raises(ValueError, match=r"gradient of parameter 0 has shape \(3,\)"):
+        optim.SGD([p], lr=0.1).step()
+
+
+def test_update_does_not_go_through_autograd():
+    p = param([1.0, 2.0], [1.0, 1.0])
+    data = p.data
+    optim.SGD([p], lr=0.1, momentum=0.9).step()
+    assert p.data is data and p.grad_fn is None and p.is_leaf  # updated in place
+
+
+# ---------------------------------------------------------------- invalid options
+@pytest.mark.parametrize("name,kwargs,option", [
+    ("SGD", {"lr": -0.1}, "lr"),
+    ("SGD", {"momentum": -0.5}, "momentum"),
+    ("SGD", {"weight_decay": -1e-4}, "weight_decay"),
+    ("SGD", {"nesterov": True}, "nesterov"),
+    ("SGD", {"nesterov": True, "momentum": 0.9, "dampening": 0.1}, "nesterov"),
+    ("Adam", {"lr": -1e-3}, "lr"),
+    ("Adam", {"eps": -1e-8}, "eps"),
+    ("Adam", {"betas": (1.0, 0.999)}, r"betas\[0\]"),
+    ("Adam", {"betas": (0.9, -0.1)}, r"betas\[1\]"),
+    ("Adam", {"weight_decay": -0.1}, "weight_decay"),
+    ("AdamW", {"betas": (0.9, 1.5)}, r"betas\[1\]"),
+    ("AdamW", {"weight_decay": -0.1}, "weight_decay"),
+    ("RMSprop", {"alpha": -0.5}, "alpha"),
+    ("RMSprop", {"momentum": -0.5}, "momentum"),
+    ("RMSprop", {"eps": -1.0}, "eps"),
+    ("RMSprop", {"weight_decay": -1.0}, "weight_decay"),
+    ("Adagrad", {"lr_decay": -0.1}, "lr_decay"),
+    ("Adagrad", {"initial_accumulator_value": -0.1}, "initial_accumulator_value"),
+    ("Adagrad", {"eps": -0.1}, "eps"),
+])
+def test_invalid_hyperparameters_raise_naming_the_option(name, kwargs, option):
+    with pytest.raises(ValueError, match=f"Invalid {option}"):
+        getattr(optim, name)([param([1.0])], **kwargs)
+
+
+# ---------------------------------------------------------------- checkpoints
+def checkpoint_run(name: str, kwargs: dict, resume_at: int | None, steps: int = 20):
+    """Train the MLP; with ``resume_at`` the optimizer is rebuilt from its state_dict midway."""
+    params, loss = mlp("float32")
+    opt = getattr(optim, name)(groups_of(params, kwargs), **kwargs)
+    for i in range(steps):
+        if i == resume_at:
+            saved = opt.state_dict()
+            opt = getattr(optim, name)(groups_of(params, {}), lr=123.0)  # other options
+            opt.load_state_dict(saved)
+        opt.zero_grad()
+        loss().backward()
+        opt.step()
+    return [p.data.copy() for p in params], opt
+
+
+CHECKPOINT_CASES = [
+    ("SGD", {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01}),
+    ("Adam", {"lr": 0.01, "amsgrad": True, "weight_decay": 0.01}),
+    ("AdamW", {"lr": 0.01, "betas": (0.8, 0.99)}),
+    ("RMSprop", {"lr": 0.01, "momentum": 0.9, "centered": True}),
+    ("Adagrad", {"lr": 0.1, "lr_decay": 0.01, "initial_accumulator_value": 0.1}),
+]
+
+
+@pytest.mark.parametrize("case", CHECKPOINT_CASES, ids=case_id)
+def test_state_dict_round_trip_continues_bit_identically(case):
+    name, kwargs = case
+    straight, _ = checkpoint_run(name, kwargs, resume_at=None)
+    resumed, opt = checkpoint_run(name, kwargs, resume_at=10)
+    for a, b in zip(straight, resumed):
+        np.testing.assert_array_equal(a, b)
+    assert opt.param_groups[1]["lr"] == kwargs["lr"] / 2
+
+
+def test_state_dict_layout_is_pytorchs():
+    a, b, c = param([1.0], [1.0]), param([2.0], [1.0]), param([3.0])
+    opt = optim.SGD([{"params": [a, b]}, {"params": [c], "lr": 0.5}], lr=0.1, momentum=0.9)
+    opt.step()
+    sd = opt.state_dict()
+    assert [g["params"] for g in sd["param_groups"]] == [[0, 1], [2]]
+    assert sd["param_groups"][1]["lr"] == 0.5 and "params" not in opt.defaults
+    assert set(sd["state"]) == {0, 1}  # c has no gradient, hence no state
+    assert isinstance(sd["state"][0]["momentum_buffer"], np.ndarray)
+
+
+def test_load_state_dict_copies_and_casts():
+    p = param([1.0, 2.0], [1.0, 1.0], dtype="float32")
+    opt = optim.SGD([p], lr=0.1, momentum=0.9)
+    buf = np.array([5.0, 6.0])  # float64 array into a float32 parameter's state
+    opt.load_state_dict({"state": {0: {"momentum_buffer": buf}},
+                         "param_groups": [{"lr": 0.2, "momentum": 0.9, "params": [0]}]})
+    loaded = opt.state[p]["momentum_buffer"]
+    assert loaded.dtype == np.float32 and not np.shares_memory(loaded, buf)
+    assert opt.param_groups[0]["lr"] == 0.2 and opt.param_groups[0]["nesterov"] is False
+    opt.step()
+    np.testing.assert_array_equal(buf, [5.0, 6.0])  # the dict's array was not changed
+    tensor_state = {"momentum_buffer": dtrain.tensor([1.0, 1.0])}
+    opt.load_state_dict({"state": {"0": tensor_state},
+                         "param_groups": [{"lr": 0.2, "momentum": 0.9, "params": [0]}]})
+    assert isinstance(opt.state[p]["momentum_buffer"], np.ndarray)
+
+
+@pytest.mark.parametrize("mutate,error", [
+    (lambda sd: sd["param_groups"].append({"params": []}), "2 parameter groups"),
+    (lambda sd: sd["param_groups"][0]["params"].append(5), "doesn't match the size"),
+    (lambda sd: sd["state"].__setitem__(9, {}), "parameter 9"),
+    (lambda sd: sd["state"][0].__setitem__("momentum_buffer", np.zeros(3)), "shape"),
+    (lambda sd: sd["param_groups"][0].__setitem__("lr", -1.0), "Invalid lr"),
+    (lambda sd: sd.pop("state"), "'state'"),
+])
+def test_mismatched_state_dict_raises_and_changes_nothing(mutate, error):
+    p = param([1.0, 2.0], [1.0, 1.0])
+    opt = optim.SGD([p], lr=0.1, momentum=0.9)
+    opt.step()
+    sd = opt.state_dict()
+    sd = {"state": {0: dict(sd["state"][0])}, "param_groups": [dict(sd["param_groups"][0])]}
+    sd["param_groups"][0]["params"] = list(sd["param_groups"][0]["params"])
+    before = opt.state[p]["momentum_buffer"]
+    mutate(sd)
+    with pytest.raises(ValueError, match=error):
+        opt.load_state_dict(sd)
+    assert opt.state[p]["momentum_buffer"] is before and opt.param_groups[0]["lr"] == 0.1
+
+
+def torch_state_keys(name: str, kwargs: dict):
+    """State and group keys of PyTorch's optimizer after one step on the MLP's parameters."""
+    torch = pytest.importorskip("torch")
+    params = [torch.tensor(a.data, requires_grad=True) for a in mlp("float64")[0]]
+    opt = getattr(torch.optim, name)(params, foreach=False, **kwargs)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    sd = opt.state_dict()
+    torch_only = {"foreach", "capturable", "differentiable", "fused"}
+    return ({k: set(v) for k, v in sd["state"].items()},
+            [set(g) - torch_only for g in sd["param_groups"]])
+
+
+@pytest.mark.parametrize("case", CHECKPOINT_CASES, ids=case_id)
+def test_state_dict_keys_match_torch(case):
+    name, kwargs = case
+    params = mlp("float64")[0]
+    opt = getattr(optim, name)(params, **kwargs)
+    for p in params:
+        p.grad = dtrain.ones_like(p)
+    opt.step()
+    sd = opt.state_dict()
+    assert ({k: set(v) for k, v in sd["state"].items()},
+            [set(g) for g in sd["param_groups"]]) == torch_state_keys(name, kwargs)
+
+
+def test_torch_checkpoint_loads_and_continues_like_torch():
+    torch = pytest.importorskip("torch")
+    kwargs = {"lr": 0.01, "amsgrad": True}
+    initial, grads, _ = run_dtrain("Adam", kwargs, "mlp", "float64", steps=10)
+    params = [torch.tensor(a, requires_grad=True) for a in initial]
+    topt = torch.optim.Adam(params, foreach=False, **kwargs)
+    for step_grads in grads[:5]:
+        for p, g in zip(params, step_grads):
+            p.grad = torch.from_numpy(g.copy())
+        topt.step()
+    tsd = topt.state_dict()
+    ours = [nn.Parameter(p.detach().numpy().copy()) for p in params]
+    opt = optim.Adam(ours)
+    opt.load_state_dict({
+        "state": {k: {n: v.numpy() for n, v in s.items()} for k, s in tsd["state"].items()},
+        "param_groups": tsd["param_groups"]})
+    assert opt.state[ours[0]]["step"] == 5.0 and opt.param_groups[0]["amsgrad"] is True
+    for step_grads in grads[5:]:
+        for p, q, g in zip(params, ours, step_grads):
+            p.grad = torch.from_numpy(g.copy())
+            q.grad = dtrain.tensor(g)
+        topt.step()
+        opt.step()
+    for p, q in zip(params, ours):
+        np.testing.assert_allclose(q.data, p.detach().numpy(), rtol=1e-12)
