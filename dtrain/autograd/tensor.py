@@ -14,6 +14,7 @@ from collections import namedtuple
 
 import numpy as np
 
+from ._format import tensor_repr
 from .grad_mode import is_grad_enabled
 
 float32 = np.dtype(np.float32)
@@ -319,19 +320,16 @@ class Tensor:
         return id(self)
 
     def __repr__(self):
-        body = np.array2string(
-            self.data, separator=", ", prefix="tensor(", threshold=1000, edgeitems=3
-        )
-        extras = []
-        if self.data.dtype not in (get_default_dtype(), int64, bool_) or (
-            self.data.dtype.kind == "f" and self.data.dtype != get_default_dtype()
-        ):
-            extras.append(f"dtype=dtrain.{self.data.dtype.name}")
+        dtype = self.data.dtype
+        # an empty tensor shows any non-default dtype: there are no values to tell it by
+        implied = (get_default_dtype(),) if self.data.size == 0 else (get_default_dtype(), int64,
+                                                                       bool_)
+        dtype_suffix = None if dtype in implied else f"dtype=dtrain.{dtype.name}"
         if self.grad_fn is not None:
-            extras.append(f"grad_fn=<{self.grad_fn.name()}>")
-        elif self._requires_grad:
-            extras.append("requires_grad=True")
-        return "tensor(" + body + "".join(", " + e for e in extras) + ")"
+            grad_suffix = f"grad_fn=<{self.grad_fn.name()}>"
+        else:
+            grad_suffix = "requires_grad=True" if self._requires_grad else None
+        return tensor_repr(self.data, dtype_suffix, grad_suffix)
 
     # ------------------------------------------------------- graph utilities
     def detach(self) -> Tensor:
