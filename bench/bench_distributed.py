@@ -1,0 +1,527 @@
+"""End-to-end throughput of dtrain's data-parallel path against floors measured in the same run.
+
+Part 1, MLP 784-512-512-10 (float32, SGD, 8 micro-shards) at global batch 256 and 64, trained by
+``dtrain.fit`` in-process (workers=0) and with 1 and 2 local worker processes. For each run the
+median 'seconds' of the steady-state steps of ``history.steps`` (after a warm-up) gives the
+step time and samples/s; the per-worker cumulative ``worker_times`` give each step's worker
+compute and communication. Next to them, measured in the same run:
+
+- the communication floor: a hand-written ZeroMQ round of the same bytes (a DEALER per worker
+  process sends the gradient arrays as raw ``copy=False`` frames, the ROUTER replies with the
+  parameter arrays), median seconds per round;
+- PyTorch DDP (gloo, 2 processes, 1 thread each, same model and global batch) when torch is
+  installed (``ddp_reference.py``).
+
+Targets: per-step communication <= 1.10x the floor; 2-worker step time <= 0.90x DDP's.
+
+Part 2, MLP 784-2048-2048-2048-10 (10.0M parameters): one exchange (the gradient message up,
+the parameter message down, one worker) measured directly with ``dtrain.dist.protocol``
+(encode/send/recv/decode through a ROUTER/DEALER pair, with and without ``BufferPool``, and with
+the coordinator's checks and copies) and as step time minus worker compute in a 1-worker
+``dtrain.fit``, against a gloo ``all_reduce`` of the same gradient (2 processes). Target <= 2.0x.
+
+BLAS is pinned to 1 thread in every process (threadpoolctl here and in the DDP ranks, the
+launcher's environment in the workers). On a 2-core machine a 2-worker run has 3 busy processes
+(coordinator + 2 workers), and a floor with 2 dealers 3 as well: both oversubscribe alike.
+
+Run: ``python bench/bench_distributed.py [--quick] [--profile]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import itertools
+import json
+import os
+import pstats
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import zmq
+from threadpoolctl import threadpool_limits
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+JOB = os.path.join(HERE, "dist_mlp_job.py")
+DDP = os.path.join(HERE, "ddp_reference.py")
+CHILD_TIMEOUT = 300.0  # seconds any helper process may take before the bench gives up on it
+ROUND_TIMEOUT = 60.0  # seconds to wait for one message from a helper process
+
+sys.path.insert(0, HERE)
+from dist_mlp_job import SIZES
+
+
+def param_shapes(model: str) -> list[tuple[int, ...]]:
+    """Weight and bias shapes of the named MLP, in ``model.parameters()`` order."""
+    sizes = SIZES[model]
+    shapes = []
+    for fan_in, fan_out in itertools.pairwise(sizes):
+        shapes += [(fan_out, fan_in), (fan_out,)]
+    return shapes
+
+
+def child_env() -> dict:
+    """Environment of every helper process: one BLAS/OpenMP thread, gloo on loopback."""
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = "1"
+    env["GLOO_SOCKET_IFNAME"] = "lo"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago (for gloo's rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def reap(procs: list[subprocess.Popen]) -> None:
+    """Wait for helper processes, killing the ones still running after a short grace."""
+    for p in procs:
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+# ---------------------------------------------------------------------------- helper roles
+def role_floor_dealer(connect: str, model: str, rounds: int) -> None:
+    """Floor worker: send the gradient bytes as raw frames, receive the parameter bytes."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(connect)
+    grads = [np.full(s, 0.5, np.float32) for s in param_shapes(model)]
+    for _ in range(rounds):
+        sock.send_multipart(grads, copy=False)
+        if not sock.poll(int(ROUND_TIMEOUT * 1000)):
+            raise SystemExit("floor dealer: no reply from the router")
+        sock.recv_multipart(copy=False)
+    sock.close()
+    ctx.term()
+
+
+def role_exchange_dealer(connect: str, model: str, rounds: int, checks: bool) -> None:
+    """Protocol worker: GRADS message up (as a worker encodes it), TASK message down, decoded."""
+    from dtrain.dist import protocol as P
+    from dtrain.dist.compute import ShardValue
+    from workers.worker import grads_message
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(connect)
+    shapes = param_shapes(model)
+    value = ShardValue(grads=[np.full(s, 0.5, np.float32) for s in shapes], loss_sum=1.0,
+                       count=64)
+    params = [np.zeros(s, np.float32) for s in shapes]
+    names = [f"p{i}" for i in range(len(shapes))]
+    for step in range(rounds):
+        msg = grads_message("bench", step, 0, (0, 8), value, 0.0)
+        sock.send_multipart(P.encode(msg), copy=False)
+        if not sock.poll(int(ROUND_TIMEOUT * 1000)):
+            raise SystemExit("exchange dealer: no reply from the router")
+        task = P.decode(sock.recv_multipart(copy=False), job="bench")
+        if checks:  # what workers/worker.py does with a TASK before computing
+            P.expect_arrays(task, {n: (p.shape, p.dtype) for n, p in zip(names, params)})
+            for n, p in zip(names, params):
+                np.copyto(p, task.arrays[n])
+    sock.close()
+    ctx.term()
+
+
+def spawn_role(role: str, connect: str, model: str, rounds: int, checks: bool = False):
+    """Start one helper process of this file in the given role."""
+    argv = [sys.executable, os.path.abspath(__file__), "--role", role, "--connect", connect,
+            "--model", model, "--rounds", str(rounds)] + (["--checks"] if checks else [])
+    return subprocess.Popen(argv, env=child_env(), stdin=subprocess.DEVNULL)
+
+
+# ---------------------------------------------------------------------------- zmq rounds
+class Router:
+    """The coordinator side of the hand-made rounds: a ROUTER on a random loopback port."""
+
+    def __init__(self):
+        self.ctx = zmq.Context.instance()
+        self.sock = self.ctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        port = self.sock.bind_to_random_port("tcp://127.0.0.1")
+        self.address = f"tcp://127.0.0.1:{port}"
+
+    def recv(self, procs) -> list:
+        """One multipart message, failing (not hanging) when no helper sends one."""
+        deadline = time.monotonic() + ROUND_TIMEOUT
+        while not self.sock.poll(100):
+            if any(p.poll() not in (None, 0) for p in procs) or time.monotonic() > deadline:
+                raise RuntimeError("a helper process died or fell silent; see its output above")
+        return self.sock.recv_multipart(copy=False)
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+
+
+def timed_rounds(one_round, warmup: int, rounds: int) -> list[float]:
+    """Seconds of each of ``rounds`` calls of ``one_round`` after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        one_round()
+    seconds = []
+    for _ in range(rounds):
+        began = time.perf_counter()
+        one_round()
+        seconds.append(time.perf_counter() - began)
+    return seconds
+
+
+def floor_round(model: str, dealers: int, warmup: int, rounds: int) -> float:
+    """Median seconds of one raw round: every dealer's gradient bytes in, parameter bytes out."""
+    router = Router()
+    procs = [spawn_role("floor-dealer", router.address, model, warmup + rounds)
+             for _ in range(dealers)]
+    params = [np.full(s, 0.25, np.float32) for s in param_shapes(model)]
+
+    def one_round():
+        peers = [router.recv(procs)[0] for _ in range(dealers)]
+        for peer in peers:
+            router.sock.send_multipart([peer, *params], copy=False)
+
+    try:
+        return statistics.median(timed_rounds(one_round, warmup, rounds))
+    finally:
+        reap(procs)
+        router.close()
+
+
+def protocol_exchange(model: str, warmup: int, rounds: int, *, pool: bool,
+                      checks: bool) -> tuple[float, str]:
+    """Median seconds of one protocol exchange with one worker process; also a pool note.
+
+    Up: the GRADS message a worker encodes, decoded here (into a ``BufferPool`` when ``pool``).
+    Down: a TASK message of the parameters, decoded and (``checks``) copied into the replica.
+    With ``checks`` the coordinator's work is included too: the snapshot copy of the
+    parameters, ``expect_arrays``, ``check_finite`` and the owned gradient copies.
+    """
+    from dtrain.dist import protocol as P
+
+    router = Router()
+    procs = [spawn_role("exchange-dealer", router.address, model, warmup + rounds, checks)]
+    shapes = param_shapes(model)
+    params = {f"p{i}": np.full(s, 0.25, np.float32) for i, s in enumerate(shapes)}
+    spec = {f"g{i}": (s, np.float32) for i, s in enumerate(shapes)}
+    buffers = P.BufferPool() if pool else None
+    state = {"step": 0}
+
+    def one_round():
+        frames = router.recv(procs)
+        msg = P.decode(frames[1:], job="bench", buffers=buffers)
+        if checks:
+            P.expect_arrays(msg, spec)
+            P.check_finite(msg.arrays)
+            grads = [np.array(msg.arrays[f"g{i}"]) for i in range(len(shapes))]
+            del grads
+            arrays = {name: np.array(a) for name, a in params.items()}
+        else:
+            arrays = params
+        del msg
+        task = P.Message(P.TASK, "bench", state["step"], 0,
+                         {"epoch": 0, "batch": state["step"], "nodes": [[0, 8]]}, arrays)
+        router.sock.send_multipart([frames[0], *P.encode(task)], copy=False)
+        state["step"] += 1
+
+    try:
+        median = statistics.median(timed_rounds(one_round, warmup, rounds))
+    finally:
+        reap(procs)
+        router.close()
+    note = f"pool hits {buffers.hits}, misses {buffers.misses}" if buffers is not None else ""
+    return median, note
+
+
+# ---------------------------------------------------------------------------- dtrain runs
+def shuffle_override() -> dict:
+    """Shuffling needs dtrain.data; without it the runs read samples in order (noted)."""
+    try:
+        import dtrain.data  # noqa: F401
+    except ImportError:
+        return {"shuffle": False}
+    return {}
+
+
+def per_step_workers(steps: list) -> list[dict]:
+    """Per-step compute/comm seconds of each worker from the cumulative ``worker_times``."""
+    out = []
+    for prev, rec in itertools.pairwise(steps):
+        now, before = rec.get("worker_times") or {}, prev.get("worker_times") or {}
+        out.append({w: {k: t[k] - before.get(w, {}).get(k, 0.0) for k in ("compute_s", "comm_s")}
+                    for w, t in now.items()})
+    return out
+
+
+def fit_run(job_name: str, workers: int, batch: int, warmup: int, steps: int) -> dict:
+    """Median step figures of one ``dtrain.fit`` run (steps after ``warmup`` only)."""
+    import dtrain
+
+    _, history = dtrain.fit(JOB, workers=workers, job_name=job_name, batch_size=batch,
+                            max_steps=warmup + steps, **shuffle_override())
+    records = history.steps
+    seconds = [r["seconds"] for r in records[warmup:]]
+    result = {"step": statistics.median(seconds), "batch": batch, "workers": workers}
+    if workers:
+        per = per_step_workers(records)[warmup - 1:]
+        compute = [max(t["compute_s"] for t in s.values()) for s in per]
+        comm = [statistics.mean(t["comm_s"] for t in s.values()) for s in per]
+        result.update(compute=statistics.median(compute), comm=statistics.median(comm),
+                      overhead=statistics.median(s - c for s, c in zip(seconds, compute)))
+    return result
+
+
+def ddp(mode: str, steps: int, **options) -> list[float] | None:
+    """Per-step (or per-round) seconds from rank 0 of a 2-process gloo run; None without torch."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return None
+    init = f"tcp://127.0.0.1:{free_port()}"
+    extra = [f"--{k}={v}" for k, v in options.items()]
+    procs = [subprocess.Popen([sys.executable, DDP, "--mode", mode, "--rank", str(rank),
+                               "--world", "2", "--init", init, "--steps", str(steps), *extra],
+                              env=child_env(), stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE if rank == 0 else subprocess.DEVNULL)
+             for rank in range(2)]
+    try:
+        out, _ = procs[0].communicate(timeout=CHILD_TIMEOUT)
+        procs[1].wait(timeout=CHILD_TIMEOUT)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    if procs[0].returncode or procs[1].returncode:
+        raise RuntimeError(f"ddp_reference.py --mode {mode} failed (exit codes "
+                           f"{procs[0].returncode}, {procs[1].returncode})")
+    return json.loads(out.decode().strip().splitlines()[-1])["seconds"]
+
+
+# ---------------------------------------------------------------------------- report
+def fmt_ms(seconds: float | None) -> str:
+    return f"{'-':>8}" if seconds is None else f"{seconds * 1e3:8.2f}"
+
+
+def fmt_x(ratio: float | None, target: float | None = None) -> str:
+    if ratio is None:
+        return "-"
+    mark = "" if target is None else (" ok" if ratio <= target else " MISS")
+    return f"{ratio:.2f}x{mark}"
+
+
+def part_one(args) -> None:
+    """Throughput table of the 784-512-512-10 MLP."""
+    warm, steps = args.warmup, args.steps
+    print(f"\n== MLP 784-512-512-10 float32 SGD, 8 micro-shards: median of {steps} steps after "
+          f"{warm} warm-up ==")
+    if shuffle_override():
+        print("   (dtrain.data missing: runs read samples in order instead of shuffled)")
+    head = (f"{'batch':>5} {'run':<16} {'step ms':>8} {'samples/s':>9} {'compute':>8} "
+            f"{'comm':>8} {'floor':>8} {'comm/floor':>11} {'(step-cmp)/floor':>17} "
+            f"{'step/DDP':>10}")
+    print(head + "\n" + "-" * len(head))
+    rounds = max(steps, 10)
+    for batch in args.batches:
+        ddp_s = ddp("train", warm + steps, model="MLP512", batch=batch)
+        ddp_step = statistics.median(ddp_s[warm:]) if ddp_s else None
+        runs = []
+        for workers in (0, 1, 2):
+            floor = floor_round("MLP512", workers, warm, rounds) if workers else None
+            runs.append((fit_run("MLP512", workers, batch, warm, steps), floor))
+        for r, floor in runs:
+            name = "in-process" if not r["workers"] else f"dtrain {r['workers']} worker" + (
+                "s" if r["workers"] > 1 else "")
+            comm_x = r["comm"] / floor if floor else None
+            over_x = r["overhead"] / floor if floor else None
+            ddp_x = r["step"] / ddp_step if ddp_step and r["workers"] == 2 else None
+            print(f"{batch:>5} {name:<16} {fmt_ms(r['step'])} {batch / r['step']:9.0f} "
+                  f"{fmt_ms(r.get('compute'))} {fmt_ms(r.get('comm'))} {fmt_ms(floor)} "
+                  f"{fmt_x(comm_x, 1.10):>11} {fmt_x(over_x):>17} {fmt_x(ddp_x, 0.90):>10}")
+        if ddp_step:
+            print(f"{batch:>5} {'DDP gloo 2 procs':<16} {fmt_ms(ddp_step)} "
+                  f"{batch / ddp_step:9.0f}")
+        base = runs[0][0]["step"]
+        print(f"{'':>5} speed-up over in-process: 1 worker "
+              f"{base / runs[1][0]['step']:.2f}x, 2 workers {base / runs[2][0]['step']:.2f}x")
+    print("compute: the slower worker's forward/backward per step; comm: a worker's TASK-sent to "
+          "GRADS-handled time minus its compute (coordinator's measure, mean of workers);\n"
+          "step-cmp: step time minus the slower worker's compute (adds planning, reduction, "
+          "optimizer); floor: raw ZeroMQ round of the same bytes with as many dealers.")
+
+
+def part_two(args) -> None:
+    """One exchange of the 10M-parameter MLP against a gloo all_reduce of its gradient."""
+    shapes = param_shapes("MLP2048")
+    numel = sum(int(np.prod(s)) for s in shapes)
+    warm, rounds = args.warmup, args.rounds
+    print(f"\n== MLP 784-2048-2048-2048-10: {numel / 1e6:.2f}M parameters, {numel * 4 / 2**20:.1f} "
+          f"MiB each way; median of {rounds} rounds after {warm} warm-up ==")
+    ar = ddp("allreduce", warm + rounds, numel=numel)
+    ar_s = statistics.median(ar[warm:]) if ar else None
+    rows = [("raw ZeroMQ round (floor)", floor_round("MLP2048", 1, warm, rounds), "")]
+    for label, pool, checks in (("protocol, no pool", False, False),
+                                ("protocol, BufferPool", True, False),
+                                ("protocol + coordinator checks", False, True)):
+        seconds, note = protocol_exchange("MLP2048", warm, rounds, pool=pool, checks=checks)
+        rows.append((label, seconds, note))
+    fit_steps = max(3, args.steps // 3)
+    r = fit_run("MLP2048", 1, 64, warm, fit_steps)
+    rows.append(("dtrain.fit step-compute (b64)", r["overhead"],
+                 (f"step {r['step'] * 1e3:.1f} ms, compute {r['compute'] * 1e3:.1f} ms, "
+                 f"comm {r['comm'] * 1e3:.1f} ms")))
+    print(f"{'exchange':<32} {'ms':>8} {'/all_reduce':>12} {'/floor':>7}  note")
+    floor = rows[0][1]
+    for label, seconds, note in rows:
+        print(f"{label:<32} {fmt_ms(seconds)} {fmt_x(seconds / ar_s if ar_s else None, 2.0):>12} "
+              f"{fmt_x(seconds / floor):>7}  {note}")
+    if ar_s:
+        print(f"{'gloo all_reduce, 2 procs':<32} {fmt_ms(ar_s)}")
+    print("protocol rows: encode/send/recv/decode of the full GRADS message up and the TASK "
+          "message down through ROUTER/DEALER;\nBufferPool only serves arrays split over "
+          "several frames (> protocol.MAX_FRAME_BYTES).")
+
+
+def profile_run(args) -> None:
+    """cProfile of the coordinator (this process) and of both workers in a 2-worker run."""
+    from dtrain.dist.coordinator import ZmqExecutor
+    from dtrain.dist.job import new_job_id, resolve_job
+    from dtrain.dist.trainer import Trainer
+    from launcher.local import worker_env
+
+    batch = args.profile_batch
+    job, digest, script = resolve_job(JOB, "MLP512")
+    steps = args.warmup + args.steps * 2
+    settings = job.settings(batch_size=batch, max_steps=steps, **shuffle_override())
+    job_id = new_job_id()
+    executor = ZmqExecutor(expected_workers=2, job_id=job_id, digest=digest, settings=settings)
+    tmp = tempfile.mkdtemp(prefix="dtrain-bench-prof-")
+    outs = [os.path.join(tmp, f"worker{rank}.prof") for rank in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-m", "cProfile", "-o", outs[rank], "-m", "dtrain",
+                               "worker", "--rank", str(rank), "--connect", executor.address,
+                               "--job-id", job_id, "--job", "MLP512", script],
+                              env=worker_env(1), stdin=subprocess.DEVNULL)
+             for rank in range(2)]
+    profiler = cProfile.Profile()
+    try:
+        trainer = Trainer(job, settings, executor)
+        profiler.enable()
+        history = trainer.run()
+        profiler.disable()
+    finally:
+        reap(procs)
+    seconds = sum(r["seconds"] for r in history.steps)
+    print(f"\n== profile: 2 workers, batch {batch}, {steps} steps, {seconds / steps * 1e3:.1f} ms "
+          f"per step (profiled) ==")
+    print_breakdown("coordinator", pstats.Stats(profiler), steps, COORDINATOR_PARTS)
+    for rank, path in enumerate(outs):
+        if os.path.exists(path):
+            print_breakdown(f"worker {rank} (compute thread)", pstats.Stats(path), steps,
+                            WORKER_PARTS)
+    print_top("coordinator", pstats.Stats(profiler), args.top)
+
+
+# (label, file suffix, function name): cumulative time of that function, per step
+COORDINATOR_PARTS = [
+    ("step total (Trainer.train_step)", "trainer.py", "train_step"),
+    ("  executor.compute (send, wait, receive)", "coordinator.py", "compute"),
+    ("    snapshot copy of parameters", "coordinator.py", "<dictcomp>"),
+    ("    TASK encode + send", "coordinator.py", "_ask"),
+    ("    waiting (socket poll)", "socket.py", "poll"),
+    ("    GRADS handling (decode + checks)", "coordinator.py", "handle"),
+    ("      protocol.decode", "protocol.py", "decode"),
+    ("      _node_value (checks + copies)", "coordinator.py", "_node_value"),
+    ("        check_finite", "protocol.py", "check_finite"),
+    ("  Trainer.apply (tree, mean, optimizer)", "trainer.py", "apply"),
+    ("    tree sum", "shards.py", "tree_sum"),
+    ("    optimizer.step", "sgd.py", "step"),
+    ("  Trainer.plan", "trainer.py", "plan"),
+]
+WORKER_PARTS = [
+    ("waiting for TASK (pipe recv)", "socket.py", "recv_multipart"),
+    ("TASK handling (Worker._task)", "worker.py", "_task"),
+    ("  forward/backward (node_value)", "compute.py", "node_value"),
+    ("  GRADS encode", "protocol.py", "encode"),
+    ("  TASK checks (expect_arrays)", "protocol.py", "expect_arrays"),
+    ("decode (TASK)", "protocol.py", "decode"),
+]
+
+
+def cumulative(stats: pstats.Stats, suffix: str, name: str) -> float:
+    """Cumulative seconds of every profiled function ``name`` defined in a file ``*suffix``."""
+    total = 0.0
+    for (path, _, func), (_, _, _, ct, _) in stats.stats.items():
+        if func == name and path.endswith(suffix):
+            total += ct
+    return total
+
+
+def print_breakdown(who: str, stats: pstats.Stats, steps: int, parts) -> None:
+    print(f"-- {who}: cumulative ms per step")
+    for label, suffix, name in parts:
+        print(f"   {label:<44} {cumulative(stats, suffix, name) / steps * 1e3:8.2f}")
+
+
+def print_top(who: str, stats: pstats.Stats, top: int) -> None:
+    buf = io.StringIO()
+    stats.stream = buf
+    stats.sort_stats("tottime").print_stats(top)
+    lines = [ln for ln in buf.getvalue().splitlines() if ln.strip()]
+    start = next((i for i, ln in enumerate(lines) if "ncalls" in ln), 0)
+    print(f"-- {who}: top {top} functions by own time")
+    print("\n".join(lines[start:]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (few steps)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps per run")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per dtrain run")
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds per exchange")
+    parser.add_argument("--part", choices=("all", "1", "2"), default="all")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile the coordinator and workers of a 2-worker run")
+    parser.add_argument("--profile-batch", type=int, default=256)
+    parser.add_argument("--top", type=int, default=15, help="functions listed by the profile")
+    parser.add_argument("--role", help=argparse.SUPPRESS)
+    parser.add_argument("--connect", help=argparse.SUPPRESS)
+    parser.add_argument("--model", default="MLP512", help=argparse.SUPPRESS)
+    parser.add_argument("--checks", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role == "floor-dealer":
+        return role_floor_dealer(args.connect, args.model, args.rounds)
+    if args.role == "exchange-dealer":
+        return role_exchange_dealer(args.connect, args.model, args.rounds, args.checks)
+    if args.role is not None:
+        parser.error(f"unknown --role {args.role!r}")
+    quick = args.quick
+    args.warmup = args.warmup if args.warmup is not None else (2 if quick else 5)
+    args.steps = args.steps if args.steps is not None else (4 if quick else 30)
+    args.rounds = args.rounds if args.rounds is not None else (4 if quick else 20)
+    args.batches = (256, 64)
+    print(f"cores {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}; 1 BLAS thread per "
+          "process; 2 workers + coordinator = 3 processes on these cores")
+    with threadpool_limits(limits=1):
+        if args.part in ("all", "1"):
+            part_one(args)
+        if args.part in ("all", "2"):
+            part_two(args)
+        if args.profile:
+            profile_run(args)
+    print(f"\nload average at the end {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
