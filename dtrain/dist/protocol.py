@@ -455,7 +455,7 @@ def check_finite(arrays: Mapping[str, np.ndarray]) -> None:
         ok = np.isfinite(array)
         if not ok.all():
             bad = ok.size - int(np.count_nonzero(ok))
-            first = np.unravel_index(int(np.argmin(ok)), array.shape)
+            first = tuple(int(i) for i in np.unravel_index(int(np.argmin(ok)), array.shape))
             raise ProtocolError(
                 "nonfinite",
                 f"array {name!r} holds {bad} non-finite value(s), the first at index {first}",
