@@ -325,7 +325,9 @@ def test_check_finite_names_the_first_bad_array(dtype, bad):
 
 def test_check_finite_accepts_finite_arrays_whose_sum_overflows():
     huge = np.full(100, np.finfo(np.float32).max, np.float32)
-    P.check_finite({"huge": huge, "mixed": np.float64([1e308, -1e308, 1e308, 1e308]), "z": huge[:0]})
+    P.check_finite(
+        {"huge": huge, "mixed": np.float64([1e308, -1e308, 1e308, 1e308]), "z": huge[:0]}
+    )
     huge[-1] = np.inf
     with pytest.raises(ProtocolError, match="'huge' holds 1 non-finite value.*index \\(99,\\)"):
         P.check_finite({"huge": huge})
