@@ -410,6 +410,38 @@ def test_mixed_precision_gradients_come_back_in_each_inputs_dtype():
     np.testing.assert_array_equal(w.grad.data, [1.0, 2.0])
 
 
+# ------------------------------------------------------------- IEEE edge values
+EDGE_VALUES = [
+    "x.sqrt()",
+    "x.log()",
+    "1 / x",
+    "x / m.zeros(3, dtype=m.float64)",
+    "x**0.5",
+    "x**-1",
+    "(x * 1000).exp()",
+    "m.tensor([0.0, 0.0, 2.0], dtype=m.float64) ** x",
+    "m.tensor([-1.0, 0.0, -2.0], dtype=m.float64) ** x",
+    "x ** m.tensor([0.0, 0.0, 0.5], dtype=m.float64) + x ** m.tensor([-1.0, 2.0, 1.0], dtype=m.float64)",
+]
+
+
+@pytest.mark.parametrize("expr", EDGE_VALUES)
+def test_edge_values_give_inf_and_nan_silently(expr):
+    """Like torch, log(0), 1/0, sqrt'(0) and overflow give inf or nan, not NumPy warnings."""
+    def run(m):
+        x = m.tensor([0.0, -1.0, 2.0], dtype=m.float64, requires_grad=True)
+        y = eval(expr, {"m": m, "x": x})
+        y.sum().backward()
+        return y, x.grad
+
+    y, g = run(dtrain)  # pyproject turns warnings into errors
+    assert not np.isfinite(y.data).all() or not np.isfinite(g.data).all()
+    torch = pytest.importorskip("torch")
+    ty, tg = run(torch)
+    np.testing.assert_allclose(y.data, ty.detach().numpy())
+    np.testing.assert_allclose(g.data, tg.numpy())
+
+
 # ------------------------------------------------------------- hand-computed forwards
 def test_forward_values_by_hand():
     """A few values computed by hand, so forward checks also run without torch."""

@@ -142,7 +142,8 @@ def run_backward(outputs, grad_outputs, retain_graph: bool, capture=None) -> dic
     dependents = _topological_nodes(roots)
     ready = [n for n in roots if dependents.get(n, 0) == 0]
     ready = list(dict.fromkeys(ready))
-    with no_grad():
+    # inf and nan in gradients (sqrt at 0, division by 0) come silently, as in torch
+    with no_grad(), np.errstate(all="ignore"):
         while ready:
             node = ready.pop()
             g = buffers.pop(node)

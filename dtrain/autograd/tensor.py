@@ -9,6 +9,7 @@ Semantics follow PyTorch: broadcasting, ``requires_grad`` propagation, leaf accu
 
 from __future__ import annotations
 
+import functools
 import numbers
 from collections import namedtuple
 
@@ -848,6 +849,17 @@ def _arg_reduce(fn, data, dim, keepdim):
     return np.expand_dims(out, d) if keepdim and data.ndim else out
 
 
+def _ieee(fn):
+    """Run an op with NumPy's floating-point warnings off: inf and nan come silently, as in torch."""
+
+    @functools.wraps(fn)
+    def quiet(*args, **kwargs):
+        with np.errstate(all="ignore"):
+            return fn(*args, **kwargs)
+
+    return quiet
+
+
 def _binary_operands(a, b):
     """Both operands as Tensors of one dtype, chosen by PyTorch's type promotion."""
     if isinstance(a, Tensor) and isinstance(b, Tensor) and a.data.dtype == b.data.dtype:
@@ -905,6 +917,7 @@ def mul(a, b) -> Tensor:
     return _op(A * B, (a, b), backward, "MulBackward0")
 
 
+@_ieee
 def div(a, b) -> Tensor:
     a, b = _binary_operands(a, b)
     A, B = a.data, b.data
@@ -919,6 +932,7 @@ def div(a, b) -> Tensor:
     return _op(A / B, (a, b), backward, "DivBackward0")
 
 
+@_ieee
 def pow(a, b) -> Tensor:  # noqa: A001 - mirrors torch.pow
     if isinstance(a, Tensor) and isinstance(b, numbers.Number):
         exponent = b
@@ -938,12 +952,13 @@ def pow(a, b) -> Tensor:  # noqa: A001 - mirrors torch.pow
     out = A ** B
 
     def backward(g):
-        ga = _unbroadcast(g * B * A ** (B - 1), A.shape) if a._requires_grad else None
-        gb = None
+        # as torch: a zero exponent passes no gradient to the base, and a zero base raised to a
+        # non-negative exponent none to the exponent; elsewhere inf and nan are left to IEEE
+        ga = gb = None
+        if a._requires_grad:
+            ga = _unbroadcast(np.where(B == 0, 0, g * B * A ** (B - 1)), A.shape)
         if b._requires_grad:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                logA = np.where(A > 0, np.log(np.where(A > 0, A, 1)), np.where(A == 0, 0, np.nan))
-            gb = _unbroadcast(g * out * logA, B.shape)
+            gb = _unbroadcast(np.where((A == 0) & (B >= 0), 0, g * out * np.log(A)), B.shape)
         return ga, gb
 
     return _op(out, (a, b), backward, "PowBackward1")
@@ -994,16 +1009,19 @@ def neg(a: Tensor) -> Tensor:
     return _op(-a.data, (a,), lambda g: (-g,), "NegBackward0")
 
 
+@_ieee
 def exp(a: Tensor) -> Tensor:
     out = np.exp(a.data)
     return _op(out, (a,), lambda g: (g * out,), "ExpBackward0")
 
 
+@_ieee
 def log(a: Tensor) -> Tensor:
     A = a.data
     return _op(np.log(A), (a,), lambda g: (g / A,), "LogBackward0")
 
 
+@_ieee
 def sqrt(a: Tensor) -> Tensor:
     out = np.sqrt(a.data)
     return _op(out, (a,), lambda g: (g / (2 * out),), "SqrtBackward0")
