@@ -1,0 +1,248 @@
+"""2-D pooling: max, average and adaptive average, each one fused node, as in PyTorch.
+
+Max and average pooling loop over the kernel positions (kh * kw strided slices of the padded
+input), never over pixels. Max pooling sends each output's gradient to the first maximum of its
+window (row-major order, as PyTorch does); NaN wins, as in PyTorch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd.tensor import Tensor, _op
+from .conv import _pair
+from .module import Module
+
+
+def _batched(x: np.ndarray, name: str) -> tuple[np.ndarray, bool]:
+    """(N, C, H, W) view of a 3-D or 4-D input, and whether it was unbatched."""
+    if x.ndim == 4:
+        return x, False
+    if x.ndim == 3:
+        return x[None], True
+    raise RuntimeError(f"{name}: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, got shape "
+                       f"{tuple(x.shape)}")
+
+
+def _pool_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
+    """PyTorch's pooling output size, including its ceil-mode rule (last window starts inside)."""
+    span = size + 2 * p - d * (k - 1) - 1
+    out = (span + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+def _pool_geometry(x: np.ndarray, kernel, stride, padding, dilation, ceil_mode: bool,
+                   name: str) -> tuple:
+    """Checked (kernel, stride, padding, dilation, out_h, out_w)."""
+    k = _pair(kernel, "kernel_size")
+    s = k if stride is None or stride == () or stride == [] else _pair(stride, "stride")
+    p, d = _pair(padding, "padding"), _pair(dilation, "dilation")
+    if min(k) < 1 or min(s) < 1 or min(d) < 1 or min(p) < 0:
+        raise ValueError(f"{name}: kernel_size {k}, stride {s} and dilation {d} must be positive "
+                         f"and padding {p} non-negative")
+    limit = (k[0] // 2, k[1] // 2)
+    if p[0] > limit[0] or p[1] > limit[1]:
+        raise ValueError(f"{name}: padding {p} must be at most half of the kernel size {k} "
+                         f"(at most {limit})")
+    ho = _pool_size(x.shape[2], k[0], s[0], p[0], d[0], ceil_mode)
+    wo = _pool_size(x.shape[3], k[1], s[1], p[1], d[1], ceil_mode)
+    if ho < 1 or wo < 1:
+        raise RuntimeError(f"{name}: input of shape {tuple(x.shape)} gives output size "
+                           f"({ho} x {wo}) with kernel_size {k}, stride {s}, padding {p}: "
+                           "output size is too small")
+    return k, s, p, d, ho, wo
+
+
+def _padded(x: np.ndarray, k, s, p, d, ho: int, wo: int, fill: float) -> np.ndarray:
+    """``x`` padded by ``p`` (and on the far side as far as ceil-mode windows reach)."""
+    n, c, h, w = x.shape
+    hp = max(h + 2 * p[0], (ho - 1) * s[0] + d[0] * (k[0] - 1) + 1)
+    wp = max(w + 2 * p[1], (wo - 1) * s[1] + d[1] * (k[1] - 1) + 1)
+    if (hp, wp) == (h, w):
+        return x
+    xp = np.full((n, c, hp, wp), fill, dtype=x.dtype)
+    xp[:, :, p[0]:p[0] + h, p[1]:p[1] + w] = x
+    return xp
+
+
+def _slices(k, s, d, ho: int, wo: int):
+    """(i, j, index) for every kernel position: the strided slice of the padded input it reads."""
+    for i in range(k[0]):
+        for j in range(k[1]):
+            yield i, j, (slice(None), slice(None),
+                         slice(i * d[0], i * d[0] + s[0] * (ho - 1) + 1, s[0]),
+                         slice(j * d[1], j * d[1] + s[1] * (wo - 1) + 1, s[1]))
+
+
+# -------------------------------------------------------------------------------- max
+def max_pool2d(input: Tensor, kernel_size, stride=None, padding=0, dilation=1,
+               ceil_mode: bool = False, return_indices: bool = False):
+    """Max over each window; with ``return_indices`` also the argmax as flat H*W indices."""
+    X, unbatched = _batched(input.data, "max_pool2d")
+    if X.dtype.kind != "f":
+        raise TypeError(f"max_pool2d: expected a floating input, got dtype {X.dtype}")
+    k, s, p, d, ho, wo = _pool_geometry(X, kernel_size, stride, padding, dilation, ceil_mode,
+                                        "max_pool2d")
+    Xp = _padded(X, k, s, p, d, ho, wo, -np.inf)
+    best = idx = None
+    for i, j, sl in _slices(k, s, d, ho, wo):
+        v = Xp[sl]
+        if best is None:
+            best, idx = v.copy(), np.zeros(v.shape, dtype=np.int32)
+            continue
+        take = (v > best) | np.isnan(v)
+        np.copyto(best, v, where=take)
+        idx[take] = i * k[1] + j
+
+    def backward(grad):
+        G = grad[None] if unbatched else grad
+        gxp = np.zeros(Xp.shape, dtype=X.dtype)
+        for i, j, sl in _slices(k, s, d, ho, wo):
+            target = gxp[sl]
+            np.add(target, G, out=target, where=idx == i * k[1] + j)
+        gx = gxp[:, :, p[0]:p[0] + X.shape[2], p[1]:p[1] + X.shape[3]]
+        gx = np.ascontiguousarray(gx[0] if unbatched else gx)
+        return (gx,)
+
+    out = _op(best[0] if unbatched else best, (input,), backward, "MaxPool2DWithIndicesBackward0")
+    if not return_indices:
+        return out
+    rows = np.arange(ho).reshape(-1, 1) * s[0] - p[0] + (idx // k[1]) * d[0]
+    cols = np.arange(wo) * s[1] - p[1] + (idx % k[1]) * d[1]
+    flat = (rows * X.shape[3] + cols).astype(np.int64)
+    return out, Tensor._wrap(flat[0] if unbatched else flat)
+
+
+class MaxPool2d(Module):
+    """2-D max pooling, as ``torch.nn.MaxPool2d`` (stride defaults to the kernel size)."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1,
+                 return_indices: bool = False, ceil_mode: bool = False):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride if stride is not None else kernel_size
+        self.padding, self.dilation = padding, dilation
+        self.return_indices, self.ceil_mode = return_indices, ceil_mode
+
+    def forward(self, input: Tensor):
+        return max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                          self.ceil_mode, self.return_indices)
+
+    def extra_repr(self) -> str:
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
+
+
+# ---------------------------------------------------------------------------- average
+def _avg_divisor(size: int, k: int, s: int, p: int, out: int, count_include_pad: bool):
+    """Per-output window sizes along one axis: padding counts, the ceil-mode overhang doesn't."""
+    start = np.arange(out) * s - p
+    end = np.minimum(start + k, size + p)
+    if count_include_pad:
+        return end - start
+    return np.minimum(end, size) - np.maximum(start, 0)
+
+
+def avg_pool2d(input: Tensor, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
+               count_include_pad: bool = True, divisor_override: int | None = None) -> Tensor:
+    """Mean over each window, with PyTorch's divisor rules (padding, ceil mode, override)."""
+    X, unbatched = _batched(input.data, "avg_pool2d")
+    if X.dtype.kind != "f":
+        raise TypeError(f"avg_pool2d: expected a floating input, got dtype {X.dtype}")
+    if divisor_override is not None and divisor_override == 0:
+        raise ValueError("avg_pool2d: divisor_override must be non-zero")
+    k, s, p, d, ho, wo = _pool_geometry(X, kernel_size, stride, padding, 1, ceil_mode,
+                                        "avg_pool2d")
+    Xp = _padded(X, k, s, p, d, ho, wo, 0.0)
+    if divisor_override is not None:
+        scale = np.asarray(1.0 / divisor_override, dtype=X.dtype)
+    else:
+        dh = _avg_divisor(X.shape[2], k[0], s[0], p[0], ho, count_include_pad)
+        dw = _avg_divisor(X.shape[3], k[1], s[1], p[1], wo, count_include_pad)
+        scale = (1.0 / (dh.reshape(-1, 1) * dw)).astype(X.dtype)
+    total = None
+    for _, _, sl in _slices(k, s, d, ho, wo):
+        total = Xp[sl].copy() if total is None else np.add(total, Xp[sl], out=total)
+    total *= scale
+
+    def backward(grad):
+        G = (grad[None] if unbatched else grad) * scale
+        gxp = np.zeros(Xp.shape, dtype=X.dtype)
+        for _, _, sl in _slices(k, s, d, ho, wo):
+            gxp[sl] += G
+        gx = gxp[:, :, p[0]:p[0] + X.shape[2], p[1]:p[1] + X.shape[3]]
+        return (np.ascontiguousarray(gx[0] if unbatched else gx),)
+
+    return _op(total[0] if unbatched else total, (input,), backward, "AvgPool2DBackward0")
+
+
+class AvgPool2d(Module):
+    """2-D average pooling, as ``torch.nn.AvgPool2d``."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
+                 count_include_pad: bool = True, divisor_override: int | None = None):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride if stride is not None else kernel_size
+        self.padding, self.ceil_mode = padding, ceil_mode
+        self.count_include_pad, self.divisor_override = count_include_pad, divisor_override
+
+    def forward(self, input: Tensor) -> Tensor:
+        return avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                          self.count_include_pad, self.divisor_override)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+# --------------------------------------------------------------------------- adaptive
+def _adaptive_matrix(size: int, out: int, dtype) -> np.ndarray:
+    """(out, size) matrix averaging PyTorch's windows [floor(i*n/o), ceil((i+1)*n/o))."""
+    i = np.arange(out)
+    start = (i * size) // out
+    end = -((-(i + 1) * size) // out)
+    cols = np.arange(size)
+    inside = (cols >= start[:, None]) & (cols < end[:, None])
+    return (inside / (end - start)[:, None]).astype(dtype)
+
+
+def adaptive_avg_pool2d(input: Tensor, output_size) -> Tensor:
+    """Average pooling to a fixed output size (None keeps that input dimension)."""
+    X, unbatched = _batched(input.data, "adaptive_avg_pool2d")
+    if X.dtype.kind != "f":
+        raise TypeError(f"adaptive_avg_pool2d: expected a floating input, got dtype {X.dtype}")
+    sizes = output_size if isinstance(output_size, (tuple, list)) else (output_size,) * 2
+    if len(sizes) != 2:
+        raise ValueError(f"adaptive_avg_pool2d: output_size must be an int or a pair, got "
+                         f"{output_size!r}")
+    ho = X.shape[2] if sizes[0] is None else int(sizes[0])
+    wo = X.shape[3] if sizes[1] is None else int(sizes[1])
+    if ho < 1 or wo < 1 or X.shape[2] < 1 or X.shape[3] < 1:
+        raise ValueError(f"adaptive_avg_pool2d: output size ({ho}, {wo}) and input spatial size "
+                         f"{tuple(X.shape[2:])} must be positive")
+    Ah = _adaptive_matrix(X.shape[2], ho, X.dtype)
+    Aw = _adaptive_matrix(X.shape[3], wo, X.dtype)
+    out = np.matmul(np.matmul(Ah, X), Aw.T)
+
+    def backward(grad):
+        G = grad[None] if unbatched else grad
+        gx = np.matmul(np.matmul(Ah.T, G), Aw)
+        return (gx[0] if unbatched else gx,)
+
+    return _op(out[0] if unbatched else out, (input,), backward, "AdaptiveAvgPool2DBackward0")
+
+
+class AdaptiveAvgPool2d(Module):
+    """Average pooling to a fixed output size, as ``torch.nn.AdaptiveAvgPool2d``."""
+
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, input: Tensor) -> Tensor:
+        return adaptive_avg_pool2d(input, self.output_size)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}"
