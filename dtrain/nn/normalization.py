@@ -1,0 +1,398 @@
+"""Batch and layer normalization: fused kernels with closed-form backward, and the layers.
+
+BatchNorm keeps PyTorch's buffers (``running_mean``, ``running_var``, ``num_batches_tracked``)
+and update rule. For distributed training the running-stat update is split from the forward:
+inside ``collect_batch_stats()`` a training forward records its batch statistics instead of
+updating the buffers, and ``BatchNorm.apply_batch_stats`` performs the update later. A plain
+forward calls the same method right away, so both paths give bit-identical buffers whichever
+process computed the statistics.
+"""
+
+from __future__ import annotations
+
+import numbers
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+
+from ..autograd.tensor import Tensor, _op, get_default_dtype
+from . import init
+from .module import Module
+from .parameter import Parameter
+
+_collectors = threading.local()
+
+
+@contextmanager
+def collect_batch_stats() -> Iterator[list]:
+    """Record BatchNorm batch statistics instead of updating running stats (this thread only).
+
+    Yields a list that every training-mode BatchNorm forward inside the block appends
+    ``(module, batch_mean, batch_var_unbiased, n)`` to, in call order; the buffers stay
+    untouched until ``module.apply_batch_stats(batch_mean, batch_var_unbiased)`` is called.
+    """
+    stack = _collectors.__dict__.setdefault("stack", [])
+    records: list = []
+    stack.append(records)
+    try:
+        yield records
+    finally:
+        stack.pop()
+
+
+def _active_collector() -> list | None:
+    stack = _collectors.__dict__.get("stack")
+    return stack[-1] if stack else None
+
+
+def _data(t) -> np.ndarray | None:
+    return None if t is None else (t.data if isinstance(t, Tensor) else np.asarray(t))
+
+
+def _check_dtypes(name: str, x: np.ndarray, **others) -> None:
+    if x.dtype.kind != "f":
+        raise TypeError(f"{name}: expected a floating input, got dtype {x.dtype}")
+    for label, arr in others.items():
+        if arr is not None and arr.dtype != x.dtype:
+            raise RuntimeError(f"{name}: {label} dtype {arr.dtype} differs from input dtype "
+                               f"{x.dtype}")
+
+
+# ------------------------------------------------------------------ batch norm kernels
+def _channel_view(X: np.ndarray) -> np.ndarray:
+    """(N, C, *) as (N, C, L)."""
+    return X.reshape(X.shape[0], X.shape[1], -1)
+
+
+def _batch_norm_train(input: Tensor, weight, bias, eps: float):
+    """Normalize with batch statistics; returns (output, batch mean, biased batch var, n)."""
+    X = input.data
+    W, B = _data(weight), _data(bias)
+    X3 = _channel_view(X)
+    n = X3.shape[0] * X3.shape[2]
+    if n <= 1:
+        raise ValueError(f"batch_norm: expected more than 1 value per channel when training, "
+                         f"got input of shape {tuple(X.shape)}")
+    mean = X3.mean(axis=(0, 2))
+    xhat = X3 - mean[:, None]
+    out = np.square(xhat)
+    var = out.sum(axis=(0, 2)) / n
+    invstd = 1.0 / np.sqrt(var + eps)
+    xhat *= invstd[:, None]
+    if W is not None:
+        np.multiply(xhat, W[:, None], out=out)
+    else:
+        np.copyto(out, xhat)
+    if B is not None:
+        out += B[:, None]
+
+    def backward(grad):
+        G = _channel_view(grad)
+        sum_g = G.sum(axis=(0, 2))
+        sum_gx = (G * xhat).sum(axis=(0, 2))
+        gx = None
+        if input._requires_grad:
+            scale = invstd if W is None else invstd * W
+            gx = xhat * (-sum_gx / n)[:, None]
+            gx += G
+            gx -= (sum_g / n)[:, None]
+            gx *= scale[:, None]
+            gx = gx.reshape(X.shape)
+        return _affine_grads(gx, weight, bias, sum_gx, sum_g)
+
+    return _bn_op(out.reshape(X.shape), input, weight, bias, backward), mean, var, n
+
+
+def _batch_norm_eval(input: Tensor, weight, bias, running_mean: np.ndarray,
+                     running_var: np.ndarray, eps: float) -> Tensor:
+    """Normalize with the running statistics (an affine map per channel)."""
+    X = input.data
+    W, B = _data(weight), _data(bias)
+    X3 = _channel_view(X)
+    invstd = 1.0 / np.sqrt(running_var + eps)
+    scale = invstd if W is None else invstd * W
+    shift = -running_mean * scale if B is None else B - running_mean * scale
+    out = X3 * scale[:, None]
+    out += shift[:, None]
+
+    def backward(grad):
+        G = _channel_view(grad)
+        gx = (G * scale[:, None]).reshape(X.shape) if input._requires_grad else None
+        sum_gx = None
+        if weight is not None and weight._requires_grad:
+            sum_gx = (G * ((X3 - running_mean[:, None]) * invstd[:, None])).sum(axis=(0, 2))
+        return _affine_grads(gx, weight, bias, sum_gx, G.sum(axis=(0, 2)))
+
+    return _bn_op(out.reshape(X.shape), input, weight, bias, backward)
+
+
+def _affine_grads(gx, weight, bias, gw, gb) -> tuple:
+    grads = [gx]
+    if weight is not None:
+        grads.append(gw if weight._requires_grad else None)
+    if bias is not None:
+        grads.append(gb if bias._requires_grad else None)
+    return tuple(grads)
+
+
+def _bn_op(out, input, weight, bias, backward) -> Tensor:
+    inputs = (input,) + tuple(t for t in (weight, bias) if t is not None)
+    return _op(out, inputs, backward, "NativeBatchNormBackward0")
+
+
+def _unbiased(var: np.ndarray, n: int) -> np.ndarray:
+    return var * (n / (n - 1))
+
+
+def _update_running(running_mean: np.ndarray, running_var: np.ndarray, mean, var_unbiased,
+                    factor: float) -> None:
+    """running = (1 - factor) * running + factor * batch, in place."""
+    running_mean *= 1.0 - factor
+    running_mean += factor * np.asarray(mean, dtype=running_mean.dtype)
+    running_var *= 1.0 - factor
+    running_var += factor * np.asarray(var_unbiased, dtype=running_var.dtype)
+
+
+def _check_channels(name: str, X: np.ndarray, num: int, what: str) -> None:
+    if X.ndim < 2 or X.shape[1] != num:
+        raise RuntimeError(f"{name}: {what} has {num} elements but the input of shape "
+                           f"{tuple(X.shape)} has {X.shape[1] if X.ndim > 1 else 'no'} channels "
+                           "(dim 1)")
+
+
+def batch_norm(input: Tensor, running_mean, running_var, weight=None, bias=None,
+               training: bool = False, momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+    """Batch normalization over dim 1, as ``F.batch_norm``.
+
+    In training the batch statistics normalize and, when given, ``running_mean``/``running_var``
+    are updated in place with ``momentum`` (unbiased variance); otherwise the running stats
+    normalize.
+    """
+    X = input.data
+    rm, rv = _data(running_mean), _data(running_var)
+    _check_dtypes("batch_norm", X, weight=_data(weight), bias=_data(bias))
+    for label, t in (("running_mean", rm), ("running_var", rv), ("weight", _data(weight)),
+                     ("bias", _data(bias))):
+        if t is not None:
+            _check_channels("batch_norm", X, t.shape[0] if t.ndim else -1, label)
+    if training:
+        out, mean, var, n = _batch_norm_train(input, weight, bias, eps)
+        if rm is not None and rv is not None:
+            _update_running(rm, rv, mean, _unbiased(var, n), momentum)
+        return out
+    if rm is None or rv is None:
+        raise RuntimeError("batch_norm: running_mean and running_var must be given when "
+                           "training=False")
+    return _batch_norm_eval(input, weight, bias, rm, rv, eps)
+
+
+# ----------------------------------------------------------------------- batch norm
+class _BatchNorm(Module):
+    """Shared body of BatchNorm1d/2d: parameters, buffers, the forward and the stats update."""
+
+    _ranks: tuple = ()
+    _shape_text = ""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True, track_running_stats: bool = True, dtype=None, *,
+                 bias: bool = True):
+        super().__init__()
+        if not isinstance(num_features, numbers.Integral) or num_features < 1:
+            raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
+        self.num_features, self.eps, self.momentum = int(num_features), eps, momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
+        dtype = np.dtype(dtype) if dtype is not None else get_default_dtype()
+        shape = (self.num_features,)
+        if affine:
+            self.weight = Parameter(np.empty(shape, dtype=dtype))
+            if bias:
+                self.bias = Parameter(np.empty(shape, dtype=dtype))
+            else:
+                self.register_parameter("bias", None)
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if track_running_stats:
+            self.register_buffer("running_mean", Tensor._wrap(np.zeros(shape, dtype=dtype)))
+            self.register_buffer("running_var", Tensor._wrap(np.ones(shape, dtype=dtype)))
+            self.register_buffer("num_batches_tracked",
+                                 Tensor._wrap(np.zeros((), dtype=np.int64)))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+        self.reset_parameters()
+
+    def reset_running_stats(self) -> None:
+        """Zero mean, unit variance, no batches seen."""
+        if self.track_running_stats:
+            self.running_mean.data[...] = 0
+            self.running_var.data[...] = 1
+            self.num_batches_tracked.data[...] = 0
+
+    def reset_parameters(self) -> None:
+        """Reset the running stats, and the affine parameters to weight 1, bias 0."""
+        self.reset_running_stats()
+        if self.weight is not None:
+            init.ones_(self.weight)
+        if self.bias is not None:
+            init.zeros_(self.bias)
+
+    def _check_input(self, input: Tensor) -> None:
+        name = type(self).__name__
+        if input.ndim not in self._ranks:
+            raise ValueError(f"{name}: expected {self._shape_text} input, got shape "
+                             f"{tuple(input.shape)}")
+        if input.shape[1] != self.num_features:
+            raise ValueError(f"{name}({self.num_features}): expected {self.num_features} "
+                             f"channels in dim 1, got input of shape {tuple(input.shape)}")
+        _check_dtypes(name, input.data, weight=_data(self.weight), bias=_data(self.bias),
+                      running_mean=_data(self.running_mean))
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._check_input(input)
+        has_stats = self.running_mean is not None and self.running_var is not None
+        if self.training or not has_stats:
+            out, mean, var, n = _batch_norm_train(input, self.weight, self.bias, self.eps)
+            if self.training and self.track_running_stats and has_stats:
+                var_unbiased = _unbiased(var, n)
+                records = _active_collector()
+                if records is None:
+                    self.apply_batch_stats(mean, var_unbiased)
+                else:
+                    records.append((self, mean, var_unbiased, n))
+            return out
+        return _batch_norm_eval(input, self.weight, self.bias, self.running_mean.data,
+                                self.running_var.data, self.eps)
+
+    def apply_batch_stats(self, mean, var_unbiased) -> None:
+        """The running-stat update of one training forward, from its batch mean and unbiased var.
+
+        Increments ``num_batches_tracked``; momentum=None gives the cumulative average.
+        """
+        if self.running_mean is None or self.running_var is None:
+            raise RuntimeError(f"{type(self).__name__}: apply_batch_stats needs running stats "
+                               "(track_running_stats=True)")
+        for label, value in (("mean", mean), ("var_unbiased", var_unbiased)):
+            shape = np.shape(value.data if isinstance(value, Tensor) else value)
+            if shape != (self.num_features,):
+                raise ValueError(f"{type(self).__name__}.apply_batch_stats: {label} must have "
+                                 f"shape ({self.num_features},), got {shape}")
+        factor = self.momentum
+        if self.num_batches_tracked is not None:
+            self.num_batches_tracked.data += 1
+            if self.momentum is None:
+                factor = 1.0 / float(self.num_batches_tracked.data)
+        elif factor is None:
+            factor = 0.0
+        _update_running(self.running_mean.data, self.running_var.data, _data(mean),
+                        _data(var_unbiased), factor)
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, bias={self.bias is not None}, "
+                f"track_running_stats={self.track_running_stats}")
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalization of (N, C) or (N, C, L) input over all but the channel dim."""
+
+    _ranks = (2, 3)
+    _shape_text = "a 2-D (N, C) or 3-D (N, C, L)"
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalization of (N, C, H, W) input over all but the channel dim."""
+
+    _ranks = (4,)
+    _shape_text = "a 4-D (N, C, H, W)"
+
+
+# ----------------------------------------------------------------------- layer norm
+def _normalized_shape(normalized_shape) -> tuple[int, ...]:
+    if isinstance(normalized_shape, numbers.Integral):
+        return (int(normalized_shape),)
+    return tuple(int(d) for d in normalized_shape)
+
+
+def layer_norm(input: Tensor, normalized_shape, weight=None, bias=None,
+               eps: float = 1e-5) -> Tensor:
+    """Normalize over the trailing ``normalized_shape`` dims, as ``F.layer_norm``."""
+    shape = _normalized_shape(normalized_shape)
+    X = input.data
+    W, B = _data(weight), _data(bias)
+    _check_dtypes("layer_norm", X, weight=W, bias=B)
+    if not shape or X.shape[X.ndim - len(shape):] != shape or X.ndim < len(shape):
+        raise RuntimeError(f"layer_norm: normalized_shape {shape} expects input of shape "
+                           f"(*, {', '.join(map(str, shape))}), got {tuple(X.shape)}")
+    for label, t in (("weight", W), ("bias", B)):
+        if t is not None and t.shape != shape:
+            raise RuntimeError(f"layer_norm: {label} of shape {tuple(t.shape)} does not match "
+                               f"normalized_shape {shape}")
+    d = int(np.prod(shape))
+    X2 = X.reshape(-1, d)
+    w, b = (None if W is None else W.reshape(-1)), (None if B is None else B.reshape(-1))
+    xhat = X2 - X2.mean(axis=1, keepdims=True)
+    out = np.square(xhat)
+    invstd = 1.0 / np.sqrt(out.mean(axis=1, keepdims=True) + eps)
+    xhat *= invstd
+    if w is not None:
+        np.multiply(xhat, w, out=out)
+    else:
+        np.copyto(out, xhat)
+    if b is not None:
+        out += b
+
+    def backward(grad):
+        G = grad.reshape(-1, d)
+        gx = None
+        if input._requires_grad:
+            gxhat = G * w if w is not None else G
+            gx = gxhat - gxhat.mean(axis=1, keepdims=True)
+            gx -= xhat * (gxhat * xhat).mean(axis=1, keepdims=True)
+            gx *= invstd
+            gx = gx.reshape(X.shape)
+        gw = (G * xhat).sum(axis=0).reshape(shape) if W is not None else None
+        gb = G.sum(axis=0).reshape(shape) if B is not None else None
+        return _affine_grads(gx, weight, bias, gw, gb)
+
+    inputs = (input,) + tuple(t for t in (weight, bias) if t is not None)
+    return _op(out.reshape(X.shape), inputs, backward, "NativeLayerNormBackward0")
+
+
+class LayerNorm(Module):
+    """Layer normalization over the trailing dims, with optional elementwise affine."""
+
+    def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True,
+                 bias: bool = True, dtype=None):
+        super().__init__()
+        self.normalized_shape = _normalized_shape(normalized_shape)
+        if any(d < 1 for d in self.normalized_shape):
+            raise ValueError(f"normalized_shape must be positive, got {self.normalized_shape}")
+        self.eps, self.elementwise_affine = eps, elementwise_affine
+        dtype = np.dtype(dtype) if dtype is not None else get_default_dtype()
+        if elementwise_affine:
+            self.weight = Parameter(np.ones(self.normalized_shape, dtype=dtype))
+            if bias:
+                self.bias = Parameter(np.zeros(self.normalized_shape, dtype=dtype))
+            else:
+                self.register_parameter("bias", None)
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+
+    def reset_parameters(self) -> None:
+        """Weight 1, bias 0."""
+        if self.weight is not None:
+            init.ones_(self.weight)
+        if self.bias is not None:
+            init.zeros_(self.bias)
+
+    def forward(self, input: Tensor) -> Tensor:
+        return layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return (f"{self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}")
