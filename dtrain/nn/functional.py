@@ -9,12 +9,18 @@ from ..autograd.tensor import sigmoid, softmax as _softmax, tanh
 from ._kernels import (binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy, elu,
                        gelu, l1_loss, leaky_relu, linear, mse_loss, nll_loss, softplus)
 from .activation import _implicit_dim
+from .conv import conv2d
 from .dropout import dropout
+from .normalization import batch_norm, layer_norm
+from .pooling import adaptive_avg_pool2d, avg_pool2d, max_pool2d
+from .sparse import embedding
 
 __all__ = [
     "linear", "relu", "leaky_relu", "gelu", "elu", "softplus", "tanh", "sigmoid", "softmax",
     "log_softmax", "dropout", "cross_entropy", "nll_loss", "mse_loss", "l1_loss",
     "binary_cross_entropy", "binary_cross_entropy_with_logits", "one_hot",
+    "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm", "layer_norm",
+    "embedding",
 ]
 
 
