@@ -383,6 +383,10 @@ PROMOTION = [
     ("m.tensor([1.0, 2.0], dtype=m.float64) ** 2.0", "float64"),
     ("m.where(m.tensor([True, False]), m.tensor([1, 2]), 0.5)", "float32"),
     ("m.maximum(m.tensor([1, 2]), m.tensor([1.5, 0.5]))", "float32"),
+    ("m.cat([m.tensor([1, 2]), m.tensor([1.5])])", "float32"),
+    ("m.cat([m.tensor([1.0]), m.tensor([2.0], dtype=m.float64)])", "float64"),
+    ("m.stack([m.tensor([1, 2]), m.tensor([1.5, 2.0])])", "float32"),
+    ("m.stack([m.tensor(True), m.tensor(2)])", "int64"),
 ]
 
 
@@ -397,6 +401,16 @@ def test_int_tensor_times_float_scalar_values():
     y = dtrain.tensor([1, 2]) * 2.5
     assert y.dtype == dtrain.float32
     np.testing.assert_array_equal(y.data, [2.5, 5.0])
+
+
+def test_cat_of_mixed_dtypes_returns_gradients_in_each_inputs_dtype():
+    a = dtrain.tensor([1.0], requires_grad=True)
+    b = dtrain.tensor([2.0, 3.0], dtype=dtrain.float64, requires_grad=True)
+    y = dtrain.cat([a, b])
+    assert y.dtype == dtrain.float64
+    (y * dtrain.tensor([1.0, 2.0, 3.0], dtype=dtrain.float64)).sum().backward()
+    assert a.grad.dtype == dtrain.float32 and a.grad.tolist() == [1.0]
+    assert b.grad.tolist() == [2.0, 3.0]
 
 
 def test_mixed_precision_gradients_come_back_in_each_inputs_dtype():

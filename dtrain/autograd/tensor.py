@@ -1374,9 +1374,17 @@ def index_put(a: Tensor, key, value) -> Tensor:
     return _op(out, (a, value), backward, "IndexPutBackward0")
 
 
+def _same_dtype(tensors: list) -> list:
+    """Cast (differentiably) to the promoted dtype of all, as torch.cat and torch.stack do."""
+    if not tensors:
+        return tensors
+    dtype = functools.reduce(_promote_types, (t.data.dtype for t in tensors))
+    return [t if t.data.dtype == dtype else t.type(dtype) for t in tensors]
+
+
 def cat(tensors, dim: int = 0) -> Tensor:
     """Concatenate along an existing dimension."""
-    tensors = [_as_tensor(t) for t in tensors]
+    tensors = _same_dtype([_as_tensor(t) for t in tensors])
     if not tensors:
         raise RuntimeError("torch.cat(): expected a non-empty list of Tensors")
     arrays = [t.data for t in tensors]
@@ -1396,7 +1404,7 @@ def cat(tensors, dim: int = 0) -> Tensor:
 
 def stack(tensors, dim: int = 0) -> Tensor:
     """Join along a new dimension."""
-    tensors = [_as_tensor(t) for t in tensors]
+    tensors = _same_dtype([_as_tensor(t) for t in tensors])
     if not tensors:
         raise RuntimeError("stack expects a non-empty TensorList")
     arrays = [t.data for t in tensors]
