@@ -220,6 +220,14 @@ def test_unary(fn, spec):
     check(fn, spec)
 
 
+def test_clamp_with_tensor_bounds_passes_gradient_to_the_bounds():
+    x = distinct(3, 4)
+    lo, hi = x.mean(0) - 0.1, x.mean(1, keepdims=True) + 0.1
+    check(lambda m, x, lo: x.clamp(min=lo), x, lo)
+    check(lambda m, x, hi: x.clamp(max=hi), x, hi)
+    check(lambda m, x, lo, hi: m.clamp(x, lo, hi), x, lo, hi)
+
+
 def test_sigmoid_is_finite_for_large_inputs():
     x = dtrain.tensor([-1000.0, 0.0, 1000.0], requires_grad=True)
     y = x.sigmoid()

@@ -1054,6 +1054,14 @@ def clamp(a: Tensor, min=None, max=None) -> Tensor:  # noqa: A002 - PyTorch's ar
     """Clip to [min, max]; the gradient flows where the input lies inside the bounds."""
     if min is None and max is None:
         raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
+    if isinstance(min, Tensor) or isinstance(max, Tensor):
+        # tensor bounds take the gradient where they are the result, as in torch
+        out = a
+        if min is not None:
+            out = where(out >= min, out, min)
+        if max is not None:
+            out = where(out <= max, out, max)
+        return out
     A = a.data
     lo, hi = _data(min), _data(max)
     out = A
