@@ -569,3 +569,37 @@ def test_check_detects_a_wrong_forward_against_torch():
     pytest.importorskip("torch")
     with pytest.raises(AssertionError):
         check(lambda m, x: x * (2 if m is dtrain else 3), (3,), fd=False)
+
+
+UNARY = {
+    "exp": lambda m, x: x.exp(),
+    "log": lambda m, x: (x * x + 0.5).log(),
+    "sqrt": lambda m, x: (x * x + 0.5).sqrt(),
+    "tanh": lambda m, x: x.tanh(),
+    "sigmoid": lambda m, x: x.sigmoid(),
+    "neg": lambda m, x: -x,
+    "rpow": lambda m, x: 1.5**x,
+    "reshape": lambda m, x: x.reshape(-1),
+    "unsqueeze_squeeze": lambda m, x: x.unsqueeze(0).squeeze(0) * x,
+    "flip_T": lambda m, x: x.permute(*reversed(range(x.ndim))) if x.ndim else x,
+}
+
+
+@PROPERTY
+@given(shape=st.lists(st.integers(1, 4), min_size=0, max_size=3).map(tuple),
+       name=st.sampled_from(sorted(UNARY)), seed=st.integers(0, 2**16))
+def test_property_unary_and_shape_ops(shape, name, seed):
+    check(UNARY[name], np.random.default_rng(seed).standard_normal(shape), seed=seed)
+
+
+@PROPERTY
+@given(rows=st.integers(1, 5), cols=st.integers(1, 4), data=st.data())
+def test_property_integer_array_indexing_accumulates(rows, cols, data):
+    """Random index arrays, repeats included: the gradient is a scatter-add of the output's."""
+    idx = np.array(data.draw(st.lists(st.integers(-rows, rows - 1), min_size=1, max_size=8)))
+    col = np.array(data.draw(st.lists(st.integers(0, cols - 1), min_size=len(idx),
+                                      max_size=len(idx))))
+    x = np.random.default_rng(rows * 10 + cols).standard_normal((rows, cols))
+    check(lambda m, t, i: t[i], x, idx)
+    check(lambda m, t, i, j: t[i, j], x, idx, col)
+    check(lambda m, t, j: t[:, j], x, col)
