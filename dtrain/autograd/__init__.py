@@ -4,5 +4,5 @@ from .engine import backward, grad
 from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .tensor import Node, Tensor
 
-__all__ = ["Tensor", "Node", "backward", "grad", "no_grad", "enable_grad", "is_grad_enabled",
+__all__ = ["Node", "Tensor", "backward", "enable_grad", "grad", "is_grad_enabled", "no_grad",
            "set_grad_enabled"]

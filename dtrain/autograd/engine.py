@@ -219,7 +219,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
         grad_outputs = [grad_outputs]
     for i, t in enumerate(inputs):
         if not t.requires_grad:
-            raise RuntimeError(f"One of the differentiated Tensors does not require grad")
+            raise RuntimeError("One of the differentiated Tensors does not require grad")
     captured = run_backward(outputs, grad_outputs, bool(retain_graph), capture=inputs)
     result = []
     for i, t in enumerate(inputs):

@@ -45,13 +45,13 @@ class _GradMode:
         return wrapper
 
 
-class no_grad(_GradMode):  # noqa: N801 - PyTorch's name
+class no_grad(_GradMode):
     """Disable gradient recording: results have ``requires_grad == False``."""
 
     mode = False
 
 
-class enable_grad(_GradMode):  # noqa: N801 - PyTorch's name
+class enable_grad(_GradMode):
     """Enable gradient recording, e.g. inside a ``no_grad`` block."""
 
     mode = True

@@ -52,7 +52,7 @@ def set_default_dtype(dtype) -> None:
 class Node:
     """One recorded operation: its inputs and the closure that carries gradients back to them."""
 
-    __slots__ = ("_name", "inputs", "edges", "backward_fn", "retained", "__weakref__")
+    __slots__ = ("__weakref__", "_name", "backward_fn", "edges", "inputs", "retained")
 
     def __init__(self, name: str, inputs: tuple, backward_fn):
         self._name = name
@@ -163,7 +163,7 @@ def _is_basic_index(key) -> bool:
 class Tensor:
     """An n-dimensional array with PyTorch's autograd semantics, stored as a NumPy array."""
 
-    __slots__ = ("data", "grad", "_requires_grad", "grad_fn", "_retains_grad", "__weakref__")
+    __slots__ = ("__weakref__", "_requires_grad", "_retains_grad", "data", "grad", "grad_fn")
     __array_priority__ = 1000
     __array_ufunc__ = None  # make NumPy defer to Tensor's reflected operators
 
@@ -259,11 +259,11 @@ class Tensor:
         return "cpu"
 
     @property
-    def T(self) -> Tensor:  # noqa: N802 - PyTorch's name
+    def T(self) -> Tensor:
         return self.permute(*reversed(range(self.ndim)))
 
     @property
-    def mT(self) -> Tensor:  # noqa: N802 - PyTorch's name
+    def mT(self) -> Tensor:
         return self.transpose(-2, -1)
 
     # ------------------------------------------------------------ conversions
@@ -933,7 +933,7 @@ def div(a, b) -> Tensor:
 
 
 @_ieee
-def pow(a, b) -> Tensor:  # noqa: A001 - mirrors torch.pow
+def pow(a, b) -> Tensor:
     if isinstance(a, Tensor) and isinstance(b, numbers.Number):
         exponent = b
         dtype = _result_dtype(a, b)
@@ -1027,7 +1027,7 @@ def sqrt(a: Tensor) -> Tensor:
     return _op(out, (a,), lambda g: (g / (2 * out),), "SqrtBackward0")
 
 
-def abs(a: Tensor) -> Tensor:  # noqa: A001 - mirrors torch.abs
+def abs(a: Tensor) -> Tensor:
     A = a.data
     return _op(np.abs(A), (a,), lambda g: (g * np.sign(A),), "AbsBackward0")
 
@@ -1050,7 +1050,7 @@ def relu(a: Tensor) -> Tensor:
     return _op(out, (a,), lambda g: (g * (out > 0),), "ReluBackward0")
 
 
-def clamp(a: Tensor, min=None, max=None) -> Tensor:  # noqa: A002 - PyTorch's argument names
+def clamp(a: Tensor, min=None, max=None) -> Tensor:
     """Clip to [min, max]; the gradient flows where the input lies inside the bounds."""
     if min is None and max is None:
         raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
@@ -1127,7 +1127,7 @@ def _shape_str(arr) -> str:
 
 
 # ============================================================================ reductions
-def sum(a: Tensor, dim=None, keepdim: bool = False) -> Tensor:  # noqa: A001 - mirrors torch.sum
+def sum(a: Tensor, dim=None, keepdim: bool = False) -> Tensor:
     A = a.data
     dims = _normalize_dims(dim, A.ndim) if A.ndim else None
     out = A.sum(axis=dims, keepdims=keepdim)
@@ -1209,14 +1209,14 @@ def _extreme(a, dim, keepdim, fn, name):
     return _op(out, (a,), backward, name)
 
 
-def max(a: Tensor, dim=None, keepdim: bool = False):  # noqa: A001 - mirrors torch.max
+def max(a: Tensor, dim=None, keepdim: bool = False):
     """Without ``dim`` the largest element; with ``dim`` a (values, indices) pair, as torch.max."""
     if dim is None:
         return _extreme(a, None, False, np.max, "MaxBackward1")
     return _extreme_dim(a, dim, keepdim, np.argmax, "MaxBackward0")
 
 
-def min(a: Tensor, dim=None, keepdim: bool = False):  # noqa: A001 - mirrors torch.min
+def min(a: Tensor, dim=None, keepdim: bool = False):
     """Without ``dim`` the smallest element; with ``dim`` a (values, indices) pair, as torch.min."""
     if dim is None:
         return _extreme(a, None, False, np.min, "MinBackward1")
