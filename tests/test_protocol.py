@@ -331,6 +331,11 @@ def test_check_finite_accepts_finite_arrays_whose_sum_overflows():
     huge[-1] = np.inf
     with pytest.raises(ProtocolError, match="'huge' holds 1 non-finite value.*index \\(99,\\)"):
         P.check_finite({"huge": huge})
+    strided = sample("float64", (6, 8))[:, ::2]
+    P.check_finite({"strided": strided})
+    strided[5, 3] = np.nan
+    with pytest.raises(ProtocolError, match=r"'strided' holds 1 .* index \(5, 3\)"):
+        P.check_finite({"strided": strided})
 
 
 def test_expect_arrays_names_the_array_and_expected_versus_got():
