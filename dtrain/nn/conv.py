@@ -2,10 +2,11 @@
 
 The kernel is im2col over chunks of the batch: each chunk's windows are copied into a small,
 reused column buffer (a strided view, so one copy) and multiplied by the weights in one BLAS
-call per group. Chunks keep the columns in cache and nothing of batch size but the output is
-allocated, so the columns are recomputed in backward instead of kept. Backward computes the
-weight gradient with one matmul per sample and the input gradient by col2im: one strided add
-per kernel position (kh * kw of them), never a loop over pixels.
+call per group. Chunks keep the columns in cache and nothing of batch size but the result is
+allocated. Backward for stride 1 unfolds only the output gradient, once: its windows times the
+flipped weights give the input gradient and times the input give the weight gradient. Strided
+convolutions unfold the input for the weight gradient and add the columns back by col2im: one
+strided add per kernel position (kh * kw of them), never a loop over pixels.
 """
 
 from __future__ import annotations
@@ -137,8 +138,8 @@ def _chunk(per_sample: int, n: int) -> int:
     return max(1, min(n, _CHUNK_BYTES // max(1, per_sample)))
 
 
-def _correlate(Xp: np.ndarray, W3: np.ndarray, kh: int, kw: int, ho: int, wo: int,
-               stride: tuple, dilation: tuple) -> np.ndarray:
+def _correlate(Xp: np.ndarray, W3: np.ndarray, B: np.ndarray | None, kh: int, kw: int, ho: int,
+               wo: int, stride: tuple, dilation: tuple) -> np.ndarray:
     """Grouped cross-correlation of padded ``Xp`` with weights (groups, out/g, in/g*kh*kw)."""
     n, c = Xp.shape[:2]
     g, og, ck = W3.shape
@@ -153,6 +154,8 @@ def _correlate(Xp: np.ndarray, W3: np.ndarray, kh: int, kw: int, ho: int, wo: in
         m = min(chunk, n - n0)
         np.copyto(cols[:m], windows[n0:n0 + m])
         np.matmul(W3, cols4[:m], out=out4[n0:n0 + m])
+        if B is not None:  # while the chunk is still in cache
+            out[n0:n0 + m] += B.reshape(-1, 1, 1)
     return out
 
 
@@ -186,25 +189,49 @@ def _pad_or_crop(a: np.ndarray, top: int, bottom: int, left: int, right: int) ->
     return out
 
 
-def _input_grad_stride1(G: np.ndarray, Wt: np.ndarray, groups: int, xp_shape: tuple,
-                        pads: tuple, dilation: tuple, full: bool) -> np.ndarray:
-    """Input gradient of a stride-1 conv: G correlated with the flipped, transposed weights.
+def _stride1_grads(G: np.ndarray, grid: np.ndarray, Wt: np.ndarray, groups: int, pads: tuple,
+                   dilation: tuple, full: bool, need_x: bool, need_w: bool):
+    """Input and weight gradients of a stride-1 conv from one im2col of the output gradient.
 
-    Returns the gradient of the whole padded input when ``full``, else only of its interior.
+    ``grid`` is the padded input when ``full`` (copying padding modes), else the unpadded input.
+    Windows of G (padded so each lands on a ``grid`` position) correlated with the flipped,
+    transposed weights give the gradient at every ``grid`` position; the same windows times
+    ``grid`` give the weight gradient, so the input is never unfolded in backward.
     """
     o, cg, kh, kw = Wt.shape
     g, og = groups, o // groups
     eh, ew = dilation[0] * (kh - 1), dilation[1] * (kw - 1)
-    (pt, pb), (pl, pr) = pads
-    if full:
-        rows, cols, top, left = xp_shape[2], xp_shape[3], eh, ew
-    else:
-        rows, cols = xp_shape[2] - pt - pb, xp_shape[3] - pl - pr
-        top, left = eh - pt, ew - pl
+    n, c, rows, cols = grid.shape
+    (pt, _), (pl, _) = pads
+    top, left = (eh, ew) if full else (eh - pt, ew - pl)
     Gq = _pad_or_crop(G, top, rows + eh - G.shape[2] - top, left, cols + ew - G.shape[3] - left)
-    flipped = Wt.reshape(g, og, cg, kh, kw).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
-    W3 = np.ascontiguousarray(flipped).reshape(g, cg, og * kh * kw)
-    return _correlate(Gq, W3, kh, kw, rows, cols, (1, 1), dilation)
+    windows = _windows(Gq, kh, kw, rows, cols, (1, 1), dilation)
+    r = rows * cols
+    chunk = _chunk(o * kh * kw * r * G.itemsize, n)
+    buf = np.empty((chunk, o, kh, kw, rows, cols), dtype=G.dtype)
+    buf4 = buf.reshape(chunk, g, og * kh * kw, r)
+    gx = gx4 = W3 = acc = grid4 = None
+    if need_x:
+        flipped = Wt.reshape(g, og, cg, kh, kw).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
+        W3 = np.ascontiguousarray(flipped).reshape(g, cg, og * kh * kw)
+        gx = np.empty((n, c, rows, cols), dtype=G.dtype)
+        gx4 = gx.reshape(n, g, cg, r)
+    if need_w:
+        grid4 = np.ascontiguousarray(grid).reshape(n, g, cg, r)
+        acc = np.zeros((g, og * kh * kw, cg), dtype=G.dtype)
+    for n0 in range(0, n, chunk):
+        m = min(chunk, n - n0)
+        np.copyto(buf[:m], windows[n0:n0 + m])
+        if need_x:
+            np.matmul(W3, buf4[:m], out=gx4[n0:n0 + m])
+        if need_w:
+            for i in range(m):
+                acc += np.matmul(buf4[i], grid4[n0 + i].transpose(0, 2, 1))
+    gw = None
+    if need_w:
+        flipped = acc.reshape(g, og, kh, kw, cg)[:, :, ::-1, ::-1, :].transpose(0, 1, 4, 2, 3)
+        gw = np.ascontiguousarray(flipped).reshape(Wt.shape)
+    return gx, gw
 
 
 def _input_grad_col2im(G4: np.ndarray, Wt: np.ndarray, xp_shape: tuple, ho: int, wo: int,
@@ -251,28 +278,28 @@ def _conv2d(input: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple, p
             f"{tuple(input.shape)}, weight shape {tuple(Wt.shape)}"
         )
     Xp = _pad_input(X, pads, padding_mode)
-    out = _correlate(Xp, Wt.reshape(groups, o // groups, cg * kh * kw), kh, kw, ho, wo, stride,
+    out = _correlate(Xp, Wt.reshape(groups, o // groups, cg * kh * kw), B, kh, kw, ho, wo, stride,
                      dilation)
-    if B is not None:
-        out += B.reshape(o, 1, 1)
 
     def backward(grad):
         G = np.ascontiguousarray(grad[None] if unbatched else grad)
         G4 = G.reshape(n, groups, o // groups, ho * wo)
         gx = gw = gb = None
-        if weight._requires_grad:
-            gw = _weight_grad(Xp, G4, Wt.shape, ho, wo, stride, dilation)
-        if input._requires_grad:
-            if stride == (1, 1):
-                full = padding_mode != "zeros"
-                gx = _input_grad_stride1(G, Wt, groups, Xp.shape, pads, dilation, full)
-                if full:
-                    gx = _unpad_grad(gx, X.shape, pads, padding_mode)
-            else:
+        need_x, need_w = input._requires_grad, weight._requires_grad
+        if stride == (1, 1) and need_x:
+            full = padding_mode != "zeros"
+            gx, gw = _stride1_grads(G, Xp if full else X, Wt, groups, pads, dilation, full,
+                                    need_x, need_w)
+            if full:
+                gx = _unpad_grad(gx, X.shape, pads, padding_mode)
+        else:
+            if need_w:  # unfolding the input: cheapest when only the weights need a gradient
+                gw = _weight_grad(Xp, G4, Wt.shape, ho, wo, stride, dilation)
+            if need_x:
                 gxp = _input_grad_col2im(G4, Wt, Xp.shape, ho, wo, stride, dilation)
                 gx = _unpad_grad(gxp, X.shape, pads, padding_mode)
-            if unbatched:
-                gx = gx[0]
+        if gx is not None and unbatched:
+            gx = gx[0]
         if B is None:
             return gx, gw
         if bias._requires_grad:
