@@ -362,18 +362,26 @@ def test_invalid_hyperparameters_raise_naming_the_option(name, kwargs, option):
 
 
 # ---------------------------------------------------------------- checkpoints
-def checkpoint_run(name: str, kwargs: dict, resume_at: int | None, steps: int = 20):
-    """Train the MLP; with ``resume_at`` the optimizer is rebuilt from its state_dict midway."""
+def checkpoint_run(name: str, kwargs: dict, resume_at: int | None, path=None, steps: int = 20):
+    """Train the MLP; with ``resume_at`` the optimizer is rebuilt midway from its state_dict,
+    written to ``path`` with ``dtrain.save`` and read back."""
     params, loss = mlp("float32")
-    opt = getattr(optim, name)(groups_of(params, kwargs), **kwargs)
+    grouped = name != "LBFGS"
+    opt = getattr(optim, name)(groups_of(params, kwargs) if grouped else params, **kwargs)
+
+    def closure():
+        opt.zero_grad()
+        value = loss()
+        value.backward()
+        return value
+
     for i in range(steps):
         if i == resume_at:
-            saved = opt.state_dict()
-            opt = getattr(optim, name)(groups_of(params, {}), lr=123.0)  # other options
-            opt.load_state_dict(saved)
-        opt.zero_grad()
-        loss().backward()
-        opt.step()
+            dtrain.save(opt.state_dict(), path)
+            fresh = groups_of(params, {}) if grouped else params
+            opt = getattr(optim, name)(fresh, lr=123.0)  # other options, to be overwritten
+            opt.load_state_dict(dtrain.load(path))
+        opt.step(closure)
     return [p.data.copy() for p in params], opt
 
 
@@ -384,16 +392,21 @@ CHECKPOINT_CASES = [
     ("RMSprop", {"lr": 0.01, "momentum": 0.9, "centered": True}),
     ("Adagrad", {"lr": 0.1, "lr_decay": 0.01, "initial_accumulator_value": 0.1}),
 ]
+LBFGS_CHECKPOINT_CASES = [
+    ("LBFGS", {"lr": 0.5, "max_iter": 3, "history_size": 4}),
+    ("LBFGS", {"lr": 1.0, "max_iter": 3, "history_size": 4, "line_search_fn": "strong_wolfe"}),
+]
 
 
-@pytest.mark.parametrize("case", CHECKPOINT_CASES, ids=case_id)
-def test_state_dict_round_trip_continues_bit_identically(case):
+@pytest.mark.parametrize("case", CHECKPOINT_CASES + LBFGS_CHECKPOINT_CASES, ids=case_id)
+def test_state_dict_round_trip_continues_bit_identically(case, tmp_path):
     name, kwargs = case
-    straight, _ = checkpoint_run(name, kwargs, resume_at=None)
-    resumed, opt = checkpoint_run(name, kwargs, resume_at=10)
+    steps = 6 if name == "LBFGS" else 20
+    straight, _ = checkpoint_run(name, kwargs, None, steps=steps)
+    resumed, opt = checkpoint_run(name, kwargs, steps // 2, tmp_path / "opt.dtrain", steps)
     for a, b in zip(straight, resumed):
         np.testing.assert_array_equal(a, b)
-    assert opt.param_groups[1]["lr"] == kwargs["lr"] / 2
+    assert opt.param_groups[-1]["lr"] == kwargs["lr"] / (2 if name != "LBFGS" else 1)
 
 
 def test_state_dict_layout_is_pytorchs():
@@ -498,3 +511,119 @@ def test_torch_checkpoint_loads_and_continues_like_torch():
         opt.step()
     for p, q in zip(params, ours):
         np.testing.assert_allclose(q.data, p.detach().numpy(), rtol=1e-12)
+
+
+# ---------------------------------------------------------------- LBFGS
+def rosenbrock(x: np.ndarray):
+    """The Rosenbrock function and its gradient (minimum 0 at (1, 1)), in float64 NumPy."""
+    f = (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
+    g = np.array([-2 * (1 - x[0]) - 400 * x[0] * (x[1] - x[0] ** 2), 200 * (x[1] - x[0] ** 2)])
+    return f, g
+
+
+def lbfgs_iterates(lib, kwargs: dict, steps: int):
+    """Points after each LBFGS step on Rosenbrock from (-1.5, 2), with NumPy's gradients."""
+    x = (nn.Parameter if lib is dtrain else lambda a: lib.tensor(a, requires_grad=True))(
+        np.array([-1.5, 2.0]))
+    opt = (optim if lib is dtrain else lib.optim).LBFGS([x], **kwargs)
+
+    def closure():
+        f, g = rosenbrock(np.array(x.data if lib is dtrain else x.detach().numpy()))
+        x.grad = lib.tensor(g)
+        return lib.tensor(np.array(f))
+
+    points = []
+    for _ in range(steps):
+        opt.step(closure)
+        points.append(np.array(x.data if lib is dtrain else x.detach().numpy()))
+    state = opt.state[x]
+    return np.array(points), (state["func_evals"], state["n_iter"])
+
+
+@pytest.mark.parametrize("kwargs,steps", [
+    ({"line_search_fn": "strong_wolfe"}, 4),
+    ({"line_search_fn": "strong_wolfe", "history_size": 5}, 5),  # the memory rolls over
+    ({"line_search_fn": "strong_wolfe", "max_iter": 1, "max_eval": 25}, 60),
+    ({"lr": 0.25}, 6),
+    ({"lr": 0.25, "max_iter": 1}, 120),
+], ids=["wolfe", "wolfe-history-5", "wolfe-each-iteration", "fixed-step",
+        "fixed-step-each-iteration"])
+def test_lbfgs_follows_torch_on_rosenbrock(kwargs, steps):
+    torch = pytest.importorskip("torch")
+    ours, our_counts = lbfgs_iterates(dtrain, kwargs, steps)
+    theirs, their_counts = lbfgs_iterates(torch, kwargs, steps)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=0)
+    assert our_counts == tuple(int(c) for c in their_counts)
+    np.testing.assert_allclose(ours[-1], [1.0, 1.0], atol=1e-4)
+
+
+@pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
+def test_lbfgs_minimises_rosenbrock_through_autograd(line_search_fn):
+    x = nn.Parameter(np.array([-1.5, 2.0]))
+    opt = optim.LBFGS([x], lr=1.0 if line_search_fn else 0.25, line_search_fn=line_search_fn)
+
+    def closure():
+        opt.zero_grad()
+        loss = (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
+        loss.backward()
+        return loss
+
+    first = float(opt.step(closure))
+    assert first == 12.5  # step returns the loss before its first iteration
+    for _ in range(10):
+        last = float(opt.step(closure))
+    assert last < 1e-8
+    np.testing.assert_allclose(x.data, [1.0, 1.0], atol=1e-4)
+
+
+def test_lbfgs_uses_every_parameter_as_one_vector():
+    a, b = nn.Parameter(np.array([3.0, -1.0])), nn.Parameter(np.array([[2.0]]))
+    opt = optim.LBFGS([a, b], line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = (a * a).sum() * 0.5 + (b * b).sum() * 2.0
+        loss.backward()
+        return loss
+
+    assert float(opt.step(closure)) == 13.0
+    assert float(closure()) < 1e-9
+    np.testing.assert_allclose(np.concatenate([a.data, b.data.ravel()]), 0.0, atol=1e-4)
+    assert opt.state[a]["n_iter"] >= 1 and b not in opt.state  # global state on the first
+
+
+def test_lbfgs_requires_a_closure_and_one_group():
+    p = param([1.0], [1.0])
+    with pytest.raises(TypeError, match="requires a closure"):
+        optim.LBFGS([p]).step()
+    with pytest.raises(ValueError, match="parameter groups"):
+        optim.LBFGS([{"params": [p]}, {"params": [param([2.0])]}])
+    opt = optim.LBFGS([p])
+    with pytest.raises(ValueError, match="parameter groups"):
+        opt.add_param_group({"params": [param([2.0])]})
+    assert opt.defaults["max_eval"] == 25  # max_iter * 5 // 4
+
+
+@pytest.mark.parametrize("kwargs,option", [
+    ({"lr": -1.0}, "lr"),
+    ({"line_search_fn": "armijo"}, "line_search_fn"),
+    ({"history_size": 0}, "history_size"),
+    ({"max_iter": 0}, "max_iter"),
+    ({"tolerance_grad": -1.0}, "tolerance_grad"),
+])
+def test_lbfgs_invalid_options_raise_naming_the_option(kwargs, option):
+    with pytest.raises(ValueError, match=f"Invalid {option}"):
+        optim.LBFGS([param([1.0])], **kwargs)
+
+
+def test_lbfgs_stops_at_once_when_the_gradient_is_zero():
+    p = param([1.0])
+    opt = optim.LBFGS([p])
+    calls = []
+
+    def closure():
+        calls.append(1)
+        p.grad = dtrain.tensor([0.0])
+        return dtrain.tensor(2.0)
+
+    assert float(opt.step(closure)) == 2.0 and len(calls) == 1 and p.data[0] == 1.0
