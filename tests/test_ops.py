@@ -156,6 +156,16 @@ def test_max_min_amax_amin(fn):
     check(fn, distinct(2, 3, 4))
 
 
+def test_std_of_constant_rows_has_zero_gradient():
+    x = dtrain.tensor([[1.0, 1.0], [1.0, 2.0]], requires_grad=True)
+    s = x.std(1)
+    s.sum().backward()
+    assert s.grad_fn.name() == "StdBackward0"
+    np.testing.assert_allclose(x.grad.data, [[0.0, 0.0], [-0.5**0.5, 0.5**0.5]], rtol=1e-6)
+    check(lambda m, x: x.std(dim=1, unbiased=False), np.array([[2.0, 2.0, 2.0], [1.0, 2.0, 4.0]]),
+          fd=False)
+
+
 @pytest.mark.parametrize("name", ["max", "min"])
 @pytest.mark.parametrize("keepdim", [False, True])
 def test_max_min_with_dim_returns_values_and_indices(name, keepdim):

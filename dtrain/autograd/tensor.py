@@ -1179,7 +1179,15 @@ def var(a: Tensor, dim=None, unbiased=None, keepdim: bool = False, *, correction
 
 
 def std(a: Tensor, dim=None, unbiased=None, keepdim: bool = False, *, correction=None) -> Tensor:
-    return sqrt(var(a, dim, unbiased=unbiased, keepdim=keepdim, correction=correction))
+    """Standard deviation; where it is 0 the gradient is 0 (not nan), as in torch."""
+    v = var(a, dim, unbiased=unbiased, keepdim=keepdim, correction=correction)
+    out = np.sqrt(v.data)
+
+    def backward(g):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (np.where(out == 0, 0, g / (2 * out)).astype(out.dtype, copy=False),)
+
+    return _op(out, (v,), backward, "StdBackward0")
 
 
 def amax(a: Tensor, dim=None, keepdim: bool = False) -> Tensor:
