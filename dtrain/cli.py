@@ -57,24 +57,29 @@ def _settings_options(func):
               help="Address the coordinator listens on (port 0: any free port).")
 @click.option("--max-restarts", type=click.IntRange(min=0), default=0, show_default=True,
               help="Times a crashed local worker is restarted before the run fails.")
+@click.option("--insecure", is_flag=True,
+              help="Turn CURVE encryption off (debugging only; prints a warning).")
 @click.option("--resume", type=click.Path(exists=True, file_okay=False), default=None,
               help="Continue from the newest valid checkpoint of an earlier run's --out DIR.")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Show a progress bar and per-epoch lines on stderr.")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 @_settings_options
-def launch(script, workers, job_name, out, bind, max_restarts, resume, progress, verbose,
-           **settings):
+def launch(script, workers, job_name, out, bind, max_restarts, insecure, resume, progress,
+           verbose, **settings):
     """Train SCRIPT with a coordinator here and WORKERS local worker processes."""
     _setup_logging(verbose)
     from launcher.run import RunConfig, run
 
+    if insecure:
+        _warn_insecure()
     if out is None and resume:
         out = resume
     if out is None:
         out = os.path.join("runs", os.path.splitext(os.path.basename(script))[0])
     config = RunConfig(job=script, workers=workers, job_name=job_name, out=out, bind=bind,
                        max_restarts=max_restarts, progress=progress, resume=resume,
+                       insecure=insecure,
                        overrides={k: v for k, v in settings.items() if v is not None})
     try:
         _, history = run(config)
@@ -92,6 +97,23 @@ def launch(script, workers, job_name, out, bind, max_restarts, resume, progress,
     click.echo(f"done: {len(history.steps)} steps; {summary}; outputs in {out}", err=True)
 
 
+def _warn_insecure() -> None:
+    click.echo("WARNING: --insecure: traffic is neither encrypted nor authenticated; anyone who "
+               "can reach the port can join or read parameters", err=True)
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--name", "names", multiple=True, default=("coordinator", "worker"),
+              show_default=True, help="Key pairs to create (repeat the option for several).")
+def keygen(directory, names):
+    """Write CURVE key pairs (NAME.key public, NAME.key_secret private) into DIRECTORY."""
+    from dtrain.dist.security import keygen as make_keys
+
+    for path in make_keys(directory, names):
+        click.echo(path)
+
+
 @main.command()
 @click.argument("script", type=click.Path(exists=True, dir_okay=False))
 @click.option("--connect", envvar="DTRAIN_COORDINATOR", required=True,
@@ -101,15 +123,29 @@ def launch(script, workers, job_name, out, bind, max_restarts, resume, progress,
 @click.option("--job", "job_name", default=None, help="Job class to run when SCRIPT has several.")
 @click.option("--job-id", default="", help="Id of the run to join (checked on every message).")
 @click.option("--name", default="", help="Worker name in the coordinator's logs.")
+@click.option("--keys", "keys_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Directory with worker.key_secret and coordinator.key (dtrain keygen).")
+@click.option("--insecure", is_flag=True, help="No CURVE encryption (debugging only).")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
-def worker(script, connect, rank, job_name, job_id, name, verbose):
+def worker(script, connect, rank, job_name, job_id, name, keys_dir, insecure, verbose):
     """Join the coordinator at CONNECT and compute micro-shard gradients for SCRIPT's job."""
     _setup_logging(verbose)
+    from dtrain.dist.security import ClientKeys, client_keys_from_dir
     from workers.worker import WorkerConfig
     from workers.worker import main as worker_main
 
+    if insecure:
+        _warn_insecure()
+        keys = None
+    elif keys_dir:
+        keys = client_keys_from_dir(keys_dir)
+    else:
+        keys = ClientKeys.from_env()
+        if keys is None:
+            raise click.UsageError("no CURVE keys: pass --keys DIR (see dtrain keygen) or set "
+                                   "DTRAIN_CURVE_* variables, or --insecure for debugging")
     config = WorkerConfig(connect=connect, script=script, job_name=job_name, job_id=job_id,
-                          rank=rank, name=name)
+                          rank=rank, name=name, keys=keys)
     try:
         code = worker_main(config)
     except KeyboardInterrupt:

@@ -73,6 +73,8 @@ class LocalWorkers:
     max_restarts: int = 0
     log_prefix: bool = True
     extra_args: list = field(default_factory=list)
+    env: dict = field(default_factory=dict)  # extra environment (e.g. the CURVE keys)
+    insecure: bool = False
     procs: list = field(default_factory=list)
     failed: list = field(default_factory=list)
     exited: list = field(default_factory=list)
@@ -82,11 +84,13 @@ class LocalWorkers:
                 "--connect", self.connect, "--job-id", self.job_id]
         if self.job_name:
             args += ["--job", self.job_name]
+        if self.insecure:
+            args.append("--insecure")
         return args + list(self.extra_args) + [self.script]
 
     def start(self) -> None:
         for rank in range(self.count):
-            proc = WorkerProcess(rank=rank, argv=self.argv(rank), env=worker_env(self.threads))
+            proc = WorkerProcess(rank=rank, argv=self.argv(rank), env=worker_env(self.threads, self.env))
             self.procs.append(proc)
             self._spawn(proc)
 

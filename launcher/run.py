@@ -38,6 +38,8 @@ class RunConfig:
     max_restarts: int = 0
     progress: bool = False
     resume: str | None = None  # an earlier run's --out directory (or its checkpoints/)
+    insecure: bool = False  # local runs use ephemeral CURVE keys unless this is set
+    job_id: str | None = None  # fixed id (so restarted coordinators keep their workers)
     overrides: dict = field(default_factory=dict)
 
 
@@ -121,13 +123,17 @@ def run(config: RunConfig):
     try:
         if config.workers > 0:
             from dtrain.dist.coordinator import ZmqExecutor
+            from dtrain.dist.security import ephemeral_pair
 
-            job_id = new_job_id()
+            job_id = config.job_id or (resume_state or {}).get("job_id") or new_job_id()
+            server_keys, client_keys = (None, None) if config.insecure else ephemeral_pair()
             executor = ZmqExecutor(config.bind, expected_workers=config.workers, job_id=job_id,
-                                   digest=digest, settings=settings)
+                                   digest=digest, settings=settings, keys=server_keys)
             procs = LocalWorkers(config.workers, executor.address, script, job_id,
                                  job_name=type(job).__name__, threads=settings.threads,
-                                 max_restarts=config.max_restarts)
+                                 max_restarts=config.max_restarts,
+                                 env=client_keys.env() if client_keys else {},
+                                 insecure=config.insecure)
             procs.start()
             executor.idle_hook = lambda: _supervise(procs, executor)
         progress = None

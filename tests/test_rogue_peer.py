@@ -111,12 +111,14 @@ class Rogue(threading.Thread):
 
 def test_rogue_peer_is_rejected_and_the_result_is_unchanged(caplog):
     clean, clean_history = dtrain.fit(dist_jobs.Slow, workers=2, max_steps=STEPS)
+    # the protocol checks behind the CURVE door: a peer that passed authentication misbehaves
     address = f"tcp://127.0.0.1:{_free_port()}"
     rogue = Rogue(address, file_digest(dist_jobs.__file__))
     rogue.start()
     with caplog.at_level(logging.WARNING, logger="dtrain.coordinator"):
-        model, history = dtrain.fit(dist_jobs.Slow, workers=2, max_steps=STEPS, bind=address)
-    rogue.join(timeout=10)
+        model, history = dtrain.fit(dist_jobs.Slow, workers=2, max_steps=STEPS, bind=address,
+                                    insecure=True)
+    rogue.join(timeout=30)
     assert rogue.error is None, rogue.error
     assert rogue.done == ["garbage", "digest", "version", "job", "shape", "nonfinite"]
     text = caplog.text
@@ -140,3 +142,80 @@ def test_decode_errors_never_escape_the_coordinator(frames):
         assert ex.rejected == 1
     finally:
         ex.sock.close(0)
+
+
+class Eavesdropper(threading.Thread):
+    """Tries to join a CURVE-protected run with no key or with a key not on the allow-list."""
+
+    def __init__(self, address: str, digest: str, keys=None):
+        super().__init__(daemon=True)
+        self.address, self.digest, self.keys = address, digest, keys
+        self.received = []
+        self.stop = threading.Event()
+
+    def run(self):
+        from dtrain.dist.security import make_client
+
+        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        if self.keys is not None:
+            make_client(sock, self.keys)
+        sock.connect(self.address)
+        hello = P.encode(P.Message(P.HELLO, "", -1, -1, {"name": "spy", "digest": self.digest}))
+        try:
+            while not self.stop.is_set():
+                sock.send_multipart(hello, zmq.NOBLOCK)
+                if sock.poll(50):
+                    self.received.append(sock.recv_multipart())
+        except zmq.Again:
+            pass
+        finally:
+            sock.close(0)
+
+
+def test_a_peer_without_a_key_is_refused_during_a_secure_run(caplog):
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    spy = Eavesdropper(address, file_digest(dist_jobs.__file__))
+    spy.start()
+    try:
+        with caplog.at_level(logging.INFO):
+            model, _ = dtrain.fit(dist_jobs.MomentumGroups, workers=2, bind=address)
+    finally:
+        spy.stop.set()
+        spy.join(timeout=10)
+    assert spy.received == []
+    assert "spy" not in caplog.text  # never admitted as a worker
+    reference, _ = dtrain.fit(dist_jobs.MomentumGroups, workers=0)
+    for p, q in zip(model.parameters(), reference.parameters()):
+        assert np.array_equal(p.data, q.data)
+
+
+def test_allow_list_admits_only_listed_keys(caplog):
+    """The spy knows the coordinator's public key, but its own key is not on the allow-list."""
+    from dtrain.dist.coordinator import ZmqExecutor
+    from dtrain.dist.job import Settings
+    from dtrain.dist.security import ClientKeys, ephemeral_pair
+
+    server, allowed = ephemeral_pair()
+    public, secret = zmq.curve_keypair()
+    stranger = ClientKeys(public, secret, server.public)
+    ex = ZmqExecutor("tcp://127.0.0.1:0", job_id="j", digest="d", settings=Settings(),
+                     keys=server)
+    spies = [Eavesdropper(ex.address, "d", keys) for keys in (stranger, allowed)]
+    try:
+        with caplog.at_level(logging.INFO):
+            for spy in spies:
+                spy.start()
+            deadline = time.monotonic() + 10
+            while not ex.workers and time.monotonic() < deadline:
+                ex.poll_once(0.05)
+            for _ in range(10):
+                ex.poll_once(0.02)
+    finally:
+        for spy in spies:
+            spy.stop.set()
+            spy.join(timeout=5)
+        ex.close()
+    assert len(ex.workers) == 1  # only the allowed key joined
+    assert spies[0].received == [] and spies[1].received
+    assert "refused a CURVE client" in caplog.text

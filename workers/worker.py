@@ -25,6 +25,7 @@ import zmq
 from dtrain.dist import protocol as P
 from dtrain.dist.compute import SampleSource, ShardComputer
 from dtrain.dist.job import Settings, load_job
+from dtrain.dist.security import ClientKeys, make_client
 from dtrain.dist.shards import BatchPlan
 from dtrain.dist.trainer import blas_threads, build_replica
 
@@ -47,6 +48,7 @@ class WorkerConfig:
     heartbeat_interval: float = 1.0
     heartbeat_timeout: float = 5.0
     give_up_after: float = 0.0  # seconds without a coordinator before exiting; 0: never
+    keys: ClientKeys | None = None  # CURVE keys; None only with --insecure
 
 
 class Link(threading.Thread):
@@ -68,6 +70,8 @@ class Link(threading.Thread):
         sock.setsockopt(zmq.LINGER, 0)
         identity = f"{self.config.name}-{uuid.uuid4().hex[:8]}".encode()
         sock.setsockopt(zmq.IDENTITY, identity)
+        if self.config.keys is not None:
+            make_client(sock, self.config.keys)
         sock.connect(self.config.connect)
         sock.send_multipart(P.encode(P.Message(P.HELLO, self.config.job_id, -1, -1, self.hello)),
                             copy=False)

@@ -24,6 +24,7 @@ import zmq
 
 from . import protocol as P
 from .compute import ShardValue, batch_norm_modules
+from .security import make_server, start_authenticator
 from .shards import BatchPlan, assign, is_tree_node
 
 log = logging.getLogger("dtrain.coordinator")
@@ -66,13 +67,20 @@ class StepState:
     snapshot: dict = field(default_factory=dict)  # parameters sent with this step's TASKs
 
 
-def make_router(ctx: zmq.Context, bind: str) -> tuple[zmq.Socket, str]:
-    """A ROUTER bound to ``bind`` (``tcp://HOST:0`` picks a free port); returns (socket, address)."""
+def make_router(ctx: zmq.Context, bind: str, keys=None) -> tuple[zmq.Socket, str]:
+    """A ROUTER bound to ``bind`` (``tcp://HOST:0`` picks a free port), a CURVE server when
+    ``keys`` are given; returns (socket, address)."""
     sock = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted worker may reuse its identity
     sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
-    sock.bind(bind)
+    if keys is not None:
+        make_server(sock, keys)
+    try:
+        sock.bind(bind)
+    except zmq.ZMQError as e:
+        sock.close(0)
+        raise OSError(f"coordinator cannot listen on {bind}: {e}") from e
     return sock, sock.getsockopt(zmq.LAST_ENDPOINT).decode()
 
 
@@ -83,10 +91,16 @@ class ZmqExecutor:
 
     def __init__(self, bind: str = "tcp://127.0.0.1:0", *, expected_workers: int = 1,
                  job_id: str, digest: str, settings=None, ctx: zmq.Context | None = None,
-                 configure_socket=None, on_event=None):
+                 keys=None, on_event=None):
         self.ctx = ctx or zmq.Context.instance()
-        self.sock, self.address = make_router(self.ctx, bind) if configure_socket is None \
-            else configure_socket(self.ctx, bind)
+        self.auth = start_authenticator(self.ctx, keys) if keys is not None else None
+        try:
+            self.sock, self.address = make_router(self.ctx, bind, keys)
+        except BaseException:
+            if self.auth is not None:
+                self.auth.stop()
+            raise
+        self.next_beat = 0.0
         self.expected = expected_workers
         self.job_id = job_id
         self.digest = digest
@@ -134,6 +148,8 @@ class ZmqExecutor:
         for info in list(self.workers.values()):
             self._send(info.identity, P.Message(P.STOP, self.job_id, self.current_step, info.id))
         self.sock.close(linger=200)
+        if self.auth is not None:
+            self.auth.stop()
 
     # ------------------------------------------------------------------ stepping
     def compute(self, plan: BatchPlan, trainer) -> dict:
@@ -211,6 +227,7 @@ class ZmqExecutor:
         """Handle every message that arrives within ``timeout`` seconds (at least one poll)."""
         if self.idle_hook is not None:
             self.idle_hook()
+        self.beat()
         if not self.sock.poll(int(timeout * 1000), zmq.POLLIN):
             return
         while True:
@@ -275,9 +292,10 @@ class ZmqExecutor:
                                   f"{str(f.get('digest'))[:12]} != {self.digest[:12]})")
         if msg.job and msg.job != self.job_id:
             raise P.ProtocolError("job", f"worker belongs to job {msg.job!r}, not this job")
-        old = self.workers.get(identity)
-        if old is not None:
-            self.evict(old, "said hello again (restarted)")
+        for old in list(self.workers.values()):
+            if old.identity == identity or (old.pid == int(f.get("pid", -1) or -1)
+                                            and old.host == str(f.get("host", "?"))):
+                self.evict(old, "reconnected")
         info = WorkerInfo(identity=identity, id=self.next_worker_id,
                           name=str(f.get("name", "?")), pid=int(f.get("pid", -1) or -1),
                           host=str(f.get("host", "?")), last_seen=time.monotonic(),
@@ -351,6 +369,15 @@ class ZmqExecutor:
         return ShardValue(grads=grads, loss_sum=loss_sum, count=count, bn_stats=stats)
 
     # ------------------------------------------------------------------ liveness
+    def beat(self) -> None:
+        """Heartbeat every worker once per interval, so they know the coordinator lives."""
+        now = time.monotonic()
+        if now < self.next_beat:
+            return
+        self.next_beat = now + self.settings.heartbeat_interval
+        for info in list(self.workers.values()):
+            self._send(info.identity, P.Message(P.HEARTBEAT, self.job_id, -1, info.id))
+
     def expire(self) -> None:
         """Evict workers silent for longer than the heartbeat timeout."""
         now = time.monotonic()

@@ -123,6 +123,7 @@ class Trainer:
         self._epoch_loss = [0.0, 0]
         self.checkpoint_dir = checkpoint_dir
         self.keep_checkpoints = keep_checkpoints
+        self.job_id = getattr(self.executor, "job_id", None)
 
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict:
@@ -135,6 +136,7 @@ class Trainer:
             "epoch_loss": list(self._epoch_loss),
             "settings": self.settings.to_dict(),
             "rng": _random.get_rng_state(),
+            "job_id": self.job_id,
         }
 
     def restore(self, state: dict) -> None:
