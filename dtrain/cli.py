@@ -70,6 +70,9 @@ def launch(script, workers, job_name, out, bind, max_restarts, insecure, resume,
     """Train SCRIPT with a coordinator here and WORKERS local worker processes."""
     _setup_logging(verbose)
     from launcher.run import RunConfig, run
+    from workers.worker import set_process_title
+
+    set_process_title("dtrain-coord")
 
     if insecure:
         _warn_insecure()

@@ -112,3 +112,17 @@ class Slow(MomentumGroups):
     """Many steps, so a test can interrupt it mid-run."""
 
     epochs = 1000
+
+
+class SlowSteps(MomentumGroups):
+    """Each micro-shard takes a few milliseconds, so faults can be injected mid-run."""
+
+    epochs = 100
+    heartbeat_interval = 0.2
+    heartbeat_timeout = 1.5
+
+    def loss(self, output, target):
+        import time
+
+        time.sleep(0.004)
+        return F.cross_entropy(output, target)

@@ -1,0 +1,224 @@
+"""Faults during training: killed, hung and late workers, a killed coordinator. Surviving a fault
+may cost time but never changes the result: every run ends bit-identical to the fault-free one."""
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import dtrain
+
+HERE = os.path.dirname(__file__)
+sys.path.insert(0, HERE)
+import dist_jobs  # noqa: E402
+
+from procs import dtrain_processes  # noqa: E402
+
+JOBS = dist_jobs.__file__
+STEPS = 60
+
+
+def _worker_pid(rank: int, deadline: float = 20.0) -> int:
+    """The live worker process of ``rank`` started for the test jobs file."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        for pid in dtrain_processes(JOBS, settle=0):
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            if b"worker" in argv and argv[argv.index(b"--rank") + 1] == str(rank).encode():
+                return pid
+        time.sleep(0.02)
+    raise TimeoutError(f"no worker of rank {rank}")
+
+
+def _steps_done(metrics: str) -> int:
+    try:
+        with open(metrics) as f:
+            return sum(1 for line in f if '"type": "step"' in line)
+    except FileNotFoundError:
+        return 0
+
+
+class FaultInjector(threading.Thread):
+    """Runs ``actions`` [(at_step, callable)] as the run's metrics file reaches each step."""
+
+    def __init__(self, metrics: str, actions: list):
+        super().__init__(daemon=True)
+        self.metrics, self.actions = metrics, list(actions)
+        self.done, self.error = [], None
+
+    def run(self):
+        try:
+            deadline = time.monotonic() + 120
+            for at_step, action in self.actions:
+                while _steps_done(self.metrics) < at_step:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"run never reached step {at_step}")
+                    time.sleep(0.005)
+                self.done.append((_steps_done(self.metrics), action()))
+        except Exception as e:  # noqa: BLE001 - reported by the test
+            self.error = e
+
+
+def _reference():
+    model, history = dtrain.fit(dist_jobs.SlowSteps, workers=0, max_steps=STEPS)
+    return [a.copy() for a in model.state_dict().values()], [r["loss"] for r in history.steps]
+
+
+def _assert_same(model, history, reference):
+    params, losses = reference
+    assert all(np.array_equal(a, b) for a, b in zip(model.state_dict().values(), params))
+    assert [r["loss"] for r in history.steps] == losses
+
+
+def _kill(rank, sig=signal.SIGKILL):
+    def action():
+        pid = _worker_pid(rank)
+        os.kill(pid, sig)
+        return pid
+    return action
+
+
+def test_sigkill_two_workers_mid_epoch_result_unchanged(tmp_path, caplog):
+    reference = _reference()
+    out = str(tmp_path)
+    injector = FaultInjector(os.path.join(out, "metrics.jsonl"),
+                             [(10, _kill(1)), (30, _kill(2))])
+    injector.start()
+    with caplog.at_level(logging.WARNING):
+        model, history = dtrain.fit(dist_jobs.SlowSteps, workers=3, out=out, max_steps=STEPS,
+                                    max_restarts=1)
+    injector.join(timeout=10)
+    assert injector.error is None, injector.error
+    assert len(injector.done) == 2
+    assert caplog.text.count("evicted") >= 2
+    assert "restarting (1/1)" in caplog.text
+    _assert_same(model, history, reference)
+    assert dtrain_processes(JOBS) == []
+
+
+def test_hung_worker_is_evicted_and_rejoins_when_it_wakes(tmp_path, caplog):
+    reference = _reference()
+    out = str(tmp_path)
+    stopped = []
+
+    def stop():
+        stopped.append(_worker_pid(1))
+        os.kill(stopped[0], signal.SIGSTOP)
+        return stopped[0]
+
+    def wake():
+        os.kill(stopped[0], signal.SIGCONT)
+
+    injector = FaultInjector(os.path.join(out, "metrics.jsonl"), [(8, stop), (25, wake)])
+    injector.start()
+    with caplog.at_level(logging.INFO, logger="dtrain.coordinator"):
+        model, history = dtrain.fit(dist_jobs.SlowSteps, workers=2, out=out, max_steps=STEPS)
+    injector.join(timeout=10)
+    assert injector.error is None, injector.error
+    assert "silent for" in caplog.text  # evicted by heartbeat timeout
+    assert caplog.text.count("joined") >= 3  # two workers, then the woken one again
+    _assert_same(model, history, reference)
+    assert dtrain_processes(JOBS) == []
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_below_min_workers_pauses_until_a_new_worker_joins(tmp_path, caplog):
+    reference = _reference()
+    out = str(tmp_path)
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    late = []
+
+    def start_new_worker():
+        late.append(subprocess.Popen(
+            [sys.executable, "-m", "dtrain", "worker", "--insecure", "--rank", "7",
+             "--connect", address, "--job", "SlowSteps", JOBS],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        return late[0].pid
+
+    injector = FaultInjector(os.path.join(out, "metrics.jsonl"),
+                             [(10, _kill(1)), (10, start_new_worker)])
+    injector.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="dtrain.coordinator"):
+            model, history = dtrain.fit(dist_jobs.SlowSteps, workers=2, out=out,
+                                        max_steps=STEPS, min_workers=2, bind=address,
+                                        insecure=True, worker_wait_timeout=60.0)
+    finally:
+        for p in late:
+            p.wait(timeout=20)
+    injector.join(timeout=10)
+    assert injector.error is None, injector.error
+    assert "below min_workers=2" in caplog.text
+    assert late[0].returncode == 0  # told to stop at the end
+    _assert_same(model, history, reference)
+
+
+def test_below_min_workers_fails_clearly_after_the_timeout(tmp_path):
+    from dtrain.dist.coordinator import NotEnoughWorkers
+
+    out = str(tmp_path)
+    injector = FaultInjector(os.path.join(out, "metrics.jsonl"), [(5, _kill(1))])
+    injector.start()
+    with pytest.raises(NotEnoughWorkers, match="below min_workers=2"):
+        dtrain.fit(dist_jobs.SlowSteps, workers=2, out=out, max_steps=STEPS, min_workers=2,
+                   worker_wait_timeout=2.0)
+    injector.join(timeout=10)
+    assert dtrain_processes(JOBS) == []
+
+
+def test_killed_coordinator_resumes_bit_identical(tmp_path):
+    reference = _reference()
+    out = str(tmp_path / "run")
+    argv = [sys.executable, "-m", "dtrain", "launch", "--workers", "2", "--no-progress",
+            "--job", "SlowSteps", "--max-steps", str(STEPS), "--checkpoint-every", "5",
+            "--out", out, JOBS]
+    launcher = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = os.path.join(out, "metrics.jsonl")
+    deadline = time.monotonic() + 60
+    while _steps_done(metrics) < 23:
+        assert time.monotonic() < deadline and launcher.poll() is None
+        time.sleep(0.005)
+    launcher.kill()  # SIGKILL: no cleanup code runs in the coordinator
+    launcher.wait(timeout=10)
+    assert dtrain_processes(JOBS) == []  # its workers followed it (parent-death signal)
+    resumed = subprocess.run(argv + ["--resume", out], capture_output=True, text=True,
+                             timeout=120, check=False)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed at step" in resumed.stderr
+    final = dtrain.load(os.path.join(out, "checkpoint.dtrain"))
+    params, _ = reference
+    assert final["step"] == STEPS
+    assert all(np.array_equal(a, b) for a, b in zip(final["model"].values(), params))
+
+
+def test_processes_are_named_in_ps(tmp_path):
+    out = str(tmp_path)
+    names = {}
+
+    def look():
+        pid = _worker_pid(0)
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            names["cmdline"] = f.read().replace(b"\0", b" ").decode()
+        with open(f"/proc/{pid}/comm") as f:
+            names["comm"] = f.read().strip()
+
+    injector = FaultInjector(os.path.join(out, "metrics.jsonl"), [(3, look)])
+    injector.start()
+    dtrain.fit(dist_jobs.SlowSteps, workers=1, out=out, max_steps=10)
+    injector.join(timeout=10)
+    assert injector.error is None, injector.error
+    assert "dtrain worker --rank 0" in names["cmdline"]
+    assert names["comm"] == "dtrain-w0"
