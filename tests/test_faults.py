@@ -17,9 +17,8 @@ import dtrain
 
 HERE = os.path.dirname(__file__)
 sys.path.insert(0, HERE)
-import dist_jobs  # noqa: E402
-
-from procs import dtrain_processes  # noqa: E402
+import dist_jobs
+from procs import dtrain_processes
 
 JOBS = dist_jobs.__file__
 STEPS = 60
