@@ -191,6 +191,7 @@ def test_max_min_with_dim_returns_values_and_indices(name, keepdim):
 )
 def test_ties_follow_torch(fn):
     """Full max/min and amax/amin share the gradient evenly among ties; max(dim) picks one."""
+    pytest.importorskip("torch")
     x = np.array([[1.0, 3.0, 3.0], [-2.0, -2.0, 0.0], [3.0, 0.0, -2.0]])
     check(fn, x, fd=False)
 
@@ -199,6 +200,17 @@ def test_full_max_with_ties_splits_gradient_evenly():
     x = dtrain.tensor([1.0, 3.0, 3.0, 2.0], requires_grad=True)
     x.max().backward()
     np.testing.assert_array_equal(x.grad.data, [0.0, 0.5, 0.5, 0.0])
+
+
+def test_amax_and_max_dim_with_ties_by_hand():
+    x = dtrain.tensor([[1.0, 3.0, 3.0], [0.0, 0.0, 0.0]], requires_grad=True)
+    x.amax(1).sum().backward()
+    np.testing.assert_allclose(x.grad.data, [[0.0, 0.5, 0.5], [1 / 3, 1 / 3, 1 / 3]])
+    x.grad = None
+    values, indices = x.max(1)
+    values.sum().backward()
+    assert indices.tolist() == [1, 0]  # the first of equal maxima, as torch on CPU
+    np.testing.assert_array_equal(x.grad.data, [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
 
 
 # ------------------------------------------------------------------- elementwise unary
