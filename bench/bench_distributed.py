@@ -94,12 +94,21 @@ def reap(procs: list[subprocess.Popen]) -> None:
 
 
 # ---------------------------------------------------------------------------- helper roles
-def role_floor_dealer(connect: str, model: str, rounds: int) -> None:
-    """Floor worker: send the gradient bytes as raw frames, receive the parameter bytes."""
-    ctx = zmq.Context()
+def dealer(ctx: zmq.Context, connect: str, server_key: str | None) -> zmq.Socket:
+    """A DEALER connected to ``connect``; a CURVE client (fresh key pair) when a key is given."""
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    if server_key:
+        sock.curve_publickey, sock.curve_secretkey = zmq.curve_keypair()
+        sock.curve_serverkey = server_key.encode()
     sock.connect(connect)
+    return sock
+
+
+def role_floor_dealer(connect: str, model: str, rounds: int, server_key: str | None) -> None:
+    """Floor worker: send the gradient bytes as raw frames, receive the parameter bytes."""
+    ctx = zmq.Context()
+    sock = dealer(ctx, connect, server_key)
     grads = [np.full(s, 0.5, np.float32) for s in param_shapes(model)]
     for _ in range(rounds):
         sock.send_multipart(grads, copy=False)
@@ -110,16 +119,15 @@ def role_floor_dealer(connect: str, model: str, rounds: int) -> None:
     ctx.term()
 
 
-def role_exchange_dealer(connect: str, model: str, rounds: int, checks: bool) -> None:
+def role_exchange_dealer(connect: str, model: str, rounds: int, checks: bool,
+                         server_key: str | None) -> None:
     """Protocol worker: GRADS message up (as a worker encodes it), TASK message down, decoded."""
     from dtrain.dist import protocol as P
     from dtrain.dist.compute import ShardValue
     from workers.worker import grads_message
 
     ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(connect)
+    sock = dealer(ctx, connect, server_key)
     shapes = param_shapes(model)
     value = ShardValue(grads=[np.full(s, 0.5, np.float32) for s in shapes], loss_sum=1.0,
                        count=64)
@@ -139,21 +147,32 @@ def role_exchange_dealer(connect: str, model: str, rounds: int, checks: bool) ->
     ctx.term()
 
 
-def spawn_role(role: str, connect: str, model: str, rounds: int, checks: bool = False):
-    """Start one helper process of this file in the given role."""
-    argv = [sys.executable, os.path.abspath(__file__), "--role", role, "--connect", connect,
-            "--model", model, "--rounds", str(rounds)] + (["--checks"] if checks else [])
+def spawn_role(role: str, router: Router, model: str, rounds: int, checks: bool = False):
+    """Start one helper process of this file in the given role, connecting to ``router``."""
+    argv = [sys.executable, os.path.abspath(__file__), "--role", role, "--connect",
+            router.address, "--model", model, "--rounds", str(rounds)]
+    argv += ["--checks"] if checks else []
+    argv += ["--server-key", router.public_key.decode()] if router.public_key else []
     return subprocess.Popen(argv, env=child_env(), stdin=subprocess.DEVNULL)
 
 
 # ---------------------------------------------------------------------------- zmq rounds
 class Router:
-    """The coordinator side of the hand-made rounds: a ROUTER on a random loopback port."""
+    """The coordinator side of the hand-made rounds: a ROUTER on a random loopback port.
 
-    def __init__(self):
+    With ``curve`` it is a CURVE server (fresh keys, no ZAP allow-list: the handshake cost is
+    paid once per connection, while encryption is paid on every byte, which is what we time).
+    """
+
+    def __init__(self, curve: bool = False):
         self.ctx = zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        self.public_key = None
+        if curve:
+            self.public_key, self.sock.curve_secretkey = zmq.curve_keypair()
+            self.sock.curve_publickey = self.public_key
+            self.sock.curve_server = True
         port = self.sock.bind_to_random_port("tcp://127.0.0.1")
         self.address = f"tcp://127.0.0.1:{port}"
 
@@ -181,11 +200,10 @@ def timed_rounds(one_round, warmup: int, rounds: int) -> list[float]:
     return seconds
 
 
-def floor_round(model: str, dealers: int, warmup: int, rounds: int) -> float:
+def floor_round(model: str, dealers: int, warmup: int, rounds: int, curve: bool = False) -> float:
     """Median seconds of one raw round: every dealer's gradient bytes in, parameter bytes out."""
-    router = Router()
-    procs = [spawn_role("floor-dealer", router.address, model, warmup + rounds)
-             for _ in range(dealers)]
+    router = Router(curve)
+    procs = [spawn_role("floor-dealer", router, model, warmup + rounds) for _ in range(dealers)]
     params = [np.full(s, 0.25, np.float32) for s in param_shapes(model)]
 
     def one_round():
@@ -200,8 +218,8 @@ def floor_round(model: str, dealers: int, warmup: int, rounds: int) -> float:
         router.close()
 
 
-def protocol_exchange(model: str, warmup: int, rounds: int, *, pool: bool,
-                      checks: bool) -> tuple[float, str]:
+def protocol_exchange(model: str, warmup: int, rounds: int, *, pool: bool, checks: bool,
+                      curve: bool = False) -> tuple[float, str]:
     """Median seconds of one protocol exchange with one worker process; also a pool note.
 
     Up: the GRADS message a worker encodes, decoded here (into a ``BufferPool`` when ``pool``).
@@ -211,8 +229,8 @@ def protocol_exchange(model: str, warmup: int, rounds: int, *, pool: bool,
     """
     from dtrain.dist import protocol as P
 
-    router = Router()
-    procs = [spawn_role("exchange-dealer", router.address, model, warmup + rounds, checks)]
+    router = Router(curve)
+    procs = [spawn_role("exchange-dealer", router, model, warmup + rounds, checks)]
     shapes = param_shapes(model)
     params = {f"p{i}": np.full(s, 0.25, np.float32) for i, s in enumerate(shapes)}
     spec = {f"g{i}": (s, np.float32) for i, s in enumerate(shapes)}
@@ -265,12 +283,25 @@ def per_step_workers(steps: list) -> list[dict]:
     return out
 
 
-def fit_run(job_name: str, workers: int, batch: int, warmup: int, steps: int) -> dict:
+def secure_by_default() -> bool:
+    """True when ``dtrain.fit`` encrypts local worker traffic (CURVE) unless ``insecure=True``."""
+    import inspect
+
+    import dtrain
+
+    return "insecure" in inspect.signature(dtrain.fit).parameters
+
+
+def fit_run(job_name: str, workers: int, batch: int, warmup: int, steps: int, *,
+            insecure: bool = False, **settings) -> dict:
     """Median step figures of one ``dtrain.fit`` run (steps after ``warmup`` only)."""
     import dtrain
 
+    settings = {**shuffle_override(), **settings}
+    if insecure and workers and secure_by_default():
+        settings["insecure"] = True
     _, history = dtrain.fit(JOB, workers=workers, job_name=job_name, batch_size=batch,
-                            max_steps=warmup + steps, **shuffle_override())
+                            max_steps=warmup + steps, **settings)
     records = history.steps
     seconds = [r["seconds"] for r in records[warmup:]]
     result = {"step": statistics.median(seconds), "batch": batch, "workers": workers}
@@ -281,6 +312,11 @@ def fit_run(job_name: str, workers: int, batch: int, warmup: int, steps: int) ->
         result.update(compute=statistics.median(compute), comm=statistics.median(comm),
                       overhead=statistics.median(s - c for s, c in zip(seconds, compute)))
     return result
+
+
+def best(runs: list[dict]) -> dict:
+    """Of repeated runs of one configuration, the least disturbed (lowest median step time)."""
+    return min(runs, key=lambda r: r["step"])
 
 
 def ddp(mode: str, steps: int, **options) -> list[float] | None:
@@ -315,6 +351,10 @@ def fmt_ms(seconds: float | None) -> str:
     return f"{'-':>8}" if seconds is None else f"{seconds * 1e3:8.2f}"
 
 
+def ratio(value: float | None, base: float | None) -> float | None:
+    return value / base if value is not None and base else None
+
+
 def fmt_x(ratio: float | None, target: float | None = None) -> str:
     if ratio is None:
         return "-"
@@ -322,44 +362,86 @@ def fmt_x(ratio: float | None, target: float | None = None) -> str:
     return f"{ratio:.2f}x{mark}"
 
 
+def part_one_runs(secure: bool) -> list[tuple[str, int, bool, dict]]:
+    """(label, workers, CURVE, extra settings) of the dtrain runs of part 1."""
+    runs = [("in-process", 0, False, {})]
+    for workers in (1, 2):
+        name = f"{workers} worker" + ("s" if workers > 1 else "")
+        if secure:
+            runs.append((f"{name}, CURVE", workers, True, {}))
+        runs.append((f"{name}" + (", insecure" if secure else ""), workers, False, {}))
+    runs.append(("2 workers, 2 shards" + (", CURVE" if secure else ""), 2, secure,
+                 {"micro_shards": 2}))
+    return runs
+
+
 def part_one(args) -> None:
     """Throughput table of the 784-512-512-10 MLP."""
     warm, steps = args.warmup, args.steps
+    secure = secure_by_default()
+    runs = part_one_runs(secure)
     print(f"\n== MLP 784-512-512-10 float32 SGD, 8 micro-shards: median of {steps} steps after "
-          f"{warm} warm-up ==")
+          f"{warm} warm-up, best of {args.repeats} interleaved repeat(s) ==")
     if shuffle_override():
         print("   (dtrain.data missing: runs read samples in order instead of shuffled)")
-    head = (f"{'batch':>5} {'run':<16} {'step ms':>8} {'samples/s':>9} {'compute':>8} "
-            f"{'comm':>8} {'floor':>8} {'comm/floor':>11} {'(step-cmp)/floor':>17} "
-            f"{'step/DDP':>10}")
-    print(head + "\n" + "-" * len(head))
     rounds = max(steps, 10)
+    fits: dict = {}
+    floors: dict = {}
+    ddps: dict = {}
+    for _ in range(args.repeats):
+        for batch in args.batches:
+            seconds = ddp("train", warm + steps, model="MLP512", batch=batch)
+            if seconds:
+                ddps.setdefault(batch, []).append(statistics.median(seconds[warm:]))
+            for dealers in (1, 2):
+                for curve in (False, True) if secure else (False,):
+                    floors.setdefault((dealers, curve), []).append(
+                        floor_round("MLP512", dealers, warm, rounds, curve))
+            for label, workers, curve, extra in runs:
+                fits.setdefault((batch, label), []).append(
+                    fit_run("MLP512", workers, batch, warm, steps, insecure=not curve, **extra))
+    floor = {key: min(v) for key, v in floors.items()}
+    head = (f"{'batch':>5} {'run':<24} {'step ms':>8} {'samples/s':>9} {'compute':>8} "
+            f"{'comm':>8} {'floor':>8} {'comm/floor':>11} {'/CURVE floor':>12} "
+            f"{'(step-cmp)/floor':>17} {'step/DDP':>10}")
+    print(head + "\n" + "-" * len(head))
     for batch in args.batches:
-        ddp_s = ddp("train", warm + steps, model="MLP512", batch=batch)
-        ddp_step = statistics.median(ddp_s[warm:]) if ddp_s else None
-        runs = []
-        for workers in (0, 1, 2):
-            floor = floor_round("MLP512", workers, warm, rounds) if workers else None
-            runs.append((fit_run("MLP512", workers, batch, warm, steps), floor))
-        for r, floor in runs:
-            name = "in-process" if not r["workers"] else f"dtrain {r['workers']} worker" + (
-                "s" if r["workers"] > 1 else "")
-            comm_x = r["comm"] / floor if floor else None
-            over_x = r["overhead"] / floor if floor else None
-            ddp_x = r["step"] / ddp_step if ddp_step and r["workers"] == 2 else None
-            print(f"{batch:>5} {name:<16} {fmt_ms(r['step'])} {batch / r['step']:9.0f} "
-                  f"{fmt_ms(r.get('compute'))} {fmt_ms(r.get('comm'))} {fmt_ms(floor)} "
-                  f"{fmt_x(comm_x, 1.10):>11} {fmt_x(over_x):>17} {fmt_x(ddp_x, 0.90):>10}")
+        ddp_step = min(ddps[batch]) if batch in ddps else None
+        for label, workers, curve, extra in runs:
+            r = best(fits[(batch, label)])
+            f = floor.get((workers, False))
+            fc = floor.get((workers, True)) if curve else None
+            ddp_x = r["step"] / ddp_step if ddp_step and workers == 2 else None
+            print(f"{batch:>5} {label:<24} {fmt_ms(r['step'])} {batch / r['step']:9.0f} "
+                  f"{fmt_ms(r.get('compute'))} {fmt_ms(r.get('comm'))} {fmt_ms(f)} "
+                  f"{fmt_x(ratio(r.get('comm'), f), 1.10):>11} "
+                  f"{fmt_x(ratio(r.get('comm'), fc)):>12} "
+                  f"{fmt_x(ratio(r.get('overhead'), f)):>17} "
+                  f"{fmt_x(ddp_x, None if extra else 0.90):>10}")
         if ddp_step:
-            print(f"{batch:>5} {'DDP gloo 2 procs':<16} {fmt_ms(ddp_step)} "
+            print(f"{batch:>5} {'DDP gloo 2 procs':<24} {fmt_ms(ddp_step)} "
                   f"{batch / ddp_step:9.0f}")
-        base = runs[0][0]["step"]
-        print(f"{'':>5} speed-up over in-process: 1 worker "
-              f"{base / runs[1][0]['step']:.2f}x, 2 workers {base / runs[2][0]['step']:.2f}x")
-    print("compute: the slower worker's forward/backward per step; comm: a worker's TASK-sent to "
-          "GRADS-handled time minus its compute (coordinator's measure, mean of workers);\n"
-          "step-cmp: step time minus the slower worker's compute (adds planning, reduction, "
-          "optimizer); floor: raw ZeroMQ round of the same bytes with as many dealers.")
+        base = best(fits[(batch, "in-process")])["step"]
+        ratios = ", ".join(f"{label} {base / best(fits[(batch, label)])['step']:.2f}x"
+                           for label, workers, _, _ in runs if workers)
+        print(f"{'':>5} speed-up over in-process: {ratios}")
+    if secure:
+        print(f"floor with CURVE: 1 dealer {fmt_ms(floor[(1, True)]).strip()} ms, 2 dealers "
+              f"{fmt_ms(floor[(2, True)]).strip()} ms (dtrain.fit encrypts local runs by "
+              "default; the raw floor is the target's)")
+    print("compute: the slower worker's forward/backward per step; comm: a worker's TASK-sent "
+          "to GRADS-handled time minus its compute\n(the coordinator's measure, mean of "
+          "workers); step-cmp: step time minus the slower worker's compute (adds planning,\n"
+          "reduction, optimizer); floor: raw ZeroMQ round of the same bytes with as many "
+          "dealers (best of repeats).\nTargets: comm/floor <= 1.10x; 2-worker step/DDP <= "
+          "0.90x at 8 micro-shards (the 2-shard row is for information).")
+
+
+# (label, BufferPool, coordinator work, CURVE) of the protocol exchanges in part 2
+EXCHANGES = [("protocol, no pool", False, False, False),
+             ("protocol, BufferPool", True, False, False),
+             ("protocol + coordinator work", False, True, False),
+             ("  the same over CURVE", False, True, True)]
 
 
 def part_two(args) -> None:
@@ -367,77 +449,117 @@ def part_two(args) -> None:
     shapes = param_shapes("MLP2048")
     numel = sum(int(np.prod(s)) for s in shapes)
     warm, rounds = args.warmup, args.rounds
-    print(f"\n== MLP 784-2048-2048-2048-10: {numel / 1e6:.2f}M parameters, {numel * 4 / 2**20:.1f} "
-          f"MiB each way; median of {rounds} rounds after {warm} warm-up ==")
-    ar = ddp("allreduce", warm + rounds, numel=numel)
-    ar_s = statistics.median(ar[warm:]) if ar else None
-    rows = [("raw ZeroMQ round (floor)", floor_round("MLP2048", 1, warm, rounds), "")]
-    for label, pool, checks in (("protocol, no pool", False, False),
-                                ("protocol, BufferPool", True, False),
-                                ("protocol + coordinator checks", False, True)):
-        seconds, note = protocol_exchange("MLP2048", warm, rounds, pool=pool, checks=checks)
-        rows.append((label, seconds, note))
+    secure = secure_by_default()
+    print(f"\n== MLP 784-2048-2048-2048-10: {numel / 1e6:.2f}M parameters, "
+          f"{numel * 4 / 2**20:.1f} MiB each way: median of {rounds} rounds after {warm} warm-up, "
+          f"best of {args.repeats} interleaved repeat(s) ==")
+    found: dict = {}
     fit_steps = max(3, args.steps // 3)
-    r = fit_run("MLP2048", 1, 64, warm, fit_steps)
-    rows.append(("dtrain.fit step-compute (b64)", r["overhead"],
-                 (f"step {r['step'] * 1e3:.1f} ms, compute {r['compute'] * 1e3:.1f} ms, "
-                 f"comm {r['comm'] * 1e3:.1f} ms")))
-    print(f"{'exchange':<32} {'ms':>8} {'/all_reduce':>12} {'/floor':>7}  note")
-    floor = rows[0][1]
-    for label, seconds, note in rows:
-        print(f"{label:<32} {fmt_ms(seconds)} {fmt_x(seconds / ar_s if ar_s else None, 2.0):>12} "
+    fits = [("dtrain.fit step-compute", False)]
+    if secure:
+        fits = [("dtrain.fit step-compute, CURVE", True), ("dtrain.fit, insecure", False)]
+    for _ in range(args.repeats):
+        seconds = ddp("allreduce", warm + rounds, numel=numel)
+        if seconds:
+            found.setdefault("all_reduce", []).append((statistics.median(seconds[warm:]), ""))
+        found.setdefault("raw ZeroMQ round (floor)", []).append(
+            (floor_round("MLP2048", 1, warm, rounds), ""))
+        found.setdefault("  raw round over CURVE", []).append(
+            (floor_round("MLP2048", 1, warm, rounds, curve=True), ""))
+        for label, pool, checks, curve in EXCHANGES:
+            found.setdefault(label, []).append(
+                protocol_exchange("MLP2048", warm, rounds, pool=pool, checks=checks, curve=curve))
+        for label, curve in fits:
+            r = fit_run("MLP2048", 1, 64, warm, fit_steps, insecure=not curve)
+            note = (f"step {r['step'] * 1e3:.1f} ms, compute {r['compute'] * 1e3:.1f} ms, "
+                    f"comm {r['comm'] * 1e3:.1f} ms")
+            found.setdefault(label, []).append((r["overhead"], note))
+    figure = {key: min(v, key=lambda t: t[0]) for key, v in found.items()}
+    ar_s = figure.pop("all_reduce")[0] if "all_reduce" in figure else None
+    floor = figure["raw ZeroMQ round (floor)"][0]
+    print(f"{'exchange (1 worker, batch 64)':<32} {'ms':>8} {'/all_reduce':>12} {'/floor':>7}  "
+          "note")
+    for label, (seconds, note) in figure.items():
+        print(f"{label:<32} {fmt_ms(seconds)} {fmt_x(ratio(seconds, ar_s), 2.0):>12} "
               f"{fmt_x(seconds / floor):>7}  {note}")
     if ar_s:
         print(f"{'gloo all_reduce, 2 procs':<32} {fmt_ms(ar_s)}")
-    print("protocol rows: encode/send/recv/decode of the full GRADS message up and the TASK "
-          "message down through ROUTER/DEALER;\nBufferPool only serves arrays split over "
-          "several frames (> protocol.MAX_FRAME_BYTES).")
+    print("protocol rows: encode/send/recv/decode of the full GRADS message up and of the TASK "
+          "message down through ROUTER/DEALER;\n'+ coordinator work' adds the parameter "
+          "snapshot, expect_arrays, check_finite and owned gradient copies (coordinator) and\n"
+          "expect_arrays + copy into the replica (worker). BufferPool only serves arrays split "
+          "over several frames\n(> protocol.MAX_FRAME_BYTES). dtrain.fit rows: step time minus "
+          "worker compute (adds the optimizer step).\nTarget: one exchange <= 2.0x the "
+          "all_reduce.")
 
 
-def profile_run(args) -> None:
-    """cProfile of the coordinator (this process) and of both workers in a 2-worker run."""
+def profile_run(args, batch: int) -> None:
+    """cProfile of the coordinator (this process) and of both workers in a 2-worker run.
+
+    Workers run under ``python -m cProfile`` (their compute thread is profiled; the I/O thread
+    is not). Only the timed steps are profiled in the coordinator; the workers' profiles also
+    hold their start-up, the join and the warm-up steps, so their per-step figures are upper
+    bounds except the forward/backward and message rows, which only steps produce.
+    """
     from dtrain.dist.coordinator import ZmqExecutor
     from dtrain.dist.job import new_job_id, resolve_job
     from dtrain.dist.trainer import Trainer
     from launcher.local import worker_env
 
-    batch = args.profile_batch
     job, digest, script = resolve_job(JOB, "MLP512")
-    steps = args.warmup + args.steps * 2
-    settings = job.settings(batch_size=batch, max_steps=steps, **shuffle_override())
+    warm, steps = args.warmup, args.steps
+    settings = job.settings(batch_size=batch, max_steps=warm + steps, **shuffle_override())
     job_id = new_job_id()
-    executor = ZmqExecutor(expected_workers=2, job_id=job_id, digest=digest, settings=settings)
+    keys, env = {}, worker_env(1)
+    secure = secure_by_default() and not args.insecure
+    if secure:
+        from dtrain.dist.security import ephemeral_pair
+
+        server_keys, client_keys = ephemeral_pair()
+        keys, env = {"keys": server_keys}, worker_env(1, client_keys.env())
+    executor = ZmqExecutor(expected_workers=2, job_id=job_id, digest=digest, settings=settings,
+                           **keys)
     tmp = tempfile.mkdtemp(prefix="dtrain-bench-prof-")
     outs = [os.path.join(tmp, f"worker{rank}.prof") for rank in range(2)]
     procs = [subprocess.Popen([sys.executable, "-m", "cProfile", "-o", outs[rank], "-m", "dtrain",
                                "worker", "--rank", str(rank), "--connect", executor.address,
-                               "--job-id", job_id, "--job", "MLP512", script],
-                              env=worker_env(1), stdin=subprocess.DEVNULL)
+                               "--job-id", job_id, "--job", "MLP512", script]
+                              + ([] if secure else ["--insecure"]),
+                              env=env, stdin=subprocess.DEVNULL)
              for rank in range(2)]
     profiler = cProfile.Profile()
     try:
         trainer = Trainer(job, settings, executor)
+        executor.start(trainer)
+        if trainer.batches_per_epoch() < warm + steps:
+            raise ValueError(f"profile needs {warm + steps} steps inside one epoch")
+        for _ in range(warm):
+            trainer.train_step()
         profiler.enable()
-        history = trainer.run()
+        for _ in range(steps):
+            trainer.train_step()
         profiler.disable()
     finally:
+        executor.close()
         reap(procs)
-    seconds = sum(r["seconds"] for r in history.steps)
-    print(f"\n== profile: 2 workers, batch {batch}, {steps} steps, {seconds / steps * 1e3:.1f} ms "
-          f"per step (profiled) ==")
+    step_ms = statistics.median(r["seconds"] for r in trainer.history.steps[warm:]) * 1e3
+    print(f"\n== profile: 2 workers{', CURVE' if secure else ''}, batch {batch}, {steps} "
+          f"profiled steps after {warm}, median {step_ms:.1f} ms per step under the profiler ==")
     print_breakdown("coordinator", pstats.Stats(profiler), steps, COORDINATOR_PARTS)
     for rank, path in enumerate(outs):
         if os.path.exists(path):
-            print_breakdown(f"worker {rank} (compute thread)", pstats.Stats(path), steps,
-                            WORKER_PARTS)
+            print_breakdown(f"worker {rank} (compute thread, whole run)", pstats.Stats(path),
+                            warm + steps, WORKER_PARTS)
     print_top("coordinator", pstats.Stats(profiler), args.top)
+    if os.path.exists(outs[0]):
+        print_top("worker 0, whole run", pstats.Stats(outs[0]), args.top)
 
 
 # (label, file suffix, function name): cumulative time of that function, per step
 COORDINATOR_PARTS = [
     ("step total (Trainer.train_step)", "trainer.py", "train_step"),
     ("  executor.compute (send, wait, receive)", "coordinator.py", "compute"),
-    ("    snapshot copy of parameters", "coordinator.py", "<dictcomp>"),
+    ("    snapshot copy of parameters", "coordinator.py", "<dictcomp>@snapshot"),
     ("    TASK encode + send", "coordinator.py", "_ask"),
     ("    waiting (socket poll)", "socket.py", "poll"),
     ("    GRADS handling (decode + checks)", "coordinator.py", "handle"),
@@ -460,12 +582,25 @@ WORKER_PARTS = [
 
 
 def cumulative(stats: pstats.Stats, suffix: str, name: str) -> float:
-    """Cumulative seconds of every profiled function ``name`` defined in a file ``*suffix``."""
+    """Cumulative seconds of every profiled function ``name`` defined in a file ``*suffix``.
+
+    ``name`` may end in ``@text``: then only a function (e.g. a ``<dictcomp>``) whose first
+    line contains ``text`` counts.
+    """
+    name, _, marker = name.partition("@")
     total = 0.0
-    for (path, _, func), (_, _, _, ct, _) in stats.stats.items():
-        if func == name and path.endswith(suffix):
+    for (path, line, func), (_, _, _, ct, _) in stats.stats.items():
+        if func == name and path.endswith(suffix) and (not marker or marker in _line(path, line)):
             total += ct
     return total
+
+
+def _line(path: str, number: int) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return next(itertools.islice(f, number - 1, None), "")
+    except OSError:
+        return ""
 
 
 def print_breakdown(who: str, stats: pstats.Stats, steps: int, parts) -> None:
@@ -493,23 +628,29 @@ def main() -> None:
     parser.add_argument("--part", choices=("all", "1", "2"), default="all")
     parser.add_argument("--profile", action="store_true",
                         help="also profile the coordinator and workers of a 2-worker run")
-    parser.add_argument("--profile-batch", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="interleaved repeats of every measurement; the best one is shown")
+    parser.add_argument("--insecure", action="store_true",
+                        help="profile without CURVE encryption (when dtrain.fit has it)")
     parser.add_argument("--top", type=int, default=15, help="functions listed by the profile")
     parser.add_argument("--role", help=argparse.SUPPRESS)
     parser.add_argument("--connect", help=argparse.SUPPRESS)
     parser.add_argument("--model", default="MLP512", help=argparse.SUPPRESS)
     parser.add_argument("--checks", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--server-key", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role == "floor-dealer":
-        return role_floor_dealer(args.connect, args.model, args.rounds)
+        return role_floor_dealer(args.connect, args.model, args.rounds, args.server_key)
     if args.role == "exchange-dealer":
-        return role_exchange_dealer(args.connect, args.model, args.rounds, args.checks)
+        return role_exchange_dealer(args.connect, args.model, args.rounds, args.checks,
+                                    args.server_key)
     if args.role is not None:
         parser.error(f"unknown --role {args.role!r}")
     quick = args.quick
     args.warmup = args.warmup if args.warmup is not None else (2 if quick else 5)
     args.steps = args.steps if args.steps is not None else (4 if quick else 30)
     args.rounds = args.rounds if args.rounds is not None else (4 if quick else 20)
+    args.repeats = args.repeats if args.repeats is not None else (1 if quick else 3)
     args.batches = (256, 64)
     print(f"cores {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}; 1 BLAS thread per "
           "process; 2 workers + coordinator = 3 processes on these cores")
@@ -519,7 +660,8 @@ def main() -> None:
         if args.part in ("all", "2"):
             part_two(args)
         if args.profile:
-            profile_run(args)
+            for batch in args.batches:
+                profile_run(args, batch)
     print(f"\nload average at the end {os.getloadavg()[0]:.2f}")
 
 
