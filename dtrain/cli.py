@@ -84,15 +84,60 @@ def launch(script, workers, job_name, out, bind, max_restarts, insecure, resume,
                        max_restarts=max_restarts, progress=progress, resume=resume,
                        insecure=insecure,
                        overrides={k: v for k, v in settings.items() if v is not None})
+    _run_or_exit("dtrain launch", config, run, verbose, out)
+
+
+@main.command()
+@click.argument("script", type=click.Path(exists=True, dir_okay=False))
+@click.option("--bind", default="tcp://0.0.0.0:29500", show_default=True,
+              help="Address to listen on for workers.")
+@click.option("--workers", "remote_workers", type=click.IntRange(min=1), default=1,
+              show_default=True, help="Workers to wait for before the first step.")
+@click.option("--job", "job_name", default=None, help="Job class to run when SCRIPT has several.")
+@click.option("--job-id", default=None, help="Fixed job id (default: new, or the checkpoint's).")
+@click.option("--keys", "keys_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Directory with coordinator.key_secret and allowed workers' *.key files.")
+@click.option("--allow", "allow_dir", type=click.Path(exists=True, file_okay=False),
+              default=None, help="Directory of allowed worker public keys (default: --keys).")
+@click.option("--insecure", is_flag=True, help="No CURVE encryption (debugging only).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Directory for metrics.jsonl and checkpoints [default: runs/SCRIPT].")
+@click.option("--resume", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Continue from the newest valid checkpoint of an earlier run's --out DIR.")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Show a progress bar and per-epoch lines on stderr.")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@_settings_options
+def coordinator(script, bind, remote_workers, job_name, job_id, keys_dir, allow_dir, insecure,
+                out, resume, progress, verbose, **settings):
+    """Coordinate SCRIPT's training for workers started elsewhere (dtrain worker --connect)."""
+    _setup_logging(verbose)
+    from launcher.run import RunConfig, run
+    from workers.worker import set_process_title
+
+    set_process_title("dtrain-coord")
+    if insecure:
+        _warn_insecure()
+    if out is None:
+        out = resume or os.path.join("runs", os.path.splitext(os.path.basename(script))[0])
+    config = RunConfig(job=script, workers=0, remote_workers=remote_workers, job_name=job_name,
+                       out=out, bind=bind, progress=progress, resume=resume, insecure=insecure,
+                       job_id=job_id, keys_dir=keys_dir, allow_dir=allow_dir,
+                       overrides={k: v for k, v in settings.items() if v is not None})
+    _run_or_exit("dtrain coordinator", config, run, verbose, out)
+
+
+def _run_or_exit(what: str, config, run, verbose: int, out: str) -> None:
+    """Run, turning failures into a message and an exit code."""
     try:
         _, history = run(config)
     except KeyboardInterrupt:
-        click.echo("\ndtrain launch: interrupted; all worker processes stopped", err=True)
+        click.echo(f"\n{what}: interrupted; all worker processes stopped", err=True)
         sys.exit(130)
     except Exception as e:
         if verbose >= 2:
             raise
-        click.echo(f"dtrain launch: error: {e}", err=True)
+        click.echo(f"{what}: error: {e}", err=True)
         sys.exit(1)
     last = history.epochs[-1] if history.epochs else (history.steps[-1] if history.steps else {})
     summary = ", ".join(f"{k} {v:.4f}" for k, v in last.items()

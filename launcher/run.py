@@ -40,6 +40,9 @@ class RunConfig:
     resume: str | None = None  # an earlier run's --out directory (or its checkpoints/)
     insecure: bool = False  # local runs use ephemeral CURVE keys unless this is set
     job_id: str | None = None  # fixed id (so restarted coordinators keep their workers)
+    remote_workers: int = 0  # workers started elsewhere (dtrain worker --connect ...)
+    keys_dir: str | None = None  # coordinator.key_secret (+ allowed *.key) for remote workers
+    allow_dir: str | None = None  # allowed workers' public keys, if not in keys_dir
     overrides: dict = field(default_factory=dict)
 
 
@@ -103,8 +106,11 @@ def run(config: RunConfig):
     """Train; returns (model, history). Raises LaunchError (or the job's error) on failure."""
     job, digest, script = resolve_job(config.job, config.job_name)
     settings = job.settings(**config.overrides)
-    if config.workers < 0:
-        raise ValueError(f"workers must be >= 0, got {config.workers}")
+    if config.workers < 0 or config.remote_workers < 0:
+        raise ValueError(f"workers must be >= 0, got {config.workers}/{config.remote_workers}")
+    if config.remote_workers and not (config.keys_dir or config.insecure):
+        raise LaunchError("remote workers need CURVE keys: pass --keys DIR (dtrain keygen) "
+                          "or --insecure")
     if config.workers > 0 and (script is None or not os.path.isfile(script)):
         raise LaunchError("worker processes need the job's source file; define the Job in a "
                           "file (a script or a module), or use workers=0")
@@ -121,21 +127,23 @@ def run(config: RunConfig):
     executor = None
     old_handlers = install_signal_handlers()
     try:
-        if config.workers > 0:
+        if config.workers > 0 or config.remote_workers > 0:
             from dtrain.dist.coordinator import ZmqExecutor
-            from dtrain.dist.security import ephemeral_pair
 
             job_id = config.job_id or (resume_state or {}).get("job_id") or new_job_id()
-            server_keys, client_keys = (None, None) if config.insecure else ephemeral_pair()
-            executor = ZmqExecutor(config.bind, expected_workers=config.workers, job_id=job_id,
-                                   digest=digest, settings=settings, keys=server_keys)
-            procs = LocalWorkers(config.workers, executor.address, script, job_id,
-                                 job_name=type(job).__name__, threads=settings.threads,
-                                 max_restarts=config.max_restarts,
-                                 env=client_keys.env() if client_keys else {},
-                                 insecure=config.insecure)
-            procs.start()
-            executor.idle_hook = lambda: _supervise(procs, executor)
+            server_keys, client_keys = _keys(config)
+            executor = ZmqExecutor(config.bind, expected_workers=config.workers
+                                   + config.remote_workers, job_id=job_id, digest=digest,
+                                   settings=settings, keys=server_keys)
+            log.warning("coordinator of job %s listening on %s", job_id, executor.address)
+            if config.workers > 0:
+                procs = LocalWorkers(config.workers, executor.address, script, job_id,
+                                     job_name=type(job).__name__, threads=settings.threads,
+                                     max_restarts=config.max_restarts,
+                                     env=client_keys.env() if client_keys else {},
+                                     insecure=config.insecure)
+                procs.start()
+                executor.idle_hook = lambda: _supervise(procs, executor)
         progress = None
 
         def on_step(r):
@@ -166,6 +174,21 @@ def run(config: RunConfig):
         metrics.close()
         if procs is not None:
             procs.close()
+
+
+def _keys(config: RunConfig):
+    """(server keys, keys for local workers): ephemeral unless a key directory is given."""
+    if config.insecure:
+        return None, None
+    from dtrain.dist.security import ephemeral_pair, server_keys_from_dir
+
+    server, local_client = ephemeral_pair()
+    if config.keys_dir:
+        from_dir = server_keys_from_dir(config.keys_dir, config.allow_dir)
+        local_client.server = from_dir.public
+        from_dir.allowed.add(local_client.public)
+        server = from_dir
+    return server, local_client
 
 
 def _find_resume_state(directory: str) -> dict:

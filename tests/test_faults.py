@@ -221,3 +221,46 @@ def test_processes_are_named_in_ps(tmp_path):
     assert injector.error is None, injector.error
     assert "dtrain worker --rank 0" in names["cmdline"]
     assert names["comm"] == "dtrain-w0"
+
+
+def test_workers_outlive_a_lost_coordinator_and_rejoin_its_successor(tmp_path):
+    """Cluster mode: keys from dtrain keygen, coordinator killed, restarted with --resume on the
+    same address; the same worker processes reconnect and the result is unchanged."""
+    reference = _reference()
+    keys = str(tmp_path / "keys")
+    subprocess.run([sys.executable, "-m", "dtrain", "keygen", keys], check=True,
+                   capture_output=True)
+    out = str(tmp_path / "run")
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    coordinator = [sys.executable, "-m", "dtrain", "coordinator", "--bind", address,
+                   "--workers", "2", "--keys", keys, "--job", "SlowSteps", "--no-progress",
+                   "--max-steps", str(STEPS), "--checkpoint-every", "5", "--out", out, JOBS]
+    first = subprocess.Popen(coordinator, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers = [subprocess.Popen([sys.executable, "-m", "dtrain", "worker", "--connect", address,
+                                 "--keys", keys, "--rank", str(r), "--job", "SlowSteps", JOBS],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for r in range(2)]
+    try:
+        metrics = os.path.join(out, "metrics.jsonl")
+        deadline = time.monotonic() + 60
+        while _steps_done(metrics) < 17:
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.005)
+        first.kill()
+        first.wait(timeout=10)
+        time.sleep(0.5)  # the workers notice the silence and start retrying
+        assert all(w.poll() is None for w in workers)
+        second = subprocess.run(coordinator + ["--resume", out], capture_output=True, text=True,
+                                timeout=120, check=False)
+        assert second.returncode == 0, second.stderr
+        for w in workers:
+            assert w.wait(timeout=20) == 0
+    finally:
+        for p in [first, *workers]:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    final = dtrain.load(os.path.join(out, "checkpoint.dtrain"))
+    params, _ = reference
+    assert final["step"] == STEPS
+    assert all(np.array_equal(a, b) for a, b in zip(final["model"].values(), params))

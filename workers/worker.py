@@ -85,13 +85,13 @@ class Link(threading.Thread):
         poller = zmq.Poller()
         poller.register(dealer, zmq.POLLIN)
         poller.register(pipe, zmq.POLLIN)
-        interval = self.config.heartbeat_interval
         heard = time.monotonic()
-        next_beat = heard + interval
+        next_beat = heard + self.config.heartbeat_interval
         backoff = BACKOFF_START
         lost_since = None
         try:
             while not self.stop_event.is_set():
+                interval = self.config.heartbeat_interval
                 events = dict(poller.poll(int(interval * 250)))
                 now = time.monotonic()
                 if dealer in events:
@@ -154,6 +154,11 @@ class Link(threading.Thread):
         if msg.type == P.WELCOME:
             self.job_id = msg.job
             self.worker_id = msg.worker
+            settings = msg.fields.get("settings", {})
+            for name in ("heartbeat_interval", "heartbeat_timeout"):
+                value = settings.get(name)
+                if isinstance(value, (int, float)) and value > 0:
+                    setattr(self.config, name, float(value))
             self.ready.set()
         elif msg.type == P.STOP and msg.fields.get("rejoin"):
             log.warning("coordinator does not know this worker: saying hello again")
