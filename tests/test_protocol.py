@@ -212,6 +212,9 @@ REJECTIONS = {
     "job-type": (lambda: with_header(valid_frames(), job=12), "job id must be a string"),
     "garbage-msgpack": (lambda: [b"\xc1\x00"] + valid_frames()[1:], "not valid msgpack"),
     "garbage-truncated": (lambda: [valid_frames()[0][:-3]], "not valid msgpack"),
+    "garbage-deep": (lambda: [b"\x91" * 5000 + b"\xc0"], r"not valid msgpack \(StackError"),
+    "garbage-huge-list": (lambda: [b"\xdd\xff\xff\xff\xff"], "exceeds max_array_len"),
+    "garbage-ext": (lambda: [b"\xc7\x00\x05"], "extension type 5 is not part of the protocol"),
     "garbage-not-map": (lambda: [msgpack.packb([1, 2])], "msgpack list, not a map"),
     "garbage-keys": (
         lambda: with_header(valid_frames(), fields=..., extra=1),

@@ -108,10 +108,14 @@ class ProtocolError(ValueError):
         self.identity = identity  # the ROUTER peer that sent it, when recv knows
 
 
-def _short(value: object, limit: int = 60) -> str:
-    """repr of an untrusted value, cut so an error message stays readable."""
-    text = repr(value)
+def _cut(text: str, limit: int = 60) -> str:
+    """Text cut to ``limit`` characters so an error message stays readable."""
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _short(value: object, limit: int = 60) -> str:
+    """repr of an untrusted value, cut to ``limit`` characters."""
+    return _cut(repr(value), limit)
 
 
 # ---------------------------------------------------------------------------- encode
@@ -182,9 +186,10 @@ class BufferPool:
     """Receive buffers for multi-frame arrays, reused so big receives skip fresh page faults.
 
     Keyed by (name, dtype, shape). A buffer is handed out again only once nothing references it
-    any more (no decoded array, view or memoryview of it is alive), so holding several messages
-    at once is safe: the pool then keeps one buffer per live message. ``max_bytes`` bounds what
-    the pool keeps; beyond it, the least recently used free buffers are dropped.
+    any more (no decoded array, view or memoryview of it is alive, ZeroMQ is not still sending
+    it), so holding several messages at once is safe: the pool then keeps one buffer per live
+    message. ``max_bytes`` bounds what the pool keeps; beyond it, the least recently used free
+    buffers are dropped. Not thread-safe: one pool per receiving thread.
     """
 
     def __init__(self, max_bytes: int = 1 << 32):
@@ -272,9 +277,8 @@ def _unpack_header(view: memoryview) -> dict:
             max_str_len=n, max_bin_len=n, max_array_len=n, max_map_len=n, max_ext_len=0,
         )  # fmt: skip
     except (ValueError, TypeError, OverflowError) as e:  # msgpack's errors are ValueErrors
-        raise ProtocolError(
-            "garbage", f"header is not valid msgpack: {_short(str(e), 120)}"
-        ) from None
+        detail = _cut(f"{type(e).__name__}: {e}".rstrip(": "), 120)
+        raise ProtocolError("garbage", f"header is not valid msgpack ({detail})") from None
     if not isinstance(header, dict):
         raise ProtocolError("garbage", f"header is a msgpack {type(header).__name__}, not a map")
     version = header.get("v")
