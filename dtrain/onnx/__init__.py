@@ -1,0 +1,6 @@
+"""``dtrain.onnx``: export models built from dtrain.nn layers to ONNX (needs ``dtrain[onnx]``)."""
+
+from .export import export
+from .graph import ExportError
+
+__all__ = ["ExportError", "export"]
