@@ -243,7 +243,10 @@ class Optimizer:
                 id_map[int(k)] = p
         new_state: defaultdict = defaultdict(dict)
         for key, value in state_dict["state"].items():
-            k = int(key)
+            try:
+                k = int(key)
+            except (TypeError, ValueError):
+                raise ValueError(f"loaded state key {key!r} is not a parameter index") from None
             if k not in id_map:
                 raise ValueError(f"loaded state refers to parameter {key}, which is in no "
                                  f"parameter group (there are {len(id_map)})")
