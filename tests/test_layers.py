@@ -161,16 +161,24 @@ def test_conv2d_padding_modes_match_finite_differences(mode):
     check_module_fd(layer, RNG.standard_normal((2, 2, 4, 5)))
 
 
-def test_conv2d_only_input_or_only_weight_gradient():
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv2d_only_input_or_only_weight_gradient(stride):
     x = RNG.standard_normal((2, 3, 5, 5))
-    layer = nn.Conv2d(3, 4, 3, stride=2, dtype="float64").requires_grad_(False)
+    layer = nn.Conv2d(3, 4, 3, stride=stride, padding=1, dtype="float64")
     xt = dtrain.tensor(x, requires_grad=True)
     layer(xt).sum().backward()
-    assert xt.grad is not None and layer.weight.grad is None
+    expected_x, expected_w = xt.grad.data, layer.weight.grad.data
+    layer.zero_grad()
+    layer.requires_grad_(False)
+    xt = dtrain.tensor(x, requires_grad=True)
+    layer(xt).sum().backward()
+    assert layer.weight.grad is None
+    np.testing.assert_allclose(xt.grad.data, expected_x, rtol=1e-12, atol=1e-12)
     layer.requires_grad_(True)
     xt = dtrain.tensor(x)
     layer(xt).sum().backward()
-    assert xt.grad is None and layer.weight.grad is not None and layer.bias.grad is not None
+    assert xt.grad is None and layer.bias.grad is not None
+    np.testing.assert_allclose(layer.weight.grad.data, expected_w, rtol=1e-12, atol=1e-12)
 
 
 def test_conv2d_identity_kernel_by_hand():
@@ -313,6 +321,9 @@ def test_pooling_by_hand():
     np.testing.assert_array_equal(out.data, [[[[1.0, 5.0]]]])
     out.sum().backward()  # ties go to the first element of the window (row-major)
     np.testing.assert_array_equal(xt.grad.data, [[[[1, 0, 0, 0], [0, 0, 0, 1]]]])
+    xt.grad = None
+    F.max_pool2d(xt, 2).backward(dtrain.tensor(np.array([[[[np.inf, -2.0]]]])))
+    np.testing.assert_array_equal(xt.grad.data, [[[[np.inf, 0, 0, 0], [0, 0, 0, -2]]]])
     avg = F.avg_pool2d(dtrain.tensor(x), 2, padding=1, count_include_pad=False)
     np.testing.assert_allclose(avg.data, [[[[1.0, 1.0, 1.0], [1.0, 1.0, 5.0]]]])
     avg = F.avg_pool2d(dtrain.tensor(x), 2, padding=1)

@@ -334,14 +334,11 @@ def layer_norm(input: Tensor, normalized_shape, weight=None, bias=None,
     d = int(np.prod(shape))
     X2 = X.reshape(-1, d)
     w, b = (None if W is None else W.reshape(-1)), (None if B is None else B.reshape(-1))
-    xhat = X2 - X2.mean(axis=1, keepdims=True)
-    out = np.square(xhat)
-    invstd = 1.0 / np.sqrt(out.mean(axis=1, keepdims=True) + eps)
-    xhat *= invstd
-    if w is not None:
-        np.multiply(xhat, w, out=out)
-    else:
-        np.copyto(out, xhat)
+    mean_vec = np.full(d, 1.0 / d, dtype=X.dtype)  # row means as one BLAS matrix-vector product
+    xhat = X2 - (X2 @ mean_vec)[:, None]
+    invstd = 1.0 / np.sqrt(np.einsum("nd,nd->n", xhat, xhat) / d + eps)
+    xhat *= invstd[:, None]
+    out = xhat * w if w is not None else xhat.copy()
     if b is not None:
         out += b
 
@@ -350,11 +347,13 @@ def layer_norm(input: Tensor, normalized_shape, weight=None, bias=None,
         gx = None
         if input._requires_grad:
             gxhat = G * w if w is not None else G
-            gx = gxhat - gxhat.mean(axis=1, keepdims=True)
-            gx -= xhat * (gxhat * xhat).mean(axis=1, keepdims=True)
-            gx *= invstd
+            # (gxhat - mean(gxhat) - xhat * mean(gxhat * xhat)) * invstd, row by row
+            gx = xhat * (-np.einsum("nd,nd->n", gxhat, xhat) / d)[:, None]
+            gx += gxhat
+            gx -= (gxhat @ mean_vec)[:, None]
+            gx *= invstd[:, None]
             gx = gx.reshape(X.shape)
-        gw = (G * xhat).sum(axis=0).reshape(shape) if W is not None else None
+        gw = np.einsum("nd,nd->d", G, xhat).reshape(shape) if W is not None else None
         gb = G.sum(axis=0).reshape(shape) if B is not None else None
         return _affine_grads(gx, weight, bias, gw, gb)
 

@@ -77,6 +77,19 @@ def _slices(k, s, d, ho: int, wo: int):
 
 
 # -------------------------------------------------------------------------------- max
+def _window_argmax(Xp: np.ndarray, best: np.ndarray, k, s, d, ho: int, wo: int) -> np.ndarray:
+    """Position (i * kw + j) of each window's first maximum; a NaN window's last NaN, as torch."""
+    views = [Xp[sl] for _, _, sl in _slices(k, s, d, ho, wo)]
+    idx = np.zeros(best.shape, dtype=np.int8 if len(views) < 128 else np.int32)
+    for pos in range(len(views) - 1, -1, -1):  # backwards, so the first maximum writes last
+        idx += (pos - idx) * (views[pos] == best)  # arithmetic: much faster than np.where
+    nan = np.isnan(best)
+    if nan.any():
+        for pos, view in enumerate(views):
+            idx[nan & np.isnan(view)] = pos
+    return idx
+
+
 def max_pool2d(input: Tensor, kernel_size, stride=None, padding=0, dilation=1,
                ceil_mode: bool = False, return_indices: bool = False):
     """Max over each window; with ``return_indices`` also the argmax as flat H*W indices."""
@@ -86,29 +99,30 @@ def max_pool2d(input: Tensor, kernel_size, stride=None, padding=0, dilation=1,
     k, s, p, d, ho, wo = _pool_geometry(X, kernel_size, stride, padding, dilation, ceil_mode,
                                         "max_pool2d")
     Xp = _padded(X, k, s, p, d, ho, wo, -np.inf)
-    best = idx = None
-    for i, j, sl in _slices(k, s, d, ho, wo):
-        v = Xp[sl]
-        if best is None:
-            best, idx = v.copy(), np.zeros(v.shape, dtype=np.int32)
-            continue
-        take = (v > best) | np.isnan(v)
-        np.copyto(best, v, where=take)
-        idx[take] = i * k[1] + j
+    best = None
+    for _, _, sl in _slices(k, s, d, ho, wo):
+        best = Xp[sl].copy() if best is None else np.maximum(best, Xp[sl], out=best)
+    disjoint = all(s[a] >= d[a] * (k[a] - 1) + 1 for a in range(2))
 
     def backward(grad):
         G = grad[None] if unbatched else grad
+        idx = _window_argmax(Xp, best, k, s, d, ho, wo)
+        finite = np.isfinite(G).all()  # then G * mask is exact (inf * 0 would be NaN)
         gxp = np.zeros(Xp.shape, dtype=X.dtype)
         for i, j, sl in _slices(k, s, d, ho, wo):
-            target = gxp[sl]
-            np.add(target, G, out=target, where=idx == i * k[1] + j)
+            mask = idx == i * k[1] + j
+            routed = G * mask if finite else np.where(mask, G, 0)
+            if disjoint:  # every input element is in one window at most
+                gxp[sl] = routed
+            else:
+                gxp[sl] += routed
         gx = gxp[:, :, p[0]:p[0] + X.shape[2], p[1]:p[1] + X.shape[3]]
-        gx = np.ascontiguousarray(gx[0] if unbatched else gx)
-        return (gx,)
+        return (np.ascontiguousarray(gx[0] if unbatched else gx),)
 
     out = _op(best[0] if unbatched else best, (input,), backward, "MaxPool2DWithIndicesBackward0")
     if not return_indices:
         return out
+    idx = _window_argmax(Xp, best, k, s, d, ho, wo)
     rows = np.arange(ho).reshape(-1, 1) * s[0] - p[0] + (idx // k[1]) * d[0]
     cols = np.arange(wo) * s[1] - p[1] + (idx % k[1]) * d[1]
     flat = (rows * X.shape[3] + cols).astype(np.int64)
