@@ -41,6 +41,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -105,18 +106,54 @@ def dealer(ctx: zmq.Context, connect: str, server_key: str | None) -> zmq.Socket
     return sock
 
 
-def role_floor_dealer(connect: str, model: str, rounds: int, server_key: str | None) -> None:
-    """Floor worker: send the gradient bytes as raw frames, receive the parameter bytes."""
+def role_floor_dealer(connect: str, model: str, rounds: int, server_key: str | None,
+                      hop: bool = False) -> None:
+    """Floor worker: send the gradient bytes as raw frames, receive the parameter bytes.
+
+    With ``hop`` the frames take the path of a dtrain worker's: the main thread hands them over
+    an inproc PAIR to an I/O thread that owns the DEALER, and the reply comes back the same way.
+    """
     ctx = zmq.Context()
-    sock = dealer(ctx, connect, server_key)
     grads = [np.full(s, 0.5, np.float32) for s in param_shapes(model)]
+    if hop:
+        sock = ctx.socket(zmq.PAIR)
+        sock.bind("inproc://bench-hop")
+        thread = threading.Thread(target=_hop_thread, args=(ctx, connect, server_key, rounds),
+                                  daemon=True)
+        thread.start()
+    else:
+        sock = dealer(ctx, connect, server_key)
     for _ in range(rounds):
         sock.send_multipart(grads, copy=False)
         if not sock.poll(int(ROUND_TIMEOUT * 1000)):
             raise SystemExit("floor dealer: no reply from the router")
         sock.recv_multipart(copy=False)
+    if hop:
+        thread.join()
     sock.close()
     ctx.term()
+
+
+def _hop_thread(ctx: zmq.Context, connect: str, server_key: str | None, rounds: int) -> None:
+    """The I/O thread of a hop floor: forward pipe -> DEALER and DEALER -> pipe, as a worker."""
+    pipe = ctx.socket(zmq.PAIR)
+    pipe.connect("inproc://bench-hop")
+    sock = dealer(ctx, connect, server_key)
+    poller = zmq.Poller()
+    poller.register(sock, zmq.POLLIN)
+    poller.register(pipe, zmq.POLLIN)
+    replies = 0
+    while replies < rounds:
+        events = dict(poller.poll(int(ROUND_TIMEOUT * 1000)))
+        if not events:
+            break
+        if pipe in events:
+            sock.send_multipart(pipe.recv_multipart(copy=False), copy=False)
+        if sock in events:
+            pipe.send_multipart(sock.recv_multipart(copy=False), copy=False)
+            replies += 1
+    pipe.close()
+    sock.close()
 
 
 def role_exchange_dealer(connect: str, model: str, rounds: int, checks: bool,
@@ -147,11 +184,13 @@ def role_exchange_dealer(connect: str, model: str, rounds: int, checks: bool,
     ctx.term()
 
 
-def spawn_role(role: str, router: Router, model: str, rounds: int, checks: bool = False):
+def spawn_role(role: str, router: Router, model: str, rounds: int, checks: bool = False,
+               hop: bool = False):
     """Start one helper process of this file in the given role, connecting to ``router``."""
     argv = [sys.executable, os.path.abspath(__file__), "--role", role, "--connect",
             router.address, "--model", model, "--rounds", str(rounds)]
     argv += ["--checks"] if checks else []
+    argv += ["--hop"] if hop else []
     argv += ["--server-key", router.public_key.decode()] if router.public_key else []
     return subprocess.Popen(argv, env=child_env(), stdin=subprocess.DEVNULL)
 
@@ -200,10 +239,12 @@ def timed_rounds(one_round, warmup: int, rounds: int) -> list[float]:
     return seconds
 
 
-def floor_round(model: str, dealers: int, warmup: int, rounds: int, curve: bool = False) -> float:
+def floor_round(model: str, dealers: int, warmup: int, rounds: int, curve: bool = False,
+                hop: bool = False) -> float:
     """Median seconds of one raw round: every dealer's gradient bytes in, parameter bytes out."""
     router = Router(curve)
-    procs = [spawn_role("floor-dealer", router, model, warmup + rounds) for _ in range(dealers)]
+    procs = [spawn_role("floor-dealer", router, model, warmup + rounds, hop=hop)
+             for _ in range(dealers)]
     params = [np.full(s, 0.25, np.float32) for s in param_shapes(model)]
 
     def one_round():
@@ -397,6 +438,8 @@ def part_one(args) -> None:
                 for curve in (False, True) if secure else (False,):
                     floors.setdefault((dealers, curve), []).append(
                         floor_round("MLP512", dealers, warm, rounds, curve))
+            floors.setdefault("hop", []).append(
+                floor_round("MLP512", 1, warm, rounds, hop=True))
             for label, workers, curve, extra in runs:
                 fits.setdefault((batch, label), []).append(
                     fit_run("MLP512", workers, batch, warm, steps, insecure=not curve, **extra))
@@ -425,6 +468,9 @@ def part_one(args) -> None:
         ratios = ", ".join(f"{label} {base / best(fits[(batch, label)])['step']:.2f}x"
                            for label, workers, _, _ in runs if workers)
         print(f"{'':>5} speed-up over in-process: {ratios}")
+    print(f"floor through a worker-style I/O thread (inproc PAIR hop), 1 dealer: "
+          f"{fmt_ms(floor['hop']).strip()} ms = {floor['hop'] / floor[(1, False)]:.2f}x the "
+          "raw floor")
     if secure:
         print(f"floor with CURVE: 1 dealer {fmt_ms(floor[(1, True)]).strip()} ms, 2 dealers "
               f"{fmt_ms(floor[(2, True)]).strip()} ms (dtrain.fit encrypts local runs by "
@@ -548,8 +594,8 @@ def profile_run(args, batch: int) -> None:
     print_breakdown("coordinator", pstats.Stats(profiler), steps, COORDINATOR_PARTS)
     for rank, path in enumerate(outs):
         if os.path.exists(path):
-            print_breakdown(f"worker {rank} (compute thread, whole run)", pstats.Stats(path),
-                            warm + steps, WORKER_PARTS)
+            print_breakdown(f"worker {rank} (compute thread; all {warm + steps} tasks)",
+                            pstats.Stats(path), warm + steps, WORKER_PARTS)
     print_top("coordinator", pstats.Stats(profiler), args.top)
     if os.path.exists(outs[0]):
         print_top("worker 0, whole run", pstats.Stats(outs[0]), args.top)
@@ -572,12 +618,13 @@ COORDINATOR_PARTS = [
     ("  Trainer.plan", "trainer.py", "plan"),
 ]
 WORKER_PARTS = [
-    ("waiting for TASK (pipe recv)", "socket.py", "recv_multipart"),
     ("TASK handling (Worker._task)", "worker.py", "_task"),
-    ("  forward/backward (node_value)", "compute.py", "node_value"),
-    ("  GRADS encode", "protocol.py", "encode"),
+    ("  forward/backward (ShardComputer.node_value)", "compute.py", "node_value"),
+    ("  blas_threads enter+exit (threadpoolctl)", "trainer.py", "blas_threads"),
     ("  TASK checks (expect_arrays)", "protocol.py", "expect_arrays"),
-    ("decode (TASK)", "protocol.py", "decode"),
+    ("  GRADS encode", "protocol.py", "encode"),
+    ("  GRADS handed to the I/O thread (send)", "socket.py", "send_multipart"),
+    ("TASK decode (compute thread)", "protocol.py", "decode"),
 ]
 
 
@@ -604,7 +651,7 @@ def _line(path: str, number: int) -> str:
 
 
 def print_breakdown(who: str, stats: pstats.Stats, steps: int, parts) -> None:
-    print(f"-- {who}: cumulative ms per step")
+    print(f"-- {who}: cumulative ms per step (cProfile inflates Python-heavy code)")
     for label, suffix, name in parts:
         print(f"   {label:<44} {cumulative(stats, suffix, name) / steps * 1e3:8.2f}")
 
@@ -638,9 +685,11 @@ def main() -> None:
     parser.add_argument("--model", default="MLP512", help=argparse.SUPPRESS)
     parser.add_argument("--checks", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--server-key", help=argparse.SUPPRESS)
+    parser.add_argument("--hop", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role == "floor-dealer":
-        return role_floor_dealer(args.connect, args.model, args.rounds, args.server_key)
+        return role_floor_dealer(args.connect, args.model, args.rounds, args.server_key,
+                                 args.hop)
     if args.role == "exchange-dealer":
         return role_exchange_dealer(args.connect, args.model, args.rounds, args.checks,
                                     args.server_key)
