@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -61,12 +62,16 @@ def _settings_options(func):
               help="Turn CURVE encryption off (debugging only; prints a warning).")
 @click.option("--resume", type=click.Path(exists=True, file_okay=False), default=None,
               help="Continue from the newest valid checkpoint of an earlier run's --out DIR.")
+@click.option("--metrics-port", type=click.IntRange(min=0, max=65535), default=None,
+              help="Serve Prometheus /metrics and a JSON /status on this port (0: any free).")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True,
+              help="Interface for the metrics/status server.")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Show a progress bar and per-epoch lines on stderr.")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 @_settings_options
-def launch(script, workers, job_name, out, bind, max_restarts, insecure, resume, progress,
-           verbose, **settings):
+def launch(script, workers, job_name, out, bind, max_restarts, insecure, resume, metrics_port,
+           metrics_host, progress, verbose, **settings):
     """Train SCRIPT with a coordinator here and WORKERS local worker processes."""
     _setup_logging(verbose)
     from launcher.run import RunConfig, run
@@ -82,7 +87,7 @@ def launch(script, workers, job_name, out, bind, max_restarts, insecure, resume,
         out = os.path.join("runs", os.path.splitext(os.path.basename(script))[0])
     config = RunConfig(job=script, workers=workers, job_name=job_name, out=out, bind=bind,
                        max_restarts=max_restarts, progress=progress, resume=resume,
-                       insecure=insecure,
+                       insecure=insecure, metrics_port=metrics_port, metrics_host=metrics_host,
                        overrides={k: v for k, v in settings.items() if v is not None})
     _run_or_exit("dtrain launch", config, run, verbose, out)
 
@@ -104,12 +109,16 @@ def launch(script, workers, job_name, out, bind, max_restarts, insecure, resume,
               help="Directory for metrics.jsonl and checkpoints [default: runs/SCRIPT].")
 @click.option("--resume", type=click.Path(exists=True, file_okay=False), default=None,
               help="Continue from the newest valid checkpoint of an earlier run's --out DIR.")
+@click.option("--metrics-port", type=click.IntRange(min=0, max=65535), default=None,
+              help="Serve Prometheus /metrics and a JSON /status on this port (0: any free).")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True,
+              help="Interface for the metrics/status server.")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Show a progress bar and per-epoch lines on stderr.")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 @_settings_options
 def coordinator(script, bind, remote_workers, job_name, job_id, keys_dir, allow_dir, insecure,
-                out, resume, progress, verbose, **settings):
+                out, resume, metrics_port, metrics_host, progress, verbose, **settings):
     """Coordinate SCRIPT's training for workers started elsewhere (dtrain worker --connect)."""
     _setup_logging(verbose)
     from launcher.run import RunConfig, run
@@ -123,6 +132,7 @@ def coordinator(script, bind, remote_workers, job_name, job_id, keys_dir, allow_
     config = RunConfig(job=script, workers=0, remote_workers=remote_workers, job_name=job_name,
                        out=out, bind=bind, progress=progress, resume=resume, insecure=insecure,
                        job_id=job_id, keys_dir=keys_dir, allow_dir=allow_dir,
+                       metrics_port=metrics_port, metrics_host=metrics_host,
                        overrides={k: v for k, v in settings.items() if v is not None})
     _run_or_exit("dtrain coordinator", config, run, verbose, out)
 
@@ -143,6 +153,22 @@ def _run_or_exit(what: str, config, run, verbose: int, out: str) -> None:
     summary = ", ".join(f"{k} {v:.4f}" for k, v in last.items()
                         if k.startswith(("val_", "train_loss")) and isinstance(v, float))
     click.echo(f"done: {len(history.steps)} steps; {summary}; outputs in {out}", err=True)
+
+
+@main.command()
+@click.argument("address")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON status.")
+@click.option("--timeout", type=float, default=5.0, show_default=True,
+              help="Seconds to wait for the coordinator.")
+def status(address, as_json, timeout):
+    """Show the live state of a run: ADDRESS is the coordinator's --metrics-port (HOST:PORT)."""
+    from dtrain.dist.status import fetch_status, format_status
+
+    try:
+        info = fetch_status(address, timeout)
+    except OSError as e:
+        raise click.ClickException(f"no dtrain status at {address}: {e}") from e
+    click.echo(json.dumps(info, indent=2) if as_json else format_status(info))
 
 
 def _warn_insecure() -> None:

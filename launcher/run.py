@@ -43,6 +43,9 @@ class RunConfig:
     remote_workers: int = 0  # workers started elsewhere (dtrain worker --connect ...)
     keys_dir: str | None = None  # coordinator.key_secret (+ allowed *.key) for remote workers
     allow_dir: str | None = None  # allowed workers' public keys, if not in keys_dir
+    metrics_port: int | None = None  # serve /metrics and /status on this port (0: any)
+    metrics_host: str = "127.0.0.1"
+    monitor_address: str | None = None  # set by run(): where the monitor listens
     overrides: dict = field(default_factory=dict)
 
 
@@ -125,8 +128,14 @@ def run(config: RunConfig):
                           append=resume_state is not None)
     procs = None
     executor = None
+    monitor = None
     old_handlers = install_signal_handlers()
     try:
+        if config.metrics_port is not None:
+            from dtrain.dist.monitor import Monitor
+
+            monitor = Monitor(config.metrics_port, config.metrics_host)
+            config.monitor_address = monitor.address
         if config.workers > 0 or config.remote_workers > 0:
             from dtrain.dist.coordinator import ZmqExecutor
 
@@ -146,9 +155,19 @@ def run(config: RunConfig):
                 executor.idle_hook = lambda: _supervise(procs, executor)
         progress = None
 
+        def publish(kind=None, info=None):
+            if monitor is not None:
+                monitor.publish(**(executor.snapshot() if executor is not None else {}))
+
+        if executor is not None:
+            executor.on_event = publish
+
         def on_step(r):
             metrics.write("step", r)
             progress.step(r)
+            if monitor is not None:
+                monitor.on_step(r)
+                publish()
 
         def on_epoch(r):
             metrics.write("epoch", r)
@@ -162,7 +181,12 @@ def run(config: RunConfig):
             log.warning("resumed at step %d (epoch %d, batch %d)", trainer.step, trainer.epoch,
                         trainer.batch)
         progress = Progress(config.progress, trainer.batches_per_epoch(), settings.epochs)
+        if monitor is not None:
+            monitor.publish(state="waiting for workers", job=type(job).__name__,
+                            steps_per_epoch=trainer.batches_per_epoch(), epochs=settings.epochs)
         history = trainer.run()
+        if monitor is not None:
+            monitor.publish(state="finished")
         if config.out:
             from dtrain.io import save
 
@@ -172,6 +196,8 @@ def run(config: RunConfig):
     finally:
         restore_signal_handlers(old_handlers)
         metrics.close()
+        if monitor is not None:
+            monitor.close()
         if procs is not None:
             procs.close()
 

@@ -377,6 +377,7 @@ class ZmqExecutor:
         self.next_beat = now + self.settings.heartbeat_interval
         for info in list(self.workers.values()):
             self._send(info.identity, P.Message(P.HEARTBEAT, self.job_id, -1, info.id))
+        self.on_event("tick", {})
 
     def expire(self) -> None:
         """Evict workers silent for longer than the heartbeat timeout."""
@@ -419,10 +420,12 @@ class ZmqExecutor:
                                              "comm_s": round(w.comm_seconds, 6)}
                                  for w in self.workers.values()}}
 
-    def status(self) -> dict:
-        now = time.monotonic()
-        return {"workers": [{"id": w.id, "name": w.name, "pid": w.pid, "host": w.host,
-                             "last_heartbeat_s": round(now - w.last_seen, 3)}
+    def snapshot(self) -> dict:
+        """Plain data for the status page: workers (``seen`` is a monotonic time), counters."""
+        return {"job_id": self.job_id, "address": self.address,
+                "workers": [{"id": w.id, "name": w.name, "pid": w.pid, "host": w.host,
+                             "seen": w.last_seen, "compute_s": round(w.compute_seconds, 6),
+                             "comm_s": round(w.comm_seconds, 6), "steps": w.steps}
                             for w in sorted(self.workers.values(), key=lambda w: w.id)],
                 "rejected": self.rejected, "evictions": self.evictions,
-                "host": _socket.gethostname(), "pid": os.getpid()}
+                "coordinator": {"host": _socket.gethostname(), "pid": os.getpid()}}
