@@ -225,3 +225,58 @@ def worker(script, connect, rank, job_name, job_id, name, keys_dir, insecure, ve
     except KeyboardInterrupt:
         code = 130
     sys.exit(code)
+
+
+def _shape_option(ctx, param, value):
+    """Parse '1,64' into (1, 64)."""
+    if value is None:
+        return None
+    try:
+        shape = tuple(int(n) for n in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected sizes separated by commas, e.g. 1,64; got {value!r}")
+    if not shape or min(shape) < 1:
+        raise click.BadParameter(f"sizes must be positive, got {value!r}")
+    return shape
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
+@click.option("--script", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Training script whose Job builds the model.")
+@click.option("--onnx", "out", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the ONNX model.")
+@click.option("--job", "job_name", default=None, help="Job class to use when SCRIPT has several.")
+@click.option("--input-shape", callback=_shape_option, default=None,
+              help="Example input shape, e.g. 1,64 [default: one sample of train_data()].")
+@click.option("--opset", type=click.IntRange(min=13), default=17, show_default=True,
+              help="ONNX opset version.")
+@click.option("--dynamic-batch/--static-batch", default=True, show_default=True,
+              help="Make dim 0 of inputs and outputs a symbolic batch size.")
+def export(checkpoint, script, out, job_name, input_shape, opset, dynamic_batch):
+    """Export SCRIPT's model with CHECKPOINT's weights to an ONNX file."""
+    from dtrain.onnx import export_checkpoint
+
+    try:
+        proto = export_checkpoint(checkpoint, script, out, job_name=job_name,
+                                  input_shape=input_shape, opset=opset,
+                                  dynamic_batch=dynamic_batch)
+    except (ImportError, ValueError, RuntimeError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"wrote {out} ({len(proto.graph.node)} nodes, opset {opset})")
+
+
+@main.command()
+@click.argument("metrics", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--out", default="curves.png", show_default=True,
+              type=click.Path(dir_okay=False), help="PNG file to write.")
+def plot(metrics, out):
+    """Plot loss, validation metric and learning rate of one or more metrics.jsonl files."""
+    from dtrain.plot import plot_metrics
+
+    try:
+        plot_metrics(metrics, out)
+    except (ImportError, ValueError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"wrote {out}")
