@@ -127,6 +127,9 @@ CONV_CASES = [
     (conv_args(2, 4, 3, stride=2, padding=1, padding_mode="replicate"), (2, 2, 7, 6)),
     (conv_args(2, 2, 3, padding=(1, 2), padding_mode="circular", groups=2), (2, 2, 5, 4)),
     (conv_args(3, 4, 3, padding=1), (3, 6, 5)),  # unbatched
+    (conv_args(1, 4, 3, padding=1), (2, 1, 5, 6)),  # many more outputs than inputs: col2im
+    (conv_args(1, 5, (2, 3), padding=(2, 1), dilation=(1, 2), padding_mode="replicate"),
+     (2, 1, 5, 7)),
 ]
 
 
@@ -152,6 +155,8 @@ def test_conv2d_gradients_match_finite_differences(kwargs, shape):
     b = RNG.standard_normal(6)
     check_fd(lambda x, w, b: F.conv2d(x, w, b, **kwargs), x, w, b)
     check_fd(lambda x, w: F.conv2d(x, w, **kwargs), x, w)
+    wide = RNG.standard_normal((14, 4 // kwargs.get("groups", 1), 2, 3))  # 14 > 3 * 4
+    check_fd(lambda x, w: F.conv2d(x, w, **kwargs), x, wide)
 
 
 @pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])

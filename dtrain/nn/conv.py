@@ -5,8 +5,9 @@ reused column buffer (a strided view, so one copy) and multiplied by the weights
 call per group. Chunks keep the columns in cache and nothing of batch size but the result is
 allocated. Backward for stride 1 unfolds only the output gradient, once: its windows times the
 flipped weights give the input gradient and times the input give the weight gradient. Strided
-convolutions unfold the input for the weight gradient and add the columns back by col2im: one
-strided add per kernel position (kh * kw of them), never a loop over pixels.
+convolutions (and those with many more output than input channels) unfold the input for the
+weight gradient and add the column gradients back by col2im: one strided add per kernel
+position (kh * kw of them), never a loop over pixels.
 """
 
 from __future__ import annotations
@@ -266,7 +267,7 @@ def _conv2d(input: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple, p
     if unbatched:
         X = X[None]
     _check_conv_args(X, Wt, B, groups)
-    n, _, h, w = X.shape
+    n, c, h, w = X.shape
     o, cg, kh, kw = Wt.shape
     (sh, sw), (dh, dw) = stride, dilation
     ho = _out_size(h, pads[0], kh, sh, dh)
@@ -286,7 +287,8 @@ def _conv2d(input: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple, p
         G4 = G.reshape(n, groups, o // groups, ho * wo)
         gx = gw = gb = None
         need_x, need_w = input._requires_grad, weight._requires_grad
-        if stride == (1, 1) and need_x:
+        # Unfolding G (o channels) beats unfolding X (c channels) plus col2im unless o >> c.
+        if stride == (1, 1) and need_x and o <= 3 * c:
             full = padding_mode != "zeros"
             gx, gw = _stride1_grads(G, Xp if full else X, Wt, groups, pads, dilation, full,
                                     need_x, need_w)
