@@ -78,7 +78,7 @@ class GraphBuilder:
             if key in self._small:
                 return self._small[key]
         out = self.fresh(name or "const")
-        self.initializers[out] = np.ascontiguousarray(array)
+        self.initializers[out] = np.array(array, order="C")  # ascontiguousarray makes 0-d 1-d
         if key is not None:
             self._small[key] = out
         return out

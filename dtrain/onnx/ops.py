@@ -137,6 +137,12 @@ def _var(tr, out, a, dim=None, unbiased=None, keepdim=False, correction=None):
     return tr.g.op("Div", [total, denominator])
 
 
+@converts(T, "std")
+def _std(tr, out, a, dim=None, unbiased=None, keepdim=False, correction=None):
+    variance = _var(tr, out, a, dim, unbiased, keepdim, correction)
+    return tr.g.op("Sqrt", [variance])
+
+
 def _argreduce(op_type: str):
     def convert(tr, out, self, dim=None, keepdim=False):
         x = tr.name(self)

@@ -31,9 +31,9 @@ _install_lock = threading.Lock()
 OP_MODULES = ("dtrain.autograd.tensor", "dtrain.autograd.creation", "dtrain.nn._kernels",
               "dtrain.nn.conv", "dtrain.nn.pooling", "dtrain.nn.normalization", "dtrain.nn.sparse",
               "dtrain.nn.dropout", "dtrain.nn.functional")
-# public functions of those modules that are not ops, or are made of traced ops
+# public functions of those modules that are not ops
 NOT_OPS = {"get_default_dtype", "set_default_dtype", "collect_batch_stats", "keyed_dropout",
-           "keyed_uniform", "check_reduction", "std"}
+           "keyed_uniform", "check_reduction"}
 # Tensor methods that make tensors without going through a module-level op function
 TENSOR_METHODS = ("type", "clone", "detach", "argmax", "argmin", "sign", "isnan", "isfinite",
                   "any", "all", "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__",
