@@ -50,7 +50,7 @@ def _rates(record: dict, where: str) -> list[float] | None:
 
 
 def read_metrics(path, label: str | None = None) -> Run:
-    """Parse one metrics.jsonl; a malformed line raises ValueError naming the file and line."""
+    """Parse one metrics.jsonl; a malformed line raises MetricsError naming the file and line."""
     path = os.fspath(path)
     run = Run(label if label is not None else _run_name(path))
     with open(path, encoding="utf-8") as f:
@@ -107,13 +107,17 @@ def require_matplotlib():
     return Figure, FigureCanvasAgg
 
 
-def plot_metrics(paths, out) -> str:
-    """Draw the runs in ``paths`` (metrics.jsonl files) into the PNG ``out``; returns its path."""
+def read_runs(paths) -> list[Run]:
+    """Parse several metrics.jsonl files, labelled by their directories."""
     paths = [os.fspath(p) for p in paths]
     if not paths:
-        raise ValueError("plot_metrics needs at least one metrics.jsonl file")
+        raise ValueError("plotting needs at least one metrics.jsonl file")
+    return [read_metrics(p, label) for p, label in zip(paths, _labels(paths))]
+
+
+def figure(runs: list[Run]):
+    """A 1200 x 900 matplotlib Figure (on an Agg canvas) of loss, validation metric and lr."""
     Figure, FigureCanvasAgg = require_matplotlib()
-    runs = [read_metrics(p, label) for p, label in zip(paths, _labels(paths))]
     fig = Figure(figsize=(WIDTH_IN, HEIGHT_IN), dpi=DPI)
     FigureCanvasAgg(fig)
     loss_ax, val_ax, lr_ax = fig.subplots(3, 1, sharex=True)
@@ -136,6 +140,13 @@ def plot_metrics(paths, out) -> str:
     if handles:
         loss_ax.legend(handles, names, loc="upper right")
     fig.suptitle("dtrain: " + ", ".join(run.label for run in runs))
+    return fig
+
+
+def plot_metrics(paths, out) -> str:
+    """Draw the runs in ``paths`` (metrics.jsonl files) into the PNG ``out``; returns its path."""
+    require_matplotlib()
+    fig = figure(read_runs(paths))
     fig.savefig(os.fspath(out), dpi=DPI, format="png")
     return os.fspath(out)
 
