@@ -36,6 +36,7 @@ import itertools
 import json
 import os
 import pstats
+import shutil
 import socket
 import statistics
 import subprocess
@@ -203,17 +204,23 @@ class Router:
     paid once per connection, while encryption is paid on every byte, which is what we time).
     """
 
-    def __init__(self, curve: bool = False):
+    def __init__(self, curve: bool = False, ipc: bool = False):
         self.ctx = zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.public_key = None
+        self.tmpdir = None
         if curve:
             self.public_key, self.sock.curve_secretkey = zmq.curve_keypair()
             self.sock.curve_publickey = self.public_key
             self.sock.curve_server = True
-        port = self.sock.bind_to_random_port("tcp://127.0.0.1")
-        self.address = f"tcp://127.0.0.1:{port}"
+        if ipc:  # a Unix socket in a private directory: only this user can connect
+            self.tmpdir = tempfile.mkdtemp(prefix="dtrain-bench-")
+            self.address = f"ipc://{self.tmpdir}/router"
+            self.sock.bind(self.address)
+        else:
+            port = self.sock.bind_to_random_port("tcp://127.0.0.1")
+            self.address = f"tcp://127.0.0.1:{port}"
 
     def recv(self, procs) -> list:
         """One multipart message, failing (not hanging) when no helper sends one."""
@@ -225,6 +232,8 @@ class Router:
 
     def close(self) -> None:
         self.sock.close(linger=0)
+        if self.tmpdir is not None:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
 def timed_rounds(one_round, warmup: int, rounds: int) -> list[float]:
@@ -240,9 +249,9 @@ def timed_rounds(one_round, warmup: int, rounds: int) -> list[float]:
 
 
 def floor_round(model: str, dealers: int, warmup: int, rounds: int, curve: bool = False,
-                hop: bool = False) -> float:
+                hop: bool = False, ipc: bool = False) -> float:
     """Median seconds of one raw round: every dealer's gradient bytes in, parameter bytes out."""
-    router = Router(curve)
+    router = Router(curve, ipc)
     procs = [spawn_role("floor-dealer", router, model, warmup + rounds, hop=hop)
              for _ in range(dealers)]
     params = [np.full(s, 0.25, np.float32) for s in param_shapes(model)]
@@ -440,6 +449,7 @@ def part_one(args) -> None:
                         floor_round("MLP512", dealers, warm, rounds, curve))
             floors.setdefault("hop", []).append(
                 floor_round("MLP512", 1, warm, rounds, hop=True))
+            floors.setdefault("ipc", []).append(floor_round("MLP512", 1, warm, rounds, ipc=True))
             for label, workers, curve, extra in runs:
                 fits.setdefault((batch, label), []).append(
                     fit_run("MLP512", workers, batch, warm, steps, insecure=not curve, **extra))
@@ -471,6 +481,8 @@ def part_one(args) -> None:
     print(f"floor through a worker-style I/O thread (inproc PAIR hop), 1 dealer: "
           f"{fmt_ms(floor['hop']).strip()} ms = {floor['hop'] / floor[(1, False)]:.2f}x the "
           "raw floor")
+    print(f"floor over ipc:// (Unix socket) instead of tcp://127.0.0.1, 1 dealer: "
+          f"{fmt_ms(floor['ipc']).strip()} ms = {floor['ipc'] / floor[(1, False)]:.2f}x")
     if secure:
         print(f"floor with CURVE: 1 dealer {fmt_ms(floor[(1, True)]).strip()} ms, 2 dealers "
               f"{fmt_ms(floor[(2, True)]).strip()} ms (dtrain.fit encrypts local runs by "
@@ -512,6 +524,8 @@ def part_two(args) -> None:
             (floor_round("MLP2048", 1, warm, rounds), ""))
         found.setdefault("  raw round over CURVE", []).append(
             (floor_round("MLP2048", 1, warm, rounds, curve=True), ""))
+        found.setdefault("  raw round over ipc://", []).append(
+            (floor_round("MLP2048", 1, warm, rounds, ipc=True), ""))
         for label, pool, checks, curve in EXCHANGES:
             found.setdefault(label, []).append(
                 protocol_exchange("MLP2048", warm, rounds, pool=pool, checks=checks, curve=curve))
