@@ -46,6 +46,8 @@ class RunConfig:
     metrics_port: int | None = None  # serve /metrics and /status on this port (0: any)
     metrics_host: str = "127.0.0.1"
     monitor_address: str | None = None  # set by run(): where the monitor listens
+    starter: object | None = None  # more workers (launcher.hostfile): .count, start(address,
+    # job_id, client_keys, threads), poll() -> [(pid, code)], .procs, .failed, close()
     overrides: dict = field(default_factory=dict)
 
 
@@ -136,14 +138,15 @@ def run(config: RunConfig):
 
             monitor = Monitor(config.metrics_port, config.metrics_host)
             config.monitor_address = monitor.address
-        if config.workers > 0 or config.remote_workers > 0:
+        started = config.starter.count if config.starter is not None else 0
+        if config.workers > 0 or config.remote_workers > 0 or started > 0:
             from dtrain.dist.coordinator import ZmqExecutor
 
             job_id = config.job_id or (resume_state or {}).get("job_id") or new_job_id()
             server_keys, client_keys = _keys(config)
             executor = ZmqExecutor(config.bind, expected_workers=config.workers
-                                   + config.remote_workers, job_id=job_id, digest=digest,
-                                   settings=settings, keys=server_keys)
+                                   + config.remote_workers + started, job_id=job_id,
+                                   digest=digest, settings=settings, keys=server_keys)
             log.warning("coordinator of job %s listening on %s", job_id, executor.address)
             if config.workers > 0:
                 procs = LocalWorkers(config.workers, executor.address, script, job_id,
@@ -152,7 +155,11 @@ def run(config: RunConfig):
                                      env=client_keys.env() if client_keys else {},
                                      insecure=config.insecure)
                 procs.start()
-                executor.idle_hook = lambda: _supervise(procs, executor)
+            if config.starter is not None:
+                config.starter.start(executor.address, job_id, client_keys, settings.threads)
+            groups = [g for g in (procs, config.starter) if g is not None]
+            if groups:
+                executor.idle_hook = lambda: _supervise(groups, executor)
         progress = None
 
         def publish(kind=None, info=None):
@@ -200,6 +207,8 @@ def run(config: RunConfig):
             monitor.close()
         if procs is not None:
             procs.close()
+        if config.starter is not None:
+            config.starter.close()
 
 
 def _keys(config: RunConfig):
@@ -229,11 +238,14 @@ def _find_resume_state(directory: str) -> dict:
     raise LaunchError(f"no valid checkpoint to resume from in {directory}")
 
 
-def _supervise(procs: LocalWorkers, executor) -> None:
+def _supervise(groups: list, executor) -> None:
     """Called while the coordinator waits: restart crashed workers, fail when none can run."""
-    for pid, code in procs.poll():
-        executor.evict_pid(pid, f"process exited with code {code}")
-    if len(procs.failed) == len(procs.procs) and not executor.workers:
-        codes = ", ".join(str(p.popen.returncode) for p in procs.failed)
-        raise LaunchError(f"all {len(procs.procs)} workers exited (codes {codes}); see their "
+    for procs in groups:
+        for pid, code in procs.poll():
+            executor.evict_pid(pid, f"process exited with code {code}")
+    everyone = [p for procs in groups for p in procs.procs]
+    failed = [p for procs in groups for p in procs.failed]
+    if len(failed) == len(everyone) and not executor.workers:
+        codes = ", ".join(str(p.popen.returncode) for p in failed)
+        raise LaunchError(f"all {len(everyone)} workers exited (codes {codes}); see their "
                           "output above")
