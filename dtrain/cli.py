@@ -66,17 +66,45 @@ def _settings_options(func):
               help="Serve Prometheus /metrics and a JSON /status on this port (0: any free).")
 @click.option("--metrics-host", default="127.0.0.1", show_default=True,
               help="Interface for the metrics/status server.")
+@click.option("--hostfile", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Also start workers over ssh on these hosts ('HOST slots=N' per line).")
+@click.option("--ssh-command", default="ssh -o BatchMode=yes", show_default=True,
+              help="Runs a command on a host; called as: SSH_COMMAND HOST COMMAND.")
+@click.option("--remote-python", default="python3", show_default=True,
+              help="Python with dtrain installed, on the hostfile's hosts.")
+@click.option("--remote-workdir", default=None,
+              help="Directory on the hosts that SCRIPT is relative to [default: this one].")
+@click.option("--slurm/--no-slurm", default=None,
+              help="srun task 0 coordinates, the others are workers [default: on when "
+                   "SLURM_PROCID is set].")
+@click.option("--port", type=click.IntRange(min=1, max=65535), default=29500, show_default=True,
+              help="Coordinator port under Slurm.")
+@click.option("--keys", "keys_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="dtrain keygen directory, needed by Slurm tasks (on a shared filesystem).")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Show a progress bar and per-epoch lines on stderr.")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 @_settings_options
 def launch(script, workers, job_name, out, bind, max_restarts, insecure, resume, metrics_port,
-           metrics_host, progress, verbose, **settings):
-    """Train SCRIPT with a coordinator here and WORKERS local worker processes."""
+           metrics_host, hostfile, ssh_command, remote_python, remote_workdir, slurm, port,
+           keys_dir, progress, verbose, **settings):
+    """Train SCRIPT with a coordinator here and WORKERS local worker processes (plus hostfile
+    workers over ssh; under srun, task 0 coordinates and the other tasks are workers)."""
     _setup_logging(verbose)
     from launcher.run import RunConfig, run
     from workers.worker import set_process_title
 
+    ctx = click.get_current_context()
+    defaulted = {name for name in ("workers", "bind")
+                 if ctx.get_parameter_source(name) == click.core.ParameterSource.DEFAULT}
+    cluster = _cluster_setup(script, job_name, insecure, keys_dir, hostfile, ssh_command,
+                             remote_python, remote_workdir, slurm, port, max_restarts, verbose)
+    if cluster.get("worker") is not None:
+        _run_worker(cluster["worker"])
+    if cluster and "workers" in defaulted:
+        workers = 0
+    if cluster.get("bind") and "bind" in defaulted:
+        bind = cluster["bind"]
     set_process_title("dtrain-coord")
 
     if insecure:
@@ -88,8 +116,81 @@ def launch(script, workers, job_name, out, bind, max_restarts, insecure, resume,
     config = RunConfig(job=script, workers=workers, job_name=job_name, out=out, bind=bind,
                        max_restarts=max_restarts, progress=progress, resume=resume,
                        insecure=insecure, metrics_port=metrics_port, metrics_host=metrics_host,
+                       keys_dir=keys_dir, remote_workers=cluster.get("remote_workers", 0),
+                       job_id=cluster.get("job_id"), starter=cluster.get("starter"),
                        overrides={k: v for k, v in settings.items() if v is not None})
     _run_or_exit("dtrain launch", config, run, verbose, out)
+
+
+def _cluster_setup(script, job_name, insecure, keys_dir, hostfile, ssh_command, remote_python,
+                   remote_workdir, slurm, port, max_restarts, verbose) -> dict:
+    """What --hostfile or Slurm adds to a launch ({} for a local run)."""
+    from launcher.hostfile import HostfileError, HostfileWorkers, read_hostfile
+    from launcher.slurm import SlurmError, in_slurm_step, task_from_env
+
+    if slurm and hostfile:
+        raise click.UsageError("--hostfile and --slurm exclude each other")
+    if hostfile:
+        try:
+            hosts = read_hostfile(hostfile)
+            return {"starter": HostfileWorkers(
+                hosts, script, job_name, ssh_command=ssh_command, remote_python=remote_python,
+                remote_workdir=remote_workdir, insecure=insecure, max_restarts=max_restarts,
+                extra_args=["-v"] * verbose)}
+        except HostfileError as e:
+            raise click.UsageError(str(e)) from None
+    auto = slurm is None and in_slurm_step()
+    if not (slurm or auto):
+        return {}
+    try:
+        task = task_from_env()
+    except SlurmError as e:
+        raise click.UsageError(f"Slurm: {e}") from None
+    if auto and task.ntasks == 1:
+        return {}  # a one-task step: an ordinary local run
+    if task.role == "worker":
+        from launcher.env import EnvError, coordinator_address
+        from workers.worker import WorkerConfig
+
+        try:
+            connect = coordinator_address(slurm_port=port)
+        except (EnvError, SlurmError) as e:
+            raise click.UsageError(str(e)) from None
+        return {"worker": WorkerConfig(connect=connect, script=script, job_name=job_name,
+                                       job_id=task.run_id() or "", rank=task.procid,
+                                       keys=_worker_keys(keys_dir, insecure))}
+    if task.ntasks > 1 and not (keys_dir or insecure):
+        raise click.UsageError("under Slurm the workers need CURVE keys: dtrain keygen DIR on a "
+                               "shared filesystem, then --keys DIR (or --insecure)")
+    return {"remote_workers": task.ntasks - 1, "job_id": task.run_id(),
+            "bind": f"tcp://0.0.0.0:{port}"}
+
+
+def _worker_keys(keys_dir, insecure):
+    """A worker's CURVE keys from --keys DIR, else DTRAIN_CURVE_*; None with --insecure."""
+    from dtrain.dist.security import ClientKeys, client_keys_from_dir
+
+    if insecure:
+        _warn_insecure()
+        return None
+    if keys_dir:
+        return client_keys_from_dir(keys_dir)
+    keys = ClientKeys.from_env()
+    if keys is None:
+        raise click.UsageError("no CURVE keys: pass --keys DIR (see dtrain keygen) or set "
+                               "DTRAIN_CURVE_* variables, or --insecure for debugging")
+    return keys
+
+
+def _run_worker(config) -> None:
+    """Run a worker process to its end and exit with its code."""
+    from workers.worker import main as worker_main
+
+    try:
+        code = worker_main(config)
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
 
 
 @main.command()
@@ -190,10 +291,12 @@ def keygen(directory, names):
 
 @main.command()
 @click.argument("script", type=click.Path(exists=True, dir_okay=False))
-@click.option("--connect", envvar="DTRAIN_COORDINATOR", required=True,
-              help="Coordinator address, e.g. tcp://10.0.0.1:29500 [env: DTRAIN_COORDINATOR].")
-@click.option("--rank", type=click.IntRange(min=0), default=0, show_default=True,
-              help="This worker's number (names it in logs and ps).")
+@click.option("--connect", envvar="DTRAIN_COORDINATOR", default=None,
+              help="Coordinator address, e.g. tcp://10.0.0.1:29500 [env: DTRAIN_COORDINATOR; "
+                   "under srun: the step's first node, port DTRAIN_PORT or 29500].")
+@click.option("--rank", type=click.IntRange(min=0), default=None,
+              help="This worker's number (names it in logs and ps) [default: RANK, "
+                   "SLURM_PROCID or JOB_COMPLETION_INDEX, else 0].")
 @click.option("--job", "job_name", default=None, help="Job class to run when SCRIPT has several.")
 @click.option("--job-id", default="", help="Id of the run to join (checked on every message).")
 @click.option("--name", default="", help="Worker name in the coordinator's logs.")
@@ -204,27 +307,21 @@ def keygen(directory, names):
 def worker(script, connect, rank, job_name, job_id, name, keys_dir, insecure, verbose):
     """Join the coordinator at CONNECT and compute micro-shard gradients for SCRIPT's job."""
     _setup_logging(verbose)
-    from dtrain.dist.security import ClientKeys, client_keys_from_dir
+    from launcher.env import EnvError, coordinator_address, normalize_address, worker_rank
+    from launcher.slurm import SlurmError
     from workers.worker import WorkerConfig
-    from workers.worker import main as worker_main
 
-    if insecure:
-        _warn_insecure()
-        keys = None
-    elif keys_dir:
-        keys = client_keys_from_dir(keys_dir)
-    else:
-        keys = ClientKeys.from_env()
-        if keys is None:
-            raise click.UsageError("no CURVE keys: pass --keys DIR (see dtrain keygen) or set "
-                                   "DTRAIN_CURVE_* variables, or --insecure for debugging")
-    config = WorkerConfig(connect=connect, script=script, job_name=job_name, job_id=job_id,
-                          rank=rank, name=name, keys=keys)
     try:
-        code = worker_main(config)
-    except KeyboardInterrupt:
-        code = 130
-    sys.exit(code)
+        connect = normalize_address(connect) if connect else coordinator_address()
+        rank = rank if rank is not None else (worker_rank() or 0)
+    except (EnvError, SlurmError) as e:
+        raise click.UsageError(str(e)) from None
+    if connect is None:
+        raise click.UsageError("no coordinator: pass --connect tcp://HOST:PORT or set "
+                               "DTRAIN_COORDINATOR")
+    config = WorkerConfig(connect=connect, script=script, job_name=job_name, job_id=job_id,
+                          rank=rank, name=name, keys=_worker_keys(keys_dir, insecure))
+    _run_worker(config)
 
 
 def _shape_option(ctx, param, value):
