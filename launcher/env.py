@@ -56,11 +56,13 @@ def normalize_address(address: str) -> str:
     return "tcp://" + address
 
 
-def coordinator_address(env: Mapping[str, str] = os.environ) -> str | None:
-    """DTRAIN_COORDINATOR, else task 0's node under Slurm (port DTRAIN_PORT), else None."""
+def coordinator_address(env: Mapping[str, str] = os.environ,
+                        slurm_port: int | None = None) -> str | None:
+    """DTRAIN_COORDINATOR, else task 0's node under Slurm (port ``slurm_port`` or DTRAIN_PORT),
+    else None."""
     explicit = env.get(COORDINATOR_VARIABLE)
     if explicit:
         return normalize_address(explicit)
     if in_slurm_step(env):
-        return task_from_env(env).coordinator_address(port(env))
+        return task_from_env(env).coordinator_address(slurm_port or port(env))
     return None

@@ -139,6 +139,7 @@ class HostfileWorkers:
     remote_workdir: str | None = None
     insecure: bool = False
     max_restarts: int = 0
+    extra_args: list = field(default_factory=list)  # e.g. ["-v"]: the workers log joins
     procs: list = field(default_factory=list)
     failed: list = field(default_factory=list)
     exited: list = field(default_factory=list)
@@ -162,7 +163,7 @@ class HostfileWorkers:
             argv += ["--job", self.job_name]
         if self.insecure:
             argv.append("--insecure")
-        return argv + [self.script]
+        return argv + list(self.extra_args) + [self.script]
 
     def start(self, address: str, job_id: str, keys=None, threads: int = 1) -> None:
         """Start every worker: ssh to each host once per slot, send the environment on stdin."""
