@@ -542,6 +542,10 @@ def test_embedding_padding_repeats_and_errors():
     np.testing.assert_array_equal(out.data[0, 0], layer.weight.data[3])
     out.sum().backward()
     np.testing.assert_array_equal(layer.weight.grad.data[:, 0], [1, 0, 0, 3, 0])
+    layer.zero_grad()
+    layer(dtrain.tensor(np.zeros((0, 2), dtype=np.int64))).sum().backward()
+    assert layer.weight.grad.shape == (5, 4) and not layer.weight.grad.data.any()
+    assert layer(dtrain.tensor(3)).shape == (4,)
     with pytest.raises(IndexError, match=r"index 5 .*num_embeddings=5"):
         layer(dtrain.tensor([0, 5]))
     with pytest.raises(IndexError, match=r"index -1 "):

@@ -1,7 +1,8 @@
 """``Embedding``: a lookup table of vectors indexed by integer ids, as ``torch.nn.Embedding``.
 
-The gradient of the table is dense: rows are accumulated with ``np.add.at``, so repeated ids add
-up (in index order, which is deterministic), and the ``padding_idx`` row never receives any.
+The gradient of the table is dense: output-gradient rows are grouped by id and summed, so
+repeated ids add up (in index order, which is deterministic), and the ``padding_idx`` row never
+receives any.
 """
 
 from __future__ import annotations
@@ -73,7 +74,11 @@ def embedding(input, weight: Tensor, padding_idx: int | None = None,
             counts = np.bincount(flat, minlength=num)
             rows = rows / counts[flat][:, None].astype(rows.dtype)
         gw = np.zeros(W.shape, dtype=W.dtype)
-        np.add.at(gw, flat, rows)
+        if flat.size:  # rows grouped by id (stable sort), each group summed in order
+            order = np.argsort(flat, kind="stable")
+            ids = flat[order]
+            starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+            gw[ids[starts]] = np.add.reduceat(rows[order], starts, axis=0)
         if pad is not None:
             gw[pad] = 0
         return (gw,)
