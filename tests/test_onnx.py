@@ -300,6 +300,19 @@ def test_view_with_batch_size_from_a_batch_of_one(tmp_path):
     check(Viewer(), (2, 3), tmp_path, example_batch=1)
 
 
+def test_size_one_dims_are_not_taken_for_the_batch(tmp_path):
+    class BatchStats(nn.Module):
+        def forward(self, x):
+            mean = x.mean(dim=0, keepdim=True)  # (1, F) for every batch size
+            return x - mean, mean.reshape(1, -1).squeeze()
+
+    # even when traced from a single sample, the mean's dim 0 stays a fixed 1
+    proto = check(BatchStats(), (5,), tmp_path, example_batch=1)
+    dims = [d.dim_param or d.dim_value for d in proto.graph.output[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 5]
+    assert [d.dim_value for d in proto.graph.output[1].type.tensor_type.shape.dim] == [5]
+
+
 # ------------------------------------------------------------------------- refusals
 class UsesWhere(nn.Module):
     def forward(self, x):
