@@ -408,16 +408,15 @@ def _plan_arrays(header: dict, views: list, max_bytes: int, allowed: Sequence[st
 
 def _build_array(name, dtype, shape, parts, buffers: BufferPool | None) -> np.ndarray:
     """A read-only array: a view of its single frame, or its frames joined into one buffer."""
-    if len(parts) == 1:
-        array = np.frombuffer(parts[0], dtype=dtype).reshape(shape)
-    else:
-        buf = buffers.take(name, dtype, shape) if buffers is not None else np.empty(shape, dtype)
-        flat = _byte_view(buf)
-        offset = 0
-        for part in parts:
-            flat[offset : offset + part.nbytes] = np.frombuffer(part, dtype=np.uint8)
-            offset += part.nbytes
-        array = buf.view()
+    if len(parts) == 1:  # a read-only buffer gives a read-only array: no flag to set
+        return np.ndarray(shape, dtype, parts[0].toreadonly())
+    buf = buffers.take(name, dtype, shape) if buffers is not None else np.empty(shape, dtype)
+    flat = _byte_view(buf)
+    offset = 0
+    for part in parts:
+        flat[offset : offset + part.nbytes] = np.frombuffer(part, dtype=np.uint8)
+        offset += part.nbytes
+    array = buf.view()
     array.flags.writeable = False
     return array
 
