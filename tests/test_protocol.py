@@ -475,7 +475,7 @@ def test_property_round_trip(msg, limit, pooled):
         P.MAX_FRAME_BYTES = saved
     got = decode(as_bytes(frames), job=msg.job, buffers=BufferPool() if pooled else None)
     assert got == msg
-    assert_valid(got)
+    assert not any(a.flags.writeable for a in got.arrays.values())
 
 
 @fuzz_settings(2500)
