@@ -441,7 +441,9 @@ def decode(
     header = _unpack_header(views[0])
     _check_head(header, job)
     plan = _plan_arrays(header, views, max_bytes, allowed_dtypes)
-    arrays = {name: _build_array(name, *rest, buffers) for name, *rest in plan}
+    arrays = {
+        name: _build_array(name, dt, shape, parts, buffers) for name, dt, shape, parts in plan
+    }
     return Message(
         type=header["type"],
         job=header["job"],
