@@ -72,7 +72,8 @@ def equal(a, b) -> bool:
     return a.equal(b)
 
 
-from .dist.job import Job, Settings  # noqa: E402 - after the core it builds on
+from .dist.job import Job, Settings
+from .dist.phases import Phase  # noqa: E402 - after the core it builds on
 
 
 def fit(job, workers: int = 0, *, out=None, job_name=None, progress: bool = False,

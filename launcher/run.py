@@ -194,6 +194,7 @@ def run(config: RunConfig):
         history = trainer.run()
         if monitor is not None:
             monitor.publish(state="finished")
+        job.finish(trainer.model, config.out)
         if config.out:
             from dtrain.io import save
 

@@ -126,3 +126,51 @@ class SlowSteps(MomentumGroups):
 
         time.sleep(0.004)
         return F.cross_entropy(output, target)
+
+
+class FullBatchLBFGS(dtrain.Job):
+    """LBFGS on the whole data set as one batch, sharded across workers; closure rounds."""
+
+    batch_size = 100
+    epochs = 3
+    micro_shards = 4
+    seed = 5
+    dtype = "float64"
+    closure = True
+    line_search = None
+
+    def model(self):
+        return nn.Sequential(nn.Linear(10, 8), nn.Tanh(), nn.Linear(8, 3))
+
+    def loss(self, output, target):
+        return F.cross_entropy(output, target)
+
+    def optimizer(self, model):
+        return optim.LBFGS(model.parameters(), lr=0.5, max_iter=6,
+                           line_search_fn=self.line_search)
+
+    def train_data(self):
+        return blobs(100)
+
+
+class FullBatchLBFGSWolfe(FullBatchLBFGS):
+    line_search = "strong_wolfe"
+
+
+class FullBatchCG(FullBatchLBFGS):
+    def optimizer(self, model):
+        return optim.NonlinearCG(model.parameters(), max_iter=6)
+
+
+class LBFGSWithoutClosure(FullBatchLBFGS):
+    closure = False
+
+
+class ClosureWithSGD(MomentumGroups):
+    closure = True
+
+
+class PhasesWithClosure(MomentumGroups):
+    def phases(self, model):
+        return [dtrain.Phase("all", lambda m, x, y: F.cross_entropy(m(x), y),
+                             optim.LBFGS(model.parameters()))]

@@ -82,7 +82,8 @@ class Rogue(threading.Thread):
             node = task.fields["nodes"][0]
             wrong = {f"g{i}": np.zeros((3, 3), np.float32) for i in range(4)}
             sock.send_multipart(P.encode(P.Message(P.GRADS, job, task.step, welcome.worker, {
-                "node": node, "count": self._count(task, node), "loss_sum": 1.0, "grads": [0, 1, 2, 3], "bn": []},
+                "node": node, "count": self._count(task, node), "loss_sum": 1.0, "grads": [0, 1, 2, 3], "bn": [],
+                "round": task.fields["round"]},
                 wrong)))
             self.done.append("shape")
             welcome = self._hello(sock)  # evicted for that: join again
@@ -94,7 +95,8 @@ class Rogue(threading.Thread):
             bad = {f"g{i}": np.full(a.shape, np.nan, a.dtype) for i, a in enumerate(params)}
             sock.send_multipart(P.encode(P.Message(P.GRADS, job, task.step, welcome.worker, {
                 "node": list(plan_count), "count": self._count(task, plan_count),
-                "loss_sum": 1.0, "grads": list(range(len(params))), "bn": []}, bad)))
+                "loss_sum": 1.0, "grads": list(range(len(params))), "bn": [],
+                "round": task.fields["round"]}, bad)))
             self.done.append("nonfinite")
         except Exception as e:  # noqa: BLE001 - reported by the test
             self.error = e

@@ -228,7 +228,7 @@ class Worker:
             self.params = list(model.parameters())
             self.names = [name for name, _ in model.named_parameters()]
             source = SampleSource(self.job.train_data(), settings.dtype, "train_data()")
-            self.computer = ShardComputer(self.job, settings, model, source)
+            self.computer = ShardComputer(self.job, settings, model, source)  # builds phases
         log.info("joined as worker %d", msg.worker)
 
     def _task(self, msg, pipe, link) -> None:
@@ -242,14 +242,19 @@ class Worker:
         sample_ids = _epoch_ids(self.computer, self.settings, f["epoch"], f["batch"])
         plan = BatchPlan(step=msg.step, epoch=f["epoch"], batch=f["batch"],
                          sample_ids=sample_ids, micro_shards=self.settings.micro_shards)
+        phase = f.get("phase", 0)
+        if not isinstance(phase, int) or not 0 <= phase < len(self.computer.phases):
+            raise ValueError(f"TASK names phase {phase!r}; the job has "
+                             f"{len(self.computer.phases)}")
         for node in f["nodes"]:
             node = tuple(node)
             started = time.perf_counter()
             with blas_threads(self.settings.threads):
-                value = self.computer.node_value(plan, node)
+                value = self.computer.node_value(plan, node, phase)
             elapsed = time.perf_counter() - started
-            pipe.send_multipart(P.encode(grads_message(link.job_id, msg.step, link.worker_id,
-                                                       node, value, elapsed)), copy=False)
+            out = grads_message(link.job_id, msg.step, link.worker_id, node, value, elapsed)
+            out.fields.update(phase=phase, round=f.get("round", 0))
+            pipe.send_multipart(P.encode(out), copy=False)
         self.steps_done += 1
 
 

@@ -113,15 +113,20 @@ def _collect_batch_stats():
 class ShardComputer:
     """Computes tree-node values for mini-batch plans with one model replica."""
 
-    def __init__(self, job, settings, model, source: SampleSource):
+    def __init__(self, job, settings, model, source: SampleSource, phases: list | None = None):
         self.job = job
         self.settings = settings
         self.model = model
         self.params = list(model.parameters())
         self.source = source
         self.bn_index = {id(m): i for i, m in enumerate(batch_norm_modules(model))}
+        if phases is None:
+            from .phases import build_phases
 
-    def shard_value(self, plan: BatchPlan, shard: int) -> ShardValue | None:
+            phases = build_phases(job, model, with_optimizers=False)
+        self.phases = phases
+
+    def shard_value(self, plan: BatchPlan, shard: int, phase: int = 0) -> ShardValue | None:
         """Forward/backward of one micro-shard; None when the shard holds no samples."""
         ids = plan.shard_ids(shard)
         n = len(ids)
@@ -131,28 +136,32 @@ class ShardComputer:
         for p in self.params:
             p.grad = None
         self.model.train()
+        spec = self.phases[phase]
         with keyed_dropout(self.settings.seed, plan.step, ids), _collect_batch_stats() as stats:
-            output = self.model(x)
-            loss = self.job.loss(output, y)
+            loss = spec.loss(self.model, x, y)
             if not isinstance(loss, Tensor) or loss.ndim != 0:
-                raise TypeError("Job.loss must return a scalar Tensor (the mean over samples), got "
-                                f"{type(loss).__name__} of shape {getattr(loss, 'shape', None)}")
+                raise TypeError(f"the loss of phase {spec.name!r} must be a scalar Tensor (the "
+                                f"mean over samples), got {type(loss).__name__} of shape "
+                                f"{getattr(loss, 'shape', None)}")
             loss.backward(Tensor._wrap(np.asarray(n, dtype=loss.dtype)))
-        grads = [None if p.grad is None else p.grad.data for p in self.params]
+        grads = [None] * len(self.params)
+        for i in spec.param_indices:
+            g = self.params[i].grad
+            grads[i] = None if g is None else g.data
         for p in self.params:
             p.grad = None
         bn = [(self.bn_index[id(m)], np.array(mean), np.array(var)) for m, mean, var, *_ in stats]
         return ShardValue(grads=grads, loss_sum=float(loss.item()) * n, count=n,
                           bn_stats={shard: bn} if bn else {})
 
-    def node_value(self, plan: BatchPlan, node: Node) -> ShardValue | None:
+    def node_value(self, plan: BatchPlan, node: Node, phase: int = 0) -> ShardValue | None:
         """The value of a tree node, computed depth-first (at most log2(shards) values alive)."""
         lo, hi = node
         if hi - lo == 1:
-            return self.shard_value(plan, lo)
+            return self.shard_value(plan, lo, phase)
         mid = split_point(lo, hi)
-        left = self.node_value(plan, (lo, mid))
-        right = self.node_value(plan, (mid, hi))
+        left = self.node_value(plan, (lo, mid), phase)
+        right = self.node_value(plan, (mid, hi), phase)
         if left is None:
             return right
         if right is None:

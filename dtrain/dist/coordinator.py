@@ -62,6 +62,8 @@ class StepState:
     """Bookkeeping of the step in flight."""
 
     plan: BatchPlan
+    phase: int = 0
+    round: int = 0  # evaluation round: several per step with closures or phases
     asked: dict = field(default_factory=dict)  # node -> worker identity
     values: dict = field(default_factory=dict)  # node -> ShardValue | None
     snapshot: dict = field(default_factory=dict)  # parameters sent with this step's TASKs
@@ -152,10 +154,10 @@ class ZmqExecutor:
             self.auth.stop()
 
     # ------------------------------------------------------------------ stepping
-    def compute(self, plan: BatchPlan, trainer) -> dict:
-        """Hand this step's micro-shards to the live workers; return every node's value."""
+    def compute(self, plan: BatchPlan, trainer, phase: int = 0, round_id: int = 0) -> dict:
+        """Hand this round's micro-shards to the live workers; return every node's value."""
         self.current_step = plan.step
-        state = StepState(plan=plan)
+        state = StepState(plan=plan, phase=phase, round=round_id)
         self.state = state
         snapshot = {name: np.array(a) for name, a in trainer.state_arrays().items()}
         state.snapshot = snapshot
@@ -184,6 +186,7 @@ class ZmqExecutor:
             state.asked[node] = info.identity
         msg = P.Message(P.TASK, self.job_id, state.plan.step, info.id,
                         {"epoch": state.plan.epoch, "batch": state.plan.batch,
+                         "phase": state.phase, "round": state.round,
                          "nodes": [list(n) for n in nodes]}, state.snapshot)
         info.task_sent = time.monotonic()
         self.sock.send_multipart([info.identity] + P.encode(msg), copy=False)
@@ -309,8 +312,10 @@ class ZmqExecutor:
 
     def _grads(self, info: WorkerInfo, msg) -> None:
         state = self.state
-        if state is None or msg.step != state.plan.step:
-            raise P.ProtocolError("stale", f"gradients for step {msg.step}, not the current one")
+        if state is None or msg.step != state.plan.step \
+                or msg.fields.get("round") != state.round:
+            raise P.ProtocolError("stale", f"gradients for step {msg.step} round "
+                                  f"{msg.fields.get('round')!r}, not the current one")
         node = msg.fields.get("node")
         node = tuple(node) if isinstance(node, list) else node
         plan = state.plan
@@ -343,8 +348,10 @@ class ZmqExecutor:
             raise P.ProtocolError("nonfinite", f"loss sum {loss_sum!r} of node {node}")
         has = f.get("grads")
         n = len(self.param_specs)
+        allowed = self.trainer.phases[self.state.phase].param_indices if self.trainer else \
+            range(n)
         if not (isinstance(has, list) and all(isinstance(i, int) and 0 <= i < n for i in has)
-                and has == sorted(set(has))):
+                and has == sorted(set(has)) and set(has) <= set(allowed)):
             raise P.ProtocolError("names", f"bad gradient index list {has!r}")
         bn = f.get("bn", [])
         if not (isinstance(bn, list) and all(

@@ -132,6 +132,13 @@ class Job:
         """Build the optimizer over ``model``'s parameters (param groups allowed)."""
         raise NotImplementedError(f"{type(self).__name__} must define optimizer(model)")
 
+    closure = False  # True: the optimizer re-evaluates each mini-batch via step(closure)
+
+    def phases(self, model):
+        """Optionally an ordered list of ``dtrain.Phase`` (e.g. a GAN's D then G); None: one
+        phase made of ``loss`` and ``optimizer``."""
+        return
+
     def scheduler(self, optimizer):
         """Optionally build a learning-rate scheduler; None for a constant rate."""
         return
@@ -150,6 +157,9 @@ class Job:
             correct = int((output.data.argmax(axis=1) == target.data).sum())
             return {"correct": correct}
         return {}
+
+    def finish(self, model, out: str | None) -> None:
+        """Optionally act on the trained model at the end (e.g. write a picture into ``out``)."""
 
     def settings(self, **overrides) -> Settings:
         """The job's settings with ``overrides`` (None values ignored) applied and validated."""

@@ -9,6 +9,7 @@ would. Because only the executor differs, in-process and distributed runs give t
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,7 +19,10 @@ import numpy as np
 from .. import random as _random
 from ..autograd.tensor import Tensor
 from .compute import SampleSource, ShardComputer, add_values, batch_norm_modules, evaluate
+from .phases import build_phases
 from .shards import BatchPlan, batches_per_epoch, epoch_order, plan_batch, tree_sum
+
+log = logging.getLogger("dtrain.trainer")
 
 
 @contextmanager
@@ -50,13 +54,11 @@ class History:
 
 
 def build_master(job, settings):
-    """Seed, then build the model, optimizer and scheduler exactly as a PyTorch script would."""
+    """Seed, then build the model and its phases (optimizers, schedulers) as a script would."""
     _random.manual_seed(settings.seed)
     model = job.model()
     model.to(settings.dtype)
-    optimizer = job.optimizer(model)
-    scheduler = job.scheduler(optimizer)
-    return model, optimizer, scheduler
+    return model, build_phases(job, model)
 
 
 def build_replica(job, settings):
@@ -82,12 +84,12 @@ class InProcessExecutor:
 
     def start(self, trainer) -> None:
         self.computer = ShardComputer(trainer.job, trainer.settings, trainer.model,
-                                      trainer.train_source)
+                                      trainer.train_source, trainer.phases)
 
-    def compute(self, plan: BatchPlan, trainer) -> dict:
+    def compute(self, plan: BatchPlan, trainer, phase: int = 0, round_id: int = 0) -> dict:
         root = (0, plan.micro_shards)
         with blas_threads(trainer.settings.threads):
-            return {root: self.computer.node_value(plan, root)}
+            return {root: self.computer.node_value(plan, root, phase)}
 
     def timings(self) -> dict:
         return {}
@@ -100,13 +102,11 @@ class Trainer:
     """Runs epochs of steps: plan, compute (via the executor), reduce, step, schedule."""
 
     def __init__(self, job, settings, executor=None, *, on_step=None, on_epoch=None,
-                 model=None, optimizer=None, scheduler=None, checkpoint_dir: str | None = None,
-                 keep_checkpoints: int = 3):
+                 checkpoint_dir: str | None = None, keep_checkpoints: int = 3):
         self.job = job
         self.settings = settings.validate()
-        if model is None:
-            model, optimizer, scheduler = build_master(job, settings)
-        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.model, self.phases = build_master(job, settings)
+        self.rounds = 0  # evaluation rounds so far (several per step with closures or phases)
         self.params = list(self.model.parameters())
         self.bn_modules = batch_norm_modules(self.model)
         self.train_source = SampleSource(job.train_data(), settings.dtype, "train_data()")
@@ -125,13 +125,27 @@ class Trainer:
         self.keep_checkpoints = keep_checkpoints
         self.job_id = getattr(self.executor, "job_id", None)
 
+    @property
+    def optimizer(self):
+        """The optimizer of the first (usually the only) phase."""
+        return self.phases[0].optimizer
+
+    @property
+    def scheduler(self):
+        """The scheduler of the first (usually the only) phase."""
+        return self.phases[0].scheduler
+
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict:
         """Everything the rest of the run depends on, as plain data for ``dtrain.save``."""
+        optimizers = [ph.optimizer.state_dict() for ph in self.phases]
+        schedulers = [ph.scheduler.state_dict() if ph.scheduler is not None else None
+                      for ph in self.phases]
+        single = len(self.phases) == 1
         return {
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "optimizer": optimizers[0] if single else optimizers,
+            "scheduler": schedulers[0] if single else schedulers,
             "step": self.step, "epoch": self.epoch, "batch": self.batch,
             "epoch_loss": list(self._epoch_loss),
             "settings": self.settings.to_dict(),
@@ -148,9 +162,16 @@ class Trainer:
                 raise ValueError(f"cannot resume: checkpoint has {key}={saved.get(key)!r}, "
                                  f"this run has {getattr(self.settings, key)!r}")
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state.get("scheduler") is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
+        single = len(self.phases) == 1
+        optimizers = [state["optimizer"]] if single else state["optimizer"]
+        schedulers = [state.get("scheduler")] if single else state.get("scheduler")
+        if len(optimizers) != len(self.phases):
+            raise ValueError(f"cannot resume: checkpoint has {len(optimizers)} optimizer(s), "
+                             f"the job has {len(self.phases)} phase(s)")
+        for ph, opt_state, sched_state in zip(self.phases, optimizers, schedulers):
+            ph.optimizer.load_state_dict(opt_state)
+            if ph.scheduler is not None and sched_state is not None:
+                ph.scheduler.load_state_dict(sched_state)
         self.step, self.epoch, self.batch = state["step"], state["epoch"], state["batch"]
         self._epoch_loss = list(state.get("epoch_loss", [0.0, 0]))
         if state.get("rng") is not None:
@@ -181,38 +202,69 @@ class Trainer:
         return {name: p.data for name, p in self.model.named_parameters()}
 
     # ------------------------------------------------------------------ stepping
-    def apply(self, plan: BatchPlan, values: dict) -> float:
-        """Finish the tree, set mean gradients, update batch-norm stats, step the optimizer."""
+    def reduce(self, plan: BatchPlan, values: dict, phase: int) -> float:
+        """Finish the tree, set the phase's mean gradients, apply batch-norm statistics."""
         root = (0, plan.micro_shards)
         total = tree_sum(values, root, add_values)
         if total is None or total.count != plan.size:
             raise RuntimeError(f"step {plan.step}: reduced {0 if total is None else total.count} "
                                f"samples, expected {plan.size}")
         count = total.count
-        for p, g in zip(self.params, total.grads):
+        for i in self.phases[phase].param_indices:
+            p, g = self.params[i], total.grads[i]
             p.grad = None if g is None else Tensor._wrap(np.divide(g, count).astype(p.dtype,
                                                                                    copy=False))
         for shard in sorted(total.bn_stats):
             for index, mean, var in total.bn_stats[shard]:
                 self.bn_modules[index].apply_batch_stats(mean, var)
-        self.optimizer.step()
-        if self.scheduler is not None and self.settings.scheduler_step == "step" \
-                and not is_plateau(self.scheduler):
-            self.scheduler.step()
         return total.loss_sum / count
 
+    def evaluate_round(self, plan: BatchPlan, phase: int) -> float:
+        """One distributed forward/backward of the mini-batch with the current parameters."""
+        self.rounds += 1
+        values = self.executor.compute(plan, self, phase, self.rounds)
+        return self.reduce(plan, values, phase)
+
+    def run_phase(self, plan: BatchPlan, phase: int) -> tuple[float, int]:
+        """Compute, reduce and apply one phase; returns (its loss, evaluation rounds used)."""
+        ph = self.phases[phase]
+        before = self.rounds
+        if ph.closure:
+            losses = []
+
+            def closure():
+                losses.append(self.evaluate_round(plan, phase))
+                return Tensor._wrap(np.asarray(losses[-1], dtype=self.params[0].dtype))
+
+            ph.optimizer.step(closure)
+            loss = losses[0]
+        else:
+            loss = self.evaluate_round(plan, phase)
+            ph.optimizer.step()
+        if ph.scheduler is not None and self.settings.scheduler_step == "step" \
+                and not is_plateau(ph.scheduler):
+            ph.scheduler.step()
+        return loss, self.rounds - before
+
     def train_step(self) -> dict:
-        """One optimizer step on the next mini-batch; returns its record."""
+        """One step on the next mini-batch (every phase in order); returns its record."""
         started = time.perf_counter()
         plan = self.plan(self.epoch, self.batch, self.step)
-        lr = [g["lr"] for g in self.optimizer.param_groups]
-        values = self.executor.compute(plan, self)
-        loss = self.apply(plan, values)
+        lr = [g["lr"] for ph in self.phases for g in ph.optimizer.param_groups]
+        losses, rounds = {}, 0
+        for k, ph in enumerate(self.phases):
+            losses[ph.name], used = self.run_phase(plan, k)
+            rounds += used
+        loss = next(iter(losses.values()))
         elapsed = time.perf_counter() - started
         record = {"step": self.step, "epoch": self.epoch, "batch": self.batch, "loss": loss,
                   "lr": lr[0] if len(lr) == 1 else lr, "samples": plan.size,
                   "samples_per_s": plan.size / elapsed if elapsed > 0 else 0.0,
-                  "seconds": elapsed}
+                  "seconds": elapsed, "rounds": rounds}
+        if len(self.phases) > 1:
+            record["phase_losses"] = losses
+        if rounds > len(self.phases):
+            log.info("step %d: %d evaluation rounds", self.step, rounds)
         record.update(self.executor.timings())
         self._epoch_loss[0] += loss * plan.size
         self._epoch_loss[1] += plan.size
@@ -230,17 +282,19 @@ class Trainer:
         """Validation, epoch-cadence scheduling, the epoch record."""
         record = {"epoch": self.epoch, "step": self.step,
                   "train_loss": self._epoch_loss[0] / max(self._epoch_loss[1], 1),
-                  "lr": [g["lr"] for g in self.optimizer.param_groups]}
+                  "lr": [g["lr"] for ph in self.phases for g in ph.optimizer.param_groups]}
         if self.val_source is not None:
             with blas_threads(self.settings.threads):
                 val = evaluate(self.job, self.model, self.val_source,
                                self.settings.eval_batch_size)
             record.update({f"val_{k}": v for k, v in val.items()})
-        if self.scheduler is not None:
-            if is_plateau(self.scheduler):
-                self.scheduler.step(record.get("val_loss", record["train_loss"]))
+        for ph in self.phases:
+            if ph.scheduler is None:
+                continue
+            if is_plateau(ph.scheduler):
+                ph.scheduler.step(record.get("val_loss", record["train_loss"]))
             elif self.settings.scheduler_step == "epoch":
-                self.scheduler.step()
+                ph.scheduler.step()
         self.epoch += 1
         self.batch = 0
         self._epoch_loss = [0.0, 0]

@@ -4,7 +4,7 @@ from . import functional, init, utils
 from .activation import ELU, GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Softplus, Tanh
 from .container import Flatten, ModuleDict, ModuleList, Sequential, Unflatten
 from .conv import Conv2d
-from .dropout import Dropout, keyed_dropout
+from .dropout import Dropout, keyed_dropout, keyed_randn
 from .linear import Identity, Linear
 from .loss import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss
 from .module import Module
@@ -15,7 +15,7 @@ from .sparse import Embedding
 
 __all__ = [
     "Module", "Parameter", "Linear", "Identity", "Sequential", "ModuleList", "ModuleDict",
-    "Flatten", "Unflatten", "Dropout", "keyed_dropout", "ReLU", "LeakyReLU", "Tanh", "Sigmoid",
+    "Flatten", "Unflatten", "Dropout", "keyed_dropout", "keyed_randn", "ReLU", "LeakyReLU", "Tanh", "Sigmoid",
     "GELU", "ELU", "Softplus", "Softmax", "LogSoftmax", "CrossEntropyLoss", "NLLLoss", "MSELoss",
     "L1Loss", "BCELoss", "BCEWithLogitsLoss", "functional", "init", "utils",
     "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm1d", "BatchNorm2d",

@@ -104,3 +104,27 @@ class Dropout(Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}, inplace={self.inplace}"
+
+
+def keyed_randn(n: int, *row_shape: int, dtype=None) -> Tensor:
+    """Standard normal noise of shape (n, *row_shape), one row per sample of the batch.
+
+    Inside ``keyed_dropout`` the rows depend only on (seed, step, call order, sample id), so a
+    GAN's latent noise is the same whichever worker draws it; elsewhere it comes from the
+    global generator, like ``dtrain.randn``.
+    """
+    from ..autograd.tensor import get_default_dtype
+
+    dtype = np.dtype(dtype) if dtype is not None else get_default_dtype()
+    shape = (int(n),) + tuple(int(d) for d in row_shape)
+    state = getattr(_keys, "state", None)
+    if state is None:
+        return Tensor._wrap(_random.normal(0.0, 1.0, shape).astype(dtype))
+    seed, step, ids, call = state
+    if n != len(ids):
+        raise RuntimeError(f"keyed_randn: asked for {n} rows but the batch has {len(ids)} samples")
+    state[3] = call + 2
+    u1 = keyed_uniform(seed, step, call, ids, shape[1:])
+    u2 = keyed_uniform(seed, step, call + 1, ids, shape[1:])
+    z = np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(2.0 * np.pi * u2)  # Box-Muller
+    return Tensor._wrap(z.astype(dtype))
