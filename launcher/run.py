@@ -147,7 +147,7 @@ def run(config: RunConfig):
             executor = ZmqExecutor(config.bind, expected_workers=config.workers
                                    + config.remote_workers + started, job_id=job_id,
                                    digest=digest, settings=settings, keys=server_keys)
-            log.warning("coordinator of job %s listening on %s", job_id, executor.address)
+            log.info("coordinator of job %s listening on %s", job_id, executor.address)
             if config.workers > 0:
                 procs = LocalWorkers(config.workers, executor.address, script, job_id,
                                      job_name=type(job).__name__, threads=settings.threads,
