@@ -7,14 +7,15 @@ from numbers import Integral
 
 import numpy as np
 
+from .flat import FlatOptimizer
 from .line_search import dot, strong_wolfe
-from .optimizer import Optimizer, check_non_negative
+from .optimizer import check_non_negative
 
 _BETA_RULES = {"polak_ribiere": "polak_ribiere", "PR": "polak_ribiere",
                "fletcher_reeves": "fletcher_reeves", "FR": "fletcher_reeves"}
 
 
-class NonlinearCG(Optimizer):
+class NonlinearCG(FlatOptimizer):
     r"""Nonlinear conjugate gradient over all parameters as one flat vector; one group only.
 
     Each ``step(closure)`` runs up to ``max_iter`` iterations (``max_eval`` closure calls) of
@@ -80,42 +81,6 @@ class NonlinearCG(Optimizer):
             raise ValueError(f"Invalid c1 value: {c1} (must be in (0, 1))")
         if not c1 < c2 < 1.0:
             raise ValueError(f"Invalid c2 value: {c2} (must be in (c1, 1) = ({c1}, 1))")
-
-    def add_param_group(self, param_group: dict) -> None:
-        """Add the one parameter group; a second raises, as the search spans all parameters."""
-        if self.param_groups:
-            raise ValueError("NonlinearCG doesn't support per-parameter options "
-                             "(parameter groups)")
-        super().add_param_group(param_group)
-
-    @property
-    def _params(self) -> list:
-        return self.param_groups[0]["params"]
-
-    # ------------------------------------------------------------------ flat views
-    def _flat_grad(self) -> np.ndarray:
-        """All gradients as one new vector (zeros for parameters without a gradient)."""
-        return np.concatenate([
-            self._grad(p, i).reshape(-1) if p.grad is not None
-            else np.zeros(p.data.size, p.data.dtype)
-            for i, p in enumerate(self._params)])
-
-    def _add_step(self, t, d: np.ndarray) -> None:
-        """theta += t * d, with ``d`` split back into the parameters' shapes."""
-        offset = 0
-        for p in self._params:
-            n = p.data.size
-            p.data += np.multiply(d[offset:offset + n], t).reshape(p.data.shape)
-            offset += n
-
-    def _evaluate_at(self, closure: Callable, x0: list[np.ndarray], t, d: np.ndarray):
-        """Loss and flat gradient at ``x0 + t d``; the parameters are put back to ``x0``."""
-        self._add_step(t, d)
-        loss = float(self._evaluate(closure))
-        flat_grad = self._flat_grad()
-        for p, x in zip(self._params, x0):
-            np.copyto(p.data, x)
-        return loss, flat_grad
 
     # ------------------------------------------------------------------ the iteration
     def step(self, closure: Callable | None = None):

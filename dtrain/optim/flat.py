@@ -1,0 +1,54 @@
+"""The shared base of optimizers that search along one flat vector of all parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from .optimizer import Optimizer
+
+
+class FlatOptimizer(Optimizer):
+    """One parameter group seen as a single vector: flat gradients, steps and re-evaluations.
+
+    LBFGS and NonlinearCG take steps along directions over all parameters at once, with a line
+    search that re-evaluates the closure; both need exactly these views.
+    """
+
+    requires_closure = True
+
+    def add_param_group(self, param_group: dict) -> None:
+        """Add the one parameter group; a second raises, as the search spans all parameters."""
+        if self.param_groups:
+            raise ValueError(f"{type(self).__name__} doesn't support per-parameter options "
+                             "(parameter groups)")
+        super().add_param_group(param_group)
+
+    @property
+    def _params(self) -> list:
+        return self.param_groups[0]["params"]
+
+    def _flat_grad(self) -> np.ndarray:
+        """All gradients as one new vector (zeros for parameters without a gradient)."""
+        return np.concatenate([
+            self._grad(p, i).reshape(-1) if p.grad is not None
+            else np.zeros(p.data.size, p.data.dtype)
+            for i, p in enumerate(self._params)])
+
+    def _add_step(self, t, d: np.ndarray) -> None:
+        """theta += t * d, with ``d`` split back into the parameters' shapes."""
+        offset = 0
+        for p in self._params:
+            n = p.data.size
+            p.data += np.multiply(d[offset:offset + n], t).reshape(p.data.shape)
+            offset += n
+
+    def _evaluate_at(self, closure: Callable, x0: list[np.ndarray], t, d: np.ndarray):
+        """Loss and flat gradient at ``x0 + t d``; the parameters are put back to ``x0``."""
+        self._add_step(t, d)
+        loss = float(self._evaluate(closure))
+        flat_grad = self._flat_grad()
+        for p, x in zip(self._params, x0):
+            np.copyto(p.data, x)
+        return loss, flat_grad
