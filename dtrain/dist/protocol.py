@@ -324,15 +324,16 @@ def _check_head(header: dict, job: str | None) -> None:
         )
 
 
-@lru_cache(maxsize=64)
-def _wire_dtype(name: str) -> np.dtype:
-    return np.dtype(name).newbyteorder("<")
+@lru_cache(maxsize=16)
+def _dtype_table(allowed: tuple[str, ...]) -> dict[str, np.dtype]:
+    """Allowed dtype names -> the little-endian dtypes they mean on the wire."""
+    return {name: np.dtype(name).newbyteorder("<") for name in allowed}
 
 
 def _check_shape(name: str, shape) -> int:
     """The element count of a well-formed shape: a list of at most MAX_NDIM dims >= 0."""
     count = extent = 1
-    if isinstance(shape, list) and len(shape) <= MAX_NDIM:
+    if type(shape) is list and len(shape) <= MAX_NDIM:
         for d in shape:
             if type(d) is not int or d < 0:
                 break
@@ -348,68 +349,19 @@ def _check_shape(name: str, shape) -> int:
     )
 
 
-def _check_spec(i: int, spec, seen: set, allowed: Sequence[str]) -> tuple:
-    """One entry of the array table: (name, dtype, shape, nbytes, nframes), nframes unchecked."""
-    if type(spec) is not list or len(spec) != 4:
-        raise ProtocolError(
-            "arrays", f"array entry {i} is {_short(spec)}, not [name, dtype, shape, nframes]"
-        )
-    name, dtype_name, shape, nframes = spec
+def _reject_name_or_dtype(i: int, name, dtype_name, seen: dict, dtypes: dict):
+    """Raise the error for an array entry whose name or dtype is not acceptable."""
     if type(name) is not str or not name:
         raise ProtocolError("names", f"array {i} is named {_short(name)}; need a non-empty str")
     if name in seen:
         raise ProtocolError("names", f"array name {name!r} appears twice")
-    seen.add(name)
-    if type(dtype_name) is not str or dtype_name not in allowed:
-        raise ProtocolError(
-            "dtype", f"array {name!r} has dtype {_short(dtype_name)}; allowed: {', '.join(allowed)}"
-        )
-    dtype = _wire_dtype(dtype_name)
-    nbytes = _check_shape(name, shape) * dtype.itemsize
-    return name, dtype, tuple(shape), nbytes, nframes
+    raise ProtocolError(
+        "dtype", f"array {name!r} has dtype {_short(dtype_name)}; allowed: {', '.join(dtypes)}"
+    )
 
 
-def _plan_arrays(header: dict, views: list, max_bytes: int, allowed: Sequence[str]) -> list:
-    """Check the array table against the frames: [(name, dtype, shape, [frame views])]."""
-    table = header["arrays"]
-    if type(table) is not list:
-        raise ProtocolError("arrays", f"array table must be a list, got {_short(table)}")
-    plan, seen, declared, next_frame = [], set(), 0, 1
-    for i, spec in enumerate(table):
-        name, dtype, shape, nbytes, nframes = _check_spec(i, spec, seen, allowed)
-        declared += nbytes
-        if declared > max_bytes:
-            raise ProtocolError(
-                "size", f"arrays up to {name!r} need {declared} bytes, over the {max_bytes} limit"
-            )
-        available = len(views) - next_frame
-        if type(nframes) is not int or not 1 <= nframes <= available:
-            raise ProtocolError(
-                "frames",
-                f"array {name!r} declares {_short(nframes)} frames, {available} frames remain",
-            )
-        parts = views[next_frame : next_frame + nframes]
-        next_frame += nframes
-        got = parts[0].nbytes if nframes == 1 else sum(p.nbytes for p in parts)
-        if got != nbytes:
-            raise ProtocolError(
-                "length",
-                f"array {name!r} ({dtype.name} {shape}) needs {nbytes} bytes, "
-                f"its {nframes} frame(s) hold {got}",
-            )
-        plan.append((name, dtype, shape, parts))
-    if next_frame != len(views):
-        raise ProtocolError(
-            "frames",
-            f"header declares {next_frame - 1} array frames, the message has {len(views) - 1}",
-        )
-    return plan
-
-
-def _build_array(name, dtype, shape, parts, buffers: BufferPool | None) -> np.ndarray:
-    """A read-only array: a view of its single frame, or its frames joined into one buffer."""
-    if len(parts) == 1:  # a read-only buffer gives a read-only array: no flag to set
-        return np.ndarray(shape, dtype, parts[0].toreadonly())
+def _join(name, dtype, shape, parts: list, buffers: BufferPool | None) -> np.ndarray:
+    """An array split over several frames, copied into one buffer (pooled or fresh)."""
     buf = buffers.take(name, dtype, shape) if buffers is not None else np.empty(shape, dtype)
     flat = _byte_view(buf)
     offset = 0
@@ -419,6 +371,55 @@ def _build_array(name, dtype, shape, parts, buffers: BufferPool | None) -> np.nd
     array = buf.view()
     array.flags.writeable = False
     return array
+
+
+def _read_arrays(table, views: list, max_bytes: int, dtypes: dict, buffers) -> dict:
+    """Check the array table against the frames and build the read-only arrays, in one pass.
+
+    A frame holding a whole array becomes a zero-copy view of it. Limits are checked before
+    anything is allocated for an array; a rejected message leaves nothing behind.
+    """
+    if type(table) is not list:
+        raise ProtocolError("arrays", f"array table must be a list, got {_short(table)}")
+    arrays: dict[str, np.ndarray] = {}
+    declared, k, n = 0, 1, len(views)
+    for i, spec in enumerate(table):
+        if type(spec) is not list or len(spec) != 4:
+            raise ProtocolError(
+                "arrays", f"array entry {i} is {_short(spec)}, not [name, dtype, shape, nframes]"
+            )
+        name, dtype_name, shape, nframes = spec
+        dtype = dtypes.get(dtype_name) if type(dtype_name) is str else None
+        if type(name) is not str or not name or name in arrays or dtype is None:
+            _reject_name_or_dtype(i, name, dtype_name, arrays, dtypes)
+        nbytes = _check_shape(name, shape) * dtype.itemsize
+        declared += nbytes
+        if declared > max_bytes:
+            raise ProtocolError(
+                "size", f"arrays up to {name!r} need {declared} bytes, over the {max_bytes} limit"
+            )
+        if type(nframes) is not int or not 1 <= nframes <= n - k:
+            raise ProtocolError(
+                "frames", f"array {name!r} declares {_short(nframes)} frames, {n - k} frames remain"
+            )
+        parts = views[k : k + nframes]
+        got = parts[0].nbytes if nframes == 1 else sum(p.nbytes for p in parts)
+        if got != nbytes:
+            raise ProtocolError(
+                "length",
+                f"array {name!r} ({dtype.name} {tuple(shape)}) needs {nbytes} bytes, "
+                f"its {nframes} frame(s) hold {got}",
+            )
+        if nframes == 1:  # a read-only buffer gives a read-only array: no flag to set
+            arrays[name] = np.ndarray(shape, dtype, parts[0].toreadonly())
+        else:
+            arrays[name] = _join(name, dtype, shape, parts, buffers)
+        k += nframes
+    if k != n:
+        raise ProtocolError(
+            "frames", f"header declares {k - 1} array frames, the message has {n - 1}"
+        )
+    return arrays
 
 
 def decode(
@@ -440,10 +441,8 @@ def decode(
         raise ProtocolError("size", f"message of {total} bytes exceeds the {max_bytes} limit")
     header = _unpack_header(views[0])
     _check_head(header, job)
-    plan = _plan_arrays(header, views, max_bytes, allowed_dtypes)
-    arrays = {
-        name: _build_array(name, dt, shape, parts, buffers) for name, dt, shape, parts in plan
-    }
+    allowed = allowed_dtypes if type(allowed_dtypes) is tuple else tuple(allowed_dtypes)
+    arrays = _read_arrays(header["arrays"], views, max_bytes, _dtype_table(allowed), buffers)
     return Message(
         type=header["type"],
         job=header["job"],
