@@ -264,3 +264,33 @@ def test_workers_outlive_a_lost_coordinator_and_rejoin_its_successor(tmp_path):
     params, _ = reference
     assert final["step"] == STEPS
     assert all(np.array_equal(a, b) for a, b in zip(final["model"].values(), params))
+
+
+def test_a_worker_added_mid_run_takes_work(tmp_path):
+    reference = _reference()
+    out = str(tmp_path)
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    extra = []
+
+    def add_worker():
+        extra.append(subprocess.Popen(
+            [sys.executable, "-m", "dtrain", "worker", "--insecure", "--rank", "9",
+             "--connect", address, "--job", "SlowSteps", JOBS],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        return extra[0].pid
+
+    injector = FaultInjector(os.path.join(out, "metrics.jsonl"), [(10, add_worker)])
+    injector.start()
+    try:
+        model, history = dtrain.fit(dist_jobs.SlowSteps, workers=2, out=out, max_steps=STEPS,
+                                    bind=address, insecure=True)
+    finally:
+        for p in extra:
+            p.wait(timeout=20)
+    injector.join(timeout=10)
+    assert injector.error is None, injector.error
+    last = history.steps[-1]
+    assert last["workers"] == 3
+    assert last["worker_times"]["2"]["compute_s"] > 0  # the newcomer computed micro-shards
+    assert extra[0].returncode == 0
+    _assert_same(model, history, reference)

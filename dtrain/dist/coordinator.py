@@ -121,13 +121,17 @@ class ZmqExecutor:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, trainer) -> None:
-        """Remember the model's shapes and wait for the expected workers."""
+        """Attach to the trainer and wait for the expected workers."""
+        self.attach(trainer)
+        self.wait_for_workers(self.expected, self.settings.worker_wait_timeout)
+
+    def attach(self, trainer) -> None:
+        """Remember the model's shapes, against which every gradient message is checked."""
         self.trainer = trainer
         self.settings = trainer.settings
         self.param_specs = [(p.shape, p.dtype) for p in trainer.params]
         self.bn_features = [m.running_mean.shape if getattr(m, "running_mean", None) is not None
                             else None for m in batch_norm_modules(trainer.model)]
-        self.wait_for_workers(self.expected, self.settings.worker_wait_timeout)
 
     def wait_for_workers(self, count: int, timeout: float) -> None:
         """Serve HELLOs until ``count`` workers are connected (at least ``min_workers``)."""
