@@ -81,7 +81,9 @@ def serve(mode: str, case: str) -> None:
         if len(frames) == 2 and frames[1].bytes == QUIT:
             break
         if mode == "raw":
-            router.send_multipart([frames[0], *raw], copy=False)
+            identity = frames[0].bytes
+            del frames  # freed before replying, as the protocol server does
+            router.send_multipart([identity, *raw], copy=False)
         elif mode == "relay":
             router.send_multipart(frames, copy=False)
         else:

@@ -10,8 +10,8 @@ slug) and nothing else, whatever bytes arrive.
 
 Zero copy both ways: ``encode`` hands out memoryviews of the caller's arrays (do not change them
 until the send is done; ``send(..., track=True)`` says when), and ``decode`` returns read-only
-``np.frombuffer`` views of the received frames. Only arrays split over several frames are copied
-once, into a fresh array or into one from a ``BufferPool``.
+arrays viewing the received frames (copy one before changing it). Only arrays split over several
+frames are copied once, into a fresh array or into one from a ``BufferPool``.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ STEP_TYPES = frozenset({TASK, GRADS})  # messages that belong to a training step
 
 MAX_FRAME_BYTES = 16 * 2**20  # arrays larger than this are split into several frames
 MAX_HEADER_BYTES = 4 * 2**20  # a larger header frame is rejected before it is parsed
-MAX_NDIM = 32
+MAX_NDIM = 32  # more dims than this is a hostile or broken header
 _MAX_EXTENT = 2**62  # bound on the product of an array's dims (zeros counted as 1)
 DEFAULT_DTYPES = ("float32", "float64", "int64", "int32", "uint8", "bool")
 
