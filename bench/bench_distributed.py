@@ -192,7 +192,8 @@ def spawn_role(role: str, router: Router, model: str, rounds: int, checks: bool 
             router.address, "--model", model, "--rounds", str(rounds)]
     argv += ["--checks"] if checks else []
     argv += ["--hop"] if hop else []
-    argv += ["--server-key", router.public_key.decode()] if router.public_key else []
+    # "=": a z85 key may begin with "-", which argparse would take for an option
+    argv += [f"--server-key={router.public_key.decode()}"] if router.public_key else []
     return subprocess.Popen(argv, env=child_env(), stdin=subprocess.DEVNULL)
 
 
