@@ -182,3 +182,13 @@ def test_array_payloads_with_nonfinite_or_wrong_shapes(harness, data):
         del arrays[name]
     msg.arrays = arrays
     assert harness.deliver(ident, [bytes(f) for f in P.encode(msg)])
+
+
+def test_oversize_message_is_rejected_for_size(harness, caplog):
+    node, (ident, frames) = next(iter(sorted(harness.valid.items())))
+    msg = P.decode([bytes(f) for f in frames])
+    msg.arrays["padding"] = np.zeros(harness.ex.max_bytes // 4 + 1, np.float32)
+    before = harness.ex.rejected
+    harness.deliver(ident, [bytes(f) for f in P.encode(msg)])
+    assert harness.ex.rejected == before + 1
+    assert "(size)" in caplog.text

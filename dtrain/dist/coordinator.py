@@ -30,7 +30,8 @@ from .shards import BatchPlan, assign, is_tree_node
 
 log = logging.getLogger("dtrain.coordinator")
 
-MAX_MESSAGE_BYTES = 1 << 31
+MAX_MESSAGE_BYTES = 1 << 31  # before the model is known
+SLACK_BYTES = 1 << 20  # allowance above the largest legitimate message (batch-norm stats etc.)
 
 
 class WorkerError(RuntimeError):
@@ -119,6 +120,7 @@ class ZmqExecutor:
         self.current_step = -1
         self.step_rounds = 0
         self.idle_hook = None  # called on every poll (the launcher supervises processes here)
+        self.max_bytes = MAX_MESSAGE_BYTES
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, trainer) -> None:
@@ -133,6 +135,11 @@ class ZmqExecutor:
         self.param_specs = [(p.shape, p.dtype) for p in trainer.params]
         self.bn_features = [m.running_mean.shape if getattr(m, "running_mean", None) is not None
                             else None for m in batch_norm_modules(trainer.model)]
+        # the largest valid message is one node's gradients plus its shards' batch-norm stats
+        param_bytes = sum(p.data.nbytes for p in trainer.params)
+        bn_bytes = 2 * self.settings.micro_shards * sum(
+            int(np.prod(s)) * 8 for s in self.bn_features if s is not None)
+        self.max_bytes = param_bytes + bn_bytes + SLACK_BYTES
 
     def wait_for_workers(self, count: int, timeout: float) -> None:
         """Serve HELLOs until ``count`` workers are connected (at least ``min_workers``)."""
@@ -249,7 +256,7 @@ class ZmqExecutor:
         """Validate one message and act on it; invalid ones are logged and counted only."""
         identity = bytes(frames[0].buffer) if hasattr(frames[0], "buffer") else bytes(frames[0])
         try:
-            msg = P.decode(frames[1:], max_bytes=MAX_MESSAGE_BYTES)
+            msg = P.decode(frames[1:], max_bytes=self.max_bytes)
             if msg.type == P.HELLO:
                 self._hello(identity, msg)
                 return
