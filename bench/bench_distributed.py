@@ -12,7 +12,11 @@ compute and communication. Next to them, measured in the same run:
 - PyTorch DDP (gloo, 2 processes, 1 thread each, same model and global batch) when torch is
   installed (``ddp_reference.py``).
 
-Targets: per-step communication <= 1.10x the floor; 2-worker step time <= 0.90x DDP's.
+Targets: per-step communication <= 1.10x the floor; 2-worker step time <= 0.90x DDP's. Where
+``dtrain.fit`` encrypts local traffic with CURVE by default, both the default and the
+``insecure=True`` runs are shown, and the floor is also measured over CURVE, over ipc:// and
+through a worker-style I/O thread (an inproc PAIR hop), to tell the transport's share from
+dtrain's own. A 2-worker run with ``micro_shards=2`` shows the cost of finer micro-shards.
 
 Part 2, MLP 784-2048-2048-2048-10 (10.0M parameters): one exchange (the gradient message up,
 the parameter message down, one worker) measured directly with ``dtrain.dist.protocol``
@@ -24,7 +28,11 @@ BLAS is pinned to 1 thread in every process (threadpoolctl here and in the DDP r
 launcher's environment in the workers). On a 2-core machine a 2-worker run has 3 busy processes
 (coordinator + 2 workers), and a floor with 2 dealers 3 as well: both oversubscribe alike.
 
-Run: ``python bench/bench_distributed.py [--quick] [--profile]``.
+Every figure is the best of ``--repeats`` interleaved repeats (the least disturbed by other load
+on a shared machine). ``--profile`` adds cProfile breakdowns of the coordinator and of both
+workers' compute threads in a 2-worker run at each batch size.
+
+Run: ``python bench/bench_distributed.py [--quick] [--profile] [--part none|1|2]``.
 """
 
 from __future__ import annotations
@@ -627,9 +635,9 @@ COORDINATOR_PARTS = [
     ("      protocol.decode", "protocol.py", "decode"),
     ("      _node_value (checks + copies)", "coordinator.py", "_node_value"),
     ("        check_finite", "protocol.py", "check_finite"),
-    ("  Trainer.apply (tree, mean, optimizer)", "trainer.py", "apply"),
+    ("  Trainer.reduce (tree sum, mean gradients)", "trainer.py", "reduce"),
     ("    tree sum", "shards.py", "tree_sum"),
-    ("    optimizer.step", "sgd.py", "step"),
+    ("  optimizer.step (SGD)", "sgd.py", "step"),
     ("  Trainer.plan", "trainer.py", "plan"),
 ]
 WORKER_PARTS = [
@@ -643,17 +651,17 @@ WORKER_PARTS = [
 ]
 
 
-def cumulative(stats: pstats.Stats, suffix: str, name: str) -> float:
+def cumulative(stats: pstats.Stats, suffix: str, name: str) -> float | None:
     """Cumulative seconds of every profiled function ``name`` defined in a file ``*suffix``.
 
     ``name`` may end in ``@text``: then only a function (e.g. a ``<dictcomp>``) whose first
-    line contains ``text`` counts.
+    line contains ``text`` counts. None when no such function ran (renamed in this version?).
     """
     name, _, marker = name.partition("@")
-    total = 0.0
+    total = None
     for (path, line, func), (_, _, _, ct, _) in stats.stats.items():
         if func == name and path.endswith(suffix) and (not marker or marker in _line(path, line)):
-            total += ct
+            total = (total or 0.0) + ct
     return total
 
 
@@ -668,7 +676,9 @@ def _line(path: str, number: int) -> str:
 def print_breakdown(who: str, stats: pstats.Stats, steps: int, parts) -> None:
     print(f"-- {who}: cumulative ms per step (cProfile inflates Python-heavy code)")
     for label, suffix, name in parts:
-        print(f"   {label:<44} {cumulative(stats, suffix, name) / steps * 1e3:8.2f}")
+        seconds = cumulative(stats, suffix, name)
+        shown = "     n/a" if seconds is None else f"{seconds / steps * 1e3:8.2f}"
+        print(f"   {label:<46} {shown}   {suffix}:{name}")
 
 
 def print_top(who: str, stats: pstats.Stats, top: int) -> None:
@@ -687,7 +697,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps per run")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per dtrain run")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds per exchange")
-    parser.add_argument("--part", choices=("all", "1", "2"), default="all")
+    parser.add_argument("--part", choices=("all", "1", "2", "none"), default="all",
+                        help="which tables to measure (none: only --profile)")
     parser.add_argument("--profile", action="store_true",
                         help="also profile the coordinator and workers of a 2-worker run")
     parser.add_argument("--repeats", type=int, default=None,
