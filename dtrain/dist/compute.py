@@ -85,7 +85,10 @@ class ShardValue:
             if a is None:
                 self.grads[i] = b
             elif b is not None:
-                np.add(a, b, out=a)
+                if a.flags.writeable:
+                    np.add(a, b, out=a)
+                else:  # a zero-copy view of a received frame: same sum, new array
+                    self.grads[i] = np.add(a, b)
         self.loss_sum = self.loss_sum + other.loss_sum
         self.count += other.count
         self.bn_stats.update(other.bn_stats)

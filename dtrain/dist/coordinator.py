@@ -121,6 +121,8 @@ class ZmqExecutor:
         self.step_rounds = 0
         self.idle_hook = None  # called on every poll (the launcher supervises processes here)
         self.max_bytes = MAX_MESSAGE_BYTES
+        self._snapshots = ({}, {})
+        self._round_parity = 0
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, trainer) -> None:
@@ -171,8 +173,7 @@ class ZmqExecutor:
         self.current_step = plan.step
         state = StepState(plan=plan, phase=phase, round=round_id)
         self.state = state
-        snapshot = {name: np.array(a) for name, a in trainer.state_arrays().items()}
-        state.snapshot = snapshot
+        state.snapshot = self._snapshot(trainer.state_arrays())
         self._ensure_workers()
         live = sorted(self.workers.values(), key=lambda w: w.id)
         for info, nodes in assign(plan.micro_shards, [w.identity for w in live]).items():
@@ -186,6 +187,22 @@ class ZmqExecutor:
             self.expire()
         self.state = None
         return state.values
+
+    def _snapshot(self, arrays: dict) -> dict:
+        """Copy the parameters into one of two reused buffers (no fresh pages every step).
+
+        The optimizer changes the parameters in place while ZeroMQ may still hold the frames of
+        a TASK to a slow worker, so TASKs never point at the live arrays; alternating buffers
+        keep the previous round's frames intact while this round's are written.
+        """
+        self._round_parity ^= 1
+        buffers = self._snapshots[self._round_parity]
+        if buffers.keys() != arrays.keys():
+            buffers.clear()
+            buffers.update({name: np.empty_like(a) for name, a in arrays.items()})
+        for name, a in arrays.items():
+            np.copyto(buffers[name], a)
+        return buffers
 
     def _complete(self, state: StepState) -> bool:
         return all(node in state.values for node in state.asked)
@@ -380,7 +397,7 @@ class ZmqExecutor:
         P.check_finite(msg.arrays)
         grads = [None] * n
         for i in has:
-            grads[i] = np.array(msg.arrays[f"g{i}"])  # owned: the tree adds in place
+            grads[i] = msg.arrays[f"g{i}"]  # zero-copy, read-only: the tree sum makes new arrays
         stats: dict = {}
         for k, (shard, module) in enumerate(bn):
             stats.setdefault(shard, []).append(

@@ -25,15 +25,33 @@ from .shards import BatchPlan, batches_per_epoch, epoch_order, plan_batch, tree_
 log = logging.getLogger("dtrain.trainer")
 
 
+_blas = []  # the BLAS libraries threadpoolctl found, looked up once per process
+
+
+def _blas_controller():
+    if not _blas:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+            _blas.append(None)
+        else:
+            _blas.append(ThreadpoolController().select(user_api="blas"))
+    return _blas[0]
+
+
 @contextmanager
 def blas_threads(n: int):
-    """Pin BLAS to ``n`` threads while computing, so every process sums in the same order."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+    """Pin BLAS to ``n`` threads while computing, so every process sums in the same order.
+
+    Scanning the loaded libraries is slow (it reads /proc/self/maps), so it happens once; when
+    BLAS already runs ``n`` threads, as in worker processes started with the job's thread
+    count, this costs nothing.
+    """
+    controller = _blas_controller()
+    if controller is None or all(lib.num_threads == n for lib in controller.lib_controllers):
         yield
         return
-    with threadpool_limits(limits=n, user_api="blas"):
+    with controller.limit(limits=n):
         yield
 
 
@@ -107,6 +125,7 @@ class Trainer:
         self.settings = settings.validate()
         self.model, self.phases = build_master(job, settings)
         self.rounds = 0  # evaluation rounds so far (several per step with closures or phases)
+        self._order = None  # (epoch, its sample order), computed once per epoch
         self.params = list(self.model.parameters())
         self.bn_modules = batch_norm_modules(self.model)
         self.train_source = SampleSource(job.train_data(), settings.dtype, "train_data()")
@@ -193,7 +212,9 @@ class Trainer:
     def plan(self, epoch: int, batch: int, step: int) -> BatchPlan:
         """The micro-shard plan of one step, derived only from (seed, epoch, batch)."""
         s = self.settings
-        order = epoch_order(len(self.train_source), s.seed, epoch, s.shuffle)
+        if self._order is None or self._order[0] != epoch:
+            self._order = (epoch, epoch_order(len(self.train_source), s.seed, epoch, s.shuffle))
+        order = self._order[1]
         return plan_batch(order, step=step, epoch=epoch, batch=batch, batch_size=s.batch_size,
                           micro_shards=s.micro_shards)
 
@@ -212,8 +233,14 @@ class Trainer:
         count = total.count
         for i in self.phases[phase].param_indices:
             p, g = self.params[i], total.grads[i]
-            p.grad = None if g is None else Tensor._wrap(np.divide(g, count).astype(p.dtype,
-                                                                                   copy=False))
+            if g is None:
+                p.grad = None
+                continue
+            if g.flags.writeable and g.dtype == p.dtype:
+                np.divide(g, count, out=g)  # the tree's own array: no copy
+            else:
+                g = np.divide(g, count).astype(p.dtype, copy=False)
+            p.grad = Tensor._wrap(g)
         for shard in sorted(total.bn_stats):
             for index, mean, var in total.bn_stats[shard]:
                 self.bn_modules[index].apply_batch_stats(mean, var)
