@@ -1,11 +1,7 @@
 """The worker process: join a coordinator, compute micro-shard gradients, send them back.
 
-Two threads, after the zguide's Paranoid Pirate worker. The I/O thread owns the DEALER socket
-to the coordinator: it says HELLO, sends a HEARTBEAT every interval even while the main thread
-is busy, passes TASK/STOP messages in and GRADS messages out over an inproc pair, and when the
-coordinator falls silent past the heartbeat timeout it reconnects with exponential backoff and
-says HELLO again. The main thread only computes, so a long forward/backward never looks like a
-dead worker.
+The main thread owns the socket that carries tasks and gradients and does all the computing; a
+small beacon thread heartbeats on a socket of its own. See ``Worker`` for the reconnect rules.
 """
 
 from __future__ import annotations
@@ -13,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import socket as _socket
+import sys
 import threading
 import time
 import traceback
@@ -33,6 +30,7 @@ log = logging.getLogger("dtrain.worker")
 
 BACKOFF_START = 0.25  # seconds before the first reconnect
 BACKOFF_MAX = 8.0  # reconnect attempts back off up to this interval
+SWITCH_INTERVAL = 2e-4  # seconds; see main()
 
 
 @dataclass
@@ -51,126 +49,68 @@ class WorkerConfig:
     keys: ClientKeys | None = None  # CURVE keys; None only with --insecure
 
 
-class Link(threading.Thread):
-    """The I/O thread: DEALER to the coordinator, inproc PAIR to the compute thread."""
+class Beacon(threading.Thread):
+    """Sends this worker's HEARTBEATs on a socket of its own, even mid-computation."""
 
-    def __init__(self, ctx: zmq.Context, config: WorkerConfig, hello: dict, pipe_addr: str):
-        super().__init__(name="dtrain-worker-io", daemon=True)
+    def __init__(self, ctx: zmq.Context, config: WorkerConfig):
+        super().__init__(name="dtrain-worker-beacon", daemon=True)
         self.ctx = ctx
         self.config = config
-        self.hello = hello
-        self.pipe_addr = pipe_addr
         self.stop_event = threading.Event()
-        self.job_id = config.job_id
-        self.worker_id = -1
-        self.ready = threading.Event()
+        self.lock = threading.Lock()
+        self.target = None  # (data socket identity, job id, worker id)
 
-    def _dealer(self) -> zmq.Socket:
-        sock = self.ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        identity = f"{self.config.name}-{uuid.uuid4().hex[:8]}".encode()
-        sock.setsockopt(zmq.IDENTITY, identity)
-        if self.config.keys is not None:
-            make_client(sock, self.config.keys)
-        sock.connect(self.config.connect)
-        sock.send_multipart(P.encode(P.Message(P.HELLO, self.config.job_id, -1, -1, self.hello)),
-                            copy=False)
-        return sock
+    def retarget(self, identity: bytes, job_id: str, worker_id: int) -> None:
+        """Beat on behalf of the data socket ``identity`` from now on."""
+        with self.lock:
+            self.target = (identity, job_id, worker_id)
 
     def run(self) -> None:
-        pipe = self.ctx.socket(zmq.PAIR)
-        pipe.setsockopt(zmq.LINGER, 0)
-        pipe.connect(self.pipe_addr)
-        dealer = self._dealer()
-        poller = zmq.Poller()
-        poller.register(dealer, zmq.POLLIN)
-        poller.register(pipe, zmq.POLLIN)
-        heard = time.monotonic()
-        next_beat = heard + self.config.heartbeat_interval
-        backoff = BACKOFF_START
-        lost_since = None
+        sock, current = None, None
         try:
-            while not self.stop_event.is_set():
-                interval = self.config.heartbeat_interval
-                events = dict(poller.poll(int(interval * 250)))
-                now = time.monotonic()
-                if dealer in events:
-                    while True:
-                        try:
-                            frames = dealer.recv_multipart(zmq.NOBLOCK, copy=False)
-                        except zmq.Again:
-                            break
-                        heard = now
-                        lost_since = None
-                        backoff = BACKOFF_START
-                        if not self._from_coordinator(frames, pipe):
-                            # asked to rejoin (evicted while alive): start over with HELLO
-                            poller.unregister(dealer)
-                            dealer.close(0)
-                            dealer = self._dealer()
-                            poller.register(dealer, zmq.POLLIN)
-                            break
-                if pipe in events:
-                    while True:
-                        try:
-                            frames = pipe.recv_multipart(zmq.NOBLOCK, copy=False)
-                        except zmq.Again:
-                            break
-                        dealer.send_multipart(frames, copy=False)
-                if now >= next_beat:
-                    dealer.send_multipart(P.encode(P.Message(
-                        P.HEARTBEAT, self.job_id, -1, self.worker_id)), copy=False)
-                    next_beat = now + interval
-                if now - heard > max(self.config.heartbeat_timeout, backoff):
-                    lost_since = lost_since or heard
-                    if self.config.give_up_after and now - lost_since > self.config.give_up_after:
-                        log.error("no coordinator for %.0f s: giving up", now - lost_since)
-                        pipe.send_multipart(P.encode(P.Message(P.STOP, self.job_id, -1, -1,
-                                                               {"lost": True})))
-                        return
-                    log.warning("coordinator silent for %.1f s: reconnecting", now - heard)
-                    poller.unregister(dealer)
-                    dealer.close(0)
-                    dealer = self._dealer()
-                    poller.register(dealer, zmq.POLLIN)
-                    heard = now
-                    backoff = min(backoff * 2, BACKOFF_MAX)
+            while not self.stop_event.wait(self.config.heartbeat_interval):
+                with self.lock:
+                    target = self.target
+                if target is None:
+                    continue
+                identity, job_id, worker_id = target
+                if identity != current:
+                    if sock is not None:
+                        sock.close(0)
+                    sock = _dealer(self.ctx, self.config, identity + b"~beacon", immediate=True)
+                    current = identity
+                beat = P.Message(P.HEARTBEAT, job_id, -1, worker_id, {"of": identity.hex()})
+                try:
+                    sock.send_multipart(P.encode(beat), zmq.NOBLOCK)
+                except zmq.Again:  # no coordinator right now: nothing to queue
+                    pass
         finally:
-            try:
-                dealer.send_multipart(P.encode(P.Message(P.BYE, self.job_id, -1,
-                                                         self.worker_id)), zmq.NOBLOCK)
-            except zmq.ZMQError:
-                pass
-            dealer.close(0)
-            pipe.close(0)
+            if sock is not None:
+                sock.close(0)
 
-    def _from_coordinator(self, frames, pipe) -> bool:
-        """Pass a coordinator message to the compute thread; False asks for a fresh HELLO."""
-        try:
-            msg = P.decode(frames, job=self.job_id or None)
-        except P.ProtocolError as e:
-            log.warning("ignored a bad message from the coordinator: %s", e)
-            return True
-        if msg.type == P.WELCOME:
-            self.job_id = msg.job
-            self.worker_id = msg.worker
-            settings = msg.fields.get("settings", {})
-            for name in ("heartbeat_interval", "heartbeat_timeout"):
-                value = settings.get(name)
-                if isinstance(value, (int, float)) and value > 0:
-                    setattr(self.config, name, float(value))
-            self.ready.set()
-        elif msg.type == P.STOP and msg.fields.get("rejoin"):
-            log.warning("coordinator does not know this worker: saying hello again")
-            return False
-        elif msg.type == P.HEARTBEAT:
-            return True
-        pipe.send_multipart(frames, copy=False)
-        return True
+
+def _dealer(ctx: zmq.Context, config: WorkerConfig, identity: bytes,
+            immediate: bool = False) -> zmq.Socket:
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    if immediate:  # queue nothing for a coordinator that is not there
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+    sock.setsockopt(zmq.IDENTITY, identity)
+    if config.keys is not None:
+        make_client(sock, config.keys)
+    sock.connect(config.connect)
+    return sock
 
 
 class Worker:
-    """The compute side: a model replica and the data, driven by TASK messages."""
+    """A model replica and the data, driven by the coordinator's TASK messages.
+
+    The main thread owns the DEALER that carries tasks and gradients, so neither crosses a
+    thread; a ``Beacon`` thread heartbeats on its own socket, so a long forward/backward never
+    looks like a dead worker. When the coordinator falls silent past the heartbeat timeout the
+    worker reconnects with exponential backoff and says HELLO again (the zguide's Paranoid
+    Pirate worker).
+    """
 
     def __init__(self, config: WorkerConfig):
         self.config = config
@@ -179,48 +119,98 @@ class Worker:
         self.computer: ShardComputer | None = None
         self.params = []
         self.steps_done = 0
+        self.job_id = config.job_id
+        self.worker_id = -1
+        self.sock = None
+        self.beacon = None
+
+    def _connect(self, ctx: zmq.Context) -> None:
+        """A fresh data socket with a new identity, and a HELLO."""
+        if self.sock is not None:
+            self.sock.close(0)
+        identity = f"{self.config.name}-{uuid.uuid4().hex[:8]}".encode()
+        self.sock = _dealer(ctx, self.config, identity)  # the HELLO waits for the connection
+        hello = {"name": self.config.name, "pid": os.getpid(), "host": _socket.gethostname(),
+                 "digest": self.digest, "rank": self.config.rank}
+        self.sock.send_multipart(P.encode(P.Message(P.HELLO, self.config.job_id, -1, -1, hello)))
+        self.beacon.retarget(identity, self.job_id, self.worker_id)
+
+    def _send(self, msg) -> None:
+        self.sock.send_multipart(P.encode(msg), copy=False)
 
     def run(self) -> int:
         """Serve until STOP; returns the process exit code."""
         ctx = zmq.Context()
-        pipe = ctx.socket(zmq.PAIR)
-        pipe.setsockopt(zmq.LINGER, 0)
-        pipe_addr = f"inproc://dtrain-worker-{uuid.uuid4().hex}"
-        pipe.bind(pipe_addr)
-        hello = {"name": self.config.name, "pid": os.getpid(), "host": _socket.gethostname(),
-                 "digest": self.digest, "rank": self.config.rank}
-        link = Link(ctx, self.config, hello, pipe_addr)
-        link.start()
+        self.beacon = Beacon(ctx, self.config)
+        self.beacon.start()
+        self._connect(ctx)
+        heard = time.monotonic()
+        backoff = BACKOFF_START
+        lost_since = None
         try:
             while True:
-                frames = pipe.recv_multipart(copy=False)
-                msg = P.decode(frames)
+                if not self.sock.poll(int(self.config.heartbeat_interval * 1000), zmq.POLLIN):
+                    now = time.monotonic()
+                    if now - heard > max(self.config.heartbeat_timeout, backoff):
+                        lost_since = lost_since or heard
+                        if self.config.give_up_after and \
+                                now - lost_since > self.config.give_up_after:
+                            log.error("no coordinator for %.0f s: giving up", now - lost_since)
+                            return 3
+                        log.warning("coordinator silent for %.1f s: reconnecting", now - heard)
+                        self._connect(ctx)
+                        heard = now
+                        backoff = min(backoff * 2, BACKOFF_MAX)
+                    continue
+                frames = self.sock.recv_multipart(copy=False)
+                heard, lost_since, backoff = time.monotonic(), None, BACKOFF_START
+                try:
+                    msg = P.decode(frames, job=self.job_id or None)
+                except P.ProtocolError as e:
+                    log.warning("ignored a bad message from the coordinator: %s", e)
+                    continue
+                if msg.type == P.HEARTBEAT:
+                    continue
                 if msg.type == P.STOP:
-                    if msg.fields.get("evicted"):
-                        log.warning("evicted by the coordinator: %s; rejoining",
-                                    msg.fields["evicted"])
+                    if msg.fields.get("rejoin"):
+                        log.warning("coordinator does not know this worker: saying hello again")
+                        self._connect(ctx)
                         continue
-                    return 3 if msg.fields.get("lost") else 0
+                    if msg.fields.get("evicted"):
+                        log.warning("evicted by the coordinator: %s", msg.fields["evicted"])
+                        continue
+                    return 0
                 if msg.type == P.WELCOME:
                     self._welcome(msg)
                 elif msg.type == P.TASK:
                     try:
-                        self._task(msg, pipe, link)
+                        self._task(msg)
                     except Exception:  # noqa: BLE001 - any job error goes to the coordinator
                         text = traceback.format_exc()
                         log.error("task failed:\n%s", text)
-                        pipe.send_multipart(P.encode(P.Message(
-                            P.ERROR, link.job_id, msg.step, link.worker_id,
-                            {"traceback": text})))
-                        time.sleep(0.2)  # let the I/O thread deliver it
+                        self._send(P.Message(P.ERROR, self.job_id, msg.step, self.worker_id,
+                                             {"traceback": text}))
+                        self.sock.setsockopt(zmq.LINGER, 2000)  # deliver it before exiting
                         return 1
         finally:
-            link.stop_event.set()
-            link.join(timeout=2)
-            pipe.close(0)
+            try:
+                self.sock.send_multipart(P.encode(P.Message(P.BYE, self.job_id, -1,
+                                                            self.worker_id)), zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
+            self.beacon.stop_event.set()
+            self.beacon.join(timeout=2)
+            self.sock.close()
             ctx.term()
 
     def _welcome(self, msg) -> None:
+        self.job_id, self.worker_id = msg.job, msg.worker
+        fields = msg.fields.get("settings", {})
+        for name in ("heartbeat_interval", "heartbeat_timeout"):
+            value = fields.get(name)
+            if isinstance(value, (int, float)) and value > 0:
+                setattr(self.config, name, float(value))
+        self.beacon.retarget(self.sock.getsockopt(zmq.IDENTITY), self.job_id, self.worker_id)
         settings = Settings.from_dict(msg.fields["settings"])
         if self.settings is None or settings != self.settings:
             self.settings = settings
@@ -231,7 +221,7 @@ class Worker:
             self.computer = ShardComputer(self.job, settings, model, source)  # builds phases
         log.info("joined as worker %d", msg.worker)
 
-    def _task(self, msg, pipe, link) -> None:
+    def _task(self, msg) -> None:
         if self.computer is None:
             raise RuntimeError("TASK before WELCOME")
         expected = {name: (p.shape, p.dtype) for name, p in zip(self.names, self.params)}
@@ -252,9 +242,9 @@ class Worker:
             with blas_threads(self.settings.threads):
                 value = self.computer.node_value(plan, node, phase)
             elapsed = time.perf_counter() - started
-            out = grads_message(link.job_id, msg.step, link.worker_id, node, value, elapsed)
+            out = grads_message(self.job_id, msg.step, self.worker_id, node, value, elapsed)
             out.fields.update(phase=phase, round=f.get("round", 0))
-            pipe.send_multipart(P.encode(out), copy=False)
+            self._send(out)
         self.steps_done += 1
 
 
@@ -305,6 +295,9 @@ def set_process_title(title: str) -> None:
 def main(config: WorkerConfig) -> int:
     """Entry point of ``dtrain worker``."""
     set_process_title(f"dtrain-w{config.rank}")
+    # The I/O thread must get the GIL promptly when a message arrives mid-compute; Python's
+    # default 5 ms switch interval would add up to that much latency per hop.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     if not config.name:
         config.name = f"{_socket.gethostname()}-w{config.rank}"
     return Worker(config).run()

@@ -71,6 +71,16 @@ class StepState:
     snapshot: dict = field(default_factory=dict)  # parameters sent with this step's TASKs
 
 
+def _beacon_target(of) -> bytes:
+    """The data-socket identity a beacon heartbeat speaks for (hex in the ``of`` field)."""
+    try:
+        if isinstance(of, str) and len(of) <= 512:
+            return bytes.fromhex(of)
+    except ValueError:
+        pass
+    raise P.ProtocolError("fields", f"heartbeat for {str(of)[:40]!r}: not a worker identity")
+
+
 def make_router(ctx: zmq.Context, bind: str, keys=None) -> tuple[zmq.Socket, str]:
     """A ROUTER bound to ``bind`` (``tcp://HOST:0`` picks a free port), a CURVE server when
     ``keys`` are given; returns (socket, address)."""
@@ -279,6 +289,8 @@ class ZmqExecutor:
                 return
             if msg.job != self.job_id:
                 raise P.ProtocolError("job", f"job id {msg.job!r} is not this job's")
+            if msg.type == P.HEARTBEAT and "of" in msg.fields:
+                identity = _beacon_target(msg.fields["of"])  # a worker's beacon socket
             info = self.workers.get(identity)
             if info is None:
                 if msg.type in (P.HEARTBEAT, P.BYE):
