@@ -174,3 +174,18 @@ class PhasesWithClosure(MomentumGroups):
     def phases(self, model):
         return [dtrain.Phase("all", lambda m, x, y: F.cross_entropy(m(x), y),
                              optim.LBFGS(model.parameters()))]
+
+
+class Diverges(MomentumGroups):
+    """A loss scaled past float32's range: gradients become inf/NaN within a step or two."""
+
+    epochs = 2
+
+    def loss(self, output, target):
+        return (output ** 2).mean() * 1e37
+
+    def optimizer(self, model):
+        return optim.SGD(model.parameters(), lr=10.0)
+
+    def scheduler(self, optimizer):
+        return None

@@ -113,3 +113,15 @@ def test_resume_skips_a_corrupt_newest_checkpoint(tmp_path, caplog):
     assert "skipping damaged checkpoint" in caplog.text
     assert history.steps[0]["step"] == 6
     assert _same(_buffers(resumed), _buffers(full))
+
+
+def test_genuinely_diverging_training_continues_like_single_process(caplog):
+    """NaN gradients confirmed by a second worker are the training's own: accepted, not evicted
+    forever; the run matches the in-process one (NaN included)."""
+    reference, ref_history = dtrain.fit(dist_jobs.Diverges, workers=0)
+    assert not np.isfinite(ref_history.steps[-1]["loss"])
+    with caplog.at_level("WARNING"):
+        model, history = dtrain.fit(dist_jobs.Diverges, workers=2)
+    assert "the training diverged" in caplog.text
+    for p, q in zip(model.parameters(), reference.parameters()):
+        np.testing.assert_array_equal(p.data, q.data)  # NaN == NaN here

@@ -165,8 +165,11 @@ class Eavesdropper(threading.Thread):
         sock.connect(self.address)
         hello = P.encode(P.Message(P.HELLO, "", -1, -1, {"name": "spy", "digest": self.digest}))
         try:
+            next_hello = 0.0
             while not self.stop.is_set():
-                sock.send_multipart(hello, zmq.NOBLOCK)
+                if time.monotonic() >= next_hello:  # knock again now and then
+                    sock.send_multipart(hello, zmq.NOBLOCK)
+                    next_hello = time.monotonic() + 0.5
                 if sock.poll(50):
                     self.received.append(sock.recv_multipart())
         except zmq.Again:

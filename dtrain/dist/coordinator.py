@@ -69,6 +69,7 @@ class StepState:
     asked: dict = field(default_factory=dict)  # node -> worker identity
     values: dict = field(default_factory=dict)  # node -> ShardValue | None
     snapshot: dict = field(default_factory=dict)  # parameters sent with this step's TASKs
+    nonfinite: dict = field(default_factory=dict)  # node -> worker that sent it non-finite
 
 
 def _beacon_target(of) -> bytes:
@@ -131,6 +132,7 @@ class ZmqExecutor:
         self.step_rounds = 0
         self.idle_hook = None  # called on every poll (the launcher supervises processes here)
         self.max_bytes = MAX_MESSAGE_BYTES
+        self.diverged = False  # non-finite gradients were confirmed by a second worker
         self._snapshots = ({}, {})
         self._round_parity = 0
 
@@ -336,12 +338,15 @@ class ZmqExecutor:
                                   f"{str(f.get('digest'))[:12]} != {self.digest[:12]})")
         if msg.job and msg.job != self.job_id:
             raise P.ProtocolError("job", f"worker belongs to job {msg.job!r}, not this job")
+        pid = f.get("pid")
         for old in list(self.workers.values()):
-            if old.identity == identity or (old.pid == int(f.get("pid", -1) or -1)
-                                            and old.host == str(f.get("host", "?"))):
+            same_process = isinstance(pid, int) and pid > 0 and old.pid == pid \
+                and old.host == str(f.get("host", "?"))
+            if old.identity == identity or same_process:
                 self.evict(old, "reconnected")
         info = WorkerInfo(identity=identity, id=self.next_worker_id,
-                          name=str(f.get("name", "?")), pid=int(f.get("pid", -1) or -1),
+                          name=str(f.get("name", "?")),
+                          pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else -1,
                           host=str(f.get("host", "?")), last_seen=time.monotonic(),
                           joined_step=self.current_step)
         self.next_worker_id += 1
@@ -366,7 +371,18 @@ class ZmqExecutor:
             raise P.ProtocolError("node", f"node {node} was not asked of worker {info.id}")
         if node in state.values:
             raise P.ProtocolError("stale", f"node {node} already received")
-        value = self._node_value(msg, node, plan)
+        try:
+            value = self._node_value(msg, node, plan)
+        except P.ProtocolError as e:
+            if e.reason != "nonfinite":
+                raise
+            value = self._nonfinite(info, msg, node, e)
+            if value is False:
+                return
+        first = state.nonfinite.get(node)
+        if first is not None and first != info.identity and first in self.workers:
+            self.evict(self.workers[first], f"its non-finite gradients for node {node} were "
+                       f"not confirmed by worker {info.id}")
         state.values[node] = value
         now = time.monotonic()
         compute = float(msg.fields.get("compute_s", 0.0))
@@ -374,7 +390,39 @@ class ZmqExecutor:
         info.comm_seconds += max(now - info.task_sent - compute, 0.0)
         info.steps += 1
 
-    def _node_value(self, msg, node, plan) -> ShardValue | None:
+    def _nonfinite(self, info: WorkerInfo, msg, node, error):
+        """NaN/inf gradients: a faulty worker, or the training diverging? Ask another worker.
+
+        The first report is rejected and the node recomputed elsewhere; a second non-finite
+        result from another worker (or no other worker to ask) means the training itself
+        diverged, and the value is accepted, as a single-process run would carry on with it.
+        A finite recomputation gets the first reporter evicted. Returns the value to accept,
+        or False when the message was rejected.
+        """
+        state = self.state
+        first = state.nonfinite.get(node)
+        others = [w for w in self.workers.values() if w.identity != info.identity]
+        if not self.diverged and first is None and others:
+            state.nonfinite[node] = info.identity
+            self.reject(info.identity, "nonfinite", str(error))
+            helper = min(others, key=lambda w: w.id)
+            log.warning("step %d: node %s recomputed by worker %d to check worker %d's "
+                        "non-finite gradients", state.plan.step, node, helper.id, info.id)
+            self._ask(helper, [node])
+            return False
+        if first == info.identity and others:
+            self.reject(info.identity, "nonfinite", str(error))  # a repeat; wait for the check
+            return False
+        if not self.diverged:
+            log.warning("step %d: non-finite gradients for node %s confirmed (%s): the "
+                        "training diverged; carrying on as a single process would",
+                        state.plan.step, node, error)
+        self.diverged = True
+        state.nonfinite.pop(node, None)
+        return self._node_value(msg, node, state.plan, finite=False)
+
+    def _node_value(self, msg, node, plan, finite: bool = True) -> ShardValue | None:
+        """The checked value of one GRADS message (``finite``: reject NaN and infinity)."""
         f = msg.fields
         count = f.get("count")
         if count != plan.node_count(node):
@@ -385,7 +433,9 @@ class ZmqExecutor:
                 raise P.ProtocolError("names", f"empty node {node} carries arrays")
             return None
         loss_sum = f.get("loss_sum")
-        if not isinstance(loss_sum, float) or not math.isfinite(loss_sum):
+        if not isinstance(loss_sum, float):
+            raise P.ProtocolError("fields", f"loss sum {loss_sum!r} of node {node}")
+        if finite and not math.isfinite(loss_sum):
             raise P.ProtocolError("nonfinite", f"loss sum {loss_sum!r} of node {node}")
         has = f.get("grads")
         n = len(self.param_specs)
@@ -406,7 +456,8 @@ class ZmqExecutor:
             spec[f"bn{k}.mean"] = (shape, self.param_specs[0][1])
             spec[f"bn{k}.var"] = (shape, self.param_specs[0][1])
         P.expect_arrays(msg, spec)
-        P.check_finite(msg.arrays)
+        if finite:
+            P.check_finite(msg.arrays)
         grads = [None] * n
         for i in has:
             grads[i] = msg.arrays[f"g{i}"]  # zero-copy, read-only: the tree sum makes new arrays
