@@ -431,6 +431,8 @@ def part_one_runs(secure: bool) -> list[tuple[str, int, bool, dict]]:
         runs.append((f"{name}" + (", insecure" if secure else ""), workers, False, {}))
     runs.append(("2 workers, 2 shards" + (", CURVE" if secure else ""), 2, secure,
                  {"micro_shards": 2}))
+    if secure:  # the like-for-like comparison with DDP: one shard per worker, no encryption
+        runs.append(("2 workers, 2 shards, insecure", 2, False, {"micro_shards": 2}))
     return runs
 
 

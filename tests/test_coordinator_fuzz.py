@@ -76,7 +76,7 @@ class Harness:
         return rejected
 
     def close(self):
-        self.ex.sock.close(0)
+        self.ex.close()
 
 
 @pytest.fixture(scope="module")

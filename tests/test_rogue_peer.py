@@ -143,7 +143,7 @@ def test_decode_errors_never_escape_the_coordinator(frames):
         ex.handle([b"peer-id"] + frames)
         assert ex.rejected == 1
     finally:
-        ex.sock.close(0)
+        ex.close()
 
 
 class Eavesdropper(threading.Thread):

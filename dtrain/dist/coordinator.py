@@ -31,6 +31,7 @@ from .shards import BatchPlan, assign, is_tree_node
 log = logging.getLogger("dtrain.coordinator")
 
 MAX_MESSAGE_BYTES = 1 << 31  # before the model is known
+IO_THREADS = 2  # ZeroMQ I/O threads of the coordinator's context
 SLACK_BYTES = 1 << 20  # allowance above the largest legitimate message (batch-norm stats etc.)
 
 
@@ -107,7 +108,10 @@ class ZmqExecutor:
     def __init__(self, bind: str = "tcp://127.0.0.1:0", *, expected_workers: int = 1,
                  job_id: str, digest: str, settings=None, ctx: zmq.Context | None = None,
                  keys=None, on_event=None):
-        self.ctx = ctx or zmq.Context.instance()
+        # Two I/O threads move the TASK bytes to two workers at once (measured on loopback:
+        # about 1 ms less per 2-worker step of the MLP 784-512-512-10 than one thread).
+        self.own_ctx = ctx is None
+        self.ctx = ctx or zmq.Context(io_threads=IO_THREADS)
         self.auth = start_authenticator(self.ctx, keys) if keys is not None else None
         try:
             self.sock, self.address = make_router(self.ctx, bind, keys)
@@ -178,6 +182,8 @@ class ZmqExecutor:
         self.sock.close(linger=200)
         if self.auth is not None:
             self.auth.stop()
+        if self.own_ctx:
+            self.ctx.term()
 
     # ------------------------------------------------------------------ stepping
     def compute(self, plan: BatchPlan, trainer, phase: int = 0, round_id: int = 0) -> dict:
