@@ -1,6 +1,6 @@
 """dtrain: PyTorch's training API on NumPy, and data-parallel training over ZeroMQ."""
 
-from . import autograd, data, datasets, nn, optim
+from . import autograd, data, datasets, nn, onnx, optim
 from .autograd.creation import (arange, as_tensor, empty, eye, from_numpy, full, full_like,
                                 linspace, ones, ones_like, rand, randint, randn, randperm,
                                 tensor, zeros, zeros_like)
