@@ -216,9 +216,6 @@ class Worker:
             self.settings = settings
             model = build_replica(self.job, settings)
             self.params = list(model.parameters())
-            # Embedding(max_norm=...) renormalizes its weight in place during forward
-            self.writes_params = any(getattr(m, "max_norm", None) is not None
-                                     for m in model.modules())
             self.names = [name for name, _ in model.named_parameters()]
             source = SampleSource(self.job.train_data(), settings.dtype, "train_data()")
             self.computer = ShardComputer(self.job, settings, model, source)  # builds phases
@@ -230,12 +227,9 @@ class Worker:
         expected = {name: (p.shape, p.dtype) for name, p in zip(self.names, self.params)}
         P.expect_arrays(msg, expected)
         for name, p in zip(self.names, self.params):
-            if self.writes_params:
-                # copied, not used in place: BLAS results can depend on the alignment of its
+            # copied, not used in place: BLAS results can depend on the alignment of its
             # operands, and the frames' is not NumPy's (measured: 1-ulp differences)
             np.copyto(p.data, msg.arrays[name])
-            else:
-                p.data = msg.arrays[name]  # a read-only view of the frame: workers never step
         f = msg.fields
         sample_ids = _epoch_ids(self.computer, self.settings, f["epoch"], f["batch"])
         plan = BatchPlan(step=msg.step, epoch=f["epoch"], batch=f["batch"],
