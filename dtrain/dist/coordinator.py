@@ -69,7 +69,7 @@ class StepState:
     round: int = 0  # evaluation round: several per step with closures or phases
     asked: dict = field(default_factory=dict)  # node -> worker identity
     values: dict = field(default_factory=dict)  # node -> ShardValue | None
-    snapshot: dict = field(default_factory=dict)  # parameters sent with this step's TASKs
+    snapshot: dict = field(default_factory=dict)  # the parameters this round's TASKs carry
     nonfinite: dict = field(default_factory=dict)  # node -> worker that sent it non-finite
 
 
@@ -137,8 +137,6 @@ class ZmqExecutor:
         self.idle_hook = None  # called on every poll (the launcher supervises processes here)
         self.max_bytes = MAX_MESSAGE_BYTES
         self.diverged = False  # non-finite gradients were confirmed by a second worker
-        self._snapshots = ({}, {})
-        self._round_parity = 0
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, trainer) -> None:
@@ -191,7 +189,11 @@ class ZmqExecutor:
         self.current_step = plan.step
         state = StepState(plan=plan, phase=phase, round=round_id)
         self.state = state
-        state.snapshot = self._snapshot(trainer.state_arrays())
+        # The live parameter arrays go out as zero-copy frames. The optimizer changes them in
+        # place only after every node of the round has come back, and a worker answers only
+        # once it holds its whole TASK; a frame still queued for an evicted worker may be read
+        # torn, but that worker's answers are stale and rejected.
+        state.snapshot = trainer.state_arrays()
         self._ensure_workers()
         live = sorted(self.workers.values(), key=lambda w: w.id)
         for info, nodes in assign(plan.micro_shards, [w.identity for w in live]).items():
@@ -205,22 +207,6 @@ class ZmqExecutor:
             self.expire()
         self.state = None
         return state.values
-
-    def _snapshot(self, arrays: dict) -> dict:
-        """Copy the parameters into one of two reused buffers (no fresh pages every step).
-
-        The optimizer changes the parameters in place while ZeroMQ may still hold the frames of
-        a TASK to a slow worker, so TASKs never point at the live arrays; alternating buffers
-        keep the previous round's frames intact while this round's are written.
-        """
-        self._round_parity ^= 1
-        buffers = self._snapshots[self._round_parity]
-        if buffers.keys() != arrays.keys():
-            buffers.clear()
-            buffers.update({name: np.empty_like(a) for name, a in arrays.items()})
-        for name, a in arrays.items():
-            np.copyto(buffers[name], a)
-        return buffers
 
     def _complete(self, state: StepState) -> bool:
         return all(node in state.values for node in state.asked)
