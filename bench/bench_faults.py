@@ -27,10 +27,10 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-import dtrain  # noqa: E402
-from dtrain import optim  # noqa: E402
-from dtrain.dist.checkpoint import write_checkpoint  # noqa: E402
-from dtrain.dist.trainer import Trainer  # noqa: E402
+import dtrain
+from dtrain import optim
+from dtrain.dist.checkpoint import write_checkpoint
+from dtrain.dist.trainer import Trainer
 
 JOB_FILE = os.path.join(HERE, "dist_mlp_job.py")
 

@@ -15,7 +15,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 import dtrain
-import dtrain.nn as nn
+from dtrain import nn
 
 SIZES = (784, 512, 512, 10)
 LR = 0.01

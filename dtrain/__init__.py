@@ -1,19 +1,66 @@
 """dtrain: PyTorch's training API on NumPy, and data-parallel training over ZeroMQ."""
 
 from . import autograd, data, datasets, nn, onnx, optim
-from .autograd.creation import (arange, as_tensor, empty, eye, from_numpy, full, full_like,
-                                linspace, ones, ones_like, rand, randint, randn, randperm,
-                                tensor, zeros, zeros_like)
+from .autograd.creation import (
+    arange,
+    as_tensor,
+    empty,
+    eye,
+    from_numpy,
+    full,
+    full_like,
+    linspace,
+    ones,
+    ones_like,
+    rand,
+    randint,
+    randn,
+    randperm,
+    tensor,
+    zeros,
+    zeros_like,
+)
 from .autograd.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
-from .autograd.tensor import (Tensor, abs, amax, amin, bool_, cat, clamp, exp, float32, float64,
-                              get_default_dtype, int32, int64, log, log_softmax, matmul, max,
-                              maximum, mean, min, minimum, relu, set_default_dtype, sigmoid,
-                              softmax, sqrt, stack, std, sum, tanh, uint8, var, where)
+from .autograd.tensor import (
+    Tensor,
+    abs,
+    amax,
+    amin,
+    bool_,
+    cat,
+    clamp,
+    exp,
+    float32,
+    float64,
+    get_default_dtype,
+    int32,
+    int64,
+    log,
+    log_softmax,
+    matmul,
+    max,
+    maximum,
+    mean,
+    min,
+    minimum,
+    relu,
+    set_default_dtype,
+    sigmoid,
+    softmax,
+    sqrt,
+    stack,
+    std,
+    sum,
+    tanh,
+    uint8,
+    var,
+    where,
+)
 from .io import CheckpointError, load, load_model, save, save_model
 from .random import get_rng_state, manual_seed, set_rng_state
 
-bool = bool_  # noqa: A001 - dtrain.bool mirrors torch.bool
-float = float32  # noqa: A001 - dtrain.float mirrors torch.float
+bool = bool_
+float = float32
 double = float64
 long = int64
 
@@ -44,7 +91,7 @@ def unsqueeze(t, dim):
     return t.unsqueeze(dim)
 
 
-def clip(t, min=None, max=None):  # noqa: A002
+def clip(t, min=None, max=None):
     return clamp(t, min, max)
 
 
@@ -73,7 +120,7 @@ def equal(a, b) -> bool:
 
 
 from .dist.job import Job, Settings
-from .dist.phases import Phase  # noqa: E402 - after the core it builds on
+from .dist.phases import Phase
 
 
 def fit(job, workers: int = 0, *, out=None, job_name=None, progress: bool = False,

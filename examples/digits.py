@@ -6,9 +6,8 @@ The final parameters are bit-identical for any number of workers (and for worker
 """
 
 import dtrain
-import dtrain.nn as nn
 import dtrain.nn.functional as F
-from dtrain import optim
+from dtrain import nn, optim
 from dtrain.datasets import load_digits
 
 

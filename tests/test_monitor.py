@@ -12,7 +12,7 @@ import pytest
 
 HERE = os.path.dirname(__file__)
 sys.path.insert(0, HERE)
-from procs import dtrain_processes  # noqa: E402
+from procs import dtrain_processes
 
 JOBS = os.path.join(HERE, "dist_jobs.py")
 

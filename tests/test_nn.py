@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import dtrain
-import dtrain.nn as nn
 import dtrain.nn.functional as F
+from dtrain import nn
 
 
 def numeric_grad(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:

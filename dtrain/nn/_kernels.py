@@ -339,7 +339,7 @@ def l1_loss(input: Tensor, target, reduction: str = "mean") -> Tensor:
 def binary_cross_entropy(input: Tensor, target, weight=None, reduction: str = "mean") -> Tensor:
     """BCE on probabilities; logs are clamped at -100 as in PyTorch."""
     check_reduction(reduction)
-    X, T, shape = _pair(input, target, "binary_cross_entropy")
+    X, T, _ = _pair(input, target, "binary_cross_entropy")
     if X.size and (X.min() < 0 or X.max() > 1):
         raise RuntimeError("all elements of input should be between 0 and 1")
     W = None if weight is None else (weight.data if isinstance(weight, Tensor) else np.asarray(weight))
@@ -365,7 +365,7 @@ def binary_cross_entropy_with_logits(input: Tensor, target, weight=None, reducti
                                      pos_weight=None) -> Tensor:
     """Sigmoid plus BCE in one stable node, as ``F.binary_cross_entropy_with_logits``."""
     check_reduction(reduction)
-    X, T, shape = _pair(input, target, "binary_cross_entropy_with_logits")
+    X, T, _ = _pair(input, target, "binary_cross_entropy_with_logits")
     W = None if weight is None else (weight.data if isinstance(weight, Tensor) else np.asarray(weight))
     P = None if pos_weight is None else (
         pos_weight.data if isinstance(pos_weight, Tensor) else np.asarray(pos_weight))

@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..autograd.tensor import Tensor, log_softmax as _log_softmax, relu as _relu
-from ..autograd.tensor import sigmoid, softmax as _softmax, tanh
-from ._kernels import (binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy, elu,
-                       gelu, l1_loss, leaky_relu, linear, mse_loss, nll_loss, softplus)
+from ..autograd.tensor import Tensor, sigmoid, tanh
+from ..autograd.tensor import log_softmax as _log_softmax
+from ..autograd.tensor import relu as _relu
+from ..autograd.tensor import softmax as _softmax
+from ._kernels import (
+    binary_cross_entropy,
+    binary_cross_entropy_with_logits,
+    cross_entropy,
+    elu,
+    gelu,
+    l1_loss,
+    leaky_relu,
+    linear,
+    mse_loss,
+    nll_loss,
+    softplus,
+)
 from .activation import _implicit_dim
 from .conv import conv2d
 from .dropout import dropout
@@ -16,11 +29,31 @@ from .pooling import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 from .sparse import embedding
 
 __all__ = [
-    "linear", "relu", "leaky_relu", "gelu", "elu", "softplus", "tanh", "sigmoid", "softmax",
-    "log_softmax", "dropout", "cross_entropy", "nll_loss", "mse_loss", "l1_loss",
-    "binary_cross_entropy", "binary_cross_entropy_with_logits", "one_hot",
-    "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm", "layer_norm",
+    "adaptive_avg_pool2d",
+    "avg_pool2d",
+    "batch_norm",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "conv2d",
+    "cross_entropy",
+    "dropout",
+    "elu",
     "embedding",
+    "gelu",
+    "l1_loss",
+    "layer_norm",
+    "leaky_relu",
+    "linear",
+    "log_softmax",
+    "max_pool2d",
+    "mse_loss",
+    "nll_loss",
+    "one_hot",
+    "relu",
+    "sigmoid",
+    "softmax",
+    "softplus",
+    "tanh",
 ]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections import OrderedDict, namedtuple
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -333,7 +333,7 @@ class Module:
     def train(self, mode: bool = True) -> Module:
         """Set training mode (dropout active, batch norm uses batch statistics) recursively."""
         if not isinstance(mode, bool):
-            raise ValueError("training mode is expected to be boolean")
+            raise ValueError("training mode is expected to be boolean")  # noqa: TRY004 - as torch
         for module in self.modules():
             module.__dict__["training"] = mode
         return self
