@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import socket as _socket
-import sys
 import threading
 import time
 import traceback
@@ -30,7 +29,6 @@ log = logging.getLogger("dtrain.worker")
 
 BACKOFF_START = 0.25  # seconds before the first reconnect
 BACKOFF_MAX = 8.0  # reconnect attempts back off up to this interval
-SWITCH_INTERVAL = 2e-4  # seconds; see main()
 
 
 @dataclass
@@ -297,9 +295,6 @@ def set_process_title(title: str) -> None:
 def main(config: WorkerConfig) -> int:
     """Entry point of ``dtrain worker``."""
     set_process_title(f"dtrain-w{config.rank}")
-    # The I/O thread must get the GIL promptly when a message arrives mid-compute; Python's
-    # default 5 ms switch interval would add up to that much latency per hop.
-    sys.setswitchinterval(SWITCH_INTERVAL)
     if not config.name:
         config.name = f"{_socket.gethostname()}-w{config.rank}"
     return Worker(config).run()
