@@ -16,7 +16,7 @@ import inspect
 import os
 import sys
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 SCHEDULER_CADENCES = ("epoch", "step")
 DTYPES = ("float32", "float64")
@@ -43,7 +43,6 @@ class Settings:
     worker_wait_timeout: float = 60.0
     checkpoint_every: int = 0  # steps; 0: only at epoch ends when a checkpoint dir is set
     threads: int = 1  # BLAS threads per computing process; equal everywhere for equal bits
-    extra: dict = field(default_factory=dict)
 
     def validate(self) -> Settings:
         """Raise ValueError naming the first setting that makes no sense."""
@@ -90,7 +89,7 @@ class Settings:
 
     @classmethod
     def names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls) if f.name != "extra"]
+        return [f.name for f in dataclasses.fields(cls)]
 
 
 class Job:
