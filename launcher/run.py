@@ -146,7 +146,8 @@ def run(config: RunConfig):
             server_keys, client_keys = _keys(config)
             executor = ZmqExecutor(config.bind, expected_workers=config.workers
                                    + config.remote_workers + started, job_id=job_id,
-                                   digest=digest, settings=settings, keys=server_keys)
+                                   digest=digest, settings=settings, keys=server_keys,
+                                   board=True)
             log.info("coordinator of job %s listening on %s", job_id, executor.address)
             if config.workers > 0:
                 procs = LocalWorkers(config.workers, executor.address, script, job_id,

@@ -19,6 +19,7 @@ import numpy as np
 import zmq
 
 from dtrain.dist import protocol as P
+from dtrain.dist.board import BoardReader, machine_id
 from dtrain.dist.compute import SampleSource, ShardComputer
 from dtrain.dist.job import Settings, load_job
 from dtrain.dist.security import ClientKeys, make_client
@@ -121,6 +122,7 @@ class Worker:
         self.worker_id = -1
         self.sock = None
         self.beacon = None
+        self.board = None  # BoardReader when the coordinator shares parameters through /dev/shm
 
     def _connect(self, ctx: zmq.Context) -> None:
         """A fresh data socket with a new identity, and a HELLO."""
@@ -129,7 +131,7 @@ class Worker:
         identity = f"{self.config.name}-{uuid.uuid4().hex[:8]}".encode()
         self.sock = _dealer(ctx, self.config, identity)  # the HELLO waits for the connection
         hello = {"name": self.config.name, "pid": os.getpid(), "host": _socket.gethostname(),
-                 "digest": self.digest, "rank": self.config.rank}
+                 "digest": self.digest, "rank": self.config.rank, "machine": machine_id()}
         self.sock.send_multipart(P.encode(P.Message(P.HELLO, self.config.job_id, -1, -1, hello)))
         self.beacon.retarget(identity, self.job_id, self.worker_id)
 
@@ -217,17 +219,31 @@ class Worker:
             self.names = [name for name, _ in model.named_parameters()]
             source = SampleSource(self.job.train_data(), settings.dtype, "train_data()")
             self.computer = ShardComputer(self.job, settings, model, source)  # builds phases
+        self.board = None
+        description = msg.fields.get("board")
+        if isinstance(description, dict):
+            try:
+                self.board = BoardReader(description, [(p.shape, p.dtype) for p in self.params])
+            except (OSError, ValueError) as e:
+                log.info("parameters come in each TASK (shared board unusable: %s)", e)
         log.info("joined as worker %d", msg.worker)
 
     def _task(self, msg) -> None:
         if self.computer is None:
             raise RuntimeError("TASK before WELCOME")
-        expected = {name: (p.shape, p.dtype) for name, p in zip(self.names, self.params)}
-        P.expect_arrays(msg, expected)
-        for name, p in zip(self.names, self.params):
-            # copied, not used in place: BLAS results can depend on the alignment of its
-            # operands, and the frames' is not NumPy's (measured: 1-ulp differences)
-            np.copyto(p.data, msg.arrays[name])
+        if msg.fields.get("board"):
+            if self.board is None:
+                raise RuntimeError("the TASK refers to a shared parameter board this worker "
+                                   "could not open")
+            P.expect_arrays(msg, {})
+            self.board.read_into(self.params)
+        else:
+            expected = {name: (p.shape, p.dtype) for name, p in zip(self.names, self.params)}
+            P.expect_arrays(msg, expected)
+            for name, p in zip(self.names, self.params):
+                # copied, not used in place: BLAS results can depend on the alignment of its
+                # operands, and the frames' is not NumPy's (measured: 1-ulp differences)
+                np.copyto(p.data, msg.arrays[name])
         f = msg.fields
         sample_ids = _epoch_ids(self.computer, self.settings, f["epoch"], f["batch"])
         plan = BatchPlan(step=msg.step, epoch=f["epoch"], batch=f["batch"],
@@ -243,7 +259,8 @@ class Worker:
                 value = self.computer.node_value(plan, node, phase)
             elapsed = time.perf_counter() - started
             out = grads_message(self.job_id, msg.step, self.worker_id, node, value, elapsed)
-            out.fields.update(phase=phase, round=f.get("round", 0))
+            out.fields.update(phase=phase, round=f.get("round", 0),
+                              board_ready=self.board is not None)
             self._send(out)
         self.steps_done += 1
 

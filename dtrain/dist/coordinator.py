@@ -5,7 +5,9 @@ TASK per worker. ``bench/bench_broadcast.py`` measured the alternative on loopba
 took 1.32x the ROUTER replies' time for 2 workers and 1.01x for 4 (2.6 MB), 1.17x and 0.94x for
 38 MB, because ZeroMQ still writes the bytes once per subscriber connection. PUB would also drop
 messages at its high-water mark and miss workers in the slow-joiner gap, while a ROUTER reply
-carries the same zero-copy frames and lets each TASK name that worker's micro-shards. Every received message is validated; a bad one is logged with its
+carries the same zero-copy frames and lets each TASK name that worker's micro-shards. Workers on
+the coordinator's own machine read the parameters from a shared board in /dev/shm instead
+(``board.py``), so their TASKs carry no arrays at all. Every received message is validated; a bad one is logged with its
 reason and counted, and leaves the training state untouched. A worker that sends an invalid
 gradient, goes silent past the heartbeat timeout or disconnects is evicted and its tree nodes
 are recomputed by the others, so the step's result is unchanged.
@@ -24,6 +26,7 @@ import numpy as np
 import zmq
 
 from . import protocol as P
+from .board import ParamBoard, machine_id
 from .compute import ShardValue, batch_norm_modules
 from .security import make_server, start_authenticator
 from .shards import BatchPlan, assign, is_tree_node
@@ -58,6 +61,8 @@ class WorkerInfo:
     comm_seconds: float = 0.0
     task_sent: float = 0.0
     steps: int = 0
+    machine: str = ""
+    board_ready: bool = False  # reads parameters from the shared board instead of the TASK
 
 
 @dataclass
@@ -71,6 +76,7 @@ class StepState:
     values: dict = field(default_factory=dict)  # node -> ShardValue | None
     snapshot: dict = field(default_factory=dict)  # the parameters this round's TASKs carry
     nonfinite: dict = field(default_factory=dict)  # node -> worker that sent it non-finite
+    board_written: bool = False
 
 
 def _beacon_target(of) -> bytes:
@@ -107,7 +113,7 @@ class ZmqExecutor:
 
     def __init__(self, bind: str = "tcp://127.0.0.1:0", *, expected_workers: int = 1,
                  job_id: str, digest: str, settings=None, ctx: zmq.Context | None = None,
-                 keys=None, on_event=None):
+                 keys=None, on_event=None, board: bool = False):
         # Two I/O threads move the TASK bytes to two workers at once (measured on loopback:
         # about 1 ms less per 2-worker step of the MLP 784-512-512-10 than one thread).
         self.own_ctx = ctx is None
@@ -137,6 +143,9 @@ class ZmqExecutor:
         self.idle_hook = None  # called on every poll (the launcher supervises processes here)
         self.max_bytes = MAX_MESSAGE_BYTES
         self.diverged = False  # non-finite gradients were confirmed by a second worker
+        self.use_board = board  # share parameters with same-machine workers via /dev/shm
+        self.board = None
+        self.machine = machine_id()
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, trainer) -> None:
@@ -156,6 +165,11 @@ class ZmqExecutor:
         bn_bytes = 2 * self.settings.micro_shards * sum(
             int(np.prod(s)) * 8 for s in self.bn_features if s is not None)
         self.max_bytes = param_bytes + bn_bytes + SLACK_BYTES
+        if self.use_board and self.board is None:
+            try:
+                self.board = ParamBoard([(p.shape, p.dtype) for p in trainer.params])
+            except OSError as e:
+                log.warning("no shared parameter board (%s): parameters go in every TASK", e)
 
     def wait_for_workers(self, count: int, timeout: float) -> None:
         """Serve HELLOs until ``count`` workers are connected (at least ``min_workers``)."""
@@ -180,6 +194,9 @@ class ZmqExecutor:
         self.sock.close(linger=200)
         if self.auth is not None:
             self.auth.stop()
+        if self.board is not None:
+            self.board.close()
+            self.board = None
         if self.own_ctx:
             self.ctx.term()
 
@@ -217,10 +234,16 @@ class ZmqExecutor:
         state = self.state
         for node in nodes:
             state.asked[node] = info.identity
-        msg = P.Message(P.TASK, self.job_id, state.plan.step, info.id,
-                        {"epoch": state.plan.epoch, "batch": state.plan.batch,
-                         "phase": state.phase, "round": state.round,
-                         "nodes": [list(n) for n in nodes]}, state.snapshot)
+        fields = {"epoch": state.plan.epoch, "batch": state.plan.batch, "phase": state.phase,
+                  "round": state.round, "nodes": [list(n) for n in nodes]}
+        arrays = state.snapshot
+        if info.board_ready and self.board is not None:
+            if not state.board_written:  # once per round: the parameters do not change in it
+                self.board.write(list(state.snapshot.values()))
+                state.board_written = True
+            fields["board"] = True
+            arrays = {}
+        msg = P.Message(P.TASK, self.job_id, state.plan.step, info.id, fields, arrays)
         info.task_sent = time.monotonic()
         self.sock.send_multipart([info.identity] + P.encode(msg), copy=False)
 
@@ -340,11 +363,14 @@ class ZmqExecutor:
                           name=str(f.get("name", "?")),
                           pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else -1,
                           host=str(f.get("host", "?")), last_seen=time.monotonic(),
-                          joined_step=self.current_step)
+                          joined_step=self.current_step, machine=str(f.get("machine", "")))
         self.next_worker_id += 1
         self.workers[identity] = info
+        welcome = {"settings": self.settings.to_dict()}
+        if self.board is not None and info.machine == self.machine:
+            welcome["board"] = self.board.describe()
         self._send(identity, P.Message(P.WELCOME, self.job_id, self.current_step, info.id,
-                                       {"settings": self.settings.to_dict()}))
+                                       welcome))
         log.info("worker %d joined: %s (pid %d on %s)", info.id, info.name, info.pid, info.host)
         self.on_event("joined", {"worker": info.id, "name": info.name})
 
@@ -376,6 +402,10 @@ class ZmqExecutor:
             self.evict(self.workers[first], f"its non-finite gradients for node {node} were "
                        f"not confirmed by worker {info.id}")
         state.values[node] = value
+        if msg.fields.get("board_ready") is True and self.board is not None \
+                and info.machine == self.machine and not info.board_ready:
+            info.board_ready = True
+            log.info("worker %d reads parameters from the shared board from now on", info.id)
         now = time.monotonic()
         compute = float(msg.fields.get("compute_s", 0.0))
         info.compute_seconds += compute
