@@ -28,19 +28,19 @@ def _params(seed=0):
 
 def test_layout_aligns_every_array():
     offsets, size = B.layout(SPECS)
-    assert offsets == [0, 64, 128] and size == 128 + 7 * 2 * 8
+    assert offsets == [0, 64, 128] and size == 256  # 128 + 112 bytes, rounded up to 64
     assert all(o % B.ALIGN == 0 for o in offsets)
 
 
 def test_write_then_read_round_trips_exactly_and_privately():
-    board = B.ParamBoard(SPECS)
+    board = B.SharedSlots(SPECS, 1)
     try:
         assert stat.S_IMODE(os.stat(board.dir).st_mode) == 0o700
         assert stat.S_IMODE(os.stat(board.path).st_mode) == 0o600
         source = _params(1)
-        board.write([t.data for t in source])
+        board.write(0, [t.data for t in source])
         replica = _params(2)
-        B.BoardReader(board.describe(), SPECS).read_into(replica)
+        B.SharedSlots(SPECS, 0, description=board.describe()).read_into(0, replica)
         assert all(np.array_equal(a.data, b.data) for a, b in zip(source, replica))
     finally:
         board.close()
@@ -48,12 +48,12 @@ def test_write_then_read_round_trips_exactly_and_privately():
 
 
 def test_reader_refuses_another_machine_or_another_model():
-    board = B.ParamBoard(SPECS)
+    board = B.SharedSlots(SPECS, 1)
     try:
         with pytest.raises(OSError, match="another machine"):
-            B.BoardReader({**board.describe(), "machine": "elsewhere"}, SPECS)
-        with pytest.raises(OSError, match="does not match"):
-            B.BoardReader(board.describe(), SPECS[:2])
+            B.SharedSlots(SPECS, 0, description={**board.describe(), "machine": "elsewhere"})
+        with pytest.raises(OSError, match="not a board board of this model"):
+            B.SharedSlots(SPECS[:2], 0, description=board.describe())
     finally:
         board.close()
 
@@ -96,3 +96,26 @@ def test_workers_on_another_machine_get_parameters_in_the_task():
         assert "board" in welcomes[0] and "board" not in welcomes[1]
     finally:
         ex.close()
+
+
+def test_only_our_own_kind_of_board_file_is_opened(tmp_path):
+    board = B.SharedSlots(SPECS, 2, kind="grads")
+    try:
+        desc = board.describe()
+        with pytest.raises(OSError, match="not a board board"):  # a gradient board is not
+            B.SharedSlots(SPECS, 0, description=desc)  # a parameter board
+        for path in ("/etc/passwd", str(tmp_path / "arrays"), desc["path"] + "x"):
+            with pytest.raises(OSError):
+                B.SharedSlots(SPECS, 0, kind="grads", description={**desc, "path": path})
+        reader = B.SharedSlots(SPECS, 0, kind="grads", description=desc)
+        board.write(1, [np.ones(s, d) for s, d in SPECS])
+        assert reader.slots == 2 and reader.views[1][2].sum() == 14
+        reader.close()
+    finally:
+        board.close()
+
+
+def test_local_workers_write_gradients_to_their_boards(caplog):
+    with caplog.at_level(logging.INFO, logger="dtrain.coordinator"):
+        dtrain.fit(dist_jobs.MomentumGroups, workers=2)
+    assert caplog.text.count("writes gradients to its shared board") == 2

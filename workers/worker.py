@@ -19,7 +19,7 @@ import numpy as np
 import zmq
 
 from dtrain.dist import protocol as P
-from dtrain.dist.board import BoardReader, machine_id
+from dtrain.dist.board import SharedSlots, machine_id
 from dtrain.dist.compute import SampleSource, ShardComputer
 from dtrain.dist.job import Settings, load_job
 from dtrain.dist.security import ClientKeys, make_client
@@ -122,7 +122,10 @@ class Worker:
         self.worker_id = -1
         self.sock = None
         self.beacon = None
-        self.board = None  # BoardReader when the coordinator shares parameters through /dev/shm
+        self.board = None  # the coordinator's parameter board, when on the same machine
+        self.grad_board = None  # this worker's gradient slots, read by the coordinator
+        self.slot_round = None  # (step, round) the slots below were handed out in
+        self.next_slot = 0
 
     def _connect(self, ctx: zmq.Context) -> None:
         """A fresh data socket with a new identity, and a HELLO."""
@@ -200,8 +203,24 @@ class Worker:
                 pass
             self.beacon.stop_event.set()
             self.beacon.join(timeout=2)
+            for board in (self.board, self.grad_board):
+                if board is not None:
+                    board.close()
             self.sock.close()
             ctx.term()
+
+    def _to_slot(self, out, value, round_key) -> None:
+        """Move a node's gradients from the message into the next free slot of this round."""
+        if self.slot_round != round_key:
+            self.slot_round, self.next_slot = round_key, 0
+        if self.next_slot >= self.grad_board.slots:
+            return  # more nodes than slots this round: these gradients travel in the message
+        slot = self.next_slot
+        self.next_slot += 1
+        self.grad_board.write(slot, value.grads)
+        for i in out.fields["grads"]:
+            del out.arrays[f"g{i}"]
+        out.fields["grad_slot"] = slot
 
     def _welcome(self, msg) -> None:
         self.job_id, self.worker_id = msg.job, msg.worker
@@ -219,13 +238,20 @@ class Worker:
             self.names = [name for name, _ in model.named_parameters()]
             source = SampleSource(self.job.train_data(), settings.dtype, "train_data()")
             self.computer = ShardComputer(self.job, settings, model, source)  # builds phases
+        if self.board is not None:
+            self.board.close()
         self.board = None
         description = msg.fields.get("board")
+        specs = [(p.shape, p.dtype) for p in self.params]
         if isinstance(description, dict):
             try:
-                self.board = BoardReader(description, [(p.shape, p.dtype) for p in self.params])
+                self.board = SharedSlots(specs, 0, description=description)
+                if self.grad_board is None or self.grad_board.specs != self.board.specs:
+                    if self.grad_board is not None:
+                        self.grad_board.close()
+                    self.grad_board = SharedSlots(specs, _grad_slots(self.settings), kind="grads")
             except (OSError, ValueError) as e:
-                log.info("parameters come in each TASK (shared board unusable: %s)", e)
+                log.info("arrays travel in the messages (shared boards unusable: %s)", e)
         log.info("joined as worker %d", msg.worker)
 
     def _task(self, msg) -> None:
@@ -236,7 +262,7 @@ class Worker:
                 raise RuntimeError("the TASK refers to a shared parameter board this worker "
                                    "could not open")
             P.expect_arrays(msg, {})
-            self.board.read_into(self.params)
+            self.board.read_into(0, self.params)
         else:
             expected = {name: (p.shape, p.dtype) for name, p in zip(self.names, self.params)}
             P.expect_arrays(msg, expected)
@@ -261,8 +287,17 @@ class Worker:
             out = grads_message(self.job_id, msg.step, self.worker_id, node, value, elapsed)
             out.fields.update(phase=phase, round=f.get("round", 0),
                               board_ready=self.board is not None)
+            if self.grad_board is not None:
+                out.fields["grad_board"] = self.grad_board.describe()
+                if f.get("grad_slots") and value is not None:
+                    self._to_slot(out, value, (msg.step, f.get("round", 0)))
             self._send(out)
         self.steps_done += 1
+
+
+def _grad_slots(settings) -> int:
+    """Gradient slots a worker keeps: enough for the tree nodes of a few shard ranges."""
+    return 2 * max(settings.micro_shards.bit_length(), 1) + 2
 
 
 def _epoch_ids(computer, settings, epoch: int, batch: int) -> np.ndarray:

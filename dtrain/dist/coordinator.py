@@ -26,7 +26,7 @@ import numpy as np
 import zmq
 
 from . import protocol as P
-from .board import ParamBoard, machine_id
+from .board import SharedSlots, machine_id
 from .compute import ShardValue, batch_norm_modules
 from .security import make_server, start_authenticator
 from .shards import BatchPlan, assign, is_tree_node
@@ -63,6 +63,7 @@ class WorkerInfo:
     steps: int = 0
     machine: str = ""
     board_ready: bool = False  # reads parameters from the shared board instead of the TASK
+    grad_board: object = None  # SharedSlots the worker writes its gradients into
 
 
 @dataclass
@@ -167,7 +168,7 @@ class ZmqExecutor:
         self.max_bytes = param_bytes + bn_bytes + SLACK_BYTES
         if self.use_board and self.board is None:
             try:
-                self.board = ParamBoard([(p.shape, p.dtype) for p in trainer.params])
+                self.board = SharedSlots([(p.shape, p.dtype) for p in trainer.params], 1)
             except OSError as e:
                 log.warning("no shared parameter board (%s): parameters go in every TASK", e)
 
@@ -197,6 +198,10 @@ class ZmqExecutor:
         if self.board is not None:
             self.board.close()
             self.board = None
+        for info in self.workers.values():
+            if info.grad_board is not None:
+                info.grad_board.close()
+                info.grad_board = None
         if self.own_ctx:
             self.ctx.term()
 
@@ -239,10 +244,12 @@ class ZmqExecutor:
         arrays = state.snapshot
         if info.board_ready and self.board is not None:
             if not state.board_written:  # once per round: the parameters do not change in it
-                self.board.write(list(state.snapshot.values()))
+                self.board.write(0, list(state.snapshot.values()))
                 state.board_written = True
             fields["board"] = True
             arrays = {}
+        if info.grad_board is not None:
+            fields["grad_slots"] = True
         msg = P.Message(P.TASK, self.job_id, state.plan.step, info.id, fields, arrays)
         info.task_sent = time.monotonic()
         self.sock.send_multipart([info.identity] + P.encode(msg), copy=False)
@@ -406,6 +413,14 @@ class ZmqExecutor:
                 and info.machine == self.machine and not info.board_ready:
             info.board_ready = True
             log.info("worker %d reads parameters from the shared board from now on", info.id)
+        if info.grad_board is None and isinstance(msg.fields.get("grad_board"), dict) \
+                and self.board is not None and info.machine == self.machine:
+            try:
+                info.grad_board = SharedSlots(self.param_specs, 0, kind="grads",
+                                              description=msg.fields["grad_board"])
+                log.info("worker %d writes gradients to its shared board from now on", info.id)
+            except (OSError, ValueError) as e:
+                log.info("worker %d's gradient board is not usable: %s", info.id, e)
         now = time.monotonic()
         compute = float(msg.fields.get("compute_s", 0.0))
         info.compute_seconds += compute
@@ -472,17 +487,28 @@ class ZmqExecutor:
                 and node[0] <= e[0] < node[1] and 0 <= e[1] < len(self.bn_features)
                 for e in bn)):
             raise P.ProtocolError("names", f"bad batch-norm entry list {bn!r}")
-        spec = {f"g{i}": self.param_specs[i] for i in has}
+        slot = f.get("grad_slot")
+        if slot is None:
+            spec = {f"g{i}": self.param_specs[i] for i in has}
+        else:
+            board = self.workers[self.state.asked[node]].grad_board
+            if board is None or not isinstance(slot, int) or isinstance(slot, bool) \
+                    or not 0 <= slot < board.slots:
+                raise P.ProtocolError("fields", f"gradient slot {slot!r} of node {node} does "
+                                      "not exist")
+            spec = {}
         for k, (_, module) in enumerate(bn):
             shape = self.bn_features[module]
             spec[f"bn{k}.mean"] = (shape, self.param_specs[0][1])
             spec[f"bn{k}.var"] = (shape, self.param_specs[0][1])
         P.expect_arrays(msg, spec)
+        grads = [None] * n
+        for i in has:  # zero-copy, read-only: the tree sum makes new arrays
+            grads[i] = msg.arrays[f"g{i}"] if slot is None else board.views[slot][i]
         if finite:
             P.check_finite(msg.arrays)
-        grads = [None] * n
-        for i in has:
-            grads[i] = msg.arrays[f"g{i}"]  # zero-copy, read-only: the tree sum makes new arrays
+            if slot is not None:
+                P.check_finite({f"g{i}": grads[i] for i in has})
         stats: dict = {}
         for k, (shard, module) in enumerate(bn):
             stats.setdefault(shard, []).append(
@@ -522,6 +548,9 @@ class ZmqExecutor:
         self.on_event("evicted", {"worker": info.id, "why": why})
         self._send(info.identity, P.Message(P.STOP, self.job_id, self.current_step, info.id,
                                             {"evicted": why}))
+        if info.grad_board is not None:
+            info.grad_board.close()  # views still held by this round stay valid
+            info.grad_board = None
         if self.state is not None:
             lost = [node for node, ident in self.state.asked.items()
                     if ident == info.identity and node not in self.state.values]
