@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket as _socket
+import sys
 import threading
 import time
 import traceback
@@ -347,6 +349,9 @@ def set_process_title(title: str) -> None:
 def main(config: WorkerConfig) -> int:
     """Entry point of ``dtrain worker``."""
     set_process_title(f"dtrain-w{config.rank}")
+    # SIGTERM (the launcher stopping us, or its death) unwinds normally, so the worker says
+    # goodbye and removes its shared-memory board instead of leaving it in /dev/shm
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if not config.name:
         config.name = f"{_socket.gethostname()}-w{config.rank}"
     return Worker(config).run()
