@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .line_search import strong_wolfe
 from .optimizer import Optimizer
 
 
@@ -52,3 +53,26 @@ class FlatOptimizer(Optimizer):
         for p, x in zip(self._params, x0):
             np.copyto(p.data, x)
         return loss, flat_grad
+
+    def _take_step(self, closure: Callable, d: np.ndarray, t, loss: float,
+                   flat_grad: np.ndarray, gtd, *, search: bool, last_iter: bool,
+                   tolerance_grad: float, max_ls: int, **search_options):
+        """Move along ``d``: a strong-Wolfe search for ``t``, or the fixed step ``t``.
+
+        Returns (loss, flat_grad, t, closure evaluations used, gradient below tolerance). A
+        fixed step re-evaluates the closure except on the last iteration, whose loss would go
+        unused (as in PyTorch's LBFGS).
+        """
+        if search:
+            x0 = [p.data.copy() for p in self._params]
+            loss, flat_grad, t, used = strong_wolfe(
+                lambda step: self._evaluate_at(closure, x0, step, d),
+                t, d, loss, flat_grad, gtd, max_ls=max_ls, **search_options)
+            self._add_step(t, d)
+            return loss, flat_grad, t, used, np.abs(flat_grad).max() <= tolerance_grad
+        self._add_step(t, d)
+        if last_iter:
+            return loss, flat_grad, t, 0, False
+        loss = float(self._evaluate(closure))
+        flat_grad = self._flat_grad()
+        return loss, flat_grad, t, 1, np.abs(flat_grad).max() <= tolerance_grad

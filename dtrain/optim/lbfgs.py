@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .flat import FlatOptimizer
-from .line_search import dot, strong_wolfe
+from .line_search import dot
 from .optimizer import check_non_negative
 
 
@@ -103,21 +103,10 @@ class LBFGS(FlatOptimizer):
             if gtd > -tolerance_change:  # not a descent direction any more
                 break
 
-            found_optimum, used = False, 0
-            if group["line_search_fn"] == "strong_wolfe":
-                x0 = [p.data.copy() for p in self._params]
-                loss, flat_grad, t, used = strong_wolfe(
-                    lambda step, x0=x0, d=d: self._evaluate_at(closure, x0, step, d),
-                    t, d, loss, flat_grad, gtd, max_ls=max_eval - evals)
-                self._add_step(t, d)
-                found_optimum = np.abs(flat_grad).max() <= tolerance_grad
-            else:
-                self._add_step(t, d)
-                if n_iter != max_iter:  # the last iteration's loss would go unused
-                    loss = float(self._evaluate(closure))
-                    flat_grad = self._flat_grad()
-                    found_optimum = np.abs(flat_grad).max() <= tolerance_grad
-                    used = 1
+            loss, flat_grad, t, used, found_optimum = self._take_step(
+                closure, d, t, loss, flat_grad, gtd,
+                search=group["line_search_fn"] == "strong_wolfe", last_iter=n_iter == max_iter,
+                tolerance_grad=tolerance_grad, max_ls=max_eval - evals)
             evals += used
             state["func_evals"] += used
 
