@@ -54,6 +54,23 @@ class FlatOptimizer(Optimizer):
             np.copyto(p.data, x)
         return loss, flat_grad
 
+    def _start(self, closure: Callable | None):
+        """Check the closure, evaluate it once; returns (state, loss tensor, flat gradient).
+
+        The state (shared ``func_evals``/``n_iter`` counters and the algorithm's memory) is
+        kept under the first parameter, as PyTorch's LBFGS does.
+        """
+        if closure is None:
+            raise TypeError(f"{type(self).__name__}.step() requires a closure: a function that "
+                            "zeroes the gradients, computes the loss, calls backward() and "
+                            "returns the loss")
+        state = self.state[self._params[0]]
+        state.setdefault("func_evals", 0)
+        state.setdefault("n_iter", 0)
+        orig_loss = self._evaluate(closure)
+        state["func_evals"] += 1
+        return state, orig_loss, self._flat_grad()
+
     def _take_step(self, closure: Callable, d: np.ndarray, t, loss: float,
                    flat_grad: np.ndarray, gtd, *, search: bool, last_iter: bool,
                    tolerance_grad: float, max_ls: int, **search_options):

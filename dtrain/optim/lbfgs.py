@@ -57,22 +57,13 @@ class LBFGS(FlatOptimizer):
     # ------------------------------------------------------------------ the iteration
     def step(self, closure: Callable | None = None):
         """Run up to ``max_iter`` L-BFGS iterations; returns the loss before the first one."""
-        if closure is None:
-            raise TypeError("LBFGS.step() requires a closure: a function that zeroes the "
-                            "gradients, computes the loss, calls backward() and returns the loss")
+        state, orig_loss, flat_grad = self._start(closure)
         group = self.param_groups[0]
         lr, max_iter, max_eval = float(group["lr"]), group["max_iter"], group["max_eval"]
         tolerance_grad, tolerance_change = group["tolerance_grad"], group["tolerance_change"]
         history_size = group["history_size"]
-        state = self.state[self._params[0]]
-        state.setdefault("func_evals", 0)
-        state.setdefault("n_iter", 0)
-
-        orig_loss = self._evaluate(closure)
         loss = float(orig_loss)
         evals = 1
-        state["func_evals"] += 1
-        flat_grad = self._flat_grad()
         if np.abs(flat_grad).max() <= tolerance_grad:
             return orig_loss
 
