@@ -30,7 +30,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from .local import GRACE_SECONDS, _die_with_parent
+from .local import GRACE_SECONDS, Supervisor, WorkerProcess, _die_with_parent, worker_argv
 
 log = logging.getLogger("dtrain.launcher")
 
@@ -116,19 +116,7 @@ def remote_command(worker_argv: list[str], workdir: str, python: str = "python3"
 
 
 @dataclass
-class RemoteWorker:
-    """One worker on a host, seen from here as its ssh client process."""
-
-    host: str
-    rank: int
-    argv: list
-    popen: subprocess.Popen | None = None
-    restarts: int = 0
-    log_thread: threading.Thread | None = None
-
-
-@dataclass
-class HostfileWorkers:
+class HostfileWorkers(Supervisor):
     """Workers on the hostfile's hosts, over ssh; the run's ``starter`` (see launcher.run)."""
 
     hosts: list[HostSlots]
@@ -157,13 +145,9 @@ class HostfileWorkers:
 
     def worker_argv(self, rank: int, connect: str, job_id: str) -> list[str]:
         """The ``dtrain worker`` command of one rank, as run on its host."""
-        argv = [*shlex.split(self.remote_python), "-m", "dtrain", "worker", "--rank", str(rank),
-                "--connect", connect, "--job-id", job_id]
-        if self.job_name:
-            argv += ["--job", self.job_name]
-        if self.insecure:
-            argv.append("--insecure")
-        return argv + list(self.extra_args) + [self.script]
+        return worker_argv(shlex.split(self.remote_python), rank, connect, job_id, self.script,
+                           job_name=self.job_name, insecure=self.insecure,
+                           extra_args=self.extra_args)
 
     def start(self, address: str, job_id: str, keys=None, threads: int = 1) -> None:
         """Start every worker: ssh to each host once per slot, send the environment on stdin."""
@@ -179,14 +163,14 @@ class HostfileWorkers:
             for _ in range(entry.slots):
                 command = remote_command(self.worker_argv(rank, connect, job_id), workdir,
                                          self.remote_python)
-                proc = RemoteWorker(entry.host, rank, [*self.ssh_argv, entry.host, command])
+                proc = WorkerProcess(rank, [*self.ssh_argv, entry.host, command], host=entry.host)
                 self.procs.append(proc)
                 self._spawn(proc)
                 rank += 1
         log.warning("started %d workers on %d hosts over %r", rank, len(self.hosts),
                     self.ssh_command)
 
-    def _spawn(self, proc: RemoteWorker) -> None:
+    def _spawn(self, proc: WorkerProcess) -> None:
         try:
             proc.popen = subprocess.Popen(proc.argv, stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -200,44 +184,16 @@ class HostfileWorkers:
             proc.popen.stdin.flush()
         except BrokenPipeError:
             pass  # ssh already gone: poll() reports its exit code
-        proc.log_thread = threading.Thread(target=self._pump, args=(proc, proc.popen),
-                                           daemon=True, name=f"dtrain-ssh-{proc.rank}")
-        proc.log_thread.start()
+        self._start_pump(proc, f"[{proc.host}:{proc.rank}] ")
 
-    @staticmethod
-    def _pump(proc: RemoteWorker, popen: subprocess.Popen) -> None:
-        prefix = f"[{proc.host}:{proc.rank}] "
-        for line in iter(popen.stdout.readline, b""):
-            sys.stderr.write(prefix + line.decode(errors="replace"))
-            sys.stderr.flush()
-        popen.stdout.close()
+    def _label(self, proc: WorkerProcess) -> str:
+        return f"worker {proc.rank} on {proc.host}"
 
-    def poll(self) -> list[tuple[int, int]]:
-        """Restart failed ssh sessions within the budget; returns (pid, code) of the ended."""
-        dead = []
-        for proc in self.procs:
-            code = proc.popen.poll() if proc.popen else None
-            if code is None or proc in self.failed or proc in self.exited:
-                continue
-            dead.append((proc.popen.pid, code))
-            _close_stdin(proc.popen)
-            if code == 0:
-                self.exited.append(proc)
-            elif proc.restarts < self.max_restarts:
-                proc.restarts += 1
-                log.warning("worker %d on %s exited with code %d: restarting (%d/%d)", proc.rank,
-                            proc.host, code, proc.restarts, self.max_restarts)
-                self._spawn(proc)
-            else:
-                hint = " (ssh could not connect or run the command)" if code == 255 else ""
-                log.error("worker %d on %s exited with code %d%s", proc.rank, proc.host, code,
-                          hint)
-                self.failed.append(proc)
-        return dead
+    def _exit_hint(self, code: int) -> str:
+        return " (ssh could not connect or run the command)" if code == 255 else ""
 
-    def pids(self) -> list[int]:
-        """PIDs of the local ssh clients."""
-        return [p.popen.pid for p in self.procs if p.popen is not None]
+    def _ended(self, proc: WorkerProcess) -> None:
+        _close_stdin(proc.popen)  # lets a wrapper still running on the host notice
 
     def close(self, grace: float = GRACE_SECONDS) -> None:
         """Stop every remote worker: let it finish, then close its stdin, then signal ssh."""

@@ -48,20 +48,90 @@ def _die_with_parent() -> None:
         _LIBC.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
+def worker_argv(python: list, rank: int, connect: str, job_id: str, script: str, *,
+                job_name: str | None = None, insecure: bool = False,
+                extra_args: list = ()) -> list:
+    """The ``dtrain worker`` command line of one rank (``python`` runs the interpreter)."""
+    argv = [*python, "-m", "dtrain", "worker", "--rank", str(rank), "--connect", connect,
+            "--job-id", job_id]
+    if job_name:
+        argv += ["--job", job_name]
+    if insecure:
+        argv.append("--insecure")
+    return argv + list(extra_args) + [script]
+
+
 @dataclass
 class WorkerProcess:
-    """One supervised worker."""
+    """One supervised worker process (for remote workers: its local ssh client)."""
 
     rank: int
     argv: list
-    env: dict
+    env: dict | None = None
+    host: str = ""
     popen: subprocess.Popen | None = None
     restarts: int = 0
     log_thread: threading.Thread | None = None
 
 
+def pump_output(popen: subprocess.Popen, prefix: str) -> None:
+    """Copy a child's output to our stderr, line by line, with a prefix naming the child."""
+    for line in iter(popen.stdout.readline, b""):
+        sys.stderr.write(prefix + line.decode(errors="replace"))
+        sys.stderr.flush()
+    popen.stdout.close()
+
+
+class Supervisor:
+    """Restart budget and bookkeeping shared by the local and the hostfile launchers.
+
+    Subclasses set ``procs``, ``failed``, ``exited`` and ``max_restarts`` and define
+    ``_spawn(proc)``; ``_label``, ``_exit_hint`` and ``_ended`` adapt the messages and cleanup.
+    """
+
+    def _label(self, proc: WorkerProcess) -> str:
+        return f"worker {proc.rank}"
+
+    def _exit_hint(self, code: int) -> str:
+        return ""
+
+    def _ended(self, proc: WorkerProcess) -> None:
+        """Called once for every process that ended, before any restart."""
+
+    def poll(self) -> list[tuple[int, int]]:
+        """Restart crashed workers within the restart budget; returns (pid, code) of the dead."""
+        dead = []
+        for proc in self.procs:
+            code = proc.popen.poll() if proc.popen else None
+            if code is None or proc in self.failed or proc in self.exited:
+                continue
+            dead.append((proc.popen.pid, code))
+            self._ended(proc)
+            if code == 0:
+                self.exited.append(proc)
+            elif proc.restarts < self.max_restarts:
+                proc.restarts += 1
+                log.warning("%s exited with code %d: restarting (%d/%d)", self._label(proc),
+                            code, proc.restarts, self.max_restarts)
+                self._spawn(proc)
+            else:
+                log.error("%s exited with code %d%s", self._label(proc), code,
+                          self._exit_hint(code))
+                self.failed.append(proc)
+        return dead
+
+    def pids(self) -> list[int]:
+        """PIDs of the processes started here."""
+        return [p.popen.pid for p in self.procs if p.popen is not None]
+
+    def _start_pump(self, proc: WorkerProcess, prefix: str) -> None:
+        proc.log_thread = threading.Thread(target=pump_output, args=(proc.popen, prefix),
+                                           daemon=True, name=f"dtrain-log-{proc.rank}")
+        proc.log_thread.start()
+
+
 @dataclass
-class LocalWorkers:
+class LocalWorkers(Supervisor):
     """N worker processes on this machine, restarted on crashes, all reaped on close()."""
 
     count: int
@@ -80,17 +150,14 @@ class LocalWorkers:
     exited: list = field(default_factory=list)
 
     def argv(self, rank: int) -> list:
-        args = [sys.executable, "-m", "dtrain", "worker", "--rank", str(rank),
-                "--connect", self.connect, "--job-id", self.job_id]
-        if self.job_name:
-            args += ["--job", self.job_name]
-        if self.insecure:
-            args.append("--insecure")
-        return args + list(self.extra_args) + [self.script]
+        return worker_argv([sys.executable], rank, self.connect, self.job_id, self.script,
+                           job_name=self.job_name, insecure=self.insecure,
+                           extra_args=self.extra_args)
 
     def start(self) -> None:
         for rank in range(self.count):
-            proc = WorkerProcess(rank=rank, argv=self.argv(rank), env=worker_env(self.threads, self.env))
+            proc = WorkerProcess(rank=rank, argv=self.argv(rank),
+                                 env=worker_env(self.threads, self.env))
             self.procs.append(proc)
             self._spawn(proc)
 
@@ -99,39 +166,7 @@ class LocalWorkers:
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       start_new_session=True,
                                       preexec_fn=_die_with_parent)  # noqa: PLW1509 - prctl only
-        proc.log_thread = threading.Thread(target=self._pump, args=(proc, proc.popen),
-                                           daemon=True, name=f"dtrain-log-{proc.rank}")
-        proc.log_thread.start()
-
-    def _pump(self, proc: WorkerProcess, popen: subprocess.Popen) -> None:
-        prefix = f"[worker {proc.rank}] " if self.log_prefix else ""
-        for line in iter(popen.stdout.readline, b""):
-            sys.stderr.write(prefix + line.decode(errors="replace"))
-        popen.stdout.close()
-
-    def poll(self) -> list[tuple[int, int]]:
-        """Restart crashed workers within the restart budget; returns (pid, code) of the dead."""
-        dead = []
-        for proc in self.procs:
-            code = proc.popen.poll() if proc.popen else None
-            if code is None or proc in self.failed or proc in self.exited:
-                continue
-            dead.append((proc.popen.pid, code))
-            if code == 0:
-                self.exited.append(proc)
-                continue
-            if proc.restarts < self.max_restarts:
-                proc.restarts += 1
-                log.warning("worker %d exited with code %d: restarting (%d/%d)", proc.rank, code,
-                            proc.restarts, self.max_restarts)
-                self._spawn(proc)
-            else:
-                log.error("worker %d exited with code %d", proc.rank, code)
-                self.failed.append(proc)
-        return dead
-
-    def pids(self) -> list[int]:
-        return [p.popen.pid for p in self.procs if p.popen is not None]
+        self._start_pump(proc, f"[worker {proc.rank}] " if self.log_prefix else "")
 
     def close(self, grace: float = GRACE_SECONDS) -> None:
         """Stop every worker: wait for a clean exit, then SIGTERM, then SIGKILL the group."""
