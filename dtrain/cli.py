@@ -24,6 +24,34 @@ def main() -> None:
     """dtrain: data-parallel training with PyTorch's API, bit-identical for any worker count."""
 
 
+def _run_options(func):
+    """Options of every command that runs a coordinator: outputs, resume, metrics, verbosity."""
+    options = [
+        click.option("--out", type=click.Path(file_okay=False), default=None,
+                     help="Directory for metrics.jsonl, checkpoints and checkpoint.dtrain "
+                          "[default: the --resume directory, else runs/SCRIPT]."),
+        click.option("--resume", type=click.Path(exists=True, file_okay=False), default=None,
+                     help="Continue from the newest valid checkpoint of an earlier run's "
+                          "--out DIR."),
+        click.option("--metrics-port", type=click.IntRange(min=0, max=65535), default=None,
+                     help="Serve Prometheus /metrics and a JSON /status on this port "
+                          "(0: any free)."),
+        click.option("--metrics-host", default="127.0.0.1", show_default=True,
+                     help="Interface for the metrics/status server."),
+        click.option("--progress/--no-progress", default=True, show_default=True,
+                     help="Show a progress bar and per-epoch lines on stderr."),
+        click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _default_out(script: str, out: str | None, resume: str | None) -> str:
+    """Where a run writes: --out, else the directory it resumes, else runs/SCRIPT-NAME."""
+    return out or resume or os.path.join("runs", os.path.splitext(os.path.basename(script))[0])
+
+
 def _settings_options(func):
     """The job settings a command line may override (None: keep the script's value)."""
     options = [
@@ -52,20 +80,12 @@ def _settings_options(func):
 @click.option("-n", "--workers", type=click.IntRange(min=0), default=2, show_default=True,
               help="Worker processes to start on this machine (0: train in-process).")
 @click.option("--job", "job_name", default=None, help="Job class to run when SCRIPT has several.")
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Directory for metrics.jsonl and checkpoint.dtrain [default: runs/SCRIPT].")
 @click.option("--bind", default="tcp://127.0.0.1:0", show_default=True,
               help="Address the coordinator listens on (port 0: any free port).")
 @click.option("--max-restarts", type=click.IntRange(min=0), default=0, show_default=True,
               help="Times a crashed local worker is restarted before the run fails.")
 @click.option("--insecure", is_flag=True,
               help="Turn CURVE encryption off (debugging only; prints a warning).")
-@click.option("--resume", type=click.Path(exists=True, file_okay=False), default=None,
-              help="Continue from the newest valid checkpoint of an earlier run's --out DIR.")
-@click.option("--metrics-port", type=click.IntRange(min=0, max=65535), default=None,
-              help="Serve Prometheus /metrics and a JSON /status on this port (0: any free).")
-@click.option("--metrics-host", default="127.0.0.1", show_default=True,
-              help="Interface for the metrics/status server.")
 @click.option("--hostfile", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Also start workers over ssh on these hosts ('HOST slots=N' per line).")
 @click.option("--ssh-command", default="ssh -o BatchMode=yes", show_default=True,
@@ -81,9 +101,7 @@ def _settings_options(func):
               help="Coordinator port under Slurm.")
 @click.option("--keys", "keys_dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="dtrain keygen directory, needed by Slurm tasks (on a shared filesystem).")
-@click.option("--progress/--no-progress", default=True, show_default=True,
-              help="Show a progress bar and per-epoch lines on stderr.")
-@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@_run_options
 @_settings_options
 def launch(script, workers, job_name, out, bind, max_restarts, insecure, resume, metrics_port,
            metrics_host, hostfile, ssh_command, remote_python, remote_workdir, slurm, port,
@@ -109,10 +127,7 @@ def launch(script, workers, job_name, out, bind, max_restarts, insecure, resume,
 
     if insecure:
         _warn_insecure()
-    if out is None and resume:
-        out = resume
-    if out is None:
-        out = os.path.join("runs", os.path.splitext(os.path.basename(script))[0])
+    out = _default_out(script, out, resume)
     config = RunConfig(job=script, workers=workers, job_name=job_name, out=out, bind=bind,
                        max_restarts=max_restarts, progress=progress, resume=resume,
                        insecure=insecure, metrics_port=metrics_port, metrics_host=metrics_host,
@@ -206,17 +221,7 @@ def _run_worker(config) -> None:
 @click.option("--allow", "allow_dir", type=click.Path(exists=True, file_okay=False),
               default=None, help="Directory of allowed worker public keys (default: --keys).")
 @click.option("--insecure", is_flag=True, help="No CURVE encryption (debugging only).")
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Directory for metrics.jsonl and checkpoints [default: runs/SCRIPT].")
-@click.option("--resume", type=click.Path(exists=True, file_okay=False), default=None,
-              help="Continue from the newest valid checkpoint of an earlier run's --out DIR.")
-@click.option("--metrics-port", type=click.IntRange(min=0, max=65535), default=None,
-              help="Serve Prometheus /metrics and a JSON /status on this port (0: any free).")
-@click.option("--metrics-host", default="127.0.0.1", show_default=True,
-              help="Interface for the metrics/status server.")
-@click.option("--progress/--no-progress", default=True, show_default=True,
-              help="Show a progress bar and per-epoch lines on stderr.")
-@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@_run_options
 @_settings_options
 def coordinator(script, bind, remote_workers, job_name, job_id, keys_dir, allow_dir, insecure,
                 out, resume, metrics_port, metrics_host, progress, verbose, **settings):
@@ -228,8 +233,7 @@ def coordinator(script, bind, remote_workers, job_name, job_id, keys_dir, allow_
     set_process_title("dtrain-coord")
     if insecure:
         _warn_insecure()
-    if out is None:
-        out = resume or os.path.join("runs", os.path.splitext(os.path.basename(script))[0])
+    out = _default_out(script, out, resume)
     config = RunConfig(job=script, workers=0, remote_workers=remote_workers, job_name=job_name,
                        out=out, bind=bind, progress=progress, resume=resume, insecure=insecure,
                        job_id=job_id, keys_dir=keys_dir, allow_dir=allow_dir,
