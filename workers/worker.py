@@ -25,7 +25,7 @@ from dtrain.dist.board import SharedSlots, machine_id
 from dtrain.dist.compute import SampleSource, ShardComputer
 from dtrain.dist.job import Settings, load_job
 from dtrain.dist.security import ClientKeys, make_client
-from dtrain.dist.shards import BatchPlan
+from dtrain.dist.shards import Planner
 from dtrain.dist.trainer import blas_threads, build_replica
 
 log = logging.getLogger("dtrain.worker")
@@ -240,6 +240,7 @@ class Worker:
             self.names = [name for name, _ in model.named_parameters()]
             source = SampleSource(self.job.train_data(), settings.dtype, "train_data()")
             self.computer = ShardComputer(self.job, settings, model, source)  # builds phases
+            self.planner = Planner(len(source), settings)
         if self.board is not None:
             self.board.close()
         self.board = None
@@ -273,9 +274,7 @@ class Worker:
                 # operands, and the frames' is not NumPy's (measured: 1-ulp differences)
                 np.copyto(p.data, msg.arrays[name])
         f = msg.fields
-        sample_ids = _epoch_ids(self.computer, self.settings, f["epoch"], f["batch"])
-        plan = BatchPlan(step=msg.step, epoch=f["epoch"], batch=f["batch"],
-                         sample_ids=sample_ids, micro_shards=self.settings.micro_shards)
+        plan = self.planner.plan(f["epoch"], f["batch"], msg.step)
         phase = f.get("phase", 0)
         if not isinstance(phase, int) or not 0 <= phase < len(self.computer.phases):
             raise ValueError(f"TASK names phase {phase!r}; the job has "
@@ -300,17 +299,6 @@ class Worker:
 def _grad_slots(settings) -> int:
     """Gradient slots a worker keeps: enough for the tree nodes of a few shard ranges."""
     return 2 * max(settings.micro_shards.bit_length(), 1) + 2
-
-
-def _epoch_ids(computer, settings, epoch: int, batch: int) -> np.ndarray:
-    from dtrain.dist.shards import epoch_order
-
-    cache = getattr(computer, "_order_cache", None)
-    if cache is None or cache[0] != epoch:
-        order = epoch_order(len(computer.source), settings.seed, epoch, settings.shuffle)
-        computer._order_cache = cache = (epoch, order)
-    bs = settings.batch_size
-    return cache[1][batch * bs:(batch + 1) * bs]
 
 
 def grads_message(job_id: str, step: int, worker: int, node, value, compute_s: float):

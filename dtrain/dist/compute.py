@@ -9,7 +9,6 @@ running-stat updates in shard order.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,6 +16,7 @@ import numpy as np
 from ..autograd.grad_mode import no_grad
 from ..autograd.tensor import Tensor
 from ..nn.dropout import keyed_dropout
+from ..nn.normalization import collect_batch_stats
 from .shards import BatchPlan, Node, split_point
 
 
@@ -105,14 +105,6 @@ def batch_norm_modules(model) -> list:
     return [m for m in model.modules() if hasattr(m, "apply_batch_stats")]
 
 
-def _collect_batch_stats():
-    try:
-        from ..nn.normalization import collect_batch_stats
-    except ImportError:  # no normalization layers in this build
-        return contextlib.nullcontext([])
-    return collect_batch_stats()
-
-
 class ShardComputer:
     """Computes tree-node values for mini-batch plans with one model replica."""
 
@@ -140,7 +132,7 @@ class ShardComputer:
             p.grad = None
         self.model.train()
         spec = self.phases[phase]
-        with keyed_dropout(self.settings.seed, plan.step, ids), _collect_batch_stats() as stats:
+        with keyed_dropout(self.settings.seed, plan.step, ids), collect_batch_stats() as stats:
             loss = spec.loss(self.model, x, y)
             if not isinstance(loss, Tensor) or loss.ndim != 0:
                 raise TypeError(f"the loss of phase {spec.name!r} must be a scalar Tensor (the "

@@ -154,3 +154,23 @@ def plan_batch(order: np.ndarray, *, step: int, epoch: int, batch: int, batch_si
     ids = order[batch * batch_size:(batch + 1) * batch_size]
     return BatchPlan(step=step, epoch=epoch, batch=batch, sample_ids=ids,
                      micro_shards=micro_shards)
+
+
+class Planner:
+    """Plans the mini-batches of a data set: what the coordinator and every worker agree on.
+
+    The epoch's sample order is computed once per epoch, on first use.
+    """
+
+    def __init__(self, n: int, settings):
+        self.n = n
+        self.settings = settings
+        self._order = None  # (epoch, its sample order)
+
+    def plan(self, epoch: int, batch: int, step: int) -> BatchPlan:
+        """The micro-shard plan of one step, derived only from (seed, epoch, batch)."""
+        s = self.settings
+        if self._order is None or self._order[0] != epoch:
+            self._order = (epoch, epoch_order(self.n, s.seed, epoch, s.shuffle))
+        return plan_batch(self._order[1], step=step, epoch=epoch, batch=batch,
+                          batch_size=s.batch_size, micro_shards=s.micro_shards)

@@ -20,7 +20,7 @@ from .. import random as _random
 from ..autograd.tensor import Tensor
 from .compute import SampleSource, ShardComputer, add_values, batch_norm_modules, evaluate
 from .phases import build_phases
-from .shards import BatchPlan, batches_per_epoch, epoch_order, plan_batch, tree_sum
+from .shards import BatchPlan, Planner, batches_per_epoch, tree_sum
 
 log = logging.getLogger("dtrain.trainer")
 
@@ -125,10 +125,10 @@ class Trainer:
         self.settings = settings.validate()
         self.model, self.phases = build_master(job, settings)
         self.rounds = 0  # evaluation rounds so far (several per step with closures or phases)
-        self._order = None  # (epoch, its sample order), computed once per epoch
         self.params = list(self.model.parameters())
         self.bn_modules = batch_norm_modules(self.model)
         self.train_source = SampleSource(job.train_data(), settings.dtype, "train_data()")
+        self.planner = Planner(len(self.train_source), self.settings)
         val = job.val_data()
         self.val_source = SampleSource(val, settings.dtype, "val_data()") if val is not None \
             else None
@@ -211,12 +211,7 @@ class Trainer:
 
     def plan(self, epoch: int, batch: int, step: int) -> BatchPlan:
         """The micro-shard plan of one step, derived only from (seed, epoch, batch)."""
-        s = self.settings
-        if self._order is None or self._order[0] != epoch:
-            self._order = (epoch, epoch_order(len(self.train_source), s.seed, epoch, s.shuffle))
-        order = self._order[1]
-        return plan_batch(order, step=step, epoch=epoch, batch=batch, batch_size=s.batch_size,
-                          micro_shards=s.micro_shards)
+        return self.planner.plan(epoch, batch, step)
 
     def state_arrays(self) -> dict:
         """The parameters the workers need for the next step, by state_dict name."""
