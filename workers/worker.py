@@ -119,7 +119,6 @@ class Worker:
         self.settings: Settings | None = None
         self.computer: ShardComputer | None = None
         self.params = []
-        self.steps_done = 0
         self.job_id = config.job_id
         self.worker_id = -1
         self.sock = None
@@ -293,7 +292,6 @@ class Worker:
                 if f.get("grad_slots") and value is not None:
                     self._to_slot(out, value, (msg.step, f.get("round", 0)))
             self._send(out)
-        self.steps_done += 1
 
 
 def _grad_slots(settings) -> int:

@@ -140,7 +140,6 @@ class ZmqExecutor:
         self.param_specs: list = []
         self.state: StepState | None = None
         self.current_step = -1
-        self.step_rounds = 0
         self.idle_hook = None  # called on every poll (the launcher supervises processes here)
         self.max_bytes = MAX_MESSAGE_BYTES
         self.diverged = False  # non-finite gradients were confirmed by a second worker
@@ -575,7 +574,8 @@ class ZmqExecutor:
         return {"job_id": self.job_id, "address": self.address,
                 "workers": [{"id": w.id, "name": w.name, "pid": w.pid, "host": w.host,
                              "seen": w.last_seen, "compute_s": round(w.compute_seconds, 6),
-                             "comm_s": round(w.comm_seconds, 6), "steps": w.steps}
+                             "comm_s": round(w.comm_seconds, 6), "steps": w.steps,
+                             "joined_step": w.joined_step}
                             for w in sorted(self.workers.values(), key=lambda w: w.id)],
                 "rejected": self.rejected, "evictions": self.evictions,
                 "coordinator": {"host": _socket.gethostname(), "pid": os.getpid()}}
