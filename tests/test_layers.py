@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from helpers import numeric_grad as central_differences
 
 import dtrain
 import dtrain.nn.functional as F
@@ -19,17 +20,7 @@ TOL = {"float64": {"rtol": 1e-10, "atol": 1e-10}, "float32": {"rtol": 1e-5, "ato
 # --------------------------------------------------------------------------- helpers
 def numeric_grad(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     """Central differences of the scalar ``f()`` with respect to ``x`` (perturbed in place)."""
-    grad = np.zeros(x.shape)
-    flat = x.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + eps
-        hi = f()
-        flat[i] = old - eps
-        lo = f()
-        flat[i] = old
-        grad.reshape(-1)[i] = (hi - lo) / (2 * eps)
-    return grad
+    return central_differences(lambda _: f(), x, eps)
 
 
 def check_fd(fn, *arrays, atol=1e-7):

@@ -4,25 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import numeric_grad
 
 import dtrain
 import dtrain.nn.functional as F
 from dtrain import nn
-
-
-def numeric_grad(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """Central finite differences of the scalar function ``f`` at ``x`` (float64)."""
-    grad = np.zeros_like(x)
-    flat, gflat = x.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + eps
-        hi = f(x)
-        flat[i] = old - eps
-        lo = f(x)
-        flat[i] = old
-        gflat[i] = (hi - lo) / (2 * eps)
-    return grad
 
 
 def check_fd(fn, *arrays, atol=1e-6):
