@@ -37,6 +37,13 @@ def _worker_pid(rank: int, deadline: float = 20.0) -> int:
     raise TimeoutError(f"no worker of rank {rank}")
 
 
+def _start_worker(address: str, rank: int, *options: str) -> subprocess.Popen:
+    """A ``dtrain worker`` of the SlowSteps job, started by the test itself."""
+    return subprocess.Popen([sys.executable, "-m", "dtrain", "worker", *options, "--rank",
+                             str(rank), "--connect", address, "--job", "SlowSteps", JOBS],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def _steps_done(metrics: str) -> int:
     try:
         with open(metrics) as f:
@@ -141,10 +148,7 @@ def test_below_min_workers_pauses_until_a_new_worker_joins(tmp_path, caplog):
     late = []
 
     def start_new_worker():
-        late.append(subprocess.Popen(
-            [sys.executable, "-m", "dtrain", "worker", "--insecure", "--rank", "7",
-             "--connect", address, "--job", "SlowSteps", JOBS],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        late.append(_start_worker(address, 7, "--insecure"))
         return late[0].pid
 
     injector = FaultInjector(os.path.join(out, "metrics.jsonl"),
@@ -236,10 +240,7 @@ def test_workers_outlive_a_lost_coordinator_and_rejoin_its_successor(tmp_path):
                    "--workers", "2", "--keys", keys, "--job", "SlowSteps", "--no-progress",
                    "--max-steps", str(STEPS), "--checkpoint-every", "5", "--out", out, JOBS]
     first = subprocess.Popen(coordinator, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    workers = [subprocess.Popen([sys.executable, "-m", "dtrain", "worker", "--connect", address,
-                                 "--keys", keys, "--rank", str(r), "--job", "SlowSteps", JOBS],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-               for r in range(2)]
+    workers = [_start_worker(address, r, "--keys", keys) for r in range(2)]
     try:
         metrics = os.path.join(out, "metrics.jsonl")
         deadline = time.monotonic() + 60
@@ -273,10 +274,7 @@ def test_a_worker_added_mid_run_takes_work(tmp_path):
     extra = []
 
     def add_worker():
-        extra.append(subprocess.Popen(
-            [sys.executable, "-m", "dtrain", "worker", "--insecure", "--rank", "9",
-             "--connect", address, "--job", "SlowSteps", JOBS],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        extra.append(_start_worker(address, 9, "--insecure"))
         return extra[0].pid
 
     injector = FaultInjector(os.path.join(out, "metrics.jsonl"), [(10, add_worker)])
