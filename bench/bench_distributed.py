@@ -19,7 +19,7 @@ through a worker-style I/O thread (an inproc PAIR hop), to tell the transport's 
 dtrain's own. A 2-worker run with ``micro_shards=2`` shows the cost of finer micro-shards.
 
 Part 2, MLP 784-2048-2048-2048-10 (10.0M parameters): one exchange (the gradient message up,
-the parameter message down, one worker) measured directly with ``dtrain.dist.protocol``
+the parameter message down, one worker) measured directly with ``dtrain.distributed.protocol``
 (encode/send/recv/decode through a ROUTER/DEALER pair, with and without ``BufferPool``, and with
 the coordinator's checks and copies) and as step time minus worker compute in a 1-worker
 ``dtrain.fit``, against a gloo ``all_reduce`` of the same gradient (2 processes). Target <= 2.0x.
@@ -168,9 +168,9 @@ def _hop_thread(ctx: zmq.Context, connect: str, server_key: str | None, rounds: 
 def role_exchange_dealer(connect: str, model: str, rounds: int, checks: bool,
                          server_key: str | None) -> None:
     """Protocol worker: GRADS message up (as a worker encodes it), TASK message down, decoded."""
-    from dtrain.dist import protocol as P
-    from dtrain.dist.compute import ShardValue
-    from workers.worker import grads_message
+    from dtrain.distributed import protocol as P
+    from dtrain.distributed.compute import ShardValue
+    from dtrain.workers.worker import grads_message
 
     ctx = zmq.Context()
     sock = dealer(ctx, connect, server_key)
@@ -286,7 +286,7 @@ def protocol_exchange(model: str, warmup: int, rounds: int, *, pool: bool, check
     With ``checks`` the coordinator's work is included too: the snapshot copy of the
     parameters, ``expect_arrays``, ``check_finite`` and the owned gradient copies.
     """
-    from dtrain.dist import protocol as P
+    from dtrain.distributed import protocol as P
 
     router = Router(curve)
     procs = [spawn_role("exchange-dealer", router, model, warmup + rounds, checks)]
@@ -573,10 +573,10 @@ def profile_run(args, batch: int) -> None:
     hold their start-up, the join and the warm-up steps, so their per-step figures are upper
     bounds except the forward/backward and message rows, which only steps produce.
     """
-    from dtrain.dist.coordinator import ZmqExecutor
-    from dtrain.dist.job import new_job_id, resolve_job
-    from dtrain.dist.trainer import Trainer
-    from launcher.local import worker_env
+    from dtrain.distributed.coordinator import ZmqExecutor
+    from dtrain.distributed.job import new_job_id, resolve_job
+    from dtrain.distributed.trainer import Trainer
+    from dtrain.launcher.local import worker_env
 
     job, digest, script = resolve_job(JOB, "MLP512")
     warm, steps = args.warmup, args.steps
@@ -585,7 +585,7 @@ def profile_run(args, batch: int) -> None:
     keys, env = {}, worker_env(1)
     secure = secure_by_default() and not args.insecure
     if secure:
-        from dtrain.dist.security import ephemeral_pair
+        from dtrain.distributed.security import ephemeral_pair
 
         server_keys, client_keys = ephemeral_pair()
         keys, env = {"keys": server_keys}, worker_env(1, client_keys.env())

@@ -29,8 +29,8 @@ sys.path.insert(0, HERE)
 
 import dtrain
 from dtrain import optim
-from dtrain.dist.checkpoint import write_checkpoint
-from dtrain.dist.trainer import Trainer
+from dtrain.distributed.checkpoint import write_checkpoint
+from dtrain.distributed.trainer import Trainer
 
 JOB_FILE = os.path.join(HERE, "dist_mlp_job.py")
 

@@ -1,4 +1,4 @@
-"""Gradient round trip through dtrain.dist.protocol against a hand-written ZeroMQ floor.
+"""Gradient round trip through dtrain.distributed.protocol against a hand-written ZeroMQ floor.
 
 A DEALER sends the float32 gradients of an MLP to a ROUTER in another process over
 tcp://127.0.0.1, which answers with arrays of the same sizes (its own, as a coordinator answers
@@ -27,7 +27,7 @@ import time
 import numpy as np
 import zmq
 
-from dtrain.dist import protocol as P
+from dtrain.distributed import protocol as P
 
 SMALL = (784, 512, 512, 10)
 BIG = (784, 2048, 2048, 2048, 10)

@@ -119,8 +119,8 @@ def equal(a, b) -> bool:
     return a.equal(b)
 
 
-from .dist.job import Job, Settings
-from .dist.phases import Phase
+from .distributed.job import Job, Settings
+from .distributed.phases import Phase
 
 
 def fit(job, workers: int = 0, *, out=None, job_name=None, progress: bool = False,
@@ -134,7 +134,7 @@ def fit(job, workers: int = 0, *, out=None, job_name=None, progress: bool = Fals
     from the newest valid checkpoint of such a directory. Local workers talk to the
     coordinator over CURVE with ephemeral keys unless ``insecure=True``.
     """
-    from launcher.run import RunConfig, run
+    from dtrain.launcher.run import RunConfig, run
 
     return run(RunConfig(job=job, workers=workers, job_name=job_name, out=out, bind=bind,
                          max_restarts=max_restarts, progress=progress, resume=resume,

@@ -109,8 +109,8 @@ def launch(script, workers, job_name, out, bind, max_restarts, insecure, resume,
     """Train SCRIPT with a coordinator here and WORKERS local worker processes (plus hostfile
     workers over ssh; under srun, task 0 coordinates and the other tasks are workers)."""
     _setup_logging(verbose)
-    from launcher.run import RunConfig, run
-    from workers.worker import set_process_title
+    from dtrain.launcher.run import RunConfig, run
+    from dtrain.workers.worker import set_process_title
 
     ctx = click.get_current_context()
     defaulted = {name for name in ("workers", "bind")
@@ -140,8 +140,8 @@ def launch(script, workers, job_name, out, bind, max_restarts, insecure, resume,
 def _cluster_setup(script, job_name, insecure, keys_dir, hostfile, ssh_command, remote_python,
                    remote_workdir, slurm, port, max_restarts, verbose) -> dict:
     """What --hostfile or Slurm adds to a launch ({} for a local run)."""
-    from launcher.hostfile import HostfileError, HostfileWorkers, read_hostfile
-    from launcher.slurm import SlurmError, in_slurm_step, task_from_env
+    from dtrain.launcher.hostfile import HostfileError, HostfileWorkers, read_hostfile
+    from dtrain.launcher.slurm import SlurmError, in_slurm_step, task_from_env
 
     if slurm and hostfile:
         raise click.UsageError("--hostfile and --slurm exclude each other")
@@ -164,8 +164,8 @@ def _cluster_setup(script, job_name, insecure, keys_dir, hostfile, ssh_command, 
     if auto and task.ntasks == 1:
         return {}  # a one-task step: an ordinary local run
     if task.role == "worker":
-        from launcher.env import EnvError, coordinator_address
-        from workers.worker import WorkerConfig
+        from dtrain.launcher.env import EnvError, coordinator_address
+        from dtrain.workers.worker import WorkerConfig
 
         try:
             connect = coordinator_address(slurm_port=port)
@@ -183,7 +183,7 @@ def _cluster_setup(script, job_name, insecure, keys_dir, hostfile, ssh_command, 
 
 def _worker_keys(keys_dir, insecure):
     """A worker's CURVE keys from --keys DIR, else DTRAIN_CURVE_*; None with --insecure."""
-    from dtrain.dist.security import ClientKeys, client_keys_from_dir
+    from dtrain.distributed.security import ClientKeys, client_keys_from_dir
 
     if insecure:
         _warn_insecure()
@@ -199,7 +199,7 @@ def _worker_keys(keys_dir, insecure):
 
 def _run_worker(config) -> None:
     """Run a worker process to its end and exit with its code."""
-    from workers.worker import main as worker_main
+    from dtrain.workers.worker import main as worker_main
 
     try:
         code = worker_main(config)
@@ -227,8 +227,8 @@ def coordinator(script, bind, remote_workers, job_name, job_id, keys_dir, allow_
                 out, resume, metrics_port, metrics_host, progress, verbose, **settings):
     """Coordinate SCRIPT's training for workers started elsewhere (dtrain worker --connect)."""
     _setup_logging(verbose)
-    from launcher.run import RunConfig, run
-    from workers.worker import set_process_title
+    from dtrain.launcher.run import RunConfig, run
+    from dtrain.workers.worker import set_process_title
 
     set_process_title("dtrain-coord")
     if insecure:
@@ -267,7 +267,7 @@ def _run_or_exit(what: str, config, run, verbose: int, out: str) -> None:
               help="Seconds to wait for the coordinator.")
 def status(address, as_json, timeout):
     """Show the live state of a run: ADDRESS is the coordinator's --metrics-port (HOST:PORT)."""
-    from dtrain.dist.status import fetch_status, format_status
+    from dtrain.distributed.status import fetch_status, format_status
 
     try:
         info = fetch_status(address, timeout)
@@ -287,7 +287,7 @@ def _warn_insecure() -> None:
               show_default=True, help="Key pairs to create (repeat the option for several).")
 def keygen(directory, names):
     """Write CURVE key pairs (NAME.key public, NAME.key_secret private) into DIRECTORY."""
-    from dtrain.dist.security import keygen as make_keys
+    from dtrain.distributed.security import keygen as make_keys
 
     for path in make_keys(directory, names):
         click.echo(path)
@@ -311,9 +311,9 @@ def keygen(directory, names):
 def worker(script, connect, rank, job_name, job_id, name, keys_dir, insecure, verbose):
     """Join the coordinator at CONNECT and compute micro-shard gradients for SCRIPT's job."""
     _setup_logging(verbose)
-    from launcher.env import EnvError, coordinator_address, normalize_address, worker_rank
-    from launcher.slurm import SlurmError
-    from workers.worker import WorkerConfig
+    from dtrain.launcher.env import EnvError, coordinator_address, normalize_address, worker_rank
+    from dtrain.launcher.slurm import SlurmError
+    from dtrain.workers.worker import WorkerConfig
 
     try:
         connect = normalize_address(connect) if connect else coordinator_address()

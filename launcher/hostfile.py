@@ -2,7 +2,7 @@
 
 A hostfile lists one host per line with its worker count (``node1 slots=4``; Horovod's and
 DeepSpeed's convention). Each worker runs as ``ssh HOST 'cd WORKDIR && exec PYTHON -m
-launcher.hostfile --serve -- PYTHON -m dtrain worker ...'``. The small ``--serve`` wrapper on
+dtrain.launcher.hostfile --serve -- PYTHON -m dtrain worker ...'``. The small ``--serve`` wrapper on
 the remote side reads one JSON line of environment (the CURVE keys of this run and the BLAS
 thread pins) from its stdin, starts the worker with it, and kills the worker as soon as stdin
 reaches end-of-file.
@@ -111,7 +111,7 @@ def reachable_address(address: str, hosts: list[HostSlots]) -> str:
 def remote_command(worker_argv: list[str], workdir: str, python: str = "python3") -> str:
     """The shell command ssh runs on the host: the stdin-watching wrapper around the worker."""
     py = shlex.join(shlex.split(python))
-    return (f"cd {shlex.quote(workdir)} && exec {py} -m launcher.hostfile --serve -- "
+    return (f"cd {shlex.quote(workdir)} && exec {py} -m dtrain.launcher.hostfile --serve -- "
             + shlex.join(worker_argv))
 
 
@@ -284,9 +284,9 @@ def serve(argv: list[str], stdin_fd: int = 0) -> int:
 
 
 def main(args: list[str]) -> int:
-    """``python -m launcher.hostfile --serve -- COMMAND...`` (run by ssh on each host)."""
+    """``python -m dtrain.launcher.hostfile --serve -- COMMAND...`` (run by ssh on each host)."""
     if len(args) < 3 or args[:2] != ["--serve", "--"]:
-        print("usage: python -m launcher.hostfile --serve -- COMMAND [ARG...]", file=sys.stderr)
+        print("usage: python -m dtrain.launcher.hostfile --serve -- COMMAND [ARG...]", file=sys.stderr)
         return 2
     return serve(args[2:])
 

@@ -14,8 +14,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from dtrain.dist.job import new_job_id, resolve_job
-from dtrain.dist.trainer import Trainer
+from dtrain.distributed.job import new_job_id, resolve_job
+from dtrain.distributed.trainer import Trainer
 
 from .local import LocalWorkers, install_signal_handlers, restore_signal_handlers
 
@@ -134,13 +134,13 @@ def run(config: RunConfig):
     old_handlers = install_signal_handlers()
     try:
         if config.metrics_port is not None:
-            from dtrain.dist.monitor import Monitor
+            from dtrain.distributed.monitor import Monitor
 
             monitor = Monitor(config.metrics_port, config.metrics_host)
             config.monitor_address = monitor.address
         started = config.starter.count if config.starter is not None else 0
         if config.workers > 0 or config.remote_workers > 0 or started > 0:
-            from dtrain.dist.coordinator import ZmqExecutor
+            from dtrain.distributed.coordinator import ZmqExecutor
 
             job_id = config.job_id or (resume_state or {}).get("job_id") or new_job_id()
             server_keys, client_keys = _keys(config)
@@ -217,7 +217,7 @@ def _keys(config: RunConfig):
     """(server keys, keys for local workers): ephemeral unless a key directory is given."""
     if config.insecure:
         return None, None
-    from dtrain.dist.security import ephemeral_pair, server_keys_from_dir
+    from dtrain.distributed.security import ephemeral_pair, server_keys_from_dir
 
     server, local_client = ephemeral_pair()
     if config.keys_dir:
@@ -230,7 +230,7 @@ def _keys(config: RunConfig):
 
 def _find_resume_state(directory: str) -> dict:
     """The newest valid checkpoint under ``directory`` (a run's out dir or its checkpoints/)."""
-    from dtrain.dist.checkpoint import latest_checkpoint
+    from dtrain.distributed.checkpoint import latest_checkpoint
 
     for candidate in (os.path.join(directory, "checkpoints"), directory):
         found = latest_checkpoint(candidate)

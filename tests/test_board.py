@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import dtrain
-from dtrain.dist import board as B
-from dtrain.dist import protocol as P
-from dtrain.dist.coordinator import ZmqExecutor
-from dtrain.dist.trainer import Trainer
+from dtrain.distributed import board as B
+from dtrain.distributed import protocol as P
+from dtrain.distributed.coordinator import ZmqExecutor
+from dtrain.distributed.trainer import Trainer
 
 sys.path.insert(0, os.path.dirname(__file__))
 import dist_jobs

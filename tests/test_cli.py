@@ -43,7 +43,7 @@ def test_launch_digits_reaches_97_percent_and_writes_outputs(tmp_path):
 
     ckpt = dtrain.load(out / "checkpoint.dtrain")
     assert set(ckpt) >= {"model", "optimizer", "scheduler", "step", "epoch"}
-    job, _ = dtrain.dist.job.load_job(DIGITS)
+    job, _ = dtrain.distributed.job.load_job(DIGITS)
     model = job.model()
     model.load_state_dict(ckpt["model"])
     model.eval()

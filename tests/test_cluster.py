@@ -17,15 +17,15 @@ from click.testing import CliRunner
 
 import dtrain
 from dtrain.cli import main
-from launcher.env import EnvError, coordinator_address, normalize_address, worker_rank
-from launcher.hostfile import (
+from dtrain.launcher.env import EnvError, coordinator_address, normalize_address, worker_rank
+from dtrain.launcher.hostfile import (
     HostfileError,
     HostSlots,
     parse_hostfile,
     reachable_address,
     remote_command,
 )
-from launcher.slurm import SlurmError, expand_hostlist, task_from_env
+from dtrain.launcher.slurm import SlurmError, expand_hostlist, task_from_env
 
 HERE = os.path.dirname(__file__)
 ROOT = os.path.dirname(HERE)
@@ -139,7 +139,7 @@ def test_remote_command_quotes_every_argument():
     argv = ["python3", "-m", "dtrain", "worker", "--job", "it's", "/a b/job.py"]
     cmd = remote_command(argv, "/work dir", "/opt/my env/bin/python -X dev")
     assert shlex.split(cmd) == ["cd", "/work dir", "&&", "exec", "/opt/my", "env/bin/python",
-                                "-X", "dev", "-m", "launcher.hostfile", "--serve", "--", *argv]
+                                "-X", "dev", "-m", "dtrain.launcher.hostfile", "--serve", "--", *argv]
     quoted = remote_command(argv, "/w", "'/opt/my env/bin/python'")
     assert shlex.split(quoted)[4:6] == ["/opt/my env/bin/python", "-m"]
 
@@ -157,7 +157,7 @@ def test_wildcard_bind_is_announced_as_this_host():
 def test_remote_wrapper_passes_env_from_stdin_and_stops_worker_on_eof():
     child = ("import os, sys, time; print(os.environ['DTRAIN_CURVE_SECRETKEY'], os.getpid(), "
              "flush=True); time.sleep(60)")
-    wrapper = subprocess.Popen([sys.executable, "-m", "launcher.hostfile", "--serve", "--",
+    wrapper = subprocess.Popen([sys.executable, "-m", "dtrain.launcher.hostfile", "--serve", "--",
                                 sys.executable, "-c", child, "dtrain-wrapper-test"],
                                cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                text=True)
@@ -185,7 +185,7 @@ def _is_zombie(pid: int) -> bool:
 
 
 def test_remote_wrapper_rejects_a_bad_environment_line():
-    result = subprocess.run([sys.executable, "-m", "launcher.hostfile", "--serve", "--", "true"],
+    result = subprocess.run([sys.executable, "-m", "dtrain.launcher.hostfile", "--serve", "--", "true"],
                             cwd=ROOT, input="[1, 2]\n", capture_output=True, text=True,
                             timeout=30, check=False)
     assert result.returncode == 1 and "not a JSON object of strings" in result.stderr

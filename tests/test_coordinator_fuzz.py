@@ -1,4 +1,4 @@
-"""Fuzzing the coordinator's message handling: random and mutated frames from workers.
+"""Fuzzing the coordinator's message handling: random and mutated frames from dtrain.workers.
 
 Whatever arrives, ``handle`` raises nothing; a rejected message leaves the master parameters and
 the step's collected gradients untouched (a worker that sent invalid gradients is evicted, as
@@ -14,12 +14,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dtrain.dist import protocol as P
-from dtrain.dist.compute import ShardComputer
-from dtrain.dist.coordinator import StepState, ZmqExecutor
-from dtrain.dist.shards import assign
-from dtrain.dist.trainer import Trainer
-from workers.worker import grads_message
+from dtrain.distributed import protocol as P
+from dtrain.distributed.compute import ShardComputer
+from dtrain.distributed.coordinator import StepState, ZmqExecutor
+from dtrain.distributed.shards import assign
+from dtrain.distributed.trainer import Trainer
+from dtrain.workers.worker import grads_message
 
 sys.path.insert(0, os.path.dirname(__file__))
 import dist_jobs

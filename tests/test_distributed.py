@@ -76,7 +76,7 @@ def test_no_process_left_after_success():
 
 def test_failure_in_the_training_script_is_reported_and_cleaned_up(monkeypatch):
     monkeypatch.setenv("DTRAIN_TEST_FAIL", "1")
-    from dtrain.dist.coordinator import WorkerError
+    from dtrain.distributed.coordinator import WorkerError
 
     with pytest.raises(WorkerError, match="deliberate failure in the training script"):
         dtrain.fit(dist_jobs.FailsAtStep3, workers=2)
@@ -87,7 +87,7 @@ def test_resume_from_a_mid_epoch_checkpoint_is_bit_identical(tmp_path):
     full, _ = dtrain.fit(dist_jobs.MomentumGroups, workers=0)
     out = str(tmp_path / "run")
     dtrain.fit(dist_jobs.MomentumGroups, workers=2, out=out, max_steps=9, checkpoint_every=4)
-    from dtrain.dist.checkpoint import list_checkpoints
+    from dtrain.distributed.checkpoint import list_checkpoints
 
     names = [os.path.basename(p) for p in list_checkpoints(os.path.join(out, "checkpoints"))]
     assert names[0] == "step-000000008.dtrain"  # 6 steps per epoch: 4, epoch end 6, 8

@@ -170,7 +170,7 @@ def test_below_min_workers_pauses_until_a_new_worker_joins(tmp_path, caplog):
 
 
 def test_below_min_workers_fails_clearly_after_the_timeout(tmp_path):
-    from dtrain.dist.coordinator import NotEnoughWorkers
+    from dtrain.distributed.coordinator import NotEnoughWorkers
 
     out = str(tmp_path)
     injector = FaultInjector(os.path.join(out, "metrics.jsonl"), [(5, _kill(1))])

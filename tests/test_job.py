@@ -3,7 +3,7 @@
 import pytest
 
 import dtrain
-from dtrain.dist.job import Settings, find_job_class, load_job
+from dtrain.distributed.job import Settings, find_job_class, load_job
 
 
 class Tiny(dtrain.Job):

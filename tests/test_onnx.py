@@ -445,7 +445,7 @@ def test_cli_export_of_a_real_checkpoint(trained, tmp_path):
     assert result.exit_code == 0, result.output
     assert f"wrote {out}" in result.output
 
-    job, _ = dtrain.dist.job.load_job(str(script))
+    job, _ = dtrain.distributed.job.load_job(str(script))
     model = job.model()
     model.load_state_dict(dtrain.load(checkpoint)["model"])
     assert model[1].running_mean.data.any()  # trained statistics travel to the ONNX file

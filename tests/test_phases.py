@@ -71,7 +71,7 @@ def test_gan_phases_bit_identical_across_workers():
 
 
 def test_gan_equals_hand_written_loop_float64():
-    from dtrain.dist.job import load_job
+    from dtrain.distributed.job import load_job
 
     steps = 50
     model, _ = dtrain.fit(GAN, workers=2, max_steps=steps, dtype="float64")

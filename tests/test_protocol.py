@@ -1,4 +1,4 @@
-"""dtrain.dist.protocol: round trips, zero copy, split frames, hostile input, real ZeroMQ sockets."""
+"""dtrain.distributed.protocol: round trips, zero copy, split frames, hostile input, real ZeroMQ sockets."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from dtrain.dist import protocol as P
-from dtrain.dist.protocol import BufferPool, Message, ProtocolError, decode, encode
+from dtrain.distributed import protocol as P
+from dtrain.distributed.protocol import BufferPool, Message, ProtocolError, decode, encode
 
 RNG = np.random.default_rng(0)
 SHAPES = [(), (0,), (1,), (5,), (2, 3), (0, 4), (3, 0, 2), (2, 1, 3)]

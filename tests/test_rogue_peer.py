@@ -14,8 +14,8 @@ import pytest
 import zmq
 
 import dtrain
-from dtrain.dist import protocol as P
-from dtrain.dist.job import file_digest
+from dtrain.distributed import protocol as P
+from dtrain.distributed.job import file_digest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import dist_jobs
@@ -135,8 +135,8 @@ def test_rogue_peer_is_rejected_and_the_result_is_unchanged(caplog):
 
 @pytest.mark.parametrize("frames", [[], [b""], [b"\x81\xa1v\x01"], [b"x" * 100, b"y"]])
 def test_decode_errors_never_escape_the_coordinator(frames):
-    from dtrain.dist.coordinator import ZmqExecutor
-    from dtrain.dist.job import Settings
+    from dtrain.distributed.coordinator import ZmqExecutor
+    from dtrain.distributed.job import Settings
 
     ex = ZmqExecutor("tcp://127.0.0.1:0", job_id="j", digest="d", settings=Settings())
     try:
@@ -156,7 +156,7 @@ class Eavesdropper(threading.Thread):
         self.stop = threading.Event()
 
     def run(self):
-        from dtrain.dist.security import make_client
+        from dtrain.distributed.security import make_client
 
         sock = zmq.Context.instance().socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
@@ -197,9 +197,9 @@ def test_a_peer_without_a_key_is_refused_during_a_secure_run(caplog):
 
 def test_allow_list_admits_only_listed_keys(caplog):
     """The spy knows the coordinator's public key, but its own key is not on the allow-list."""
-    from dtrain.dist.coordinator import ZmqExecutor
-    from dtrain.dist.job import Settings
-    from dtrain.dist.security import ClientKeys, ephemeral_pair
+    from dtrain.distributed.coordinator import ZmqExecutor
+    from dtrain.distributed.job import Settings
+    from dtrain.distributed.security import ClientKeys, ephemeral_pair
 
     server, allowed = ephemeral_pair()
     public, secret = zmq.curve_keypair()

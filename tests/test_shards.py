@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dtrain.dist.shards import BatchPlan, assign, batches_per_epoch, cover, is_tree_node, tree_sum
+from dtrain.distributed.shards import BatchPlan, assign, batches_per_epoch, cover, is_tree_node, tree_sum
 
 
 def _add(a, b):

@@ -20,13 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 import zmq
 
-from dtrain.dist import protocol as P
-from dtrain.dist.board import SharedSlots, machine_id
-from dtrain.dist.compute import SampleSource, ShardComputer
-from dtrain.dist.job import Settings, load_job
-from dtrain.dist.security import ClientKeys, make_client
-from dtrain.dist.shards import Planner
-from dtrain.dist.trainer import blas_threads, build_replica
+from dtrain.distributed import protocol as P
+from dtrain.distributed.board import SharedSlots, machine_id
+from dtrain.distributed.compute import SampleSource, ShardComputer
+from dtrain.distributed.job import Settings, load_job
+from dtrain.distributed.security import ClientKeys, make_client
+from dtrain.distributed.shards import Planner
+from dtrain.distributed.trainer import blas_threads, build_replica
 
 log = logging.getLogger("dtrain.worker")
 

@@ -25,8 +25,8 @@ def export_checkpoint(checkpoint, script, out, job_name: str | None = None,
     The example input has ``input_shape`` (zeros in the run's float dtype) or is one sample of
     the job's ``train_data()``. Returns the ``onnx.ModelProto``.
     """
-    from ..dist.compute import SampleSource
-    from ..dist.job import load_job
+    from ..distributed.compute import SampleSource
+    from ..distributed.job import load_job
     from ..io import load
 
     job, _ = load_job(str(script), job_name)
