@@ -308,7 +308,7 @@ def protocol_exchange(model: str, warmup: int, rounds: int, *, pool: bool, check
         else:
             arrays = params
         del msg
-        task = P.Message(P.TASK, "bench", state["step"], 0,
+        task = P.Envelope(P.TASK, "bench", state["step"], 0,
                          {"epoch": 0, "batch": state["step"], "nodes": [[0, 8]]}, arrays)
         router.sock.send_multipart([frames[0], *P.encode(task)], copy=False)
         state["step"] += 1
@@ -573,7 +573,7 @@ def profile_run(args, batch: int) -> None:
     hold their start-up, the join and the warm-up steps, so their per-step figures are upper
     bounds except the forward/backward and message rows, which only steps produce.
     """
-    from dtrain.distributed.coordinator import ZmqExecutor
+    from dtrain.distributed.coordinator import Coordinator
     from dtrain.distributed.job import new_job_id, resolve_job
     from dtrain.distributed.trainer import Trainer
     from dtrain.launcher.local import worker_env
@@ -589,7 +589,7 @@ def profile_run(args, batch: int) -> None:
 
         server_keys, client_keys = ephemeral_pair()
         keys, env = {"keys": server_keys}, worker_env(1, client_keys.env())
-    executor = ZmqExecutor(expected_workers=2, job_id=job_id, digest=digest, settings=settings,
+    executor = Coordinator(expected_workers=2, job_id=job_id, digest=digest, settings=settings,
                            **keys)
     tmp = tempfile.mkdtemp(prefix="dtrain-bench-prof-")
     outs = [os.path.join(tmp, f"worker{rank}.prof") for rank in range(2)]

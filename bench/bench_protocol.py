@@ -58,8 +58,8 @@ def raw_frames(arrays: dict[str, np.ndarray]) -> list[memoryview]:
     return [memoryview(a.reshape(-1).view(np.uint8)) for a in arrays.values()]
 
 
-def reply_message(arrays: dict[str, np.ndarray]) -> P.Message:
-    return P.Message(P.TASK, JOB, step=1, worker=0, fields={"epoch": 0}, arrays=arrays)
+def reply_message(arrays: dict[str, np.ndarray]) -> P.Envelope:
+    return P.Envelope(P.TASK, JOB, step=1, worker=0, fields={"epoch": 0}, arrays=arrays)
 
 
 def serve(mode: str, case: str) -> None:
@@ -129,7 +129,7 @@ def measure(case: str, modes: list[str], repeats: int) -> dict[str, float]:
     arrays = case_arrays(case, seed=0)
     expected = case_arrays(case, seed=1)  # what the servers answer with
     raw = raw_frames(arrays)
-    msg = P.Message(P.GRADS, JOB, step=0, worker=0, fields={"nodes": [[0, 8]]}, arrays=arrays)
+    msg = P.Envelope(P.GRADS, JOB, step=0, worker=0, fields={"nodes": [[0, 8]]}, arrays=arrays)
     pools = {mode: P.BufferPool() if mode == "pool" else None for mode in modes}
     ctx = zmq.Context()
     servers = Servers(ctx, ["raw", *modes], case)

@@ -69,6 +69,9 @@ def _settings_options(func):
                      help="Also checkpoint every N steps (always at epoch ends with --out)."),
         click.option("--threads", type=click.IntRange(min=1), default=None,
                      help="BLAS threads per computing process (equal everywhere)."),
+        click.option("--shared-memory/--no-shared-memory", default=None,
+                     help="Exchange arrays with workers on this machine through /dev/shm "
+                          "[default: on]; off, every array goes over the socket."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -110,7 +113,7 @@ def launch(script, workers, job_name, out, bind, max_restarts, insecure, resume,
     workers over ssh; under srun, task 0 coordinates and the other tasks are workers)."""
     _setup_logging(verbose)
     from dtrain.launcher.run import RunConfig, run
-    from dtrain.workers.worker import set_process_title
+    from dtrain.process import set_process_title
 
     ctx = click.get_current_context()
     defaulted = {name for name in ("workers", "bind")
@@ -228,7 +231,7 @@ def coordinator(script, bind, remote_workers, job_name, job_id, keys_dir, allow_
     """Coordinate SCRIPT's training for workers started elsewhere (dtrain worker --connect)."""
     _setup_logging(verbose)
     from dtrain.launcher.run import RunConfig, run
-    from dtrain.workers.worker import set_process_title
+    from dtrain.process import set_process_title
 
     set_process_title("dtrain-coord")
     if insecure:

@@ -140,14 +140,13 @@ def run(config: RunConfig):
             config.monitor_address = monitor.address
         started = config.starter.count if config.starter is not None else 0
         if config.workers > 0 or config.remote_workers > 0 or started > 0:
-            from dtrain.distributed.coordinator import ZmqExecutor
+            from dtrain.distributed.coordinator import Coordinator
 
             job_id = config.job_id or (resume_state or {}).get("job_id") or new_job_id()
             server_keys, client_keys = _keys(config)
-            executor = ZmqExecutor(config.bind, expected_workers=config.workers
+            executor = Coordinator(config.bind, expected_workers=config.workers
                                    + config.remote_workers + started, job_id=job_id,
-                                   digest=digest, settings=settings, keys=server_keys,
-                                   board=True)
+                                   digest=digest, settings=settings, keys=server_keys)
             log.info("coordinator of job %s listening on %s", job_id, executor.address)
             if config.workers > 0:
                 procs = LocalWorkers(config.workers, executor.address, script, job_id,
@@ -207,6 +206,8 @@ def run(config: RunConfig):
         metrics.close()
         if monitor is not None:
             monitor.close()
+        if executor is not None:
+            executor.close()  # idempotent: the trainer closed it unless it never started
         if procs is not None:
             procs.close()
         if config.starter is not None:
@@ -240,8 +241,9 @@ def _find_resume_state(directory: str) -> dict:
     raise LaunchError(f"no valid checkpoint to resume from in {directory}")
 
 
-def _supervise(groups: list, executor) -> None:
-    """Called while the coordinator waits: restart crashed workers, fail when none can run."""
+def _supervise(groups: list, executor) -> str | None:
+    """Called while the coordinator waits: restart crashed workers; when none can run any
+    more, the reason to give up (the coordinator raises it)."""
     for procs in groups:
         for pid, code in procs.poll():
             executor.evict_pid(pid, f"process exited with code {code}")
@@ -249,5 +251,5 @@ def _supervise(groups: list, executor) -> None:
     failed = [p for procs in groups for p in procs.failed]
     if len(failed) == len(everyone) and not executor.workers:
         codes = ", ".join(str(p.popen.returncode) for p in failed)
-        raise LaunchError(f"all {len(everyone)} workers exited (codes {codes}); see their "
-                          "output above")
+        return f"all {len(everyone)} workers exited (codes {codes}); see their output above"
+    return None

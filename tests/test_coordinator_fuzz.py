@@ -1,8 +1,10 @@
-"""Fuzzing the coordinator's message handling: random and mutated frames from dtrain.workers.
+"""Fuzzing the coordinator's message handling: random and mutated frames from workers.
 
 Whatever arrives, ``handle`` raises nothing; a rejected message leaves the master parameters and
 the step's collected gradients untouched (a worker that sent invalid gradients is evicted, as
-designed). Hypothesis generates well over 10,000 cases in total, derandomized and bounded.
+designed). Besides bytes, every field of every message type is replaced by typed but wrong
+values (a string where a float belongs, lists, huge ints, NaN), as a peer holding a valid key
+could send them. Hypothesis generates well over 20,000 cases in total, derandomized and bounded.
 """
 
 import os
@@ -16,10 +18,9 @@ from hypothesis import strategies as st
 
 from dtrain.distributed import protocol as P
 from dtrain.distributed.compute import ShardComputer
-from dtrain.distributed.coordinator import StepState, ZmqExecutor
+from dtrain.distributed.coordinator import StepState, Coordinator
 from dtrain.distributed.shards import assign
 from dtrain.distributed.trainer import Trainer
-from dtrain.workers.worker import grads_message
 
 sys.path.insert(0, os.path.dirname(__file__))
 import dist_jobs
@@ -34,15 +35,18 @@ class Harness:
     def __init__(self):
         job = dist_jobs.MomentumGroups()
         self.settings = job.settings()
-        self.ex = ZmqExecutor("tcp://127.0.0.1:0", job_id=JOB_ID, digest="digest",
+        self.ex = Coordinator("tcp://127.0.0.1:0", job_id=JOB_ID, digest="digest",
                               settings=self.settings)
         self.trainer = Trainer(job, self.settings, self.ex)
         self.ex.attach(self.trainer)
         for ident in WORKERS:
-            self.ex.handle([ident] + P.encode(P.Message(P.HELLO, "", -1, -1, {
-                "name": ident.decode(), "pid": 1000 + len(self.ex.workers), "host": "h",
-                "digest": "digest"})))
+            self.ex.handle([ident] + P.pack(P.Hello(
+                instance=ident.hex(), name=ident.decode(), pid=1000 + len(self.ex.workers),
+                host="h", digest="digest"), ""))
+            self.ex.handle([ident] + P.pack(P.Ready(self.ex.workers[ident].id, "network"),
+                                            JOB_ID))
         self.registered = dict(self.ex.workers)
+        self.channels = {ident: info.channel for ident, info in self.registered.items()}
         self.plan = self.trainer.plan(0, 0, 0)
         computer = ShardComputer(job, self.settings, self.trainer.model,
                                  self.trainer.train_source)
@@ -50,13 +54,15 @@ class Harness:
         for ident, nodes in assign(self.settings.micro_shards, WORKERS).items():
             for node in nodes:
                 value = computer.node_value(self.plan, node)
-                msg = grads_message(JOB_ID, 0, self.registered[ident].id, node, value, 0.001)
-                msg.fields.update(phase=0, round=1)
-                self.valid[node] = (ident, [bytes(f) for f in P.encode(msg)])
+                msg = grads_of(self.registered[ident].id, node, value)
+                self.valid[node] = (ident, [bytes(f) for f in P.pack(msg, JOB_ID)])
         self.params = [p.data.copy() for p in self.trainer.params]
 
     def reset(self):
         self.ex.workers = dict(self.registered)
+        self.ex.failed = {}
+        for ident, info in self.registered.items():
+            info.channel = self.channels[ident]
         state = StepState(plan=self.plan, phase=0, round=1)
         for node, (ident, _) in self.valid.items():
             state.asked[node] = ident
@@ -77,6 +83,17 @@ class Harness:
 
     def close(self):
         self.ex.close()
+
+
+def grads_of(worker: int, node, value, step: int = 0, round_id: int = 1) -> P.Grads:
+    """The GRADS a worker sends for one node's value, arrays in the message."""
+    msg = P.Grads(step, worker, round_id, 0, tuple(node), count=0, compute_s=0.001)
+    if value is not None:
+        msg.count, msg.loss_sum = value.count, float(value.loss_sum)
+        msg.grads = {i: g for i, g in enumerate(value.grads) if g is not None}
+        msg.bn = [(shard, m, mean, var) for shard in sorted(value.bn_stats)
+                  for m, mean, var in value.bn_stats[shard]]
+    return msg
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +162,8 @@ def test_header_fields_replaced_with_arbitrary_values(harness, data):
     ident, frames = harness.valid[node]
     header = msgpack.unpackb(frames[0], raw=False)
     key = data.draw(st.sampled_from(["node", "count", "loss_sum", "grads", "bn", "round",
-                                     "phase", "step", "worker", "type", "job", "v"]))
+                                     "phase", "step", "worker", "type", "job", "v",
+                                     "compute_s", "slot"]))
     value = data.draw(FIELD_VALUES)
     if key in header:
         header[key] = value
@@ -154,9 +172,10 @@ def test_header_fields_replaced_with_arbitrary_values(harness, data):
     rejected = harness.deliver(ident, [msgpack.packb(header, use_bin_type=True)] + frames[1:])
     unchanged = (key in header and header[key] == msgpack.unpackb(frames[0], raw=False)[key]) \
         or (key in header["fields"] and value == msgpack.unpackb(frames[0],
-                                                                 raw=False)["fields"][key])
-    still_valid = key in ("worker", "phase") or (  # identity and round decide; any finite
-        key == "loss_sum" and isinstance(value, float) and np.isfinite(value))  # loss is valid
+                                                                 raw=False)["fields"].get(key))
+    still_valid = key == "worker" or (  # the identity decides; any finite loss is valid, any
+        key == "loss_sum" and isinstance(value, float) and np.isfinite(value)) or (
+        key == "compute_s" and isinstance(value, float) and value >= 0)  # time >= 0 too
     assert rejected or unchanged or still_valid
 
 
@@ -192,3 +211,71 @@ def test_oversize_message_is_rejected_for_size(harness, caplog):
     harness.deliver(ident, [bytes(f) for f in P.encode(msg)])
     assert harness.ex.rejected == before + 1
     assert "(size)" in caplog.text
+
+
+TYPED_GARBAGE = st.one_of(
+    FIELD_VALUES, st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=300),
+    st.integers(-(2**63), 2**64 - 1), st.binary(max_size=8),
+    st.dictionaries(st.text(max_size=3), st.integers(-(2**63), 2**64 - 1), max_size=2),
+    st.lists(st.floats(), max_size=3))
+
+
+def _typed_messages(harness) -> dict:
+    """A valid message of every type a worker may send, as (identity, envelope)."""
+    ident = WORKERS[0]
+    info = harness.registered[ident]
+    node = next(n for n, (who, _) in sorted(harness.valid.items()) if who == ident)
+    grads = P.decode(harness.valid[node][1])
+    return {
+        P.HELLO: P.Hello(instance="fresh", name="w", pid=5, host="h", digest="digest",
+                         rank=1, machine="m").envelope(""),
+        P.READY: P.Ready(info.id, "network", "").envelope(JOB_ID),
+        P.GRADS: grads,
+        P.HEARTBEAT: P.Heartbeat(info.id, of=ident).envelope(JOB_ID),
+        P.ERROR: P.Error(info.id, 0, "Traceback ...", 1, node).envelope(JOB_ID),
+        P.BYE: P.Bye(info.id).envelope(JOB_ID),
+        P.STOP: P.Stop(info.id, 0, "done").envelope(JOB_ID),
+        P.WELCOME: P.Welcome(info.id, 0, {}).envelope(JOB_ID),
+        P.TASK: P.Task(0, info.id, 0, 0, 0, 1, [[0, 1]]).envelope(JOB_ID),
+    }
+
+
+@settings(max_examples=10_000, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_every_field_of_every_message_type_with_typed_garbage(harness, data):
+    """Issue 18.1: a GRADS with compute_s="abc" raised out of the handler and ended the run."""
+    messages = _typed_messages(harness)
+    kind = data.draw(st.sampled_from(sorted(messages)))
+    env = messages[kind]
+    fields = dict(env.fields)
+    key = data.draw(st.sampled_from(sorted(fields) + ["unexpected"]))
+    fields[key] = data.draw(TYPED_GARBAGE)
+    env = P.Envelope(env.type, env.job, env.step, env.worker, fields, env.arrays)
+    harness.deliver(WORKERS[0], [bytes(f) for f in P.encode(env)])  # raises nothing
+
+
+@pytest.mark.parametrize("value", ["abc", [1], None, float("nan"), -1.0, 2**63, {"a": 1}, True])
+def test_a_mistyped_compute_time_is_rejected_not_fatal(harness, value):
+    """Reproduces issue 18.1 exactly: compute_s of the wrong type or value."""
+    node, (ident, frames) = next(iter(sorted(harness.valid.items())))
+    header = msgpack.unpackb(frames[0], raw=False)
+    header["fields"]["compute_s"] = value
+    assert harness.deliver(ident, [msgpack.packb(header, use_bin_type=True)] + frames[1:])
+    assert node not in harness.ex.state.values
+
+
+def test_an_error_report_is_checked_by_another_worker(harness):
+    node, (ident, _) = next(iter(sorted(harness.valid.items())))
+    harness.reset()
+    info = harness.ex.workers[ident]
+    harness.ex.handle([ident] + P.pack(P.Error(info.id, 0, "Traceback: boom", 1, node),
+                                       JOB_ID))
+    assert ident not in harness.ex.workers  # evicted; the node went to the other worker
+    other = next(i for i in WORKERS if i != ident)
+    assert harness.ex.state.asked[node] == other
+    from dtrain.distributed.coordinator import WorkerError
+
+    with pytest.raises(WorkerError, match="boom too"):
+        harness.ex.handle([other] + P.pack(P.Error(harness.ex.workers[other].id, 0,
+                                                   "Traceback: boom too", 1, node), JOB_ID))

@@ -14,6 +14,8 @@ import dist_jobs
 from procs import dtrain_processes
 
 
+pytestmark = pytest.mark.usefixtures("array_channel")
+
 def _params(model):
     return [p.data.copy() for p in model.parameters()]
 

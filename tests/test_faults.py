@@ -24,6 +24,8 @@ JOBS = dist_jobs.__file__
 STEPS = 60
 
 
+pytestmark = pytest.mark.usefixtures("array_channel")
+
 def _worker_pid(rank: int, deadline: float = 20.0) -> int:
     """The live worker process of ``rank`` started for the test jobs file."""
     end = time.monotonic() + deadline

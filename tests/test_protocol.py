@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from dtrain.distributed import protocol as P
-from dtrain.distributed.protocol import BufferPool, Message, ProtocolError, decode, encode
+from dtrain.distributed.protocol import BufferPool, Envelope, ProtocolError, decode, encode
 
 RNG = np.random.default_rng(0)
 SHAPES = [(), (0,), (1,), (5,), (2, 3), (0, 4), (3, 0, 2), (2, 1, 3)]
@@ -52,16 +52,17 @@ def with_header(frames: list, **changes) -> list:
     return [msgpack.packb(header, use_bin_type=True), *frames[1:]]
 
 
-def grads_message(**arrays) -> Message:
+def grads_message(**arrays) -> Envelope:
     arrays = arrays or {"w": np.ones((2, 3), np.float32), "b": np.zeros(3, np.float32)}
     fields = {"nodes": [[0, 2], [2, 3]], "counts": [64, 32], "loss": [1.25, 0.5]}
-    return Message(P.GRADS, JOB, step=7, worker=2, fields=fields, arrays=arrays)
+    return Envelope(P.GRADS, JOB, step=7, worker=2, fields=fields, arrays=arrays)
 
 
 # ---------------------------------------------------------------------------- round trips
 TYPE_FIELDS = {
     P.HELLO: {"name": "w0", "pid": 4242, "host": "node-1", "digest": "ab" * 16},
     P.WELCOME: {"settings": {"micro_shards": 8, "lr": 0.1, "tags": ["a", None]}},
+    P.READY: {"channel": "network", "note": ""},
     P.TASK: {"epoch": 1, "batch": 17, "nodes": [[0, 4], [4, 6]]},
     P.GRADS: {"nodes": [[0, 4]], "counts": [128], "loss": [3.5]},
     P.HEARTBEAT: {},
@@ -79,7 +80,7 @@ def test_round_trip_every_type_with_every_dtype_and_shape(kind):
         for i, shape in enumerate(SHAPES)
     }
     step = 3 if kind in P.STEP_TYPES else -1
-    msg = Message(kind, JOB, step=step, worker=1, fields=TYPE_FIELDS[kind], arrays=arrays)
+    msg = Envelope(kind, JOB, step=step, worker=1, fields=TYPE_FIELDS[kind], arrays=arrays)
     got = decode(as_bytes(encode(msg)), job=JOB)
     assert got == msg
     assert list(got.arrays) == list(arrays)
@@ -132,7 +133,7 @@ def test_encode_rejects_arrays_that_cannot_cross_the_wire():
     with pytest.raises(TypeError, match="'o'.*object"):
         encode(grads_message(o=np.array([None, 1])))
     with pytest.raises(TypeError):
-        encode(Message(P.TASK, JOB, step=1.5))
+        encode(Envelope(P.TASK, JOB, step=1.5))
 
 
 # ---------------------------------------------------------------------------- split frames
@@ -306,9 +307,9 @@ def test_allowed_dtypes_is_the_receivers_choice():
 
 
 def test_task_and_grads_need_a_step_other_messages_may_omit_it():
-    assert decode(as_bytes(encode(Message(P.HEARTBEAT, JOB)))).step == -1
+    assert decode(as_bytes(encode(Envelope(P.HEARTBEAT, JOB)))).step == -1
     with pytest.raises(ProtocolError, match="task message has step -1") as info:
-        decode(as_bytes(encode(Message(P.TASK, JOB))))
+        decode(as_bytes(encode(Envelope(P.TASK, JOB))))
     assert info.value.reason == "step"
 
 
@@ -407,10 +408,10 @@ ARRAYS = st.dictionaries(
 
 
 @st.composite
-def messages(draw) -> Message:
+def messages(draw) -> Envelope:
     kind = draw(st.sampled_from(sorted(P.TYPES)))
     low = 0 if kind in P.STEP_TYPES else -1
-    return Message(
+    return Envelope(
         type=kind,
         job=draw(st.text(max_size=6)),
         step=draw(st.integers(low, 2**63 - 1)),
@@ -420,7 +421,7 @@ def messages(draw) -> Message:
     )
 
 
-def message_from_seed(seed: int) -> Message:
+def message_from_seed(seed: int) -> Envelope:
     """A random valid message built with NumPy's generator: cheaper than a strategy to draw."""
     rng = np.random.default_rng(seed)
     kind = sorted(P.TYPES)[rng.integers(len(P.TYPES))]
@@ -431,7 +432,7 @@ def message_from_seed(seed: int) -> Message:
         raw = np.frombuffer(rng.bytes(int(np.prod(shape)) * dtype.itemsize), np.uint8)
         arrays[f"a{i}"] = (raw & 1 if dtype.kind == "b" else raw).view(dtype).reshape(shape)
     nodes = [[int(lo), int(lo) + 1] for lo in rng.integers(0, 9, rng.integers(0, 3))]
-    return Message(kind, f"{seed:x}", step=int(rng.integers(0, 99)), worker=-1,
+    return Envelope(kind, f"{seed:x}", step=int(rng.integers(0, 99)), worker=-1,
                    fields={"nodes": nodes, "loss": [0.5] * len(nodes)}, arrays=arrays)  # fmt: skip
 
 
@@ -445,9 +446,9 @@ def fuzz_settings(n: int):
     )
 
 
-def assert_valid(msg: Message, job: str | None = None) -> None:
+def assert_valid(msg: Envelope, job: str | None = None) -> None:
     """A decoded message is well formed and survives another round trip unchanged."""
-    assert isinstance(msg, Message) and msg.type in P.TYPES and isinstance(msg.job, str)
+    assert isinstance(msg, Envelope) and msg.type in P.TYPES and isinstance(msg.job, str)
     assert job is None or msg.job == job
     assert all(isinstance(a, np.ndarray) and not a.flags.writeable for a in msg.arrays.values())
     assert all(a.dtype.name in P.DEFAULT_DTYPES for a in msg.arrays.values())
@@ -455,7 +456,7 @@ def assert_valid(msg: Message, job: str | None = None) -> None:
 
 
 def decode_or_reject(frames, **kwargs) -> None:
-    """The fuzz contract: a valid Message or a ProtocolError with a known reason, nothing else."""
+    """The fuzz contract: a valid Envelope or a ProtocolError with a known reason, nothing else."""
     try:
         msg = decode(frames, **kwargs)
     except ProtocolError as e:
@@ -583,14 +584,14 @@ def pair(request, context):
 
 def test_zeromq_conversation_round_trips(pair):
     router, dealer = pair
-    hello = Message(P.HELLO, JOB, fields=TYPE_FIELDS[P.HELLO])
+    hello = Envelope(P.HELLO, JOB, fields=TYPE_FIELDS[P.HELLO])
     P.send(dealer, hello)
     identity, got = P.recv(router, job=JOB, timeout=5)
     assert identity == b"worker-1" and got == hello
-    welcome = Message(P.WELCOME, JOB, worker=3, fields=TYPE_FIELDS[P.WELCOME])
+    welcome = Envelope(P.WELCOME, JOB, worker=3, fields=TYPE_FIELDS[P.WELCOME])
     P.send(router, welcome, identity)
     assert P.recv(dealer, job=JOB, timeout=5) == (None, welcome)
-    task = Message(P.TASK, JOB, step=4, worker=3, fields=TYPE_FIELDS[P.TASK],
+    task = Envelope(P.TASK, JOB, step=4, worker=3, fields=TYPE_FIELDS[P.TASK],
                    arrays={"w": sample("float32", (300, 200)), "mask": sample("bool", (7,))})  # fmt: skip
     P.send(router, task, identity)
     _, got = P.recv(dealer, router=False, timeout=5)
@@ -628,7 +629,7 @@ def test_zeromq_errors_carry_the_sender_and_receives_time_out(pair):
     with pytest.raises(ProtocolError, match="not valid msgpack") as info:
         P.recv(router, timeout=5)
     assert info.value.reason == "garbage" and info.value.identity == b"worker-1"
-    P.send(dealer, Message(P.BYE, "other-job"))
+    P.send(dealer, Envelope(P.BYE, "other-job"))
     with pytest.raises(ProtocolError) as info:
         P.recv(router, job=JOB, timeout=5)
     assert info.value.reason == "job" and info.value.identity == b"worker-1"

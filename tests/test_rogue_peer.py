@@ -22,6 +22,7 @@ import dist_jobs
 from procs import dtrain_processes
 
 STEPS = 120
+pytestmark = pytest.mark.usefixtures("array_channel")
 
 
 def _free_port() -> int:
@@ -56,9 +57,11 @@ class Rogue(threading.Thread):
         raise TimeoutError(f"rogue: no {kinds} from the coordinator")
 
     def _hello(self, sock):
-        sock.send_multipart(P.encode(P.Message(P.HELLO, "", -1, -1, {
-            "name": "rogue", "pid": 0, "host": "nowhere", "digest": self.digest})))
-        return self._recv(sock, {P.WELCOME})
+        sock.send_multipart(P.pack(P.Hello(instance="rogue", name="rogue", pid=0,
+                                           host="nowhere", digest=self.digest), ""))
+        welcome = self._recv(sock, {P.WELCOME})
+        sock.send_multipart(P.pack(P.Ready(welcome.worker, "network"), welcome.job))
+        return welcome
 
     def run(self):
         ctx = zmq.Context.instance()
@@ -68,22 +71,23 @@ class Rogue(threading.Thread):
         try:
             sock.send_multipart([b"\x00\xffgarbage", b"more"])
             self.done.append("garbage")
-            sock.send_multipart(P.encode(P.Message(P.HELLO, "", -1, -1, {
-                "name": "impostor", "digest": "0" * 64})))
+            sock.send_multipart(P.pack(P.Hello(instance="impostor", name="impostor", pid=0,
+                                               host="nowhere", digest="0" * 64), ""))
             self.done.append("digest")
             welcome = self._hello(sock)
             job = welcome.job
-            beat = P.encode(P.Message(P.HEARTBEAT, job, -1, welcome.worker))
+            beat = P.encode(P.Envelope(P.HEARTBEAT, job, -1, welcome.worker))
             sock.send_multipart(_with_header(beat, v=P.VERSION + 1))
             self.done.append("version")
-            sock.send_multipart(P.encode(P.Message(P.HEARTBEAT, "not-this-job", -1, 0)))
+            sock.send_multipart(P.encode(P.Envelope(P.HEARTBEAT, "not-this-job", -1, 0)))
             self.done.append("job")
             task = self._recv(sock, {P.TASK})
             node = task.fields["nodes"][0]
             wrong = {f"g{i}": np.zeros((3, 3), np.float32) for i in range(4)}
-            sock.send_multipart(P.encode(P.Message(P.GRADS, job, task.step, welcome.worker, {
-                "node": node, "count": self._count(task, node), "loss_sum": 1.0, "grads": [0, 1, 2, 3], "bn": [],
-                "round": task.fields["round"]},
+            sock.send_multipart(P.encode(P.Envelope(P.GRADS, job, task.step, welcome.worker, {
+                "node": node, "count": self._count(task, node), "loss_sum": 1.0,
+                "grads": [0, 1, 2, 3], "bn": [], "round": task.fields["round"], "phase": 0,
+                "compute_s": 0.0},
                 wrong)))
             self.done.append("shape")
             welcome = self._hello(sock)  # evicted for that: join again
@@ -93,10 +97,10 @@ class Rogue(threading.Thread):
             for lo, hi in task.fields["nodes"][:1]:
                 plan_count = (lo, hi)
             bad = {f"g{i}": np.full(a.shape, np.nan, a.dtype) for i, a in enumerate(params)}
-            sock.send_multipart(P.encode(P.Message(P.GRADS, job, task.step, welcome.worker, {
+            sock.send_multipart(P.encode(P.Envelope(P.GRADS, job, task.step, welcome.worker, {
                 "node": list(plan_count), "count": self._count(task, plan_count),
                 "loss_sum": 1.0, "grads": list(range(len(params))), "bn": [],
-                "round": task.fields["round"]}, bad)))
+                "round": task.fields["round"], "phase": 0, "compute_s": 0.0}, bad)))
             self.done.append("nonfinite")
         except Exception as e:  # noqa: BLE001 - reported by the test
             self.error = e
@@ -135,10 +139,10 @@ def test_rogue_peer_is_rejected_and_the_result_is_unchanged(caplog):
 
 @pytest.mark.parametrize("frames", [[], [b""], [b"\x81\xa1v\x01"], [b"x" * 100, b"y"]])
 def test_decode_errors_never_escape_the_coordinator(frames):
-    from dtrain.distributed.coordinator import ZmqExecutor
+    from dtrain.distributed.coordinator import Coordinator
     from dtrain.distributed.job import Settings
 
-    ex = ZmqExecutor("tcp://127.0.0.1:0", job_id="j", digest="d", settings=Settings())
+    ex = Coordinator("tcp://127.0.0.1:0", job_id="j", digest="d", settings=Settings())
     try:
         ex.handle([b"peer-id"] + frames)
         assert ex.rejected == 1
@@ -163,7 +167,8 @@ class Eavesdropper(threading.Thread):
         if self.keys is not None:
             make_client(sock, self.keys)
         sock.connect(self.address)
-        hello = P.encode(P.Message(P.HELLO, "", -1, -1, {"name": "spy", "digest": self.digest}))
+        hello = P.pack(P.Hello(instance="spy", name="spy", pid=0, host="h",
+                               digest=self.digest), "")
         try:
             next_hello = 0.0
             while not self.stop.is_set():
@@ -197,14 +202,14 @@ def test_a_peer_without_a_key_is_refused_during_a_secure_run(caplog):
 
 def test_allow_list_admits_only_listed_keys(caplog):
     """The spy knows the coordinator's public key, but its own key is not on the allow-list."""
-    from dtrain.distributed.coordinator import ZmqExecutor
+    from dtrain.distributed.coordinator import Coordinator
     from dtrain.distributed.job import Settings
     from dtrain.distributed.security import ClientKeys, ephemeral_pair
 
     server, allowed = ephemeral_pair()
     public, secret = zmq.curve_keypair()
     stranger = ClientKeys(public, secret, server.public)
-    ex = ZmqExecutor("tcp://127.0.0.1:0", job_id="j", digest="d", settings=Settings(),
+    ex = Coordinator("tcp://127.0.0.1:0", job_id="j", digest="d", settings=Settings(),
                      keys=server)
     spies = [Eavesdropper(ex.address, "d", keys) for keys in (stranger, allowed)]
     try:

@@ -17,16 +17,17 @@ import traceback
 import uuid
 from dataclasses import dataclass
 
-import numpy as np
 import zmq
 
 from dtrain.distributed import protocol as P
-from dtrain.distributed.board import SharedSlots, machine_id
-from dtrain.distributed.compute import SampleSource, ShardComputer
+from dtrain.distributed.channels import NetworkFromCoordinator, SharedMemoryFromCoordinator
+from dtrain.distributed.compute import SampleSource, ShardComputer, batch_norm_modules
 from dtrain.distributed.job import Settings, load_job
 from dtrain.distributed.security import ClientKeys, make_client
 from dtrain.distributed.shards import Planner
-from dtrain.distributed.trainer import blas_threads, build_replica
+from dtrain.distributed.shared_memory import machine_id
+from dtrain.distributed.trainer import build_replica
+from dtrain.process import blas_threads, set_process_title
 
 log = logging.getLogger("dtrain.worker")
 
@@ -80,9 +81,9 @@ class Beacon(threading.Thread):
                         sock.close(0)
                     sock = _dealer(self.ctx, self.config, identity + b"~beacon", immediate=True)
                     current = identity
-                beat = P.Message(P.HEARTBEAT, job_id, -1, worker_id, {"of": identity.hex()})
+                beat = P.pack(P.Heartbeat(worker_id, of=identity), job_id)
                 try:
-                    sock.send_multipart(P.encode(beat), zmq.NOBLOCK)
+                    sock.send_multipart(beat, zmq.NOBLOCK)
                 except zmq.Again:  # no coordinator right now: nothing to queue
                     pass
         finally:
@@ -110,23 +111,24 @@ class Worker:
     thread; a ``Beacon`` thread heartbeats on its own socket, so a long forward/backward never
     looks like a dead worker. When the coordinator falls silent past the heartbeat timeout the
     worker reconnects with exponential backoff and says HELLO again (the zguide's Paranoid
-    Pirate worker).
+    Pirate worker). ``instance``, drawn once per process, tells the coordinator a reconnect
+    from a new worker.
     """
 
     def __init__(self, config: WorkerConfig):
         self.config = config
         self.job, self.digest = load_job(config.script, config.job_name)
+        self.instance = uuid.uuid4().hex
         self.settings: Settings | None = None
         self.computer: ShardComputer | None = None
+        self.schema: P.ModelSchema | None = None
         self.params = []
+        self.names = []
         self.job_id = config.job_id
         self.worker_id = -1
         self.sock = None
         self.beacon = None
-        self.board = None  # the coordinator's parameter board, when on the same machine
-        self.grad_board = None  # this worker's gradient slots, read by the coordinator
-        self.slot_round = None  # (step, round) the slots below were handed out in
-        self.next_slot = 0
+        self.channel = None  # how arrays travel, chosen at WELCOME
 
     def _connect(self, ctx: zmq.Context) -> None:
         """A fresh data socket with a new identity, and a HELLO."""
@@ -134,13 +136,14 @@ class Worker:
             self.sock.close(0)
         identity = f"{self.config.name}-{uuid.uuid4().hex[:8]}".encode()
         self.sock = _dealer(ctx, self.config, identity)  # the HELLO waits for the connection
-        hello = {"name": self.config.name, "pid": os.getpid(), "host": _socket.gethostname(),
-                 "digest": self.digest, "rank": self.config.rank, "machine": machine_id()}
-        self.sock.send_multipart(P.encode(P.Message(P.HELLO, self.config.job_id, -1, -1, hello)))
+        hello = P.Hello(instance=self.instance, name=self.config.name[:P.MAX_TEXT],
+                        pid=os.getpid(), host=_socket.gethostname()[:P.MAX_TEXT],
+                        digest=self.digest, rank=self.config.rank, machine=machine_id())
+        self.sock.send_multipart(P.pack(hello, self.config.job_id))
         self.beacon.retarget(identity, self.job_id, self.worker_id)
 
     def _send(self, msg) -> None:
-        self.sock.send_multipart(P.encode(msg), copy=False)
+        self.sock.send_multipart(P.pack(msg, self.job_id), copy=False)
 
     def run(self) -> int:
         """Serve until STOP; returns the process exit code."""
@@ -169,69 +172,61 @@ class Worker:
                 frames = self.sock.recv_multipart(copy=False)
                 heard, lost_since, backoff = time.monotonic(), None, BACKOFF_START
                 try:
-                    msg = P.decode(frames, job=self.job_id or None)
+                    env = P.decode(frames, job=self.job_id or None)
+                    msg = P.typed(env, self.schema)
                 except P.ProtocolError as e:
                     log.warning("ignored a bad message from the coordinator: %s", e)
                     continue
-                if msg.type == P.HEARTBEAT:
-                    continue
-                if msg.type == P.STOP:
-                    if msg.fields.get("rejoin"):
-                        log.warning("coordinator does not know this worker: saying hello again")
-                        self._connect(ctx)
-                        continue
-                    if msg.fields.get("evicted"):
-                        log.warning("evicted by the coordinator: %s", msg.fields["evicted"])
-                        continue
-                    return 0
-                if msg.type == P.WELCOME:
-                    self._welcome(msg)
-                elif msg.type == P.TASK:
-                    try:
-                        self._task(msg)
-                    except Exception:  # noqa: BLE001 - any job error goes to the coordinator
-                        text = traceback.format_exc()
-                        log.error("task failed:\n%s", text)
-                        self._send(P.Message(P.ERROR, self.job_id, msg.step, self.worker_id,
-                                             {"traceback": text}))
-                        self.sock.setsockopt(zmq.LINGER, 2000)  # deliver it before exiting
-                        return 1
+                if isinstance(msg, P.Welcome):
+                    self.job_id = env.job  # a worker started without --job-id learns it here
+                code = self._dispatch(ctx, msg)
+                if code is not None:
+                    return code
         finally:
             try:
-                self.sock.send_multipart(P.encode(P.Message(P.BYE, self.job_id, -1,
-                                                            self.worker_id)), zmq.NOBLOCK)
+                self.sock.send_multipart(P.pack(P.Bye(self.worker_id), self.job_id),
+                                         zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass
             self.beacon.stop_event.set()
             self.beacon.join(timeout=2)
-            for board in (self.board, self.grad_board):
-                if board is not None:
-                    board.close()
+            if self.channel is not None:
+                self.channel.close()
             self.sock.close()
             ctx.term()
 
-    def _to_slot(self, out, value, round_key) -> None:
-        """Move a node's gradients from the message into the next free slot of this round."""
-        if self.slot_round != round_key:
-            self.slot_round, self.next_slot = round_key, 0
-        if self.next_slot >= self.grad_board.slots:
-            return  # more nodes than slots this round: these gradients travel in the message
-        slot = self.next_slot
-        self.next_slot += 1
-        self.grad_board.write(slot, value.grads)
-        for i in out.fields["grads"]:
-            del out.arrays[f"g{i}"]
-        out.fields["grad_slot"] = slot
+    def _dispatch(self, ctx: zmq.Context, msg) -> int | None:
+        """Act on one message from the coordinator; an exit code ends the worker."""
+        if isinstance(msg, P.Stop):
+            if msg.reason == "rejoin":
+                log.warning("coordinator does not know this worker: saying hello again")
+                self._connect(ctx)
+            elif msg.reason == "evicted":
+                log.warning("evicted by the coordinator: %s", msg.detail)
+            else:
+                return 0
+        elif isinstance(msg, P.Welcome):
+            self._welcome(msg)
+        elif isinstance(msg, P.Task):
+            try:
+                self._task(msg)
+            except Exception:  # noqa: BLE001 - any job error goes to the coordinator
+                text = traceback.format_exc()
+                log.error("task failed:\n%s", text)
+                self._send(P.Error(self.worker_id, msg.step, text, msg.round,
+                                   tuple(msg.nodes[0])))
+                self.sock.setsockopt(zmq.LINGER, 2000)  # deliver it before exiting
+                return 1
+        elif not isinstance(msg, P.Heartbeat):
+            log.warning("ignored an unexpected %s from the coordinator", msg.TYPE)
+        return None
 
-    def _welcome(self, msg) -> None:
-        self.job_id, self.worker_id = msg.job, msg.worker
-        fields = msg.fields.get("settings", {})
-        for name in ("heartbeat_interval", "heartbeat_timeout"):
-            value = fields.get(name)
-            if isinstance(value, (int, float)) and value > 0:
-                setattr(self.config, name, float(value))
+    def _welcome(self, msg: P.Welcome) -> None:
+        self.worker_id = msg.worker
+        settings = Settings.from_dict(msg.settings)
+        self.config.heartbeat_interval = float(settings.heartbeat_interval)
+        self.config.heartbeat_timeout = float(settings.heartbeat_timeout)
         self.beacon.retarget(self.sock.getsockopt(zmq.IDENTITY), self.job_id, self.worker_id)
-        settings = Settings.from_dict(msg.fields["settings"])
         if self.settings is None or settings != self.settings:
             self.settings = settings
             model = build_replica(self.job, settings)
@@ -240,96 +235,49 @@ class Worker:
             source = SampleSource(self.job.train_data(), settings.dtype, "train_data()")
             self.computer = ShardComputer(self.job, settings, model, source)  # builds phases
             self.planner = Planner(len(source), settings)
-        if self.board is not None:
-            self.board.close()
-        self.board = None
-        description = msg.fields.get("board")
-        specs = [(p.shape, p.dtype) for p in self.params]
-        if isinstance(description, dict):
-            try:
-                self.board = SharedSlots(specs, 0, description=description)
-                if self.grad_board is None or self.grad_board.specs != self.board.specs:
-                    if self.grad_board is not None:
-                        self.grad_board.close()
-                    self.grad_board = SharedSlots(specs, _grad_slots(self.settings), kind="grads")
-            except (OSError, ValueError) as e:
-                log.info("arrays travel in the messages (shared boards unusable: %s)", e)
-        log.info("joined as worker %d", msg.worker)
+            self.schema = P.ModelSchema.of(model, self.computer.phases, settings.micro_shards,
+                                           batch_norm_modules(model))
+        if self.channel is not None:
+            self.channel.close()
+        self.channel, note = self._open_channel(msg.shared_memory)
+        self._send(P.Ready(self.worker_id, self.channel.name, note))
+        log.info("joined as worker %d; arrays travel over %s", msg.worker, self.channel.name)
 
-    def _task(self, msg) -> None:
-        if self.computer is None:
+    def _open_channel(self, offer: dict | None):
+        """Shared memory when offered and usable, else the network; and why, for the log."""
+        if offer is None:
+            return NetworkFromCoordinator(), ""
+        if not getattr(self.settings, "shared_memory", True):
+            return NetworkFromCoordinator(), "shared memory is off"
+        try:
+            return SharedMemoryFromCoordinator(list(self.schema.specs), offer), ""
+        except (OSError, ValueError) as e:
+            return NetworkFromCoordinator(), f"shared memory unusable here: {e}"[:P.MAX_TEXT]
+
+    def _task(self, msg: P.Task) -> None:
+        if self.computer is None or self.channel is None:
             raise RuntimeError("TASK before WELCOME")
-        if msg.fields.get("board"):
-            if self.board is None:
-                raise RuntimeError("the TASK refers to a shared parameter board this worker "
-                                   "could not open")
-            P.expect_arrays(msg, {})
-            self.board.read_into(0, self.params)
-        else:
-            expected = {name: (p.shape, p.dtype) for name, p in zip(self.names, self.params)}
-            P.expect_arrays(msg, expected)
-            for name, p in zip(self.names, self.params):
-                # copied, not used in place: BLAS results can depend on the alignment of its
-                # operands, and the frames' is not NumPy's (measured: 1-ulp differences)
-                np.copyto(p.data, msg.arrays[name])
-        f = msg.fields
-        plan = self.planner.plan(f["epoch"], f["batch"], msg.step)
-        phase = f.get("phase", 0)
-        if not isinstance(phase, int) or not 0 <= phase < len(self.computer.phases):
-            raise ValueError(f"TASK names phase {phase!r}; the job has "
-                             f"{len(self.computer.phases)}")
-        for node in f["nodes"]:
-            node = tuple(node)
+        self.channel.read_params(msg, self.names, [p.data for p in self.params])
+        plan = self.planner.plan(msg.epoch, msg.batch, msg.step)
+        for node in msg.nodes:
             started = time.perf_counter()
             with blas_threads(self.settings.threads):
-                value = self.computer.node_value(plan, node, phase)
+                value = self.computer.node_value(plan, node, msg.phase)
             elapsed = time.perf_counter() - started
-            out = grads_message(self.job_id, msg.step, self.worker_id, node, value, elapsed)
-            out.fields.update(phase=phase, round=f.get("round", 0),
-                              board_ready=self.board is not None)
-            if self.grad_board is not None:
-                out.fields["grad_board"] = self.grad_board.describe()
-                if f.get("grad_slots") and value is not None:
-                    self._to_slot(out, value, (msg.step, f.get("round", 0)))
-            self._send(out)
+            self._send(self._grads(msg, node, value, elapsed))
 
-
-def _grad_slots(settings) -> int:
-    """Gradient slots a worker keeps: enough for the tree nodes of a few shard ranges."""
-    return 2 * max(settings.micro_shards.bit_length(), 1) + 2
-
-
-def grads_message(job_id: str, step: int, worker: int, node, value, compute_s: float):
-    """The GRADS message of one tree node (``value`` None for a node without samples)."""
-    fields = {"node": list(node), "compute_s": compute_s}
-    arrays = {}
-    if value is None:
-        fields.update(count=0, loss_sum=0.0, grads=[], bn=[])
-    else:
-        fields.update(count=value.count, loss_sum=float(value.loss_sum),
-                      grads=[i for i, g in enumerate(value.grads) if g is not None])
-        for i, g in enumerate(value.grads):
-            if g is not None:
-                arrays[f"g{i}"] = g
-        bn = []
-        for shard in sorted(value.bn_stats):
-            for module, mean, var in value.bn_stats[shard]:
-                arrays[f"bn{len(bn)}.mean"] = mean
-                arrays[f"bn{len(bn)}.var"] = var
-                bn.append([shard, module])
-        fields["bn"] = bn
-    return P.Message(P.GRADS, job_id, step, worker, fields, arrays)
-
-
-def set_process_title(title: str) -> None:
-    """Name this process for ps/top (Linux prctl), so operators can find and signal it."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None)
-        libc.prctl(15, title.encode()[:15], 0, 0, 0)  # PR_SET_NAME
-    except (OSError, AttributeError):
-        pass
+    def _grads(self, task: P.Task, node, value, elapsed: float) -> P.Grads:
+        """The GRADS message of one node, its gradients placed by the channel."""
+        out = P.Grads(task.step, self.worker_id, task.round, task.phase, tuple(node),
+                      count=0, compute_s=elapsed)
+        if value is None:
+            return out
+        grads = {i: g for i, g in enumerate(value.grads) if g is not None}
+        out.count, out.loss_sum = value.count, float(value.loss_sum)
+        out.grads, out.indices, out.slot = self.channel.put_grads((task.step, task.round), grads)
+        out.bn = [(shard, module, mean, var) for shard in sorted(value.bn_stats)
+                  for module, mean, var in value.bn_stats[shard]]
+        return out
 
 
 def main(config: WorkerConfig) -> int:

@@ -43,6 +43,7 @@ class Settings:
     worker_wait_timeout: float = 60.0
     checkpoint_every: int = 0  # steps; 0: only at epoch ends when a checkpoint dir is set
     threads: int = 1  # BLAS threads per computing process; equal everywhere for equal bits
+    shared_memory: bool = True  # same-machine workers exchange arrays through /dev/shm
 
     def validate(self) -> Settings:
         """Raise ValueError naming the first setting that makes no sense."""
@@ -60,6 +61,9 @@ class Settings:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"setting {name} must be a positive number, got {value!r}")
+        if not isinstance(self.shared_memory, bool):
+            raise ValueError(f"setting shared_memory must be True or False, got "
+                             f"{self.shared_memory!r}")
         if self.heartbeat_timeout <= self.heartbeat_interval:
             raise ValueError(
                 f"setting heartbeat_timeout ({self.heartbeat_timeout}) must exceed "
@@ -118,6 +122,7 @@ class Job:
     worker_wait_timeout = Settings.worker_wait_timeout
     checkpoint_every = Settings.checkpoint_every
     threads = Settings.threads
+    shared_memory = Settings.shared_memory
 
     def model(self):
         """Build the model (called after ``dtrain.manual_seed(seed)`` in every process)."""

@@ -16,28 +16,33 @@ frames are copied once, into a fresh array or into one from a ``BufferPool``.
 
 from __future__ import annotations
 
+import math
 import operator
 import sys
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import ClassVar
 
 import msgpack
 import numpy as np
 import zmq
 
+from .shards import is_tree_node
+
 VERSION = 1
 
 HELLO = "hello"
 WELCOME = "welcome"
+READY = "ready"
 TASK = "task"
 GRADS = "grads"
 HEARTBEAT = "heartbeat"
 STOP = "stop"
 ERROR = "error"
 BYE = "bye"
-TYPES = frozenset({HELLO, WELCOME, TASK, GRADS, HEARTBEAT, STOP, ERROR, BYE})
+TYPES = frozenset({HELLO, WELCOME, READY, TASK, GRADS, HEARTBEAT, STOP, ERROR, BYE})
 STEP_TYPES = frozenset({TASK, GRADS})  # messages that belong to a training step (step >= 0)
 
 MAX_FRAME_BYTES = 16 * 2**20  # arrays larger than this are split into several frames
@@ -62,14 +67,24 @@ REASONS = {
     "frames": "the number of frames does not match the array table",
     "length": "an array's frames do not hold exactly shape * itemsize bytes",
     "nonfinite": "an array holds NaN or infinity",
+    "peer": "the sender is not an admitted worker",
+    "digest": "the worker runs a different training script",
+    "stale": "the answer belongs to an earlier step or round, or was already received",
+    "node": "the tree node is not one of the plan's, or was not asked of this worker",
+    "count": "the sample count does not match the plan",
+    "slot": "the shared-memory slot named does not exist",
 }
 
 _HEADER_KEYS = ("v", "job", "type", "step", "worker", "fields", "arrays")
 
 
 @dataclass(eq=False)
-class Message:
-    """One protocol message: its type, job and step, small msgpack extras and named arrays."""
+class Envelope:
+    """What every message travels in: type, job, step, worker, msgpack fields, named arrays.
+
+    The typed messages below (``Hello``, ``Task``, ``Grads``, ...) are what the coordinator and
+    the worker exchange; each packs itself into an envelope and checks one it is unpacked from.
+    """
 
     type: str
     job: str
@@ -80,7 +95,7 @@ class Message:
 
     def __eq__(self, other: object) -> bool:
         """Equal headers, and arrays equal in order, name, dtype, shape and every byte."""
-        if not isinstance(other, Message):
+        if not isinstance(other, Envelope):
             return NotImplemented
         heads = (self.type, self.job, self.step, self.worker, self.fields)
         if heads != (other.type, other.job, other.step, other.worker, other.fields):
@@ -150,7 +165,7 @@ def _dtype_name(dtype: np.dtype) -> str:
     return dtype.name  # numpy builds this string in Python on every access: slow in a hot loop
 
 
-def encode(msg: Message) -> list:
+def encode(msg: Envelope) -> list:
     """Frames for ``msg``: the msgpack header, then memoryviews of the array bytes (no copies)."""
     limit = MAX_FRAME_BYTES
     specs: list[list] = []
@@ -429,8 +444,8 @@ def decode(
     max_bytes: int = 1 << 31,
     allowed_dtypes: Sequence[str] = DEFAULT_DTYPES,
     buffers: BufferPool | None = None,
-) -> Message:
-    """The Message in ``frames``, every part of it checked; ProtocolError names what is wrong.
+) -> Envelope:
+    """The Envelope in ``frames``, every part of it checked; ProtocolError names what is wrong.
 
     ``job`` (when given) must match the header's job id. ``max_bytes`` bounds the whole message
     and the arrays it declares. Arrays held in one frame are zero-copy read-only views of it;
@@ -443,7 +458,7 @@ def decode(
     _check_head(header, job)
     allowed = allowed_dtypes if type(allowed_dtypes) is tuple else tuple(allowed_dtypes)
     arrays = _read_arrays(header["arrays"], views, max_bytes, _dtype_table(allowed), buffers)
-    return Message(
+    return Envelope(
         type=header["type"],
         job=header["job"],
         step=header["step"],
@@ -454,7 +469,7 @@ def decode(
 
 
 # ---------------------------------------------------------------------------- checks
-def expect_arrays(msg: Message, spec: Mapping[str, tuple[Sequence[int], object]]) -> None:
+def expect_arrays(msg: Envelope, spec: Mapping[str, tuple[Sequence[int], object]]) -> None:
     """Check that ``msg`` carries exactly the arrays of ``spec`` (name -> (shape, dtype))."""
     got, want = set(msg.arrays), set(spec)
     if got != want:
@@ -500,8 +515,472 @@ def check_finite(arrays: Mapping[str, np.ndarray]) -> None:
 _DOT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+# ---------------------------------------------------------------------------- typed messages
+# Every message a coordinator and a worker exchange, with its fields and their complete checks.
+# ``pack(message, job)`` gives the frames; ``unpack(frames, ...)`` gives the typed message or
+# raises ProtocolError. Checks that need the model (array shapes, parameter indices) take a
+# ``ModelSchema``; checks that need the run's state (was this node asked of this worker?) are
+# the coordinator's.
+
+MAX_TEXT = 256  # names, hosts, digests, reasons
+MAX_TRACEBACK = 64 * 1024
+MAX_NODES = 1 << 16  # tree nodes in one TASK (2 * micro_shards at most)
+
+
+@dataclass(frozen=True)
+class ModelSchema:
+    """What both sides know of the job's model, against which array-carrying messages are checked.
+
+    ``names`` and ``specs`` list the parameters (state_dict names, (shape, dtype)); ``bn_shapes``
+    the feature shape of each batch-norm module that tracks running statistics (None where it
+    does not); ``phases`` the parameter indices each phase trains.
+    """
+
+    names: tuple
+    specs: tuple
+    bn_shapes: tuple
+    micro_shards: int
+    phases: tuple
+
+    @classmethod
+    def of(cls, model, phases, micro_shards: int, bn_modules) -> ModelSchema:
+        """The schema of a built model, its phases and its batch-norm modules."""
+        names, specs = [], []
+        for name, p in model.named_parameters():
+            names.append(name)
+            specs.append((tuple(p.shape), np.dtype(p.dtype)))
+        bn = tuple(tuple(m.running_mean.shape) if getattr(m, "running_mean", None) is not None
+                   else None for m in bn_modules)
+        return cls(tuple(names), tuple(specs), bn, micro_shards,
+                   tuple(tuple(ph.param_indices) for ph in phases))
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.specs[0][1] if self.specs else np.dtype(np.float32)
+
+    def max_message_bytes(self, slack: int = 1 << 20) -> int:
+        """The largest legitimate message: all parameters plus every shard's batch-norm stats."""
+        params = sum(int(np.prod(s, dtype=np.int64)) * d.itemsize for s, d in self.specs)
+        bn = sum(int(np.prod(s, dtype=np.int64)) for s in self.bn_shapes if s is not None)
+        return params + 2 * self.micro_shards * bn * 8 + slack
+
+
+def _text(fields: dict, name: str, kind: str, limit: int = MAX_TEXT, default=None) -> str:
+    value = fields.get(name, default)
+    if type(value) is not str or len(value) > limit:
+        raise ProtocolError("fields", f"{kind}: field {name!r} must be a string of at most "
+                            f"{limit} characters, got {_short(value)}")
+    return value
+
+
+def _int(fields: dict, name: str, kind: str, low: int = 0, high: int | None = None,
+         default=None) -> int:
+    value = fields.get(name, default)
+    if type(value) is not int or value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ProtocolError("fields", f"{kind}: field {name!r} must be an int {bound}, "
+                            f"got {_short(value)}")
+    return value
+
+
+def _float(fields: dict, name: str, kind: str, *, finite: bool = True, low=None,
+           default=None) -> float:
+    value = fields.get(name, default)
+    if type(value) is not float or (finite and not math.isfinite(value)) or \
+            (low is not None and not value >= low):
+        need = "a finite float" if finite else "a float"
+        need += f" >= {low}" if low is not None else ""
+        raise ProtocolError("fields", f"{kind}: field {name!r} must be {need}, "
+                            f"got {_short(value)}")
+    return value
+
+
+def _only(fields: dict, kind: str, allowed: tuple) -> None:
+    extra = set(fields) - set(allowed)
+    if extra:
+        raise ProtocolError("fields", f"{kind}: unexpected fields "
+                            f"{', '.join(sorted(map(_short, extra)))}")
+
+
+def _node(value, kind: str, micro_shards: int | None) -> tuple[int, int]:
+    if not (type(value) is list and len(value) == 2 and all(type(v) is int for v in value)):
+        raise ProtocolError("node", f"{kind}: a tree node is [lo, hi], got {_short(value)}")
+    node = (value[0], value[1])
+    if micro_shards is not None and not is_tree_node(node, micro_shards):
+        raise ProtocolError("node", f"{kind}: {node} is not a node of the {micro_shards}-shard "
+                            "reduction tree")
+    return node
+
+
+def _no_arrays(env: Envelope) -> None:
+    if env.arrays:
+        raise ProtocolError("names", f"{env.type} carries arrays {sorted(env.arrays)}; "
+                            "it takes none")
+
+
+@dataclass
+class Hello:
+    """A worker asks to join: who it is, which script it runs, which machine it is on.
+
+    ``instance`` is drawn at random when the worker process starts and kept across reconnects:
+    it, never (host, pid), tells a reconnecting worker from a new one (containers share pids).
+    """
+
+    TYPE: ClassVar[str] = HELLO
+    instance: str
+    name: str
+    pid: int
+    host: str
+    digest: str
+    rank: int = 0
+    machine: str = ""
+
+    def envelope(self, job: str) -> Envelope:
+        return Envelope(HELLO, job, -1, -1, {
+            "instance": self.instance, "name": self.name, "pid": self.pid, "host": self.host,
+            "digest": self.digest, "rank": self.rank, "machine": self.machine})
+
+    @classmethod
+    def check(cls, env: Envelope, schema=None) -> Hello:
+        f, k = env.fields, "hello"
+        _only(f, k, ("instance", "name", "pid", "host", "digest", "rank", "machine"))
+        _no_arrays(env)
+        instance = _text(f, "instance", k, 64)
+        if not instance:
+            raise ProtocolError("fields", "hello: field 'instance' is empty")
+        return cls(instance=instance, name=_text(f, "name", k), pid=_int(f, "pid", k, -1),
+                   host=_text(f, "host", k), digest=_text(f, "digest", k),
+                   rank=_int(f, "rank", k, 0, default=0),
+                   machine=_text(f, "machine", k, default=""))
+
+
+@dataclass
+class Welcome:
+    """The coordinator admits a worker: its id, the run's settings, and a shared-memory offer.
+
+    ``shared_memory`` (when the worker is on the coordinator's machine and the job allows it)
+    describes the parameter board and this worker's gradient board; the worker answers READY
+    saying which array channel it will use.
+    """
+
+    TYPE: ClassVar[str] = WELCOME
+    worker: int
+    step: int
+    settings: dict
+    shared_memory: dict | None = None
+
+    def envelope(self, job: str) -> Envelope:
+        fields = {"settings": self.settings}
+        if self.shared_memory is not None:
+            fields["shared_memory"] = self.shared_memory
+        return Envelope(WELCOME, job, self.step, self.worker, fields)
+
+    @classmethod
+    def check(cls, env: Envelope, schema=None) -> Welcome:
+        f = env.fields
+        _only(f, "welcome", ("settings", "shared_memory"))
+        _no_arrays(env)
+        settings, offer = f.get("settings"), f.get("shared_memory")
+        if not isinstance(settings, dict):
+            raise ProtocolError("fields", f"welcome: settings must be a map, got "
+                                f"{_short(settings)}")
+        if offer is not None and not (isinstance(offer, dict) and set(offer) == {"params",
+                                                                                "grads"}):
+            raise ProtocolError("fields", f"welcome: malformed shared-memory offer "
+                                f"{_short(offer)}")
+        if env.worker < 0:
+            raise ProtocolError("worker", "welcome: no worker id")
+        return cls(worker=env.worker, step=env.step, settings=settings, shared_memory=offer)
+
+
+CHANNELS = ("shared-memory", "network")
+
+
+@dataclass
+class Ready:
+    """A welcomed worker is ready for tasks; ``channel`` is how its arrays will travel."""
+
+    TYPE: ClassVar[str] = READY
+    worker: int
+    channel: str
+    note: str = ""
+
+    def envelope(self, job: str) -> Envelope:
+        return Envelope(READY, job, -1, self.worker, {"channel": self.channel,
+                                                      "note": self.note})
+
+    @classmethod
+    def check(cls, env: Envelope, schema=None) -> Ready:
+        f, k = env.fields, "ready"
+        _only(f, k, ("channel", "note"))
+        _no_arrays(env)
+        channel = _text(f, "channel", k)
+        if channel not in CHANNELS:
+            raise ProtocolError("fields", f"ready: channel {_short(channel)} is not one of "
+                                f"{CHANNELS}")
+        return cls(worker=env.worker, channel=channel, note=_text(f, "note", k, default=""))
+
+
+@dataclass
+class Task:
+    """Compute these tree nodes of step ``step`` (epoch, batch, phase, evaluation round).
+
+    ``params`` are the parameters to compute with, by state_dict name, or empty when they
+    travel through shared memory.
+    """
+
+    TYPE: ClassVar[str] = TASK
+    step: int
+    worker: int
+    epoch: int
+    batch: int
+    phase: int
+    round: int
+    nodes: list
+    params: dict = field(default_factory=dict)
+
+    def envelope(self, job: str) -> Envelope:
+        return Envelope(TASK, job, self.step, self.worker, {
+            "epoch": self.epoch, "batch": self.batch, "phase": self.phase,
+            "round": self.round, "nodes": [list(n) for n in self.nodes]}, self.params)
+
+    @classmethod
+    def check(cls, env: Envelope, schema: ModelSchema | None = None) -> Task:
+        f, k = env.fields, "task"
+        _only(f, k, ("epoch", "batch", "phase", "round", "nodes"))
+        shards = schema.micro_shards if schema is not None else None
+        nodes = f.get("nodes")
+        if type(nodes) is not list or not 0 < len(nodes) <= MAX_NODES:
+            raise ProtocolError("fields", f"task: nodes must be a non-empty list, got "
+                                f"{_short(nodes)}")
+        phases = len(schema.phases) - 1 if schema is not None else None
+        task = cls(step=env.step, worker=env.worker, epoch=_int(f, "epoch", k),
+                   batch=_int(f, "batch", k), phase=_int(f, "phase", k, 0, phases),
+                   round=_int(f, "round", k), nodes=[_node(n, k, shards) for n in nodes],
+                   params=env.arrays)
+        if schema is not None and env.arrays:
+            expect_arrays(env, dict(zip(schema.names, schema.specs)))
+        return task
+
+
+@dataclass
+class Grads:
+    """The value of one tree node: its gradient sums, loss sum, sample count, batch-norm stats.
+
+    ``grads`` maps parameter index to gradient sum (only parameters a gradient reached). When
+    the worker wrote them to a shared-memory ``slot`` instead, ``indices`` lists them and
+    ``grads`` is empty. ``bn`` lists (shard, module, mean, var) for batch-norm modules.
+    """
+
+    TYPE: ClassVar[str] = GRADS
+    step: int
+    worker: int
+    round: int
+    phase: int
+    node: tuple
+    count: int
+    loss_sum: float = 0.0
+    compute_s: float = 0.0
+    grads: dict = field(default_factory=dict)
+    indices: list = field(default_factory=list)
+    slot: int | None = None
+    bn: list = field(default_factory=list)
+
+    def envelope(self, job: str) -> Envelope:
+        indices = sorted(self.grads) if self.slot is None else list(self.indices)
+        arrays = {} if self.slot is not None else {f"g{i}": self.grads[i] for i in indices}
+        bn = []
+        for k, (shard, module, mean, var) in enumerate(self.bn):
+            arrays[f"bn{k}.mean"], arrays[f"bn{k}.var"] = mean, var
+            bn.append([shard, module])
+        fields = {"round": self.round, "phase": self.phase, "node": list(self.node),
+                  "count": self.count, "loss_sum": float(self.loss_sum),
+                  "compute_s": float(self.compute_s), "grads": indices, "bn": bn}
+        if self.slot is not None:
+            fields["slot"] = self.slot
+        return Envelope(GRADS, job, self.step, self.worker, fields, arrays)
+
+    @classmethod
+    def check(cls, env: Envelope, schema: ModelSchema) -> Grads:
+        """Every field and array checked against the model; non-finite values are let through
+        here (the coordinator decides between a faulty worker and a diverged run)."""
+        f, k = env.fields, "grads"
+        _only(f, k, ("round", "phase", "node", "count", "loss_sum", "compute_s", "grads", "bn",
+                     "slot"))
+        node = _node(f.get("node"), k, schema.micro_shards)
+        phase = _int(f, "phase", k, 0, len(schema.phases) - 1)
+        msg = cls(step=env.step, worker=env.worker, round=_int(f, "round", k), phase=phase,
+                  node=node, count=_int(f, "count", k),
+                  loss_sum=_float(f, "loss_sum", k, finite=False),
+                  compute_s=_float(f, "compute_s", k, low=0.0))
+        has, bn, slot = f.get("grads"), f.get("bn"), f.get("slot")
+        allowed = schema.phases[phase]
+        if not (type(has) is list and all(type(i) is int for i in has)
+                and has == sorted(set(has)) and set(has) <= set(allowed)):
+            raise ProtocolError("names", f"grads: bad gradient index list {_short(has)} for "
+                                f"phase {phase}")
+        if type(bn) is not list or not all(
+                type(e) is list and len(e) == 2 and all(type(v) is int for v in e)
+                and node[0] <= e[0] < node[1] and 0 <= e[1] < len(schema.bn_shapes)
+                and schema.bn_shapes[e[1]] is not None for e in bn):
+            raise ProtocolError("names", f"grads: bad batch-norm entry list {_short(bn)}")
+        if slot is not None and (type(slot) is not int or slot < 0):
+            raise ProtocolError("slot", f"grads: slot {_short(slot)} is not an int >= 0")
+        if msg.count == 0 and (has or bn or slot is not None):
+            raise ProtocolError("names", f"grads: empty node {node} carries values")
+        spec = {} if slot is not None else {f"g{i}": schema.specs[i] for i in has}
+        for j, (_, module) in enumerate(bn):
+            spec[f"bn{j}.mean"] = spec[f"bn{j}.var"] = (schema.bn_shapes[module], schema.dtype)
+        expect_arrays(env, spec)
+        if slot is None:
+            msg.grads = {i: env.arrays[f"g{i}"] for i in has}
+        msg.indices, msg.slot = list(has), slot
+        msg.bn = [(s, m, env.arrays[f"bn{j}.mean"], env.arrays[f"bn{j}.var"])
+                  for j, (s, m) in enumerate(bn)]
+        return msg
+
+    def first_nonfinite(self, grads: dict) -> str | None:
+        """What is non-finite in this node's value (``grads`` as the channel delivered them),
+        or None when every number is finite."""
+        if not math.isfinite(self.loss_sum):
+            return f"loss sum {self.loss_sum!r} of node {self.node}"
+        arrays = {f"g{i}": g for i, g in grads.items()}
+        for j, (_, _, mean, var) in enumerate(self.bn):
+            arrays[f"bn{j}.mean"], arrays[f"bn{j}.var"] = mean, var
+        try:
+            check_finite(arrays)
+        except ProtocolError as e:
+            return str(e)
+        return None
+
+
+@dataclass
+class Heartbeat:
+    """I am alive. A worker's beacon socket names the data socket it speaks ``of``."""
+
+    TYPE: ClassVar[str] = HEARTBEAT
+    worker: int = -1
+    of: bytes | None = None
+
+    def envelope(self, job: str) -> Envelope:
+        fields = {} if self.of is None else {"of": self.of.hex()}
+        return Envelope(HEARTBEAT, job, -1, self.worker, fields)
+
+    @classmethod
+    def check(cls, env: Envelope, schema=None) -> Heartbeat:
+        f = env.fields
+        _only(f, "heartbeat", ("of",))
+        _no_arrays(env)
+        of = None
+        if "of" in f:
+            text = _text(f, "of", "heartbeat", 512)
+            try:
+                of = bytes.fromhex(text)
+            except ValueError:
+                raise ProtocolError("fields", f"heartbeat for {_short(text)}: not a worker "
+                                    "identity") from None
+        return cls(worker=env.worker, of=of)
+
+
+STOP_REASONS = ("done", "evicted", "rejoin")
+
+
+@dataclass
+class Stop:
+    """Stop: the run is ``done``; this worker was ``evicted``; or ``rejoin`` (say HELLO again)."""
+
+    TYPE: ClassVar[str] = STOP
+    worker: int = -1
+    step: int = -1
+    reason: str = "done"
+    detail: str = ""
+
+    def envelope(self, job: str) -> Envelope:
+        return Envelope(STOP, job, self.step, self.worker, {"reason": self.reason,
+                                                            "detail": self.detail})
+
+    @classmethod
+    def check(cls, env: Envelope, schema=None) -> Stop:
+        f, k = env.fields, "stop"
+        _only(f, k, ("reason", "detail"))
+        _no_arrays(env)
+        reason = _text(f, "reason", k)
+        if reason not in STOP_REASONS:
+            raise ProtocolError("fields", f"stop: reason {_short(reason)} is not one of "
+                                f"{STOP_REASONS}")
+        return cls(worker=env.worker, step=env.step, reason=reason,
+                   detail=_text(f, "detail", k, 4096, default=""))
+
+
+@dataclass
+class Error:
+    """The training script raised on a worker: the traceback, and the node it was computing."""
+
+    TYPE: ClassVar[str] = ERROR
+    worker: int
+    step: int
+    traceback: str
+    round: int
+    node: tuple
+
+    def envelope(self, job: str) -> Envelope:
+        return Envelope(ERROR, job, self.step, self.worker, {
+            "traceback": self.traceback[-MAX_TRACEBACK:], "round": self.round,
+            "node": list(self.node)})
+
+    @classmethod
+    def check(cls, env: Envelope, schema=None) -> Error:
+        f, k = env.fields, "error"
+        _only(f, k, ("traceback", "round", "node"))
+        _no_arrays(env)
+        shards = schema.micro_shards if schema is not None else None
+        return cls(worker=env.worker, step=env.step,
+                   traceback=_text(f, "traceback", k, MAX_TRACEBACK),
+                   round=_int(f, "round", k), node=_node(f.get("node"), k, shards))
+
+
+@dataclass
+class Bye:
+    """A worker leaves (it is stopping); its unfinished nodes go to the others at once."""
+
+    TYPE: ClassVar[str] = BYE
+    worker: int = -1
+
+    def envelope(self, job: str) -> Envelope:
+        return Envelope(BYE, job, -1, self.worker)
+
+    @classmethod
+    def check(cls, env: Envelope, schema=None) -> Bye:
+        _only(env.fields, "bye", ())
+        _no_arrays(env)
+        return cls(worker=env.worker)
+
+
+MESSAGE_TYPES = {cls.TYPE: cls for cls in (Hello, Welcome, Ready, Task, Grads, Heartbeat, Stop,
+                                           Error, Bye)}
+NEEDS_SCHEMA = frozenset({GRADS})
+
+
+def pack(message, job: str) -> list:
+    """The frames of a typed message (zero-copy views of its arrays)."""
+    return encode(message.envelope(job))
+
+
+def typed(env: Envelope, schema: ModelSchema | None = None):
+    """The typed message an envelope holds, every field checked (GRADS needs the ``schema``)."""
+    if env.type in NEEDS_SCHEMA and schema is None:
+        raise ProtocolError("type", f"{env.type} message before the model is known")
+    return MESSAGE_TYPES[env.type].check(env, schema)
+
+
+def unpack(frames, *, job: str | None = None, schema: ModelSchema | None = None,
+           max_bytes: int = 1 << 31, buffers: BufferPool | None = None):
+    """The typed message in ``frames``, every part checked; ProtocolError says what is wrong."""
+    return typed(decode(frames, job=job, max_bytes=max_bytes, buffers=buffers), schema)
+
+
 # ---------------------------------------------------------------------------- sockets
-def send(socket: zmq.Socket, msg: Message, identity: bytes | None = None, *, track: bool = False):
+def send(socket: zmq.Socket, msg: Envelope, identity: bytes | None = None, *, track: bool = False):
     """Encode and send ``msg`` without copying arrays; ``identity`` first for a ROUTER socket.
 
     The arrays must not change until ZeroMQ has sent them: with ``track=True`` the returned
@@ -524,8 +1003,8 @@ def recv(
     buffers: BufferPool | None = None,
     flags: int = 0,
     timeout: float | None = None,
-) -> tuple[bytes | None, Message]:
-    """Receive and decode one message: (sender identity or None, Message), without copies.
+) -> tuple[bytes | None, Envelope]:
+    """Receive and decode one message: (sender identity or None, Envelope), without copies.
 
     ``router`` says the first frame is the peer identity (default: the socket is a ROUTER).
     ``timeout`` in seconds raises TimeoutError when nothing arrives. A ProtocolError carries the

@@ -11,48 +11,18 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .. import random as _random
+from ..process import blas_threads
 from ..autograd.tensor import Tensor
 from .compute import SampleSource, ShardComputer, add_values, batch_norm_modules, evaluate
 from .phases import build_phases
 from .shards import BatchPlan, Planner, batches_per_epoch, tree_sum
 
 log = logging.getLogger("dtrain.trainer")
-
-
-_blas = []  # the BLAS libraries threadpoolctl found, looked up once per process
-
-
-def _blas_controller():
-    if not _blas:
-        try:
-            from threadpoolctl import ThreadpoolController
-        except ImportError:  # pragma: no cover - threadpoolctl is a dependency
-            _blas.append(None)
-        else:
-            _blas.append(ThreadpoolController().select(user_api="blas"))
-    return _blas[0]
-
-
-@contextmanager
-def blas_threads(n: int):
-    """Pin BLAS to ``n`` threads while computing, so every process sums in the same order.
-
-    Scanning the loaded libraries is slow (it reads /proc/self/maps), so it happens once; when
-    BLAS already runs ``n`` threads, as in worker processes started with the job's thread
-    count, this costs nothing.
-    """
-    controller = _blas_controller()
-    if controller is None or all(lib.num_threads == n for lib in controller.lib_controllers):
-        yield
-        return
-    with controller.limit(limits=n):
-        yield
 
 
 @dataclass
@@ -88,8 +58,10 @@ def build_replica(job, settings):
 
 
 def is_plateau(scheduler) -> bool:
-    """True for ReduceLROnPlateau, which is stepped with a metric."""
-    return hasattr(scheduler, "is_better") or type(scheduler).__name__ == "ReduceLROnPlateau"
+    """True for ReduceLROnPlateau (and its subclasses), which is stepped with a metric."""
+    from ..optim.lr_scheduler import ReduceLROnPlateau
+
+    return isinstance(scheduler, ReduceLROnPlateau)
 
 
 class InProcessExecutor:
@@ -332,8 +304,8 @@ class Trainer:
 
     def run(self) -> History:
         """Train until the configured epochs (or max_steps) are done."""
-        self.executor.start(self)
         try:
+            self.executor.start(self)  # inside: a failed start still closes its socket/files
             per_epoch = self.batches_per_epoch()
             if per_epoch == 0:
                 raise ValueError(f"train_data() has {len(self.train_source)} samples: not one "
