@@ -214,6 +214,23 @@ def run(config: RunConfig):
             config.starter.close()
 
 
+def fit(job, workers: int = 0, *, out=None, job_name=None, progress: bool = False,
+        max_restarts: int = 0, bind: str = "tcp://127.0.0.1:0", resume=None,
+        insecure: bool = False, **settings):
+    """Train ``job`` (a Job, Job class or script path); returns (model, history).
+
+    ``workers=0`` trains in this process; ``workers=N`` starts a coordinator here and N local
+    worker processes. Keyword settings (epochs, batch_size, micro_shards, seed, ...) override
+    the job's. The result is bit-identical for every value of ``workers``. With ``out`` a
+    directory gets metrics.jsonl, checkpoints and the final checkpoint; ``resume`` continues
+    from the newest valid checkpoint of such a directory. Local workers talk to the
+    coordinator over CURVE with ephemeral keys unless ``insecure=True``.
+    """
+    return run(RunConfig(job=job, workers=workers, job_name=job_name, out=out, bind=bind,
+                         max_restarts=max_restarts, progress=progress, resume=resume,
+                         insecure=insecure, overrides=settings))
+
+
 def _keys(config: RunConfig):
     """(server keys, keys for local workers): ephemeral unless a key directory is given."""
     if config.insecure:

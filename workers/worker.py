@@ -81,9 +81,9 @@ class Beacon(threading.Thread):
                         sock.close(0)
                     sock = _dealer(self.ctx, self.config, identity + b"~beacon", immediate=True)
                     current = identity
-                beat = P.pack(P.Heartbeat(worker_id, of=identity), job_id)
                 try:
-                    sock.send_multipart(beat, zmq.NOBLOCK)
+                    P.send(sock, P.Heartbeat(worker_id, of=identity), job=job_id,
+                           flags=zmq.NOBLOCK)
                 except zmq.Again:  # no coordinator right now: nothing to queue
                     pass
         finally:
@@ -139,11 +139,11 @@ class Worker:
         hello = P.Hello(instance=self.instance, name=self.config.name[:P.MAX_TEXT],
                         pid=os.getpid(), host=_socket.gethostname()[:P.MAX_TEXT],
                         digest=self.digest, rank=self.config.rank, machine=machine_id())
-        self.sock.send_multipart(P.pack(hello, self.config.job_id))
+        P.send(self.sock, hello, job=self.config.job_id)
         self.beacon.retarget(identity, self.job_id, self.worker_id)
 
-    def _send(self, msg) -> None:
-        self.sock.send_multipart(P.pack(msg, self.job_id), copy=False)
+    def _send(self, msg, flags: int = 0) -> None:
+        P.send(self.sock, msg, job=self.job_id, flags=flags)
 
     def run(self) -> int:
         """Serve until STOP; returns the process exit code."""
@@ -169,7 +169,7 @@ class Worker:
                         heard = now
                         backoff = min(backoff * 2, BACKOFF_MAX)
                     continue
-                frames = self.sock.recv_multipart(copy=False)
+                frames = P.recv_frames(self.sock)
                 heard, lost_since, backoff = time.monotonic(), None, BACKOFF_START
                 try:
                     env = P.decode(frames, job=self.job_id or None)
@@ -184,8 +184,7 @@ class Worker:
                     return code
         finally:
             try:
-                self.sock.send_multipart(P.pack(P.Bye(self.worker_id), self.job_id),
-                                         zmq.NOBLOCK)
+                self._send(P.Bye(self.worker_id), zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass
             self.beacon.stop_event.set()

@@ -254,7 +254,7 @@ class Coordinator:
         task = P.Task(plan.step, info.id, plan.epoch, plan.batch, state.phase, state.round,
                       list(nodes), info.channel.task_params(state.round, state.params))
         info.answered = time.monotonic()
-        self.sock.send_multipart([info.identity] + P.pack(task, self.job_id), copy=False)
+        P.send(self.sock, task, info.identity, job=self.job_id)
 
     def _reassign(self, nodes: list) -> None:
         """Give the nodes of an evicted worker to the ready workers, least loaded first."""
@@ -302,7 +302,7 @@ class Coordinator:
             return
         while True:
             try:
-                frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = P.recv_frames(self.sock, zmq.NOBLOCK)
             except zmq.Again:
                 return
             self.handle(frames)
@@ -538,7 +538,7 @@ class Coordinator:
 
     def _send(self, identity: bytes, msg) -> None:
         try:
-            self.sock.send_multipart([identity] + P.pack(msg, self.job_id), copy=False)
+            P.send(self.sock, msg, identity, job=self.job_id)
         except zmq.ZMQError as e:  # peer gone: nothing to tell
             log.debug("could not send %s to %s: %s", msg.TYPE, identity.hex()[:16], e)
 

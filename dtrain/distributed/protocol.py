@@ -980,17 +980,24 @@ def unpack(frames, *, job: str | None = None, schema: ModelSchema | None = None,
 
 
 # ---------------------------------------------------------------------------- sockets
-def send(socket: zmq.Socket, msg: Envelope, identity: bytes | None = None, *, track: bool = False):
-    """Encode and send ``msg`` without copying arrays; ``identity`` first for a ROUTER socket.
+def send(socket: zmq.Socket, msg, identity: bytes | None = None, *, job: str | None = None,
+         flags: int = 0, track: bool = False):
+    """Encode and send ``msg`` (an Envelope, or a typed message of job ``job``) without copying
+    arrays; ``identity`` first for a ROUTER socket.
 
     The arrays must not change until ZeroMQ has sent them: with ``track=True`` the returned
     MessageTracker says when (``tracker.wait()``); otherwise returns None.
     """
-    frames = encode(msg)
+    frames = encode(msg) if isinstance(msg, Envelope) else pack(msg, job)
     if identity is not None:
         frames.insert(0, identity)
-    tracker = socket.send_multipart(frames, copy=False, track=track)
+    tracker = socket.send_multipart(frames, flags, copy=False, track=track)
     return tracker if track else None
+
+
+def recv_frames(socket: zmq.Socket, flags: int = 0) -> list:
+    """The frames of the next message, zero-copy, undecoded (``decode`` checks them)."""
+    return socket.recv_multipart(flags, copy=False)
 
 
 def recv(
