@@ -211,7 +211,7 @@ class _Encoder:
         from .nn.parameter import Parameter
 
         kind = "parameter" if isinstance(t, Parameter) else "tensor"
-        index = self._array(t.data)
+        index = self._array(t._data)
         self.tensor_count += 1
         return msgpack.ExtType(_EXT_TENSOR, _pack([self.tensor_count - 1, index,
                                                     t.requires_grad, kind]))
@@ -716,7 +716,7 @@ def _restore_state(model, record: dict, where: str) -> None:
         # a model cast after construction (e.g. .double()) keeps its saved dtype
         if (isinstance(saved, np.ndarray) and saved.shape == target.shape
                 and saved.dtype != target.dtype):
-            target.data = target.data.astype(saved.dtype)
+            target._data = target._data.astype(saved.dtype)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:

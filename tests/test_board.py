@@ -38,10 +38,10 @@ def test_write_then_read_round_trips_exactly_and_privately():
         assert stat.S_IMODE(os.stat(board.dir).st_mode) == 0o700
         assert stat.S_IMODE(os.stat(board.path).st_mode) == 0o600
         source = _params(1)
-        board.write(0, [t.data for t in source])
+        board.write(0, [t._data for t in source])
         replica = _params(2)
         B.SharedSlots(SPECS, 0, description=board.describe()).read_into(0, replica)
-        assert all(np.array_equal(a.data, b.data) for a, b in zip(source, replica))
+        assert all(np.array_equal(a._data, b._data) for a, b in zip(source, replica))
     finally:
         board.close()
     assert not os.path.exists(board.dir)
@@ -75,7 +75,7 @@ def test_local_workers_switch_to_the_board_and_stay_bit_identical(caplog):
         model, _ = dtrain.fit(dist_jobs.MomentumGroups, workers=2)
     assert caplog.text.count("reads parameters from the shared board") == 2
     for p, q in zip(model.parameters(), reference.parameters()):
-        assert np.array_equal(p.data, q.data)
+        assert np.array_equal(p._data, q._data)
 
 
 def test_workers_on_another_machine_get_parameters_in_the_task():

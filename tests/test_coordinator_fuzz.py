@@ -53,7 +53,7 @@ class Harness:
                 msg = grads_message(JOB_ID, 0, self.registered[ident].id, node, value, 0.001)
                 msg.fields.update(phase=0, round=1)
                 self.valid[node] = (ident, [bytes(f) for f in P.encode(msg)])
-        self.params = [p.data.copy() for p in self.trainer.params]
+        self.params = [p._data.copy() for p in self.trainer.params]
 
     def reset(self):
         self.ex.workers = dict(self.registered)
@@ -72,7 +72,7 @@ class Harness:
         rejected = self.ex.rejected > before
         if rejected:
             assert self.ex.state.values == values_before
-        assert all(np.array_equal(p.data, q) for p, q in zip(self.trainer.params, self.params))
+        assert all(np.array_equal(p._data, q) for p, q in zip(self.trainer.params, self.params))
         return rejected
 
     def close(self):

@@ -20,7 +20,7 @@ CNN = os.path.join(ROOT, "examples", "cnn_digits.py")
 def _accuracy(model, x, y):
     model.eval()
     with dtrain.no_grad():
-        return float((model(dtrain.tensor(x)).data.argmax(axis=1) == y).mean())
+        return float((model(dtrain.tensor(x))._data.argmax(axis=1) == y).mean())
 
 
 def test_mlp_single_process_reaches_97_percent():

@@ -271,7 +271,7 @@ class Worker:
             for name, p in zip(self.names, self.params):
                 # copied, not used in place: BLAS results can depend on the alignment of its
                 # operands, and the frames' is not NumPy's (measured: 1-ulp differences)
-                np.copyto(p.data, msg.arrays[name])
+                np.copyto(p._data, msg.arrays[name])
         f = msg.fields
         plan = self.planner.plan(f["epoch"], f["batch"], msg.step)
         phase = f.get("phase", 0)

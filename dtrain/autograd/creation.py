@@ -21,7 +21,7 @@ def _float_dtype(dtype):
 def tensor(data, dtype=None, requires_grad: bool = False) -> Tensor:
     """A new tensor holding a copy of ``data``."""
     if isinstance(data, Tensor):
-        data = data.data
+        data = data._data
     arr = np.array(data, copy=True) if isinstance(data, np.ndarray) else data
     return Tensor(arr, dtype=dtype, requires_grad=requires_grad)
 

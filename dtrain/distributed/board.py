@@ -144,7 +144,7 @@ class SharedSlots:
     def read_into(self, slot: int, params: list) -> None:
         """Copy a slot into tensors' own (NumPy-allocated, aligned) arrays."""
         for p, view in zip(params, self.views[slot]):
-            np.copyto(p.data, view)
+            np.copyto(p._data, view)
 
     def close(self) -> None:
         self.views = []

@@ -161,7 +161,7 @@ class ZmqExecutor:
         self.bn_features = [m.running_mean.shape if getattr(m, "running_mean", None) is not None
                             else None for m in batch_norm_modules(trainer.model)]
         # the largest valid message is one node's gradients plus its shards' batch-norm stats
-        param_bytes = sum(p.data.nbytes for p in trainer.params)
+        param_bytes = sum(p._data.nbytes for p in trainer.params)
         bn_bytes = 2 * self.settings.micro_shards * sum(
             int(np.prod(s)) * 8 for s in self.bn_features if s is not None)
         self.max_bytes = param_bytes + bn_bytes + SLACK_BYTES

@@ -261,8 +261,8 @@ def _input_grad_col2im(G4: np.ndarray, Wt: np.ndarray, xp_shape: tuple, ho: int,
 def _conv2d(input: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple, pads: tuple,
             dilation: tuple, groups: int, padding_mode: str = "zeros") -> Tensor:
     """The fused kernel; ``pads`` is ((top, bottom), (left, right)), already validated."""
-    X, Wt = input.data, weight.data
-    B = bias.data if bias is not None else None
+    X, Wt = input._data, weight._data
+    B = bias._data if bias is not None else None
     unbatched = X.ndim == 3
     if unbatched:
         X = X[None]

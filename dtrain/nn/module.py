@@ -261,10 +261,10 @@ class Module:
         out = OrderedDict() if destination is None else destination
         for name, p in self._parameters.items():
             if p is not None:
-                out[prefix + name] = p if keep_vars else p.data
+                out[prefix + name] = p if keep_vars else p._data
         for name, b in self._buffers.items():
             if b is not None and name not in self._non_persistent_buffers:
-                out[prefix + name] = b if keep_vars else b.data
+                out[prefix + name] = b if keep_vars else b._data
         for name, child in self._modules.items():
             if child is not None:
                 child.state_dict(out, prefix + name + ".", keep_vars)
@@ -299,7 +299,7 @@ class Module:
             if key not in state_dict:
                 continue
             value = state_dict[key]
-            value = value.data if isinstance(value, Tensor) else value
+            value = value._data if isinstance(value, Tensor) else value
             try:
                 value = np.asarray(value)
             except Exception:  # noqa: BLE001 - report any unconvertible value by key
@@ -324,9 +324,9 @@ class Module:
         for key, value in arrays.items():
             target = targets[key]
             if assign:
-                target.data = np.array(value, dtype=target.dtype)
+                target._data = np.array(value, dtype=target.dtype)
             else:
-                np.copyto(target.data, value, casting="unsafe")
+                np.copyto(target._data, value, casting="unsafe")
         return IncompatibleKeys(missing, unexpected)
 
     # ----------------------------------------------------------- mode and grads
@@ -357,15 +357,15 @@ class Module:
                 p.grad = None
             else:
                 p.grad.detach_()
-                p.grad.data[...] = 0
+                p.grad._data[...] = 0
 
     def _cast(self, dtype) -> Module:
         dtype = np.dtype(dtype)
         for t in list(self.parameters()) + list(self.buffers()):
             if t.dtype.kind == "f" and t.dtype != dtype:
-                t.data = t.data.astype(dtype)
+                t._data = t._data.astype(dtype)
                 if t.grad is not None:
-                    t.grad.data = t.grad.data.astype(dtype)
+                    t.grad._data = t.grad._data.astype(dtype)
         return self
 
     def to(self, dtype=None, *args, **kwargs) -> Module:
