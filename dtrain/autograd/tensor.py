@@ -213,6 +213,24 @@ class Tensor:
         self._requires_grad = value
 
     @property
+    def data(self) -> Tensor:
+        """This tensor's values outside autograd: a Tensor sharing memory, with no history.
+
+        Changes made through it (``p.data.add_(...)``, ``p.data[0] = 1``) reach this tensor and
+        are never recorded, as with ``torch.Tensor.data``.
+        """
+        return Tensor._wrap(self._data)
+
+    @data.setter
+    def data(self, value: Tensor) -> None:
+        if not isinstance(value, Tensor):
+            raise TypeError(f"Variable data has to be a tensor, but got {type(value).__name__}")
+        if self._requires_grad and value._data.dtype.kind not in "fc":
+            raise RuntimeError("data set to a tensor that requires gradients must be floating "
+                               "point or complex dtype")
+        self._data = value._data
+
+    @property
     def is_leaf(self) -> bool:
         return self.grad_fn is None
 
