@@ -110,3 +110,107 @@ def test_data_assignment_without_torch():
     assert p.tolist() == [7.0, 1.0, 2.0, 3.0] and p.requires_grad
     with pytest.raises(TypeError, match="list"):
         p.data = [1.0]
+
+
+# ====================================================================== 2. dtype promotion
+DTYPES = ["bool", "uint8", "int32", "int64", "float32", "float64"]
+SCALARS = [True, 2, 2.5]
+BINARY = {
+    "add": lambda m, a, b: a + b, "sub": lambda m, a, b: a - b, "mul": lambda m, a, b: a * b,
+    "div": lambda m, a, b: a / b, "floordiv": lambda m, a, b: a // b,
+    "mod": lambda m, a, b: a % b, "pow": lambda m, a, b: a**b, "eq": lambda m, a, b: a == b,
+    "lt": lambda m, a, b: a < b, "ge": lambda m, a, b: a >= b,
+    "where": lambda m, a, b: m.where(m.tensor([True, False, True]), a, b),
+}
+UNARY = {name: (lambda name: lambda m, a: getattr(m, name)(a))(name)
+         for name in ["sqrt", "exp", "log", "sigmoid", "tanh", "abs", "relu"]}
+UNARY.update({
+    "neg": lambda m, a: -a, "sign": lambda m, a: a.sign(), "sum": lambda m, a: a.sum(),
+    "sum0": lambda m, a: a.sum(0), "mean": lambda m, a: a.mean(), "max": lambda m, a: a.max(),
+    "amax": lambda m, a: m.amax(a, 0), "std": lambda m, a: a.std(), "var": lambda m, a: a.var(),
+    "softmax": lambda m, a: m.softmax(a, 0), "log_softmax": lambda m, a: m.log_softmax(a, 0),
+    "clamp_int": lambda m, a: m.clamp(a, 0, 2), "clamp_float": lambda m, a: m.clamp(a, 0, 2.5),
+    "clamp_min_float": lambda m, a: a.clamp(min=1.5),
+    "clamp_tensor": lambda m, a: m.clamp(a, m.tensor(0.5, dtype=m.float64), None),
+})
+
+
+def make(m, dtype: str, dim: bool):
+    """A 3-vector (or a 0-d tensor) of ``dtype``, with a zero only among booleans."""
+    values = [True, False, True] if dtype == "bool" else [1, 2, 3]
+    return m.tensor(values if dim else values[0], dtype=getattr(m, dtype))
+
+
+def outcome(m, fn):
+    """('dtype', values) of ``fn(m)``, or ('error', exception type name)."""
+    try:
+        out = fn(m)
+    except Exception as exc:  # noqa: BLE001 - the error type is what is compared
+        return "error", type(exc).__name__
+    return dtype_name(out), np.asarray(as_numpy(out), dtype=np.float64)
+
+
+def assert_same_outcome(fn):
+    torch = pytest.importorskip("torch")
+    (dt, dv), (tt, tv) = outcome(dtrain, fn), outcome(torch, fn)
+    assert dt == tt, (dt, dv, tt, tv)
+    if dt == "error":
+        assert dv == tv
+    else:
+        np.testing.assert_allclose(dv, tv, rtol=1e-6, atol=1e-6, equal_nan=True)
+
+
+@pytest.mark.parametrize("op", sorted(BINARY))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dim", [True, False], ids=["nd", "0d"])
+def test_promotion_tensor_with_python_scalar(op, dtype, dim):
+    for scalar in SCALARS:
+        assert_same_outcome(lambda m: BINARY[op](m, make(m, dtype, dim), scalar))
+        if op != "where":
+            assert_same_outcome(lambda m: BINARY[op](m, scalar, make(m, dtype, dim)))
+
+
+@pytest.mark.parametrize("op", sorted(BINARY))
+@pytest.mark.parametrize("left", DTYPES)
+def test_promotion_tensor_with_tensor(op, left):
+    for right in DTYPES:
+        for dims in [(True, True), (True, False), (False, True), (False, False)]:
+            assert_same_outcome(lambda m: BINARY[op](m, make(m, left, dims[0]),
+                                                     make(m, right, dims[1])))
+
+
+@pytest.mark.parametrize("op", sorted(UNARY))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_promotion_unary_and_reductions(op, dtype):
+    for dim in (True, False):
+        if op in ("std", "var") and not dim:
+            continue  # torch warns about zero degrees of freedom
+        assert_same_outcome(lambda m: UNARY[op](m, make(m, dtype, dim)))
+
+
+def test_promotion_without_torch():
+    out = dtrain.clamp(dtrain.tensor([1, 5]), 0, 2.5)
+    assert out.dtype == dtrain.float32 and out.tolist() == [1.0, 2.5]
+    for fn in (dtrain.sqrt, dtrain.exp, dtrain.log, dtrain.sigmoid, dtrain.tanh):
+        assert fn(dtrain.tensor([1, 2])).dtype == dtrain.get_default_dtype()
+        assert fn(dtrain.tensor([True])).dtype == dtrain.float32
+    assert dtrain.sigmoid(dtrain.tensor([0])).item() == 0.5
+    assert (dtrain.tensor([1, 2], dtype=dtrain.uint8).sum()).dtype == dtrain.int64
+    assert (dtrain.tensor([7, -7]) // 2).tolist() == [3, -4]
+    assert (dtrain.tensor([7, -7]) % 3).tolist() == [1, 2]
+    assert (7.5 % dtrain.tensor([2.0])).tolist() == [1.5]
+    with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+        dtrain.tensor([1]) // 0
+    with pytest.raises(RuntimeError, match="bool tensor"):
+        dtrain.tensor([True]) - 1
+    with pytest.raises(RuntimeError, match="floating point"):
+        dtrain.tensor([1, 2]).std()
+
+
+def test_promoted_ops_keep_gradients():
+    check(lambda m, x: m.clamp(x, -0.5, 0.5), (3, 4))
+    check(lambda m, x, y: x % y, (3, 4), np.full(4, 0.7))
+    x = dtrain.tensor([1.0, 2.0], requires_grad=True)
+    y = dtrain.clamp(x.double(), 0, 1.5)
+    y.sum().backward()
+    assert y.dtype == dtrain.float64 and x.grad.tolist() == [1.0, 0.0]

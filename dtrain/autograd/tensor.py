@@ -470,10 +470,16 @@ class Tensor:
         return self.abs()
 
     def __floordiv__(self, other):
-        return Tensor._wrap(np.floor_divide(self._data, _data(other)))
+        return floor_divide(self, other)
+
+    def __rfloordiv__(self, other):
+        return floor_divide(other, self)
 
     def __mod__(self, other):
-        return Tensor._wrap(np.mod(self._data, _data(other)))
+        return remainder(self, other)
+
+    def __rmod__(self, other):
+        return remainder(other, self)
 
     # comparisons never carry gradients
     def __eq__(self, other):
@@ -540,7 +546,8 @@ class Tensor:
         return Tensor._wrap(_arg_reduce(np.argmin, self._data, dim, keepdim))
 
     def sign(self):
-        return Tensor._wrap(np.sign(self._data))
+        A = self._data
+        return Tensor._wrap(A.copy() if A.dtype == bool_ else np.sign(A))
 
     def any(self):
         return Tensor._wrap(np.asarray(self._data.any()))
@@ -895,6 +902,30 @@ def _binary_operands(a, b):
     return _cast_operand(a, dtype), _cast_operand(b, dtype)
 
 
+def _is_bool(x) -> bool:
+    if isinstance(x, Tensor):
+        return x._data.dtype == bool_
+    return isinstance(x, (bool, np.bool_))
+
+
+def _floating(a: Tensor) -> Tensor:
+    """``a`` itself when floating, else cast to the default float dtype (torch's unary float ops)."""
+    return a if a._data.dtype.kind in "fc" else a.type(get_default_dtype())
+
+
+def _not_for(a: Tensor, op: str, kinds: str) -> None:
+    """Refuse dtypes of the given kinds, with torch's NotImplementedError wording."""
+    if a._data.dtype.kind in kinds:
+        raise NotImplementedError(f'"{op}" not implemented for \'{_torch_name(a._data.dtype)}\'')
+
+
+def _torch_name(dtype: np.dtype) -> str:
+    """The C type name torch uses in kernel errors ('Float', 'Long', 'Bool', ...)."""
+    names = {"float32": "Float", "float64": "Double", "float16": "Half", "int64": "Long",
+             "int32": "Int", "int16": "Short", "int8": "Char", "uint8": "Byte", "bool": "Bool"}
+    return names.get(np.dtype(dtype).name, np.dtype(dtype).name)
+
+
 def _cast_operand(x, dtype: np.dtype) -> Tensor:
     if not isinstance(x, Tensor):
         return _scalar_tensor(x, dtype)
@@ -914,6 +945,10 @@ def add(a, b) -> Tensor:
 
 
 def sub(a, b) -> Tensor:
+    if _is_bool(a) or _is_bool(b):
+        raise RuntimeError("Subtraction, the `-` operator, with a bool tensor is not supported. "
+                           "If you are trying to invert a mask, use the `~` or `logical_not()` "
+                           "operator instead.")
     a, b = _binary_operands(a, b)
     A, B = a._data, b._data
 
@@ -957,7 +992,9 @@ def pow(a, b) -> Tensor:
         dtype = _result_dtype(a, b)
         a = a if a._data.dtype == dtype else a.type(dtype)
         A = a._data
-        out = A ** exponent
+        if A.dtype.kind in "iu" and isinstance(exponent, numbers.Integral) and exponent < 0:
+            raise RuntimeError("Integers to negative integer powers are not allowed.")
+        out = (A ** exponent).astype(dtype, copy=False)
 
         def backward_scalar(g):
             if exponent == 0:
@@ -967,6 +1004,7 @@ def pow(a, b) -> Tensor:
         return _op(out, (a,), backward_scalar, "PowBackward0")
     a, b = _binary_operands(a, b)
     A, B = a._data, b._data
+    _not_for(a, "pow", "b")
     out = A ** B
 
     def backward(g):
@@ -1022,40 +1060,79 @@ def where(condition, a, b) -> Tensor:
     return _op(out, (a, b), backward, "WhereBackward0")
 
 
+def _integer_divisor_check(B: np.ndarray) -> None:
+    if B.dtype.kind in "iu" and not B.all():
+        raise RuntimeError("ZeroDivisionError")
+
+
+@_ieee
+def floor_divide(a, b) -> Tensor:
+    """``a // b`` rounded toward minus infinity, in the promoted dtype (no gradient, as torch)."""
+    a, b = _binary_operands(a, b)
+    _not_for(a, "div_floor_cpu", "b")
+    _integer_divisor_check(b._data)
+    return Tensor._wrap(np.floor_divide(a._data, b._data))
+
+
+@_ieee
+def remainder(a, b) -> Tensor:
+    """``a % b`` with the divisor's sign (Python's and torch's rule), in the promoted dtype."""
+    a, b = _binary_operands(a, b)
+    _not_for(a, "remainder_cpu", "b")
+    A, B = a._data, b._data
+    _integer_divisor_check(B)
+
+    def backward(g):
+        return (_unbroadcast(g, A.shape) if a._requires_grad else None,
+                _unbroadcast(-g * np.floor_divide(A, B), B.shape) if b._requires_grad else None)
+
+    return _op(np.mod(A, B), (a, b), backward, "RemainderBackward0")
+
+
 # ============================================================================ elementwise unary
 def neg(a: Tensor) -> Tensor:
+    if a._data.dtype == bool_:
+        raise RuntimeError("Negation, the `-` operator, on a bool tensor is not supported. If you "
+                           "are trying to invert a mask, use the `~` or `logical_not()` operator "
+                           "instead.")
     return _op(-a._data, (a,), lambda g: (-g,), "NegBackward0")
 
 
 @_ieee
 def exp(a: Tensor) -> Tensor:
+    a = _floating(a)
     out = np.exp(a._data)
     return _op(out, (a,), lambda g: (g * out,), "ExpBackward0")
 
 
 @_ieee
 def log(a: Tensor) -> Tensor:
+    a = _floating(a)
     A = a._data
     return _op(np.log(A), (a,), lambda g: (g / A,), "LogBackward0")
 
 
 @_ieee
 def sqrt(a: Tensor) -> Tensor:
+    a = _floating(a)
     out = np.sqrt(a._data)
     return _op(out, (a,), lambda g: (g / (2 * out),), "SqrtBackward0")
 
 
 def abs(a: Tensor) -> Tensor:
+    _not_for(a, "abs_cpu", "b")
     A = a._data
     return _op(np.abs(A), (a,), lambda g: (g * np.sign(A),), "AbsBackward0")
 
 
 def tanh(a: Tensor) -> Tensor:
+    a = _floating(a)
     out = np.tanh(a._data)
     return _op(out, (a,), lambda g: (g * (1 - out * out),), "TanhBackward0")
 
 
 def sigmoid(a: Tensor) -> Tensor:
+    a = _floating(a)
     A = a._data
     # exp of a non-positive number only: no overflow for large |x|
     e = np.exp(-np.abs(A))
@@ -1064,6 +1141,8 @@ def sigmoid(a: Tensor) -> Tensor:
 
 
 def relu(a: Tensor) -> Tensor:
+    if a._data.dtype == bool_:
+        raise RuntimeError("Boolean inputs not supported for relu")
     out = np.maximum(a._data, 0)
     return _op(out, (a,), lambda g: (g * (out > 0),), "ReluBackward0")
 
@@ -1074,12 +1153,15 @@ def clamp(a: Tensor, min=None, max=None) -> Tensor:
         raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
     if isinstance(min, Tensor) or isinstance(max, Tensor):
         # tensor bounds take the gradient where they are the result, as in torch
-        out = a
+        dtype = _result_dtype(*(v for v in (a, min, max) if v is not None))
+        out = a if a._data.dtype == dtype else a.type(dtype)
         if min is not None:
             out = where(out >= min, out, min)
         if max is not None:
             out = where(out <= max, out, max)
         return out
+    dtype = _result_dtype(a, *(v for v in (min, max) if v is not None))
+    a = a if a._data.dtype == dtype else a.type(dtype)
     A = a._data
     lo, hi = _data(min), _data(max)
     out = A
@@ -1149,7 +1231,7 @@ def sum(a: Tensor, dim=None, keepdim: bool = False) -> Tensor:
     A = a._data
     dims = _normalize_dims(dim, A.ndim) if A.ndim else None
     out = A.sum(axis=dims, keepdims=keepdim)
-    if A.dtype.kind in "b":
+    if A.dtype.kind in "biu":  # torch sums every integer and bool type in int64
         out = out.astype(int64)
 
     def backward(g):
@@ -1163,7 +1245,7 @@ def mean(a: Tensor, dim=None, keepdim: bool = False) -> Tensor:
     if A.dtype.kind not in "fc":
         raise RuntimeError(
             f"mean(): could not infer output dtype. Input dtype must be either a floating point "
-            f"or complex dtype. Got: {A.dtype}"
+            f"or complex dtype. Got: {_torch_name(A.dtype)}"
         )
     dims = _normalize_dims(dim, A.ndim) if A.ndim else None
     out = np.asarray(A.mean(axis=dims, keepdims=keepdim))
@@ -1179,6 +1261,8 @@ def var(a: Tensor, dim=None, unbiased=None, keepdim: bool = False, *, correction
     """Variance with Bessel's correction by default (``correction=1``), as ``torch.var``."""
     if correction is None:
         correction = 1 if unbiased is None or unbiased else 0
+    if a._data.dtype.kind not in "fc":
+        raise RuntimeError("std and var only support floating point and complex dtypes")
     A = a._data
     dims = _normalize_dims(dim, A.ndim) if A.ndim else None
     n = A.size if dims is None else int(np.prod([A.shape[d] for d in dims]))
@@ -1276,6 +1360,7 @@ def _extreme_dim(a, dim, keepdim, argfn, name):
 # ============================================================================ softmax family
 def softmax(a: Tensor, dim: int) -> Tensor:
     """Numerically stable softmax along ``dim``."""
+    _not_for(a, "softmax_lastdim_kernel_impl", "biu")
     A = a._data
     d = _normalize_dims(dim, A.ndim)[0] if A.ndim else None
     e = np.exp(A - A.max(axis=d, keepdims=True))
@@ -1289,6 +1374,7 @@ def softmax(a: Tensor, dim: int) -> Tensor:
 
 def log_softmax(a: Tensor, dim: int) -> Tensor:
     """Numerically stable log-softmax along ``dim`` (log-sum-exp with the max subtracted)."""
+    _not_for(a, "log_softmax_lastdim_kernel_impl", "biu")
     A = a._data
     d = _normalize_dims(dim, A.ndim)[0] if A.ndim else None
     shifted = A - A.max(axis=d, keepdims=True)
