@@ -713,6 +713,7 @@ def _restore_state(model, record: dict, where: str) -> None:
         raise CheckpointError(f"{where}: model state_dict is not a dict")
     for key, target in model.state_dict(keep_vars=True).items():
         saved = state.get(key)
+        saved = saved._data if isinstance(saved, Tensor) else saved
         # a model cast after construction (e.g. .double()) keeps its saved dtype
         if (isinstance(saved, np.ndarray) and saved.shape == target.shape
                 and saved.dtype != target.dtype):

@@ -19,7 +19,7 @@ def _params(model):
 
 
 def _buffers(model):
-    return [b.copy() for b in model.state_dict().values()]
+    return [b.clone() for b in model.state_dict().values()]
 
 
 def _same(a, b):

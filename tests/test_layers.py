@@ -417,7 +417,7 @@ def test_collected_batch_stats_applied_later_are_bitwise_identical(momentum):
     plain, deferred = model(), model()
     shards = [dtrain.randn(3, 2, 5, 5) * 3 + 1 for _ in range(3)]
     outputs = [plain(x) for x in shards]
-    before = {k: v.copy() for k, v in deferred.state_dict().items()}
+    before = {k: v.clone() for k, v in deferred.state_dict().items()}
     records, deferred_outputs = [], []
     for x in shards:
         with collect_batch_stats() as shard_records:
@@ -432,7 +432,7 @@ def test_collected_batch_stats_applied_later_are_bitwise_identical(momentum):
         for module, mean, var, _ in shard_records:
             module.apply_batch_stats(mean, var)
     for (k, a), b in zip(plain.state_dict().items(), deferred.state_dict().values()):
-        assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), k
+        assert a.dtype == b.dtype and a._data.tobytes() == b._data.tobytes(), k
     for a, b in zip(outputs, deferred_outputs):
         assert a._data.tobytes() == b._data.tobytes()
     assert int(deferred[1].num_batches_tracked._data) == 3

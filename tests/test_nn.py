@@ -289,17 +289,18 @@ def test_state_dict_is_ordered_dotted_and_shares_memory():
                     "head.out.weight", "head.out.bias", "shared.weight", "shared.bias"]
     assert len(list(net.parameters())) == 6  # the shared layer counted once
     sd = net.state_dict()
-    assert isinstance(sd["head.out.weight"], np.ndarray)
-    assert np.shares_memory(sd["head.out.weight"], net.head["out"].weight._data)
+    value = sd["head.out.weight"]
+    assert isinstance(value, dtrain.Tensor) and not value.requires_grad and value.is_leaf
+    assert np.shares_memory(value._data, net.head["out"].weight._data)
 
 
 def test_load_state_dict_round_trip_and_errors_leave_model_untouched():
     a, b = Net(), Net()
-    b.load_state_dict({k: v.copy() for k, v in a.state_dict().items()})
+    b.load_state_dict({k: v.clone() for k, v in a.state_dict().items()})
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         assert np.array_equal(va, vb), k
-    before = {k: v.copy() for k, v in b.state_dict().items()}
-    bad = {k: v.copy() for k, v in a.state_dict().items()}
+    before = {k: v.clone() for k, v in b.state_dict().items()}
+    bad = {k: v.clone() for k, v in a.state_dict().items()}
     bad["head.out.weight"] = np.zeros((5, 3), np.float32)
     del bad["blocks.1.count"]
     bad["extra.weight"] = np.zeros(1)

@@ -19,7 +19,7 @@ GAN = os.path.join(os.path.dirname(HERE), "examples", "gan.py")
 
 
 def _state(model):
-    return [a.copy() for a in model.state_dict().values()]
+    return [a.clone() for a in model.state_dict().values()]
 
 
 def _same(a, b):

@@ -214,3 +214,67 @@ def test_promoted_ops_keep_gradients():
     y = dtrain.clamp(x.double(), 0, 1.5)
     y.sum().backward()
     assert y.dtype == dtrain.float64 and x.grad.tolist() == [1.0, 0.0]
+
+
+# ====================================================================== 3. state_dict values
+def test_state_dict_values_are_tensors_vs_torch():
+    torch = pytest.importorskip("torch")
+    for m in (dtrain, torch):
+        m.manual_seed(0)
+        net = m.nn.Sequential(m.nn.Linear(3, 2), m.nn.BatchNorm1d(2))
+        sd = net.state_dict()
+        w = sd["0.weight"]
+        assert isinstance(w, m.Tensor) and not w.requires_grad and w.grad_fn is None
+        assert w.size() == (2, 3) and w.size(1) == 3 and sd["1.num_batches_tracked"].dim() == 0
+        snapshot = w.clone()
+        assert m.equal(snapshot, w)
+        with m.no_grad():
+            net[0].weight.add_(1.0)
+        # values share memory with the model (as torch's); the clone is a snapshot
+        assert m.equal(sd["0.weight"], net[0].weight.detach())
+        assert not m.equal(snapshot, w)
+        other = m.nn.Sequential(m.nn.Linear(3, 2), m.nn.BatchNorm1d(2))
+        other.load_state_dict({k: v.clone() for k, v in sd.items()})
+        assert all(m.equal(a, b) for a, b in zip(other.state_dict().values(), sd.values()))
+
+
+def test_load_state_dict_accepts_tensors_and_arrays():
+    a, b = dtrain.nn.Linear(3, 2), dtrain.nn.Linear(3, 2)
+    b.load_state_dict({k: v.clone() for k, v in a.state_dict().items()})
+    assert dtrain.equal(a.weight, b.weight)
+    arrays = {k: np.full(v.shape, 0.5, np.float32) for k, v in a.state_dict().items()}
+    b.load_state_dict(arrays)
+    assert b.weight.tolist() == [[0.5] * 3] * 2 and b.weight.requires_grad
+    with pytest.raises(RuntimeError, match="size mismatch for weight"):
+        b.load_state_dict({"weight": dtrain.zeros(3, 3), "bias": dtrain.zeros(2)})
+
+
+def test_state_dict_save_load_round_trip(tmp_path):
+    net = dtrain.nn.Sequential(dtrain.nn.Linear(3, 2), dtrain.nn.BatchNorm1d(2))
+    net(dtrain.randn(4, 3))
+    dtrain.save(net.state_dict(), tmp_path / "sd.dtrain")
+    loaded = dtrain.load(tmp_path / "sd.dtrain")
+    assert list(loaded) == list(net.state_dict())
+    assert all(isinstance(v, dtrain.Tensor) for v in loaded.values())
+    fresh = dtrain.nn.Sequential(dtrain.nn.Linear(3, 2), dtrain.nn.BatchNorm1d(2))
+    fresh.load_state_dict(loaded)
+    for (k, v), w in zip(net.state_dict().items(), fresh.state_dict().values()):
+        assert v.dtype == w.dtype and dtrain.equal(v, w), k
+    model_path = tmp_path / "model.dtrain"
+    dtrain.save_model(net.double(), model_path)
+    assert dtrain.load_model(model_path)[0].weight.dtype == dtrain.float64
+
+
+def test_optimizer_state_dict_layout_vs_torch():
+    torch = pytest.importorskip("torch")
+    layouts = []
+    for m in (dtrain, torch):
+        net = m.nn.Linear(2, 1)
+        opt = m.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+        net(m.ones(1, 2)).sum().backward()
+        opt.step()
+        sd = opt.state_dict()
+        layouts.append((sorted(sd), sorted(sd["state"]), sorted(sd["state"][0]),
+                        sd["param_groups"][0]["params"]))
+        opt.load_state_dict(sd)
+    assert layouts[0] == layouts[1]

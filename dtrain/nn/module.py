@@ -257,14 +257,18 @@ class Module:
 
     # ------------------------------------------------------------------- state
     def state_dict(self, destination=None, prefix: str = "", keep_vars: bool = False):
-        """Parameters and persistent buffers by dotted name, as NumPy arrays sharing memory."""
+        """Parameters and persistent buffers by dotted name, as detached Tensors sharing memory.
+
+        As in torch, the values track later training (they share memory); ``clone()`` one to
+        keep a snapshot. ``keep_vars=True`` gives the Parameters and buffers themselves.
+        """
         out = OrderedDict() if destination is None else destination
         for name, p in self._parameters.items():
             if p is not None:
-                out[prefix + name] = p if keep_vars else p._data
+                out[prefix + name] = p if keep_vars else Tensor._wrap(p._data)
         for name, b in self._buffers.items():
             if b is not None and name not in self._non_persistent_buffers:
-                out[prefix + name] = b if keep_vars else b._data
+                out[prefix + name] = b if keep_vars else Tensor._wrap(b._data)
         for name, child in self._modules.items():
             if child is not None:
                 child.state_dict(out, prefix + name + ".", keep_vars)
