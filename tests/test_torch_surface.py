@@ -278,3 +278,121 @@ def test_optimizer_state_dict_layout_vs_torch():
                         sd["param_groups"][0]["params"]))
         opt.load_state_dict(sd)
     assert layouts[0] == layouts[1]
+
+
+# ====================================================================== 4. devices
+FACTORIES = {
+    "zeros": lambda m, d: m.zeros(2, 3, device=d), "ones": lambda m, d: m.ones(2, device=d),
+    "empty": lambda m, d: m.empty(2, device=d), "full": lambda m, d: m.full((2,), 1.5, device=d),
+    "randn": lambda m, d: m.randn(2, device=d), "rand": lambda m, d: m.rand(2, device=d),
+    "tensor": lambda m, d: m.tensor([1, 2], device=d),
+    "arange": lambda m, d: m.arange(3, device=d), "eye": lambda m, d: m.eye(2, device=d),
+    "linspace": lambda m, d: m.linspace(0, 1, 3, device=d),
+    "randint": lambda m, d: m.randint(0, 5, (3,), device=d),
+    "zeros_like": lambda m, d: m.zeros_like(m.ones(2), device=d),
+    "full_like": lambda m, d: m.full_like(m.ones(2), 3, device=d),
+}
+
+
+def test_device_objects_vs_torch():
+    torch = pytest.importorskip("torch")
+    for spec in ["cpu", "cpu:0", "cuda", "cuda:1", "mps"]:
+        assert repr(dtrain.device(spec)) == repr(torch.device(spec))
+        assert str(dtrain.device(spec)) == str(torch.device(spec))
+    assert repr(dtrain.device(type="cpu")) == repr(torch.device(type="cpu"))
+    assert repr(dtrain.device("cpu", 0)) == repr(torch.device("cpu", 0))
+    assert dtrain.device("cpu") == dtrain.device("cpu") != dtrain.device("cpu:0")
+    assert dtrain.device("cpu").type == "cpu" and dtrain.device("cpu:0").index == 0
+    assert str(dtrain.zeros(1).device) == str(torch.zeros(1).device) == "cpu"
+    for bad in ["garbage", "cpu:x"]:
+        with pytest.raises(RuntimeError):
+            torch.device(bad)
+        with pytest.raises(RuntimeError, match="CPU only"):
+            dtrain.device(bad)
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+def test_factories_take_the_cpu_device(name):
+    make_fn = FACTORIES[name]
+    for spec in ["cpu", "cpu:0", dtrain.device("cpu"), None]:
+        assert make_fn(dtrain, spec).device == dtrain.device("cpu")
+    for spec in ["cuda", "cuda:1", "mps", dtrain.device("cuda")]:
+        with pytest.raises(dtrain.DeviceUnavailableError, match=f"'{spec}'.*CPU only"):
+            make_fn(dtrain, spec)
+
+
+def test_unavailable_devices_raise_torchs_error_types():
+    torch = pytest.importorskip("torch")
+    x, net = dtrain.zeros(2), dtrain.nn.Linear(2, 2)
+    # torch raises AssertionError for CUDA on a CPU build and RuntimeError for mps
+    for error in (AssertionError, RuntimeError):
+        with pytest.raises(error, match="not available"):
+            x.to("cuda")
+        with pytest.raises(error, match="not available"):
+            net.cuda()
+    with pytest.raises(AssertionError):
+        torch.zeros(2).to("cuda")
+    with pytest.raises(RuntimeError):
+        torch.zeros(2).to("mps")
+    with pytest.raises(RuntimeError, match="'mps' is not available"):
+        x.to("mps")
+    with pytest.raises(RuntimeError, match="'cuda:1'"):
+        dtrain.nn.Linear(2, 2, device="cuda:1")
+    with pytest.raises(RuntimeError, match="'cuda'"):
+        x.cuda()
+
+
+def test_to_forms_vs_torch():
+    torch = pytest.importorskip("torch")
+    for m in (dtrain, torch):
+        x = m.tensor([1.5, 2.5], requires_grad=True)
+        assert x.to("cpu") is x and x.to(m.device("cpu")) is x and x.cpu() is x
+        assert x.to(m.float32) is x and x.to("cpu", copy=True) is not x
+        y = x.to("cpu", m.float64)
+        assert dtype_name(y) == "float64" and y.grad_fn is not None
+        assert dtype_name(x.to(m.tensor([1], dtype=m.int32))) == "int32"
+        assert dtype_name(x.to(device="cpu", dtype=m.float64, non_blocking=True)) == "float64"
+        assert dtype_name(x.to(dtype=m.int32)) == "int32"
+        y.sum().backward()
+        assert x.grad.tolist() == [1.0, 1.0] and dtype_name(x.grad) == "float32"
+        net = m.nn.Linear(2, 1, device="cpu")
+        assert net.to("cpu") is net and net.cpu() is net
+        assert dtype_name(net.to("cpu", m.float64).weight) == "float64"
+        assert dtype_name(net.to(m.zeros(1, dtype=m.float32)).weight) == "float32"
+        with pytest.raises(TypeError, match="floating point"):
+            net.to(m.int64)
+        for layer in (m.nn.Conv2d(1, 1, 3, device="cpu"), m.nn.BatchNorm1d(2, device="cpu"),
+                      m.nn.LayerNorm(2, device="cpu"), m.nn.Embedding(3, 2, device="cpu")):
+            assert str(layer.weight.device) == "cpu"
+
+
+def test_accelerator_queries_vs_torch():
+    torch = pytest.importorskip("torch")
+    for m in (dtrain, torch):
+        assert m.cuda.is_available() is False and m.cuda.device_count() == 0
+        m.cuda.manual_seed_all(0)
+        m.cuda.manual_seed(0)
+        assert m.accelerator.is_available() is False
+        assert m.accelerator.current_accelerator() is None
+        assert m.accelerator.device_count() == 0
+        with pytest.raises(RuntimeError, match="none is available"):
+            m.accelerator.current_device_index()
+        with m.accelerator.device_index(None):
+            pass
+        assert m.backends.mps.is_available() is False and m.backends.mps.is_built() is False
+        assert m.backends.cudnn.is_available() is False
+        with pytest.raises(AssertionError):
+            m.cuda.current_device()
+    import dtrain.backends.cudnn as cudnn
+
+    cudnn.deterministic, cudnn.benchmark = True, False  # reproducibility preambles run
+    acc = dtrain.accelerator.current_accelerator()
+    device = acc.type if dtrain.accelerator.is_available() else "cpu"
+    assert dtrain.ones(2, device=device).device.type == "cpu"
+
+
+def test_device_arguments_survive_save_model(tmp_path):
+    net = dtrain.nn.Linear(2, 1, device=dtrain.device("cpu"))
+    dtrain.save_model(net, tmp_path / "m.dtrain")
+    loaded = dtrain.load_model(tmp_path / "m.dtrain")
+    assert dtrain.equal(loaded.weight, net.weight)

@@ -16,6 +16,7 @@ from collections import namedtuple
 import numpy as np
 
 from ._format import tensor_repr
+from .device import CPU, DeviceUnavailableError, check_device, parse_to
 from .grad_mode import is_grad_enabled
 
 float32 = np.dtype(np.float32)
@@ -273,8 +274,13 @@ class Tensor:
         return self._data.size
 
     @property
-    def device(self) -> str:
-        return "cpu"
+    def device(self):
+        """Always the CPU: dtrain computes with NumPy."""
+        return CPU
+
+    @property
+    def is_cuda(self) -> bool:
+        return False
 
     @property
     def T(self) -> Tensor:
@@ -375,13 +381,17 @@ class Tensor:
         return register_hook(self, hook)
 
     # ------------------------------------------------------------- dtype casts
-    def to(self, dtype=None, *args, **kwargs) -> Tensor:
-        """Cast to ``dtype`` (differentiable); device arguments other than 'cpu' are refused."""
-        if isinstance(dtype, str) and dtype == "cpu":
-            dtype = kwargs.get("dtype", args[0] if args else None)
-        if dtype is None:
-            return self
-        return self.type(dtype)
+    def to(self, *args, **kwargs) -> Tensor:
+        """``to(dtype)``, ``to(device)``, ``to(device, dtype)``, ``to(other)``, as torch.
+
+        A differentiable cast when the dtype changes, else self (a copy with ``copy=True``);
+        devices other than the CPU raise ``DeviceUnavailableError``.
+        """
+        dtype, like, copy = parse_to(args, kwargs)
+        if like is not None:
+            dtype = like._data.dtype
+        out = self if dtype is None else self.type(dtype)
+        return out.clone() if copy and out is self else out
 
     def type(self, dtype) -> Tensor:
         dtype = np.dtype(dtype)
@@ -411,6 +421,13 @@ class Tensor:
         return self.type(bool_)
 
     def cpu(self) -> Tensor:
+        """This tensor: it is on the CPU already."""
+        return self
+
+    def cuda(self, device=None, non_blocking: bool = False) -> Tensor:
+        """Refused with a clear error: dtrain has no GPU backend."""
+        check_device("cuda" if device is None else device if isinstance(device, str)
+                     else f"cuda:{device}")
         return self
 
     def clone(self) -> Tensor:

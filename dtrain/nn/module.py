@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from ..autograd.device import check_device, parse_to
 from ..autograd.tensor import Tensor
 from .parameter import Parameter
 
@@ -372,10 +373,15 @@ class Module:
                     t.grad._data = t.grad._data.astype(dtype)
         return self
 
-    def to(self, dtype=None, *args, **kwargs) -> Module:
-        """Cast floating parameters and buffers to ``dtype`` (the 'cpu' device is accepted)."""
-        if isinstance(dtype, str) and dtype == "cpu":
-            dtype = kwargs.get("dtype", args[0] if args else None)
+    def to(self, *args, **kwargs) -> Module:
+        """Cast floating parameters and buffers, in place: ``to(dtype)``, ``to(device)``,
+        ``to(device, dtype)``, ``to(tensor)`` as torch; devices other than the CPU raise."""
+        dtype, like, _ = parse_to(args, kwargs)
+        if like is not None:
+            dtype = like.dtype if like.is_floating_point() else None
+        if dtype is not None and not np.dtype(dtype).kind == "f":
+            raise TypeError(f"nn.Module.to only accepts floating point or complex dtypes, but got "
+                            f"desired dtype={dtype}")
         return self if dtype is None else self._cast(dtype)
 
     def double(self) -> Module:
@@ -385,6 +391,13 @@ class Module:
         return self._cast(np.float32)
 
     def cpu(self) -> Module:
+        """This module: its tensors are on the CPU already."""
+        return self
+
+    def cuda(self, device=None) -> Module:
+        """Refused with a clear error: dtrain has no GPU backend."""
+        check_device("cuda" if device is None else device if isinstance(device, str)
+                     else f"cuda:{device}")
         return self
 
     # ----------------------------------------------------------------- calling

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from ..autograd.device import check_device
 from ..autograd.tensor import Tensor, _op, get_default_dtype
 from . import init
 from .module import Module
@@ -196,9 +197,10 @@ class _BatchNorm(Module):
     _shape_text = ""
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = True, track_running_stats: bool = True, dtype=None, *,
-                 bias: bool = True):
+                 affine: bool = True, track_running_stats: bool = True, device=None, dtype=None,
+                 *, bias: bool = True):
         super().__init__()
+        check_device(device)
         if not isinstance(num_features, numbers.Integral) or num_features < 1:
             raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
         self.num_features, self.eps, self.momentum = int(num_features), eps, momentum
@@ -365,8 +367,9 @@ class LayerNorm(Module):
     """Layer normalization over the trailing dims, with optional elementwise affine."""
 
     def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True,
-                 bias: bool = True, dtype=None):
+                 bias: bool = True, device=None, dtype=None):
         super().__init__()
+        check_device(device)
         self.normalized_shape = _normalized_shape(normalized_shape)
         if any(d < 1 for d in self.normalized_shape):
             raise ValueError(f"normalized_shape must be positive, got {self.normalized_shape}")

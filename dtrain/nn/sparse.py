@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd.grad_mode import no_grad
+from ..autograd.device import check_device
 from ..autograd.tensor import Tensor, _op, get_default_dtype
 from . import init
 from .module import Module
@@ -92,8 +93,9 @@ class Embedding(Module):
     def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None,
                  max_norm: float | None = None, norm_type: float = 2.0,
                  scale_grad_by_freq: bool = False, sparse: bool = False, _weight=None,
-                 _freeze: bool = False, dtype=None):
+                 _freeze: bool = False, device=None, dtype=None):
         super().__init__()
+        check_device(device)
         if sparse:
             raise ValueError("Embedding: sparse gradients are not supported; use sparse=False")
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
