@@ -82,7 +82,7 @@ def worker_failure(steps: int) -> None:
     with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
         clean_s, clean = run(steps, None, a)
         fault_s, faulty = run(steps, steps // 3, b)
-    same = all(np.array_equal(p.data, q.data)
+    same = all(np.array_equal(p._data, q._data)
                for p, q in zip(clean.parameters(), faulty.parameters()))
     print(f"worker failure, MLP 784-512-512-10, batch 256, 2 workers, {steps} steps:")
     print(f"  clean run      {steps / clean_s:8.1f} steps/s  ({clean_s:.2f} s)")
@@ -104,7 +104,7 @@ def checkpoint_cost(repeats: int) -> None:
     job = Big()
     trainer = Trainer(job, job.settings(max_steps=2))
     trainer.run()  # two steps, so Adam has its state
-    n = sum(p.data.size for p in trainer.params)
+    n = sum(p._data.size for p in trainer.params)
     step_s = min(r["seconds"] for r in trainer.history.steps)
     times = []
     with tempfile.TemporaryDirectory() as d:

@@ -79,7 +79,7 @@ class DtrainMLP:
         self.model = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
                                    nn.Linear(512, 10))
         for p, w in zip(self.model.parameters(), weights):
-            p.data[...] = w
+            p._data[...] = w
         self.loss_fn = nn.CrossEntropyLoss()
         self.opt = dtrain.optim.SGD(self.model.parameters(), lr=LR)
 

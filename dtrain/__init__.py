@@ -1,6 +1,6 @@
 """dtrain: PyTorch's training API on NumPy, and data-parallel training over ZeroMQ."""
 
-from . import autograd, data, datasets, nn, onnx, optim
+from . import accelerator, autograd, backends, cuda, data, datasets, nn, onnx, optim
 from .autograd.creation import (
     arange,
     as_tensor,
@@ -20,6 +20,7 @@ from .autograd.creation import (
     zeros,
     zeros_like,
 )
+from .autograd.device import DeviceUnavailableError, device
 from .autograd.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .autograd.tensor import (
     Tensor,

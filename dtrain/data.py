@@ -58,7 +58,7 @@ class TensorDataset(Dataset):
             raise ValueError("TensorDataset needs at least one tensor or array")
         arrays = []
         for i, t in enumerate(tensors):
-            array = t.data if isinstance(t, Tensor) else np.asarray(t)
+            array = t._data if isinstance(t, Tensor) else np.asarray(t)
             if array.ndim == 0:
                 raise ValueError(f"TensorDataset: tensor {i} is 0-d; samples are taken along "
                                  "the first dimension")
@@ -109,7 +109,7 @@ def default_collate(samples: list):
     if isinstance(first, Mapping):
         return {key: default_collate([s[key] for s in samples]) for key in first}
     if isinstance(first, Tensor):
-        return Tensor._wrap(_stack([s.data for s in samples], "tensors"))
+        return Tensor._wrap(_stack([s._data for s in samples], "tensors"))
     if isinstance(first, (np.ndarray, np.generic)):
         return Tensor._wrap(_stack([np.asarray(s) for s in samples], "arrays"))
     if isinstance(first, float):

@@ -40,6 +40,7 @@ import msgpack
 import numpy as np
 
 from . import random as _random
+from .autograd.device import device
 from .autograd.tensor import Tensor
 
 __all__ = ["CheckpointError", "load", "load_model", "save", "save_model"]
@@ -142,6 +143,8 @@ class _Encoder:
             return msgpack.ExtType(_EXT_SCALARTYPE, _pack(_dtype_str(np.dtype(obj))))
         if t is complex:
             return msgpack.ExtType(_EXT_COMPLEX, _pack([obj.real, obj.imag]))
+        if isinstance(obj, device):  # torch-style device objects are stored by name ('cpu')
+            return str(obj)
         raise _Unsupported(f"objects of type {t.__module__}.{t.__qualname__} are not supported "
                            f"(supported: {_SUPPORTED})")
 
@@ -211,7 +214,7 @@ class _Encoder:
         from .nn.parameter import Parameter
 
         kind = "parameter" if isinstance(t, Parameter) else "tensor"
-        index = self._array(t.data)
+        index = self._array(t._data)
         self.tensor_count += 1
         return msgpack.ExtType(_EXT_TENSOR, _pack([self.tensor_count - 1, index,
                                                     t.requires_grad, kind]))
@@ -533,7 +536,7 @@ def load(f: str | os.PathLike | BinaryIO):
 _MODEL_FORMAT = "dtrain.model"
 _MODEL_VERSION = 1
 _LEAF_TYPES = (type(None), bool, int, float, complex, str, bytes, np.dtype, np.generic,
-               np.ndarray, Tensor)
+               np.ndarray, Tensor, device)
 
 
 def _class_path(cls: type) -> tuple[str, str]:
@@ -713,10 +716,11 @@ def _restore_state(model, record: dict, where: str) -> None:
         raise CheckpointError(f"{where}: model state_dict is not a dict")
     for key, target in model.state_dict(keep_vars=True).items():
         saved = state.get(key)
+        saved = saved._data if isinstance(saved, Tensor) else saved
         # a model cast after construction (e.g. .double()) keeps its saved dtype
         if (isinstance(saved, np.ndarray) and saved.shape == target.shape
                 and saved.dtype != target.dtype):
-            target.data = target.data.astype(saved.dtype)
+            target._data = target._data.astype(saved.dtype)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:

@@ -99,11 +99,11 @@ def check(fn, *specs, grad: bool = True, fd: bool = True, vs_torch: bool = True,
         assert tuple(out.shape) == tuple(tout.shape), (out.shape, tuple(tout.shape))
         assert out.dtype == np.dtype(str(tout.dtype).removeprefix("torch.")), (out.dtype,
                                                                                  tout.dtype)
-        np.testing.assert_allclose(out.data, _numpy(tout), atol=atol, rtol=rtol)
+        np.testing.assert_allclose(out._data, _numpy(tout), atol=atol, rtol=rtol)
         for g, tg in zip(grads, tgrads):
             assert (g is None) == (tg is None)
             if g is not None:
-                np.testing.assert_allclose(g.data, _numpy(tg), atol=atol, rtol=rtol)
+                np.testing.assert_allclose(g._data, _numpy(tg), atol=atol, rtol=rtol)
     if grad and fd:
         for i, a in enumerate(arrays):
             if not _differentiable(a):
@@ -113,7 +113,7 @@ def check(fn, *specs, grad: bool = True, fd: bool = True, vs_torch: bool = True,
                 args = [x if j == i else b for j, b in enumerate(arrays)]
                 with dtrain.no_grad():
                     value = fn(dtrain, *[_wrap(dtrain, b, False) for b in args])
-                return float((value.data * upstream).sum())
+                return float((value._data * upstream).sum())
 
             expected = numeric_grad(scalar, a.copy())
-            np.testing.assert_allclose(grads[i].data, expected, atol=fd_atol, rtol=1e-4)
+            np.testing.assert_allclose(grads[i]._data, expected, atol=fd_atol, rtol=1e-4)

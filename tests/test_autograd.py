@@ -28,7 +28,7 @@ def both(program: str) -> dict:
 
 def arr(t) -> np.ndarray:
     """A Tensor of either library as a NumPy array."""
-    return t.data if isinstance(t, Tensor) else t.detach().numpy()
+    return t._data if isinstance(t, Tensor) else t.detach().numpy()
 
 
 # =============================================================================== creation
@@ -48,7 +48,7 @@ def test_tensor_copies_its_data_and_sets_requires_grad():
     src = np.array([1.0, 2.0])
     t = dtrain.tensor(src, requires_grad=True)
     src[0] = 9.0
-    assert t.data[0] == 1.0 and t.requires_grad and t.is_leaf
+    assert t._data[0] == 1.0 and t.requires_grad and t.is_leaf
     with pytest.raises(RuntimeError, match="floating point"):
         dtrain.tensor([1, 2], requires_grad=True)
 
@@ -78,14 +78,14 @@ def test_factories_shapes_and_dtypes(make, shape, dtype):
 
 
 def test_factory_values():
-    np.testing.assert_array_equal(dtrain.zeros(2).data, [0.0, 0.0])
-    np.testing.assert_array_equal(dtrain.ones(2).data, [1.0, 1.0])
-    np.testing.assert_array_equal(dtrain.full((2,), 1.5).data, [1.5, 1.5])
-    np.testing.assert_array_equal(dtrain.arange(1, 7, 2).data, [1, 3, 5])
-    np.testing.assert_array_equal(dtrain.arange(0.0, 1.0, 0.25).data, [0.0, 0.25, 0.5, 0.75])
-    u = dtrain.rand(1000).data
+    np.testing.assert_array_equal(dtrain.zeros(2)._data, [0.0, 0.0])
+    np.testing.assert_array_equal(dtrain.ones(2)._data, [1.0, 1.0])
+    np.testing.assert_array_equal(dtrain.full((2,), 1.5)._data, [1.5, 1.5])
+    np.testing.assert_array_equal(dtrain.arange(1, 7, 2)._data, [1, 3, 5])
+    np.testing.assert_array_equal(dtrain.arange(0.0, 1.0, 0.25)._data, [0.0, 0.25, 0.5, 0.75])
+    u = dtrain.rand(1000)._data
     assert 0.0 <= u.min() and u.max() < 1.0 and abs(u.mean() - 0.5) < 0.05
-    n = dtrain.randn(4000).data
+    n = dtrain.randn(4000)._data
     assert abs(n.mean()) < 0.1 and abs(n.std() - 1.0) < 0.1
     assert dtrain.ones(2, requires_grad=True).requires_grad
 
@@ -103,8 +103,8 @@ def test_from_numpy_shares_memory_both_ways():
     t = dtrain.from_numpy(a)
     assert t.dtype == dtrain.float64
     a[0] = 10.0
-    assert t.data[0] == 10.0
-    t.data[1] = -1.0
+    assert t._data[0] == 10.0
+    t._data[1] = -1.0
     assert a[1] == -1.0
     assert np.shares_memory(t.numpy(), a)
     with pytest.raises(TypeError, match="expected np.ndarray"):
@@ -115,16 +115,16 @@ def test_manual_seed_makes_random_tensors_repeat():
     dtrain.manual_seed(123)
     a, b = dtrain.rand(5), dtrain.randn(2, 3)
     dtrain.manual_seed(123)
-    np.testing.assert_array_equal(dtrain.rand(5).data, a.data)
-    np.testing.assert_array_equal(dtrain.randn(2, 3).data, b.data)
+    np.testing.assert_array_equal(dtrain.rand(5)._data, a._data)
+    np.testing.assert_array_equal(dtrain.randn(2, 3)._data, b._data)
     dtrain.manual_seed(124)
-    assert not np.array_equal(dtrain.rand(5).data, a.data)
+    assert not np.array_equal(dtrain.rand(5)._data, a._data)
 
 
 # ============================================================================= attributes
 def test_basic_attributes():
     t = dtrain.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], requires_grad=True)
-    assert isinstance(t.data, np.ndarray)
+    assert isinstance(t._data, np.ndarray)
     assert t.shape == (2, 3) and t.ndim == 2 and t.dtype == dtrain.float32
     assert t.grad is None and t.grad_fn is None and t.is_leaf and t.requires_grad
     y = t * 2
@@ -145,7 +145,7 @@ def test_numpy_shares_memory_and_refuses_tensors_that_require_grad():
     r = dtrain.tensor([1.0], requires_grad=True)
     with pytest.raises(RuntimeError, match=r"Use tensor.detach\(\).numpy\(\) instead"):
         r.numpy()
-    assert np.shares_memory(r.detach().numpy(), r.data)
+    assert np.shares_memory(r.detach().numpy(), r._data)
 
 
 def test_requires_grad_is_settable_on_leaves_only():
@@ -235,7 +235,7 @@ def test_repr_by_hand():
 def test_scalar_backward_needs_no_gradient():
     x = dtrain.tensor([1.0, -2.0, 3.0], requires_grad=True)
     (x * x).sum().backward()
-    np.testing.assert_array_equal(x.grad.data, [2.0, -4.0, 6.0])
+    np.testing.assert_array_equal(x.grad._data, [2.0, -4.0, 6.0])
 
 
 def test_non_scalar_backward_without_gradient_raises():
@@ -256,27 +256,27 @@ def test_backward_with_gradient_is_a_vector_jacobian_product():
     x = dtrain.tensor([0.5, -1.0], requires_grad=True)
     v = dtrain.tensor([1.0, 0.0, -2.0])
     (w @ x).backward(gradient=v)
-    np.testing.assert_allclose(x.grad.data, w.data.T @ v.data)
-    np.testing.assert_allclose(w.grad.data, np.outer(v.data, x.data))
+    np.testing.assert_allclose(x.grad._data, w._data.T @ v._data)
+    np.testing.assert_allclose(w.grad._data, np.outer(v._data, x._data))
 
 
 def test_backward_accepts_array_and_list_gradients():
     x = dtrain.tensor([1.0, 2.0], requires_grad=True)
     (x * 3).backward(np.array([1.0, 2.0], dtype=np.float32))
-    np.testing.assert_array_equal(x.grad.data, [3.0, 6.0])
+    np.testing.assert_array_equal(x.grad._data, [3.0, 6.0])
 
 
 def test_gradients_accumulate_across_backward_calls_until_zeroed():
     x = dtrain.tensor([1.0, 2.0], requires_grad=True)
     (x * 2).sum().backward()
     (x * 3).sum().backward()
-    np.testing.assert_array_equal(x.grad.data, [5.0, 5.0])
+    np.testing.assert_array_equal(x.grad._data, [5.0, 5.0])
     x.grad.zero_()
     (x * 3).sum().backward()
-    np.testing.assert_array_equal(x.grad.data, [3.0, 3.0])
+    np.testing.assert_array_equal(x.grad._data, [3.0, 3.0])
     x.grad = None
     (x * x).sum().backward()
-    np.testing.assert_array_equal(x.grad.data, [2.0, 4.0])
+    np.testing.assert_array_equal(x.grad._data, [2.0, 4.0])
 
 
 def test_second_backward_through_a_freed_graph_raises_unless_retained():
@@ -289,7 +289,7 @@ def test_second_backward_through_a_freed_graph_raises_unless_retained():
     x.grad = None
     z.backward(retain_graph=True)
     z.backward()
-    np.testing.assert_array_equal(x.grad.data, [4.0, 8.0])
+    np.testing.assert_array_equal(x.grad._data, [4.0, 8.0])
 
 
 def test_backward_on_a_tensor_that_does_not_require_grad_raises():
@@ -305,8 +305,8 @@ def test_non_leaf_grad_stays_none_unless_retained():
     z.retain_grad()
     (y * z).sum().backward()
     assert y.grad is None
-    np.testing.assert_array_equal(z.grad.data, y.data)
-    np.testing.assert_array_equal(x.grad.data, 24 * x.data)
+    np.testing.assert_array_equal(z.grad._data, y._data)
+    np.testing.assert_array_equal(x.grad._data, 24 * x._data)
     assert z.retains_grad and not y.retains_grad
 
 
@@ -314,7 +314,7 @@ def test_leaf_grad_does_not_alias_the_upstream_gradient():
     x = dtrain.tensor([1.0, 2.0], requires_grad=True)
     v = dtrain.tensor([1.0, 1.0])
     (x + 0).backward(v)
-    x.grad.data += 1
+    x.grad._data += 1
     assert v.tolist() == [1.0, 1.0]
 
 
@@ -324,7 +324,7 @@ def test_detach_shares_data_and_has_no_history():
     y = x * 2
     d = y.detach()
     assert not d.requires_grad and d.grad_fn is None and d.is_leaf
-    assert np.shares_memory(d.data, y.data)
+    assert np.shares_memory(d._data, y._data)
     with pytest.raises(RuntimeError, match="does not require grad"):
         d.sum().backward()
 
@@ -333,7 +333,7 @@ def test_detach_stops_gradients():
     x = dtrain.tensor([1.0, 2.0], requires_grad=True)
     y = x * x.detach()  # only one factor carries gradient
     y.sum().backward()
-    np.testing.assert_array_equal(x.grad.data, [1.0, 2.0])
+    np.testing.assert_array_equal(x.grad._data, [1.0, 2.0])
 
 
 def test_no_grad_context_and_decorator():
@@ -405,7 +405,7 @@ def test_in_place_on_a_non_leaf_keeps_gradients_right():
     y = x * 2
     y.add_(1)
     (y * y).sum().backward()
-    np.testing.assert_array_equal(x.grad.data, 4 * (2 * x.data + 1))
+    np.testing.assert_array_equal(x.grad._data, 4 * (2 * x._data + 1))
 
 
 INPLACE_PROGRAMS = [
@@ -436,7 +436,7 @@ def test_in_place_on_a_tensor_used_before_keeps_the_earlier_use_right():
     z = y * 3
     y.mul_(5)
     z.sum().backward()
-    np.testing.assert_array_equal(x.grad.data, [6.0, 6.0])
+    np.testing.assert_array_equal(x.grad._data, [6.0, 6.0])
 
 
 def test_in_place_with_itself_as_operand():
@@ -444,7 +444,7 @@ def test_in_place_with_itself_as_operand():
     y = x * 2
     y.add_(y)
     y.sum().backward()
-    np.testing.assert_array_equal(x.grad.data, [4.0, 4.0])
+    np.testing.assert_array_equal(x.grad._data, [4.0, 4.0])
 
 
 # ===================================================================== iterative backward
@@ -454,7 +454,7 @@ def test_a_chain_of_ten_thousand_ops_backpropagates_without_recursion():
     for _ in range(10_000):
         y = y * 1.0001
     y.sum().backward()
-    np.testing.assert_allclose(x.grad.data, [1.0001**10_000] * 2, rtol=1e-9)
+    np.testing.assert_allclose(x.grad._data, [1.0001**10_000] * 2, rtol=1e-9)
 
 
 def test_a_long_chain_frees_the_graph_as_backward_goes():
@@ -471,7 +471,7 @@ def test_a_long_chain_frees_the_graph_as_backward_goes():
     y.sum().backward()
     assert freed_when_reached == [True]  # the output end was freed before the input end ran
     assert all(n.backward_fn is None and n.inputs == () for n in nodes)
-    np.testing.assert_array_equal(x.grad.data, [1.0, 1.0])
+    np.testing.assert_array_equal(x.grad._data, [1.0, 1.0])
     del y, nodes, early
     assert last() is None  # nothing else holds on to the graph
 
@@ -483,7 +483,7 @@ def test_a_long_chain_with_retain_graph_runs_twice():
         y = y + 1.0
     y.sum().backward(retain_graph=True)
     y.backward(dtrain.ones(2))
-    np.testing.assert_array_equal(x.grad.data, [2.0, 2.0])
+    np.testing.assert_array_equal(x.grad._data, [2.0, 2.0])
 
 
 def test_a_wide_diamond_graph_accumulates_every_path():
@@ -492,7 +492,7 @@ def test_a_wide_diamond_graph_accumulates_every_path():
     for _ in range(2_000):
         y = y * 0.5 + y * 0.5  # each step has two paths back
     y.backward(dtrain.ones(1, dtype=dtrain.float64))
-    np.testing.assert_allclose(x.grad.data, [1.0])
+    np.testing.assert_allclose(x.grad._data, [1.0])
 
 
 # ========================================================================= autograd.grad
@@ -501,8 +501,8 @@ def test_autograd_grad_returns_gradients_without_touching_grad():
     w = dtrain.tensor([3.0, -1.0], requires_grad=True)
     y = (x * w).sum()
     gx, gw = dtrain.autograd.grad(y, [x, w])
-    np.testing.assert_array_equal(gx.data, [3.0, -1.0])
-    np.testing.assert_array_equal(gw.data, [1.0, 2.0])
+    np.testing.assert_array_equal(gx._data, [3.0, -1.0])
+    np.testing.assert_array_equal(gw._data, [1.0, 2.0])
     assert x.grad is None and w.grad is None
     assert not gx.requires_grad
 
@@ -512,8 +512,8 @@ def test_autograd_grad_with_grad_outputs_and_intermediate_inputs():
     h = x * x
     y = h * 3
     gh, gx = dtrain.autograd.grad(y, (h, x), grad_outputs=dtrain.tensor([1.0, 10.0]))
-    np.testing.assert_array_equal(gh.data, [3.0, 30.0])
-    np.testing.assert_array_equal(gx.data, [6.0, 120.0])
+    np.testing.assert_array_equal(gh._data, [3.0, 30.0])
+    np.testing.assert_array_equal(gx._data, [6.0, 120.0])
     assert h.grad is None and x.grad is None
 
 
@@ -522,7 +522,7 @@ def test_autograd_grad_frees_the_graph_unless_retained():
     y = (x * x).sum()
     (g1,) = dtrain.autograd.grad(y, x, retain_graph=True)
     (g2,) = dtrain.autograd.grad(y, x)
-    np.testing.assert_array_equal(g1.data, g2.data)
+    np.testing.assert_array_equal(g1._data, g2._data)
     with pytest.raises(RuntimeError, match="second time"):
         dtrain.autograd.grad(y, x)
 
@@ -559,21 +559,21 @@ def test_classic_polynomial_gradient():
     """y = sum(x**2 + 2x + 1) has gradient 2x + 2."""
     x = dtrain.tensor([-1.0, 0.0, 2.5], requires_grad=True)
     (x**2 + 2 * x + 1).sum().backward()
-    np.testing.assert_allclose(x.grad.data, 2 * x.data + 2)
+    np.testing.assert_allclose(x.grad._data, 2 * x._data + 2)
 
 
 def test_classic_second_backward_adds_one_everywhere():
     x = dtrain.tensor([-1.0, 0.0, 2.5], requires_grad=True)
     (x**2 + 2 * x + 1).sum().backward()
     dtrain.sum(x).backward()
-    np.testing.assert_allclose(x.grad.data, 2 * x.data + 3)
+    np.testing.assert_allclose(x.grad._data, 2 * x._data + 3)
 
 
 def test_classic_detach_stops_gradients():
     x = dtrain.tensor([3.0], requires_grad=True)
     y = x * x
     (y.detach() * x).sum().backward()
-    np.testing.assert_array_equal(x.grad.data, [9.0])
+    np.testing.assert_array_equal(x.grad._data, [9.0])
 
 
 def test_classic_no_grad_gives_requires_grad_false():
@@ -586,10 +586,10 @@ def test_classic_no_grad_gives_requires_grad_false():
 def test_classic_backward_with_gradient_vector():
     x = dtrain.tensor([1.0, 2.0, 3.0], requires_grad=True)
     (x * x).backward(gradient=dtrain.tensor([0.1, 1.0, 10.0]))
-    np.testing.assert_allclose(x.grad.data, [0.2, 4.0, 60.0], rtol=1e-6)
+    np.testing.assert_allclose(x.grad._data, [0.2, 4.0, 60.0], rtol=1e-6)
 
 
 def test_classic_repeated_index_gradients_accumulate():
     x = dtrain.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
     x[dtrain.tensor([0, 0, 1, 0])].sum().backward()
-    np.testing.assert_array_equal(x.grad.data, [[3.0, 3.0], [1.0, 1.0]])
+    np.testing.assert_array_equal(x.grad._data, [[3.0, 3.0], [1.0, 1.0]])

@@ -49,7 +49,7 @@ def test_launch_digits_reaches_97_percent_and_writes_outputs(tmp_path):
     model.eval()
     x, y = dtrain.datasets.load_digits("test")
     with dtrain.no_grad():
-        predicted = model(dtrain.tensor(x)).data.argmax(axis=1)
+        predicted = model(dtrain.tensor(x))._data.argmax(axis=1)
     assert (predicted == y).mean() >= 0.97
     assert dtrain_processes(DIGITS) == []
 

@@ -82,7 +82,7 @@ def fake_ssh(tmp_path):
 
 def _reference(jobs):
     model, _ = dtrain.fit(jobs, job_name="ClusterSteps", workers=0, max_steps=STEPS)
-    return {k: v.copy() for k, v in model.state_dict().items()}
+    return {k: v.clone() for k, v in model.state_dict().items()}
 
 
 def _assert_checkpoint_equals(out, reference):

@@ -56,7 +56,7 @@ class Harness:
                 value = computer.node_value(self.plan, node)
                 msg = grads_of(self.registered[ident].id, node, value)
                 self.valid[node] = (ident, [bytes(f) for f in P.pack(msg, JOB_ID)])
-        self.params = [p.data.copy() for p in self.trainer.params]
+        self.params = [p._data.copy() for p in self.trainer.params]
 
     def reset(self):
         self.ex.workers = dict(self.registered)
@@ -78,7 +78,7 @@ class Harness:
         rejected = self.ex.rejected > before
         if rejected:
             assert self.ex.state.values == values_before
-        assert all(np.array_equal(p.data, q) for p, q in zip(self.trainer.params, self.params))
+        assert all(np.array_equal(p._data, q) for p, q in zip(self.trainer.params, self.params))
         return rejected
 
     def close(self):

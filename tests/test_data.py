@@ -58,9 +58,9 @@ def test_tensor_dataset_rows_and_size_check():
     ds = TensorDataset(x, y)
     assert len(ds) == 6
     xi, yi = ds[4]
-    assert isinstance(xi, dtrain.Tensor) and np.array_equal(xi.data, [8.0, 9.0])
+    assert isinstance(xi, dtrain.Tensor) and np.array_equal(xi._data, [8.0, 9.0])
     assert yi.shape == () and yi.item() == 4
-    assert ds.tensors[1] is y and np.array_equal(ds.tensors[0].data, x)
+    assert ds.tensors[1] is y and np.array_equal(ds.tensors[0]._data, x)
     with pytest.raises(ValueError, match=r"Size mismatch between tensors: first dimensions are "
                                          r"\[6, 5\]"):
         TensorDataset(x, np.arange(5))
@@ -103,10 +103,10 @@ def test_loader_without_shuffle_is_in_order_and_yields_tuples_of_tensors():
     xb, yb = batches[0]
     assert isinstance(batches[0], tuple) and isinstance(xb, dtrain.Tensor)
     assert xb.dtype == np.float32 and yb.dtype == np.int64
-    assert np.array_equal(np.concatenate([yb.data for _, yb in batches]), np.arange(10))
-    assert np.array_equal(xb.data, np.arange(12, dtype=np.float32).reshape(4, 3))
-    xb.data[...] = -1  # batches are copies: writing to one leaves the dataset alone
-    assert np.array_equal(next(iter(DataLoader(make_dataset(), batch_size=4)))[0].data[0],
+    assert np.array_equal(np.concatenate([yb._data for _, yb in batches]), np.arange(10))
+    assert np.array_equal(xb._data, np.arange(12, dtype=np.float32).reshape(4, 3))
+    xb._data[...] = -1  # batches are copies: writing to one leaves the dataset alone
+    assert np.array_equal(next(iter(DataLoader(make_dataset(), batch_size=4)))[0]._data[0],
                           [0, 1, 2])
 
 
@@ -114,7 +114,7 @@ def test_shuffled_order_is_the_epoch_permutation_and_set_epoch_repeats_it():
     loader = DataLoader(make_dataset(), batch_size=3, shuffle=True, seed=42)
 
     def order():
-        return np.concatenate([yb.data for _, yb in loader])
+        return np.concatenate([yb._data for _, yb in loader])
 
     first, second = order(), order()
     assert np.array_equal(first, epoch_permutation(10, 42, 0))
@@ -129,10 +129,10 @@ def test_shuffled_order_is_the_epoch_permutation_and_set_epoch_repeats_it():
 
 def test_shuffled_drop_last_drops_the_tail_of_the_permutation():
     loader = DataLoader(make_dataset(), batch_size=4, shuffle=True, seed=1, drop_last=True)
-    labels = np.concatenate([yb.data for _, yb in loader])
+    labels = np.concatenate([yb._data for _, yb in loader])
     assert np.array_equal(labels, epoch_permutation(10, 1, 0)[:8])
     xb, yb = next(iter(loader))
-    assert np.array_equal(xb.data[:, 0], yb.data * 3), "inputs and targets stay paired"
+    assert np.array_equal(xb._data[:, 0], yb._data * 3), "inputs and targets stay paired"
 
 
 def test_seed_none_draws_once_from_the_global_generator():
@@ -142,7 +142,7 @@ def test_seed_none_draws_once_from_the_global_generator():
     b = DataLoader(make_dataset(), batch_size=10, shuffle=True)
     assert a.seed == b.seed and a.seed is not None
     dtrain.randn(3)  # moving the global generator after construction changes nothing
-    assert np.array_equal(next(iter(a))[1].data, next(iter(b))[1].data)
+    assert np.array_equal(next(iter(a))[1]._data, next(iter(b))[1]._data)
     assert DataLoader(make_dataset(), shuffle=False).seed is None
 
 
@@ -161,9 +161,9 @@ def test_generic_dataset_uses_default_collate_with_the_same_order():
     batches = list(loader)
     xb, ib, sb = batches[0]
     order = epoch_permutation(7, 9, 0)
-    assert np.array_equal(ib.data, order[:3]) and ib.dtype == np.int64
+    assert np.array_equal(ib._data, order[:3]) and ib.dtype == np.int64
     assert xb.dtype == np.float32 and xb.shape == (3, 2)
-    assert sb.dtype == np.float64 and np.array_equal(sb.data, order[:3] ** 2.0)
+    assert sb.dtype == np.float64 and np.array_equal(sb._data, order[:3] ** 2.0)
     assert [len(b[1]) for b in batches] == [3, 3, 1]
 
 
@@ -178,12 +178,12 @@ def test_custom_collate_and_tensor_dataset_agree():
     slow = list(DataLoader(make_dataset(), batch_size=4, shuffle=True, seed=2, collate=collate))
     assert calls == [4, 4, 2]
     for (xf, yf), (xs, ys) in zip(fast, slow):
-        assert np.array_equal(xf.data, xs.data) and np.array_equal(yf.data, ys.data)
+        assert np.array_equal(xf._data, xs._data) and np.array_equal(yf._data, ys._data)
 
 
 def test_default_collate_structures_and_errors():
     out = default_collate([{"a": 1, "b": [np.zeros(2), "x"]}, {"a": 2, "b": [np.ones(2), "y"]}])
-    assert np.array_equal(out["a"].data, [1, 2]) and out["b"][1] == ["x", "y"]
+    assert np.array_equal(out["a"]._data, [1, 2]) and out["b"][1] == ["x", "y"]
     assert out["b"][0].shape == (2, 2)
     assert default_collate([True, False]).dtype == np.bool_
     with pytest.raises(ValueError, match="cannot batch arrays of different shapes"):
@@ -221,8 +221,8 @@ def test_load_arrays_memory_maps_npy(tmp_path):
     assert not isinstance(loaded, np.memmap) and loaded.flags.writeable
     ds = TensorDataset(mapped, np.arange(4))
     xb, _ = next(iter(DataLoader(ds, batch_size=2, shuffle=True, seed=0)))
-    assert type(xb.data) is np.ndarray and xb.data.flags.writeable
-    assert np.array_equal(xb.data, data[epoch_permutation(4, 0, 0)[:2]])
+    assert type(xb._data) is np.ndarray and xb._data.flags.writeable
+    assert np.array_equal(xb._data, data[epoch_permutation(4, 0, 0)[:2]])
 
 
 def test_load_arrays_npz_lazy_and_eager(tmp_path):
@@ -301,7 +301,7 @@ def test_digits_train_with_the_loader():
             model.zero_grad()
             loss.backward()
             for p in model.parameters():
-                p.data -= 0.5 * p.grad.data
+                p._data -= 0.5 * p.grad._data
     with dtrain.no_grad():
-        accuracy = (model(dtrain.tensor(xt)).data.argmax(axis=1) == yt).mean()
+        accuracy = (model(dtrain.tensor(xt))._data.argmax(axis=1) == yt).mean()
     assert accuracy > 0.9

@@ -77,7 +77,7 @@ class FaultInjector(threading.Thread):
 
 def _reference():
     model, history = dtrain.fit(dist_jobs.SlowSteps, workers=0, max_steps=STEPS)
-    return [a.copy() for a in model.state_dict().values()], [r["loss"] for r in history.steps]
+    return [a.clone() for a in model.state_dict().values()], [r["loss"] for r in history.steps]
 
 
 def _assert_same(model, history, reference):

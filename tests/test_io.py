@@ -36,7 +36,7 @@ def assert_same(a, b, where="obj"):
             assert_same(x, y, f"{where}[{i}]")
     elif isinstance(a, dtrain.Tensor):
         assert a.requires_grad == b.requires_grad, f"{where}: requires_grad differs"
-        assert_same(a.data, b.data, f"{where}.data")
+        assert_same(a._data, b._data, f"{where}._data")
     elif isinstance(a, np.ndarray):
         assert (a.dtype, a.shape) == (b.dtype, b.shape), f"{where}: {a.dtype}{a.shape} != " \
                                                          f"{b.dtype}{b.shape}"
@@ -128,10 +128,10 @@ def test_tensors_roundtrip_as_tensors_with_requires_grad(tmp_path):
     assert_same(nonleaf, out["nonleaf"])
     assert out["scalar"].shape == () and out["scalar"].item() == 2.0
     assert type(out["w"]) is dtrain.Tensor and type(out["param"]) is nn.Parameter
-    assert out["param"].requires_grad and np.array_equal(out["param"].data, param.data)
+    assert out["param"].requires_grad and np.array_equal(out["param"]._data, param._data)
     assert out["nonleaf"].is_leaf and out["nonleaf"].grad_fn is None and out["w"].grad is None
     out["w"].sum().backward()  # loaded tensors are usable leaves
-    assert np.array_equal(out["w"].grad.data, np.ones((3, 4), np.float32))
+    assert np.array_equal(out["w"].grad._data, np.ones((3, 4), np.float32))
 
 
 def test_shared_objects_stay_shared(tmp_path):
@@ -196,7 +196,7 @@ def test_state_dict_roundtrip_restores_the_model(tmp_path):
     fresh = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
     fresh.load_state_dict(roundtrip(model.state_dict(), tmp_path))
     x = dtrain.randn(5, 4)
-    assert np.array_equal(model(x).data, fresh(x).data)
+    assert np.array_equal(model(x)._data, fresh(x)._data)
 
 
 def test_loaded_state_dict_with_wrong_shape_gets_the_modules_error(tmp_path):
@@ -408,7 +408,7 @@ def test_deeply_nested_tuples_are_refused_cleanly(tmp_path):
 # ------------------------------------------------------------------------- whole models
 def same_outputs(a, b, x):
     with dtrain.no_grad():
-        return np.array_equal(a(x).data, b(x).data)
+        return np.array_equal(a(x)._data, b(x)._data)
 
 
 def test_save_model_sequential_mlp(tmp_path):
@@ -444,7 +444,7 @@ def test_save_model_custom_classes(tmp_path):
     assert [m.training for m in loaded.modules()] == [m.training for m in model.modules()]
     assert [p.requires_grad for p in loaded.parameters()] == [
         p.requires_grad for p in model.parameters()]
-    assert np.array_equal(loaded[0].scale.data, np.full(5, 2.0, np.float32))
+    assert np.array_equal(loaded[0].scale._data, np.full(5, 2.0, np.float32))
     assert same_outputs(model, loaded, dtrain.randn(3, 5, dtype=dtrain.float64))
 
 

@@ -32,10 +32,10 @@ def check_fd(fn, *arrays, atol=1e-7):
 
     def scalar():
         with dtrain.no_grad():
-            return float((fn(*[dtrain.tensor(a) for a in arrays]).data * upstream).sum())
+            return float((fn(*[dtrain.tensor(a) for a in arrays])._data * upstream).sum())
 
     for t, a in zip(tensors, arrays):
-        np.testing.assert_allclose(t.grad.data, numeric_grad(scalar, a), atol=atol)
+        np.testing.assert_allclose(t.grad._data, numeric_grad(scalar, a), atol=atol)
 
 
 def check_module_fd(layer, x: np.ndarray, atol=1e-7):
@@ -48,12 +48,12 @@ def check_module_fd(layer, x: np.ndarray, atol=1e-7):
 
     def scalar():
         with dtrain.no_grad():
-            return float((layer(dtrain.tensor(x)).data * upstream).sum())
+            return float((layer(dtrain.tensor(x))._data * upstream).sum())
 
     targets = [("input", x, xt.grad)] if floating else []
-    targets += [(name, p.data, p.grad) for name, p in layer.named_parameters()]
+    targets += [(name, p._data, p.grad) for name, p in layer.named_parameters()]
     for name, array, grad in targets:
-        np.testing.assert_allclose(grad.data, numeric_grad(scalar, array), atol=atol,
+        np.testing.assert_allclose(grad._data, numeric_grad(scalar, array), atol=atol,
                                    err_msg=name)
 
 
@@ -85,16 +85,16 @@ def compare_with_torch(layer, torch_layer, x: np.ndarray, dtype: str, steps: int
         out_d.backward(dtrain.tensor(g))
         out_t.backward(torch.from_numpy(g))
         assert out_d.dtype == np.dtype(dtype) and out_d.shape == tuple(out_t.shape)
-        np.testing.assert_allclose(out_d.data, out_t.detach().numpy(), **tol)
+        np.testing.assert_allclose(out_d._data, out_t.detach().numpy(), **tol)
         if floating:
-            np.testing.assert_allclose(xd.grad.data, xt.grad.numpy(), **tol)
+            np.testing.assert_allclose(xd.grad._data, xt.grad.numpy(), **tol)
         tparams = dict(torch_layer.named_parameters())
         for name, p in layer.named_parameters():
-            np.testing.assert_allclose(p.grad.data, tparams[name].grad.numpy(), **tol,
+            np.testing.assert_allclose(p.grad._data, tparams[name].grad.numpy(), **tol,
                                        err_msg=name)
         tbuffers = dict(torch_layer.named_buffers())
         for name, b in layer.named_buffers():
-            np.testing.assert_allclose(b.data, tbuffers[name].numpy(), **tol, err_msg=name)
+            np.testing.assert_allclose(b._data, tbuffers[name].numpy(), **tol, err_msg=name)
         x = x + RNG.standard_normal(x.shape).astype(x.dtype) if floating else x
 
 
@@ -163,18 +163,18 @@ def test_conv2d_only_input_or_only_weight_gradient(stride):
     layer = nn.Conv2d(3, 4, 3, stride=stride, padding=1, dtype="float64")
     xt = dtrain.tensor(x, requires_grad=True)
     layer(xt).sum().backward()
-    expected_x, expected_w = xt.grad.data, layer.weight.grad.data
+    expected_x, expected_w = xt.grad._data, layer.weight.grad._data
     layer.zero_grad()
     layer.requires_grad_(False)
     xt = dtrain.tensor(x, requires_grad=True)
     layer(xt).sum().backward()
     assert layer.weight.grad is None
-    np.testing.assert_allclose(xt.grad.data, expected_x, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(xt.grad._data, expected_x, rtol=1e-12, atol=1e-12)
     layer.requires_grad_(True)
     xt = dtrain.tensor(x)
     layer(xt).sum().backward()
     assert xt.grad is None and layer.bias.grad is not None
-    np.testing.assert_allclose(layer.weight.grad.data, expected_w, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(layer.weight.grad._data, expected_w, rtol=1e-12, atol=1e-12)
 
 
 def test_conv2d_identity_kernel_by_hand():
@@ -182,9 +182,9 @@ def test_conv2d_identity_kernel_by_hand():
     w = np.zeros((1, 1, 3, 3))
     w[0, 0, 1, 1] = 2.0
     out = F.conv2d(dtrain.tensor(x), dtrain.tensor(w), dtrain.tensor(np.array([0.5])), padding=1)
-    np.testing.assert_array_equal(out.data, 2 * x + 0.5)
+    np.testing.assert_array_equal(out._data, 2 * x + 0.5)
     out = F.conv2d(dtrain.tensor(x), dtrain.tensor(w), stride=2)
-    np.testing.assert_array_equal(out.data, 2 * x[:, :, 1:3:2, 1:3:2])
+    np.testing.assert_array_equal(out._data, 2 * x[:, :, 1:3:2, 1:3:2])
 
 
 def test_conv2d_init_is_seeded_and_draws_like_linear():
@@ -192,9 +192,9 @@ def test_conv2d_init_is_seeded_and_draws_like_linear():
     conv = nn.Conv2d(3, 4, (2, 3))
     dtrain.manual_seed(7)
     linear = nn.Linear(3 * 2 * 3, 4)
-    np.testing.assert_array_equal(conv.weight.data.reshape(4, -1), linear.weight.data)
-    np.testing.assert_array_equal(conv.bias.data, linear.bias.data)
-    assert conv.weight.dtype == np.float32 and np.abs(conv.weight.data).max() <= 1 / math.sqrt(18)
+    np.testing.assert_array_equal(conv.weight._data.reshape(4, -1), linear.weight._data)
+    np.testing.assert_array_equal(conv.bias._data, linear.bias._data)
+    assert conv.weight.dtype == np.float32 and np.abs(conv.weight._data).max() <= 1 / math.sqrt(18)
     grouped = nn.Conv2d(4, 8, 3, groups=4)
     assert grouped.weight.shape == (8, 1, 3, 3)
 
@@ -273,8 +273,8 @@ def test_max_pool_indices_match_torch(kwargs):
     x = np.round(RNG.standard_normal((2, 3, 9, 8)) * 2)
     out, idx = F.max_pool2d(dtrain.tensor(x), return_indices=True, **kwargs)
     tout, tidx = torch.nn.functional.max_pool2d(torch.tensor(x), return_indices=True, **kwargs)
-    np.testing.assert_array_equal(out.data, tout.numpy())
-    np.testing.assert_array_equal(idx.data, tidx.numpy())
+    np.testing.assert_array_equal(out._data, tout.numpy())
+    np.testing.assert_array_equal(idx._data, tidx.numpy())
     assert idx.dtype == np.int64
 
 
@@ -294,7 +294,7 @@ def test_max_pool_nan_propagates_like_torch():
     xd, xt = dtrain.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
     F.max_pool2d(xd, 2).sum().backward()
     torch.nn.functional.max_pool2d(xt, 2).sum().backward()
-    np.testing.assert_array_equal(xd.grad.data, xt.grad.numpy())
+    np.testing.assert_array_equal(xd.grad._data, xt.grad.numpy())
 
 
 @pytest.mark.parametrize("fn", [
@@ -314,17 +314,17 @@ def test_pooling_by_hand():
     x[0, 0, 1, 3] = 5.0
     xt = dtrain.tensor(x, requires_grad=True)
     out = F.max_pool2d(xt, 2)
-    np.testing.assert_array_equal(out.data, [[[[1.0, 5.0]]]])
+    np.testing.assert_array_equal(out._data, [[[[1.0, 5.0]]]])
     out.sum().backward()  # ties go to the first element of the window (row-major)
-    np.testing.assert_array_equal(xt.grad.data, [[[[1, 0, 0, 0], [0, 0, 0, 1]]]])
+    np.testing.assert_array_equal(xt.grad._data, [[[[1, 0, 0, 0], [0, 0, 0, 1]]]])
     xt.grad = None
     F.max_pool2d(xt, 2).backward(dtrain.tensor(np.array([[[[np.inf, -2.0]]]])))
-    np.testing.assert_array_equal(xt.grad.data, [[[[np.inf, 0, 0, 0], [0, 0, 0, -2]]]])
+    np.testing.assert_array_equal(xt.grad._data, [[[[np.inf, 0, 0, 0], [0, 0, 0, -2]]]])
     avg = F.avg_pool2d(dtrain.tensor(x), 2, padding=1, count_include_pad=False)
-    np.testing.assert_allclose(avg.data, [[[[1.0, 1.0, 1.0], [1.0, 1.0, 5.0]]]])
+    np.testing.assert_allclose(avg._data, [[[[1.0, 1.0, 1.0], [1.0, 1.0, 5.0]]]])
     avg = F.avg_pool2d(dtrain.tensor(x), 2, padding=1)
-    np.testing.assert_allclose(avg.data, [[[[0.25, 0.5, 0.25], [0.25, 0.5, 1.25]]]])
-    np.testing.assert_allclose(F.adaptive_avg_pool2d(dtrain.tensor(x), 1).data, [[[[1.5]]]])
+    np.testing.assert_allclose(avg._data, [[[[0.25, 0.5, 0.25], [0.25, 0.5, 1.25]]]])
+    np.testing.assert_allclose(F.adaptive_avg_pool2d(dtrain.tensor(x), 1)._data, [[[[1.5]]]])
 
 
 def test_pooling_errors_and_repr():
@@ -356,9 +356,9 @@ def test_batch_norm_matches_torch_over_steps_and_in_eval(cls, shape, options, dt
     torch = pytest.importorskip("torch")
     layer = getattr(nn, cls)(3, **options, dtype=dtype)
     if layer.weight is not None:
-        layer.weight.data[...] = RNG.uniform(0.5, 2, 3)
+        layer.weight._data[...] = RNG.uniform(0.5, 2, 3)
     if layer.bias is not None:
-        layer.bias.data[...] = RNG.standard_normal(3)
+        layer.bias._data[...] = RNG.standard_normal(3)
     twin = torch_twin(layer, getattr(torch.nn, cls)(3, **options, dtype=getattr(torch, dtype)))
     assert repr(layer) == repr(twin)
     x = (RNG.standard_normal(shape) * 2 + 1).astype(dtype)
@@ -367,7 +367,7 @@ def test_batch_norm_matches_torch_over_steps_and_in_eval(cls, shape, options, dt
     twin.eval()
     compare_with_torch(layer, twin, x, dtype, steps=2)
     if layer.num_batches_tracked is not None:
-        assert layer.num_batches_tracked.data == 3 and layer.num_batches_tracked.dtype == np.int64
+        assert layer.num_batches_tracked._data == 3 and layer.num_batches_tracked.dtype == np.int64
 
 
 def test_batch_norm_running_stats_by_hand():
@@ -375,32 +375,32 @@ def test_batch_norm_running_stats_by_hand():
     layer = nn.BatchNorm1d(2, dtype="float64")
     out = layer(dtrain.tensor(x))
     mean, var = x.mean(axis=(0, 2)), x.var(axis=(0, 2))
-    np.testing.assert_allclose(out.data, (x - mean[:, None]) / np.sqrt(var[:, None] + 1e-5),
+    np.testing.assert_allclose(out._data, (x - mean[:, None]) / np.sqrt(var[:, None] + 1e-5),
                                rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(layer.running_mean.data, 0.1 * mean, rtol=1e-12)
-    np.testing.assert_allclose(layer.running_var.data, 0.9 + 0.1 * var * 24 / 23, rtol=1e-12)
+    np.testing.assert_allclose(layer.running_mean._data, 0.1 * mean, rtol=1e-12)
+    np.testing.assert_allclose(layer.running_var._data, 0.9 + 0.1 * var * 24 / 23, rtol=1e-12)
     cumulative = nn.BatchNorm1d(2, momentum=None, dtype="float64")
     y = RNG.standard_normal((8, 2, 3))
     cumulative(dtrain.tensor(x))
     cumulative(dtrain.tensor(y))
-    np.testing.assert_allclose(cumulative.running_mean.data,
+    np.testing.assert_allclose(cumulative.running_mean._data,
                                (mean + y.mean(axis=(0, 2))) / 2, rtol=1e-12)
-    assert int(cumulative.num_batches_tracked.data) == 2
+    assert int(cumulative.num_batches_tracked._data) == 2
     cumulative.eval()
     out = cumulative(dtrain.tensor(y))
-    expected = (y - cumulative.running_mean.data[:, None]) / np.sqrt(
-        cumulative.running_var.data[:, None] + 1e-5)
-    np.testing.assert_allclose(out.data, expected, rtol=1e-12, atol=1e-12)
+    expected = (y - cumulative.running_mean._data[:, None]) / np.sqrt(
+        cumulative.running_var._data[:, None] + 1e-5)
+    np.testing.assert_allclose(out._data, expected, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("cls,shape", BN_CASES)
 def test_batch_norm_gradients_match_finite_differences(cls, shape, training):
     layer = getattr(nn, cls)(3, dtype="float64")
-    layer.weight.data[...] = RNG.uniform(0.5, 2, 3)
-    layer.bias.data[...] = RNG.standard_normal(3)
-    layer.running_mean.data[...] = RNG.standard_normal(3)
-    layer.running_var.data[...] = RNG.uniform(0.5, 2, 3)
+    layer.weight._data[...] = RNG.uniform(0.5, 2, 3)
+    layer.bias._data[...] = RNG.standard_normal(3)
+    layer.running_mean._data[...] = RNG.standard_normal(3)
+    layer.running_var._data[...] = RNG.uniform(0.5, 2, 3)
     layer.train(training)
     check_module_fd(layer, RNG.standard_normal(shape), atol=1e-6)
 
@@ -417,7 +417,7 @@ def test_collected_batch_stats_applied_later_are_bitwise_identical(momentum):
     plain, deferred = model(), model()
     shards = [dtrain.randn(3, 2, 5, 5) * 3 + 1 for _ in range(3)]
     outputs = [plain(x) for x in shards]
-    before = {k: v.copy() for k, v in deferred.state_dict().items()}
+    before = {k: v.clone() for k, v in deferred.state_dict().items()}
     records, deferred_outputs = [], []
     for x in shards:
         with collect_batch_stats() as shard_records:
@@ -432,10 +432,10 @@ def test_collected_batch_stats_applied_later_are_bitwise_identical(momentum):
         for module, mean, var, _ in shard_records:
             module.apply_batch_stats(mean, var)
     for (k, a), b in zip(plain.state_dict().items(), deferred.state_dict().values()):
-        assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), k
+        assert a.dtype == b.dtype and a._data.tobytes() == b._data.tobytes(), k
     for a, b in zip(outputs, deferred_outputs):
-        assert a.data.tobytes() == b.data.tobytes()
-    assert int(deferred[1].num_batches_tracked.data) == 3
+        assert a._data.tobytes() == b._data.tobytes()
+    assert int(deferred[1].num_batches_tracked._data) == 3
 
 
 def test_apply_batch_stats_errors_and_collect_outside_training():
@@ -470,7 +470,7 @@ def test_functional_batch_norm_updates_given_buffers():
     out = F.batch_norm(dtrain.tensor(x), dtrain.tensor(rm), dtrain.tensor(rv), training=True,
                        momentum=0.2)
     tout = torch.nn.functional.batch_norm(torch.tensor(x), trm, trv, training=True, momentum=0.2)
-    np.testing.assert_allclose(out.data, tout.numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(out._data, tout.numpy(), rtol=1e-12, atol=1e-12)
 
 
 # ------------------------------------------------------------------------ layer norm
@@ -484,7 +484,7 @@ def test_layer_norm_matches_torch(normalized_shape, options, dtype):
     torch = pytest.importorskip("torch")
     layer = nn.LayerNorm(normalized_shape, **options, dtype=dtype)
     for p in layer.parameters():
-        p.data[...] = RNG.standard_normal(p.shape)
+        p._data[...] = RNG.standard_normal(p.shape)
     twin = torch_twin(layer, torch.nn.LayerNorm(normalized_shape, **options,
                                                 dtype=getattr(torch, dtype)))
     assert repr(layer) == repr(twin)
@@ -495,7 +495,7 @@ def test_layer_norm_matches_torch(normalized_shape, options, dtype):
 def test_layer_norm_gradients_match_finite_differences(normalized_shape, options):
     layer = nn.LayerNorm(normalized_shape, **options, dtype="float64")
     for p in layer.parameters():
-        p.data[...] = RNG.standard_normal(p.shape)
+        p._data[...] = RNG.standard_normal(p.shape)
     check_module_fd(layer, RNG.standard_normal((2, 3, 4)), atol=1e-6)
     x = RNG.standard_normal((3, 4))
     check_fd(lambda x: F.layer_norm(x, (4,)), x, atol=1e-6)
@@ -504,7 +504,7 @@ def test_layer_norm_gradients_match_finite_differences(normalized_shape, options
 def test_layer_norm_by_hand_and_errors():
     x = np.array([[1.0, 2.0, 3.0, 6.0]])
     out = nn.LayerNorm(4, dtype="float64")(dtrain.tensor(x))
-    np.testing.assert_allclose(out.data, (x - 3) / np.sqrt(3.5 + 1e-5), rtol=1e-12)
+    np.testing.assert_allclose(out._data, (x - 3) / np.sqrt(3.5 + 1e-5), rtol=1e-12)
     with pytest.raises(RuntimeError, match=r"\(\*, 3, 4\).*\(2, 4, 3\)"):
         nn.LayerNorm((3, 4))(dtrain.randn(2, 4, 3))
 
@@ -520,22 +520,22 @@ def test_embedding_matches_torch(options, dtype):
     twin = torch_twin(layer, torch.nn.Embedding(7, 3, **options, dtype=getattr(torch, dtype)))
     assert repr(layer) == repr(twin)
     compare_with_torch(layer, twin, RNG.integers(0, 7, (4, 5)), dtype)
-    np.testing.assert_allclose(layer.weight.data, twin.weight.detach().numpy(), **TOL[dtype])
+    np.testing.assert_allclose(layer.weight._data, twin.weight.detach().numpy(), **TOL[dtype])
 
 
 def test_embedding_padding_repeats_and_errors():
     dtrain.manual_seed(0)
     layer = nn.Embedding(5, 4, padding_idx=1)
-    assert not layer.weight.data[1].any() and layer.weight.data.std() > 0.5
+    assert not layer.weight._data[1].any() and layer.weight._data.std() > 0.5
     idx = dtrain.tensor([[3, 1, 3], [3, 0, 1]])
     out = layer(idx)
     assert out.shape == (2, 3, 4)
-    np.testing.assert_array_equal(out.data[0, 0], layer.weight.data[3])
+    np.testing.assert_array_equal(out._data[0, 0], layer.weight._data[3])
     out.sum().backward()
-    np.testing.assert_array_equal(layer.weight.grad.data[:, 0], [1, 0, 0, 3, 0])
+    np.testing.assert_array_equal(layer.weight.grad._data[:, 0], [1, 0, 0, 3, 0])
     layer.zero_grad()
     layer(dtrain.tensor(np.zeros((0, 2), dtype=np.int64))).sum().backward()
-    assert layer.weight.grad.shape == (5, 4) and not layer.weight.grad.data.any()
+    assert layer.weight.grad.shape == (5, 4) and not layer.weight.grad._data.any()
     assert layer(dtrain.tensor(3)).shape == (4,)
     with pytest.raises(IndexError, match=r"index 5 .*num_embeddings=5"):
         layer(dtrain.tensor([0, 5]))
@@ -547,7 +547,7 @@ def test_embedding_padding_repeats_and_errors():
         nn.Embedding(5, 4, padding_idx=5)
     frozen = nn.Embedding.from_pretrained(np.eye(3, dtype=np.float32))
     assert not frozen.weight.requires_grad
-    np.testing.assert_array_equal(frozen(dtrain.tensor([2])).data, [[0, 0, 1]])
+    np.testing.assert_array_equal(frozen(dtrain.tensor([2]))._data, [[0, 0, 1]])
 
 
 def test_embedding_gradient_matches_finite_differences():
@@ -586,6 +586,6 @@ def test_cnn_trains_with_hand_written_sgd():
         loss.backward()
         losses.append(loss.item())
         for p in model.parameters():
-            p.data -= 0.1 * p.grad.data
+            p._data -= 0.1 * p.grad._data
     assert losses[-1] < 0.7 * losses[0], losses
-    assert int(model[1].num_batches_tracked.data) == 15
+    assert int(model[1].num_batches_tracked._data) == 15

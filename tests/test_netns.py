@@ -109,7 +109,7 @@ def setup(hosts, tmp_path_factory):
 
 def _reference(job: str, steps: int) -> dict:
     model, _ = dtrain.fit(job, job_name="NetSteps", workers=0, max_steps=steps)
-    return {k: v.copy() for k, v in model.state_dict().items()}
+    return {k: v.clone() for k, v in model.state_dict().items()}
 
 
 class Cluster:

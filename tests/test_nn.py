@@ -20,10 +20,10 @@ def check_fd(fn, *arrays, atol=1e-6):
     (out * dtrain.tensor(upstream)).sum().backward()
     for t, a in zip(tensors, arrays):
         def scalar(x, t=t):
-            args = [dtrain.tensor(x) if s is t else dtrain.tensor(s.data) for s in tensors]
-            return float((fn(*args).data * upstream).sum())
+            args = [dtrain.tensor(x) if s is t else dtrain.tensor(s._data) for s in tensors]
+            return float((fn(*args)._data * upstream).sum())
 
-        np.testing.assert_allclose(t.grad.data, numeric_grad(scalar, a.copy()), atol=atol)
+        np.testing.assert_allclose(t.grad._data, numeric_grad(scalar, a.copy()), atol=atol)
 
 
 RNG = np.random.default_rng(42)
@@ -115,10 +115,10 @@ def test_linear_matches_torch(dtype):
     out_d.backward(dtrain.tensor(g))
     out_t.backward(torch.from_numpy(g))
     tol = dict(rtol=1e-5, atol=1e-6) if dtype == "float32" else dict(rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(out_d.data, out_t.detach().numpy(), **tol)
-    np.testing.assert_allclose(xd.grad.data, xt.grad.numpy(), **tol)
-    np.testing.assert_allclose(dt_layer.weight.grad.data, t_layer.weight.grad.numpy(), **tol)
-    np.testing.assert_allclose(dt_layer.bias.grad.data, t_layer.bias.grad.numpy(), **tol)
+    np.testing.assert_allclose(out_d._data, out_t.detach().numpy(), **tol)
+    np.testing.assert_allclose(xd.grad._data, xt.grad.numpy(), **tol)
+    np.testing.assert_allclose(dt_layer.weight.grad._data, t_layer.weight.grad.numpy(), **tol)
+    np.testing.assert_allclose(dt_layer.bias.grad._data, t_layer.bias.grad.numpy(), **tol)
     assert out_d.dtype == np.dtype(dtype)
 
 
@@ -178,8 +178,8 @@ def test_losses_match_torch(name, kwargs, kind):
     g = rng.standard_normal(out_t.shape)
     out_d.backward(dtrain.tensor(g))
     out_t.backward(torch.tensor(g))
-    np.testing.assert_allclose(out_d.data, out_t.detach().numpy(), rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(xd.grad.data, xt.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(out_d._data, out_t.detach().numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(xd.grad._data, xt.grad.numpy(), rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("name,args", [
@@ -195,8 +195,8 @@ def test_activations_match_torch(name, args):
     g = RNG.standard_normal(x.shape)
     od.backward(dtrain.tensor(g))
     ot.backward(torch.tensor(g))
-    np.testing.assert_allclose(od.data, ot.detach().numpy(), rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(xd.grad.data, xt.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(od._data, ot.detach().numpy(), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(xd.grad._data, xt.grad.numpy(), rtol=1e-10, atol=1e-12)
 
 
 def test_sigmoid_and_bce_with_logits_are_stable_for_large_inputs():
@@ -204,8 +204,8 @@ def test_sigmoid_and_bce_with_logits_are_stable_for_large_inputs():
     y = dtrain.tensor([1.0, 0.0, 1.0])
     loss = F.binary_cross_entropy_with_logits(x, y)
     loss.backward()
-    assert np.isfinite(loss.item()) and np.isfinite(x.grad.data).all()
-    assert np.array_equal(dtrain.sigmoid(dtrain.tensor([-1000.0, 1000.0])).data, [0.0, 1.0])
+    assert np.isfinite(loss.item()) and np.isfinite(x.grad._data).all()
+    assert np.array_equal(dtrain.sigmoid(dtrain.tensor([-1000.0, 1000.0]))._data, [0.0, 1.0])
 
 
 def test_clip_grad_matches_torch():
@@ -221,9 +221,9 @@ def test_clip_grad_matches_torch():
         nt = torch.nn.utils.clip_grad_norm_(ts, 1.5, norm_type)
         np.testing.assert_allclose(nd.item(), nt.item(), rtol=1e-12)
         for p, t in zip(ps, ts):
-            np.testing.assert_allclose(p.grad.data, t.grad.numpy(), rtol=1e-12)
+            np.testing.assert_allclose(p.grad._data, t.grad.numpy(), rtol=1e-12)
     nn.utils.clip_grad_value_(ps, 0.1)
-    assert np.abs(ps[0].grad.data).max() <= 0.1
+    assert np.abs(ps[0].grad._data).max() <= 0.1
 
 
 def test_clip_grad_norm_scales_to_max_norm():
@@ -231,7 +231,7 @@ def test_clip_grad_norm_scales_to_max_norm():
     p.grad = dtrain.tensor([3.0, 4.0], dtype="float64")
     total = nn.utils.clip_grad_norm_([p], 1.0)
     assert total.item() == 5.0
-    np.testing.assert_allclose(np.linalg.norm(p.grad.data), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(p.grad._data), 1.0, rtol=1e-6)
 
 
 def mlp(lib):
@@ -289,17 +289,18 @@ def test_state_dict_is_ordered_dotted_and_shares_memory():
                     "head.out.weight", "head.out.bias", "shared.weight", "shared.bias"]
     assert len(list(net.parameters())) == 6  # the shared layer counted once
     sd = net.state_dict()
-    assert isinstance(sd["head.out.weight"], np.ndarray)
-    assert np.shares_memory(sd["head.out.weight"], net.head["out"].weight.data)
+    value = sd["head.out.weight"]
+    assert isinstance(value, dtrain.Tensor) and not value.requires_grad and value.is_leaf
+    assert np.shares_memory(value._data, net.head["out"].weight._data)
 
 
 def test_load_state_dict_round_trip_and_errors_leave_model_untouched():
     a, b = Net(), Net()
-    b.load_state_dict({k: v.copy() for k, v in a.state_dict().items()})
+    b.load_state_dict({k: v.clone() for k, v in a.state_dict().items()})
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         assert np.array_equal(va, vb), k
-    before = {k: v.copy() for k, v in b.state_dict().items()}
-    bad = {k: v.copy() for k, v in a.state_dict().items()}
+    before = {k: v.clone() for k, v in b.state_dict().items()}
+    bad = {k: v.clone() for k, v in a.state_dict().items()}
     bad["head.out.weight"] = np.zeros((5, 3), np.float32)
     del bad["blocks.1.count"]
     bad["extra.weight"] = np.zeros(1)
@@ -315,7 +316,7 @@ def test_load_state_dict_round_trip_and_errors_leave_model_untouched():
     bad["head.out.weight"] = before["head.out.weight"]
     result = b.load_state_dict(bad, strict=False)
     assert result.missing_keys == ["blocks.1.count"] and result.unexpected_keys == ["extra.weight"]
-    assert np.array_equal(b.blocks[0].fc.bias.data, bad["blocks.0.fc.bias"])
+    assert np.array_equal(b.blocks[0].fc.bias._data, bad["blocks.0.fc.bias"])
 
 
 def test_train_eval_freeze_and_zero_grad():
@@ -327,7 +328,7 @@ def test_train_eval_freeze_and_zero_grad():
     net(dtrain.randn(2, 3)).sum().backward()
     assert all(p.grad is not None for p in net.parameters())
     net.zero_grad(set_to_none=False)
-    assert all(not p.grad.data.any() for p in net.parameters())
+    assert all(not p.grad._data.any() for p in net.parameters())
     net.zero_grad()
     assert all(p.grad is None for p in net.parameters())
     net.blocks.requires_grad_(False)
@@ -366,9 +367,9 @@ def test_linear_init_is_seeded_and_bounded():
     a = nn.Linear(100, 50)
     dtrain.manual_seed(3)
     b = nn.Linear(100, 50)
-    assert np.array_equal(a.weight.data, b.weight.data)
-    assert np.abs(a.weight.data).max() <= 0.1 and np.abs(a.bias.data).max() <= 0.1
-    assert abs(a.weight.data.std() - 0.1 / np.sqrt(3)) < 0.005
+    assert np.array_equal(a.weight._data, b.weight._data)
+    assert np.abs(a.weight._data).max() <= 0.1 and np.abs(a.bias._data).max() <= 0.1
+    assert abs(a.weight._data.std() - 0.1 / np.sqrt(3)) < 0.005
 
 
 @pytest.mark.parametrize("init,std", [
@@ -380,7 +381,7 @@ def test_linear_init_is_seeded_and_bounded():
 def test_init_functions_have_the_documented_spread(init, std):
     w = nn.Parameter(dtrain.zeros(300, 400))
     init(w)
-    assert abs(w.data.std() / std - 1) < 0.02
+    assert abs(w._data.std() / std - 1) < 0.02
     assert w.requires_grad and w.is_leaf
 
 
@@ -390,9 +391,9 @@ def test_dropout_train_eval_and_scaling():
     drop = nn.Dropout(0.3)
     x = dtrain.ones(200, 100)
     y = drop(x)
-    kept = y.data != 0
+    kept = y._data != 0
     assert abs(kept.mean() - 0.7) < 0.01
-    np.testing.assert_allclose(y.data[kept], 1 / 0.7, rtol=1e-6)
+    np.testing.assert_allclose(y._data[kept], 1 / 0.7, rtol=1e-6)
     drop.eval()
     assert drop(x) is x
     with pytest.raises(ValueError, match="between 0 and 1"):
@@ -403,21 +404,21 @@ def test_dropout_gradient_uses_the_same_mask():
     x = dtrain.ones(50, 40, requires_grad=True)
     y = F.dropout(x, 0.5)
     y.sum().backward()
-    np.testing.assert_array_equal(x.grad.data, y.data)
+    np.testing.assert_array_equal(x.grad._data, y._data)
 
 
 def test_keyed_dropout_mask_depends_on_sample_not_on_batch_composition():
     x = dtrain.ones(6, 32)
     with nn.keyed_dropout(seed=1, step=5, sample_ids=[10, 11, 12, 13, 14, 15]):
-        full = F.dropout(x, 0.5).data
-        second_call = F.dropout(x, 0.5).data
+        full = F.dropout(x, 0.5)._data
+        second_call = F.dropout(x, 0.5)._data
     with nn.keyed_dropout(seed=1, step=5, sample_ids=[13, 11]):
-        part = F.dropout(dtrain.ones(2, 32), 0.5).data
+        part = F.dropout(dtrain.ones(2, 32), 0.5)._data
     np.testing.assert_array_equal(part[0], full[3])
     np.testing.assert_array_equal(part[1], full[1])
     assert not np.array_equal(full, second_call)
     with nn.keyed_dropout(seed=1, step=6, sample_ids=[10, 11, 12, 13, 14, 15]):
-        assert not np.array_equal(F.dropout(x, 0.5).data, full)
+        assert not np.array_equal(F.dropout(x, 0.5)._data, full)
     assert abs((full != 0).mean() - 0.5) < 0.15
     with nn.keyed_dropout(seed=1, step=5, sample_ids=[1, 2]):
         with pytest.raises(RuntimeError, match="sample ids"):

@@ -46,7 +46,7 @@ def logistic_loss(theta: np.ndarray):
 def numpy_closure(x: nn.Parameter, fun):
     """A closure that sets ``x.grad`` from a NumPy (loss, gradient) function."""
     def closure():
-        f, g = fun(x.data.copy())
+        f, g = fun(x._data.copy())
         x.grad = dtrain.tensor(g)
         return dtrain.tensor(np.array(f))
     return closure
@@ -78,7 +78,7 @@ def cg_minimum(problem: str, beta: str):
         closure = numpy_closure(params[0], extended_rosenbrock)
     opt = optim.NonlinearCG(params, beta=beta, **TIGHT)
     opt.step(closure)
-    x = np.concatenate([p.data.ravel() for p in params])
+    x = np.concatenate([p._data.ravel() for p in params])
     return x, float(closure()), opt.state[params[0]]
 
 
@@ -138,13 +138,13 @@ def test_exact_steps_on_a_quadratic_by_hand(beta):
     opt = optim.NonlinearCG([x], beta=beta, max_iter=1, max_eval=10)
     closure = numpy_closure(x, quadratic)
     assert float(opt.step(closure)) == 10.0
-    np.testing.assert_allclose(x.data, [2.4, -0.6], rtol=1e-13)
+    np.testing.assert_allclose(x._data, [2.4, -0.6], rtol=1e-13)
     np.testing.assert_allclose(opt.state[x]["t"], 0.4, rtol=1e-13)
     np.testing.assert_array_equal(opt.state[x]["d"], [-4.0, -4.0])
     opt.step(closure)
     np.testing.assert_allclose(opt.state[x]["d"], [-3.84, 0.96], rtol=1e-13)
     np.testing.assert_allclose(opt.state[x]["t"], 0.625, rtol=1e-12)
-    np.testing.assert_allclose(x.data, [0.0, 0.0], atol=1e-13)
+    np.testing.assert_allclose(x._data, [0.0, 0.0], atol=1e-13)
 
 
 def test_search_starts_from_the_quadratic_interpolation_guess():
@@ -155,7 +155,7 @@ def test_search_starts_from_the_quadratic_interpolation_guess():
     points = []
     closure = numpy_closure(x, lambda v: (5 * v @ A @ v, 10 * A @ v))
     opt = optim.NonlinearCG([x], lr=0.5, max_iter=2, max_eval=10)
-    opt.step(lambda: points.append(x.data.copy()) or closure())
+    opt.step(lambda: points.append(x._data.copy()) or closure())
     np.testing.assert_allclose(points[1], [4 - 40 / 80 * 0.5, 1 - 40 / 80 * 0.5], rtol=1e-14)
     np.testing.assert_allclose(points[2], [2.4, -0.6], rtol=1e-13)
     guess = 0.5 * 2.02 * 64 / 1152
@@ -178,7 +178,7 @@ def test_two_fixed_steps_by_hand(kwargs, expected):
     calls = []
     closure = numpy_closure(x, quadratic)
     opt.step(lambda: calls.append(1) or closure())
-    np.testing.assert_allclose(x.data, expected, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(x._data, expected, rtol=1e-13, atol=1e-15)
     assert len(calls) == 2  # the last iteration's loss would go unused, as in LBFGS
     assert opt.state[x]["func_evals"] == 2 and opt.state[x]["n_iter"] == 2
 
@@ -190,7 +190,7 @@ def test_restarts_when_the_direction_is_not_descent():
     opt = optim.NonlinearCG([x], beta="FR", lr=3.0, line_search_fn=None, max_iter=2,
                             max_eval=3, restart_every=5)
     opt.step(numpy_closure(x, lambda v: (0.5 * v @ v, v.copy())))
-    assert x.data[0] == 4.0 and opt.state[x]["since_restart"] == 1
+    assert x._data[0] == 4.0 and opt.state[x]["since_restart"] == 1
 
 
 def test_restarts_every_number_of_parameters_by_default():
@@ -224,7 +224,7 @@ def test_step_returns_the_first_loss_and_minimises_through_autograd():
     first = opt.step(closure)
     assert isinstance(first, dtrain.Tensor) and np.isclose(float(first), 24.2)
     assert float(closure()) < 1e-9  # the loss changed by less than tolerance_change
-    np.testing.assert_allclose(x.data, [1.0, 1.0], atol=1e-4)
+    np.testing.assert_allclose(x._data, [1.0, 1.0], atol=1e-4)
 
 
 def test_beta_aliases_give_identical_runs():
@@ -232,7 +232,7 @@ def test_beta_aliases_give_identical_runs():
         x = param([-1.2, 1.0])
         opt = optim.NonlinearCG([x], beta=beta, max_iter=15)
         opt.step(numpy_closure(x, extended_rosenbrock))
-        return x.data
+        return x._data
 
     np.testing.assert_array_equal(run("PR"), run("polak_ribiere"))
     np.testing.assert_array_equal(run("FR"), run("fletcher_reeves"))
@@ -280,7 +280,7 @@ def test_stops_at_once_when_the_gradient_is_zero():
         return dtrain.tensor(2.0)
 
     assert float(optim.NonlinearCG([p]).step(closure)) == 2.0
-    assert len(calls) == 1 and p.data[0] == 1.0
+    assert len(calls) == 1 and p._data[0] == 1.0
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -295,7 +295,7 @@ def checkpoint_run(kwargs: dict, resume_at: int | None, path=None, steps: int = 
             opt = optim.NonlinearCG(params, lr=123.0, beta="FR", c2=0.5)  # to be overwritten
             opt.load_state_dict(dtrain.load(path))
         opt.step(closure)
-    return [p.data.copy() for p in params], opt
+    return [p._data.copy() for p in params], opt
 
 
 @pytest.mark.parametrize("kwargs", [

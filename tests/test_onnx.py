@@ -33,7 +33,7 @@ def dtrain_forward(model, *xs):
     model.eval()
     with dtrain.no_grad():
         out = model(*(dtrain.tensor(x) for x in xs))
-    return [o.data for o in (out if isinstance(out, tuple) else (out,))]
+    return [o._data for o in (out if isinstance(out, tuple) else (out,))]
 
 
 def check(model, shape, tmp_path, batches=(1, 7), opset=17, example_batch=3, atol=ATOL,
@@ -71,8 +71,8 @@ def trained_stats(model, shape, steps=3):
             model(dtrain.tensor(rng.standard_normal((8, *shape)).astype(np.float32) * 2 + 1))
     for m in model.modules():
         if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and m.weight is not None:
-            m.weight.data[...] = rng.uniform(0.5, 1.5, m.weight.shape)
-            m.bias.data[...] = rng.standard_normal(m.bias.shape)
+            m.weight._data[...] = rng.uniform(0.5, 1.5, m.weight.shape)
+            m.bias._data[...] = rng.standard_normal(m.bias.shape)
     return model
 
 
@@ -118,7 +118,7 @@ class Residual(nn.Module):
     def __init__(self, features):
         super().__init__()
         self.fc = nn.Linear(features, features)
-        self.gate = nn.Parameter(dtrain.full((features,), 0.5).data)
+        self.gate = nn.Parameter(dtrain.full((features,), 0.5)._data)
 
     def forward(self, x):
         h = self.fc(x)
@@ -217,7 +217,7 @@ class TensorOps(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.w = nn.Parameter(dtrain.randn(6, 4).data * 0.3)
+        self.w = nn.Parameter(dtrain.randn(6, 4)._data * 0.3)
 
     def forward(self, x):
         h = (x @ self.w).sigmoid() * 2 - 1  # (B, 4)
@@ -316,7 +316,7 @@ def test_size_one_dims_are_not_taken_for_the_batch(tmp_path):
 # ------------------------------------------------------------------------- refusals
 class UsesWhere(nn.Module):
     def forward(self, x):
-        return dtrain.where(x.data > 0, x, x * 0.1)
+        return dtrain.where(x._data > 0, x, x * 0.1)
 
 
 class UsesComparison(nn.Module):
@@ -331,7 +331,7 @@ class ReadsValue(nn.Module):
 
 class CustomOp(nn.Module):
     def forward(self, x):
-        return tensor_module._op(np.cbrt(x.data), (x,), lambda g: (g,), "CbrtBackward0")
+        return tensor_module._op(np.cbrt(x._data), (x,), lambda g: (g,), "CbrtBackward0")
 
 
 @pytest.mark.parametrize("model, message, shape", [
@@ -448,7 +448,7 @@ def test_cli_export_of_a_real_checkpoint(trained, tmp_path):
     job, _ = dtrain.distributed.job.load_job(str(script))
     model = job.model()
     model.load_state_dict(dtrain.load(checkpoint)["model"])
-    assert model[1].running_mean.data.any()  # trained statistics travel to the ONNX file
+    assert model[1].running_mean._data.any()  # trained statistics travel to the ONNX file
     x = np.random.default_rng(5).standard_normal((7, 10)).astype(np.float32)
     np.testing.assert_allclose(session(out).run(None, {"input": x})[0],
                                dtrain_forward(model, x)[0], atol=ATOL)

@@ -161,7 +161,7 @@ def test_std_of_constant_rows_has_zero_gradient():
     s = x.std(1)
     s.sum().backward()
     assert s.grad_fn.name() == "StdBackward0"
-    np.testing.assert_allclose(x.grad.data, [[0.0, 0.0], [-0.5**0.5, 0.5**0.5]], rtol=1e-6)
+    np.testing.assert_allclose(x.grad._data, [[0.0, 0.0], [-0.5**0.5, 0.5**0.5]], rtol=1e-6)
     check(lambda m, x: x.std(dim=1, unbiased=False), np.array([[2.0, 2.0, 2.0], [1.0, 2.0, 4.0]]),
           fd=False)
 
@@ -172,13 +172,13 @@ def test_max_min_with_dim_returns_values_and_indices(name, keepdim):
     x = distinct(3, 4)
     values, indices = getattr(dtrain.tensor(x), name)(1, keepdim=keepdim)
     result = getattr(dtrain.tensor(x), name)(dim=1, keepdim=keepdim)
-    assert result.values is not values and np.array_equal(result.values.data, values.data)
+    assert result.values is not values and np.array_equal(result.values._data, values._data)
     expected = getattr(np, "arg" + name)(x, axis=1)
     if keepdim:
         expected = expected[:, None]
     assert indices.dtype == dtrain.int64
-    np.testing.assert_array_equal(indices.data, expected)
-    np.testing.assert_array_equal(values.data, np.take_along_axis(
+    np.testing.assert_array_equal(indices._data, expected)
+    np.testing.assert_array_equal(values._data, np.take_along_axis(
         x, expected if keepdim else expected[:, None], 1).reshape(expected.shape))
     assert not indices.requires_grad
 
@@ -199,18 +199,18 @@ def test_ties_follow_torch(fn):
 def test_full_max_with_ties_splits_gradient_evenly():
     x = dtrain.tensor([1.0, 3.0, 3.0, 2.0], requires_grad=True)
     x.max().backward()
-    np.testing.assert_array_equal(x.grad.data, [0.0, 0.5, 0.5, 0.0])
+    np.testing.assert_array_equal(x.grad._data, [0.0, 0.5, 0.5, 0.0])
 
 
 def test_amax_and_max_dim_with_ties_by_hand():
     x = dtrain.tensor([[1.0, 3.0, 3.0], [0.0, 0.0, 0.0]], requires_grad=True)
     x.amax(1).sum().backward()
-    np.testing.assert_allclose(x.grad.data, [[0.0, 0.5, 0.5], [1 / 3, 1 / 3, 1 / 3]])
+    np.testing.assert_allclose(x.grad._data, [[0.0, 0.5, 0.5], [1 / 3, 1 / 3, 1 / 3]])
     x.grad = None
     values, indices = x.max(1)
     values.sum().backward()
     assert indices.tolist() == [1, 0]  # the first of equal maxima, as torch on CPU
-    np.testing.assert_array_equal(x.grad.data, [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    np.testing.assert_array_equal(x.grad._data, [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
 
 
 # ------------------------------------------------------------------- elementwise unary
@@ -254,8 +254,8 @@ def test_sigmoid_is_finite_for_large_inputs():
     x = dtrain.tensor([-1000.0, 0.0, 1000.0], requires_grad=True)
     y = x.sigmoid()
     y.sum().backward()
-    np.testing.assert_allclose(y.data, [0.0, 0.5, 1.0])
-    np.testing.assert_allclose(x.grad.data, [0.0, 0.25, 0.0])
+    np.testing.assert_allclose(y._data, [0.0, 0.5, 1.0])
+    np.testing.assert_allclose(x.grad._data, [0.0, 0.25, 0.0])
 
 
 @pytest.mark.parametrize(
@@ -344,7 +344,7 @@ def test_indexing(fn):
 def test_repeated_index_gradients_accumulate():
     x = dtrain.tensor([1.0, 2.0, 3.0], requires_grad=True)
     x[[0, 0, 2, 0]].sum().backward()
-    np.testing.assert_array_equal(x.grad.data, [3.0, 0.0, 1.0])
+    np.testing.assert_array_equal(x.grad._data, [3.0, 0.0, 1.0])
 
 
 # ------------------------------------------------------------------- cat, stack, softmax
@@ -378,13 +378,13 @@ def test_softmax_family_is_stable_for_large_inputs(name):
     x = dtrain.tensor([[1000.0, 1000.0, 0.0], [-1000.0, 0.0, 1000.0]], requires_grad=True)
     y = getattr(x, name)(1)
     (y * dtrain.tensor([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])).sum().backward()
-    assert np.isfinite(y.data).all() and np.isfinite(x.grad.data).all()
+    assert np.isfinite(y._data).all() and np.isfinite(x.grad._data).all()
     expected = np.array([[0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])
     if name == "softmax":
-        np.testing.assert_allclose(y.data, expected, atol=1e-7)
+        np.testing.assert_allclose(y._data, expected, atol=1e-7)
     else:
-        np.testing.assert_allclose(y.data[0, :2], np.log([0.5, 0.5]), rtol=1e-6)
-        np.testing.assert_allclose(y.data[1], [-2000.0, -1000.0, 0.0])
+        np.testing.assert_allclose(y._data[0, :2], np.log([0.5, 0.5]), rtol=1e-6)
+        np.testing.assert_allclose(y._data[1], [-2000.0, -1000.0, 0.0])
 
 
 # ------------------------------------------------------------------------ dtypes
@@ -430,7 +430,7 @@ def test_type_promotion_follows_torch(expr, expected):
 def test_int_tensor_times_float_scalar_values():
     y = dtrain.tensor([1, 2]) * 2.5
     assert y.dtype == dtrain.float32
-    np.testing.assert_array_equal(y.data, [2.5, 5.0])
+    np.testing.assert_array_equal(y._data, [2.5, 5.0])
 
 
 def test_cat_of_mixed_dtypes_returns_gradients_in_each_inputs_dtype():
@@ -450,8 +450,8 @@ def test_mixed_precision_gradients_come_back_in_each_inputs_dtype():
     assert y.dtype == dtrain.float64
     y.sum().backward()
     assert x.grad.dtype == dtrain.float32 and w.grad.dtype == dtrain.float64
-    np.testing.assert_array_equal(x.grad.data, [3.0, 4.0])
-    np.testing.assert_array_equal(w.grad.data, [1.0, 2.0])
+    np.testing.assert_array_equal(x.grad._data, [3.0, 4.0])
+    np.testing.assert_array_equal(w.grad._data, [1.0, 2.0])
 
 
 # ------------------------------------------------------------- IEEE edge values
@@ -479,25 +479,25 @@ def test_edge_values_give_inf_and_nan_silently(expr):
         return y, x.grad
 
     y, g = run(dtrain)  # pyproject turns warnings into errors
-    assert not np.isfinite(y.data).all() or not np.isfinite(g.data).all()
+    assert not np.isfinite(y._data).all() or not np.isfinite(g._data).all()
     torch = pytest.importorskip("torch")
     ty, tg = run(torch)
-    np.testing.assert_allclose(y.data, ty.detach().numpy())
-    np.testing.assert_allclose(g.data, tg.numpy())
+    np.testing.assert_allclose(y._data, ty.detach().numpy())
+    np.testing.assert_allclose(g._data, tg.numpy())
 
 
 # ------------------------------------------------------------- hand-computed forwards
 def test_forward_values_by_hand():
     """A few values computed by hand, so forward checks also run without torch."""
     x = dtrain.tensor([[1.0, -2.0], [3.0, 4.0]])
-    np.testing.assert_allclose((x @ x).data, [[-5.0, -10.0], [15.0, 10.0]])
+    np.testing.assert_allclose((x @ x)._data, [[-5.0, -10.0], [15.0, 10.0]])
     np.testing.assert_allclose(x.var().item(), np.var([1, -2, 3, 4], ddof=1))
-    np.testing.assert_allclose(x.std(1, unbiased=False).data, [1.5, 0.5])
-    np.testing.assert_allclose(x.clamp(-1, 3).data, [[1.0, -1.0], [3.0, 3.0]])
-    np.testing.assert_allclose(x.softmax(1).data[1], np.exp([3, 4]) / np.exp([3, 4]).sum(),
+    np.testing.assert_allclose(x.std(1, unbiased=False)._data, [1.5, 0.5])
+    np.testing.assert_allclose(x.clamp(-1, 3)._data, [[1.0, -1.0], [3.0, 3.0]])
+    np.testing.assert_allclose(x.softmax(1)._data[1], np.exp([3, 4]) / np.exp([3, 4]).sum(),
                                rtol=1e-6)
-    np.testing.assert_allclose(dtrain.where(x > 0, x, 0.0).data, [[1.0, 0.0], [3.0, 4.0]])
-    np.testing.assert_allclose((2.0**x).data, [[2.0, 0.25], [8.0, 16.0]])
+    np.testing.assert_allclose(dtrain.where(x > 0, x, 0.0)._data, [[1.0, 0.0], [3.0, 4.0]])
+    np.testing.assert_allclose((2.0**x)._data, [[2.0, 0.25], [8.0, 16.0]])
 
 
 # ------------------------------------------------------------------- property tests
@@ -581,7 +581,7 @@ def test_check_detects_a_wrong_gradient_without_torch():
     from dtrain.autograd.tensor import _op
 
     def bad_square(m, x):
-        return _op(x.data**2, (x,), lambda g: (g * x.data,), "BadBackward") if m is dtrain else x**2
+        return _op(x._data**2, (x,), lambda g: (g * x._data,), "BadBackward") if m is dtrain else x**2
 
     with pytest.raises(AssertionError):
         check(bad_square, (3,), vs_torch=False)

@@ -55,15 +55,15 @@ def groups_of(params, kwargs):
 def run_dtrain(name: str, kwargs: dict, problem: str, dtype: str, steps: int = STEPS):
     """Train with dtrain; returns the initial weights, the gradients of every step, the result."""
     params, loss = PROBLEMS[problem](dtype)
-    initial = [p.data.copy() for p in params]
+    initial = [p._data.copy() for p in params]
     opt = getattr(optim, name)(groups_of(params, kwargs), **kwargs)
     grads = []
     for _ in range(steps):
         opt.zero_grad()
         loss().backward()
-        grads.append([p.grad.data.copy() for p in params])
+        grads.append([p.grad._data.copy() for p in params])
         opt.step()
-    return initial, grads, [p.data for p in params]
+    return initial, grads, [p._data for p in params]
 
 
 def run_torch(name: str, kwargs: dict, initial, grads):
@@ -160,26 +160,26 @@ def test_sgd_first_steps_by_hand():
     p = param([1.0, -2.0], [0.5, 0.25])
     opt = optim.SGD([p], lr=0.1, momentum=0.9, weight_decay=0.2)
     opt.step()  # g = [0.5 + 0.2, 0.25 - 0.4]; buffer = g (undamped); p -= 0.1 g
-    np.testing.assert_allclose(p.data, [1.0 - 0.07, -2.0 + 0.015], rtol=1e-15)
+    np.testing.assert_allclose(p._data, [1.0 - 0.07, -2.0 + 0.015], rtol=1e-15)
     np.testing.assert_allclose(opt.state[p]["momentum_buffer"], [0.7, -0.15], rtol=1e-15)
     opt.step()  # g = [0.5 + 0.2*0.93, 0.25 - 0.2*1.985]; buffer = 0.9 buffer + g
     g = np.array([0.5 + 0.2 * 0.93, 0.25 - 0.2 * 1.985])
     buf = 0.9 * np.array([0.7, -0.15]) + g
-    np.testing.assert_allclose(p.data, [0.93, -1.985] - 0.1 * buf, rtol=1e-14)
+    np.testing.assert_allclose(p._data, [0.93, -1.985] - 0.1 * buf, rtol=1e-14)
 
 
 def test_sgd_nesterov_and_dampening_by_hand():
     p = param([0.0], [1.0])
     opt = optim.SGD([p], lr=1.0, momentum=0.5, nesterov=True)
     opt.step()  # buffer = 1, g = 1 + 0.5 * 1
-    assert p.data[0] == -1.5
+    assert p._data[0] == -1.5
     opt.step()  # buffer = 0.5 + 1, g = 1 + 0.75
-    assert p.data[0] == -1.5 - 1.75
+    assert p._data[0] == -1.5 - 1.75
     q = param([0.0], [1.0])
     opt = optim.SGD([q], lr=1.0, momentum=0.5, dampening=0.5)
     opt.step()  # first buffer is the gradient itself, undamped
     opt.step()  # buffer = 0.5 * 1 + 0.5 * 1
-    assert q.data[0] == -2.0
+    assert q._data[0] == -2.0
 
 
 def test_adam_first_two_steps_by_hand():
@@ -188,13 +188,13 @@ def test_adam_first_two_steps_by_hand():
     opt = optim.Adam([p], lr=0.1)
     opt.step()  # m = 0.1 g, v = 0.001 g^2: the first step is lr * g / (|g| + eps)
     expected = np.array([1.0, -2.0]) - 0.1 * g1 / (np.abs(g1) + 1e-8)
-    np.testing.assert_allclose(p.data, expected, rtol=1e-14)
+    np.testing.assert_allclose(p._data, expected, rtol=1e-14)
     p.grad = dtrain.tensor(g2)
     opt.step()
     m = 0.9 * 0.1 * g1 + 0.1 * g2
     v = 0.999 * 0.001 * g1**2 + 0.001 * g2**2
     m_hat, v_hat = m / (1 - 0.9**2), v / (1 - 0.999**2)
-    np.testing.assert_allclose(p.data, expected - 0.1 * m_hat / (np.sqrt(v_hat) + 1e-8),
+    np.testing.assert_allclose(p._data, expected - 0.1 * m_hat / (np.sqrt(v_hat) + 1e-8),
                                rtol=1e-14)
     assert opt.state[p]["step"] == 2
 
@@ -202,23 +202,23 @@ def test_adam_first_two_steps_by_hand():
 def test_adam_l2_and_adamw_decoupled_weight_decay_by_hand():
     p = param([2.0], [0.5])
     optim.Adam([p], lr=0.1, weight_decay=0.5).step()  # g = 0.5 + 0.5 * 2 = 1.5
-    np.testing.assert_allclose(p.data, [2.0 - 0.1 * 1.5 / (1.5 + 1e-8)], rtol=1e-14)
+    np.testing.assert_allclose(p._data, [2.0 - 0.1 * 1.5 / (1.5 + 1e-8)], rtol=1e-14)
     q = param([2.0], [0.5])
     optim.AdamW([q], lr=0.1, weight_decay=0.5).step()  # theta * (1 - 0.05), then Adam on g
-    np.testing.assert_allclose(q.data, [2.0 * 0.95 - 0.1 * 0.5 / (0.5 + 1e-8)], rtol=1e-14)
+    np.testing.assert_allclose(q._data, [2.0 * 0.95 - 0.1 * 0.5 / (0.5 + 1e-8)], rtol=1e-14)
 
 
 def test_rmsprop_and_adagrad_first_steps_by_hand():
     p = param([1.0], [0.2])
     optim.RMSprop([p], lr=0.01).step()  # v = 0.01 g^2
-    np.testing.assert_allclose(p.data, [1.0 - 0.01 * 0.2 / (0.02 + 1e-8)], rtol=1e-14)
+    np.testing.assert_allclose(p._data, [1.0 - 0.01 * 0.2 / (0.02 + 1e-8)], rtol=1e-14)
     q = param([1.0], [0.2])
     opt = optim.Adagrad([q], lr=0.1, lr_decay=0.5, initial_accumulator_value=0.12)
     opt.step()  # sum = 0.12 + 0.04
-    np.testing.assert_allclose(q.data, [1.0 - 0.1 * 0.2 / (0.4 + 1e-10)], rtol=1e-14)
+    np.testing.assert_allclose(q._data, [1.0 - 0.1 * 0.2 / (0.4 + 1e-10)], rtol=1e-14)
     opt.step()  # sum = 0.2, lr / (1 + 1 * 0.5)
     expected = 1.0 - 0.1 * 0.2 / (0.4 + 1e-10) - 0.1 / 1.5 * 0.2 / (np.sqrt(0.2) + 1e-10)
-    np.testing.assert_allclose(q.data, [expected], rtol=1e-14)
+    np.testing.assert_allclose(q._data, [expected], rtol=1e-14)
 
 
 # ---------------------------------------------------------------- the base class
@@ -229,10 +229,10 @@ def test_param_groups_take_defaults_and_overrides():
     assert all(g["momentum"] == 0.9 for g in opt.param_groups)
     assert opt.defaults["lr"] == 1e-2
     opt.step()
-    np.testing.assert_allclose([a.data[0], b.data[0]], [1 - 1e-2, 1 - 1e-3], rtol=1e-15)
+    np.testing.assert_allclose([a._data[0], b._data[0]], [1 - 1e-2, 1 - 1e-3], rtol=1e-15)
     opt.param_groups[1]["lr"] = 0.5  # users edit groups directly (schedulers do too)
     opt.step()
-    np.testing.assert_allclose(b.data[0], 1 - 1e-3 - 0.5 * 1.9, rtol=1e-15)
+    np.testing.assert_allclose(b._data[0], 1 - 1e-3 - 0.5 * 1.9, rtol=1e-15)
 
 
 def test_model_parameters_and_named_parameters_are_accepted():
@@ -295,7 +295,7 @@ def test_step_skips_parameters_without_gradient(case):
     a, b = param([1.0], [1.0]), param([2.0])
     opt = getattr(optim, name)([a, b], lr=0.5, **kwargs)
     opt.step()
-    assert b.data[0] == 2.0 and a.data[0] != 1.0
+    assert b._data[0] == 2.0 and a._data[0] != 1.0
     if name != "Adagrad":  # Adagrad creates every state up front, as PyTorch's does
         assert b not in opt.state
 
@@ -304,7 +304,7 @@ def test_zero_grad_to_none_and_to_zeros():
     a = param([1.0, 2.0], [3.0, 4.0])
     opt = optim.SGD([a], lr=0.1)
     opt.zero_grad(set_to_none=False)
-    np.testing.assert_array_equal(a.grad.data, [0.0, 0.0])
+    np.testing.assert_array_equal(a.grad._data, [0.0, 0.0])
     opt.zero_grad()
     assert a.grad is None
 
@@ -326,9 +326,9 @@ def test_step_returns_closure_loss_and_enables_grad(case):
     with dtrain.no_grad():
         loss = opt.step(closure)
     assert seen == [True] and float(loss) == 9.0
-    assert p.data[0] < 3.0
+    assert p._data[0] < 3.0
     if name == "SGD":
-        assert p.data[0] == pytest.approx(3.0 - 0.1 * (6.0 + 0.1 * 3.0))
+        assert p._data[0] == pytest.approx(3.0 - 0.1 * (6.0 + 0.1 * 3.0))
     if name != "LBFGS":
         assert opt.step() is None
 
@@ -342,9 +342,9 @@ def test_gradient_with_the_wrong_shape_raises():
 
 def test_update_does_not_go_through_autograd():
     p = param([1.0, 2.0], [1.0, 1.0])
-    data = p.data
+    data = p._data
     optim.SGD([p], lr=0.1, momentum=0.9).step()
-    assert p.data is data and p.grad_fn is None and p.is_leaf  # updated in place
+    assert p._data is data and p.grad_fn is None and p.is_leaf  # updated in place
 
 
 # ---------------------------------------------------------------- invalid options
@@ -395,7 +395,7 @@ def checkpoint_run(name: str, kwargs: dict, resume_at: int | None, path=None, st
             opt = getattr(optim, name)(fresh, lr=123.0)  # other options, to be overwritten
             opt.load_state_dict(dtrain.load(path))
         opt.step(closure)
-    return [p.data.copy() for p in params], opt
+    return [p._data.copy() for p in params], opt
 
 
 CHECKPOINT_CASES = [
@@ -476,7 +476,7 @@ def test_mismatched_state_dict_raises_and_changes_nothing(mutate, error):
 def torch_state_keys(name: str, kwargs: dict):
     """State and group keys of PyTorch's optimizer after one step on the MLP's parameters."""
     torch = pytest.importorskip("torch")
-    params = [torch.tensor(a.data, requires_grad=True) for a in mlp("float64")[0]]
+    params = [torch.tensor(a._data, requires_grad=True) for a in mlp("float64")[0]]
     opt = getattr(torch.optim, name)(params, foreach=False, **kwargs)
     for p in params:
         p.grad = torch.ones_like(p)
@@ -524,7 +524,7 @@ def test_torch_checkpoint_loads_and_continues_like_torch():
         topt.step()
         opt.step()
     for p, q in zip(params, ours):
-        np.testing.assert_allclose(q.data, p.detach().numpy(), rtol=1e-12)
+        np.testing.assert_allclose(q._data, p.detach().numpy(), rtol=1e-12)
 
 
 # ---------------------------------------------------------------- LBFGS
@@ -542,14 +542,14 @@ def lbfgs_iterates(lib, kwargs: dict, steps: int):
     opt = (optim if lib is dtrain else lib.optim).LBFGS([x], **kwargs)
 
     def closure():
-        f, g = rosenbrock(np.array(x.data if lib is dtrain else x.detach().numpy()))
+        f, g = rosenbrock(np.array(x._data if lib is dtrain else x.detach().numpy()))
         x.grad = lib.tensor(g)
         return lib.tensor(np.array(f))
 
     points = []
     for _ in range(steps):
         opt.step(closure)
-        points.append(np.array(x.data if lib is dtrain else x.detach().numpy()))
+        points.append(np.array(x._data if lib is dtrain else x.detach().numpy()))
     state = opt.state[x]
     return np.array(points), (state["func_evals"], state["n_iter"])
 
@@ -587,7 +587,7 @@ def test_lbfgs_minimises_rosenbrock_through_autograd(line_search_fn):
     for _ in range(10):
         last = float(opt.step(closure))
     assert last < 1e-8
-    np.testing.assert_allclose(x.data, [1.0, 1.0], atol=1e-4)
+    np.testing.assert_allclose(x._data, [1.0, 1.0], atol=1e-4)
 
 
 def test_lbfgs_uses_every_parameter_as_one_vector():
@@ -602,7 +602,7 @@ def test_lbfgs_uses_every_parameter_as_one_vector():
 
     assert float(opt.step(closure)) == 13.0
     assert float(closure()) < 1e-9
-    np.testing.assert_allclose(np.concatenate([a.data, b.data.ravel()]), 0.0, atol=1e-4)
+    np.testing.assert_allclose(np.concatenate([a._data, b._data.ravel()]), 0.0, atol=1e-4)
     assert opt.state[a]["n_iter"] >= 1 and b not in opt.state  # global state on the first
 
 
@@ -640,4 +640,4 @@ def test_lbfgs_stops_at_once_when_the_gradient_is_zero():
         p.grad = dtrain.tensor([0.0])
         return dtrain.tensor(2.0)
 
-    assert float(opt.step(closure)) == 2.0 and len(calls) == 1 and p.data[0] == 1.0
+    assert float(opt.step(closure)) == 2.0 and len(calls) == 1 and p._data[0] == 1.0

@@ -19,7 +19,7 @@ GAN = os.path.join(os.path.dirname(HERE), "examples", "gan.py")
 
 
 def _state(model):
-    return [a.copy() for a in model.state_dict().values()]
+    return [a.clone() for a in model.state_dict().values()]
 
 
 def _same(a, b):
@@ -59,7 +59,7 @@ def test_closure_equals_single_process_lbfgs():
 
         opt.step(closure)
     for p, q in zip(model.parameters(), ref.parameters()):
-        np.testing.assert_allclose(p.data, q.data, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(p._data, q._data, rtol=0, atol=1e-9)
 
 
 def test_gan_phases_bit_identical_across_workers():
@@ -97,7 +97,7 @@ def test_gan_equals_hand_written_loop_float64():
             job.g_loss(ref, real, None).backward()
             opt_g.step()
     for p, q in zip(model.parameters(), ref.parameters()):
-        np.testing.assert_allclose(p.data, q.data, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(p._data, q._data, rtol=0, atol=1e-9)
 
 
 @pytest.mark.parametrize("job, message", [

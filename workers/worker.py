@@ -256,7 +256,7 @@ class Worker:
     def _task(self, msg: P.Task) -> None:
         if self.computer is None or self.channel is None:
             raise RuntimeError("TASK before WELCOME")
-        self.channel.read_params(msg, self.names, [p.data for p in self.params])
+        self.channel.read_params(msg, self.names, [p._data for p in self.params])
         plan = self.planner.plan(msg.epoch, msg.batch, msg.step)
         for node in msg.nodes:
             started = time.perf_counter()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import random as _random
+from .device import check_device
 from .tensor import Tensor, get_default_dtype
 
 
@@ -18,61 +19,73 @@ def _float_dtype(dtype):
     return np.dtype(dtype) if dtype is not None else get_default_dtype()
 
 
-def tensor(data, dtype=None, requires_grad: bool = False) -> Tensor:
+def tensor(data, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
     """A new tensor holding a copy of ``data``."""
+    check_device(device)
     if isinstance(data, Tensor):
-        data = data.data
+        data = data._data
     arr = np.array(data, copy=True) if isinstance(data, np.ndarray) else data
     return Tensor(arr, dtype=dtype, requires_grad=requires_grad)
 
 
-def as_tensor(data, dtype=None) -> Tensor:
+def as_tensor(data, dtype=None, device=None) -> Tensor:
     """A tensor sharing memory with ``data`` where possible."""
+    check_device(device)
     if isinstance(data, Tensor) and (dtype is None or np.dtype(dtype) == data.dtype):
         return data
     return Tensor(data, dtype=dtype)
 
 
-def from_numpy(array: np.ndarray) -> Tensor:
+def from_numpy(array: np.ndarray, device=None) -> Tensor:
     """A tensor sharing memory with ``array`` (its dtype kept)."""
+    check_device(device)
     if not isinstance(array, np.ndarray):
         raise TypeError(f"expected np.ndarray (got {type(array).__name__})")
     return Tensor._wrap(array)
 
 
-def zeros(*size, dtype=None, requires_grad: bool = False) -> Tensor:
+def zeros(*size, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    check_device(device)
     return Tensor(np.zeros(_shape(size), _float_dtype(dtype)), requires_grad=requires_grad)
 
 
-def ones(*size, dtype=None, requires_grad: bool = False) -> Tensor:
+def ones(*size, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    check_device(device)
     return Tensor(np.ones(_shape(size), _float_dtype(dtype)), requires_grad=requires_grad)
 
 
-def empty(*size, dtype=None, requires_grad: bool = False) -> Tensor:
+def empty(*size, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    check_device(device)
     return zeros(*size, dtype=dtype, requires_grad=requires_grad)
 
 
-def full(size, fill_value, dtype=None, requires_grad: bool = False) -> Tensor:
+def full(size, fill_value, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    check_device(device)
     if dtype is None:
         dtype = (np.dtype(np.int64) if isinstance(fill_value, (bool, int)) and not isinstance(fill_value, bool)
                  else np.dtype(bool) if isinstance(fill_value, bool) else get_default_dtype())
     return Tensor(np.full(tuple(size), fill_value, dtype), requires_grad=requires_grad)
 
 
-def zeros_like(t: Tensor, dtype=None, requires_grad: bool = False) -> Tensor:
+def zeros_like(t: Tensor, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    check_device(device)
     return Tensor(np.zeros(t.shape, dtype or t.dtype), requires_grad=requires_grad)
 
 
-def ones_like(t: Tensor, dtype=None, requires_grad: bool = False) -> Tensor:
+def ones_like(t: Tensor, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    check_device(device)
     return Tensor(np.ones(t.shape, dtype or t.dtype), requires_grad=requires_grad)
 
 
-def full_like(t: Tensor, fill_value, dtype=None, requires_grad: bool = False) -> Tensor:
+def full_like(t: Tensor, fill_value, dtype=None, device=None,
+              requires_grad: bool = False) -> Tensor:
+    check_device(device)
     return Tensor(np.full(t.shape, fill_value, dtype or t.dtype), requires_grad=requires_grad)
 
 
-def arange(start, end=None, step=1, dtype=None, requires_grad: bool = False) -> Tensor:
+def arange(start, end=None, step=1, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
     """Values from ``start`` to ``end`` (exclusive); integer arguments give int64, as in PyTorch."""
+    check_device(device)
     if end is None:
         start, end = 0, start
     if dtype is None:
@@ -81,34 +94,40 @@ def arange(start, end=None, step=1, dtype=None, requires_grad: bool = False) -> 
     return Tensor(np.arange(start, end, step, dtype=dtype), requires_grad=requires_grad)
 
 
-def linspace(start, end, steps, dtype=None, requires_grad: bool = False) -> Tensor:
+def linspace(start, end, steps, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    check_device(device)
     return Tensor(np.linspace(start, end, steps, dtype=_float_dtype(dtype)),
                   requires_grad=requires_grad)
 
 
-def eye(n, m=None, dtype=None, requires_grad: bool = False) -> Tensor:
+def eye(n, m=None, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    check_device(device)
     return Tensor(np.eye(n, m, dtype=_float_dtype(dtype)), requires_grad=requires_grad)
 
 
-def rand(*size, dtype=None, generator=None, requires_grad: bool = False) -> Tensor:
+def rand(*size, dtype=None, generator=None, device=None, requires_grad: bool = False) -> Tensor:
     """Uniform samples in [0, 1) from the global (or given) generator."""
+    check_device(device)
     data = _random.uniform(0.0, 1.0, _shape(size), generator).astype(_float_dtype(dtype))
     return Tensor(data, requires_grad=requires_grad)
 
 
-def randn(*size, dtype=None, generator=None, requires_grad: bool = False) -> Tensor:
+def randn(*size, dtype=None, generator=None, device=None, requires_grad: bool = False) -> Tensor:
     """Standard normal samples from the global (or given) generator."""
+    check_device(device)
     data = _random.normal(0.0, 1.0, _shape(size), generator).astype(_float_dtype(dtype))
     return Tensor(data, requires_grad=requires_grad)
 
 
-def randint(low, high=None, size=(), dtype=None, generator=None) -> Tensor:
+def randint(low, high=None, size=(), dtype=None, generator=None, device=None) -> Tensor:
+    check_device(device)
     if high is None:
         low, high = 0, low
     gen = generator or _random.default_generator()
     return Tensor(gen.integers(low, high, size=tuple(size)).astype(dtype or np.int64))
 
 
-def randperm(n, generator=None) -> Tensor:
+def randperm(n, generator=None, device=None) -> Tensor:
+    check_device(device)
     gen = generator or _random.default_generator()
     return Tensor(gen.permutation(n).astype(np.int64))

@@ -55,7 +55,7 @@ def _apply_hooks(tensor: Tensor, grad: np.ndarray) -> np.ndarray:
     for hook in list(entry[1]):
         result = hook(Tensor._wrap(grad))
         if result is not None:
-            grad = result.data if isinstance(result, Tensor) else np.asarray(result)
+            grad = result._data if isinstance(result, Tensor) else np.asarray(result)
     return grad
 
 
@@ -66,11 +66,11 @@ def _root_gradients(outputs, grad_outputs):
             raise RuntimeError(_NO_GRAD.format(i))
         g = None if grad_outputs is None else grad_outputs[i]
         if g is None:
-            if out.data.size != 1:
+            if out._data.size != 1:
                 raise RuntimeError("grad can be implicitly created only for scalar outputs")
             g = np.ones(out.shape, dtype=out.dtype)
         else:
-            g = g.data if isinstance(g, Tensor) else np.asarray(g, dtype=out.dtype)
+            g = g._data if isinstance(g, Tensor) else np.asarray(g, dtype=out.dtype)
             if g.shape != out.shape:
                 raise RuntimeError(
                     f"Mismatch in shape: grad_output[{i}] has a shape of {tuple(g.shape)} and "
@@ -120,14 +120,14 @@ def run_backward(outputs, grad_outputs, retain_graph: bool, capture=None) -> dic
                 prev = captured.get(id(t))
                 captured[id(t)] = g if prev is None else prev + g
             return
-        if g.dtype != t.data.dtype:
-            g = g.astype(t.data.dtype)
+        if g.dtype != t._data.dtype:
+            g = g.astype(t._data.dtype)
         if t.grad is None:
             if shared or g.base is not None or not g.flags.writeable:
                 g = g.copy()
             t.grad = Tensor._wrap(g)
         else:
-            t.grad.data += g
+            t.grad._data += g
 
     buffers: dict = {}
     roots = []
@@ -157,7 +157,7 @@ def run_backward(outputs, grad_outputs, retain_graph: bool, capture=None) -> dic
                         if t.grad is None:
                             t.grad = Tensor._wrap(g.copy())
                         else:
-                            t.grad.data += g
+                            t.grad._data += g
             elif captured is not None and id(node) in node_of:
                 captured[id(node_of[id(node)])] = g
             fn = node.backward_fn
@@ -202,7 +202,7 @@ def backward(tensors, grad_tensors=None, retain_graph=None, inputs=None) -> None
             if t.grad is None:
                 t.grad = Tensor._wrap(np.array(g, dtype=t.dtype, copy=True))
             else:
-                t.grad.data += g
+                t.grad._data += g
         return
     run_backward(tensors, grad_tensors, bool(retain_graph))
 

@@ -16,6 +16,7 @@ from collections import namedtuple
 import numpy as np
 
 from ._format import tensor_repr
+from .device import CPU, DeviceUnavailableError, check_device, parse_to
 from .grad_mode import is_grad_enabled
 
 float32 = np.dtype(np.float32)
@@ -79,7 +80,7 @@ class Node:
 def _to_array(value, dtype=None) -> np.ndarray:
     """Convert Python data, NumPy arrays or Tensors to an ndarray with PyTorch's dtype rules."""
     if isinstance(value, Tensor):
-        arr = value.data
+        arr = value._data
     elif isinstance(value, np.ndarray):
         arr = value
     elif isinstance(value, (list, tuple)) and any(isinstance(v, Tensor) for v in _flat(value)):
@@ -144,9 +145,9 @@ def _expand_reduced(grad: np.ndarray, shape: tuple, dims, keepdim: bool) -> np.n
 def _index_key(key):
     """Turn Tensors inside an index into arrays."""
     if isinstance(key, Tensor):
-        return key.data
+        return key._data
     if isinstance(key, tuple):
-        return tuple(k.data if isinstance(k, Tensor) else k for k in key)
+        return tuple(k._data if isinstance(k, Tensor) else k for k in key)
     if isinstance(key, list):
         return np.asarray(key)
     return key
@@ -163,12 +164,12 @@ def _is_basic_index(key) -> bool:
 class Tensor:
     """An n-dimensional array with PyTorch's autograd semantics, stored as a NumPy array."""
 
-    __slots__ = ("__weakref__", "_requires_grad", "_retains_grad", "data", "grad", "grad_fn")
+    __slots__ = ("__weakref__", "_requires_grad", "_data", "_retains_grad", "grad", "grad_fn")
     __array_priority__ = 1000
     __array_ufunc__ = None  # make NumPy defer to Tensor's reflected operators
 
     def __init__(self, data, dtype=None, requires_grad: bool = False):
-        self.data = _to_array(data, dtype)
+        self._data = _to_array(data, dtype)
         self.grad = None
         self.grad_fn = None
         self._retains_grad = False
@@ -180,7 +181,7 @@ class Tensor:
     def _wrap(cls, data: np.ndarray, requires_grad: bool = False, grad_fn=None) -> Tensor:
         """Build a tensor around an existing array without checks or copies."""
         t = object.__new__(cls)
-        t.data = data
+        t._data = data
         t.grad = None
         t._requires_grad = requires_grad
         t.grad_fn = grad_fn
@@ -208,9 +209,27 @@ class Tensor:
         return self
 
     def _set_requires_grad(self, value: bool) -> None:
-        if value and self.data.dtype.kind not in "fc":
+        if value and self._data.dtype.kind not in "fc":
             raise RuntimeError("only Tensors of floating point dtype can require gradients")
         self._requires_grad = value
+
+    @property
+    def data(self) -> Tensor:
+        """This tensor's values outside autograd: a Tensor sharing memory, with no history.
+
+        Changes made through it (``p.data.add_(...)``, ``p.data[0] = 1``) reach this tensor and
+        are never recorded, as with ``torch.Tensor.data``.
+        """
+        return Tensor._wrap(self._data)
+
+    @data.setter
+    def data(self, value: Tensor) -> None:
+        if not isinstance(value, Tensor):
+            raise TypeError(f"Variable data has to be a tensor, but got {type(value).__name__}")
+        if self._requires_grad and value._data.dtype.kind not in "fc":
+            raise RuntimeError("data set to a tensor that requires gradients must be floating "
+                               "point or complex dtype")
+        self._data = value._data
 
     @property
     def is_leaf(self) -> bool:
@@ -232,31 +251,36 @@ class Tensor:
 
     @property
     def shape(self) -> tuple:
-        return self.data.shape
+        return self._data.shape
 
     def size(self, dim: int | None = None):
         """The shape, or the length of one dimension."""
         if dim is None:
-            return self.data.shape
-        return self.data.shape[_normalize_dims(dim, self.ndim)[0]]
+            return self._data.shape
+        return self._data.shape[_normalize_dims(dim, self.ndim)[0]]
 
     @property
     def dtype(self) -> np.dtype:
-        return self.data.dtype
+        return self._data.dtype
 
     @property
     def ndim(self) -> int:
-        return self.data.ndim
+        return self._data.ndim
 
     def dim(self) -> int:
-        return self.data.ndim
+        return self._data.ndim
 
     def numel(self) -> int:
-        return self.data.size
+        return self._data.size
 
     @property
-    def device(self) -> str:
-        return "cpu"
+    def device(self):
+        """Always the CPU: dtrain computes with NumPy."""
+        return CPU
+
+    @property
+    def is_cuda(self) -> bool:
+        return False
 
     @property
     def T(self) -> Tensor:
@@ -273,18 +297,18 @@ class Tensor:
             raise RuntimeError(
                 "Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() instead."
             )
-        return self.data
+        return self._data
 
     def item(self):
         """The value of a one-element tensor as a Python number."""
-        if self.data.size != 1:
+        if self._data.size != 1:
             raise RuntimeError(
-                f"a Tensor with {self.data.size} elements cannot be converted to Scalar"
+                f"a Tensor with {self._data.size} elements cannot be converted to Scalar"
             )
-        return self.data.reshape(()).item()
+        return self._data.reshape(()).item()
 
     def tolist(self):
-        return self.data.tolist()
+        return self._data.tolist()
 
     def __float__(self):
         return float(self.item())
@@ -293,49 +317,49 @@ class Tensor:
         return int(self.item())
 
     def __index__(self):
-        if self.data.dtype.kind not in "iub" or self.data.size != 1:
+        if self._data.dtype.kind not in "iub" or self._data.size != 1:
             raise TypeError("only integer tensors of a single element can be converted to an index")
         return int(self.item())
 
     def __bool__(self):
-        if self.data.size != 1:
+        if self._data.size != 1:
             raise RuntimeError(
-                f"Boolean value of Tensor with {self.data.size} values is ambiguous"
+                f"Boolean value of Tensor with {self._data.size} values is ambiguous"
             )
-        return bool(self.data.reshape(()))
+        return bool(self._data.reshape(()))
 
     def __len__(self):
         if self.ndim == 0:
             raise TypeError("len() of a 0-d tensor")
-        return self.data.shape[0]
+        return self._data.shape[0]
 
     def __iter__(self):
         if self.ndim == 0:
             raise TypeError("iteration over a 0-d tensor")
-        return (self[i] for i in range(self.data.shape[0]))
+        return (self[i] for i in range(self._data.shape[0]))
 
     def __array__(self, dtype=None, copy=None):
-        return self.data if dtype is None else self.data.astype(dtype)
+        return self._data if dtype is None else self._data.astype(dtype)
 
     def __hash__(self):
         return id(self)
 
     def __repr__(self):
-        dtype = self.data.dtype
+        dtype = self._data.dtype
         # an empty tensor shows any non-default dtype: there are no values to tell it by
-        implied = (get_default_dtype(),) if self.data.size == 0 else (get_default_dtype(), int64,
+        implied = (get_default_dtype(),) if self._data.size == 0 else (get_default_dtype(), int64,
                                                                        bool_)
         dtype_suffix = None if dtype in implied else f"dtype=dtrain.{dtype.name}"
         if self.grad_fn is not None:
             grad_suffix = f"grad_fn=<{self.grad_fn.name()}>"
         else:
             grad_suffix = "requires_grad=True" if self._requires_grad else None
-        return tensor_repr(self.data, dtype_suffix, grad_suffix)
+        return tensor_repr(self._data, dtype_suffix, grad_suffix)
 
     # ------------------------------------------------------- graph utilities
     def detach(self) -> Tensor:
         """A tensor sharing this one's data, with no history and ``requires_grad == False``."""
-        return Tensor._wrap(self.data)
+        return Tensor._wrap(self._data)
 
     def detach_(self) -> Tensor:
         """Cut this tensor from its graph in place."""
@@ -357,25 +381,29 @@ class Tensor:
         return register_hook(self, hook)
 
     # ------------------------------------------------------------- dtype casts
-    def to(self, dtype=None, *args, **kwargs) -> Tensor:
-        """Cast to ``dtype`` (differentiable); device arguments other than 'cpu' are refused."""
-        if isinstance(dtype, str) and dtype == "cpu":
-            dtype = kwargs.get("dtype", args[0] if args else None)
-        if dtype is None:
-            return self
-        return self.type(dtype)
+    def to(self, *args, **kwargs) -> Tensor:
+        """``to(dtype)``, ``to(device)``, ``to(device, dtype)``, ``to(other)``, as torch.
+
+        A differentiable cast when the dtype changes, else self (a copy with ``copy=True``);
+        devices other than the CPU raise ``DeviceUnavailableError``.
+        """
+        dtype, like, copy = parse_to(args, kwargs)
+        if like is not None:
+            dtype = like._data.dtype
+        out = self if dtype is None else self.type(dtype)
+        return out.clone() if copy and out is self else out
 
     def type(self, dtype) -> Tensor:
         dtype = np.dtype(dtype)
-        if dtype == self.data.dtype:
+        if dtype == self._data.dtype:
             return self
-        src = self.data.dtype
+        src = self._data.dtype
 
         def backward(g):
             return (g.astype(src),)
 
         differentiable = dtype.kind == "f"
-        return _op(self.data.astype(dtype), (self,), backward, "ToCopyBackward0", differentiable)
+        return _op(self._data.astype(dtype), (self,), backward, "ToCopyBackward0", differentiable)
 
     def float(self) -> Tensor:
         return self.type(float32)
@@ -393,17 +421,24 @@ class Tensor:
         return self.type(bool_)
 
     def cpu(self) -> Tensor:
+        """This tensor: it is on the CPU already."""
+        return self
+
+    def cuda(self, device=None, non_blocking: bool = False) -> Tensor:
+        """Refused with a clear error: dtrain has no GPU backend."""
+        check_device("cuda" if device is None else device if isinstance(device, str)
+                     else f"cuda:{device}")
         return self
 
     def clone(self) -> Tensor:
         """A copy with its own memory that stays in the graph."""
-        return _op(self.data.copy(), (self,), lambda g: (g,), "CloneBackward0")
+        return _op(self._data.copy(), (self,), lambda g: (g,), "CloneBackward0")
 
     def contiguous(self) -> Tensor:
         return self
 
     def is_floating_point(self) -> bool:
-        return self.data.dtype.kind == "f"
+        return self._data.dtype.kind == "f"
 
     # ------------------------------------------------------------- arithmetic
     def __add__(self, other):
@@ -452,38 +487,44 @@ class Tensor:
         return self.abs()
 
     def __floordiv__(self, other):
-        return Tensor._wrap(np.floor_divide(self.data, _data(other)))
+        return floor_divide(self, other)
+
+    def __rfloordiv__(self, other):
+        return floor_divide(other, self)
 
     def __mod__(self, other):
-        return Tensor._wrap(np.mod(self.data, _data(other)))
+        return remainder(self, other)
+
+    def __rmod__(self, other):
+        return remainder(other, self)
 
     # comparisons never carry gradients
     def __eq__(self, other):
-        return Tensor._wrap(self.data == _data(other))
+        return Tensor._wrap(self._data == _data(other))
 
     def __ne__(self, other):
-        return Tensor._wrap(self.data != _data(other))
+        return Tensor._wrap(self._data != _data(other))
 
     def __lt__(self, other):
-        return Tensor._wrap(self.data < _data(other))
+        return Tensor._wrap(self._data < _data(other))
 
     def __le__(self, other):
-        return Tensor._wrap(self.data <= _data(other))
+        return Tensor._wrap(self._data <= _data(other))
 
     def __gt__(self, other):
-        return Tensor._wrap(self.data > _data(other))
+        return Tensor._wrap(self._data > _data(other))
 
     def __ge__(self, other):
-        return Tensor._wrap(self.data >= _data(other))
+        return Tensor._wrap(self._data >= _data(other))
 
     def __invert__(self):
-        return Tensor._wrap(~self.data)
+        return Tensor._wrap(~self._data)
 
     def __and__(self, other):
-        return Tensor._wrap(self.data & _data(other))
+        return Tensor._wrap(self._data & _data(other))
 
     def __or__(self, other):
-        return Tensor._wrap(self.data | _data(other))
+        return Tensor._wrap(self._data | _data(other))
 
     def eq(self, other):
         return self == other
@@ -504,31 +545,32 @@ class Tensor:
         return self >= other
 
     def equal(self, other) -> bool:
-        return self.shape == other.shape and bool(np.array_equal(self.data, _data(other)))
+        return self.shape == other.shape and bool(np.array_equal(self._data, _data(other)))
 
     def allclose(self, other, rtol=1e-5, atol=1e-8) -> bool:
-        return bool(np.allclose(self.data, _data(other), rtol=rtol, atol=atol))
+        return bool(np.allclose(self._data, _data(other), rtol=rtol, atol=atol))
 
     def isnan(self):
-        return Tensor._wrap(np.isnan(self.data))
+        return Tensor._wrap(np.isnan(self._data))
 
     def isfinite(self):
-        return Tensor._wrap(np.isfinite(self.data))
+        return Tensor._wrap(np.isfinite(self._data))
 
     def argmax(self, dim=None, keepdim=False):
-        return Tensor._wrap(_arg_reduce(np.argmax, self.data, dim, keepdim))
+        return Tensor._wrap(_arg_reduce(np.argmax, self._data, dim, keepdim))
 
     def argmin(self, dim=None, keepdim=False):
-        return Tensor._wrap(_arg_reduce(np.argmin, self.data, dim, keepdim))
+        return Tensor._wrap(_arg_reduce(np.argmin, self._data, dim, keepdim))
 
     def sign(self):
-        return Tensor._wrap(np.sign(self.data))
+        A = self._data
+        return Tensor._wrap(A.copy() if A.dtype == bool_ else np.sign(A))
 
     def any(self):
-        return Tensor._wrap(np.asarray(self.data.any()))
+        return Tensor._wrap(np.asarray(self._data.any()))
 
     def all(self):
-        return Tensor._wrap(np.asarray(self.data.all()))
+        return Tensor._wrap(np.asarray(self._data.all()))
 
     # ------------------------------------------------------ method forms of ops
     def add(self, other, alpha=1):
@@ -671,15 +713,15 @@ class Tensor:
         """Apply ``self = func(self, other)`` in place, keeping the graph right when recording."""
         other_rg = isinstance(other, Tensor) and other._requires_grad
         if self._check_inplace() or (other_rg and is_grad_enabled()):
-            snapshot = Tensor._wrap(self.data, self._requires_grad, self.grad_fn)
+            snapshot = Tensor._wrap(self._data, self._requires_grad, self.grad_fn)
             result = func(snapshot, other)
-            self.data = result.data.astype(self.data.dtype, copy=False)
+            self._data = result._data.astype(self._data.dtype, copy=False)
             self.grad_fn = result.grad_fn
             self._requires_grad = result._requires_grad
         else:
             with _no_grad_block():
-                result = func(Tensor._wrap(self.data), other)
-            np.copyto(self.data, result.data, casting="same_kind")
+                result = func(Tensor._wrap(self._data), other)
+            np.copyto(self._data, result._data, casting="same_kind")
         return self
 
     def __iadd__(self, other):
@@ -720,12 +762,12 @@ class Tensor:
 
     def zero_(self):
         self._check_inplace()
-        self.data[...] = 0
+        self._data[...] = 0
         return self
 
     def fill_(self, value):
         self._check_inplace()
-        self.data[...] = _data(value)
+        self._data[...] = _data(value)
         return self
 
     def copy_(self, src):
@@ -733,21 +775,21 @@ class Tensor:
         if self._check_inplace() or (isinstance(src, Tensor) and src._requires_grad and is_grad_enabled()):
             shape, dtype = self.shape, self.dtype
             return self._inplace(lambda t, s: expand(s, shape).type(dtype) + t * 0, src)
-        np.copyto(self.data, _data(src), casting="unsafe")
+        np.copyto(self._data, _data(src), casting="unsafe")
         return self
 
     def uniform_(self, a=0.0, b=1.0, generator=None):
         from .. import random as _random
 
         self._check_inplace()
-        self.data[...] = _random.uniform(a, b, self.shape, generator)
+        self._data[...] = _random.uniform(a, b, self.shape, generator)
         return self
 
     def normal_(self, mean=0.0, std=1.0, generator=None):
         from .. import random as _random
 
         self._check_inplace()
-        self.data[...] = _random.normal(mean, std, self.shape, generator)
+        self._data[...] = _random.normal(mean, std, self.shape, generator)
         return self
 
     def __setitem__(self, key, value):
@@ -755,7 +797,7 @@ class Tensor:
         if self._check_inplace() or (isinstance(value, Tensor) and value._requires_grad and is_grad_enabled()):
             self._inplace(lambda t, v: index_put(t, key, v), value)
         else:
-            self.data[key] = _data(value)
+            self._data[key] = _data(value)
 
 
 def _no_grad_block():
@@ -771,7 +813,7 @@ def _shape_arg(shape):
 
 
 def _data(x):
-    return x.data if isinstance(x, Tensor) else x
+    return x._data if isinstance(x, Tensor) else x
 
 
 def _as_tensor(x, like: Tensor | None = None) -> Tensor:
@@ -821,7 +863,7 @@ def _result_dtype(*operands) -> np.dtype:
     classes: list = [None, None, None]
     for x in operands:
         if isinstance(x, Tensor):
-            k, dt = (0 if x.data.ndim else 1), x.data.dtype
+            k, dt = (0 if x._data.ndim else 1), x._data.dtype
         else:
             k, dt = 2, _scalar_dtype(x)
         classes[k] = dt if classes[k] is None else _promote_types(classes[k], dt)
@@ -862,13 +904,13 @@ def _ieee(fn):
 
 def _binary_operands(a, b):
     """Both operands as Tensors of one dtype, chosen by PyTorch's type promotion."""
-    if isinstance(a, Tensor) and isinstance(b, Tensor) and a.data.dtype == b.data.dtype:
+    if isinstance(a, Tensor) and isinstance(b, Tensor) and a._data.dtype == b._data.dtype:
         return a, b
     # the common float-tensor-and-Python-number case: the scalar takes the tensor's dtype
-    if isinstance(a, Tensor) and isinstance(b, (int, float)) and a.data.dtype.kind == "f":
-        return a, Tensor._wrap(np.asarray(b, a.data.dtype))
-    if isinstance(b, Tensor) and isinstance(a, (int, float)) and b.data.dtype.kind == "f":
-        return Tensor._wrap(np.asarray(a, b.data.dtype)), b
+    if isinstance(a, Tensor) and isinstance(b, (int, float)) and a._data.dtype.kind == "f":
+        return a, Tensor._wrap(np.asarray(b, a._data.dtype))
+    if isinstance(b, Tensor) and isinstance(a, (int, float)) and b._data.dtype.kind == "f":
+        return Tensor._wrap(np.asarray(a, b._data.dtype)), b
     if not isinstance(a, (Tensor, numbers.Number)):
         a = Tensor(a)
     if not isinstance(b, (Tensor, numbers.Number)):
@@ -877,16 +919,40 @@ def _binary_operands(a, b):
     return _cast_operand(a, dtype), _cast_operand(b, dtype)
 
 
+def _is_bool(x) -> bool:
+    if isinstance(x, Tensor):
+        return x._data.dtype == bool_
+    return isinstance(x, (bool, np.bool_))
+
+
+def _floating(a: Tensor) -> Tensor:
+    """``a`` itself when floating, else cast to the default float dtype (torch's unary float ops)."""
+    return a if a._data.dtype.kind in "fc" else a.type(get_default_dtype())
+
+
+def _not_for(a: Tensor, op: str, kinds: str) -> None:
+    """Refuse dtypes of the given kinds, with torch's NotImplementedError wording."""
+    if a._data.dtype.kind in kinds:
+        raise NotImplementedError(f'"{op}" not implemented for \'{_torch_name(a._data.dtype)}\'')
+
+
+def _torch_name(dtype: np.dtype) -> str:
+    """The C type name torch uses in kernel errors ('Float', 'Long', 'Bool', ...)."""
+    names = {"float32": "Float", "float64": "Double", "float16": "Half", "int64": "Long",
+             "int32": "Int", "int16": "Short", "int8": "Char", "uint8": "Byte", "bool": "Bool"}
+    return names.get(np.dtype(dtype).name, np.dtype(dtype).name)
+
+
 def _cast_operand(x, dtype: np.dtype) -> Tensor:
     if not isinstance(x, Tensor):
         return _scalar_tensor(x, dtype)
-    return x if x.data.dtype == dtype else x.type(dtype)  # a differentiable cast
+    return x if x._data.dtype == dtype else x.type(dtype)  # a differentiable cast
 
 
 # ============================================================================ elementwise binary
 def add(a, b) -> Tensor:
     a, b = _binary_operands(a, b)
-    A, B = a.data, b.data
+    A, B = a._data, b._data
 
     def backward(g):
         return (_unbroadcast(g, A.shape) if a._requires_grad else None,
@@ -896,8 +962,12 @@ def add(a, b) -> Tensor:
 
 
 def sub(a, b) -> Tensor:
+    if _is_bool(a) or _is_bool(b):
+        raise RuntimeError("Subtraction, the `-` operator, with a bool tensor is not supported. "
+                           "If you are trying to invert a mask, use the `~` or `logical_not()` "
+                           "operator instead.")
     a, b = _binary_operands(a, b)
-    A, B = a.data, b.data
+    A, B = a._data, b._data
 
     def backward(g):
         return (_unbroadcast(g, A.shape) if a._requires_grad else None,
@@ -908,7 +978,7 @@ def sub(a, b) -> Tensor:
 
 def mul(a, b) -> Tensor:
     a, b = _binary_operands(a, b)
-    A, B = a.data, b.data
+    A, B = a._data, b._data
 
     def backward(g):
         return (_unbroadcast(g * B, A.shape) if a._requires_grad else None,
@@ -920,7 +990,7 @@ def mul(a, b) -> Tensor:
 @_ieee
 def div(a, b) -> Tensor:
     a, b = _binary_operands(a, b)
-    A, B = a.data, b.data
+    A, B = a._data, b._data
     if A.dtype.kind in "iub":  # true division of integers gives the default float, as in torch
         A, B = A.astype(get_default_dtype()), B.astype(get_default_dtype())
 
@@ -937,9 +1007,11 @@ def pow(a, b) -> Tensor:
     if isinstance(a, Tensor) and isinstance(b, numbers.Number):
         exponent = b
         dtype = _result_dtype(a, b)
-        a = a if a.data.dtype == dtype else a.type(dtype)
-        A = a.data
-        out = A ** exponent
+        a = a if a._data.dtype == dtype else a.type(dtype)
+        A = a._data
+        if A.dtype.kind in "iu" and isinstance(exponent, numbers.Integral) and exponent < 0:
+            raise RuntimeError("Integers to negative integer powers are not allowed.")
+        out = (A ** exponent).astype(dtype, copy=False)
 
         def backward_scalar(g):
             if exponent == 0:
@@ -948,7 +1020,8 @@ def pow(a, b) -> Tensor:
 
         return _op(out, (a,), backward_scalar, "PowBackward0")
     a, b = _binary_operands(a, b)
-    A, B = a.data, b.data
+    A, B = a._data, b._data
+    _not_for(a, "pow", "b")
     out = A ** B
 
     def backward(g):
@@ -967,7 +1040,7 @@ def pow(a, b) -> Tensor:
 def maximum(a, b) -> Tensor:
     """Elementwise maximum; ties split the gradient evenly, as in PyTorch."""
     a, b = _binary_operands(a, b)
-    A, B = a.data, b.data
+    A, B = a._data, b._data
 
     def backward(g):
         wa = (A > B) + 0.5 * (A == B)
@@ -980,7 +1053,7 @@ def maximum(a, b) -> Tensor:
 def minimum(a, b) -> Tensor:
     """Elementwise minimum; ties split the gradient evenly, as in PyTorch."""
     a, b = _binary_operands(a, b)
-    A, B = a.data, b.data
+    A, B = a._data, b._data
 
     def backward(g):
         wa = (A < B) + 0.5 * (A == B)
@@ -994,7 +1067,7 @@ def where(condition, a, b) -> Tensor:
     """Pick from ``a`` where ``condition`` holds, else from ``b``; gradients follow the choice."""
     cond = np.asarray(_data(condition), dtype=bool)
     a, b = _binary_operands(a, b)
-    A, B = a.data, b.data
+    A, B = a._data, b._data
 
     def backward(g):
         return (_unbroadcast(np.where(cond, g, 0), A.shape) if a._requires_grad else None,
@@ -1004,41 +1077,80 @@ def where(condition, a, b) -> Tensor:
     return _op(out, (a, b), backward, "WhereBackward0")
 
 
+def _integer_divisor_check(B: np.ndarray) -> None:
+    if B.dtype.kind in "iu" and not B.all():
+        raise RuntimeError("ZeroDivisionError")
+
+
+@_ieee
+def floor_divide(a, b) -> Tensor:
+    """``a // b`` rounded toward minus infinity, in the promoted dtype (no gradient, as torch)."""
+    a, b = _binary_operands(a, b)
+    _not_for(a, "div_floor_cpu", "b")
+    _integer_divisor_check(b._data)
+    return Tensor._wrap(np.floor_divide(a._data, b._data))
+
+
+@_ieee
+def remainder(a, b) -> Tensor:
+    """``a % b`` with the divisor's sign (Python's and torch's rule), in the promoted dtype."""
+    a, b = _binary_operands(a, b)
+    _not_for(a, "remainder_cpu", "b")
+    A, B = a._data, b._data
+    _integer_divisor_check(B)
+
+    def backward(g):
+        return (_unbroadcast(g, A.shape) if a._requires_grad else None,
+                _unbroadcast(-g * np.floor_divide(A, B), B.shape) if b._requires_grad else None)
+
+    return _op(np.mod(A, B), (a, b), backward, "RemainderBackward0")
+
+
 # ============================================================================ elementwise unary
 def neg(a: Tensor) -> Tensor:
-    return _op(-a.data, (a,), lambda g: (-g,), "NegBackward0")
+    if a._data.dtype == bool_:
+        raise RuntimeError("Negation, the `-` operator, on a bool tensor is not supported. If you "
+                           "are trying to invert a mask, use the `~` or `logical_not()` operator "
+                           "instead.")
+    return _op(-a._data, (a,), lambda g: (-g,), "NegBackward0")
 
 
 @_ieee
 def exp(a: Tensor) -> Tensor:
-    out = np.exp(a.data)
+    a = _floating(a)
+    out = np.exp(a._data)
     return _op(out, (a,), lambda g: (g * out,), "ExpBackward0")
 
 
 @_ieee
 def log(a: Tensor) -> Tensor:
-    A = a.data
+    a = _floating(a)
+    A = a._data
     return _op(np.log(A), (a,), lambda g: (g / A,), "LogBackward0")
 
 
 @_ieee
 def sqrt(a: Tensor) -> Tensor:
-    out = np.sqrt(a.data)
+    a = _floating(a)
+    out = np.sqrt(a._data)
     return _op(out, (a,), lambda g: (g / (2 * out),), "SqrtBackward0")
 
 
 def abs(a: Tensor) -> Tensor:
-    A = a.data
+    _not_for(a, "abs_cpu", "b")
+    A = a._data
     return _op(np.abs(A), (a,), lambda g: (g * np.sign(A),), "AbsBackward0")
 
 
 def tanh(a: Tensor) -> Tensor:
-    out = np.tanh(a.data)
+    a = _floating(a)
+    out = np.tanh(a._data)
     return _op(out, (a,), lambda g: (g * (1 - out * out),), "TanhBackward0")
 
 
 def sigmoid(a: Tensor) -> Tensor:
-    A = a.data
+    a = _floating(a)
+    A = a._data
     # exp of a non-positive number only: no overflow for large |x|
     e = np.exp(-np.abs(A))
     out = np.where(A >= 0, 1 / (1 + e), e / (1 + e)).astype(A.dtype, copy=False)
@@ -1046,7 +1158,9 @@ def sigmoid(a: Tensor) -> Tensor:
 
 
 def relu(a: Tensor) -> Tensor:
-    out = np.maximum(a.data, 0)
+    if a._data.dtype == bool_:
+        raise RuntimeError("Boolean inputs not supported for relu")
+    out = np.maximum(a._data, 0)
     return _op(out, (a,), lambda g: (g * (out > 0),), "ReluBackward0")
 
 
@@ -1056,13 +1170,16 @@ def clamp(a: Tensor, min=None, max=None) -> Tensor:
         raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
     if isinstance(min, Tensor) or isinstance(max, Tensor):
         # tensor bounds take the gradient where they are the result, as in torch
-        out = a
+        dtype = _result_dtype(*(v for v in (a, min, max) if v is not None))
+        out = a if a._data.dtype == dtype else a.type(dtype)
         if min is not None:
             out = where(out >= min, out, min)
         if max is not None:
             out = where(out <= max, out, max)
         return out
-    A = a.data
+    dtype = _result_dtype(a, *(v for v in (min, max) if v is not None))
+    a = a if a._data.dtype == dtype else a.type(dtype)
+    A = a._data
     lo, hi = _data(min), _data(max)
     out = A
     if lo is not None:
@@ -1086,7 +1203,7 @@ def clamp(a: Tensor, min=None, max=None) -> Tensor:
 def matmul(a, b) -> Tensor:
     """Matrix product with NumPy/PyTorch rules for 1-D, 2-D and batched operands."""
     a, b = _binary_operands(a, b)
-    A, B = a.data, b.data
+    A, B = a._data, b._data
     if A.ndim == 0 or B.ndim == 0:
         raise RuntimeError("both arguments to matmul need to be at least 1D")
     if A.shape[-1] != B.shape[-2 if B.ndim > 1 else 0]:
@@ -1128,10 +1245,10 @@ def _shape_str(arr) -> str:
 
 # ============================================================================ reductions
 def sum(a: Tensor, dim=None, keepdim: bool = False) -> Tensor:
-    A = a.data
+    A = a._data
     dims = _normalize_dims(dim, A.ndim) if A.ndim else None
     out = A.sum(axis=dims, keepdims=keepdim)
-    if A.dtype.kind in "b":
+    if A.dtype.kind in "biu":  # torch sums every integer and bool type in int64
         out = out.astype(int64)
 
     def backward(g):
@@ -1141,11 +1258,11 @@ def sum(a: Tensor, dim=None, keepdim: bool = False) -> Tensor:
 
 
 def mean(a: Tensor, dim=None, keepdim: bool = False) -> Tensor:
-    A = a.data
+    A = a._data
     if A.dtype.kind not in "fc":
         raise RuntimeError(
             f"mean(): could not infer output dtype. Input dtype must be either a floating point "
-            f"or complex dtype. Got: {A.dtype}"
+            f"or complex dtype. Got: {_torch_name(A.dtype)}"
         )
     dims = _normalize_dims(dim, A.ndim) if A.ndim else None
     out = np.asarray(A.mean(axis=dims, keepdims=keepdim))
@@ -1161,7 +1278,9 @@ def var(a: Tensor, dim=None, unbiased=None, keepdim: bool = False, *, correction
     """Variance with Bessel's correction by default (``correction=1``), as ``torch.var``."""
     if correction is None:
         correction = 1 if unbiased is None or unbiased else 0
-    A = a.data
+    if a._data.dtype.kind not in "fc":
+        raise RuntimeError("std and var only support floating point and complex dtypes")
+    A = a._data
     dims = _normalize_dims(dim, A.ndim) if A.ndim else None
     n = A.size if dims is None else int(np.prod([A.shape[d] for d in dims]))
     mu = A.mean(axis=dims, keepdims=True)
@@ -1181,7 +1300,7 @@ def var(a: Tensor, dim=None, unbiased=None, keepdim: bool = False, *, correction
 def std(a: Tensor, dim=None, unbiased=None, keepdim: bool = False, *, correction=None) -> Tensor:
     """Standard deviation; where it is 0 the gradient is 0 (not nan), as in torch."""
     v = var(a, dim, unbiased=unbiased, keepdim=keepdim, correction=correction)
-    out = np.sqrt(v.data)
+    out = np.sqrt(v._data)
 
     def backward(g):
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -1201,7 +1320,7 @@ def amin(a: Tensor, dim=None, keepdim: bool = False) -> Tensor:
 
 
 def _extreme(a, dim, keepdim, fn, name):
-    A = a.data
+    A = a._data
     dims = _normalize_dims(dim, A.ndim) if A.ndim else None
     if A.size == 0:
         raise RuntimeError(f"{name[:4].lower()}(): Expected reduction dim to be specified for input.numel() == 0.")
@@ -1232,7 +1351,7 @@ def min(a: Tensor, dim=None, keepdim: bool = False):
 
 
 def _extreme_dim(a, dim, keepdim, argfn, name):
-    A = a.data
+    A = a._data
     d = _normalize_dims(dim, A.ndim)[0] if A.ndim else None
     if d is None:
         idx = np.asarray(0)
@@ -1258,7 +1377,8 @@ def _extreme_dim(a, dim, keepdim, argfn, name):
 # ============================================================================ softmax family
 def softmax(a: Tensor, dim: int) -> Tensor:
     """Numerically stable softmax along ``dim``."""
-    A = a.data
+    _not_for(a, "softmax_lastdim_kernel_impl", "biu")
+    A = a._data
     d = _normalize_dims(dim, A.ndim)[0] if A.ndim else None
     e = np.exp(A - A.max(axis=d, keepdims=True))
     out = e / e.sum(axis=d, keepdims=True)
@@ -1271,7 +1391,8 @@ def softmax(a: Tensor, dim: int) -> Tensor:
 
 def log_softmax(a: Tensor, dim: int) -> Tensor:
     """Numerically stable log-softmax along ``dim`` (log-sum-exp with the max subtracted)."""
-    A = a.data
+    _not_for(a, "log_softmax_lastdim_kernel_impl", "biu")
+    A = a._data
     d = _normalize_dims(dim, A.ndim)[0] if A.ndim else None
     shifted = A - A.max(axis=d, keepdims=True)
     out = shifted - np.log(np.exp(shifted).sum(axis=d, keepdims=True))
@@ -1284,7 +1405,7 @@ def log_softmax(a: Tensor, dim: int) -> Tensor:
 
 # ============================================================================ shape ops
 def reshape(a: Tensor, shape) -> Tensor:
-    A = a.data
+    A = a._data
     try:
         out = A.reshape(shape)
     except ValueError:
@@ -1293,7 +1414,7 @@ def reshape(a: Tensor, shape) -> Tensor:
 
 
 def expand(a: Tensor, shape) -> Tensor:
-    A = a.data
+    A = a._data
     shape = tuple(A.shape[i - (len(shape) - A.ndim)] if n == -1 else n for i, n in enumerate(shape))
     try:
         out = np.broadcast_to(A, shape)
@@ -1305,7 +1426,7 @@ def expand(a: Tensor, shape) -> Tensor:
 
 
 def transpose(a: Tensor, dim0: int, dim1: int) -> Tensor:
-    A = a.data
+    A = a._data
     if A.ndim < 2 and dim0 in (0, -1) and dim1 in (0, -1):
         return _op(A, (a,), lambda g: (g,), "TransposeBackward0")
     d0, d1 = _normalize_dims((dim0, dim1), A.ndim)
@@ -1314,7 +1435,7 @@ def transpose(a: Tensor, dim0: int, dim1: int) -> Tensor:
 
 
 def permute(a: Tensor, dims) -> Tensor:
-    A = a.data
+    A = a._data
     dims = _normalize_dims(tuple(dims), A.ndim) if A.ndim else ()
     if sorted(dims) != list(range(A.ndim)):
         raise RuntimeError(f"permute(): dims {dims} do not match a tensor of {A.ndim} dimensions")
@@ -1324,7 +1445,7 @@ def permute(a: Tensor, dims) -> Tensor:
 
 
 def squeeze(a: Tensor, dim=None) -> Tensor:
-    A = a.data
+    A = a._data
     if dim is None:
         out = A.squeeze()
     else:
@@ -1334,13 +1455,13 @@ def squeeze(a: Tensor, dim=None) -> Tensor:
 
 
 def unsqueeze(a: Tensor, dim: int) -> Tensor:
-    A = a.data
+    A = a._data
     d = _normalize_dims(dim, A.ndim + 1)[0]
     return _op(np.expand_dims(A, d), (a,), lambda g: (g.reshape(A.shape),), "UnsqueezeBackward0")
 
 
 def flatten(a: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
-    A = a.data
+    A = a._data
     if A.ndim == 0:
         return reshape(a, (1,))
     s, e = _normalize_dims((start_dim, end_dim), A.ndim)
@@ -1350,7 +1471,7 @@ def flatten(a: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
 
 def getitem(a: Tensor, key) -> Tensor:
     """Indexing and slicing; repeated advanced indices accumulate their gradients."""
-    A = a.data
+    A = a._data
     key = _index_key(key)
     out = A[key]
     basic = _is_basic_index(key)
@@ -1372,9 +1493,9 @@ def index_put(a: Tensor, key, value) -> Tensor:
     """Out-of-place ``a[key] = value``, differentiable in both ``a`` and ``value``."""
     a = _as_tensor(a)
     value = _as_tensor(value, a)
-    if value.data.dtype != a.data.dtype:  # assignment keeps the target's dtype
-        value = value.type(a.data.dtype)
-    A, V = a.data, value.data
+    if value._data.dtype != a._data.dtype:  # assignment keeps the target's dtype
+        value = value.type(a._data.dtype)
+    A, V = a._data, value._data
     out = A.copy()
     out[key] = V
 
@@ -1394,8 +1515,8 @@ def _same_dtype(tensors: list) -> list:
     """Cast (differentiably) to the promoted dtype of all, as torch.cat and torch.stack do."""
     if not tensors:
         return tensors
-    dtype = functools.reduce(_promote_types, (t.data.dtype for t in tensors))
-    return [t if t.data.dtype == dtype else t.type(dtype) for t in tensors]
+    dtype = functools.reduce(_promote_types, (t._data.dtype for t in tensors))
+    return [t if t._data.dtype == dtype else t.type(dtype) for t in tensors]
 
 
 def cat(tensors, dim: int = 0) -> Tensor:
@@ -1403,7 +1524,7 @@ def cat(tensors, dim: int = 0) -> Tensor:
     tensors = _same_dtype([_as_tensor(t) for t in tensors])
     if not tensors:
         raise RuntimeError("torch.cat(): expected a non-empty list of Tensors")
-    arrays = [t.data for t in tensors]
+    arrays = [t._data for t in tensors]
     d = _normalize_dims(dim, arrays[0].ndim)[0]
     try:
         out = np.concatenate(arrays, axis=d)
@@ -1423,7 +1544,7 @@ def stack(tensors, dim: int = 0) -> Tensor:
     tensors = _same_dtype([_as_tensor(t) for t in tensors])
     if not tensors:
         raise RuntimeError("stack expects a non-empty TensorList")
-    arrays = [t.data for t in tensors]
+    arrays = [t._data for t in tensors]
     d = _normalize_dims(dim, arrays[0].ndim + 1)[0]
     try:
         out = np.stack(arrays, axis=d)

@@ -30,9 +30,9 @@ class SampleSource:
         self.dataset = None
         if isinstance(data, (tuple, list)) and len(data) == 2 and all(
                 hasattr(a, "shape") for a in data):
-            self.arrays = tuple(a.data if isinstance(a, Tensor) else a for a in data)
+            self.arrays = tuple(a._data if isinstance(a, Tensor) else a for a in data)
         elif hasattr(data, "tensors") and len(data.tensors) == 2:
-            self.arrays = tuple(a.data if isinstance(a, Tensor) else np.asarray(a)
+            self.arrays = tuple(a._data if isinstance(a, Tensor) else np.asarray(a)
                                 for a in data.tensors)
         elif hasattr(data, "__getitem__") and hasattr(data, "__len__"):
             self.dataset = data
@@ -67,7 +67,7 @@ class SampleSource:
 
 
 def _array(value) -> np.ndarray:
-    return value.data if isinstance(value, Tensor) else np.asarray(value)
+    return value._data if isinstance(value, Tensor) else np.asarray(value)
 
 
 @dataclass
@@ -142,7 +142,7 @@ class ShardComputer:
         grads = [None] * len(self.params)
         for i in spec.param_indices:
             g = self.params[i].grad
-            grads[i] = None if g is None else g.data
+            grads[i] = None if g is None else g._data
         for p in self.params:
             p.grad = None
         bn = [(self.bn_index[id(m)], np.array(mean), np.array(var)) for m, mean, var, *_ in stats]

@@ -158,7 +158,7 @@ class Job:
     def metrics(self, output, target) -> dict:
         """Per-batch metric sums; the default counts correct class predictions."""
         if output.ndim == 2 and target.ndim == 1 and target.dtype.kind in "iu":
-            correct = int((output.data.argmax(axis=1) == target.data).sum())
+            correct = int((output._data.argmax(axis=1) == target._data).sum())
             return {"correct": correct}
         return {}
 

@@ -187,7 +187,7 @@ class Trainer:
 
     def state_arrays(self) -> dict:
         """The parameters the workers need for the next step, by state_dict name."""
-        return {name: p.data for name, p in self.model.named_parameters()}
+        return {name: p._data for name, p in self.model.named_parameters()}
 
     # ------------------------------------------------------------------ stepping
     def reduce(self, plan: BatchPlan, values: dict, phase: int) -> float:

@@ -23,7 +23,7 @@ def check_reduction(reduction: str) -> None:
 # ------------------------------------------------------------------------------ linear
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``input @ weight.T + bias`` as one node (PyTorch's ``F.linear``)."""
-    X, W = input.data, weight.data
+    X, W = input._data, weight._data
     if X.shape[-1] != W.shape[-1]:
         lead = X.shape[:-1] if X.ndim > 1 else (1,)
         raise RuntimeError(
@@ -32,7 +32,7 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         )
     out = X @ W.T
     if bias is not None:
-        out += bias.data
+        out += bias._data
         inputs = (input, weight, bias)
     else:
         inputs = (input, weight)
@@ -56,7 +56,7 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
 # ------------------------------------------------------------------------- activations
 def leaky_relu(input: Tensor, negative_slope: float = 0.01) -> Tensor:
-    X = input.data
+    X = input._data
     positive = X > 0
     out = np.where(positive, X, X * negative_slope)
     return _op(out, (input,), lambda g: (np.where(positive, g, g * negative_slope),),
@@ -73,7 +73,7 @@ def _erf(x: np.ndarray) -> np.ndarray:
 
 def gelu(input: Tensor, approximate: str = "none") -> Tensor:
     """Gaussian Error Linear Unit, exact (erf) or with PyTorch's tanh approximation."""
-    X = input.data
+    X = input._data
     if approximate == "none":
         cdf = 0.5 * (1.0 + _erf(X / math.sqrt(2.0)))
         out = (X * cdf).astype(X.dtype, copy=False)
@@ -98,7 +98,7 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
 
 
 def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
-    X = input.data
+    X = input._data
     bx = beta * X
     linear_region = bx > threshold
     out = np.where(linear_region, X, np.log1p(np.exp(np.minimum(bx, threshold))) / beta)
@@ -111,7 +111,7 @@ def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tenso
 
 
 def elu(input: Tensor, alpha: float = 1.0) -> Tensor:
-    X = input.data
+    X = input._data
     positive = X > 0
     neg = alpha * np.expm1(np.minimum(X, 0))
     out = np.where(positive, X, neg)
@@ -202,9 +202,9 @@ def cross_entropy(input: Tensor, target, weight: Tensor | None = None, ignore_in
     check_reduction(reduction)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
-    X = input.data
-    T = target.data if isinstance(target, Tensor) else np.asarray(target)
-    W = None if weight is None else (weight.data if isinstance(weight, Tensor) else np.asarray(weight))
+    X = input._data
+    T = target._data if isinstance(target, Tensor) else np.asarray(target)
+    W = None if weight is None else (weight._data if isinstance(weight, Tensor) else np.asarray(weight))
     X2 = _class_last(X)
     shifted = X2 - X2.max(axis=1, keepdims=True)
     exps = np.exp(shifted)
@@ -253,9 +253,9 @@ def nll_loss(input: Tensor, target, weight: Tensor | None = None, ignore_index: 
              reduction: str = "mean") -> Tensor:
     """Negative log-likelihood of class indices given log-probabilities, as ``F.nll_loss``."""
     check_reduction(reduction)
-    X = input.data
-    T = target.data if isinstance(target, Tensor) else np.asarray(target)
-    W = None if weight is None else (weight.data if isinstance(weight, Tensor) else np.asarray(weight))
+    X = input._data
+    T = target._data if isinstance(target, Tensor) else np.asarray(target)
+    W = None if weight is None else (weight._data if isinstance(weight, Tensor) else np.asarray(weight))
     _check_targets(X, T, "nll_loss")
     logp = _class_last(X)
     n = logp.shape[0]
@@ -282,8 +282,8 @@ def _scale(g, coef, shape):
 
 
 def _pair(input, target, name):
-    X = input.data
-    T = target.data if isinstance(target, Tensor) else np.asarray(target, dtype=X.dtype)
+    X = input._data
+    T = target._data if isinstance(target, Tensor) else np.asarray(target, dtype=X.dtype)
     if X.shape != T.shape:
         try:
             shape = np.broadcast_shapes(X.shape, T.shape)
@@ -342,7 +342,7 @@ def binary_cross_entropy(input: Tensor, target, weight=None, reduction: str = "m
     X, T, _ = _pair(input, target, "binary_cross_entropy")
     if X.size and (X.min() < 0 or X.max() > 1):
         raise RuntimeError("all elements of input should be between 0 and 1")
-    W = None if weight is None else (weight.data if isinstance(weight, Tensor) else np.asarray(weight))
+    W = None if weight is None else (weight._data if isinstance(weight, Tensor) else np.asarray(weight))
     with np.errstate(divide="ignore"):
         log_x = np.maximum(np.log(X), -100)
         log_1mx = np.maximum(np.log1p(-X), -100)
@@ -366,9 +366,9 @@ def binary_cross_entropy_with_logits(input: Tensor, target, weight=None, reducti
     """Sigmoid plus BCE in one stable node, as ``F.binary_cross_entropy_with_logits``."""
     check_reduction(reduction)
     X, T, _ = _pair(input, target, "binary_cross_entropy_with_logits")
-    W = None if weight is None else (weight.data if isinstance(weight, Tensor) else np.asarray(weight))
+    W = None if weight is None else (weight._data if isinstance(weight, Tensor) else np.asarray(weight))
     P = None if pos_weight is None else (
-        pos_weight.data if isinstance(pos_weight, Tensor) else np.asarray(pos_weight))
+        pos_weight._data if isinstance(pos_weight, Tensor) else np.asarray(pos_weight))
     # log(sigmoid(x)) = -softplus(-x), log(1 - sigmoid(x)) = -softplus(x), both computed stably
     sp_neg = np.logaddexp(0, -X)
     sp_pos = np.logaddexp(0, X)

@@ -17,6 +17,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from ..autograd.device import check_device
 from ..autograd.tensor import Tensor, _op, get_default_dtype
 from . import init
 from .module import Module
@@ -261,8 +262,8 @@ def _input_grad_col2im(G4: np.ndarray, Wt: np.ndarray, xp_shape: tuple, ho: int,
 def _conv2d(input: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple, pads: tuple,
             dilation: tuple, groups: int, padding_mode: str = "zeros") -> Tensor:
     """The fused kernel; ``pads`` is ((top, bottom), (left, right)), already validated."""
-    X, Wt = input.data, weight.data
-    B = bias.data if bias is not None else None
+    X, Wt = input._data, weight._data
+    B = bias._data if bias is not None else None
     unbatched = X.ndim == 3
     if unbatched:
         X = X[None]
@@ -333,8 +334,9 @@ class Conv2d(Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
-                 dtype=None):
+                 device=None, dtype=None):
         super().__init__()
+        check_device(device)
         if groups < 1 or in_channels % groups or out_channels % groups:
             raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) "
                              f"must be divisible by groups ({groups})")

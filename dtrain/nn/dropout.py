@@ -80,7 +80,7 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
     if not training or p == 0.0:
         return input
-    X = input.data
+    X = input._data
     if p == 1.0:
         return input * 0.0
     scale = 1.0 / (1.0 - p)

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from ..autograd.device import check_device
 from ..autograd.tensor import Tensor, get_default_dtype
 from . import init
 from ._kernels import linear
@@ -16,8 +17,10 @@ from .parameter import Parameter
 class Linear(Module):
     """``y = x @ weight.T + bias`` with weight of shape (out_features, in_features)."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype=None):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None,
+                 dtype=None):
         super().__init__()
+        check_device(device)
         if in_features < 0 or out_features < 0:
             raise ValueError(
                 f"Linear features must be non-negative, got in_features={in_features}, "

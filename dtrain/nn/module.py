@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from ..autograd.device import check_device, parse_to
 from ..autograd.tensor import Tensor
 from .parameter import Parameter
 
@@ -257,14 +258,18 @@ class Module:
 
     # ------------------------------------------------------------------- state
     def state_dict(self, destination=None, prefix: str = "", keep_vars: bool = False):
-        """Parameters and persistent buffers by dotted name, as NumPy arrays sharing memory."""
+        """Parameters and persistent buffers by dotted name, as detached Tensors sharing memory.
+
+        As in torch, the values track later training (they share memory); ``clone()`` one to
+        keep a snapshot. ``keep_vars=True`` gives the Parameters and buffers themselves.
+        """
         out = OrderedDict() if destination is None else destination
         for name, p in self._parameters.items():
             if p is not None:
-                out[prefix + name] = p if keep_vars else p.data
+                out[prefix + name] = p if keep_vars else Tensor._wrap(p._data)
         for name, b in self._buffers.items():
             if b is not None and name not in self._non_persistent_buffers:
-                out[prefix + name] = b if keep_vars else b.data
+                out[prefix + name] = b if keep_vars else Tensor._wrap(b._data)
         for name, child in self._modules.items():
             if child is not None:
                 child.state_dict(out, prefix + name + ".", keep_vars)
@@ -299,7 +304,7 @@ class Module:
             if key not in state_dict:
                 continue
             value = state_dict[key]
-            value = value.data if isinstance(value, Tensor) else value
+            value = value._data if isinstance(value, Tensor) else value
             try:
                 value = np.asarray(value)
             except Exception:  # noqa: BLE001 - report any unconvertible value by key
@@ -324,9 +329,9 @@ class Module:
         for key, value in arrays.items():
             target = targets[key]
             if assign:
-                target.data = np.array(value, dtype=target.dtype)
+                target._data = np.array(value, dtype=target.dtype)
             else:
-                np.copyto(target.data, value, casting="unsafe")
+                np.copyto(target._data, value, casting="unsafe")
         return IncompatibleKeys(missing, unexpected)
 
     # ----------------------------------------------------------- mode and grads
@@ -357,21 +362,26 @@ class Module:
                 p.grad = None
             else:
                 p.grad.detach_()
-                p.grad.data[...] = 0
+                p.grad._data[...] = 0
 
     def _cast(self, dtype) -> Module:
         dtype = np.dtype(dtype)
         for t in list(self.parameters()) + list(self.buffers()):
             if t.dtype.kind == "f" and t.dtype != dtype:
-                t.data = t.data.astype(dtype)
+                t._data = t._data.astype(dtype)
                 if t.grad is not None:
-                    t.grad.data = t.grad.data.astype(dtype)
+                    t.grad._data = t.grad._data.astype(dtype)
         return self
 
-    def to(self, dtype=None, *args, **kwargs) -> Module:
-        """Cast floating parameters and buffers to ``dtype`` (the 'cpu' device is accepted)."""
-        if isinstance(dtype, str) and dtype == "cpu":
-            dtype = kwargs.get("dtype", args[0] if args else None)
+    def to(self, *args, **kwargs) -> Module:
+        """Cast floating parameters and buffers, in place: ``to(dtype)``, ``to(device)``,
+        ``to(device, dtype)``, ``to(tensor)`` as torch; devices other than the CPU raise."""
+        dtype, like, _ = parse_to(args, kwargs)
+        if like is not None:
+            dtype = like.dtype if like.is_floating_point() else None
+        if dtype is not None and not np.dtype(dtype).kind == "f":
+            raise TypeError(f"nn.Module.to only accepts floating point or complex dtypes, but got "
+                            f"desired dtype={dtype}")
         return self if dtype is None else self._cast(dtype)
 
     def double(self) -> Module:
@@ -381,6 +391,13 @@ class Module:
         return self._cast(np.float32)
 
     def cpu(self) -> Module:
+        """This module: its tensors are on the CPU already."""
+        return self
+
+    def cuda(self, device=None) -> Module:
+        """Refused with a clear error: dtrain has no GPU backend."""
+        check_device("cuda" if device is None else device if isinstance(device, str)
+                     else f"cuda:{device}")
         return self
 
     # ----------------------------------------------------------------- calling

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from ..autograd.device import check_device
 from ..autograd.tensor import Tensor, _op, get_default_dtype
 from . import init
 from .module import Module
@@ -48,7 +49,7 @@ def _active_collector() -> list | None:
 
 
 def _data(t) -> np.ndarray | None:
-    return None if t is None else (t.data if isinstance(t, Tensor) else np.asarray(t))
+    return None if t is None else (t._data if isinstance(t, Tensor) else np.asarray(t))
 
 
 def _check_dtypes(name: str, x: np.ndarray, **others) -> None:
@@ -68,7 +69,7 @@ def _channel_view(X: np.ndarray) -> np.ndarray:
 
 def _batch_norm_train(input: Tensor, weight, bias, eps: float):
     """Normalize with batch statistics; returns (output, batch mean, biased batch var, n)."""
-    X = input.data
+    X = input._data
     W, B = _data(weight), _data(bias)
     X3 = _channel_view(X)
     n = X3.shape[0] * X3.shape[2]
@@ -108,7 +109,7 @@ def _batch_norm_train(input: Tensor, weight, bias, eps: float):
 def _batch_norm_eval(input: Tensor, weight, bias, running_mean: np.ndarray,
                      running_var: np.ndarray, eps: float) -> Tensor:
     """Normalize with the running statistics (an affine map per channel)."""
-    X = input.data
+    X = input._data
     W, B = _data(weight), _data(bias)
     X3 = _channel_view(X)
     invstd = 1.0 / np.sqrt(running_var + eps)
@@ -170,7 +171,7 @@ def batch_norm(input: Tensor, running_mean, running_var, weight=None, bias=None,
     are updated in place with ``momentum`` (unbiased variance); otherwise the running stats
     normalize.
     """
-    X = input.data
+    X = input._data
     rm, rv = _data(running_mean), _data(running_var)
     _check_dtypes("batch_norm", X, weight=_data(weight), bias=_data(bias))
     for label, t in (("running_mean", rm), ("running_var", rv), ("weight", _data(weight)),
@@ -196,9 +197,10 @@ class _BatchNorm(Module):
     _shape_text = ""
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = True, track_running_stats: bool = True, dtype=None, *,
-                 bias: bool = True):
+                 affine: bool = True, track_running_stats: bool = True, device=None, dtype=None,
+                 *, bias: bool = True):
         super().__init__()
+        check_device(device)
         if not isinstance(num_features, numbers.Integral) or num_features < 1:
             raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
         self.num_features, self.eps, self.momentum = int(num_features), eps, momentum
@@ -228,9 +230,9 @@ class _BatchNorm(Module):
     def reset_running_stats(self) -> None:
         """Zero mean, unit variance, no batches seen."""
         if self.track_running_stats:
-            self.running_mean.data[...] = 0
-            self.running_var.data[...] = 1
-            self.num_batches_tracked.data[...] = 0
+            self.running_mean._data[...] = 0
+            self.running_var._data[...] = 1
+            self.num_batches_tracked._data[...] = 0
 
     def reset_parameters(self) -> None:
         """Reset the running stats, and the affine parameters to weight 1, bias 0."""
@@ -248,7 +250,7 @@ class _BatchNorm(Module):
         if input.shape[1] != self.num_features:
             raise ValueError(f"{name}({self.num_features}): expected {self.num_features} "
                              f"channels in dim 1, got input of shape {tuple(input.shape)}")
-        _check_dtypes(name, input.data, weight=_data(self.weight), bias=_data(self.bias),
+        _check_dtypes(name, input._data, weight=_data(self.weight), bias=_data(self.bias),
                       running_mean=_data(self.running_mean))
 
     def forward(self, input: Tensor) -> Tensor:
@@ -264,8 +266,8 @@ class _BatchNorm(Module):
                 else:
                     records.append((self, mean, var_unbiased, n))
             return out
-        return _batch_norm_eval(input, self.weight, self.bias, self.running_mean.data,
-                                self.running_var.data, self.eps)
+        return _batch_norm_eval(input, self.weight, self.bias, self.running_mean._data,
+                                self.running_var._data, self.eps)
 
     def apply_batch_stats(self, mean, var_unbiased) -> None:
         """The running-stat update of one training forward, from its batch mean and unbiased var.
@@ -276,18 +278,18 @@ class _BatchNorm(Module):
             raise RuntimeError(f"{type(self).__name__}: apply_batch_stats needs running stats "
                                "(track_running_stats=True)")
         for label, value in (("mean", mean), ("var_unbiased", var_unbiased)):
-            shape = np.shape(value.data if isinstance(value, Tensor) else value)
+            shape = np.shape(value._data if isinstance(value, Tensor) else value)
             if shape != (self.num_features,):
                 raise ValueError(f"{type(self).__name__}.apply_batch_stats: {label} must have "
                                  f"shape ({self.num_features},), got {shape}")
         factor = self.momentum
         if self.num_batches_tracked is not None:
-            self.num_batches_tracked.data += 1
+            self.num_batches_tracked._data += 1
             if self.momentum is None:
-                factor = 1.0 / float(self.num_batches_tracked.data)
+                factor = 1.0 / float(self.num_batches_tracked._data)
         elif factor is None:
             factor = 0.0
-        _update_running(self.running_mean.data, self.running_var.data, _data(mean),
+        _update_running(self.running_mean._data, self.running_var._data, _data(mean),
                         _data(var_unbiased), factor)
 
     def extra_repr(self) -> str:
@@ -321,7 +323,7 @@ def layer_norm(input: Tensor, normalized_shape, weight=None, bias=None,
                eps: float = 1e-5) -> Tensor:
     """Normalize over the trailing ``normalized_shape`` dims, as ``F.layer_norm``."""
     shape = _normalized_shape(normalized_shape)
-    X = input.data
+    X = input._data
     W, B = _data(weight), _data(bias)
     _check_dtypes("layer_norm", X, weight=W, bias=B)
     if not shape or X.shape[X.ndim - len(shape):] != shape or X.ndim < len(shape):
@@ -365,8 +367,9 @@ class LayerNorm(Module):
     """Layer normalization over the trailing dims, with optional elementwise affine."""
 
     def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True,
-                 bias: bool = True, dtype=None):
+                 bias: bool = True, device=None, dtype=None):
         super().__init__()
+        check_device(device)
         self.normalized_shape = _normalized_shape(normalized_shape)
         if any(d < 1 for d in self.normalized_shape):
             raise ValueError(f"normalized_shape must be positive, got {self.normalized_shape}")

@@ -15,9 +15,9 @@ class Parameter(Tensor):
     def __init__(self, data=None, requires_grad: bool = True):
         if data is None:
             data = np.empty((0,), dtype=np.float32)
-        array = data.data if isinstance(data, Tensor) else np.asarray(data)
+        array = data._data if isinstance(data, Tensor) else np.asarray(data)
         super().__init__(array, requires_grad=False)
-        self.data = array  # share memory with the tensor it wraps, as torch.nn.Parameter does
+        self._data = array  # share memory with the tensor it wraps, as torch.nn.Parameter does
         self.requires_grad = requires_grad
 
     def __repr__(self):

@@ -93,7 +93,7 @@ def _window_argmax(Xp: np.ndarray, best: np.ndarray, k, s, d, ho: int, wo: int) 
 def max_pool2d(input: Tensor, kernel_size, stride=None, padding=0, dilation=1,
                ceil_mode: bool = False, return_indices: bool = False):
     """Max over each window; with ``return_indices`` also the argmax as flat H*W indices."""
-    X, unbatched = _batched(input.data, "max_pool2d")
+    X, unbatched = _batched(input._data, "max_pool2d")
     if X.dtype.kind != "f":
         raise TypeError(f"max_pool2d: expected a floating input, got dtype {X.dtype}")
     k, s, p, d, ho, wo = _pool_geometry(X, kernel_size, stride, padding, dilation, ceil_mode,
@@ -162,7 +162,7 @@ def _avg_divisor(size: int, k: int, s: int, p: int, out: int, count_include_pad:
 def avg_pool2d(input: Tensor, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
                count_include_pad: bool = True, divisor_override: int | None = None) -> Tensor:
     """Mean over each window, with PyTorch's divisor rules (padding, ceil mode, override)."""
-    X, unbatched = _batched(input.data, "avg_pool2d")
+    X, unbatched = _batched(input._data, "avg_pool2d")
     if X.dtype.kind != "f":
         raise TypeError(f"avg_pool2d: expected a floating input, got dtype {X.dtype}")
     if divisor_override is not None and divisor_override == 0:
@@ -224,7 +224,7 @@ def _adaptive_matrix(size: int, out: int, dtype) -> np.ndarray:
 
 def adaptive_avg_pool2d(input: Tensor, output_size) -> Tensor:
     """Average pooling to a fixed output size (None keeps that input dimension)."""
-    X, unbatched = _batched(input.data, "adaptive_avg_pool2d")
+    X, unbatched = _batched(input._data, "adaptive_avg_pool2d")
     if X.dtype.kind != "f":
         raise TypeError(f"adaptive_avg_pool2d: expected a floating input, got dtype {X.dtype}")
     sizes = output_size if isinstance(output_size, (tuple, list)) else (output_size,) * 2

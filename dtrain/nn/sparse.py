@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd.grad_mode import no_grad
+from ..autograd.device import check_device
 from ..autograd.tensor import Tensor, _op, get_default_dtype
 from . import init
 from .module import Module
@@ -17,7 +18,7 @@ from .parameter import Parameter
 
 
 def _indices(input, num_embeddings: int) -> np.ndarray:
-    idx = input.data if isinstance(input, Tensor) else np.asarray(input)
+    idx = input._data if isinstance(input, Tensor) else np.asarray(input)
     if idx.dtype.kind not in "iu":
         raise TypeError(f"embedding: indices must be an integer tensor (int64 or int32), got "
                         f"dtype {idx.dtype}")
@@ -55,7 +56,7 @@ def embedding(input, weight: Tensor, padding_idx: int | None = None,
     """Rows of ``weight`` picked by integer ``input``: output shape input.shape + (dim,)."""
     if sparse:
         raise ValueError("embedding: sparse gradients are not supported; use sparse=False")
-    W = weight.data
+    W = weight._data
     if W.ndim != 2:
         raise ValueError(f"embedding: weight must be 2-D (num_embeddings, embedding_dim), got "
                          f"shape {tuple(W.shape)}")
@@ -92,8 +93,9 @@ class Embedding(Module):
     def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None,
                  max_norm: float | None = None, norm_type: float = 2.0,
                  scale_grad_by_freq: bool = False, sparse: bool = False, _weight=None,
-                 _freeze: bool = False, dtype=None):
+                 _freeze: bool = False, device=None, dtype=None):
         super().__init__()
+        check_device(device)
         if sparse:
             raise ValueError("Embedding: sparse gradients are not supported; use sparse=False")
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
@@ -106,7 +108,7 @@ class Embedding(Module):
                                     requires_grad=not _freeze)
             self.reset_parameters()
         else:
-            array = _weight.data if isinstance(_weight, Tensor) else np.asarray(_weight)
+            array = _weight._data if isinstance(_weight, Tensor) else np.asarray(_weight)
             if array.shape != (num_embeddings, embedding_dim):
                 raise ValueError(f"Embedding: _weight of shape {tuple(array.shape)} does not "
                                  f"match ({num_embeddings}, {embedding_dim})")
@@ -117,14 +119,14 @@ class Embedding(Module):
         init.normal_(self.weight)
         if self.padding_idx is not None:
             with no_grad():
-                self.weight.data[self.padding_idx] = 0
+                self.weight._data[self.padding_idx] = 0
 
     @classmethod
     def from_pretrained(cls, embeddings, freeze: bool = True, padding_idx: int | None = None,
                         max_norm: float | None = None, norm_type: float = 2.0,
                         scale_grad_by_freq: bool = False, sparse: bool = False) -> Embedding:
         """An Embedding around an existing 2-D table (frozen by default)."""
-        array = embeddings.data if isinstance(embeddings, Tensor) else np.asarray(embeddings)
+        array = embeddings._data if isinstance(embeddings, Tensor) else np.asarray(embeddings)
         if array.ndim != 2:
             raise ValueError(f"Embeddings parameter is expected to be 2-dimensional, got shape "
                              f"{tuple(array.shape)}")

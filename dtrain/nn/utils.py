@@ -25,10 +25,10 @@ def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0,
         return Tensor(0.0)
     dtype = grads[0].dtype
     if norm_type == math.inf:
-        norms = [np.abs(g.data).max() if g.data.size else 0.0 for g in grads]
+        norms = [np.abs(g._data).max() if g._data.size else 0.0 for g in grads]
         total = np.asarray(max(norms), dtype=dtype)
     else:
-        per = [np.linalg.norm(g.data.ravel(), norm_type) for g in grads]
+        per = [np.linalg.norm(g._data.ravel(), norm_type) for g in grads]
         total = np.asarray(np.linalg.norm(np.asarray(per, dtype=dtype), norm_type), dtype=dtype)
     if error_if_nonfinite and not np.isfinite(total):
         raise RuntimeError(
@@ -39,7 +39,7 @@ def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0,
     coef = np.asarray(max_norm / (total + 1e-6), dtype=dtype)
     coef = np.minimum(coef, np.asarray(1.0, dtype=dtype))
     for g in grads:
-        g.data *= coef
+        g._data *= coef
     return Tensor._wrap(total)
 
 
@@ -47,21 +47,21 @@ def clip_grad_value_(parameters, clip_value: float) -> None:
     """Clip every gradient element into [-clip_value, clip_value] in place."""
     clip_value = float(clip_value)
     for g in _grads(parameters):
-        np.clip(g.data, -clip_value, clip_value, out=g.data)
+        np.clip(g._data, -clip_value, clip_value, out=g._data)
 
 
 def parameters_to_vector(parameters) -> Tensor:
     """Concatenate the parameters into one flat tensor (a copy)."""
-    return Tensor._wrap(np.concatenate([p.data.ravel() for p in parameters]))
+    return Tensor._wrap(np.concatenate([p._data.ravel() for p in parameters]))
 
 
 def vector_to_parameters(vec: Tensor, parameters) -> None:
     """Copy slices of a flat vector back into the parameters, in order."""
-    data = vec.data if isinstance(vec, Tensor) else np.asarray(vec)
+    data = vec._data if isinstance(vec, Tensor) else np.asarray(vec)
     offset = 0
     for p in parameters:
-        n = p.data.size
-        p.data[...] = data[offset:offset + n].reshape(p.shape)
+        n = p._data.size
+        p._data[...] = data[offset:offset + n].reshape(p.shape)
         offset += n
     if offset != data.size:
         raise ValueError(f"vector has {data.size} elements but the parameters hold {offset}")

@@ -50,7 +50,7 @@ def export(model, example_input, path, input_names=None, output_names=None,
     batch = _batch_size(inputs) if dynamic_batch else None
     if batch == 1:
         # trace a batch of two copies, so the batch dim differs from every size-1 dim
-        inputs = [Tensor._wrap(np.repeat(x.data, 2, axis=0)) for x in inputs]
+        inputs = [Tensor._wrap(np.repeat(x._data, 2, axis=0)) for x in inputs]
         batch = 2
 
     graph = GraphBuilder(opset)

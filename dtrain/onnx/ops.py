@@ -324,7 +324,7 @@ def _detach(tr, out, self):
 
 
 @converts("dtrain.autograd.creation", "tensor", "as_tensor")
-def _tensor(tr, out, data, dtype=None, requires_grad=False):
+def _tensor(tr, out, data, dtype=None, device=None, requires_grad=False):
     return tr.g.op("Identity", [tr.name(data, out.dtype)])
 
 
@@ -336,15 +336,15 @@ def _constant_of_shape(tr, out, like, value) -> str:
 
 
 @converts("dtrain.autograd.creation", "zeros_like")
-def _zeros_like(tr, out, t, dtype=None, requires_grad=False):
+def _zeros_like(tr, out, t, dtype=None, device=None, requires_grad=False):
     return _constant_of_shape(tr, out, t, 0)
 
 
 @converts("dtrain.autograd.creation", "ones_like")
-def _ones_like(tr, out, t, dtype=None, requires_grad=False):
+def _ones_like(tr, out, t, dtype=None, device=None, requires_grad=False):
     return _constant_of_shape(tr, out, t, 1)
 
 
 @converts("dtrain.autograd.creation", "full_like")
-def _full_like(tr, out, t, fill_value, dtype=None, requires_grad=False):
+def _full_like(tr, out, t, fill_value, dtype=None, device=None, requires_grad=False):
     return _constant_of_shape(tr, out, t, fill_value)

@@ -119,10 +119,10 @@ class Tracer:
                 entry = self._constants.get(id(x))
                 if entry is None or entry[0] is not x:
                     hint = self.constant_names.get(id(x))
-                    entry = (x, self.g.const(x.data, name=hint))
+                    entry = (x, self.g.const(x._data, name=hint))
                     self._constants[id(x)] = entry
                 return entry[1]
-            x = x.data
+            x = x._data
         if x is None:
             raise ExportError("ONNX export: expected a tensor or a number, got None")
         return self.g.const(np.asarray(x, dtype=dtype))
@@ -229,7 +229,7 @@ class Tracer:
             args = (self.call_op(self.ops_by_name["mul"], "mul", (args[0], alpha), {}),)
         new = self.call_op(fn, _display(method), (self_tensor, *args), kwargs)
         with self.suspend():
-            np.copyto(self_tensor.data, new.data, casting="same_kind")
+            np.copyto(self_tensor._data, new._data, casting="same_kind")
         self.bind(self_tensor, self.name(new, self_tensor.dtype),
                   self.dynamic_batch and self.batched(new))
         return self_tensor

@@ -52,7 +52,7 @@ class Adagrad(Optimizer):
         state = self.state[p]
         if not state:
             state["step"] = 0.0
-            state["sum"] = np.full_like(p.data, group["initial_accumulator_value"])
+            state["sum"] = np.full_like(p._data, group["initial_accumulator_value"])
 
     def step(self, closure: Callable | None = None):
         """Update every parameter that has a gradient; returns the closure's loss (or None)."""
@@ -63,7 +63,7 @@ class Adagrad(Optimizer):
                 self._init_state(p, group)  # state lost to a load_state_dict without it
             states = [self.state[p] for p in params]
             steps = [s["step"] for s in states]
-            adagrad([p.data for p in params], [self._grad(p, i) for i, p in enumerate(params)],
+            adagrad([p._data for p in params], [self._grad(p, i) for i, p in enumerate(params)],
                     [s["sum"] for s in states], steps, lr=float(group["lr"]),
                     weight_decay=float(group["weight_decay"]),
                     lr_decay=float(group["lr_decay"]), eps=float(group["eps"]),

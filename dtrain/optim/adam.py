@@ -57,7 +57,7 @@ class Adam(Optimizer):
             states = [self._init_state(p, amsgrad) for p in params]
             steps = [s["step"] for s in states]
             beta1, beta2 = group["betas"]
-            adam([p.data for p in params], [self._grad(p, i) for i, p in enumerate(params)],
+            adam([p._data for p in params], [self._grad(p, i) for i, p in enumerate(params)],
                  [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
                  [s["max_exp_avg_sq"] for s in states] if amsgrad else [], steps,
                  amsgrad=amsgrad, beta1=float(beta1), beta2=float(beta2),
@@ -74,12 +74,12 @@ class Adam(Optimizer):
         state = self.state[p]
         if not state:
             state["step"] = 0.0
-            state["exp_avg"] = np.zeros_like(p.data)
-            state["exp_avg_sq"] = np.zeros_like(p.data)
+            state["exp_avg"] = np.zeros_like(p._data)
+            state["exp_avg_sq"] = np.zeros_like(p._data)
             if amsgrad:
-                state["max_exp_avg_sq"] = np.zeros_like(p.data)
+                state["max_exp_avg_sq"] = np.zeros_like(p._data)
         elif amsgrad and "max_exp_avg_sq" not in state:  # amsgrad switched on later
-            state["max_exp_avg_sq"] = np.zeros_like(p.data)
+            state["max_exp_avg_sq"] = np.zeros_like(p._data)
         return state
 
 

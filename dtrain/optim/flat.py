@@ -34,15 +34,15 @@ class FlatOptimizer(Optimizer):
         """All gradients as one new vector (zeros for parameters without a gradient)."""
         return np.concatenate([
             self._grad(p, i).reshape(-1) if p.grad is not None
-            else np.zeros(p.data.size, p.data.dtype)
+            else np.zeros(p._data.size, p._data.dtype)
             for i, p in enumerate(self._params)])
 
     def _add_step(self, t, d: np.ndarray) -> None:
         """theta += t * d, with ``d`` split back into the parameters' shapes."""
         offset = 0
         for p in self._params:
-            n = p.data.size
-            p.data += np.multiply(d[offset:offset + n], t).reshape(p.data.shape)
+            n = p._data.size
+            p._data += np.multiply(d[offset:offset + n], t).reshape(p._data.shape)
             offset += n
 
     def _evaluate_at(self, closure: Callable, x0: list[np.ndarray], t, d: np.ndarray):
@@ -51,7 +51,7 @@ class FlatOptimizer(Optimizer):
         loss = float(self._evaluate(closure))
         flat_grad = self._flat_grad()
         for p, x in zip(self._params, x0):
-            np.copyto(p.data, x)
+            np.copyto(p._data, x)
         return loss, flat_grad
 
     def _start(self, closure: Callable | None):
@@ -81,7 +81,7 @@ class FlatOptimizer(Optimizer):
         unused (as in PyTorch's LBFGS).
         """
         if search:
-            x0 = [p.data.copy() for p in self._params]
+            x0 = [p._data.copy() for p in self._params]
             loss, flat_grad, t, used = strong_wolfe(
                 lambda step: self._evaluate_at(closure, x0, step, d),
                 t, d, loss, flat_grad, gtd, max_ls=max_ls, **search_options)

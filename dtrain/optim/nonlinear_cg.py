@@ -90,7 +90,7 @@ class NonlinearCG(FlatOptimizer):
         lr, max_iter, max_eval = float(group["lr"]), group["max_iter"], group["max_eval"]
         tolerance_grad, tolerance_change = group["tolerance_grad"], group["tolerance_change"]
         rule = _BETA_RULES[group["beta"]]
-        restart_every = group["restart_every"] or sum(p.data.size for p in self._params)
+        restart_every = group["restart_every"] or sum(p._data.size for p in self._params)
         loss = float(orig_loss)
         evals = 1
         if np.abs(flat_grad).max() <= tolerance_grad:

@@ -76,7 +76,7 @@ def check_non_negative(options: dict, *names: str) -> None:
 
 
 def _as_array(value):
-    return value.data if isinstance(value, Tensor) else value
+    return value._data if isinstance(value, Tensor) else value
 
 
 class Optimizer:
@@ -175,7 +175,7 @@ class Optimizer:
                     p.grad = None
                 else:
                     p.grad.detach_()
-                    p.grad.data[...] = 0
+                    p.grad._data[...] = 0
 
     def step(self, closure: Callable | None = None):
         """Update the parameters once; ``closure`` re-evaluates the model and returns the loss."""
@@ -192,10 +192,10 @@ class Optimizer:
     @staticmethod
     def _grad(p: Tensor, index: int) -> np.ndarray:
         """The gradient array of parameter ``p``, checked against the parameter's shape."""
-        g = p.grad.data
-        if g.shape != p.data.shape:
+        g = p.grad._data
+        if g.shape != p._data.shape:
             raise ValueError(f"gradient of parameter {index} has shape {g.shape}, "
-                             f"but the parameter has shape {p.data.shape}")
+                             f"but the parameter has shape {p._data.shape}")
         return g
 
     def _with_grad(self, group: dict) -> list[Tensor]:
@@ -283,12 +283,12 @@ class Optimizer:
                 raise ValueError(f"loaded state '{key}' of parameter {index} must be a number, "
                                  f"got shape {value.shape}")
             return value.item()
-        dtype = param.data.dtype if value.dtype.kind == "f" else value.dtype
+        dtype = param._data.dtype if value.dtype.kind == "f" else value.dtype
         if isinstance(value, np.generic) or (value.ndim == 0 and key not in self._shaped_keys):
             return np.array(value, dtype=dtype)[()]
-        if key in self._shaped_keys and value.shape != param.data.shape:
+        if key in self._shaped_keys and value.shape != param._data.shape:
             raise ValueError(f"loaded state '{key}' of parameter {index} has shape "
-                             f"{value.shape}, but the parameter has shape {param.data.shape}")
+                             f"{value.shape}, but the parameter has shape {param._data.shape}")
         return np.array(value, dtype=dtype, copy=True, order="C")
 
 

@@ -53,7 +53,7 @@ class RMSprop(Optimizer):
             momentum, centered = float(group["momentum"]), bool(group["centered"])
             states = [self._init_state(p, momentum > 0, centered) for p in params]
             steps = [s["step"] for s in states]
-            rmsprop([p.data for p in params], [self._grad(p, i) for i, p in enumerate(params)],
+            rmsprop([p._data for p in params], [self._grad(p, i) for i, p in enumerate(params)],
                     [s["square_avg"] for s in states],
                     [s["grad_avg"] for s in states] if centered else [],
                     [s["momentum_buffer"] for s in states] if momentum > 0 else [], steps,
@@ -69,11 +69,11 @@ class RMSprop(Optimizer):
         state = self.state[p]
         if not state:
             state["step"] = 0.0
-            state["square_avg"] = np.zeros_like(p.data)
+            state["square_avg"] = np.zeros_like(p._data)
         if with_momentum and "momentum_buffer" not in state:
-            state["momentum_buffer"] = np.zeros_like(p.data)
+            state["momentum_buffer"] = np.zeros_like(p._data)
         if centered and "grad_avg" not in state:
-            state["grad_avg"] = np.zeros_like(p.data)
+            state["grad_avg"] = np.zeros_like(p._data)
         return state
 
 

@@ -50,7 +50,7 @@ class SGD(Optimizer):
             momentum = float(group["momentum"])
             buffers = ([self.state[p].get("momentum_buffer") for p in params]
                        if momentum != 0 else [])
-            sgd([p.data for p in params], [self._grad(p, i) for i, p in enumerate(params)],
+            sgd([p._data for p in params], [self._grad(p, i) for i, p in enumerate(params)],
                 buffers, lr=float(group["lr"]), momentum=momentum,
                 dampening=float(group["dampening"]), weight_decay=float(group["weight_decay"]),
                 nesterov=bool(group["nesterov"]), maximize=bool(group["maximize"]),

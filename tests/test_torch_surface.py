@@ -1,0 +1,398 @@
+"""The PyTorch API scripts actually type: ``.data``, dtype promotion, state dicts, devices,
+printing, factories and Tensor methods, each against torch (where installed) and against a
+closed form that needs no torch.
+
+Reference cases build the same program for both libraries with ``m`` standing for the module
+(``dtrain`` or ``torch``), as ``helpers.check`` does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import check
+
+import dtrain
+
+
+def as_numpy(t) -> np.ndarray:
+    """Values of a dtrain or torch tensor as a NumPy array."""
+    return t._data if isinstance(t, dtrain.Tensor) else t.detach().numpy()
+
+
+def dtype_name(t) -> str:
+    """'float32', 'int64', ... for a dtrain or torch tensor."""
+    return str(t.dtype).split(".")[-1]
+
+
+# ====================================================================== 1. Tensor.data
+SCORES = [[0.1, 0.9, 0.0], [0.8, 0.1, 0.1], [0.2, 0.3, 0.5]]
+
+
+def test_data_is_a_tensor_so_old_accuracy_code_counts_right():
+    out = dtrain.tensor(SCORES)
+    predicted = out.data.max(1)[1]
+    assert isinstance(predicted, dtrain.Tensor)
+    np.testing.assert_array_equal(predicted._data, [1, 0, 2])
+    target = dtrain.tensor([1, 0, 1])
+    assert predicted.eq(target.data).sum().item() == 2
+
+
+def test_data_vs_torch():
+    torch = pytest.importorskip("torch")
+    for m in (dtrain, torch):
+        out = m.tensor(SCORES, requires_grad=True) * 1
+        d = out.data
+        assert not d.requires_grad and d.grad_fn is None and d.is_leaf
+        assert out.data.max(1)[1].tolist() == [1, 0, 2]
+        assert (out.data.max(1)[1] == m.tensor([1, 0, 1])).sum().item() == 2
+        assert out.data.size(0) == 3 and out.data.cpu().shape == (3, 3)
+
+
+def test_data_shares_storage_and_is_not_recorded():
+    p = dtrain.nn.Parameter(dtrain.zeros(3))
+    p.data.add_(dtrain.ones(3), alpha=2)
+    np.testing.assert_array_equal(p._data, [2.0, 2.0, 2.0])
+    p.data.clamp_(max=1.5)
+    p.data.mul_(2)
+    p.data[0] = -1.0
+    np.testing.assert_array_equal(p._data, [-1.0, 3.0, 3.0])
+    p.data.copy_(dtrain.tensor([4.0, 5.0, 6.0]))
+    np.testing.assert_array_equal(p._data, [4.0, 5.0, 6.0])
+    dtrain.manual_seed(0)
+    p.data.normal_(0, 0.01)
+    assert np.abs(p._data).max() < 0.1
+    assert p.grad_fn is None and p.requires_grad and p.is_leaf
+    (p * p).sum().backward()
+    np.testing.assert_allclose(p.grad._data, 2 * p._data)
+    p.grad.data.zero_()
+    np.testing.assert_array_equal(p.grad._data, 0.0)
+
+
+def test_data_inplace_on_leaf_vs_torch():
+    torch = pytest.importorskip("torch")
+    results = {}
+    for m in (dtrain, torch):
+        m.manual_seed(0)
+        w = m.nn.Parameter(m.tensor([1.0, -2.0, 3.0]))
+        (w * m.tensor([1.0, 2.0, 3.0])).sum().backward()
+        w.data.add_(w.grad.data, alpha=-0.5)   # an old-style SGD step
+        w.grad.data.zero_()
+        w.data.clamp_(-1.0, 1.0)
+        results[m] = (as_numpy(w).copy(), as_numpy(w.grad).copy())
+    for a, b in zip(results[dtrain], results[torch]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_data_assignment():
+    torch = pytest.importorskip("torch")
+    for m in (dtrain, torch):
+        p = m.nn.Parameter(m.zeros(3))
+        new = m.ones(2, 2)
+        p.data = new
+        assert p.shape == (2, 2) and p.requires_grad
+        new.add_(1)  # the parameter now uses new's storage
+        assert p.sum().item() == 8.0
+        with pytest.raises(TypeError, match="has to be a tensor"):
+            p.data = [1.0, 2.0]
+        with pytest.raises(RuntimeError, match="floating point"):
+            p.data = m.zeros(2, dtype=m.int64)
+        x = m.zeros(2)
+        x.data = m.zeros(3, dtype=m.int64)
+        assert dtype_name(x) == "int64"
+
+
+def test_data_assignment_without_torch():
+    p = dtrain.nn.Parameter(dtrain.zeros(3))
+    src = dtrain.arange(4.0)
+    p.data = src
+    src[0] = 7.0
+    assert p.tolist() == [7.0, 1.0, 2.0, 3.0] and p.requires_grad
+    with pytest.raises(TypeError, match="list"):
+        p.data = [1.0]
+
+
+# ====================================================================== 2. dtype promotion
+DTYPES = ["bool", "uint8", "int32", "int64", "float32", "float64"]
+SCALARS = [True, 2, 2.5]
+BINARY = {
+    "add": lambda m, a, b: a + b, "sub": lambda m, a, b: a - b, "mul": lambda m, a, b: a * b,
+    "div": lambda m, a, b: a / b, "floordiv": lambda m, a, b: a // b,
+    "mod": lambda m, a, b: a % b, "pow": lambda m, a, b: a**b, "eq": lambda m, a, b: a == b,
+    "lt": lambda m, a, b: a < b, "ge": lambda m, a, b: a >= b,
+    "where": lambda m, a, b: m.where(m.tensor([True, False, True]), a, b),
+}
+UNARY = {name: (lambda name: lambda m, a: getattr(m, name)(a))(name)
+         for name in ["sqrt", "exp", "log", "sigmoid", "tanh", "abs", "relu"]}
+UNARY.update({
+    "neg": lambda m, a: -a, "sign": lambda m, a: a.sign(), "sum": lambda m, a: a.sum(),
+    "sum0": lambda m, a: a.sum(0), "mean": lambda m, a: a.mean(), "max": lambda m, a: a.max(),
+    "amax": lambda m, a: m.amax(a, 0), "std": lambda m, a: a.std(), "var": lambda m, a: a.var(),
+    "softmax": lambda m, a: m.softmax(a, 0), "log_softmax": lambda m, a: m.log_softmax(a, 0),
+    "clamp_int": lambda m, a: m.clamp(a, 0, 2), "clamp_float": lambda m, a: m.clamp(a, 0, 2.5),
+    "clamp_min_float": lambda m, a: a.clamp(min=1.5),
+    "clamp_tensor": lambda m, a: m.clamp(a, m.tensor(0.5, dtype=m.float64), None),
+})
+
+
+def make(m, dtype: str, dim: bool):
+    """A 3-vector (or a 0-d tensor) of ``dtype``, with a zero only among booleans."""
+    values = [True, False, True] if dtype == "bool" else [1, 2, 3]
+    return m.tensor(values if dim else values[0], dtype=getattr(m, dtype))
+
+
+def outcome(m, fn):
+    """('dtype', values) of ``fn(m)``, or ('error', exception type name)."""
+    try:
+        out = fn(m)
+    except Exception as exc:  # noqa: BLE001 - the error type is what is compared
+        return "error", type(exc).__name__
+    return dtype_name(out), np.asarray(as_numpy(out), dtype=np.float64)
+
+
+def assert_same_outcome(fn):
+    torch = pytest.importorskip("torch")
+    (dt, dv), (tt, tv) = outcome(dtrain, fn), outcome(torch, fn)
+    assert dt == tt, (dt, dv, tt, tv)
+    if dt == "error":
+        assert dv == tv
+    else:
+        np.testing.assert_allclose(dv, tv, rtol=1e-6, atol=1e-6, equal_nan=True)
+
+
+@pytest.mark.parametrize("op", sorted(BINARY))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dim", [True, False], ids=["nd", "0d"])
+def test_promotion_tensor_with_python_scalar(op, dtype, dim):
+    for scalar in SCALARS:
+        assert_same_outcome(lambda m: BINARY[op](m, make(m, dtype, dim), scalar))
+        if op != "where":
+            assert_same_outcome(lambda m: BINARY[op](m, scalar, make(m, dtype, dim)))
+
+
+@pytest.mark.parametrize("op", sorted(BINARY))
+@pytest.mark.parametrize("left", DTYPES)
+def test_promotion_tensor_with_tensor(op, left):
+    for right in DTYPES:
+        for dims in [(True, True), (True, False), (False, True), (False, False)]:
+            assert_same_outcome(lambda m: BINARY[op](m, make(m, left, dims[0]),
+                                                     make(m, right, dims[1])))
+
+
+@pytest.mark.parametrize("op", sorted(UNARY))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_promotion_unary_and_reductions(op, dtype):
+    for dim in (True, False):
+        if op in ("std", "var") and not dim:
+            continue  # torch warns about zero degrees of freedom
+        assert_same_outcome(lambda m: UNARY[op](m, make(m, dtype, dim)))
+
+
+def test_promotion_without_torch():
+    out = dtrain.clamp(dtrain.tensor([1, 5]), 0, 2.5)
+    assert out.dtype == dtrain.float32 and out.tolist() == [1.0, 2.5]
+    for fn in (dtrain.sqrt, dtrain.exp, dtrain.log, dtrain.sigmoid, dtrain.tanh):
+        assert fn(dtrain.tensor([1, 2])).dtype == dtrain.get_default_dtype()
+        assert fn(dtrain.tensor([True])).dtype == dtrain.float32
+    assert dtrain.sigmoid(dtrain.tensor([0])).item() == 0.5
+    assert (dtrain.tensor([1, 2], dtype=dtrain.uint8).sum()).dtype == dtrain.int64
+    assert (dtrain.tensor([7, -7]) // 2).tolist() == [3, -4]
+    assert (dtrain.tensor([7, -7]) % 3).tolist() == [1, 2]
+    assert (7.5 % dtrain.tensor([2.0])).tolist() == [1.5]
+    with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+        dtrain.tensor([1]) // 0
+    with pytest.raises(RuntimeError, match="bool tensor"):
+        dtrain.tensor([True]) - 1
+    with pytest.raises(RuntimeError, match="floating point"):
+        dtrain.tensor([1, 2]).std()
+
+
+def test_promoted_ops_keep_gradients():
+    check(lambda m, x: m.clamp(x, -0.5, 0.5), (3, 4))
+    check(lambda m, x, y: x % y, (3, 4), np.full(4, 0.7))
+    x = dtrain.tensor([1.0, 2.0], requires_grad=True)
+    y = dtrain.clamp(x.double(), 0, 1.5)
+    y.sum().backward()
+    assert y.dtype == dtrain.float64 and x.grad.tolist() == [1.0, 0.0]
+
+
+# ====================================================================== 3. state_dict values
+def test_state_dict_values_are_tensors_vs_torch():
+    torch = pytest.importorskip("torch")
+    for m in (dtrain, torch):
+        m.manual_seed(0)
+        net = m.nn.Sequential(m.nn.Linear(3, 2), m.nn.BatchNorm1d(2))
+        sd = net.state_dict()
+        w = sd["0.weight"]
+        assert isinstance(w, m.Tensor) and not w.requires_grad and w.grad_fn is None
+        assert w.size() == (2, 3) and w.size(1) == 3 and sd["1.num_batches_tracked"].dim() == 0
+        snapshot = w.clone()
+        assert m.equal(snapshot, w)
+        with m.no_grad():
+            net[0].weight.add_(1.0)
+        # values share memory with the model (as torch's); the clone is a snapshot
+        assert m.equal(sd["0.weight"], net[0].weight.detach())
+        assert not m.equal(snapshot, w)
+        other = m.nn.Sequential(m.nn.Linear(3, 2), m.nn.BatchNorm1d(2))
+        other.load_state_dict({k: v.clone() for k, v in sd.items()})
+        assert all(m.equal(a, b) for a, b in zip(other.state_dict().values(), sd.values()))
+
+
+def test_load_state_dict_accepts_tensors_and_arrays():
+    a, b = dtrain.nn.Linear(3, 2), dtrain.nn.Linear(3, 2)
+    b.load_state_dict({k: v.clone() for k, v in a.state_dict().items()})
+    assert dtrain.equal(a.weight, b.weight)
+    arrays = {k: np.full(v.shape, 0.5, np.float32) for k, v in a.state_dict().items()}
+    b.load_state_dict(arrays)
+    assert b.weight.tolist() == [[0.5] * 3] * 2 and b.weight.requires_grad
+    with pytest.raises(RuntimeError, match="size mismatch for weight"):
+        b.load_state_dict({"weight": dtrain.zeros(3, 3), "bias": dtrain.zeros(2)})
+
+
+def test_state_dict_save_load_round_trip(tmp_path):
+    net = dtrain.nn.Sequential(dtrain.nn.Linear(3, 2), dtrain.nn.BatchNorm1d(2))
+    net(dtrain.randn(4, 3))
+    dtrain.save(net.state_dict(), tmp_path / "sd.dtrain")
+    loaded = dtrain.load(tmp_path / "sd.dtrain")
+    assert list(loaded) == list(net.state_dict())
+    assert all(isinstance(v, dtrain.Tensor) for v in loaded.values())
+    fresh = dtrain.nn.Sequential(dtrain.nn.Linear(3, 2), dtrain.nn.BatchNorm1d(2))
+    fresh.load_state_dict(loaded)
+    for (k, v), w in zip(net.state_dict().items(), fresh.state_dict().values()):
+        assert v.dtype == w.dtype and dtrain.equal(v, w), k
+    model_path = tmp_path / "model.dtrain"
+    dtrain.save_model(net.double(), model_path)
+    assert dtrain.load_model(model_path)[0].weight.dtype == dtrain.float64
+
+
+def test_optimizer_state_dict_layout_vs_torch():
+    torch = pytest.importorskip("torch")
+    layouts = []
+    for m in (dtrain, torch):
+        net = m.nn.Linear(2, 1)
+        opt = m.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+        net(m.ones(1, 2)).sum().backward()
+        opt.step()
+        sd = opt.state_dict()
+        layouts.append((sorted(sd), sorted(sd["state"]), sorted(sd["state"][0]),
+                        sd["param_groups"][0]["params"]))
+        opt.load_state_dict(sd)
+    assert layouts[0] == layouts[1]
+
+
+# ====================================================================== 4. devices
+FACTORIES = {
+    "zeros": lambda m, d: m.zeros(2, 3, device=d), "ones": lambda m, d: m.ones(2, device=d),
+    "empty": lambda m, d: m.empty(2, device=d), "full": lambda m, d: m.full((2,), 1.5, device=d),
+    "randn": lambda m, d: m.randn(2, device=d), "rand": lambda m, d: m.rand(2, device=d),
+    "tensor": lambda m, d: m.tensor([1, 2], device=d),
+    "arange": lambda m, d: m.arange(3, device=d), "eye": lambda m, d: m.eye(2, device=d),
+    "linspace": lambda m, d: m.linspace(0, 1, 3, device=d),
+    "randint": lambda m, d: m.randint(0, 5, (3,), device=d),
+    "zeros_like": lambda m, d: m.zeros_like(m.ones(2), device=d),
+    "full_like": lambda m, d: m.full_like(m.ones(2), 3, device=d),
+}
+
+
+def test_device_objects_vs_torch():
+    torch = pytest.importorskip("torch")
+    for spec in ["cpu", "cpu:0", "cuda", "cuda:1", "mps"]:
+        assert repr(dtrain.device(spec)) == repr(torch.device(spec))
+        assert str(dtrain.device(spec)) == str(torch.device(spec))
+    assert repr(dtrain.device(type="cpu")) == repr(torch.device(type="cpu"))
+    assert repr(dtrain.device("cpu", 0)) == repr(torch.device("cpu", 0))
+    assert dtrain.device("cpu") == dtrain.device("cpu") != dtrain.device("cpu:0")
+    assert dtrain.device("cpu").type == "cpu" and dtrain.device("cpu:0").index == 0
+    assert str(dtrain.zeros(1).device) == str(torch.zeros(1).device) == "cpu"
+    for bad in ["garbage", "cpu:x"]:
+        with pytest.raises(RuntimeError):
+            torch.device(bad)
+        with pytest.raises(RuntimeError, match="CPU only"):
+            dtrain.device(bad)
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+def test_factories_take_the_cpu_device(name):
+    make_fn = FACTORIES[name]
+    for spec in ["cpu", "cpu:0", dtrain.device("cpu"), None]:
+        assert make_fn(dtrain, spec).device == dtrain.device("cpu")
+    for spec in ["cuda", "cuda:1", "mps", dtrain.device("cuda")]:
+        with pytest.raises(dtrain.DeviceUnavailableError, match=f"'{spec}'.*CPU only"):
+            make_fn(dtrain, spec)
+
+
+def test_unavailable_devices_raise_torchs_error_types():
+    torch = pytest.importorskip("torch")
+    x, net = dtrain.zeros(2), dtrain.nn.Linear(2, 2)
+    # torch raises AssertionError for CUDA on a CPU build and RuntimeError for mps
+    for error in (AssertionError, RuntimeError):
+        with pytest.raises(error, match="not available"):
+            x.to("cuda")
+        with pytest.raises(error, match="not available"):
+            net.cuda()
+    with pytest.raises(AssertionError):
+        torch.zeros(2).to("cuda")
+    with pytest.raises(RuntimeError):
+        torch.zeros(2).to("mps")
+    with pytest.raises(RuntimeError, match="'mps' is not available"):
+        x.to("mps")
+    with pytest.raises(RuntimeError, match="'cuda:1'"):
+        dtrain.nn.Linear(2, 2, device="cuda:1")
+    with pytest.raises(RuntimeError, match="'cuda'"):
+        x.cuda()
+
+
+def test_to_forms_vs_torch():
+    torch = pytest.importorskip("torch")
+    for m in (dtrain, torch):
+        x = m.tensor([1.5, 2.5], requires_grad=True)
+        assert x.to("cpu") is x and x.to(m.device("cpu")) is x and x.cpu() is x
+        assert x.to(m.float32) is x and x.to("cpu", copy=True) is not x
+        y = x.to("cpu", m.float64)
+        assert dtype_name(y) == "float64" and y.grad_fn is not None
+        assert dtype_name(x.to(m.tensor([1], dtype=m.int32))) == "int32"
+        assert dtype_name(x.to(device="cpu", dtype=m.float64, non_blocking=True)) == "float64"
+        assert dtype_name(x.to(dtype=m.int32)) == "int32"
+        y.sum().backward()
+        assert x.grad.tolist() == [1.0, 1.0] and dtype_name(x.grad) == "float32"
+        net = m.nn.Linear(2, 1, device="cpu")
+        assert net.to("cpu") is net and net.cpu() is net
+        assert dtype_name(net.to("cpu", m.float64).weight) == "float64"
+        assert dtype_name(net.to(m.zeros(1, dtype=m.float32)).weight) == "float32"
+        with pytest.raises(TypeError, match="floating point"):
+            net.to(m.int64)
+        for layer in (m.nn.Conv2d(1, 1, 3, device="cpu"), m.nn.BatchNorm1d(2, device="cpu"),
+                      m.nn.LayerNorm(2, device="cpu"), m.nn.Embedding(3, 2, device="cpu")):
+            assert str(layer.weight.device) == "cpu"
+
+
+def test_accelerator_queries_vs_torch():
+    torch = pytest.importorskip("torch")
+    for m in (dtrain, torch):
+        assert m.cuda.is_available() is False and m.cuda.device_count() == 0
+        m.cuda.manual_seed_all(0)
+        m.cuda.manual_seed(0)
+        assert m.accelerator.is_available() is False
+        assert m.accelerator.current_accelerator() is None
+        assert m.accelerator.device_count() == 0
+        with pytest.raises(RuntimeError, match="none is available"):
+            m.accelerator.current_device_index()
+        with m.accelerator.device_index(None):
+            pass
+        assert m.backends.mps.is_available() is False and m.backends.mps.is_built() is False
+        assert m.backends.cudnn.is_available() is False
+        with pytest.raises(AssertionError):
+            m.cuda.current_device()
+    import dtrain.backends.cudnn as cudnn
+
+    cudnn.deterministic, cudnn.benchmark = True, False  # reproducibility preambles run
+    acc = dtrain.accelerator.current_accelerator()
+    device = acc.type if dtrain.accelerator.is_available() else "cpu"
+    assert dtrain.ones(2, device=device).device.type == "cpu"
+
+
+def test_device_arguments_survive_save_model(tmp_path):
+    net = dtrain.nn.Linear(2, 1, device=dtrain.device("cpu"))
+    dtrain.save_model(net, tmp_path / "m.dtrain")
+    loaded = dtrain.load_model(tmp_path / "m.dtrain")
+    assert dtrain.equal(loaded.weight, net.weight)
