@@ -133,15 +133,16 @@ def test_pip_install_puts_only_dtrain_into_site_packages(tmp_path):
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
     assert "dtrain/workers/worker.py" in names and "dtrain/launcher/run.py" in names
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")],
-                   check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", str(tmp_path / "venv")], check=True,
+                   timeout=120)
     site = subprocess.run([str(tmp_path / "venv/bin/python"), "-c",
                            "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--prefix",
-                    str(tmp_path / "venv"), str(wheel)], check=True, timeout=300,
-                   capture_output=True)
+    # the new venv's own pip: pip run from this environment would uninstall dtrain here
+    subprocess.run([str(tmp_path / "venv/bin/python"), "-m", "pip", "install", "--no-deps",
+                    "-q", str(wheel)], check=True, timeout=300, capture_output=True)
     assert (tmp_path / "venv/bin/dtrain").exists()
     top = {name for name in os.listdir(site) if not name.endswith(".dist-info")
-           and name != "__pycache__"}
+           and name not in ("__pycache__", "pip", "setuptools", "_distutils_hack",
+                            "pkg_resources", "distutils-precedence.pth")}
     assert top == {"dtrain"}
