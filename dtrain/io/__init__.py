@@ -1,0 +1,18 @@
+"""Checkpoints without pickle: ``save``/``load`` for nested state, ``save_model``/``load_model``.
+
+Loading a checkpoint never executes code stored in it: the payload is msgpack, whose only
+non-plain values are a fixed set of extension types (arrays, tensors, tuples, big ints, NumPy
+scalars and dtypes, complex numbers); anything else is refused. Array bytes are not inside the
+msgpack tree but follow it, so saving writes each array's memory straight to the file.
+
+Modules: ``container`` (the checksummed file: header, digest, atomic write, bounded reading),
+``arraytable`` (arrays as ``[dtype, shape, offset, nbytes]`` entries plus raw buffers),
+``codec`` (the msgpack object codec and its limits), ``serialization`` (``save``/``load``) and
+``models`` (whole models).
+"""
+
+from .container import CheckpointError
+from .models import load_model, save_model
+from .serialization import load, save
+
+__all__ = ["CheckpointError", "load", "load_model", "save", "save_model"]
