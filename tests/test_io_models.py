@@ -13,7 +13,7 @@ from model_zoo import MLP, Outer, Residual, WithCallable
 
 import dtrain
 from dtrain import nn
-from dtrain.io import CheckpointError
+from dtrain.io import CheckpointError, codec, container
 
 
 def same_outputs(a, b, x):
@@ -127,9 +127,145 @@ def test_load_model_reports_constructor_failures(tmp_path):
         dtrain.load_model(tmp_path / "m")
 
 
-def test_model_file_is_a_plain_checkpoint(tmp_path):
-    """A model file loads with dtrain.load too: inspectable data, no code."""
-    dtrain.save_model(nn.Sequential(nn.Linear(2, 3)), tmp_path / "m")
-    record = dtrain.load(pathlib.Path(tmp_path / "m"))
+def test_model_file_is_plain_data(tmp_path):
+    """A model file is an ordinary checkpoint: its record decodes without running any code."""
+    dtrain.save(nn.Sequential(nn.Linear(2, 3)), tmp_path / "m")
+    _, tree, arrays = container.read(pathlib.Path(tmp_path / "m"))
+    record = codec.decode(tree, arrays)
     assert record["arch"][2:4] == ["dtrain.nn.container", "Sequential"]
     assert list(record["state_dict"]) == ["0.weight", "0.bias"]
+
+
+# ------------------------------------------------------ dtrain.save(model) / dtrain.load(PATH)
+def test_save_module_and_load_with_weights_only_false(tmp_path):
+    """PyTorch's save/load tutorial: ``torch.save(model, PATH)``; ``model = torch.load(PATH,
+    weights_only=False)``; ``model.eval()``."""
+    dtrain.manual_seed(3)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.2), nn.Linear(8, 2))
+    dtrain.save(model, tmp_path / "model.pth")
+    with pytest.raises(CheckpointError, match=r"holds a whole model.*weights_only=True \(the "
+                                              r"default.*dtrain.load\(f, weights_only=False\)"):
+        dtrain.load(tmp_path / "model.pth")
+    with pytest.raises(CheckpointError, match="weights_only=False"):
+        dtrain.load(tmp_path / "model.pth", weights_only=True)
+    loaded = dtrain.load(tmp_path / "model.pth", weights_only=False)
+    assert type(loaded) is nn.Sequential
+    loaded.eval()
+    model.eval()
+    assert same_outputs(model, loaded, dtrain.randn(3, 4))
+    assert_same(dict(model.state_dict()), dict(loaded.state_dict()))
+
+
+def test_whole_model_needs_weights_only_false_in_torch_too(tmp_path):
+    torch = pytest.importorskip("torch")
+    model = torch.nn.Linear(2, 3)
+    torch.save(model, tmp_path / "torch.pth")
+    with pytest.raises(Exception, match="weights_only"):
+        torch.load(tmp_path / "torch.pth")
+    assert type(torch.load(tmp_path / "torch.pth", weights_only=False)) is torch.nn.Linear
+    dtrain.save(nn.Linear(2, 3), tmp_path / "dtrain.pth")
+    with pytest.raises(CheckpointError, match="weights_only"):
+        dtrain.load(tmp_path / "dtrain.pth")
+    assert type(dtrain.load(tmp_path / "dtrain.pth", weights_only=False)) is nn.Linear
+
+
+@pytest.mark.parametrize("weights_only", [None, True, False])
+def test_state_dicts_and_optimizer_state_load_whatever_weights_only(weights_only, tmp_path):
+    dtrain.manual_seed(4)
+    model = MLP((3, 5, 2))
+    optimizer = dtrain.optim.Adam(model.parameters(), lr=1e-2)
+    model(dtrain.randn(4, 3)).sum().backward()
+    optimizer.step()
+    obj = {"model": dict(model.state_dict()), "optimizer": optimizer.state_dict(), "epoch": 3,
+           "nested": {"a": [np.arange(3), (1, "x")], 7: dtrain.tensor([1.0])}}
+    dtrain.save(obj, tmp_path / "ckpt")
+    assert_same(obj, dtrain.load(tmp_path / "ckpt", weights_only=weights_only))
+    assert_same(obj, dtrain.load(tmp_path / "ckpt", "cpu", weights_only=weights_only))
+
+
+def test_load_model_takes_either_kind_of_whole_model_file(tmp_path):
+    model = MLP((2, 3))
+    dtrain.save(model, tmp_path / "a")
+    dtrain.save_model(model, tmp_path / "b")
+    assert (tmp_path / "a").read_bytes() == (tmp_path / "b").read_bytes()
+    assert same_outputs(model, dtrain.load_model(tmp_path / "a", map_location="cpu"),
+                        dtrain.randn(2, 2))
+
+
+def test_module_inside_a_container_gets_a_clear_error():
+    with pytest.raises(TypeError, match=r"cannot save obj\['model'\]: a Linear module inside "
+                                        r"another object .*state_dict\(\)"):
+        dtrain.save({"model": nn.Linear(2, 2)}, io.BytesIO())
+
+
+def test_weights_only_must_be_a_bool(tmp_path):
+    dtrain.save({"a": 1}, tmp_path / "c")
+    with pytest.raises(TypeError, match="weights_only must be True, False or None, got 'no'"):
+        dtrain.load(tmp_path / "c", weights_only="no")
+
+
+# ------------------------------------------------------------------------------ map_location
+class CpuDevice:
+    """Stands for ``dtrain.device('cpu')`` or ``torch.device('cpu')``: its str() is the location."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __str__(self):
+        return self.name
+
+
+@pytest.mark.parametrize("location", [
+    None, "cpu", "cpu:0", CpuDevice("cpu"), CpuDevice("cpu:0"), {"cuda:0": "cpu"},
+    {"cpu": "cpu"}, {"cpu": CpuDevice("cpu")}, {"cuda:1": "cuda:0"}, lambda storage, loc: storage,
+    lambda storage, loc: None,
+], ids=repr)
+def test_map_location_cpu_forms_are_accepted(location, tmp_path):
+    obj = {"w": np.arange(6.0).reshape(2, 3), "t": dtrain.ones(2, requires_grad=True)}
+    dtrain.save(obj, tmp_path / "c")
+    assert_same(obj, dtrain.load(tmp_path / "c", map_location=location))
+    model = MLP((2, 3))
+    dtrain.save(model, tmp_path / "m")
+    loaded = dtrain.load(tmp_path / "m", map_location=location, weights_only=False)
+    assert_same(dict(model.state_dict()), dict(loaded.state_dict()))
+
+
+def test_map_location_torch_device(tmp_path):
+    torch = pytest.importorskip("torch")
+    dtrain.save({"w": np.ones(2)}, tmp_path / "c")
+    assert_same(dtrain.load(tmp_path / "c", map_location=torch.device("cpu")), {"w": np.ones(2)})
+    with pytest.raises(RuntimeError, match="dtrain runs on the CPU only"):
+        dtrain.load(tmp_path / "c", map_location=torch.device("cuda", 0))
+
+
+@pytest.mark.parametrize("location, error, message", [
+    ("cuda", RuntimeError, r"map_location=.cuda. asks for device .cuda., but dtrain runs on the CPU"),
+    ("cuda:1", RuntimeError, "dtrain runs on the CPU only"),
+    ("mps", RuntimeError, "asks for device 'mps'"),
+    (CpuDevice("cuda:0"), RuntimeError, "asks for device 'cuda:0'"),
+    ({"cpu": "cuda:0"}, RuntimeError, r"map_location\['cpu'\]='cuda:0' asks for device"),
+    ("not a device!", ValueError, "is not a device"),
+    (3, TypeError, "map_location=3 is not a device"),
+])
+def test_map_location_other_devices_are_refused_before_reading(location, error, message, tmp_path):
+    with pytest.raises(error, match=message):
+        dtrain.load(tmp_path / "missing.pth", map_location=location)
+
+
+def test_map_location_callable_sees_every_stored_array_once(tmp_path):
+    a, t = np.arange(4.0), dtrain.zeros(3)
+    dtrain.save({"a": a, "t": t, "again": a}, tmp_path / "c")
+    seen = []
+
+    def relocate(storage, location):
+        seen.append((storage.shape, location))
+        return storage * 2
+
+    out = dtrain.load(tmp_path / "c", map_location=relocate)
+    assert seen == [((4,), "cpu"), ((3,), "cpu")]
+    assert_same(out["a"], a * 2)
+    assert out["again"] is out["a"]
+    with pytest.raises(TypeError, match="map_location returned list for a stored float64 array"):
+        dtrain.load(tmp_path / "c", map_location=lambda storage, loc: [1])
+    with pytest.raises(TypeError, match="the same shape and dtype"):
+        dtrain.load(tmp_path / "c", map_location=lambda storage, loc: storage[:1])

@@ -1,4 +1,4 @@
-"""Checkpoints without pickle: ``save``/``load`` for nested state, ``save_model``/``load_model``.
+"""Checkpoints without pickle: ``save``/``load`` for nested state and whole models.
 
 Loading a checkpoint never executes code stored in it: the payload is msgpack, whose only
 non-plain values are a fixed set of extension types (arrays, tensors, tuples, big ints, NumPy
@@ -7,12 +7,11 @@ msgpack tree but follow it, so saving writes each array's memory straight to the
 
 Modules: ``container`` (the checksummed file: header, digest, atomic write, bounded reading),
 ``arraytable`` (arrays as ``[dtype, shape, offset, nbytes]`` entries plus raw buffers),
-``codec`` (the msgpack object codec and its limits), ``serialization`` (``save``/``load``) and
-``models`` (whole models).
+``codec`` (the msgpack object codec and its limits), ``models`` (whole models as plain data),
+``location`` (``map_location``) and ``serialization`` (the public functions).
 """
 
 from .container import CheckpointError
-from .models import load_model, save_model
-from .serialization import load, save
+from .serialization import load, load_model, save, save_model
 
 __all__ = ["CheckpointError", "load", "load_model", "save", "save_model"]

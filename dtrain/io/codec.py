@@ -66,6 +66,12 @@ def _dtype_str(dtype: np.dtype) -> str:
 
 
 # ----------------------------------------------------------------------------------- encoding
+def _is_module(obj) -> bool:
+    from ..nn.module import Module
+
+    return isinstance(obj, Module)
+
+
 class _Encoder:
     """Turns an object into msgpack-native values plus the list of arrays they refer to."""
 
@@ -102,6 +108,9 @@ class _Encoder:
             return msgpack.ExtType(EXT_SCALARTYPE, _pack(_dtype_str(np.dtype(obj))))
         if t is complex:
             return msgpack.ExtType(EXT_COMPLEX, _pack([obj.real, obj.imag]))
+        if _is_module(obj):
+            raise Unsupported(f"a {t.__qualname__} module inside another object is not supported "
+                              "(save the model itself, or its state_dict())")
         raise Unsupported(f"objects of type {t.__module__}.{t.__qualname__} are not supported "
                           f"(supported: {_SUPPORTED})")
 

@@ -1,10 +1,10 @@
-"""Whole models without pickle: ``save_model``/``load_model``.
+"""Whole models as plain data: the record ``dtrain.save(model)`` writes and its rebuilding.
 
-``save_model`` stores a model as its class's import path, the arguments of its ``__init__`` call
+A record stores a model as its class's import path, the arguments of its ``__init__`` call
 (recorded by ``Module``; nested Modules encoded the same way), its ``state_dict`` and its mode
-flags, in an ordinary checkpoint file. Trust model: ``load_model`` imports the module named in
-the file and calls the class's ``__init__``, as ``torch.load`` of a whole model would; it
-refuses classes that are not ``dtrain.nn.Module`` subclasses and runs no code carried in the
+flags; it is saved as an ordinary checkpoint. Trust model: ``build_model`` imports the module
+named in the file and calls the class's ``__init__``, as ``torch.load`` of a whole model would;
+it refuses classes that are not ``dtrain.nn.Module`` subclasses and runs no code carried in the
 file's data.
 """
 
@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import os
 import re
-from typing import BinaryIO
 
 import numpy as np
 
 from .. import random as _random
 from ..autograd.tensor import Tensor
 from .container import CheckpointError
-from .serialization import load, save
 
-__all__ = ["load_model", "save_model"]
+__all__ = ["build_model", "is_model_record", "model_record"]
 
 _MODEL_FORMAT = "dtrain.model"
 _MODEL_VERSION = 1
@@ -94,18 +91,17 @@ class _ArchEncoder:
                         "Tensors, Modules and lists/tuples/dicts of those can)")
 
 
-def save_model(model, f: str | os.PathLike | BinaryIO) -> None:
-    """Save a whole model, architecture and weights, without pickle (see the module docstring).
+def model_record(model) -> dict:
+    """The plain-data record of a whole model: class paths, ``__init__`` arguments, weights, modes.
 
-    The architecture is the class's import path plus the recorded ``__init__`` arguments, so the
-    model must be rebuildable by calling its class again: arguments such as lambdas raise
-    TypeError here, naming the argument.
+    Raises TypeError naming the first ``__init__`` argument that cannot be stored (a lambda,
+    an open file, ...) or a class that cannot be imported again by name.
     """
     from ..nn.module import Module
 
     if not isinstance(model, Module):
         raise TypeError(f"dtrain.save_model expects a dtrain.nn.Module, got {type(model).__name__}")
-    record = {
+    return {
         "format": _MODEL_FORMAT,
         "version": _MODEL_VERSION,
         "arch": _ArchEncoder().module(model),
@@ -113,7 +109,12 @@ def save_model(model, f: str | os.PathLike | BinaryIO) -> None:
         "requires_grad": {name: p.requires_grad for name, p in model.named_parameters()},
         "state_dict": dict(model.state_dict()),
     }
-    save(record, f)
+
+
+def is_model_record(obj) -> bool:
+    """Whether a loaded object is a whole-model record (which only ``build_model`` turns into a
+    model) rather than plain data."""
+    return isinstance(obj, dict) and obj.get("format") == _MODEL_FORMAT
 
 
 def _import_module_class(module_name, qualname, where: str) -> type:
@@ -209,6 +210,7 @@ def _restore_state(model, record: dict, where: str) -> None:
         raise CheckpointError(f"{where}: model state_dict is not a dict")
     for key, target in model.state_dict(keep_vars=True).items():
         saved = state.get(key)
+        saved = saved.detach().numpy() if isinstance(saved, Tensor) else saved
         # a model cast after construction (e.g. .double()) keeps its saved dtype
         if (isinstance(saved, np.ndarray) and saved.shape == target.shape
                 and saved.dtype != target.dtype):
@@ -233,15 +235,8 @@ def _restore_state(model, record: dict, where: str) -> None:
                                   f"{name!r}") from e
 
 
-def load_model(f: str | os.PathLike | BinaryIO):
-    """Rebuild a model written by ``save_model``: import its class, construct, load weights.
-
-    Imports the module that defines each class (trusted code, as for any import) and refuses
-    classes that are not ``dtrain.nn.Module`` subclasses. The global RNG is left untouched.
-    """
-    where = os.fsdecode(f) if isinstance(f, (str, bytes, os.PathLike)) else "model file"
-    record = load(f)
-    if not (isinstance(record, dict) and record.get("format") == _MODEL_FORMAT):
+def _check_record(record, where: str) -> None:
+    if not is_model_record(record):
         raise CheckpointError(f"{where}: not a dtrain.save_model file (use dtrain.load for "
                               "state_dicts and other objects)")
     if record.get("version") != _MODEL_VERSION:
@@ -254,6 +249,15 @@ def load_model(f: str | os.PathLike | BinaryIO):
                               f"{sorted(missing) or 'mode fields'})")
     if not isinstance(record["arch"], list) or record["arch"][:1] != ["module"]:
         raise CheckpointError(f"{where}: malformed save_model record (arch is not a module)")
+
+
+def build_model(record, where: str):
+    """The model a record describes: import its classes, construct, load weights and modes.
+
+    Imports the module that defines each class (trusted code, as for any import) and refuses
+    classes that are not ``dtrain.nn.Module`` subclasses. The global RNG is left untouched.
+    """
+    _check_record(record, where)
     with _private_rng():
         model = _ArchDecoder(where).value(record["arch"])
     _restore_state(model, record, where)
