@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import os
 import pathlib
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ from model_zoo import MLP, Outer, Residual, WithCallable
 
 import dtrain
 from dtrain import nn
-from dtrain.io import CheckpointError, codec, container
+from dtrain.io import CheckpointError, codec, container, models
 
 
 def same_outputs(a, b, x):
@@ -96,7 +98,8 @@ def model_record(arch, state_dict=None) -> dict:
     ("os", "system", "os.system is not a dtrain.nn.Module subclass"),
     ("collections", "OrderedDict", "is not a dtrain.nn.Module subclass"),
     ("dtrain.autograd.tensor", "Tensor", "is not a dtrain.nn.Module subclass"),
-    ("no_such_module_xyz", "Net", "cannot import module 'no_such_module_xyz'"),
+    ("no_such_module_xyz", "Net", "module 'no_such_module_xyz', which is not imported"),
+    ("dtrain.no_such_module", "Net", "cannot import module 'dtrain.no_such_module'"),
     ("os; import sys", "x", "invalid class path"),
 ])
 def test_load_model_refuses_non_module_classes(module_name, qualname, message, tmp_path):
@@ -269,3 +272,155 @@ def test_map_location_callable_sees_every_stored_array_once(tmp_path):
         dtrain.load(tmp_path / "c", map_location=lambda storage, loc: [1])
     with pytest.raises(TypeError, match="the same shape and dtype"):
         dtrain.load(tmp_path / "c", map_location=lambda storage, loc: storage[:1])
+
+
+# ------------------------------------------------------------- what a model file may import
+PLUGIN = """
+import pathlib
+from dtrain import nn
+
+pathlib.Path({marker!r}).write_text("imported")
+
+
+class Net(nn.Module):
+    def __init__(self, n):
+        super().__init__()
+        self.lin = nn.Linear(n, n)
+
+    def forward(self, x):
+        return self.lin(x)
+"""
+
+
+@pytest.fixture
+def plugin(tmp_path, monkeypatch):
+    """A package ``dtrain_test_plugin_<n>.models`` on sys.path, not imported; importing it
+    writes a marker file."""
+    package = f"dtrain_test_plugin_{os.getpid()}_{len(os.listdir(tmp_path))}"
+    marker = tmp_path / "imported.txt"
+    (tmp_path / package).mkdir()
+    (tmp_path / package / "__init__.py").write_text("")
+    (tmp_path / package / "models.py").write_text(PLUGIN.format(marker=str(marker)))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sd = {"lin.weight": np.zeros((2, 2), np.float32), "lin.bias": np.ones(2, np.float32)}
+    dtrain.save(model_record(["module", 0, f"{package}.models", "Net", [["value", 2]], []], sd),
+                tmp_path / "plugin.model")
+    yield package, marker, tmp_path / "plugin.model"
+    for name in (package, f"{package}.models"):
+        sys.modules.pop(name, None)
+
+
+def test_model_from_a_module_not_imported_is_refused_before_importing(plugin):
+    package, marker, path = plugin
+    message = (rf"names class Net from module '{package}.models', which is not imported.*"
+               rf"allowed_modules=\['{package}.models'\]")
+    with pytest.raises(CheckpointError, match=message):
+        dtrain.load(path, weights_only=False)
+    with pytest.raises(CheckpointError, match=message):
+        dtrain.load_model(path, allowed_modules=["other", f"{package}.model"])
+    assert not marker.exists() and f"{package}.models" not in sys.modules
+
+
+@pytest.mark.parametrize("allow", ["module", "package"])
+def test_allowed_modules_lets_a_trusted_module_be_imported(plugin, allow):
+    package, marker, path = plugin
+    name = package if allow == "package" else f"{package}.models"
+    model = dtrain.load(path, weights_only=False, allowed_modules=[name])
+    assert marker.exists() and type(model).__name__ == "Net"
+    assert np.array_equal(model.lin.bias.detach().numpy(), np.ones(2, np.float32))
+    marker.unlink()  # imported now: the next load needs no permission and imports nothing
+    assert type(dtrain.load_model(path)).__name__ == "Net" and not marker.exists()
+
+
+def test_allowed_modules_is_checked(tmp_path):
+    dtrain.save(MLP((2, 2)), tmp_path / "m")
+    with pytest.raises(TypeError, match="allowed_modules must be a list of module names, got str"):
+        dtrain.load_model(tmp_path / "m", allowed_modules="model_zoo")
+    with pytest.raises(ValueError, match="'os; x' is not a module name"):
+        dtrain.load(tmp_path / "m", weights_only=False, allowed_modules=["os; x"])
+    with pytest.raises(ValueError, match="allowed_modules applies to whole models, which load "
+                                         "with weights_only=False"):
+        dtrain.load(tmp_path / "m", allowed_modules=["model_zoo"])
+
+
+@pytest.mark.parametrize("module_name, qualname", [
+    ("model_zoo", "Missing"), ("model_zoo", "Outer.Missing"), ("__main__", "Net"),
+])
+def test_class_the_process_cannot_find_is_named(module_name, qualname, tmp_path):
+    dtrain.save(model_record(["module", 0, module_name, qualname, [], []]), tmp_path / "m")
+    with pytest.raises(CheckpointError, match=rf"the model's class {module_name}.{qualname} is "
+                                              "not defined in this process"):
+        dtrain.load(tmp_path / "m", weights_only=False)
+
+
+def test_class_lookup_runs_no_module_getattr(tmp_path, monkeypatch):
+    calls = []
+    lazy = types.ModuleType("dtrain_test_lazy_module")
+    lazy.__getattr__ = lambda name: calls.append(name) or nn.Linear
+    monkeypatch.setitem(sys.modules, lazy.__name__, lazy)
+    dtrain.save(model_record(["module", 0, lazy.__name__, "Linear", [], []]), tmp_path / "m")
+    with pytest.raises(CheckpointError, match="is not defined in this process"):
+        dtrain.load_model(tmp_path / "m")
+    assert calls == []
+
+
+# ---------------------------------------------------------------- memory a model file may ask
+def peak_rss_growth(fn) -> int:
+    """Bytes by which the process's peak resident memory grows while ``fn`` runs (Linux)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets the peak (VmHWM) to the current resident size
+    except OSError:
+        pytest.skip("resetting the peak resident size needs Linux /proc/self/clear_refs")
+
+    def peak() -> int:
+        with open("/proc/self/status") as f:
+            line = next(line for line in f if line.startswith("VmHWM:"))
+        return int(line.split()[1]) * 1024
+
+    before = peak()
+    fn()
+    return peak() - before
+
+
+def crafted_model_file(tmp_path, model, arch_args) -> pathlib.Path:
+    """A real model's record whose recorded constructor arguments are replaced."""
+    record = models.model_record(model)
+    record["arch"][4] = [["value", a] for a in arch_args]
+    dtrain.save(record, tmp_path / "crafted.model")
+    return tmp_path / "crafted.model"
+
+
+def test_tiny_file_asking_for_a_37_gib_linear_is_refused(tmp_path):
+    path = crafted_model_file(tmp_path, nn.Linear(2, 2), [100000, 100000])
+    assert path.stat().st_size < 1024
+    with pytest.raises(CheckpointError, match=r"constructing dtrain.nn.linear.Linear from its "
+                                              r"saved arguments (was stopped|ran out of memory)"):
+        dtrain.load(path, weights_only=False)
+    assert not dtrain.nn.module._global_parameter_registration_hooks
+    assert not dtrain.nn.module._global_buffer_registration_hooks
+
+
+@pytest.mark.parametrize("model, args, culprit", [
+    (nn.Linear(2, 2), [12000, 12000], r"Linear.weight \(576000000 bytes\)"),
+    (MLP((2, 3)), [(2, 20, 12000, 12000)], r"Linear.weight \(576000000 bytes\)"),
+    (nn.BatchNorm1d(2), [150_000_000], r"BatchNorm1d.weight \(600000000 bytes\)"),
+])
+def test_constructor_over_the_memory_budget_is_stopped_before_filling(model, args, culprit,
+                                                                       tmp_path):
+    path = crafted_model_file(tmp_path, model, args)
+
+    def load():
+        with pytest.raises(CheckpointError, match=rf"was stopped: registering {culprit} brings the "
+                                                  r"model to \d+ bytes, over the budget of"):
+            dtrain.load(path, weights_only=False)
+
+    # the weights are only reserved (np.empty), never written: the peak barely moves
+    assert peak_rss_growth(load) < 100 << 20
+
+
+def test_budget_leaves_models_that_match_their_weights_alone(tmp_path):
+    model = nn.Sequential(nn.Linear(3000, 3000), nn.Linear(3000, 2000))  # 60 MB of weights
+    dtrain.save(model, tmp_path / "big.model")
+    loaded = dtrain.load(tmp_path / "big.model", weights_only=False)
+    assert_same(dict(model.state_dict()), dict(loaded.state_dict()))

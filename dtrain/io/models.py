@@ -2,29 +2,28 @@
 
 A record stores a model as its class's import path, the arguments of its ``__init__`` call
 (recorded by ``Module``; nested Modules encoded the same way), its ``state_dict`` and its mode
-flags; it is saved as an ordinary checkpoint. Trust model: ``build_model`` imports the module
-named in the file and calls the class's ``__init__``, as ``torch.load`` of a whole model would;
-it refuses classes that are not ``dtrain.nn.Module`` subclasses and runs no code carried in the
-file's data.
+flags; it is saved as an ordinary checkpoint. Trust model: ``build_model`` calls the
+``__init__`` of the classes named in the file, as ``torch.load`` of a whole model would, but
+only of ``dtrain.nn.Module`` subclasses from modules the caller allows (see ``trust``), within a
+memory budget; it runs no code carried in the file's data.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
-import re
 
 import numpy as np
 
 from .. import random as _random
 from ..autograd.tensor import Tensor
 from .container import CheckpointError
+from .trust import MemoryBudget, check_allowed_modules, memory_budget, resolve_class
 
 __all__ = ["build_model", "is_model_record", "model_record"]
 
 _MODEL_FORMAT = "dtrain.model"
 _MODEL_VERSION = 1
-_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _LEAF_TYPES = (type(None), bool, int, float, complex, str, bytes, np.dtype, np.generic,
                np.ndarray, Tensor)
 
@@ -117,31 +116,13 @@ def is_model_record(obj) -> bool:
     return isinstance(obj, dict) and obj.get("format") == _MODEL_FORMAT
 
 
-def _import_module_class(module_name, qualname, where: str) -> type:
-    """Import ``module_name`` and return the Module subclass ``qualname`` in it; refuse others."""
-    from ..nn.module import Module
-
-    if not (isinstance(module_name, str) and _NAME_RE.fullmatch(module_name)
-            and isinstance(qualname, str) and _NAME_RE.fullmatch(qualname)):
-        raise CheckpointError(f"{where}: invalid class path {module_name!r}, {qualname!r}")
-    try:
-        found = importlib.import_module(module_name)
-    except ImportError as e:
-        raise CheckpointError(f"{where}: cannot import module {module_name!r} that defines "
-                              f"{qualname}: {e}") from e
-    for part in qualname.split("."):
-        found = getattr(found, part, None)
-    if not (isinstance(found, type) and issubclass(found, Module)):
-        raise CheckpointError(f"{where}: {module_name}.{qualname} is not a dtrain.nn.Module "
-                              "subclass; load_model only constructs Modules")
-    return found
-
-
 class _ArchDecoder:
     """Rebuilds modules from the tagged tree written by ``_ArchEncoder``."""
 
-    def __init__(self, where: str):
+    def __init__(self, where: str, allowed: tuple[str, ...], budget: int):
         self.where = where
+        self.allowed = allowed
+        self.budget = budget
         self.built: dict[int, object] = {}
 
     def bad(self, what: str) -> CheckpointError:
@@ -178,17 +159,24 @@ class _ArchDecoder:
         _, index, module_name, qualname, args, kwargs = node
         if index in self.built:
             raise self.bad(f"module index {index!r} used twice")
-        cls = _import_module_class(module_name, qualname, self.where)
+        cls = resolve_class(module_name, qualname, self.where, self.allowed)
         args = [self.value(a) for a in args]
         if not all(isinstance(kv, list) and len(kv) == 2 and isinstance(kv[0], str)
                    for kv in kwargs):
             raise self.bad(f"keyword arguments of {qualname} are not [name, value] pairs")
         kwargs = {k: self.value(v) for k, v in kwargs}
+        what = f"{self.where}: constructing {module_name}.{qualname} from its saved arguments"
         try:
             module = cls(*args, **kwargs)
+        except MemoryBudget as e:
+            raise CheckpointError(f"{what} was stopped: {e} (the file's weights justify no more; "
+                                  "a file that asks for more memory than it holds is refused)"
+                                  ) from None
+        except MemoryError as e:
+            raise CheckpointError(f"{what} ran out of memory (budget {self.budget} bytes from the "
+                                  f"file's weights): {e}") from None
         except Exception as e:
-            raise CheckpointError(f"{self.where}: constructing {module_name}.{qualname} from its "
-                                  f"saved arguments failed: {type(e).__name__}: {e}") from e
+            raise CheckpointError(f"{what} failed: {type(e).__name__}: {e}") from e
         self.built[index] = module
         return module
 
@@ -249,16 +237,20 @@ def _check_record(record, where: str) -> None:
                               f"{sorted(missing) or 'mode fields'})")
     if not isinstance(record["arch"], list) or record["arch"][:1] != ["module"]:
         raise CheckpointError(f"{where}: malformed save_model record (arch is not a module)")
+    if not isinstance(record["state_dict"], dict):
+        raise CheckpointError(f"{where}: model state_dict is not a dict")
 
 
-def build_model(record, where: str):
-    """The model a record describes: import its classes, construct, load weights and modes.
+def build_model(record, where: str, allowed_modules=None):
+    """The model a record describes: check and import its classes, construct, load weights.
 
-    Imports the module that defines each class (trusted code, as for any import) and refuses
-    classes that are not ``dtrain.nn.Module`` subclasses. The global RNG is left untouched.
+    Only classes from dtrain, from modules already imported, or from ``allowed_modules`` (names
+    of modules or packages) are imported, and only ``dtrain.nn.Module`` subclasses constructed;
+    constructors are held to a memory budget (see ``trust``). The global RNG is left untouched.
     """
+    allowed = check_allowed_modules(allowed_modules)
     _check_record(record, where)
-    with _private_rng():
-        model = _ArchDecoder(where).value(record["arch"])
+    with _private_rng(), memory_budget(record["state_dict"]) as budget:
+        model = _ArchDecoder(where, allowed, budget).value(record["arch"])
     _restore_state(model, record, where)
     return model

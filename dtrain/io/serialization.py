@@ -10,6 +10,7 @@ rebuilding a model runs the ``__init__`` of the classes the file names.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import BinaryIO
 
 import msgpack
@@ -83,28 +84,35 @@ def _whole_model_refused(where: str) -> container.CheckpointError:
         "model.state_dict() instead.")
 
 
-def load(f: str | os.PathLike | BinaryIO, map_location=None, *, weights_only: bool | None = None):
+def load(f: str | os.PathLike | BinaryIO, map_location=None, *, weights_only: bool | None = None,
+         allowed_modules: Iterable[str] | None = None):
     """Read an object written by ``save`` from a path or a readable binary file object.
 
     Arrays come back as owned, writable copies; Tensors as leaf Tensors (Parameters as
     Parameters) with ``requires_grad`` kept; tuples as tuples; dict key types and order kept.
-    A whole model needs ``weights_only=False`` (the default ``None`` means True, as in torch).
-    ``map_location`` takes torch's forms for the CPU (see ``dtrain.io.location``). A truncated,
-    corrupted, foreign or too-new file raises ``CheckpointError``.
+    A whole model needs ``weights_only=False`` (the default ``None`` means True, as in torch);
+    its classes must come from dtrain, from modules already imported, or from the modules or
+    packages named in ``allowed_modules``. ``map_location`` takes torch's forms for the CPU
+    (see ``dtrain.io.location``). A truncated, corrupted, foreign or too-new file raises
+    ``CheckpointError``.
     """
     if weights_only not in (None, True, False):
         raise TypeError(f"dtrain.load: weights_only must be True, False or None, "
                         f"got {weights_only!r}")
+    if allowed_modules is not None and weights_only is not False:
+        raise ValueError("dtrain.load: allowed_modules applies to whole models, which load with "
+                         "weights_only=False")
     where, obj = _read(f, map_location, "dtrain.load")
     if not models.is_model_record(obj):
         return obj
     if weights_only is not False:
         raise _whole_model_refused(where)
-    return models.build_model(obj, where)
+    return models.build_model(obj, where, allowed_modules)
 
 
-def load_model(f: str | os.PathLike | BinaryIO, map_location=None):
+def load_model(f: str | os.PathLike | BinaryIO, map_location=None, *,
+               allowed_modules: Iterable[str] | None = None):
     """Rebuild a model written by ``save(model, f)`` or ``save_model``: ``load(f,
-    weights_only=False)`` that refuses files holding anything but a model."""
+    weights_only=False, ...)`` that refuses files holding anything but a model."""
     where, obj = _read(f, map_location, "dtrain.load_model")
-    return models.build_model(obj, where)
+    return models.build_model(obj, where, allowed_modules)
