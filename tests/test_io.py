@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import pathlib
+import re
 import struct
 import time
 
@@ -15,7 +17,7 @@ from io_helpers import assert_same
 
 import dtrain
 from dtrain import nn
-from dtrain.io import CheckpointError, arraytable
+from dtrain.io import CheckpointError, arraytable, container
 
 RNG = np.random.default_rng(0)
 
@@ -411,3 +413,33 @@ def test_array_table_refuses_entries_outside_the_buffer(table, size, message):
 def test_array_table_refuses_unsupported_dtypes_when_encoding():
     with pytest.raises(TypeError, match="dtype object"):
         arraytable.encode_arrays([np.array([None])])
+
+
+# ------------------------------------------------------------------- killed writers' leftovers
+def test_checkpoint_directory_is_cleaned_of_a_killed_writers_temporaries(tmp_path):
+    from dtrain.distributed.checkpoint import checkpoint_path, write_checkpoint
+
+    state = {"model": {"w": np.arange(3.0)}, "optimizer": {}, "step": 4, "epoch": 0, "batch": 4,
+             "settings": {}}
+    leftover = container.temporary_path(checkpoint_path(str(tmp_path), 3))
+    pathlib.Path(leftover).write_bytes(saved_bytes(SAMPLE)[:100])  # what a kill mid-write leaves
+    others = [container.temporary_path(str(tmp_path / "notes.txt")), str(tmp_path / "x.dtrain.tmp"),
+              str(tmp_path / "step-000000001.dtrain.tmp")]
+    for path in others:
+        pathlib.Path(path).write_text("not ours")
+    assert os.path.basename(leftover).startswith(".step-000000003.dtrain.")
+    path = write_checkpoint(str(tmp_path), state)
+    assert not os.path.exists(leftover)
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        [os.path.basename(path)] + [os.path.basename(p) for p in others])
+    assert_same(dtrain.load(path)["model"], state["model"])
+
+
+def test_remove_temporaries_matches_the_target_name(tmp_path):
+    target = re.compile(r"model-\d+\.ckpt")
+    ours = container.temporary_path(str(tmp_path / "model-12.ckpt"))
+    theirs = container.temporary_path(str(tmp_path / "model-x.ckpt"))
+    for path in (ours, theirs):
+        pathlib.Path(path).write_bytes(b"")
+    assert container.remove_temporaries(str(tmp_path), target) == [ours]
+    assert os.listdir(tmp_path) == [os.path.basename(theirs)]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import secrets
 import struct
 from typing import BinaryIO
@@ -30,7 +31,7 @@ import numpy as np
 from .arraytable import ALIGN, TableError, decode_arrays, encode_arrays
 
 __all__ = ["FORMAT_VERSION", "MAGIC", "TMP_SUFFIX", "CheckpointError", "build", "describe",
-           "malformed", "read", "write"]
+           "malformed", "read", "remove_temporaries", "temporary_path", "write"]
 
 MAGIC = b"DTRAINCK"
 FORMAT_VERSION = 1
@@ -86,10 +87,32 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+def temporary_path(path: str) -> str:
+    """A fresh name, beside ``path``, for the temporary that an atomic write renames over it."""
+    directory, name = os.path.split(os.path.abspath(path))
+    return os.path.join(directory, f".{name}.{secrets.token_hex(6)}{TMP_SUFFIX}")
+
+
+_TEMPORARY = re.compile(r"\.(.+)\.[0-9a-f]{12}" + re.escape(TMP_SUFFIX))
+
+
+def remove_temporaries(directory: str, target: re.Pattern) -> list[str]:
+    """Delete the temporaries that killed writers left in ``directory`` for files whose names
+    match ``target``; returns their paths. Call it only where no such write can be running."""
+    removed = []
+    for name in os.listdir(directory):
+        found = _TEMPORARY.fullmatch(name)
+        if found and target.fullmatch(found.group(1)):
+            path = os.path.join(directory, name)
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+                removed.append(path)
+    return removed
+
+
 def _atomic_write(path: str, chunks: list) -> None:
     directory = os.path.dirname(os.path.abspath(path))
-    name = f".{os.path.basename(path)}.{secrets.token_hex(6)}{TMP_SUFFIX}"
-    tmp = os.path.join(directory, name)
+    tmp = temporary_path(path)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     fd = os.open(tmp, flags, 0o666)  # 0o666 minus the umask, like a plain open()
     try:
