@@ -194,8 +194,6 @@ def _private_rng():
 
 def _restore_state(model, record: dict, where: str) -> None:
     state = record["state_dict"]
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{where}: model state_dict is not a dict")
     for key, target in model.state_dict(keep_vars=True).items():
         saved = state.get(key)
         saved = saved.detach().numpy() if isinstance(saved, Tensor) else saved
