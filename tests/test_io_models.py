@@ -424,3 +424,14 @@ def test_budget_leaves_models_that_match_their_weights_alone(tmp_path):
     dtrain.save(model, tmp_path / "big.model")
     loaded = dtrain.load(tmp_path / "big.model", weights_only=False)
     assert_same(dict(model.state_dict()), dict(loaded.state_dict()))
+
+
+def test_model_record_with_tensor_state_dict_values_loads(tmp_path):
+    """state_dict values may be Tensors (as torch's are), also for a model cast after building."""
+    model = MLP((3, 4, 2)).double()
+    record = models.model_record(model)
+    record["state_dict"] = {k: dtrain.tensor(v) for k, v in record["state_dict"].items()}
+    dtrain.save(record, tmp_path / "m")
+    loaded = dtrain.load_model(tmp_path / "m")
+    assert all(p.dtype == np.float64 for p in loaded.parameters())
+    assert same_outputs(model, loaded, dtrain.randn(2, 3, dtype=dtrain.float64))
