@@ -1,52 +1,25 @@
-"""dtrain.save/load and save_model/load_model: exact round trips, damaged files, no pickle."""
+"""dtrain.save/load: exact round trips, damaged files, no pickle; the array table on its own."""
 
 from __future__ import annotations
 
 import hashlib
 import io
-import math
 import os
 import pathlib
+import re
 import struct
 import time
 
 import msgpack
 import numpy as np
 import pytest
-from model_zoo import MLP, Outer, Residual, WithCallable
+from io_helpers import assert_same
 
 import dtrain
 from dtrain import nn
-from dtrain.io import CheckpointError
+from dtrain.io import CheckpointError, arraytable, container
 
 RNG = np.random.default_rng(0)
-
-
-def assert_same(a, b, where="obj"):
-    """Exact equality including types, dtypes, shapes, dict key types and key order."""
-    assert type(a) is type(b), f"{where}: {type(a)} != {type(b)}"
-    if isinstance(a, dict):
-        assert list(a) == list(b), f"{where}: keys {list(a)} != {list(b)}"
-        assert [type(k) for k in a] == [type(k) for k in b], f"{where}: key types differ"
-        for k in a:
-            assert_same(a[k], b[k], f"{where}[{k!r}]")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), f"{where}: lengths differ"
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, f"{where}[{i}]")
-    elif isinstance(a, dtrain.Tensor):
-        assert a.requires_grad == b.requires_grad, f"{where}: requires_grad differs"
-        assert_same(a._data, b._data, f"{where}._data")
-    elif isinstance(a, np.ndarray):
-        assert (a.dtype, a.shape) == (b.dtype, b.shape), f"{where}: {a.dtype}{a.shape} != " \
-                                                         f"{b.dtype}{b.shape}"
-        assert a.tobytes() == np.ascontiguousarray(b).tobytes(), f"{where}: values differ"
-    elif isinstance(a, float) and math.isnan(a):
-        assert math.isnan(b)
-    else:
-        assert a == b, f"{where}: {a!r} != {b!r}"
-        if isinstance(a, float):
-            assert math.copysign(1, a) == math.copysign(1, b), f"{where}: sign of zero"
 
 
 def roundtrip(obj, tmp_path):
@@ -360,7 +333,7 @@ def craft(table: list, tree: bytes, data: bytes = b"") -> bytes:
 
 
 def test_crafted_valid_file_loads(tmp_path):
-    """The layout documented in dtrain.io is the real one."""
+    """The layout documented in dtrain.io.container is the real one."""
     tree = msgpack.packb({"a": msgpack.ExtType(1, msgpack.packb(0)), "n": 1})
     out = load_bytes(craft([["<i4", [2], 0, 8]], tree, np.array([5, 6], np.int32).tobytes()),
                      tmp_path)
@@ -405,120 +378,68 @@ def test_deeply_nested_tuples_are_refused_cleanly(tmp_path):
     assert str(load_bytes(craft([], nested), tmp_path)) == "(" * 20 + "[]" + ",)" * 20
 
 
-# ------------------------------------------------------------------------- whole models
-def same_outputs(a, b, x):
-    with dtrain.no_grad():
-        return np.array_equal(a(x)._data, b(x)._data)
+# ------------------------------------------------------------------------------ array table
+def test_array_table_roundtrip_copies_and_views():
+    arrays = [ARRAYS["float32"], ARRAYS["transposed"], ARRAYS["empty"], ARRAYS["zero_d"],
+              ARRAYS["big_endian"]]
+    table, buffers, size = arraytable.encode_arrays(arrays)
+    assert [entry[2] % arraytable.ALIGN for entry in table] == [0] * len(arrays)
+    blob = bytearray(size)
+    for (_, _, offset, nbytes), buffer in zip(table, buffers):
+        blob[offset:offset + nbytes] = buffer.tobytes()
+    for copy in (True, False):
+        out = arraytable.decode_arrays(msgpack.unpackb(msgpack.packb(table)), blob, copy=copy)
+        for a, b in zip(arrays, out):
+            assert_same(a, b)
+            assert b.flags.writeable == copy
+    shifted = arraytable.decode_arrays(table, bytes(10) + bytes(blob), start=10)
+    assert_same(arrays[0], shifted[0])
 
 
-def test_save_model_sequential_mlp(tmp_path):
-    dtrain.manual_seed(1)
-    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 3))
-    model.eval()
-    dtrain.save_model(model, tmp_path / "mlp.model")
-    rng_before = dtrain.get_rng_state()
-    loaded = dtrain.load_model(tmp_path / "mlp.model")
-    assert dtrain.get_rng_state() == rng_before, "load_model must not advance the global RNG"
-    assert type(loaded) is nn.Sequential and repr(loaded) == repr(model)
-    assert not any(m.training for m in loaded.modules())
-    assert same_outputs(model, loaded, dtrain.randn(4, 6))
-    assert_same(dict(model.state_dict()), dict(loaded.state_dict()))
-
-
-def test_save_model_custom_classes(tmp_path):
-    dtrain.manual_seed(2)
-    shared = nn.Linear(5, 5)
-    model = nn.Sequential(
-        MLP((5, 7, 5), "relu", scale=2.0),
-        Residual(nn.Sequential(shared, nn.Tanh())),
-        Outer.Scaled(5, 0.5, dtype=dtrain.float64),
-        Residual(shared),
-    )
-    model[0].train(False)
-    model[0].layers[0].weight.requires_grad_(False)
-    dtrain.save_model(model, tmp_path / "custom.model")
-    loaded = dtrain.load_model(tmp_path / "custom.model")
-    assert type(loaded[0]) is MLP and type(loaded[2]) is Outer.Scaled
-    assert loaded[1].inner[0] is loaded[3].inner, "a shared submodule must stay shared"
-    assert loaded[2].linear.weight.dtype == np.float64
-    assert [m.training for m in loaded.modules()] == [m.training for m in model.modules()]
-    assert [p.requires_grad for p in loaded.parameters()] == [
-        p.requires_grad for p in model.parameters()]
-    assert np.array_equal(loaded[0].scale._data, np.full(5, 2.0, np.float32))
-    assert same_outputs(model, loaded, dtrain.randn(3, 5, dtype=dtrain.float64))
-
-
-def test_save_model_keeps_dtype_of_a_cast_model(tmp_path):
-    model = MLP((3, 4, 2)).double()
-    buffer = io.BytesIO()
-    dtrain.save_model(model, buffer)
-    buffer.seek(0)
-    loaded = dtrain.load_model(buffer)
-    assert all(p.dtype == np.float64 for p in loaded.parameters())
-    assert same_outputs(model, loaded, dtrain.randn(2, 3, dtype=dtrain.float64))
-
-
-def test_save_model_refuses_unsavable_init_arguments(tmp_path):
-    model = nn.Sequential(nn.Linear(2, 2), WithCallable(2, fn=lambda x: x))
-    with pytest.raises(TypeError, match=r"Sequential.__init__ argument 1 > WithCallable.__init__ "
-                                        r"argument 'fn': function values cannot be stored"):
-        dtrain.save_model(model, tmp_path / "bad.model")
-    assert not os.listdir(tmp_path)
-
-
-def test_save_model_refuses_local_classes(tmp_path):
-    class Local(nn.Module):
-        def forward(self, x):
-            return x
-
-    with pytest.raises(TypeError, match="defined inside a function"):
-        dtrain.save_model(Local(), tmp_path / "local.model")
-    with pytest.raises(TypeError, match="expects a dtrain.nn.Module"):
-        dtrain.save_model({"not": "a model"}, tmp_path / "dict.model")
-
-
-def model_record(arch, state_dict=None) -> dict:
-    return {"format": "dtrain.model", "version": 1, "arch": arch, "training": {},
-            "requires_grad": {}, "state_dict": state_dict or {}}
-
-
-@pytest.mark.parametrize("module_name, qualname, message", [
-    ("os", "system", "os.system is not a dtrain.nn.Module subclass"),
-    ("collections", "OrderedDict", "is not a dtrain.nn.Module subclass"),
-    ("dtrain.autograd.tensor", "Tensor", "is not a dtrain.nn.Module subclass"),
-    ("no_such_module_xyz", "Net", "cannot import module 'no_such_module_xyz'"),
-    ("os; import sys", "x", "invalid class path"),
+@pytest.mark.parametrize("table, size, message", [
+    ({"a": 1}, 0, "not a list"),
+    ([["<f4", [2], 0]], 8, "entry 0 is not"),
+    ([["<f4", [2], 0, 8], ["<f4", [2], 4, 8]], 64, "entry 1 has an invalid offset"),
+    ([["<f4", [2], 0, 8]], 7, "array 0 extends past the end"),
+    ([["<f4", [2.0], 0, 8]], 8, "invalid shape"),
+    ([["<f4", [1] * 65, 0, 4]], 8, "invalid shape"),
+    ([["<U4", [1], 0, 16]], 16, "invalid dtype"),
 ])
-def test_load_model_refuses_non_module_classes(module_name, qualname, message, tmp_path):
-    dtrain.save(model_record(["module", 0, module_name, qualname, [["value", "echo hi"]], []]),
-                tmp_path / "evil.model")
-    with pytest.raises(CheckpointError, match=message):
-        dtrain.load_model(tmp_path / "evil.model")
+def test_array_table_refuses_entries_outside_the_buffer(table, size, message):
+    with pytest.raises(arraytable.TableError, match=message):
+        arraytable.decode_arrays(table, bytes(size))
 
 
-def test_load_model_reports_mismatched_weights_and_plain_files(tmp_path):
-    arch = ["module", 0, "dtrain.nn.linear", "Linear", [["value", 3], ["value", 2]], []]
-    dtrain.save(model_record(arch, {"weight": np.zeros((2, 4), np.float32)}), tmp_path / "m")
-    with pytest.raises(CheckpointError, match=r"(?s)does not match the saved weights.*size mismatch"):
-        dtrain.load_model(tmp_path / "m")
-    dtrain.save(nn.Linear(2, 2).state_dict(), tmp_path / "sd")
-    with pytest.raises(CheckpointError, match="not a dtrain.save_model file"):
-        dtrain.load_model(tmp_path / "sd")
-    dtrain.save(model_record(["value", 1]), tmp_path / "v")
-    with pytest.raises(CheckpointError, match="arch is not a module"):
-        dtrain.load_model(tmp_path / "v")
+def test_array_table_refuses_unsupported_dtypes_when_encoding():
+    with pytest.raises(TypeError, match="dtype object"):
+        arraytable.encode_arrays([np.array([None])])
 
 
-def test_load_model_reports_constructor_failures(tmp_path):
-    arch = ["module", 0, "dtrain.nn.linear", "Linear", [["value", -1], ["value", 2]], []]
-    dtrain.save(model_record(arch), tmp_path / "m")
-    with pytest.raises(CheckpointError, match="constructing dtrain.nn.linear.Linear .*failed"):
-        dtrain.load_model(tmp_path / "m")
+# ------------------------------------------------------------------- killed writers' leftovers
+def test_checkpoint_directory_is_cleaned_of_a_killed_writers_temporaries(tmp_path):
+    from dtrain.distributed.checkpoint import checkpoint_path, write_checkpoint
+
+    state = {"model": {"w": np.arange(3.0)}, "optimizer": {}, "step": 4, "epoch": 0, "batch": 4,
+             "settings": {}}
+    leftover = container.temporary_path(checkpoint_path(str(tmp_path), 3))
+    pathlib.Path(leftover).write_bytes(saved_bytes(SAMPLE)[:100])  # what a kill mid-write leaves
+    others = [container.temporary_path(str(tmp_path / "notes.txt")), str(tmp_path / "x.dtrain.tmp"),
+              str(tmp_path / "step-000000001.dtrain.tmp")]
+    for path in others:
+        pathlib.Path(path).write_text("not ours")
+    assert os.path.basename(leftover).startswith(".step-000000003.dtrain.")
+    path = write_checkpoint(str(tmp_path), state)
+    assert not os.path.exists(leftover)
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        [os.path.basename(path)] + [os.path.basename(p) for p in others])
+    assert_same(dtrain.load(path)["model"], state["model"])
 
 
-def test_model_file_is_a_plain_checkpoint(tmp_path):
-    """A model file loads with dtrain.load too: inspectable data, no code."""
-    dtrain.save_model(nn.Sequential(nn.Linear(2, 3)), tmp_path / "m")
-    record = dtrain.load(pathlib.Path(tmp_path / "m"))
-    assert record["arch"][2:4] == ["dtrain.nn.container", "Sequential"]
-    assert list(record["state_dict"]) == ["0.weight", "0.bias"]
+def test_remove_temporaries_matches_the_target_name(tmp_path):
+    target = re.compile(r"model-\d+\.ckpt")
+    ours = container.temporary_path(str(tmp_path / "model-12.ckpt"))
+    theirs = container.temporary_path(str(tmp_path / "model-x.ckpt"))
+    for path in (ours, theirs):
+        pathlib.Path(path).write_bytes(b"")
+    assert container.remove_temporaries(str(tmp_path), target) == [ours]
+    assert os.listdir(tmp_path) == [os.path.basename(theirs)]

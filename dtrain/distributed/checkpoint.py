@@ -13,6 +13,7 @@ import os
 import re
 
 from ..io import CheckpointError, load, save
+from ..io.container import remove_temporaries
 
 log = logging.getLogger("dtrain.checkpoint")
 
@@ -43,6 +44,9 @@ def write_checkpoint(directory: str, state: dict, keep: int = 3) -> str:
             os.remove(old)
         except FileNotFoundError:
             pass
+    # the only writer of this directory is here, so any temporary left is a killed write's
+    for stale in remove_temporaries(directory, _NAME):
+        log.info("removed %s, left by an interrupted checkpoint write", stale)
     return path
 
 

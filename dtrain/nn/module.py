@@ -20,6 +20,29 @@ from .parameter import Parameter
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
+_global_parameter_registration_hooks: OrderedDict = OrderedDict()
+_global_buffer_registration_hooks: OrderedDict = OrderedDict()
+
+
+def register_module_parameter_registration_hook(hook):
+    """Call ``hook(module, name, param)`` whenever any module registers a parameter (torch's global
+    hook); a non-None result is registered instead. Returns a removable handle."""
+    return _Handle(_global_parameter_registration_hooks, hook)
+
+
+def register_module_buffer_registration_hook(hook):
+    """Call ``hook(module, name, buffer)`` whenever any module registers or assigns a buffer
+    (torch's global hook); a non-None result is stored instead. Returns a removable handle."""
+    return _Handle(_global_buffer_registration_hooks, hook)
+
+
+def _run_registration_hooks(hooks: OrderedDict, module, name: str, value):
+    for hook in list(hooks.values()):
+        result = hook(module, name, value)
+        if result is not None:
+            value = result
+    return value
+
 
 def _record_init(init):
     """Wrap a subclass ``__init__`` so the outermost call's arguments are kept on the instance."""
@@ -71,7 +94,8 @@ class Module:
             if params is None:
                 raise AttributeError("cannot assign parameters before Module.__init__() call")
             self._forget(name)
-            params[name] = value
+            params[name] = _run_registration_hooks(_global_parameter_registration_hooks, self,
+                                                   name, value)
         elif isinstance(value, Module):
             if params is None:
                 raise AttributeError("cannot assign module before Module.__init__() call")
@@ -90,7 +114,8 @@ class Module:
                     f"cannot assign '{type(value).__name__}' as buffer '{name}' "
                     "(dtrain.Tensor or None expected)"
                 )
-            d["_buffers"][name] = value
+            d["_buffers"][name] = _run_registration_hooks(_global_buffer_registration_hooks,
+                                                          self, name, value)
         elif params is not None and name in d["_modules"]:
             if value is not None:
                 raise TypeError(
@@ -140,6 +165,8 @@ class Module:
                 "(dtrain.nn.Parameter or None required)"
             )
         self._forget(name)
+        if param is not None:
+            param = _run_registration_hooks(_global_parameter_registration_hooks, self, name, param)
         self._parameters[name] = param
 
     def register_buffer(self, name: str, tensor: Tensor | None, persistent: bool = True) -> None:
@@ -151,7 +178,8 @@ class Module:
                 "(dtrain.Tensor or None required)"
             )
         self._forget(name)
-        self._buffers[name] = tensor
+        self._buffers[name] = _run_registration_hooks(_global_buffer_registration_hooks, self, name,
+                                                      tensor)
         if not persistent:
             self._non_persistent_buffers.add(name)
 
