@@ -40,7 +40,8 @@ import msgpack
 import numpy as np
 
 from . import random as _random
-from .autograd.device import device
+from .autograd.device import device as _Device
+from .autograd.dtypes import dtype as _DType
 from .autograd.tensor import Tensor
 
 __all__ = ["CheckpointError", "load", "load_model", "save", "save_model"]
@@ -143,8 +144,10 @@ class _Encoder:
             return msgpack.ExtType(_EXT_SCALARTYPE, _pack(_dtype_str(np.dtype(obj))))
         if t is complex:
             return msgpack.ExtType(_EXT_COMPLEX, _pack([obj.real, obj.imag]))
-        if isinstance(obj, device):  # torch-style device objects are stored by name ('cpu')
+        if isinstance(obj, _Device):  # torch-style device objects are stored by name ('cpu')
             return str(obj)
+        if isinstance(obj, _DType):  # dtrain.float32 and friends are stored as NumPy dtypes
+            return self.encode(obj.dtype)
         raise _Unsupported(f"objects of type {t.__module__}.{t.__qualname__} are not supported "
                            f"(supported: {_SUPPORTED})")
 
@@ -536,7 +539,7 @@ def load(f: str | os.PathLike | BinaryIO):
 _MODEL_FORMAT = "dtrain.model"
 _MODEL_VERSION = 1
 _LEAF_TYPES = (type(None), bool, int, float, complex, str, bytes, np.dtype, np.generic,
-               np.ndarray, Tensor, device)
+               np.ndarray, Tensor, _Device, _DType)
 
 
 def _class_path(cls: type) -> tuple[str, str]:

@@ -244,7 +244,7 @@ class Worker:
             self.board.close()
         self.board = None
         description = msg.fields.get("board")
-        specs = [(p.shape, p.dtype) for p in self.params]
+        specs = [(p._data.shape, p._data.dtype) for p in self.params]
         if isinstance(description, dict):
             try:
                 self.board = SharedSlots(specs, 0, description=description)
@@ -266,7 +266,8 @@ class Worker:
             P.expect_arrays(msg, {})
             self.board.read_into(0, self.params)
         else:
-            expected = {name: (p.shape, p.dtype) for name, p in zip(self.names, self.params)}
+            expected = {name: (p._data.shape, p._data.dtype)
+                        for name, p in zip(self.names, self.params)}
             P.expect_arrays(msg, expected)
             for name, p in zip(self.names, self.params):
                 # copied, not used in place: BLAS results can depend on the alignment of its

@@ -157,7 +157,7 @@ class ZmqExecutor:
         """Remember the model's shapes, against which every gradient message is checked."""
         self.trainer = trainer
         self.settings = trainer.settings
-        self.param_specs = [(p.shape, p.dtype) for p in trainer.params]
+        self.param_specs = [(p._data.shape, p._data.dtype) for p in trainer.params]
         self.bn_features = [m.running_mean.shape if getattr(m, "running_mean", None) is not None
                             else None for m in batch_norm_modules(trainer.model)]
         # the largest valid message is one node's gradients plus its shards' batch-norm stats
@@ -167,7 +167,8 @@ class ZmqExecutor:
         self.max_bytes = param_bytes + bn_bytes + SLACK_BYTES
         if self.use_board and self.board is None:
             try:
-                self.board = SharedSlots([(p.shape, p.dtype) for p in trainer.params], 1)
+                self.board = SharedSlots([(p._data.shape, p._data.dtype) for p in trainer.params],
+                                         1)
             except OSError as e:
                 log.warning("no shared parameter board (%s): parameters go in every TASK", e)
 
