@@ -1,6 +1,7 @@
 """dtrain: PyTorch's training API on NumPy, and data-parallel training over ZeroMQ."""
 
 from . import accelerator, autograd, backends, cuda, data, datasets, nn, onnx, optim
+from .autograd import return_types
 from .autograd.creation import (
     arange,
     as_tensor,
@@ -21,21 +22,31 @@ from .autograd.creation import (
     zeros_like,
 )
 from .autograd.device import DeviceUnavailableError, device
+from .autograd.dtypes import (
+    Size,
+    bool_,
+    complex64,
+    complex128,
+    dtype,
+    float16,
+    float32,
+    float64,
+    int8,
+    int16,
+    int32,
+    int64,
+    uint8,
+)
 from .autograd.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .autograd.tensor import (
     Tensor,
     abs,
     amax,
     amin,
-    bool_,
     cat,
     clamp,
     exp,
-    float32,
-    float64,
     get_default_dtype,
-    int32,
-    int64,
     log,
     log_softmax,
     matmul,
@@ -53,7 +64,6 @@ from .autograd.tensor import (
     std,
     sum,
     tanh,
-    uint8,
     var,
     where,
 )
@@ -63,7 +73,12 @@ from .random import get_rng_state, manual_seed, set_rng_state
 bool = bool_
 float = float32
 double = float64
+half = float16
 long = int64
+int = int32  # noqa: A001 - torch's alias; shadows the builtin inside this module only
+short = int16
+cfloat = complex64
+cdouble = complex128
 
 __version__ = "0.1.0"
 

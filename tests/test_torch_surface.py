@@ -396,3 +396,80 @@ def test_device_arguments_survive_save_model(tmp_path):
     dtrain.save_model(net, tmp_path / "m.dtrain")
     loaded = dtrain.load_model(tmp_path / "m.dtrain")
     assert dtrain.equal(loaded.weight, net.weight)
+
+
+# ====================================================================== 5. printing, Size, dtype
+REPR_CASES = {
+    "float matrix": lambda m: m.tensor([[1.0, 2.5], [3.0, 4.0]]),
+    "int vector": lambda m: m.tensor([1, 2, 3]), "bool": lambda m: m.tensor([True, False]),
+    "0-d float": lambda m: m.tensor(3.5), "0-d int": lambda m: m.tensor(7),
+    "float64": lambda m: m.tensor([1.0, 2.0], dtype=m.float64),
+    "int32": lambda m: m.tensor([1, 2], dtype=m.int32),
+    "uint8": lambda m: m.tensor([1, 2], dtype=m.uint8),
+    "float16": lambda m: m.tensor([1.5, 2], dtype=m.float16),
+    "empty": lambda m: m.zeros(0), "empty 2-d": lambda m: m.zeros(2, 0),
+    "empty int": lambda m: m.zeros(0, dtype=m.int64),
+    "scientific": lambda m: m.tensor([1e-5, 1e5]),
+    "nan inf": lambda m: m.tensor([float("nan"), float("inf"), 1.0]),
+    "summarized": lambda m: m.arange(2000.0), "3-d": lambda m: m.arange(24).reshape(2, 3, 4),
+    "leaf": lambda m: m.tensor([1.0, 2.0], requires_grad=True),
+    "grad_fn": lambda m: m.tensor([1.0, 2.0], requires_grad=True) * 2,
+    "parameter": lambda m: m.nn.Parameter(m.ones(2)),
+    "shape": lambda m: m.ones(2, 3).shape, "size": lambda m: m.ones(2, 3).size(),
+    "size slice": lambda m: m.ones(2, 3, 4).shape[1:], "size 0-d": lambda m: m.tensor(1).shape,
+    "dtype float32": lambda m: m.ones(2).dtype, "dtype int64": lambda m: m.int64,
+    "dtype bool": lambda m: m.bool, "dtype half": lambda m: m.half,
+    "dtype default": lambda m: m.get_default_dtype(),
+    "type name": lambda m: m.ones(2).type(), "long type name": lambda m: m.ones(2).long().type(),
+    "max values indices": lambda m: m.tensor([[1.0, 3.0], [4.0, 2.0]]).max(1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REPR_CASES))
+def test_repr_and_str_vs_torch(name):
+    torch = pytest.importorskip("torch")
+    make_fn = REPR_CASES[name]
+    for show in (repr, str):
+        assert show(make_fn(dtrain)) == show(make_fn(torch)).replace("torch", "dtrain")
+
+
+def test_size_is_a_tuple():
+    s = dtrain.zeros(2, 3).shape
+    assert isinstance(s, tuple) and type(s) is dtrain.Size and s == (2, 3) and s != [2, 3]
+    assert hash(s) == hash((2, 3)) and {s: 1}[(2, 3)] == 1
+    assert repr(s) == "dtrain.Size([2, 3])" and s.numel() == 6 and dtrain.Size([]).numel() == 1
+    assert type(s[1:]) is dtrain.Size and type(s + (4,)) is dtrain.Size
+    assert type((1,) + s) is dtrain.Size and s[0] == 2 and type(s[0]) is int
+    assert dtrain.zeros(s).shape == s and dtrain.ones(2, 3).size() == s
+    n, c = s
+    assert (n, c) == (2, 3)
+
+
+def test_dtypes_print_like_torch_and_stay_numpy_compatible():
+    x = dtrain.zeros(2)
+    assert repr(x.dtype) == str(x.dtype) == "dtrain.float32" and x.dtype is dtrain.float32
+    assert x.dtype == np.float32 and x.dtype == np.dtype("float32") and x.dtype == "float32"
+    assert np.dtype("float32") == x.dtype and np.float32 == x.dtype
+    assert x.dtype != np.float64 and x.dtype != dtrain.float64 and x.dtype != "cpu"
+    assert x.dtype != None  # noqa: E711 - the comparison itself is what is tested
+    assert dtrain.float is dtrain.float32 and dtrain.long is dtrain.int64
+    assert dtrain.double is dtrain.float64 and dtrain.half is dtrain.float16
+    assert dtrain.int is dtrain.int32 and dtrain.bool is dtrain.bool_
+    assert np.zeros(2, x.dtype).dtype == np.float32
+    assert np.arange(3).astype(dtrain.float64).dtype == np.float64
+    assert x.dtype.kind == "f" and x.dtype.itemsize == 4 and x.dtype.is_floating_point
+    assert not dtrain.int64.is_floating_point and dtrain.int64.is_signed
+    assert not dtrain.uint8.is_signed and not dtrain.bool.is_signed
+    assert {dtrain.float32: "f"}[np.dtype("float32")] == "f"
+    assert dtrain.tensor([1, 2], dtype=np.int32).dtype is dtrain.int32
+    assert dtrain.tensor([1, 2], dtype="float64").dtype is dtrain.float64
+    assert dtrain.zeros(2).type("torch.DoubleTensor").dtype is dtrain.float64
+
+
+def test_dtype_objects_round_trip_through_save(tmp_path):
+    dtrain.save({"dtype": dtrain.float64, "shape": dtrain.zeros(2, 3).shape}, tmp_path / "x")
+    loaded = dtrain.load(tmp_path / "x")
+    assert loaded["dtype"] == dtrain.float64 and loaded["shape"] == (2, 3)
+    net = dtrain.nn.Linear(2, 1, dtype=dtrain.float64)
+    dtrain.save_model(net, tmp_path / "m")
+    assert dtrain.load_model(tmp_path / "m").weight.dtype == dtrain.float64

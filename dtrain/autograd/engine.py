@@ -68,10 +68,10 @@ def _root_gradients(outputs, grad_outputs):
         if g is None:
             if out._data.size != 1:
                 raise RuntimeError("grad can be implicitly created only for scalar outputs")
-            g = np.ones(out.shape, dtype=out.dtype)
+            g = np.ones(out._data.shape, dtype=out._data.dtype)
         else:
-            g = g._data if isinstance(g, Tensor) else np.asarray(g, dtype=out.dtype)
-            if g.shape != out.shape:
+            g = g._data if isinstance(g, Tensor) else np.asarray(g, dtype=out._data.dtype)
+            if g.shape != out._data.shape:
                 raise RuntimeError(
                     f"Mismatch in shape: grad_output[{i}] has a shape of {tuple(g.shape)} and "
                     f"output[{i}] has a shape of {tuple(out.shape)}."
@@ -200,7 +200,7 @@ def backward(tensors, grad_tensors=None, retain_graph=None, inputs=None) -> None
             if g is None:
                 continue
             if t.grad is None:
-                t.grad = Tensor._wrap(np.array(g, dtype=t.dtype, copy=True))
+                t.grad = Tensor._wrap(np.array(g, dtype=t._data.dtype, copy=True))
             else:
                 t.grad._data += g
         return
@@ -232,5 +232,5 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
                 )
             result.append(None)
         else:
-            result.append(Tensor._wrap(np.array(g, dtype=t.dtype, copy=True)))
+            result.append(Tensor._wrap(np.array(g, dtype=t._data.dtype, copy=True)))
     return tuple(result)

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import functools
 import numbers
-from collections import namedtuple
 
 import numpy as np
 
 from ._format import tensor_repr
-from .device import CPU, DeviceUnavailableError, check_device, parse_to
+from . import return_types
+from .device import CPU, check_device, parse_to
+from .dtypes import Size, as_dtype
 from .grad_mode import is_grad_enabled
 
 float32 = np.dtype(np.float32)
@@ -28,8 +29,6 @@ uint8 = np.dtype(np.uint8)
 
 _default_dtype = [float32]
 
-ValuesIndices = namedtuple("ValuesIndices", ["values", "indices"])
-
 _LEAF_ONLY = "you can only change requires_grad flags of leaf variables."
 _LEAF_ONLY_HINT = (
     " If you want to use a computed variable in a subgraph that doesn't require differentiation "
@@ -37,9 +36,9 @@ _LEAF_ONLY_HINT = (
 )
 
 
-def get_default_dtype() -> np.dtype:
-    """The floating dtype given to tensors made from Python floats."""
-    return _default_dtype[0]
+def get_default_dtype():
+    """The floating dtype given to tensors made from Python floats (``dtrain.float32``)."""
+    return as_dtype(_default_dtype[0])
 
 
 def set_default_dtype(dtype) -> None:
@@ -88,7 +87,7 @@ def _to_array(value, dtype=None) -> np.ndarray:
     else:
         arr = np.asarray(value)
         if dtype is None and arr.dtype.kind == "f":
-            arr = arr.astype(get_default_dtype())
+            arr = arr.astype(_default_dtype[0])
     if dtype is not None:
         arr = arr.astype(np.dtype(dtype), copy=False)
     elif arr.dtype.kind == "i" and arr.dtype != int64 and not isinstance(value, np.ndarray):
@@ -250,18 +249,20 @@ class Tensor:
             self.grad_fn.retained = weakref.ref(self)
 
     @property
-    def shape(self) -> tuple:
-        return self._data.shape
+    def shape(self) -> Size:
+        """The dimensions, as a ``dtrain.Size`` (a tuple)."""
+        return Size(self._data.shape)
 
     def size(self, dim: int | None = None):
-        """The shape, or the length of one dimension."""
+        """The shape (a ``dtrain.Size``), or the length of dimension ``dim``."""
         if dim is None:
-            return self._data.shape
+            return Size(self._data.shape)
         return self._data.shape[_normalize_dims(dim, self.ndim)[0]]
 
     @property
-    def dtype(self) -> np.dtype:
-        return self._data.dtype
+    def dtype(self):
+        """The element type, e.g. ``dtrain.float32`` (equal to NumPy's ``float32`` too)."""
+        return as_dtype(self._data.dtype)
 
     @property
     def ndim(self) -> int:
@@ -347,7 +348,7 @@ class Tensor:
     def __repr__(self):
         dtype = self._data.dtype
         # an empty tensor shows any non-default dtype: there are no values to tell it by
-        implied = (get_default_dtype(),) if self._data.size == 0 else (get_default_dtype(), int64,
+        implied = (_default_dtype[0],) if self._data.size == 0 else (_default_dtype[0], int64,
                                                                        bool_)
         dtype_suffix = None if dtype in implied else f"dtype=dtrain.{dtype.name}"
         if self.grad_fn is not None:
@@ -393,7 +394,12 @@ class Tensor:
         out = self if dtype is None else self.type(dtype)
         return out.clone() if copy and out is self else out
 
-    def type(self, dtype) -> Tensor:
+    def type(self, dtype=None) -> Tensor | str:
+        """Cast to ``dtype`` (differentiable); without one, the type name ('dtrain.FloatTensor')."""
+        if dtype is None:
+            return f"dtrain.{_torch_name(self._data.dtype)}Tensor"
+        if isinstance(dtype, str) and dtype.endswith("Tensor"):
+            dtype = _dtype_of_type_name(dtype)
         dtype = np.dtype(dtype)
         if dtype == self._data.dtype:
             return self
@@ -849,8 +855,8 @@ def _scalar_dtype(x) -> np.dtype:
     if isinstance(x, numbers.Integral):
         return int64
     if isinstance(x, numbers.Real):
-        return get_default_dtype()
-    return np.dtype(np.complex64 if get_default_dtype() == float32 else np.complex128)
+        return _default_dtype[0]
+    return np.dtype(np.complex64 if _default_dtype[0] == float32 else np.complex128)
 
 
 def _result_dtype(*operands) -> np.dtype:
@@ -927,7 +933,7 @@ def _is_bool(x) -> bool:
 
 def _floating(a: Tensor) -> Tensor:
     """``a`` itself when floating, else cast to the default float dtype (torch's unary float ops)."""
-    return a if a._data.dtype.kind in "fc" else a.type(get_default_dtype())
+    return a if a._data.dtype.kind in "fc" else a.type(_default_dtype[0])
 
 
 def _not_for(a: Tensor, op: str, kinds: str) -> None:
@@ -941,6 +947,16 @@ def _torch_name(dtype: np.dtype) -> str:
     names = {"float32": "Float", "float64": "Double", "float16": "Half", "int64": "Long",
              "int32": "Int", "int16": "Short", "int8": "Char", "uint8": "Byte", "bool": "Bool"}
     return names.get(np.dtype(dtype).name, np.dtype(dtype).name)
+
+
+def _dtype_of_type_name(name: str) -> np.dtype:
+    """The dtype of a legacy type name such as 'dtrain.DoubleTensor' or 'torch.LongTensor'."""
+    short = name.rpartition(".")[2].removesuffix("Tensor")
+    for np_name in ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8",
+                    "bool"):
+        if _torch_name(np_name) == short:
+            return np.dtype(np_name)
+    raise ValueError(f"invalid type: '{name}'")
 
 
 def _cast_operand(x, dtype: np.dtype) -> Tensor:
@@ -992,7 +1008,7 @@ def div(a, b) -> Tensor:
     a, b = _binary_operands(a, b)
     A, B = a._data, b._data
     if A.dtype.kind in "iub":  # true division of integers gives the default float, as in torch
-        A, B = A.astype(get_default_dtype()), B.astype(get_default_dtype())
+        A, B = A.astype(_default_dtype[0]), B.astype(_default_dtype[0])
 
     def backward(g):
         ga = _unbroadcast(g / B, A.shape) if a._requires_grad else None
@@ -1371,7 +1387,8 @@ def _extreme_dim(a, dim, keepdim, argfn, name):
         return (grad,)
 
     out_idx = idx if (keepdim or d is None) else idx.squeeze(d)
-    return ValuesIndices(_op(values, (a,), backward, name), Tensor._wrap(out_idx.astype(int64)))
+    result_type = return_types.max if name.startswith("Max") else return_types.min
+    return result_type(_op(values, (a,), backward, name), Tensor._wrap(out_idx.astype(int64)))
 
 
 # ============================================================================ softmax family

@@ -138,7 +138,7 @@ class ShardComputer:
                 raise TypeError(f"the loss of phase {spec.name!r} must be a scalar Tensor (the "
                                 f"mean over samples), got {type(loss).__name__} of shape "
                                 f"{getattr(loss, 'shape', None)}")
-            loss.backward(Tensor._wrap(np.asarray(n, dtype=loss.dtype)))
+            loss.backward(Tensor._wrap(np.asarray(n, dtype=loss._data.dtype)))
         grads = [None] * len(self.params)
         for i in spec.param_indices:
             g = self.params[i].grad

@@ -203,10 +203,10 @@ class Trainer:
             if g is None:
                 p.grad = None
                 continue
-            if g.flags.writeable and g.dtype == p.dtype:
+            if g.flags.writeable and g.dtype == p._data.dtype:
                 np.divide(g, count, out=g)  # the tree's own array: no copy
             else:
-                g = np.divide(g, count).astype(p.dtype, copy=False)
+                g = np.divide(g, count).astype(p._data.dtype, copy=False)
             p.grad = Tensor._wrap(g)
         for shard in sorted(total.bn_stats):
             for index, mean, var in total.bn_stats[shard]:
@@ -228,7 +228,7 @@ class Trainer:
 
             def closure():
                 losses.append(self.evaluate_round(plan, phase))
-                return Tensor._wrap(np.asarray(losses[-1], dtype=self.params[0].dtype))
+                return Tensor._wrap(np.asarray(losses[-1], dtype=self.params[0]._data.dtype))
 
             ph.optimizer.step(closure)
             loss = losses[0]

@@ -13,6 +13,7 @@ import msgpack
 import numpy as np
 
 from ..autograd.device import device as _Device
+from ..autograd.dtypes import dtype as _DType
 from ..autograd.tensor import Tensor
 from .arraytable import dtype_name, parse_dtype
 
@@ -100,6 +101,8 @@ class _Encoder:
             return self._memoized(obj, self._tensor)
         if isinstance(obj, _Device):  # torch-style device objects are stored by name ('cpu')
             return str(obj)
+        if isinstance(obj, _DType):  # dtrain.float32 and friends are stored as NumPy dtypes
+            return self.encode(obj.dtype)
         if isinstance(obj, np.ndarray):
             return self._memoized(obj, lambda a: msgpack.ExtType(EXT_ARRAY, _pack(self._array(a))))
         if isinstance(obj, np.generic):

@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import random as _random
 from ..autograd.device import device as _Device
+from ..autograd.dtypes import dtype as _DType
 from ..autograd.tensor import Tensor
 from .container import CheckpointError
 from .trust import MemoryBudget, check_allowed_modules, memory_budget, resolve_class
@@ -26,7 +27,7 @@ __all__ = ["build_model", "is_model_record", "model_record"]
 _MODEL_FORMAT = "dtrain.model"
 _MODEL_VERSION = 1
 _LEAF_TYPES = (type(None), bool, int, float, complex, str, bytes, np.dtype, np.generic,
-               np.ndarray, Tensor, _Device)
+               np.ndarray, Tensor, _Device, _DType)
 
 
 def _class_path(cls: type) -> tuple[str, str]:
