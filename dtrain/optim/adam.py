@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .optimizer import Optimizer, Scratch, check_non_negative, effective_grad
+from .optimizer import Optimizer, Scratch, check_betas, check_non_negative, effective_grad
 
 
 class Adam(Optimizer):
@@ -41,12 +41,7 @@ class Adam(Optimizer):
 
     def _check_options(self, options: dict) -> None:
         check_non_negative(options, "lr", "eps", "weight_decay")
-        betas = options["betas"]
-        if len(betas) != 2:
-            raise ValueError(f"Invalid betas value: {betas} (must be a pair)")
-        for i, beta in enumerate(betas):
-            if not 0.0 <= beta < 1.0:
-                raise ValueError(f"Invalid betas[{i}] value: {beta} (must be in [0, 1))")
+        check_betas(options)
 
     def step(self, closure: Callable | None = None):
         """Update every parameter that has a gradient; returns the closure's loss (or None)."""

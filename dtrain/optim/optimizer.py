@@ -75,6 +75,16 @@ def check_non_negative(options: dict, *names: str) -> None:
             raise ValueError(f"Invalid {name} value: {value} (must be >= 0)")
 
 
+def check_betas(options: dict) -> None:
+    """Raise ValueError unless ``options['betas']`` is a pair of numbers in [0, 1)."""
+    betas = options["betas"]
+    if len(betas) != 2:
+        raise ValueError(f"Invalid betas value: {betas} (must be a pair)")
+    for i, beta in enumerate(betas):
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"Invalid betas[{i}] value: {beta} (must be in [0, 1))")
+
+
 def _as_array(value):
     return value.data if isinstance(value, Tensor) else value
 
