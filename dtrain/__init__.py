@@ -1,6 +1,6 @@
 """dtrain: PyTorch's training API on NumPy, and data-parallel training over ZeroMQ."""
 
-from . import autograd, data, datasets, nn, onnx, optim
+from . import autograd, data, datasets, nn, onnx, optim, utils
 from .autograd.creation import (
     arange,
     as_tensor,
