@@ -135,8 +135,9 @@ def default_collate(batch: Sequence):
 
     Tensors and numeric arrays are stacked along a new first dimension; NumPy scalars become
     a Tensor of their dtype; Python floats float64, ints int64 and bools bool Tensors; strings
-    and bytes stay as given (a field of a sequence sample gives a tuple, as in PyTorch). Mappings are collated key by key (keeping their type), named tuples
-    field by field; other sequences field by field, where a tuple gives a list as in PyTorch.
+    and bytes stay as given (a field of a sequence sample gives a tuple, as in PyTorch).
+    Mappings are collated key by key (keeping their type), named tuples field by field; other
+    sequences field by field, where a tuple gives a list as in PyTorch.
     """
     first = batch[0]
     if isinstance(first, Tensor):

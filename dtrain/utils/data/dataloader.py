@@ -47,8 +47,9 @@ class DataLoader:
     Processes: data is always loaded in the calling process, one batch when it is asked for.
     ``num_workers``, ``timeout``, ``prefetch_factor``, ``persistent_workers``,
     ``multiprocessing_context`` and ``in_order`` are validated as PyTorch validates them (a
-    ``timeout`` without workers fails at iteration, as there) and otherwise have no effect; ``worker_init_fn`` is never called (there are no workers, and
-    ``get_worker_info()`` is None, as in PyTorch's ``num_workers=0``). ``pin_memory`` and
+    ``timeout`` without workers fails at iteration, as there) and otherwise have no effect;
+    ``worker_init_fn`` is never called (there are no workers, and ``get_worker_info()`` is
+    None, as in PyTorch's ``num_workers=0``). ``pin_memory`` and
     ``pin_memory_device`` concern page-locked memory for GPU copies and mean nothing on the CPU.
     """
 
