@@ -100,6 +100,8 @@ SGD_CASES = [
     {"lr": 0.05, "momentum": 0.9, "nesterov": True},
     {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.1},
     {"lr": 0.05, "momentum": 0.5, "dampening": 0.5, "weight_decay": 0.01, "maximize": True},
+    {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.1, "foreach": True},
+    {"lr": 0.05, "momentum": 0.9, "nesterov": True, "fused": True},
 ]
 
 ADAM_CASES = [
@@ -109,12 +111,17 @@ ADAM_CASES = [
     {"lr": 0.01, "weight_decay": 0.1},
     {"lr": 0.01, "weight_decay": 0.1, "amsgrad": True, "maximize": True},
     {"lr": 0.01, "betas": (0.3, 0.5), "eps": 1e-3},  # beta1 < 0.5: the other lerp branch
+    {"lr": 0.01, "weight_decay": 0.1, "amsgrad": True, "foreach": True},
+    {"lr": 0.01, "weight_decay": 0.1, "maximize": True, "fused": True},
+    {"lr": 0.01, "amsgrad": True, "fused": True, "capturable": True},  # fused ignores it on CPU
 ]
 ADAMW_CASES = [
     {"lr": 0.01},
     {"lr": 0.01, "weight_decay": 0.1, "amsgrad": True},
     {"lr": 0.01, "weight_decay": 0.0, "maximize": True},
     {"lr": 0.01, "betas": (0.3, 0.5), "weight_decay": 0.1, "maximize": True, "amsgrad": True},
+    {"lr": 0.01, "weight_decay": 0.1, "foreach": True},
+    {"lr": 0.01, "weight_decay": 0.1, "amsgrad": True, "fused": True},
 ]
 RMSPROP_CASES = [
     {"lr": 0.01},
@@ -123,6 +130,7 @@ RMSPROP_CASES = [
     {"lr": 0.01, "momentum": 0.9, "centered": True, "weight_decay": 0.1},
     {"lr": 0.01, "alpha": 0.3, "eps": 1e-3, "maximize": True},
     {"lr": 0.01, "momentum": 0.5, "centered": True, "maximize": True},
+    {"lr": 0.01, "momentum": 0.9, "centered": True, "weight_decay": 0.1, "foreach": True},
 ]
 ADAGRAD_CASES = [
     {"lr": 0.1},
@@ -130,6 +138,8 @@ ADAGRAD_CASES = [
     {"lr": 0.1, "weight_decay": 0.1, "maximize": True},
     {"lr": 0.1, "initial_accumulator_value": 0.5, "eps": 1e-3},
     {"lr": 0.1, "lr_decay": 0.01, "weight_decay": 0.01, "initial_accumulator_value": 0.1},
+    {"lr": 0.1, "lr_decay": 0.05, "weight_decay": 0.1, "foreach": True},
+    {"lr": 0.1, "lr_decay": 0.05, "initial_accumulator_value": 0.5, "fused": True},
 ]
 
 # every combination of the options that change the arithmetic, then the other hyperparameters;
@@ -613,9 +623,12 @@ def test_torch_checkpoint_loads_and_continues_like_torch():
 
 
 NEW_OPTIMIZERS = ["Adadelta", "Adamax", "NAdam", "RAdam"]
+FIRST_ORDER = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", *NEW_OPTIMIZERS]
+CAPTURABLE = ["Adam", "AdamW", "RMSprop", *NEW_OPTIMIZERS]  # those whose torch class takes it
+FUSED = ["SGD", "Adam", "AdamW", "Adagrad"]
 
 
-@pytest.mark.parametrize("name", NEW_OPTIMIZERS)
+@pytest.mark.parametrize("name", FIRST_ORDER)
 def test_defaults_match_torch(name):
     torch = pytest.importorskip("torch")
     ours = getattr(optim, name)([param([1.0])]).defaults
@@ -623,9 +636,9 @@ def test_defaults_match_torch(name):
     assert ours == theirs
 
 
-@pytest.mark.parametrize("name", NEW_OPTIMIZERS)
-@pytest.mark.parametrize("flag,error", [("capturable", AssertionError),
-                                        ("differentiable", RuntimeError)])
+@pytest.mark.parametrize("name,flag,error",
+                         [(n, "capturable", AssertionError) for n in CAPTURABLE]
+                         + [(n, "differentiable", RuntimeError) for n in FIRST_ORDER])
 def test_accelerator_flags_fail_at_step_like_torch_on_the_cpu(name, flag, error):
     torch = pytest.importorskip("torch")
     p, idle = param([1.0], [1.0]), param([2.0])
@@ -639,6 +652,17 @@ def test_accelerator_flags_fail_at_step_like_torch_on_the_cpu(name, flag, error)
     with pytest.raises(error):
         getattr(torch.optim, name)([t], **{flag: True}).step()
     getattr(optim, name)([idle], **{flag: True}).step()  # nothing to update: no error, as torch
+
+
+@pytest.mark.parametrize("name", FUSED)
+@pytest.mark.parametrize("flags", [{"fused": True, "foreach": True},
+                                   {"fused": True, "differentiable": True}])
+def test_fused_conflicts_raise_like_torch(name, flags):
+    torch = pytest.importorskip("torch")
+    with pytest.raises(RuntimeError, match="fused=True"):
+        getattr(optim, name)([param([1.0])], **flags)
+    with pytest.raises(RuntimeError):
+        getattr(torch.optim, name)([torch.zeros(1, requires_grad=True)], **flags)
 
 
 @pytest.mark.parametrize("case", [

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .flags import check_cpu_step, check_flags
+from .flags import check_flags
 from .optimizer import Optimizer, Scratch, check_non_negative, effective_grad
 
 
@@ -48,8 +48,6 @@ class Adadelta(Optimizer):
         loss = self._evaluate(closure)
         for group in self.param_groups:
             params = self._with_grad(group)
-            if params:
-                check_cpu_step(group, "Adadelta")
             states = [self._init_state(p) for p in params]
             steps = [s["step"] for s in states]
             adadelta([p.data for p in params], [self._grad(p, i) for i, p in enumerate(params)],

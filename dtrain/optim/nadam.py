@@ -8,7 +8,7 @@ import numpy as np
 
 from ..autograd.tensor import get_default_dtype
 from .adam import lerp_
-from .flags import check_cpu_step, check_flags
+from .flags import check_flags
 from .optimizer import Optimizer, Scratch, check_betas, check_non_negative, effective_grad
 
 
@@ -60,8 +60,6 @@ class NAdam(Optimizer):
         loss = self._evaluate(closure)
         for group in self.param_groups:
             params = self._with_grad(group)
-            if params:
-                check_cpu_step(group, "NAdam")
             states = [self._init_state(p) for p in params]
             steps = [s["step"] for s in states]
             mu_products = [s["mu_product"] for s in states]

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..autograd.grad_mode import enable_grad
 from ..autograd.tensor import Tensor
+from .flags import check_cpu_step
 
 
 class _RequiredParameter:
@@ -209,8 +210,15 @@ class Optimizer:
         return g
 
     def _with_grad(self, group: dict) -> list[Tensor]:
-        """The group's parameters that have a gradient (the others are skipped, as in PyTorch)."""
-        return [p for p in group["params"] if p.grad is not None]
+        """The group's parameters that have a gradient (the others are skipped, as in PyTorch).
+
+        A group with any to update is checked for kernel flags the CPU cannot honour
+        (``capturable``, ``differentiable``: see ``dtrain.optim.flags``), as PyTorch's step does.
+        """
+        params = [p for p in group["params"] if p.grad is not None]
+        if params:
+            check_cpu_step(group, type(self).__name__)
+        return params
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:

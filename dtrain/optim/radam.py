@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .adam import lerp_
-from .flags import check_cpu_step, check_flags
+from .flags import check_flags
 from .optimizer import Optimizer, Scratch, check_betas, check_non_negative, effective_grad
 
 
@@ -59,8 +59,6 @@ class RAdam(Optimizer):
         loss = self._evaluate(closure)
         for group in self.param_groups:
             params = self._with_grad(group)
-            if params:
-                check_cpu_step(group, "RAdam")
             states = [self._init_state(p) for p in params]
             steps = [s["step"] for s in states]
             beta1, beta2 = group["betas"]
