@@ -19,6 +19,6 @@ __all__ = ["LBFGS", "SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "Adamax", "NA
            "NonlinearCG", "Optimizer", "RAdam", "RMSprop"]
 
 if importlib.util.find_spec(__name__ + ".lr_scheduler") is not None:
-    from . import lr_scheduler
+    from . import lr_scheduler, swa_utils
 
-    __all__.append("lr_scheduler")
+    __all__ += ["lr_scheduler", "swa_utils"]
