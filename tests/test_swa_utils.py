@@ -1,4 +1,4 @@
-"""dtrain.optim.swa_utils against torch.optim.swa_utils: SWALR rates, averaged weights, update_bn."""
+"""dtrain.optim.swa_utils against torch.optim.swa_utils: SWALR rates, averages, update_bn."""
 
 from __future__ import annotations
 
