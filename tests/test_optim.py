@@ -169,12 +169,25 @@ RADAM_CASES = [
     {"lr": 0.01, "betas": (0.9, 0.9)},  # rho_inf = 19 (1999 by default); rectified from step 6
     {"lr": 0.01, "weight_decay": 0.1, "maximize": True, "foreach": True},
 ]
+RPROP_CASES = [
+    {"lr": 0.01},
+    {"lr": 0.01, "maximize": True},
+    {"lr": 0.05, "etas": (0.3, 1.5), "step_sizes": (1e-3, 0.02)},
+    {"lr": 0.01, "etas": (0.5, 1.1), "foreach": True},
+]
+ASGD_CASES = [
+    {"lr": 0.01},
+    {"lr": 0.05, "lambd": 0.01, "alpha": 0.5, "t0": 10},  # averaging from step 11
+    {"lr": 0.05, "lambd": 0.1, "t0": 5, "weight_decay": 0.1, "maximize": True},
+    {"lr": 0.05, "t0": 20, "weight_decay": 0.1},  # (torch's foreach ASGD rounds eta apart)
+]
 
 CASES = ([("SGD", kw) for kw in SGD_CASES] + [("Adam", kw) for kw in ADAM_CASES]
          + [("AdamW", kw) for kw in ADAMW_CASES] + [("RMSprop", kw) for kw in RMSPROP_CASES]
          + [("Adagrad", kw) for kw in ADAGRAD_CASES]
          + [("Adadelta", kw) for kw in ADADELTA_CASES] + [("Adamax", kw) for kw in ADAMAX_CASES]
-         + [("NAdam", kw) for kw in NADAM_CASES] + [("RAdam", kw) for kw in RADAM_CASES])
+         + [("NAdam", kw) for kw in NADAM_CASES] + [("RAdam", kw) for kw in RADAM_CASES]
+         + [("Rprop", kw) for kw in RPROP_CASES] + [("ASGD", kw) for kw in ASGD_CASES])
 
 
 def case_id(case) -> str:
@@ -291,6 +304,36 @@ def test_radam_and_nadam_first_steps_by_hand():
     assert opt.state[q]["mu_product"] == product and opt.state[q]["step"] == 1
 
 
+def test_rprop_steps_by_hand():
+    p = param([1.0])
+    opt = optim.Rprop([p], lr=0.01)
+    expected = []
+    for g in (0.5, 0.3, -0.2, -0.2):
+        p.grad = dtrain.tensor([g])
+        opt.step()
+        expected.append(p.data[0])
+    # no previous sign: step lr; same sign: step * 1.2; flipped: step * 0.5 and no move
+    # (the gradient is forgotten); after a forgotten gradient: the halved step, unchanged
+    np.testing.assert_allclose(expected, [0.99, 0.978, 0.978, 0.984], rtol=1e-14)
+    np.testing.assert_allclose(opt.state[p]["step_size"], [0.006], rtol=1e-14)
+
+
+def test_asgd_first_steps_by_hand():
+    p = param([1.0], [1.0])
+    opt = optim.ASGD([p], lr=0.1, lambd=0.5, alpha=1.0, t0=0.0)
+    opt.step()
+    eta = float(np.float32(0.1))  # the rates live in the default dtype, as in PyTorch
+    first = 1.0 * (1 - 0.5 * eta) - eta
+    assert p.data[0] == first and opt.state[p]["ax"][0] == first  # mu = 1: ax is the iterate
+    assert opt.state[p]["eta"] == np.float32(0.1 / (1 + 0.5 * 0.1))
+    assert opt.state[p]["mu"] == 1.0
+    opt.step()  # mu is still 1 for this step, then 1 / (2 - t0)
+    eta = float(np.float32(0.1 / 1.05))
+    second = first * (1 - 0.5 * eta) - eta
+    assert p.data[0] == pytest.approx(second, rel=1e-15) and opt.state[p]["ax"][0] == second
+    assert opt.state[p]["mu"] == 0.5
+
+
 # ---------------------------------------------------------------- the base class
 def test_param_groups_take_defaults_and_overrides():
     a, b = param([1.0], [1.0]), param([1.0], [1.0])
@@ -358,7 +401,7 @@ ALL_FIRST_ORDER = [("SGD", {"momentum": 0.9, "weight_decay": 0.1}), ("Adam", {"a
                    ("AdamW", {}), ("RMSprop", {"centered": True, "momentum": 0.5}),
                    ("Adagrad", {"weight_decay": 0.1}), ("Adadelta", {"weight_decay": 0.1}),
                    ("Adamax", {"betas": (0.8, 0.99)}), ("NAdam", {"decoupled_weight_decay": True}),
-                   ("RAdam", {"weight_decay": 0.1})]
+                   ("RAdam", {"weight_decay": 0.1}), ("Rprop", {}), ("ASGD", {"t0": 0})]
 
 
 @pytest.mark.parametrize("case", ALL_FIRST_ORDER, ids=case_id)
@@ -457,6 +500,13 @@ def test_update_does_not_go_through_autograd():
     ("RAdam", {"lr": -1e-3}, "lr"),
     ("RAdam", {"betas": (0.9,)}, "betas"),
     ("RAdam", {"eps": -1.0}, "eps"),
+    ("Rprop", {"lr": -1.0}, "lr"),
+    ("Rprop", {"etas": (1.0, 1.2)}, "etas"),
+    ("Rprop", {"etas": (0.5, 0.9)}, "etas"),
+    ("Rprop", {"step_sizes": (1e-6,)}, "step_sizes"),
+    ("ASGD", {"lr": -1.0}, "lr"),
+    ("ASGD", {"weight_decay": -0.1}, "weight_decay"),
+    ("ASGD", {"foreach": 0}, "foreach"),
 ])
 def test_invalid_hyperparameters_raise_naming_the_option(name, kwargs, option):
     with pytest.raises(ValueError, match=f"Invalid {option}"):
@@ -497,6 +547,8 @@ CHECKPOINT_CASES = [
     ("Adamax", {"lr": 0.01, "betas": (0.8, 0.99), "weight_decay": 0.01}),
     ("NAdam", {"lr": 0.01, "weight_decay": 0.01, "decoupled_weight_decay": True}),
     ("RAdam", {"lr": 0.01, "weight_decay": 0.01, "maximize": True}),
+    ("Rprop", {"lr": 0.01, "etas": (0.4, 1.3)}),
+    ("ASGD", {"lr": 0.05, "lambd": 0.01, "t0": 5}),
 ]
 LBFGS_CHECKPOINT_CASES = [
     ("LBFGS", {"lr": 0.5, "max_iter": 3, "history_size": 4}),
@@ -622,7 +674,7 @@ def test_torch_checkpoint_loads_and_continues_like_torch():
         np.testing.assert_allclose(q.data, p.detach().numpy(), rtol=1e-12)
 
 
-NEW_OPTIMIZERS = ["Adadelta", "Adamax", "NAdam", "RAdam"]
+NEW_OPTIMIZERS = ["Adadelta", "Adamax", "NAdam", "RAdam", "Rprop", "ASGD"]
 FIRST_ORDER = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", *NEW_OPTIMIZERS]
 CAPTURABLE = ["Adam", "AdamW", "RMSprop", *NEW_OPTIMIZERS]  # those whose torch class takes it
 FUSED = ["SGD", "Adam", "AdamW", "Adagrad"]
@@ -671,6 +723,8 @@ def test_fused_conflicts_raise_like_torch(name, flags):
     ("NAdam", {"lr": 0.01, "momentum_decay": 0.01}),
     ("NAdam", {"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True}),
     ("RAdam", {"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True}),
+    ("Rprop", {"lr": 0.01, "etas": (0.3, 1.5)}),
+    ("ASGD", {"lr": 0.05, "lambd": 0.01, "t0": 3}),  # PyTorch casts eta and mu when loading
 ], ids=case_id)
 def test_torch_checkpoint_of_new_optimizers_continues_like_torch(case):
     torch = pytest.importorskip("torch")
@@ -699,6 +753,29 @@ def test_torch_checkpoint_of_new_optimizers_continues_like_torch(case):
         opt.step()
     for p, q in zip(params, ours):
         np.testing.assert_allclose(q.data, p.detach().numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_asgd_average_and_rates_match_torch(dtype):
+    """ASGD's estimate is the average ``ax``; its rates are rounded as PyTorch rounds them."""
+    torch = pytest.importorskip("torch")
+    kwargs = {"lr": 0.05, "lambd": 0.01, "alpha": 0.5, "t0": 10}
+    initial, grads, _ = run_dtrain("SGD", {}, "mlp", dtype, steps=30)  # any 30 gradients
+    ours = [nn.Parameter(a.copy()) for a in initial]
+    theirs = [torch.tensor(a, requires_grad=True) for a in initial]
+    opt = optim.ASGD(ours, **kwargs)
+    topt = torch.optim.ASGD(theirs, foreach=False, **kwargs)
+    for step_grads in grads:
+        for p, q, g in zip(ours, theirs, step_grads):
+            p.grad, q.grad = dtrain.tensor(g), torch.from_numpy(g.copy())
+        opt.step()
+        topt.step()
+    for p, q in zip(ours, theirs):
+        mine, ref = opt.state[p], topt.state[q]
+        assert float(mine["eta"]) == ref["eta"].item() and float(mine["mu"]) == ref["mu"].item()
+        assert float(mine["mu"]) < 1  # the average moves
+        np.testing.assert_allclose(mine["ax"], ref["ax"].numpy(), rtol=RTOL[dtype],
+                                   atol=ATOL[dtype] * np.abs(ref["ax"].numpy()).max())
 
 
 def test_nadam_mu_product_is_a_scalar_of_the_parameter_dtype_after_loading():

@@ -6,7 +6,9 @@ Their meaning here is their meaning on PyTorch's CPU path:
 
 - ``foreach`` and ``fused`` pick PyTorch's multi-tensor or fused kernels; they do not change
   the update rule, so they are accepted (None, True or False; not both True) and dtrain always
-  computes the single-tensor arithmetic.
+  computes the single-tensor arithmetic (PyTorch's default on the CPU). The kernels round
+  differently, at the last bit for most optimizers; ASGD's multi-tensor kernel also rounds its
+  rate to float32 in another order, so it drifts from the single-tensor path at about 1e-8.
 - ``capturable`` keeps step counters on the accelerator for CUDA graphs; PyTorch's CPU step
   fails with AssertionError (unless ``fused``, whose CPU kernel ignores it), and so does
   dtrain's.

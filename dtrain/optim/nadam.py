@@ -9,7 +9,14 @@ import numpy as np
 from ..autograd.tensor import get_default_dtype
 from .adam import lerp_
 from .flags import check_flags
-from .optimizer import Optimizer, Scratch, check_betas, check_non_negative, effective_grad
+from .optimizer import (
+    Optimizer,
+    Scratch,
+    check_betas,
+    check_non_negative,
+    effective_grad,
+    import_scalar,
+)
 
 
 class NAdam(Optimizer):
@@ -88,14 +95,9 @@ class NAdam(Optimizer):
 
     def _import(self, value, param, key, index: int):
         """Load as the base class does; ``mu_product`` becomes a scalar of the param's dtype."""
-        value = super()._import(value, param, key, index)
-        if key != "mu_product":
-            return value
-        if np.size(value) != 1:
-            raise ValueError(f"loaded state 'mu_product' of parameter {index} must be a number, "
-                             f"got shape {np.shape(value)}")
-        dtype = param.data.dtype if param.data.dtype.kind == "f" else get_default_dtype()
-        return dtype.type(np.asarray(value).item())
+        if key == "mu_product":
+            return import_scalar(value, param, key, index)
+        return super()._import(value, param, key, index)
 
 
 def nadam(params: list[np.ndarray], grads: list[np.ndarray], exp_avgs: list[np.ndarray],

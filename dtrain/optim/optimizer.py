@@ -322,3 +322,14 @@ def _export(value):
 
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
+
+
+def import_scalar(value, param: Tensor, key: str, index: int) -> np.floating:
+    """A loaded scalar state entry (NAdam's ``mu_product``, ASGD's ``eta``/``mu``) as a NumPy
+    scalar of the parameter's float dtype, the dtype PyTorch's ``load_state_dict`` casts it to."""
+    value = _as_array(value)
+    if np.size(value) != 1:
+        raise ValueError(f"loaded state '{key}' of parameter {index} must be a number, "
+                         f"got shape {np.shape(value)}")
+    dtype = param.data.dtype if param.data.dtype.kind == "f" else np.dtype(np.float64)
+    return dtype.type(np.asarray(value).item())
