@@ -588,3 +588,69 @@ def test_pytorch_mnist_example_pattern_runs_unchanged():
             correct += int((model(data).argmax(1) == target).sum())
     assert len(train_loader) == 17 and optimizer.param_groups[0]["lr"] == pytest.approx(0.343)
     assert correct / len(test_set) > 0.75  # chance is 0.1
+
+
+# ------------------------------------------------------------------------------ StackDataset
+def test_stack_dataset_matches_torch():
+    def make(lib):
+        data = lib.utils.data
+        a, b = mixed_dataset(lib, 4), tensor_dataset(lib, 4)
+        pair, named = data.StackDataset(a, b), data.StackDataset(x=a, y=b)
+        return [len(pair), pair[1], named[2], pair.__getitems__([3, 0]),
+                named.__getitems__([1]), list(data.DataLoader(named, batch_size=3))]
+
+    same_in_both(make)
+
+
+@pytest.mark.parametrize("make", [
+    lambda lib: lib.utils.data.StackDataset(),
+    lambda lib: lib.utils.data.StackDataset(range(3), y=range(3)),
+    lambda lib: lib.utils.data.StackDataset(range(3), range(4)),
+    lambda lib: lib.utils.data.StackDataset(x=range(3), y=range(2)),
+], ids=["empty", "both-kinds", "lengths", "named-lengths"])
+def test_stack_dataset_errors_match_torch(make):
+    assert isinstance(same_error(make), ValueError)
+
+
+# ------------------------------------------------------------------------------ DistributedSampler
+@pytest.mark.parametrize("n, replicas", [(10, 3), (10, 5), (2, 4), (7, 2), (0, 2)])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_distributed_sampler_shares_match_torch_in_order(n, replicas, drop_last):
+    def make(lib):
+        shares = [lib.utils.data.DistributedSampler(range(n), replicas, rank, shuffle=False,
+                                                    drop_last=drop_last)
+                  for rank in range(replicas)]
+        return [[len(s), list(s), list(s)] for s in shares]
+
+    same_in_both(make)
+
+
+@pytest.mark.parametrize("n, replicas, drop_last", [(10, 3, False), (10, 3, True), (9, 3, False)])
+def test_distributed_sampler_shuffled_shares_partition_the_epoch(n, replicas, drop_last):
+    same_in_both(lambda lib: [len(lib.utils.data.DistributedSampler(range(n), replicas, r,
+                                                                    drop_last=drop_last))
+                              for r in range(replicas)])
+    shares = [D.DistributedSampler(range(n), replicas, r, seed=4, drop_last=drop_last)
+              for r in range(replicas)]
+    for epoch in (0, 3):
+        for s in shares:
+            s.set_epoch(epoch)
+        order = epoch_permutation(n, 4, epoch).tolist()
+        order = order[:shares[0].total_size] + order[:max(0, shares[0].total_size - n)]
+        assert [list(s) for s in shares] == [order[r::replicas] for r in range(replicas)]
+        assert list(shares[0]) == list(shares[0]), "iterating does not advance the epoch"
+    loader = D.DataLoader(tensor_dataset(dtrain, n), batch_size=2, sampler=shares[1])
+    assert [i for _, yb in loader for i in yb.tolist()] == list(shares[1])
+
+
+@pytest.mark.parametrize("kwargs", [{"num_replicas": 2, "rank": 2}, {"num_replicas": 2,
+                                                                     "rank": -1}])
+def test_distributed_sampler_rank_errors_match_torch(kwargs):
+    assert isinstance(same_error(lambda lib: lib.utils.data.DistributedSampler(range(4),
+                                                                                **kwargs)),
+                      ValueError)
+
+
+def test_distributed_sampler_needs_replicas_and_rank():
+    with pytest.raises(RuntimeError, match="num_replicas and rank"):
+        D.DistributedSampler(range(4))

@@ -1,4 +1,5 @@
-"""Datasets made of datasets: ``Subset``, ``ConcatDataset``, ``ChainDataset``, ``random_split``.
+"""Datasets of datasets: ``Subset``, ``StackDataset``, ``ConcatDataset``, ``ChainDataset``, and
+``random_split``.
 
 After torch.utils.data.dataset: the same lengths, index arithmetic and errors. ``random_split``
 follows PyTorch's rounding of fractions; its permutation comes from NumPy (see ``_random``).
@@ -39,6 +40,48 @@ class Subset(Dataset):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+class StackDataset(Dataset):
+    """Equally long datasets side by side: sample ``i`` is a tuple (or, with keywords, a dict)
+    of every dataset's sample ``i``."""
+
+    def __init__(self, *args: Dataset, **kwargs: Dataset):
+        if args and kwargs:
+            raise ValueError("StackDataset takes datasets as positional arguments (tuple "
+                             "samples) or as keywords (dict samples), not both")
+        if not args and not kwargs:
+            raise ValueError("At least one dataset should be passed")
+        datasets = list(args or kwargs.values())
+        lengths = [len(d) for d in datasets]
+        if len(set(lengths)) != 1:
+            raise ValueError(f"Size mismatch between datasets: lengths {lengths}")
+        self.datasets = args or kwargs
+        self._length = lengths[0]
+
+    def __getitem__(self, index):
+        if isinstance(self.datasets, dict):
+            return {key: d[index] for key, d in self.datasets.items()}
+        return tuple(d[index] for d in self.datasets)
+
+    def __getitems__(self, indices: list) -> list:
+        """Samples at ``indices`` at once, using each dataset's ``__getitems__`` if it has one."""
+        named = isinstance(self.datasets, dict)
+        columns = {}
+        for key, d in (self.datasets.items() if named else enumerate(self.datasets)):
+            getitems = getattr(d, "__getitems__", None)
+            column = getitems(indices) if callable(getitems) else [d[i] for i in indices]
+            if len(column) != len(indices):
+                raise ValueError(f"Nested dataset's output size mismatch. Expected "
+                                 f"{len(indices)}, got {len(column)}")
+            columns[key] = column
+        rows = zip(*columns.values())
+        if named:
+            return [dict(zip(columns, row)) for row in rows]
+        return [tuple(row) for row in rows]
+
+    def __len__(self) -> int:
+        return self._length
 
 
 class ConcatDataset(Dataset):
