@@ -1,6 +1,6 @@
 """dtrain: PyTorch's training API on NumPy, and data-parallel training over ZeroMQ."""
 
-from . import accelerator, autograd, backends, cuda, data, datasets, nn, onnx, optim
+from . import accelerator, autograd, backends, cuda, data, datasets, nn, onnx, optim, utils
 from .autograd import return_types
 from .autograd.creation import (
     arange,

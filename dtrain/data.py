@@ -1,24 +1,26 @@
-"""Datasets, a DataLoader, and batch orders that depend only on (seed, epoch).
+"""Datasets, collation, array files, and batch orders that depend only on (seed, epoch).
 
-``epoch_permutation`` is the one source of shuffled orders: the DataLoader uses it and the
-distributed trainer calls it too, so every worker knows an epoch's order without being told.
+``epoch_permutation`` is the one source of shuffled orders: the DataLoader's samplers use it and
+the distributed trainer calls it too, so every worker knows an epoch's order without being told.
 Arrays are read with ``allow_pickle=False`` always; ``.npy`` files can be memory-mapped.
+``dtrain.utils.data`` is PyTorch's import path for these names, the samplers and the
+``DataLoader`` (which lives in ``dtrain.utils.data.dataloader`` and is reachable here too).
 """
 
 from __future__ import annotations
 
+import copy
 import operator
 import os
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping, MutableMapping, MutableSequence, Sequence
 
 import numpy as np
 
-from . import random as _random
-from .autograd.tensor import Tensor
+from .autograd.tensor import Tensor, get_default_dtype
 
-__all__ = ["DataLoader", "Dataset", "TensorDataset", "default_collate", "epoch_permutation",
-           "load_arrays"]
+__all__ = ["DataLoader", "Dataset", "IterableDataset", "TensorDataset", "default_collate",
+           "default_convert", "epoch_generator", "epoch_permutation", "load_arrays"]
 
 
 def _non_negative_int(value, name: str) -> int:
@@ -31,23 +33,52 @@ def _non_negative_int(value, name: str) -> int:
     return value
 
 
+def epoch_generator(seed: int, epoch: int) -> np.random.Generator:
+    """A fresh generator derived only from (seed, epoch): the randomness of one epoch."""
+    seed = _non_negative_int(seed, "seed")
+    epoch = _non_negative_int(epoch, "epoch")
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, epoch])))
+
+
 def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
     """The order of ``n`` samples in ``epoch``: a permutation derived only from (seed, epoch)."""
     n = _non_negative_int(n, "n")
-    seed = _non_negative_int(seed, "seed")
-    epoch = _non_negative_int(epoch, "epoch")
-    bits = np.random.PCG64(np.random.SeedSequence([seed, epoch]))
-    return np.random.Generator(bits).permutation(n).astype(np.int64, copy=False)
+    return epoch_generator(seed, epoch).permutation(n).astype(np.int64, copy=False)
 
 
 class Dataset:
-    """Base class of map-style datasets: ``dataset[i]`` is sample ``i`` of ``len(dataset)``."""
+    """Base class of map-style datasets: ``dataset[i]`` is sample ``i`` of ``len(dataset)``.
+
+    Subclasses define ``__getitem__`` and, to be shuffled or batched by the default samplers,
+    ``__len__``; as in PyTorch the base class has no length, so ``len()`` of a dataset that
+    does not define one is a TypeError.
+    """
 
     def __getitem__(self, index):
         raise NotImplementedError(f"{type(self).__name__} must define __getitem__")
 
-    def __len__(self) -> int:
-        raise NotImplementedError(f"{type(self).__name__} must define __len__")
+    def __add__(self, other: Dataset):
+        """``a + b`` is ``ConcatDataset([a, b])``, as in PyTorch."""
+        from .utils.data.dataset import ConcatDataset
+
+        return ConcatDataset([self, other])
+
+
+class IterableDataset(Dataset):
+    """Base class of datasets read as a stream: ``iter(dataset)`` yields the samples."""
+
+    def __iter__(self) -> Iterator:
+        raise NotImplementedError(f"{type(self).__name__} must define __iter__")
+
+    def __getitem__(self, index):
+        raise TypeError(f"{type(self).__name__} is an IterableDataset: iterate over it, "
+                        "it cannot be indexed")
+
+    def __add__(self, other: Dataset):
+        """``a + b`` is ``ChainDataset([a, b])``, as in PyTorch."""
+        from .utils.data.dataset import ChainDataset
+
+        return ChainDataset([self, other])
 
 
 class TensorDataset(Dataset):
@@ -64,9 +95,9 @@ class TensorDataset(Dataset):
                                  "the first dimension")
             arrays.append(array)
         sizes = [a.shape[0] for a in arrays]
-        if len(set(sizes)) != 1:
-            raise ValueError(f"Size mismatch between tensors: first dimensions are {sizes}, "
-                             "they must all be equal")
+        if len(set(sizes)) != 1:  # AssertionError: PyTorch's type for this mistake
+            raise AssertionError(f"Size mismatch between tensors: first dimensions are {sizes}, "
+                                 "they must all be equal")
         self.arrays = tuple(arrays)
         self.tensors = tuple(t if isinstance(t, Tensor) else Tensor._wrap(a)
                              for t, a in zip(tensors, arrays))
@@ -82,103 +113,126 @@ class TensorDataset(Dataset):
         return tuple(Tensor._wrap(np.array(a[indices])) for a in self.arrays)
 
 
-def _stack(items: list, what: str) -> np.ndarray:
-    try:
-        return np.stack(items)
-    except ValueError:
-        shapes = sorted({np.shape(x) for x in items})
-        raise ValueError(f"default_collate: cannot batch {what} of different shapes "
-                         f"{shapes[:4]}") from None
+_COLLATE_ERROR = ("default_collate: batch must contain tensors, numpy arrays, numbers, dicts or "
+                  "lists; found {}")
 
 
-def default_collate(samples: list):
-    """Stack a list of samples into a batch, as torch's default_collate does.
+def _numeric(array: np.ndarray) -> bool:
+    """True for arrays PyTorch turns into tensors (not strings, bytes or objects)."""
+    return array.dtype.kind not in "SUOa"
 
-    Tuples and lists are batched field by field (a tuple of samples gives a tuple of batches),
-    dicts key by key; Tensors and arrays are stacked along a new first dimension; Python ints,
-    bools and floats become int64, bool and float64 Tensors; strings stay a list.
+
+def _stack(arrays: list[np.ndarray]) -> Tensor:
+    shapes = {a.shape for a in arrays}
+    if len(shapes) != 1:
+        raise RuntimeError("default_collate: stack expects each tensor to be equal size, but "
+                           f"got shapes {sorted(shapes)[:4]}")
+    return Tensor._wrap(np.stack(arrays))
+
+
+def default_collate(batch: Sequence):
+    """Merge a list of samples into a batch, with PyTorch's rules and output types.
+
+    Tensors and numeric arrays are stacked along a new first dimension; NumPy scalars become
+    a Tensor of their dtype; Python floats float64, ints int64 and bools bool Tensors; strings
+    and bytes stay as given (a field of a sequence sample gives a tuple, as in PyTorch).
+    Mappings are collated key by key (keeping their type), named tuples field by field; other
+    sequences field by field, where a tuple gives a list as in PyTorch.
     """
-    first = samples[0]
-    if isinstance(first, (tuple, list)):
-        if any(len(s) != len(first) for s in samples):
-            raise ValueError("default_collate: samples have different numbers of fields")
-        fields = [default_collate([s[i] for s in samples]) for i in range(len(first))]
-        if isinstance(first, list):
-            return fields
-        return type(first)(*fields) if hasattr(first, "_fields") else tuple(fields)
-    if isinstance(first, Mapping):
-        return {key: default_collate([s[key] for s in samples]) for key in first}
+    first = batch[0]
     if isinstance(first, Tensor):
-        return Tensor._wrap(_stack([s._data for s in samples], "tensors"))
-    if isinstance(first, (np.ndarray, np.generic)):
-        return Tensor._wrap(_stack([np.asarray(s) for s in samples], "arrays"))
+        return _stack([s._data for s in batch])
+    if isinstance(first, np.ndarray):
+        if not _numeric(first):
+            raise TypeError(_COLLATE_ERROR.format(first.dtype))
+        return _stack([np.asarray(s) for s in batch])
+    if isinstance(first, (np.bool_, np.number)):
+        return Tensor._wrap(np.array(batch))
     if isinstance(first, float):
-        return Tensor._wrap(np.array(samples, dtype=np.float64))
+        return Tensor._wrap(np.array(batch, dtype=np.float64))
     if isinstance(first, int):  # bools included: they give a bool tensor
-        return Tensor._wrap(np.array(samples))
+        return _python_numbers(batch)
     if isinstance(first, (str, bytes)):
-        return list(samples)
-    raise TypeError(f"default_collate: cannot batch samples of type {type(first).__name__}")
+        return batch
+    if isinstance(first, Mapping):
+        return _rebuild_mapping(first, {key: default_collate([s[key] for s in batch])
+                                        for key in first})
+    if isinstance(first, tuple) and hasattr(first, "_fields"):
+        return type(first)(*(default_collate(field) for field in zip(*batch)))
+    if isinstance(first, Sequence):
+        if any(len(s) != len(first) for s in batch):
+            raise RuntimeError("each element in list of batch should be of equal size")
+        fields = [default_collate(field) for field in zip(*batch)]  # tuples, as PyTorch's
+        return fields if isinstance(first, tuple) else _rebuild_sequence(first, fields)
+    raise TypeError(_COLLATE_ERROR.format(type(first)))
 
 
-class DataLoader:
-    """Batches from a dataset in an order fixed by (seed, epoch), as tuples of Tensors.
+def _python_numbers(batch: list) -> Tensor:
+    """Python ints (or bools) as ``torch.tensor`` types them: int64, bool, or the default float
+    dtype when a float hides among them."""
+    array = np.array(batch)
+    if array.dtype.kind == "f":
+        return Tensor._wrap(array.astype(get_default_dtype()))
+    if array.dtype.kind not in "biu":
+        raise TypeError(_COLLATE_ERROR.format(type(batch[0])))
+    return Tensor._wrap(array if array.dtype.kind == "b" else array.astype(np.int64))
 
-    With ``shuffle`` the order of epoch ``e`` is ``epoch_permutation(len(dataset), seed, e)``;
-    ``seed=None`` draws a seed from dtrain's global generator once, here. Each pass over the
-    loader uses ``self.epoch`` and then advances it, so a plain loop reshuffles every epoch as
-    torch's DataLoader does; ``set_epoch(e)`` fixes the epoch of the next pass, as with
-    torch's DistributedSampler (for resuming, or for workers that must agree on the order).
+
+def default_convert(data):
+    """Turn NumPy arrays and scalars in one sample into Tensors, without batching.
+
+    The DataLoader's collate function when automatic batching is off (``batch_size=None``);
+    containers are walked as ``default_collate`` walks them, everything else is returned as is.
     """
+    if isinstance(data, Tensor):
+        return data
+    if isinstance(data, np.ndarray):
+        return Tensor._wrap(np.asarray(data)) if _numeric(data) else data
+    if isinstance(data, (np.bool_, np.number)):
+        return Tensor._wrap(np.asarray(data))
+    if isinstance(data, Mapping):
+        return _rebuild_mapping(data, {key: default_convert(data[key]) for key in data})
+    if isinstance(data, tuple) and hasattr(data, "_fields"):
+        return type(data)(*(default_convert(d) for d in data))
+    if isinstance(data, tuple):
+        return [default_convert(d) for d in data]
+    if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
+        return _rebuild_sequence(data, [default_convert(d) for d in data])
+    return data
 
-    def __init__(self, dataset, batch_size: int = 1, shuffle: bool = False,
-                 drop_last: bool = False, seed: int | None = None,
-                 collate: Callable[[list], object] | None = None):
-        if isinstance(batch_size, bool) or _non_negative_int(batch_size, "batch_size") == 0:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
-            raise TypeError(f"DataLoader needs a map-style dataset with __getitem__ and __len__, "
-                            f"got {type(dataset).__name__}")
-        if seed is None and shuffle:
-            seed = int(_random.default_generator().integers(0, 2**63 - 1))
-        self.dataset = dataset
-        self.batch_size = int(batch_size)
-        self.shuffle = bool(shuffle)
-        self.drop_last = bool(drop_last)
-        self.seed = None if seed is None else _non_negative_int(seed, "seed")
-        self.collate = collate
-        self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        """Use ``epoch``'s order for the next pass (later passes continue from epoch + 1)."""
-        self.epoch = _non_negative_int(epoch, "epoch")
+def _rebuild_mapping(like: Mapping, values: dict):
+    """``values`` in a mapping of ``like``'s type when that type allows it, else a dict."""
+    try:
+        if isinstance(like, MutableMapping):
+            clone = copy.copy(like)
+            clone.update(values)
+            return clone
+        return type(like)(values)
+    except TypeError:
+        return values
 
-    def order(self, epoch: int) -> np.ndarray:
-        """The sample indices of ``epoch`` in visiting order (int64)."""
-        n = len(self.dataset)
-        if self.shuffle:
-            return epoch_permutation(n, self.seed, epoch)
-        return np.arange(n, dtype=np.int64)
 
-    def __len__(self) -> int:
-        n = len(self.dataset)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+def _rebuild_sequence(like: Sequence, items: list):
+    """``items`` in a sequence of ``like``'s type when that type allows it, else a list."""
+    try:
+        if isinstance(like, MutableSequence):
+            clone = copy.copy(like)
+            for i, item in enumerate(items):
+                clone[i] = item
+            return clone
+        return type(like)(items)
+    except TypeError:
+        return items
 
-    def __iter__(self) -> Iterator:
-        epoch, self.epoch = self.epoch, self.epoch + 1
-        return self._batches(self.order(epoch))
 
-    def _batches(self, order: np.ndarray) -> Iterator:
-        size, count = self.batch_size, len(self)
-        fast = isinstance(self.dataset, TensorDataset) and self.collate is None
-        collate = self.collate or default_collate
-        for b in range(count):
-            start = b * size
-            if fast:
-                rows = order[start:start + size] if self.shuffle else slice(start, start + size)
-                yield self.dataset.batch(rows)
-            else:
-                yield collate([self.dataset[int(i)] for i in order[start:start + size]])
+def __getattr__(name: str):
+    """``dtrain.data.DataLoader``: the loader of ``dtrain.utils.data``, imported on first use."""
+    if name == "DataLoader":
+        from .utils.data.dataloader import DataLoader
+
+        return DataLoader
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ----------------------------------------------------------------------------- array files

@@ -70,7 +70,8 @@ def run_torch(name: str, kwargs: dict, initial, grads):
     """PyTorch's single-tensor optimizer fed the same start and the same gradients."""
     torch = pytest.importorskip("torch")
     params = [torch.tensor(a, requires_grad=True) for a in initial]
-    opt = getattr(torch.optim, name)(groups_of(params, kwargs), foreach=False, **kwargs)
+    options = {"foreach": False, **kwargs}  # the single-tensor path unless a case says otherwise
+    opt = getattr(torch.optim, name)(groups_of(params, kwargs), **options)
     for step_grads in grads:
         for p, g in zip(params, step_grads):
             p.grad = torch.from_numpy(g.copy())
@@ -99,6 +100,8 @@ SGD_CASES = [
     {"lr": 0.05, "momentum": 0.9, "nesterov": True},
     {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.1},
     {"lr": 0.05, "momentum": 0.5, "dampening": 0.5, "weight_decay": 0.01, "maximize": True},
+    {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.1, "foreach": True},
+    {"lr": 0.05, "momentum": 0.9, "nesterov": True, "fused": True},
 ]
 
 ADAM_CASES = [
@@ -108,12 +111,17 @@ ADAM_CASES = [
     {"lr": 0.01, "weight_decay": 0.1},
     {"lr": 0.01, "weight_decay": 0.1, "amsgrad": True, "maximize": True},
     {"lr": 0.01, "betas": (0.3, 0.5), "eps": 1e-3},  # beta1 < 0.5: the other lerp branch
+    {"lr": 0.01, "weight_decay": 0.1, "amsgrad": True, "foreach": True},
+    {"lr": 0.01, "weight_decay": 0.1, "maximize": True, "fused": True},
+    {"lr": 0.01, "amsgrad": True, "fused": True, "capturable": True},  # fused ignores it on CPU
 ]
 ADAMW_CASES = [
     {"lr": 0.01},
     {"lr": 0.01, "weight_decay": 0.1, "amsgrad": True},
     {"lr": 0.01, "weight_decay": 0.0, "maximize": True},
     {"lr": 0.01, "betas": (0.3, 0.5), "weight_decay": 0.1, "maximize": True, "amsgrad": True},
+    {"lr": 0.01, "weight_decay": 0.1, "foreach": True},
+    {"lr": 0.01, "weight_decay": 0.1, "amsgrad": True, "fused": True},
 ]
 RMSPROP_CASES = [
     {"lr": 0.01},
@@ -122,6 +130,7 @@ RMSPROP_CASES = [
     {"lr": 0.01, "momentum": 0.9, "centered": True, "weight_decay": 0.1},
     {"lr": 0.01, "alpha": 0.3, "eps": 1e-3, "maximize": True},
     {"lr": 0.01, "momentum": 0.5, "centered": True, "maximize": True},
+    {"lr": 0.01, "momentum": 0.9, "centered": True, "weight_decay": 0.1, "foreach": True},
 ]
 ADAGRAD_CASES = [
     {"lr": 0.1},
@@ -129,16 +138,61 @@ ADAGRAD_CASES = [
     {"lr": 0.1, "weight_decay": 0.1, "maximize": True},
     {"lr": 0.1, "initial_accumulator_value": 0.5, "eps": 1e-3},
     {"lr": 0.1, "lr_decay": 0.01, "weight_decay": 0.01, "initial_accumulator_value": 0.1},
+    {"lr": 0.1, "lr_decay": 0.05, "weight_decay": 0.1, "foreach": True},
+    {"lr": 0.1, "lr_decay": 0.05, "initial_accumulator_value": 0.5, "fused": True},
+]
+
+# every combination of the options that change the arithmetic, then the other hyperparameters;
+# foreach=True compares with PyTorch's multi-tensor kernels (dtrain has one arithmetic for both)
+PENALTIES = [{}, {"maximize": True}, {"weight_decay": 0.1}, {"weight_decay": 0.1, "maximize": True}]
+DECOUPLED = [{**p, "decoupled_weight_decay": True} for p in PENALTIES]
+ADADELTA_CASES = [
+    *PENALTIES,
+    {"lr": 0.5, "rho": 0.5, "eps": 1e-3},
+    {"lr": 0.1, "rho": 0.99, "weight_decay": 0.01, "maximize": True, "foreach": True},
+]
+ADAMAX_CASES = [
+    *({"lr": 0.01, **p} for p in PENALTIES),
+    {"lr": 0.01, "betas": (0.3, 0.5), "eps": 1e-3},  # beta1 < 0.5: the other lerp branch
+    {"lr": 0.01, "weight_decay": 0.1, "foreach": True},
+]
+NADAM_CASES = [
+    *({"lr": 0.01, **p} for p in PENALTIES + DECOUPLED),
+    {"lr": 0.01, "momentum_decay": 0.1},
+    {"lr": 0.01, "momentum_decay": 0.0, "weight_decay": 0.1, "decoupled_weight_decay": True},
+    {"lr": 0.01, "betas": (0.3, 0.5), "eps": 1e-3, "maximize": True},
+    {"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True, "foreach": True},
+]
+RADAM_CASES = [
+    *({"lr": 0.01, **p} for p in PENALTIES + DECOUPLED),
+    {"lr": 0.01, "betas": (0.3, 0.5), "eps": 1e-3},  # rho_inf = 3: never rectified
+    {"lr": 0.01, "betas": (0.9, 0.9)},  # rho_inf = 19 (1999 by default); rectified from step 6
+    {"lr": 0.01, "weight_decay": 0.1, "maximize": True, "foreach": True},
+]
+RPROP_CASES = [
+    {"lr": 0.01},
+    {"lr": 0.01, "maximize": True},
+    {"lr": 0.05, "etas": (0.3, 1.5), "step_sizes": (1e-3, 0.02)},
+    {"lr": 0.01, "etas": (0.5, 1.1), "foreach": True},
+]
+ASGD_CASES = [
+    {"lr": 0.01},
+    {"lr": 0.05, "lambd": 0.01, "alpha": 0.5, "t0": 10},  # averaging from step 11
+    {"lr": 0.05, "lambd": 0.1, "t0": 5, "weight_decay": 0.1, "maximize": True},
+    {"lr": 0.05, "t0": 20, "weight_decay": 0.1},  # (torch's foreach ASGD rounds eta apart)
 ]
 
 CASES = ([("SGD", kw) for kw in SGD_CASES] + [("Adam", kw) for kw in ADAM_CASES]
          + [("AdamW", kw) for kw in ADAMW_CASES] + [("RMSprop", kw) for kw in RMSPROP_CASES]
-         + [("Adagrad", kw) for kw in ADAGRAD_CASES])
+         + [("Adagrad", kw) for kw in ADAGRAD_CASES]
+         + [("Adadelta", kw) for kw in ADADELTA_CASES] + [("Adamax", kw) for kw in ADAMAX_CASES]
+         + [("NAdam", kw) for kw in NADAM_CASES] + [("RAdam", kw) for kw in RADAM_CASES]
+         + [("Rprop", kw) for kw in RPROP_CASES] + [("ASGD", kw) for kw in ASGD_CASES])
 
 
 def case_id(case) -> str:
     name, kwargs = case
-    return name + "-" + "-".join(f"{k}={v}" for k, v in kwargs.items())
+    return name + "-" + "-".join(f"{k}={v}" for k, v in kwargs.items()) if kwargs else name
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -221,6 +275,65 @@ def test_rmsprop_and_adagrad_first_steps_by_hand():
     np.testing.assert_allclose(q._data, [expected], rtol=1e-14)
 
 
+def test_adadelta_and_adamax_first_steps_by_hand():
+    p = param([1.0], [0.5])
+    optim.Adadelta([p], lr=2.0).step()  # v = 0.1 g^2, delta = sqrt(eps) / sqrt(v + eps) * g
+    delta = np.sqrt(1e-6) / np.sqrt(0.025 + 1e-6) * 0.5
+    np.testing.assert_allclose(p._data, [1.0 - 2.0 * delta], rtol=1e-14)
+    q = param([1.0, -1.0], [0.5, -0.25])
+    opt = optim.Adamax([q], lr=0.1)
+    opt.step()  # m = 0.1 g, u = |g| + eps, lr / (1 - 0.9)
+    np.testing.assert_allclose(q._data, [1.0 - 0.1 * 0.5 / (0.5 + 1e-8),
+                                        -1.0 + 0.1 * 0.25 / (0.25 + 1e-8)], rtol=1e-14)
+    np.testing.assert_array_equal(opt.state[q]["exp_inf"], [0.5 + 1e-8, 0.25 + 1e-8])
+
+
+def test_radam_and_nadam_first_steps_by_hand():
+    p = param([1.0], [0.5])
+    optim.RAdam([p], lr=0.1).step()  # rho_1 = 1 <= 5: the unadapted step lr * m_hat = lr * g
+    np.testing.assert_allclose(p._data, [1.0 - 0.1 * 0.5], rtol=1e-14)
+    q = param([1.0], [0.5])
+    opt = optim.NAdam([q], lr=0.1)
+    opt.step()
+    mu1, mu2 = (0.9 * (1 - 0.5 * 0.96 ** (t * 0.004)) for t in (1, 2))
+    product = float(np.float32(mu1))  # kept in float32, PyTorch's default scalar dtype
+    denom = 0.5 + 1e-8  # sqrt(v / (1 - beta2)) + eps = |g| + eps
+    expected = (1.0 - 0.1 * (1 - mu1) / (1 - product) * 0.5 / denom
+                - 0.1 * mu2 / (1 - product * mu2) * 0.05 / denom)
+    np.testing.assert_allclose(q._data, [expected], rtol=1e-14)
+    assert opt.state[q]["mu_product"] == product and opt.state[q]["step"] == 1
+
+
+def test_rprop_steps_by_hand():
+    p = param([1.0])
+    opt = optim.Rprop([p], lr=0.01)
+    expected = []
+    for g in (0.5, 0.3, -0.2, -0.2):
+        p.grad = dtrain.tensor([g])
+        opt.step()
+        expected.append(p._data[0])
+    # no previous sign: step lr; same sign: step * 1.2; flipped: step * 0.5 and no move
+    # (the gradient is forgotten); after a forgotten gradient: the halved step, unchanged
+    np.testing.assert_allclose(expected, [0.99, 0.978, 0.978, 0.984], rtol=1e-14)
+    np.testing.assert_allclose(opt.state[p]["step_size"], [0.006], rtol=1e-14)
+
+
+def test_asgd_first_steps_by_hand():
+    p = param([1.0], [1.0])
+    opt = optim.ASGD([p], lr=0.1, lambd=0.5, alpha=1.0, t0=0.0)
+    opt.step()
+    eta = float(np.float32(0.1))  # the rates live in the default dtype, as in PyTorch
+    first = 1.0 * (1 - 0.5 * eta) - eta
+    assert p._data[0] == first and opt.state[p]["ax"][0] == first  # mu = 1: ax is the iterate
+    assert opt.state[p]["eta"] == np.float32(0.1 / (1 + 0.5 * 0.1))
+    assert opt.state[p]["mu"] == 1.0
+    opt.step()  # mu is still 1 for this step, then 1 / (2 - t0)
+    eta = float(np.float32(0.1 / 1.05))
+    second = first * (1 - 0.5 * eta) - eta
+    assert p._data[0] == pytest.approx(second, rel=1e-15) and opt.state[p]["ax"][0] == second
+    assert opt.state[p]["mu"] == 0.5
+
+
 # ---------------------------------------------------------------- the base class
 def test_param_groups_take_defaults_and_overrides():
     a, b = param([1.0], [1.0]), param([1.0], [1.0])
@@ -286,7 +399,9 @@ def test_non_leaf_tensor_is_rejected():
 
 ALL_FIRST_ORDER = [("SGD", {"momentum": 0.9, "weight_decay": 0.1}), ("Adam", {"amsgrad": True}),
                    ("AdamW", {}), ("RMSprop", {"centered": True, "momentum": 0.5}),
-                   ("Adagrad", {"weight_decay": 0.1})]
+                   ("Adagrad", {"weight_decay": 0.1}), ("Adadelta", {"weight_decay": 0.1}),
+                   ("Adamax", {"betas": (0.8, 0.99)}), ("NAdam", {"decoupled_weight_decay": True}),
+                   ("RAdam", {"weight_decay": 0.1}), ("Rprop", {}), ("ASGD", {"t0": 0})]
 
 
 @pytest.mark.parametrize("case", ALL_FIRST_ORDER, ids=case_id)
@@ -368,6 +483,30 @@ def test_update_does_not_go_through_autograd():
     ("Adagrad", {"lr_decay": -0.1}, "lr_decay"),
     ("Adagrad", {"initial_accumulator_value": -0.1}, "initial_accumulator_value"),
     ("Adagrad", {"eps": -0.1}, "eps"),
+    ("Adadelta", {"lr": -1.0}, "lr"),
+    ("Adadelta", {"rho": 1.5}, "rho"),
+    ("Adadelta", {"rho": -0.1}, "rho"),
+    ("Adadelta", {"eps": -1e-6}, "eps"),
+    ("Adadelta", {"weight_decay": -0.1}, "weight_decay"),
+    ("Adadelta", {"foreach": "yes"}, "foreach"),
+    ("Adamax", {"lr": -1.0}, "lr"),
+    ("Adamax", {"betas": (1.0, 0.999)}, r"betas\[0\]"),
+    ("Adamax", {"eps": -1.0}, "eps"),
+    ("Adamax", {"capturable": None}, "capturable"),
+    ("NAdam", {"betas": (0.9, 1.0)}, r"betas\[1\]"),
+    ("NAdam", {"momentum_decay": -0.004}, "momentum_decay"),
+    ("NAdam", {"weight_decay": -0.1}, "weight_decay"),
+    ("NAdam", {"differentiable": 1}, "differentiable"),
+    ("RAdam", {"lr": -1e-3}, "lr"),
+    ("RAdam", {"betas": (0.9,)}, "betas"),
+    ("RAdam", {"eps": -1.0}, "eps"),
+    ("Rprop", {"lr": -1.0}, "lr"),
+    ("Rprop", {"etas": (1.0, 1.2)}, "etas"),
+    ("Rprop", {"etas": (0.5, 0.9)}, "etas"),
+    ("Rprop", {"step_sizes": (1e-6,)}, "step_sizes"),
+    ("ASGD", {"lr": -1.0}, "lr"),
+    ("ASGD", {"weight_decay": -0.1}, "weight_decay"),
+    ("ASGD", {"foreach": 0}, "foreach"),
 ])
 def test_invalid_hyperparameters_raise_naming_the_option(name, kwargs, option):
     with pytest.raises(ValueError, match=f"Invalid {option}"):
@@ -404,6 +543,12 @@ CHECKPOINT_CASES = [
     ("AdamW", {"lr": 0.01, "betas": (0.8, 0.99)}),
     ("RMSprop", {"lr": 0.01, "momentum": 0.9, "centered": True}),
     ("Adagrad", {"lr": 0.1, "lr_decay": 0.01, "initial_accumulator_value": 0.1}),
+    ("Adadelta", {"lr": 0.5, "rho": 0.8, "weight_decay": 0.01}),
+    ("Adamax", {"lr": 0.01, "betas": (0.8, 0.99), "weight_decay": 0.01}),
+    ("NAdam", {"lr": 0.01, "weight_decay": 0.01, "decoupled_weight_decay": True}),
+    ("RAdam", {"lr": 0.01, "weight_decay": 0.01, "maximize": True}),
+    ("Rprop", {"lr": 0.01, "etas": (0.4, 1.3)}),
+    ("ASGD", {"lr": 0.05, "lambd": 0.01, "t0": 5}),
 ]
 LBFGS_CHECKPOINT_CASES = [
     ("LBFGS", {"lr": 0.5, "max_iter": 3, "history_size": 4}),
@@ -482,9 +627,7 @@ def torch_state_keys(name: str, kwargs: dict):
         p.grad = torch.ones_like(p)
     opt.step()
     sd = opt.state_dict()
-    torch_only = {"foreach", "capturable", "differentiable", "fused"}
-    return ({k: set(v) for k, v in sd["state"].items()},
-            [set(g) - torch_only for g in sd["param_groups"]])
+    return {k: set(v) for k, v in sd["state"].items()}, [set(g) for g in sd["param_groups"]]
 
 
 @pytest.mark.parametrize("case", CHECKPOINT_CASES, ids=case_id)
@@ -496,8 +639,12 @@ def test_state_dict_keys_match_torch(case):
         p.grad = dtrain.ones_like(p)
     opt.step()
     sd = opt.state_dict()
+    state_keys, group_keys = torch_state_keys(name, kwargs)
+    # PyTorch's kernel flags, in the groups of the optimizers that do not take them yet
+    skipped = {"foreach", "capturable", "differentiable", "fused"} - set(opt.defaults)
     assert ({k: set(v) for k, v in sd["state"].items()},
-            [set(g) for g in sd["param_groups"]]) == torch_state_keys(name, kwargs)
+            [set(g) for g in sd["param_groups"]]) == (state_keys,
+                                                     [g - skipped for g in group_keys])
 
 
 def test_torch_checkpoint_loads_and_continues_like_torch():
@@ -525,6 +672,153 @@ def test_torch_checkpoint_loads_and_continues_like_torch():
         opt.step()
     for p, q in zip(params, ours):
         np.testing.assert_allclose(q._data, p.detach().numpy(), rtol=1e-12)
+
+
+NEW_OPTIMIZERS = ["Adadelta", "Adamax", "NAdam", "RAdam", "Rprop", "ASGD"]
+FIRST_ORDER = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", *NEW_OPTIMIZERS]
+CAPTURABLE = ["Adam", "AdamW", "RMSprop", *NEW_OPTIMIZERS]  # those whose torch class takes it
+FUSED = ["SGD", "Adam", "AdamW", "Adagrad"]
+
+
+@pytest.mark.parametrize("name", FIRST_ORDER)
+def test_defaults_match_torch(name):
+    torch = pytest.importorskip("torch")
+    ours = getattr(optim, name)([param([1.0])]).defaults
+    theirs = getattr(torch.optim, name)([torch.zeros(1, requires_grad=True)]).defaults
+    assert ours == theirs
+
+
+@pytest.mark.parametrize("name,flag,error",
+                         [(n, "capturable", AssertionError) for n in CAPTURABLE]
+                         + [(n, "differentiable", RuntimeError) for n in FIRST_ORDER])
+def test_accelerator_flags_fail_at_step_like_torch_on_the_cpu(name, flag, error):
+    torch = pytest.importorskip("torch")
+    p, idle = param([1.0], [1.0]), param([2.0])
+    opt = getattr(optim, name)([{"params": [idle]}, {"params": [p]}], **{flag: True})
+    assert opt.param_groups[1][flag] is True
+    with pytest.raises(error, match=f"{flag}=True"):
+        opt.step()
+    assert p._data[0] == 1.0 and idle._data[0] == 2.0
+    t = torch.ones(1, requires_grad=True)
+    t.grad = torch.ones(1)
+    with pytest.raises(error):
+        getattr(torch.optim, name)([t], **{flag: True}).step()
+    getattr(optim, name)([idle], **{flag: True}).step()  # nothing to update: no error, as torch
+
+
+@pytest.mark.parametrize("name", FUSED)
+@pytest.mark.parametrize("flags", [{"fused": True, "foreach": True},
+                                   {"fused": True, "differentiable": True}])
+def test_fused_conflicts_raise_like_torch(name, flags):
+    torch = pytest.importorskip("torch")
+    with pytest.raises(RuntimeError, match="fused=True"):
+        getattr(optim, name)([param([1.0])], **flags)
+    with pytest.raises(RuntimeError):
+        getattr(torch.optim, name)([torch.zeros(1, requires_grad=True)], **flags)
+
+
+@pytest.mark.parametrize("case", [
+    ("Adadelta", {"lr": 0.5, "weight_decay": 0.01}),
+    ("Adamax", {"lr": 0.01, "maximize": True}),
+    ("NAdam", {"lr": 0.01, "momentum_decay": 0.01}),
+    ("NAdam", {"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True}),
+    ("RAdam", {"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True}),
+    ("Rprop", {"lr": 0.01, "etas": (0.3, 1.5)}),
+    ("ASGD", {"lr": 0.05, "lambd": 0.01, "t0": 3}),  # PyTorch casts eta and mu when loading
+], ids=case_id)
+def test_torch_checkpoint_of_new_optimizers_continues_like_torch(case):
+    torch = pytest.importorskip("torch")
+    name, kwargs = case
+    initial, grads, _ = run_dtrain(name, kwargs, "mlp", "float64", steps=12)
+    params = [torch.tensor(a, requires_grad=True) for a in initial]
+    topt = getattr(torch.optim, name)(params, foreach=False, **kwargs)
+    for step_grads in grads[:6]:
+        for p, g in zip(params, step_grads):
+            p.grad = torch.from_numpy(g.copy())
+        topt.step()
+    tsd = topt.state_dict()
+    topt = getattr(torch.optim, name)(params, foreach=False)
+    topt.load_state_dict(tsd)  # PyTorch casts mu_product to the parameter's dtype here
+    ours = [nn.Parameter(p.detach().numpy().copy()) for p in params]
+    opt = getattr(optim, name)(ours)
+    opt.load_state_dict({
+        "state": {k: {n: v.numpy() for n, v in s.items()} for k, s in tsd["state"].items()},
+        "param_groups": tsd["param_groups"]})
+    assert opt.state[ours[0]]["step"] == 6.0 and opt.param_groups[0]["foreach"] is False
+    for step_grads in grads[6:]:
+        for p, q, g in zip(params, ours, step_grads):
+            p.grad = torch.from_numpy(g.copy())
+            q.grad = dtrain.tensor(g)
+        topt.step()
+        opt.step()
+    for p, q in zip(params, ours):
+        np.testing.assert_allclose(q._data, p.detach().numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_asgd_average_and_rates_match_torch(dtype):
+    """ASGD's estimate is the average ``ax``; its rates are rounded as PyTorch rounds them."""
+    torch = pytest.importorskip("torch")
+    kwargs = {"lr": 0.05, "lambd": 0.01, "alpha": 0.5, "t0": 10}
+    initial, grads, _ = run_dtrain("SGD", {}, "mlp", dtype, steps=30)  # any 30 gradients
+    ours = [nn.Parameter(a.copy()) for a in initial]
+    theirs = [torch.tensor(a, requires_grad=True) for a in initial]
+    opt = optim.ASGD(ours, **kwargs)
+    topt = torch.optim.ASGD(theirs, foreach=False, **kwargs)
+    for step_grads in grads:
+        for p, q, g in zip(ours, theirs, step_grads):
+            p.grad, q.grad = dtrain.tensor(g), torch.from_numpy(g.copy())
+        opt.step()
+        topt.step()
+    for p, q in zip(ours, theirs):
+        mine, ref = opt.state[p], topt.state[q]
+        assert float(mine["eta"]) == ref["eta"].item() and float(mine["mu"]) == ref["mu"].item()
+        assert float(mine["mu"]) < 1  # the average moves
+        np.testing.assert_allclose(mine["ax"], ref["ax"].numpy(), rtol=RTOL[dtype],
+                                   atol=ATOL[dtype] * np.abs(ref["ax"].numpy()).max())
+
+
+def test_nadam_mu_product_is_a_scalar_of_the_parameter_dtype_after_loading():
+    p = param([1.0, 2.0], [1.0, 1.0])
+    opt = optim.NAdam([p])
+    opt.step()
+    assert type(opt.state[p]["mu_product"]) is np.float32  # PyTorch's default scalar dtype
+    sd = opt.state_dict()
+    assert type(sd["state"][0]["mu_product"]) is float  # plain data for dtrain.save
+    opt.load_state_dict(sd)
+    assert type(opt.state[p]["mu_product"]) is np.float64
+    sd["state"][0]["mu_product"] = np.ones(2)
+    with pytest.raises(ValueError, match="'mu_product' of parameter 0 must be a number"):
+        opt.load_state_dict(sd)
+
+
+@pytest.mark.parametrize("name", NEW_OPTIMIZERS)
+def test_new_optimizers_follow_torch_under_a_scheduler(name):
+    """OneCycleLR moves lr (and beta1 where the optimizer has betas) between steps."""
+    torch = pytest.importorskip("torch")
+    from dtrain.optim import lr_scheduler
+
+    def run(lib, sched_lib, make_param, set_grad):
+        params = [make_param(a.copy()) for a in initial]
+        opt = getattr(lib, name)(params, lr=0.01)
+        sched = sched_lib.OneCycleLR(opt, max_lr=0.05, total_steps=30,
+                                     cycle_momentum="betas" in opt.defaults)
+        for step_grads in grads:
+            for p, g in zip(params, step_grads):
+                set_grad(p, g)
+            opt.step()
+            sched.step()
+        return params, opt
+
+    initial, grads, _ = run_dtrain(name, {"lr": 0.01}, "quadratic", "float64", steps=30)
+    ours, opt = run(optim, lr_scheduler, nn.Parameter,
+                    lambda p, g: setattr(p, "grad", dtrain.tensor(g)))
+    theirs, topt = run(torch.optim, torch.optim.lr_scheduler,
+                       lambda a: torch.tensor(a, requires_grad=True),
+                       lambda p, g: setattr(p, "grad", torch.from_numpy(g.copy())))
+    assert opt.param_groups[0]["lr"] == topt.param_groups[0]["lr"]
+    for q, p in zip(ours, theirs):
+        np.testing.assert_allclose(q._data, p.detach().numpy(), rtol=1e-10)
 
 
 # ---------------------------------------------------------------- LBFGS

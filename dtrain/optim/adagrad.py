@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .flags import check_flags
 from .optimizer import Optimizer, Scratch, check_non_negative, effective_grad
 
 
@@ -23,22 +24,26 @@ class Adagrad(Optimizer):
         theta = theta - clr * g / (sqrt(s) + eps)
 
     State per parameter, created for every parameter at construction as in PyTorch: ``step``
-    and ``sum`` (s, starting at ``initial_accumulator_value``).
+    and ``sum`` (s, starting at ``initial_accumulator_value``). ``foreach``, ``fused`` and
+    ``differentiable`` mean what they mean on PyTorch's CPU path (see ``dtrain.optim.flags``).
     """
 
     _shaped_keys = frozenset({"sum"})
 
     def __init__(self, params, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
-                 initial_accumulator_value: float = 0.0, eps: float = 1e-10, *,
-                 maximize: bool = False):
+                 initial_accumulator_value: float = 0.0, eps: float = 1e-10,
+                 foreach: bool | None = None, *, maximize: bool = False,
+                 differentiable: bool = False, fused: bool | None = None):
         defaults = {"lr": lr, "lr_decay": lr_decay, "eps": eps, "weight_decay": weight_decay,
                     "initial_accumulator_value": initial_accumulator_value,
-                    "maximize": maximize}
+                    "foreach": foreach, "maximize": maximize, "differentiable": differentiable,
+                    "fused": fused}
         super().__init__(params, defaults)
 
     def _check_options(self, options: dict) -> None:
         check_non_negative(options, "lr", "lr_decay", "weight_decay",
                            "initial_accumulator_value", "eps")
+        check_flags(options)
 
     def add_param_group(self, param_group: dict) -> None:
         """Add a group as the base class does; its state is created once defaults are known."""

@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .optimizer import Optimizer, Scratch, check_non_negative, effective_grad
+from .flags import check_flags
+from .optimizer import Optimizer, Scratch, check_betas, check_non_negative, effective_grad
 
 
 class Adam(Optimizer):
@@ -26,27 +27,27 @@ class Adam(Optimizer):
         theta = theta - (lr / (1 - beta1^t)) * m / denom
 
     State per parameter: ``step`` (a number), ``exp_avg`` (m), ``exp_avg_sq`` (v) and, with
-    amsgrad, ``max_exp_avg_sq``.
+    amsgrad, ``max_exp_avg_sq``. ``foreach``, ``fused``, ``capturable`` and ``differentiable``
+    mean what they mean on PyTorch's CPU path (see ``dtrain.optim.flags``).
     """
 
     _shaped_keys = frozenset({"exp_avg", "exp_avg_sq", "max_exp_avg_sq"})
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False, *,
-                 maximize: bool = False, decoupled_weight_decay: bool = False):
+                 foreach: bool | None = None, maximize: bool = False, capturable: bool = False,
+                 differentiable: bool = False, fused: bool | None = None,
+                 decoupled_weight_decay: bool = False):
         defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
-                    "amsgrad": amsgrad, "maximize": maximize,
+                    "amsgrad": amsgrad, "maximize": maximize, "foreach": foreach,
+                    "capturable": capturable, "differentiable": differentiable, "fused": fused,
                     "decoupled_weight_decay": decoupled_weight_decay}
         super().__init__(params, defaults)
 
     def _check_options(self, options: dict) -> None:
         check_non_negative(options, "lr", "eps", "weight_decay")
-        betas = options["betas"]
-        if len(betas) != 2:
-            raise ValueError(f"Invalid betas value: {betas} (must be a pair)")
-        for i, beta in enumerate(betas):
-            if not 0.0 <= beta < 1.0:
-                raise ValueError(f"Invalid betas[{i}] value: {beta} (must be in [0, 1))")
+        check_betas(options)
+        check_flags(options)
 
     def step(self, closure: Callable | None = None):
         """Update every parameter that has a gradient; returns the closure's loss (or None)."""

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..autograd.grad_mode import enable_grad
 from ..autograd.tensor import Tensor
+from .flags import check_cpu_step
 
 
 class _RequiredParameter:
@@ -73,6 +74,16 @@ def check_non_negative(options: dict, *names: str) -> None:
         value = options[name]
         if not 0.0 <= value:
             raise ValueError(f"Invalid {name} value: {value} (must be >= 0)")
+
+
+def check_betas(options: dict) -> None:
+    """Raise ValueError unless ``options['betas']`` is a pair of numbers in [0, 1)."""
+    betas = options["betas"]
+    if len(betas) != 2:
+        raise ValueError(f"Invalid betas value: {betas} (must be a pair)")
+    for i, beta in enumerate(betas):
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"Invalid betas[{i}] value: {beta} (must be in [0, 1))")
 
 
 def _as_array(value):
@@ -199,8 +210,15 @@ class Optimizer:
         return g
 
     def _with_grad(self, group: dict) -> list[Tensor]:
-        """The group's parameters that have a gradient (the others are skipped, as in PyTorch)."""
-        return [p for p in group["params"] if p.grad is not None]
+        """The group's parameters that have a gradient (the others are skipped, as in PyTorch).
+
+        A group with any to update is checked for kernel flags the CPU cannot honour
+        (``capturable``, ``differentiable``: see ``dtrain.optim.flags``), as PyTorch's step does.
+        """
+        params = [p for p in group["params"] if p.grad is not None]
+        if params:
+            check_cpu_step(group, type(self).__name__)
+        return params
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -304,3 +322,14 @@ def _export(value):
 
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
+
+
+def import_scalar(value, param: Tensor, key: str, index: int) -> np.floating:
+    """A loaded scalar state entry (NAdam's ``mu_product``, ASGD's ``eta``/``mu``) as a NumPy
+    scalar of the parameter's float dtype, the dtype PyTorch's ``load_state_dict`` casts it to."""
+    value = _as_array(value)
+    if np.size(value) != 1:
+        raise ValueError(f"loaded state '{key}' of parameter {index} must be a number, "
+                         f"got shape {np.shape(value)}")
+    dtype = param._data.dtype if param._data.dtype.kind == "f" else np.dtype(np.float64)
+    return dtype.type(np.asarray(value).item())

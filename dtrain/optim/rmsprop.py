@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .adam import lerp_
+from .flags import check_flags
 from .optimizer import Optimizer, Scratch, check_non_negative, effective_grad
 
 
@@ -31,19 +32,24 @@ class RMSprop(Optimizer):
 
     State per parameter: ``step``, ``square_avg`` (v), ``momentum_buffer`` (b, when
     momentum > 0) and ``grad_avg`` (a, when centered), all moments starting at zero.
+    ``foreach``, ``capturable`` and ``differentiable`` mean what they mean on PyTorch's CPU
+    path (see ``dtrain.optim.flags``).
     """
 
     _shaped_keys = frozenset({"square_avg", "momentum_buffer", "grad_avg"})
 
     def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
-                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False, *,
-                 maximize: bool = False):
+                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False,
+                 capturable: bool = False, foreach: bool | None = None, maximize: bool = False,
+                 differentiable: bool = False):
         defaults = {"lr": lr, "alpha": alpha, "eps": eps, "weight_decay": weight_decay,
-                    "momentum": momentum, "centered": centered, "maximize": maximize}
+                    "momentum": momentum, "centered": centered, "capturable": capturable,
+                    "foreach": foreach, "maximize": maximize, "differentiable": differentiable}
         super().__init__(params, defaults)
 
     def _check_options(self, options: dict) -> None:
         check_non_negative(options, "lr", "eps", "momentum", "weight_decay", "alpha")
+        check_flags(options)
 
     def step(self, closure: Callable | None = None):
         """Update every parameter that has a gradient; returns the closure's loss (or None)."""

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .flags import check_flags
 from .optimizer import Optimizer, Scratch, check_non_negative, effective_grad
 
 
@@ -24,15 +25,20 @@ class SGD(Optimizer):
             g = g + momentum * b              if nesterov, else g = b
         theta = theta - lr * g
 
-    The state of a parameter is ``momentum_buffer`` (only when momentum != 0).
+    The state of a parameter is ``momentum_buffer`` (only when momentum != 0). ``foreach``,
+    ``fused`` and ``differentiable`` mean what they mean on PyTorch's CPU path (see
+    ``dtrain.optim.flags``).
     """
 
     _shaped_keys = frozenset({"momentum_buffer"})
 
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
-                 weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False):
+                 weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False,
+                 foreach: bool | None = None, differentiable: bool = False,
+                 fused: bool | None = None):
         defaults = {"lr": lr, "momentum": momentum, "dampening": dampening,
-                    "weight_decay": weight_decay, "nesterov": nesterov, "maximize": maximize}
+                    "weight_decay": weight_decay, "nesterov": nesterov, "maximize": maximize,
+                    "foreach": foreach, "differentiable": differentiable, "fused": fused}
         super().__init__(params, defaults)
 
     def _check_options(self, options: dict) -> None:
@@ -41,6 +47,7 @@ class SGD(Optimizer):
             raise ValueError("Invalid nesterov: Nesterov momentum requires a momentum and zero "
                              f"dampening (momentum={options['momentum']}, "
                              f"dampening={options['dampening']})")
+        check_flags(options)
 
     def step(self, closure: Callable | None = None):
         """Update every parameter that has a gradient; returns the closure's loss (or None)."""

@@ -1,0 +1,93 @@
+"""Adamax (Kingma & Ba): Adam with the infinity norm, with PyTorch's options."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from .adam import lerp_
+from .flags import check_flags
+from .optimizer import Optimizer, Scratch, check_betas, check_non_negative, effective_grad
+
+
+class Adamax(Optimizer):
+    r"""Adamax; PyTorch's update, operation for operation (single-tensor path).
+
+    At step :math:`t` (counted from 1):
+
+    .. code-block:: text
+
+        g = -g                                      if maximize
+        g = g + weight_decay * theta                if weight_decay != 0
+        m = m + (1 - beta1) * (g - m)               (a lerp towards g)
+        u = max(beta2 * u, |g| + eps)
+        theta = theta - (lr / (1 - beta1^t)) * m / u
+
+    State per parameter: ``step``, ``exp_avg`` (m) and ``exp_inf`` (u), both starting at zero.
+    ``foreach``, ``capturable`` and ``differentiable`` mean what they mean on PyTorch's CPU path
+    (see ``dtrain.optim.flags``).
+    """
+
+    _shaped_keys = frozenset({"exp_avg", "exp_inf"})
+
+    def __init__(self, params, lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, foreach: bool | None = None, *,
+                 maximize: bool = False, differentiable: bool = False, capturable: bool = False):
+        defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
+                    "foreach": foreach, "maximize": maximize, "differentiable": differentiable,
+                    "capturable": capturable}
+        super().__init__(params, defaults)
+
+    def _check_options(self, options: dict) -> None:
+        check_non_negative(options, "lr", "eps", "weight_decay")
+        check_betas(options)
+        check_flags(options)
+
+    def step(self, closure: Callable | None = None):
+        """Update every parameter that has a gradient; returns the closure's loss (or None)."""
+        loss = self._evaluate(closure)
+        for group in self.param_groups:
+            params = self._with_grad(group)
+            states = [self._init_state(p) for p in params]
+            steps = [s["step"] for s in states]
+            beta1, beta2 = group["betas"]
+            adamax([p._data for p in params], [self._grad(p, i) for i, p in enumerate(params)],
+                   [s["exp_avg"] for s in states], [s["exp_inf"] for s in states], steps,
+                   eps=float(group["eps"]), beta1=float(beta1), beta2=float(beta2),
+                   lr=float(group["lr"]), weight_decay=float(group["weight_decay"]),
+                   maximize=bool(group["maximize"]), scratch=self._scratch)
+            for s, step in zip(states, steps):
+                s["step"] = step
+        return loss
+
+    def _init_state(self, p) -> dict:
+        """The parameter's state, created with zero moments on its first step."""
+        state = self.state[p]
+        if not state:
+            state["step"] = 0.0
+            state["exp_avg"] = np.zeros_like(p._data)
+            state["exp_inf"] = np.zeros_like(p._data)
+        return state
+
+
+def adamax(params: list[np.ndarray], grads: list[np.ndarray], exp_avgs: list[np.ndarray],
+           exp_infs: list[np.ndarray], steps: list[float], *, eps: float, beta1: float,
+           beta2: float, lr: float, weight_decay: float, maximize: bool,
+           scratch: Scratch | None = None) -> None:
+    """Adamax on NumPy arrays, in place (``steps`` too); see ``Adamax`` for the rule."""
+    scratch = scratch if scratch is not None else Scratch()
+    for i, param in enumerate(params):
+        steps[i] += 1
+        g = effective_grad(param, grads[i], weight_decay, maximize, scratch)
+        exp_avg, exp_inf = exp_avgs[i], exp_infs[i]
+        tmp = scratch.get(param, 1)
+        lerp_(exp_avg, g, 1 - beta1, tmp)
+        exp_inf *= beta2
+        norm = np.abs(g, out=tmp)
+        norm += eps
+        np.maximum(exp_inf, norm, out=exp_inf)
+        clr = lr / (1 - beta1 ** steps[i])
+        update = np.multiply(exp_avg, -clr, out=tmp)
+        update /= exp_inf
+        param += update
