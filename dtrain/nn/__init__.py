@@ -1,21 +1,33 @@
 """Neural-network building blocks with PyTorch's names and semantics."""
 
 from . import functional, init, utils
-from .activation import ELU, GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Softplus, Tanh
+from .activation import (
+    ELU,
+    GELU,
+    Hardswish,
+    LeakyReLU,
+    LogSoftmax,
+    Mish,
+    ReLU,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Softplus,
+    Tanh,
+)
 from .container import Flatten, ModuleDict, ModuleList, Sequential, Unflatten
 from .conv import Conv2d
 from .dropout import Dropout, keyed_dropout, keyed_randn
 from .linear import Identity, Linear
 from .loss import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss
 from .module import Module
-from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm, collect_batch_stats
+from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, collect_batch_stats
 from .parameter import Parameter
 from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from .sparse import Embedding
+from .upsampling import PixelShuffle, PixelUnshuffle, Upsample
 
 __all__ = [
-    "ELU",
-    "GELU",
     "AdaptiveAvgPool2d",
     "AvgPool2d",
     "BCELoss",
@@ -25,8 +37,12 @@ __all__ = [
     "Conv2d",
     "CrossEntropyLoss",
     "Dropout",
+    "ELU",
     "Embedding",
     "Flatten",
+    "GELU",
+    "GroupNorm",
+    "Hardswish",
     "Identity",
     "L1Loss",
     "LayerNorm",
@@ -35,18 +51,23 @@ __all__ = [
     "LogSoftmax",
     "MSELoss",
     "MaxPool2d",
+    "Mish",
     "Module",
     "ModuleDict",
     "ModuleList",
     "NLLLoss",
     "Parameter",
+    "PixelShuffle",
+    "PixelUnshuffle",
     "ReLU",
     "Sequential",
+    "SiLU",
     "Sigmoid",
     "Softmax",
     "Softplus",
     "Tanh",
     "Unflatten",
+    "Upsample",
     "collect_batch_stats",
     "functional",
     "init",

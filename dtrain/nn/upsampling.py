@@ -1,0 +1,236 @@
+"""Resizing: ``interpolate``/``Upsample`` (nearest, linear, bilinear) and pixel (un)shuffle.
+
+Interpolation is separable: along each resized axis the output is a fixed (out, in) matrix
+times the input, with PyTorch's source-index rules (its float32 scale for nearest, the
+half-pixel or align-corners mapping for linear). Nearest gathers rows in the forward; the
+backward of every mode multiplies by the transposed matrices, one BLAS call per axis.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from ..autograd.tensor import Tensor, _op
+from .module import Module
+
+_SPATIAL = {"nearest": (1, 2), "nearest-exact": (1, 2), "linear": (1,), "bilinear": (2,)}
+
+
+def _nearest_index(size: int, out: int, scale: float | None, exact: bool) -> np.ndarray:
+    """Source index of every output position (PyTorch computes the scale in float32)."""
+    if out == size:  # PyTorch copies an axis whose size does not change, whatever the scale
+        return np.arange(size)
+    ratio = np.float32(1.0 / scale) if scale else np.float32(size) / np.float32(out)
+    dst = np.arange(out, dtype=np.float32)
+    src = np.floor((dst + np.float32(0.5)) * ratio if exact else dst * ratio)
+    return np.minimum(src.astype(np.int64), size - 1)
+
+
+def _linear_matrix(size: int, out: int, scale: float | None, align_corners: bool,
+                   dtype) -> np.ndarray:
+    """(out, size) weights of linear interpolation with PyTorch's source positions."""
+    if out == size:
+        return np.eye(size, dtype=dtype)
+    dst = np.arange(out, dtype=dtype)
+    if align_corners:
+        src = dst * dtype.type((size - 1) / (out - 1) if out > 1 else 0.0)
+    else:
+        ratio = dtype.type(1.0 / scale if scale else size / out)
+        src = np.maximum((dst + dtype.type(0.5)) * ratio - dtype.type(0.5), 0)
+    lo = np.minimum(src.astype(np.int64), size - 1)
+    hi = np.minimum(lo + 1, size - 1)
+    frac = (src - lo).astype(dtype)
+    matrix = np.zeros((out, size), dtype=dtype)
+    rows = np.arange(out)
+    np.add.at(matrix, (rows, lo), 1 - frac)
+    np.add.at(matrix, (rows, hi), frac)
+    return matrix
+
+
+def _output_sizes(shape: tuple, size, scale_factor, count: int) -> tuple[list, list]:
+    """Output sizes and the scale (or None) PyTorch uses for each resized axis."""
+    if (size is None) == (scale_factor is None):
+        raise ValueError("only one of size or scale_factor should be defined" if size is not None
+                         else "either size or scale_factor should be defined")
+    spatial = shape[-count:]
+    if size is not None:
+        sizes = list(size) if isinstance(size, (tuple, list)) else [size] * count
+        if len(sizes) != count:
+            raise ValueError(f"Input and output must have the same number of spatial dimensions, "
+                             f"but got input with spatial dimensions of {list(spatial)} and "
+                             f"output size of {sizes}. Please provide input tensor in (N, C, "
+                             "d1, d2, ...,dK) format and output size in (o1, o2, ...,oK) format.")
+        sizes = [int(s) for s in sizes]
+        scales = [None] * count
+    else:
+        factors = (list(scale_factor) if isinstance(scale_factor, (tuple, list))
+                   else [scale_factor] * count)
+        if len(factors) != count:
+            raise ValueError(f"Input and scale_factor must have the same number of spatial "
+                             f"dimensions, but got input with spatial dimensions of "
+                             f"{list(spatial)} and scale_factor of shape {factors}.")
+        scales = [float(f) for f in factors]
+        sizes = [math.floor(n * f) for n, f in zip(spatial, scales)]
+    if min(sizes) < 1:
+        raise RuntimeError(f"interpolate: input of shape {tuple(shape)} gives output size "
+                           f"{tuple(sizes)}; every output size must be positive")
+    return sizes, scales
+
+
+def interpolate(input: Tensor, size=None, scale_factor=None, mode: str = "nearest",
+                align_corners: bool | None = None, recompute_scale_factor: bool | None = None,
+                antialias: bool = False) -> Tensor:
+    """Resize the spatial dims of (N, C, L) or (N, C, H, W) input, as ``F.interpolate``."""
+    X = input.data
+    if mode not in _SPATIAL and mode not in ("bicubic", "trilinear", "area"):
+        raise NotImplementedError(f"interpolate: unknown mode {mode!r}")
+    if align_corners is not None and mode not in ("linear", "bilinear"):
+        raise ValueError("align_corners option can only be set with the interpolating modes: "
+                         "linear | bilinear | bicubic | trilinear")
+    count = X.ndim - 2
+    if mode not in _SPATIAL or count not in _SPATIAL[mode] or antialias:
+        need = {"linear": "3D", "bilinear": "4D"}.get(mode, "3D or 4D")
+        raise NotImplementedError(f"Got {X.ndim}D input of shape {tuple(X.shape)}, but mode "
+                                  f"{mode!r}{' with antialias' if antialias else ''} is "
+                                  f"supported for {need} input only")
+    if X.dtype.kind != "f":
+        raise TypeError(f"interpolate: expected a floating input, got dtype {X.dtype}")
+    sizes, scales = _output_sizes(X.shape, size, scale_factor, count)
+    if recompute_scale_factor:
+        scales = [None] * count
+    nearest = mode.startswith("nearest")
+    matrices, indices = [], []
+    for axis, (n, out, scale) in enumerate(zip(X.shape[2:], sizes, scales)):
+        if nearest:
+            idx = _nearest_index(n, out, scale, mode == "nearest-exact")
+            indices.append(idx)
+            matrix = np.zeros((out, n), dtype=X.dtype)
+            matrix[np.arange(out), idx] = 1
+        else:
+            matrix = _linear_matrix(n, out, scale, bool(align_corners), X.dtype)
+        matrices.append(matrix)
+    if nearest:
+        out = X[..., indices[0], :][..., indices[1]] if count == 2 else X[..., indices[0]]
+    else:
+        out = X @ matrices[-1].T
+        if count == 2:
+            out = np.matmul(matrices[0], out)
+
+    def backward(g):
+        gx = g @ matrices[-1]
+        if count == 2:
+            gx = np.matmul(matrices[0].T, gx)
+        return (gx,)
+
+    names = {"nearest": "UpsampleNearest", "nearest-exact": "UpsampleNearestExact",
+             "linear": "UpsampleLinear", "bilinear": "UpsampleBilinear"}
+    return _op(np.ascontiguousarray(out), (input,), backward, f"{names[mode]}{count}DBackward0")
+
+
+class Upsample(Module):
+    """Resize by ``size`` or ``scale_factor`` with ``interpolate`` (PyTorch's ``nn.Upsample``)."""
+
+    def __init__(self, size=None, scale_factor=None, mode: str = "nearest",
+                 align_corners: bool | None = None, recompute_scale_factor: bool | None = None):
+        super().__init__()
+        self.size = size
+        if isinstance(scale_factor, (tuple, list)):
+            self.scale_factor = tuple(float(f) for f in scale_factor)
+        else:
+            self.scale_factor = float(scale_factor) if scale_factor else None
+        self.mode, self.align_corners = mode, align_corners
+        self.recompute_scale_factor = recompute_scale_factor
+
+    def forward(self, input: Tensor) -> Tensor:
+        return interpolate(input, self.size, self.scale_factor, self.mode, self.align_corners,
+                           recompute_scale_factor=self.recompute_scale_factor)
+
+    def extra_repr(self) -> str:
+        info = (f"scale_factor={self.scale_factor!r}" if self.scale_factor is not None
+                else f"size={self.size!r}")
+        return f"{info}, mode={self.mode!r}"
+
+
+# ---------------------------------------------------------------------- pixel shuffle
+def _factor(value, name: str) -> int:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def pixel_shuffle(input: Tensor, upscale_factor: int) -> Tensor:
+    """(*, C*r*r, H, W) to (*, C, H*r, W*r): sub-pixel convolution's rearrangement."""
+    r = _factor(upscale_factor, "upscale_factor")
+    X = input.data
+    if X.ndim < 3:
+        raise RuntimeError(f"pixel_shuffle expects input to have at least 3 dimensions, but got "
+                           f"input of shape {tuple(X.shape)}")
+    *lead, c, h, w = X.shape
+    if c % (r * r):
+        raise RuntimeError(f"pixel_shuffle expects its input's 'channel' dimension to be "
+                           f"divisible by the square of upscale_factor, but input.size(-3)={c} "
+                           f"is not divisible by {r * r}")
+    k = len(lead)
+    perm = (*range(k), k, k + 3, k + 1, k + 4, k + 2)
+    out = X.reshape(*lead, c // (r * r), r, r, h, w).transpose(perm)
+    out = np.ascontiguousarray(out).reshape(*lead, c // (r * r), h * r, w * r)
+
+    def backward(g):
+        back = g.reshape(*lead, c // (r * r), h, r, w, r).transpose(np.argsort(perm))
+        return (np.ascontiguousarray(back).reshape(X.shape),)
+
+    return _op(out, (input,), backward, "PixelShuffleBackward0")
+
+
+def pixel_unshuffle(input: Tensor, downscale_factor: int) -> Tensor:
+    """(*, C, H*r, W*r) to (*, C*r*r, H, W): the inverse of ``pixel_shuffle``."""
+    r = _factor(downscale_factor, "downscale_factor")
+    X = input.data
+    if X.ndim < 3:
+        raise RuntimeError(f"pixel_unshuffle expects input to have at least 3 dimensions, but "
+                           f"got input of shape {tuple(X.shape)}")
+    *lead, c, h, w = X.shape
+    if h % r or w % r:
+        raise RuntimeError(f"pixel_unshuffle expects height ({h}) and width ({w}) to be "
+                           f"divisible by downscale_factor={r}; input of shape {tuple(X.shape)}")
+    k = len(lead)
+    perm = (*range(k), k, k + 2, k + 4, k + 1, k + 3)
+    out = X.reshape(*lead, c, h // r, r, w // r, r).transpose(perm)
+    out = np.ascontiguousarray(out).reshape(*lead, c * r * r, h // r, w // r)
+
+    def backward(g):
+        back = g.reshape(*lead, c, r, r, h // r, w // r).transpose(np.argsort(perm))
+        return (np.ascontiguousarray(back).reshape(X.shape),)
+
+    return _op(out, (input,), backward, "PixelUnshuffleBackward0")
+
+
+class PixelShuffle(Module):
+    """Rearrange (*, C*r*r, H, W) into (*, C, H*r, W*r)."""
+
+    def __init__(self, upscale_factor: int):
+        super().__init__()
+        self.upscale_factor = _factor(upscale_factor, "upscale_factor")
+
+    def forward(self, input: Tensor) -> Tensor:
+        return pixel_shuffle(input, self.upscale_factor)
+
+    def extra_repr(self) -> str:
+        return f"upscale_factor={self.upscale_factor}"
+
+
+class PixelUnshuffle(Module):
+    """Rearrange (*, C, H*r, W*r) into (*, C*r*r, H, W)."""
+
+    def __init__(self, downscale_factor: int):
+        super().__init__()
+        self.downscale_factor = _factor(downscale_factor, "downscale_factor")
+
+    def forward(self, input: Tensor) -> Tensor:
+        return pixel_unshuffle(input, self.downscale_factor)
+
+    def extra_repr(self) -> str:
+        return f"downscale_factor={self.downscale_factor}"
