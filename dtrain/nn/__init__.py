@@ -17,6 +17,8 @@ from .activation import (
 )
 from .container import Flatten, ModuleDict, ModuleList, Sequential, Unflatten
 from .conv import Conv2d
+from .conv1d import Conv1d
+from .conv_transpose import ConvTranspose2d
 from .dropout import Dropout, keyed_dropout, keyed_randn
 from .linear import Identity, Linear
 from .loss import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss
@@ -34,7 +36,9 @@ __all__ = [
     "BCEWithLogitsLoss",
     "BatchNorm1d",
     "BatchNorm2d",
+    "Conv1d",
     "Conv2d",
+    "ConvTranspose2d",
     "CrossEntropyLoss",
     "Dropout",
     "ELU",

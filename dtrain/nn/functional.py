@@ -26,6 +26,8 @@ from ._kernels import (
 )
 from .activation import _implicit_dim
 from .conv import conv2d
+from .conv1d import conv1d
+from .conv_transpose import conv_transpose2d
 from .dropout import dropout
 from .normalization import batch_norm, group_norm, layer_norm, normalize
 from .padding import pad
@@ -39,7 +41,9 @@ __all__ = [
     "batch_norm",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
+    "conv1d",
     "conv2d",
+    "conv_transpose2d",
     "cross_entropy",
     "dropout",
     "elu",
