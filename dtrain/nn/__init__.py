@@ -26,6 +26,7 @@ from .module import Module
 from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, collect_batch_stats
 from .parameter import Parameter
 from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from .rnn import GRU, LSTM, RNN
 from .sparse import Embedding
 from .upsampling import PixelShuffle, PixelUnshuffle, Upsample
 
@@ -45,10 +46,12 @@ __all__ = [
     "Embedding",
     "Flatten",
     "GELU",
+    "GRU",
     "GroupNorm",
     "Hardswish",
     "Identity",
     "L1Loss",
+    "LSTM",
     "LayerNorm",
     "LeakyReLU",
     "Linear",
@@ -63,6 +66,7 @@ __all__ = [
     "Parameter",
     "PixelShuffle",
     "PixelUnshuffle",
+    "RNN",
     "ReLU",
     "Sequential",
     "SiLU",

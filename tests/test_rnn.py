@@ -1,0 +1,195 @@
+"""RNN, LSTM and GRU against PyTorch (torch's state_dict loaded) and finite differences."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from test_layers import RNG, numeric_grad
+
+import dtrain
+from dtrain import nn
+from dtrain.nn import keyed_dropout
+
+TOL = {"float64": {"rtol": 1e-10, "atol": 1e-10}, "float32": {"rtol": 1e-4, "atol": 2e-5}}
+OPTIONS = [{}, {"num_layers": 2}, {"bidirectional": True}, {"bias": False},
+           {"num_layers": 3, "bidirectional": True, "batch_first": True}]
+CASES = ([("RNN", o) for o in OPTIONS + [{"nonlinearity": "relu", "num_layers": 2}]]
+         + [("LSTM", o) for o in OPTIONS] + [("GRU", o) for o in OPTIONS])
+
+
+def outputs(result) -> list:
+    """(output, h_n) or (output, (h_n, c_n)) as a flat list."""
+    out, state = result
+    return [out, *state] if isinstance(state, tuple) else [out, state]
+
+
+def torch_pair(cls: str, options: dict, dtype: str, input_size: int = 3, hidden: int = 4):
+    """A torch layer and a dtrain layer that loaded torch's state_dict."""
+    import torch
+
+    torch.manual_seed(0)
+    twin = getattr(torch.nn, cls)(input_size, hidden, **options, dtype=getattr(torch, dtype))
+    layer = getattr(nn, cls)(input_size, hidden, **options, dtype=dtype)
+    assert list(layer.state_dict()) == list(twin.state_dict())
+    assert repr(layer) == repr(twin)
+    layer.load_state_dict({k: v.numpy() for k, v in twin.state_dict().items()})
+    return layer, twin
+
+
+def initial_state(cls: str, layer, batch: int | None, dtype: str) -> list[np.ndarray]:
+    shape = (layer.num_layers * (2 if layer.bidirectional else 1),) + (
+        (batch,) if batch else ()) + (layer.hidden_size,)
+    return [RNG.standard_normal(shape).astype(dtype) for _ in range(2 if cls == "LSTM" else 1)]
+
+
+def run_both(cls, layer, twin, x, states, dtype):
+    """Forward and backward with the same upstream gradients; compare everything."""
+    import torch
+
+    def run(lib, module):
+        xt = lib.tensor(x, requires_grad=True)
+        st = [lib.tensor(s, requires_grad=True) for s in states]
+        hx = None if not st else (tuple(st) if cls == "LSTM" else st[0])
+        outs = outputs(module(xt, hx))
+        total = 0
+        for i, o in enumerate(outs):
+            up = np.cos(np.arange(int(np.prod(o.shape))) * (i + 1.3)).reshape(tuple(o.shape))
+            total = total + (o * lib.tensor(up.astype(dtype))).sum()
+        total.backward()
+        grads = [xt.grad, *(s.grad for s in st)]
+        return [o.detach().numpy() for o in outs], [np.asarray(g.numpy()) for g in grads]
+
+    ours, our_grads = run(dtrain, layer)
+    theirs, their_grads = run(torch, twin)
+    for a, b in zip(ours + our_grads, theirs + their_grads):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        np.testing.assert_allclose(a, b, **TOL[dtype])
+    tparams = dict(twin.named_parameters())
+    for name, p in layer.named_parameters():
+        np.testing.assert_allclose(p.grad.data, tparams[name].grad.numpy(), **TOL[dtype],
+                                   err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("cls,options", CASES)
+def test_recurrent_layers_match_torch(cls, options, dtype):
+    pytest.importorskip("torch")
+    layer, twin = torch_pair(cls, options, dtype)
+    shape = (2, 5, 3) if options.get("batch_first") else (5, 2, 3)
+    x = RNG.standard_normal(shape).astype(dtype)
+    run_both(cls, layer, twin, x, [], dtype)
+    run_both(cls, layer, twin, x, initial_state(cls, layer, 2, dtype), dtype)
+
+
+@pytest.mark.parametrize("cls", ["RNN", "LSTM", "GRU"])
+def test_unbatched_input_matches_torch(cls):
+    pytest.importorskip("torch")
+    layer, twin = torch_pair(cls, {"num_layers": 2, "bidirectional": True}, "float64")
+    x = RNG.standard_normal((6, 3))
+    run_both(cls, layer, twin, x, [], "float64")
+    run_both(cls, layer, twin, x, initial_state(cls, layer, None, "float64"), "float64")
+
+
+@pytest.mark.parametrize("cls,options", [("RNN", {"bidirectional": True}),
+                                         ("RNN", {"nonlinearity": "relu"}),
+                                         ("LSTM", {"num_layers": 2, "bidirectional": True}),
+                                         ("GRU", {"num_layers": 2, "bidirectional": True}),
+                                         ("GRU", {"bias": False})])
+def test_recurrent_gradients_match_finite_differences(cls, options):
+    dtrain.manual_seed(0)
+    layer = getattr(nn, cls)(3, 2, **options, dtype="float64")
+    x = RNG.standard_normal((4, 2, 3))
+    states = initial_state(cls, layer, 2, "float64")
+    ups = None
+
+    def loss(grad: bool):
+        nonlocal ups
+        xt = dtrain.tensor(x, requires_grad=grad)
+        st = [dtrain.tensor(s, requires_grad=grad) for s in states]
+        outs = outputs(layer(xt, tuple(st) if cls == "LSTM" else st[0]))
+        if ups is None:
+            ups = [RNG.standard_normal(o.shape) for o in outs]
+        total = sum((o * dtrain.tensor(u)).sum() for o, u in zip(outs, ups))
+        return total, xt, st
+
+    total, xt, st = loss(True)
+    total.backward()
+
+    def scalar():
+        with dtrain.no_grad():
+            return float(loss(False)[0].data)
+
+    for name, array, grad in ([("input", x, xt.grad)]
+                              + [(f"state{i}", s, t.grad) for i, (s, t) in
+                                 enumerate(zip(states, st))]
+                              + [(n, p.data, p.grad) for n, p in layer.named_parameters()]):
+        np.testing.assert_allclose(grad.data, numeric_grad(scalar, array), atol=1e-6,
+                                   err_msg=name)
+
+
+def test_parameters_shapes_and_init_follow_torch():
+    dtrain.manual_seed(0)
+    layer = nn.LSTM(3, 5, num_layers=2, bidirectional=True)
+    shapes = {k: v.shape for k, v in layer.state_dict().items()}
+    assert shapes["weight_ih_l0"] == (20, 3) and shapes["weight_hh_l0_reverse"] == (20, 5)
+    assert shapes["weight_ih_l1"] == (20, 10) and shapes["bias_hh_l1_reverse"] == (20,)
+    assert len(shapes) == 16
+    bound = 1 / math.sqrt(5)
+    for name, p in layer.named_parameters():
+        assert p.dtype == np.float32 and np.abs(p.data).max() <= bound, name
+        assert p.data.std() > bound / 3, name
+    assert nn.GRU(2, 3).weight_hh_l0.shape == (9, 3) and nn.RNN(2, 3).bias_ih_l0.shape == (3,)
+    assert [n for n, _ in nn.RNN(2, 3, bias=False).named_parameters()] == [
+        "weight_ih_l0", "weight_hh_l0"]
+
+
+def test_dropout_between_layers_is_keyed_by_sample():
+    dtrain.manual_seed(0)
+    layer = nn.GRU(3, 4, num_layers=2, dropout=0.5, batch_first=True)
+    x = RNG.standard_normal((4, 6, 3)).astype(np.float32)
+    with keyed_dropout(5, 1, [10, 11, 12, 13]):
+        full, _ = layer(dtrain.tensor(x))
+    with keyed_dropout(5, 1, [12, 13]):
+        part, _ = layer(dtrain.tensor(x[2:]))
+    np.testing.assert_allclose(full.data[2:], part.data, rtol=1e-6, atol=1e-6)
+    with keyed_dropout(6, 1, [12, 13]):
+        other, _ = layer(dtrain.tensor(x[2:]))
+    assert not np.allclose(other.data, part.data)
+    layer.eval()
+    evaluated = layer(dtrain.tensor(x))[0]
+    layer.train()
+    no_drop = nn.GRU(3, 4, num_layers=2, batch_first=True)
+    no_drop.load_state_dict(layer.state_dict())
+    np.testing.assert_array_equal(evaluated.data, no_drop(dtrain.tensor(x))[0].data)
+    assert not np.allclose(layer(dtrain.tensor(x))[0].data, evaluated.data)
+
+
+def test_dropout_with_one_layer_warns_like_torch():
+    with pytest.warns(UserWarning, match="num_layers greater than 1"):
+        nn.LSTM(3, 4, dropout=0.2)
+
+
+def test_recurrent_errors():
+    layer = nn.LSTM(3, 4, num_layers=2)
+    with pytest.raises(ValueError, match=r"2D or 3D, got 4D"):
+        layer(dtrain.randn(2, 3, 4, 3))
+    with pytest.raises(RuntimeError, match="Expected 3, got 5"):
+        layer(dtrain.randn(4, 2, 5))
+    with pytest.raises(RuntimeError, match=r"Expected hidden size \(2, 2, 4\), got \(1, 2, 4\)"):
+        layer(dtrain.randn(4, 2, 3), (dtrain.zeros(1, 2, 4), dtrain.zeros(2, 2, 4)))
+    with pytest.raises(RuntimeError, match="hx should also be 3-D"):
+        layer(dtrain.randn(4, 2, 3), (dtrain.zeros(2, 4), dtrain.zeros(2, 4)))
+    with pytest.raises(RuntimeError, match="cx should also be 2-D"):
+        layer(dtrain.randn(4, 3), (dtrain.zeros(2, 4), dtrain.zeros(2, 1, 4)))
+    with pytest.raises(TypeError, match="tuple"):
+        layer(dtrain.randn(4, 2, 3), dtrain.zeros(2, 2, 4))
+    with pytest.raises(ValueError, match="Unknown nonlinearity"):
+        nn.RNN(3, 4, nonlinearity="sigmoid")
+    with pytest.raises(ValueError, match="dropout should be a number"):
+        nn.GRU(3, 4, num_layers=2, dropout=1.5)
+    with pytest.raises(ValueError, match="hidden_size"):
+        nn.GRU(3, 0)
+    with pytest.raises(NotImplementedError, match="proj_size"):
+        nn.LSTM(3, 4, proj_size=2)
