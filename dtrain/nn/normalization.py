@@ -486,11 +486,8 @@ class GroupNorm(Module):
 
 
 # ------------------------------------------------------------------------- normalize
-def normalize(input: Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12,
-              out=None) -> Tensor:
+def normalize(input: Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12) -> Tensor:
     """``input / max(||input||_p, eps)`` along ``dim``, as ``F.normalize``."""
-    if out is not None:
-        raise TypeError("normalize: out= is not supported; use the returned tensor")
     X = input.data
     _check_dtypes("normalize", X)
     if X.ndim == 0 or not -X.ndim <= dim < X.ndim:

@@ -80,41 +80,57 @@ def _output_sizes(shape: tuple, size, scale_factor, count: int) -> tuple[list, l
     return sizes, scales
 
 
-def interpolate(input: Tensor, size=None, scale_factor=None, mode: str = "nearest",
+def resize_plan(shape: tuple, dtype, size=None, scale_factor=None, mode: str = "nearest",
                 align_corners: bool | None = None, recompute_scale_factor: bool | None = None,
-                antialias: bool = False) -> Tensor:
-    """Resize the spatial dims of (N, C, L) or (N, C, H, W) input, as ``F.interpolate``."""
-    X = input.data
+                antialias: bool = False) -> tuple[bool, list]:
+    """Checked arguments of ``interpolate`` as (nearest, one array per resized axis).
+
+    Nearest modes give each axis's source indices, linear modes its (out, in) weight matrix.
+    """
+    dtype = np.dtype(dtype)
     if mode not in _SPATIAL and mode not in ("bicubic", "trilinear", "area"):
         raise NotImplementedError(f"interpolate: unknown mode {mode!r}")
     if align_corners is not None and mode not in ("linear", "bilinear"):
         raise ValueError("align_corners option can only be set with the interpolating modes: "
                          "linear | bilinear | bicubic | trilinear")
-    count = X.ndim - 2
+    count = len(shape) - 2
     if mode not in _SPATIAL or count not in _SPATIAL[mode] or antialias:
         need = {"linear": "3D", "bilinear": "4D"}.get(mode, "3D or 4D")
-        raise NotImplementedError(f"Got {X.ndim}D input of shape {tuple(X.shape)}, but mode "
+        raise NotImplementedError(f"Got {len(shape)}D input of shape {tuple(shape)}, but mode "
                                   f"{mode!r}{' with antialias' if antialias else ''} is "
                                   f"supported for {need} input only")
-    if X.dtype.kind != "f":
-        raise TypeError(f"interpolate: expected a floating input, got dtype {X.dtype}")
-    sizes, scales = _output_sizes(X.shape, size, scale_factor, count)
+    if dtype.kind != "f":
+        raise TypeError(f"interpolate: expected a floating input, got dtype {dtype}")
+    sizes, scales = _output_sizes(shape, size, scale_factor, count)
     if recompute_scale_factor:
         scales = [None] * count
     nearest = mode.startswith("nearest")
-    matrices, indices = [], []
-    for axis, (n, out, scale) in enumerate(zip(X.shape[2:], sizes, scales)):
+    plan = []
+    for n, out, scale in zip(shape[2:], sizes, scales):
         if nearest:
-            idx = _nearest_index(n, out, scale, mode == "nearest-exact")
-            indices.append(idx)
-            matrix = np.zeros((out, n), dtype=X.dtype)
-            matrix[np.arange(out), idx] = 1
+            plan.append(_nearest_index(n, out, scale, mode == "nearest-exact"))
         else:
-            matrix = _linear_matrix(n, out, scale, bool(align_corners), X.dtype)
-        matrices.append(matrix)
+            plan.append(_linear_matrix(n, out, scale, bool(align_corners), dtype))
+    return nearest, plan
+
+
+def interpolate(input: Tensor, size=None, scale_factor=None, mode: str = "nearest",
+                align_corners: bool | None = None, recompute_scale_factor: bool | None = None,
+                antialias: bool = False) -> Tensor:
+    """Resize the spatial dims of (N, C, L) or (N, C, H, W) input, as ``F.interpolate``."""
+    X = input.data
+    nearest, plan = resize_plan(X.shape, X.dtype, size, scale_factor, mode, align_corners,
+                                recompute_scale_factor, antialias)
+    count = len(plan)
     if nearest:
-        out = X[..., indices[0], :][..., indices[1]] if count == 2 else X[..., indices[0]]
+        out = X[..., plan[0], :][..., plan[1]] if count == 2 else X[..., plan[0]]
+        matrices = []
+        for n, idx in zip(X.shape[2:], plan):
+            matrix = np.zeros((len(idx), n), dtype=X.dtype)
+            matrix[np.arange(len(idx)), idx] = 1
+            matrices.append(matrix)
     else:
+        matrices = plan
         out = X @ matrices[-1].T
         if count == 2:
             out = np.matmul(matrices[0], out)
