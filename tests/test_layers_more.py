@@ -233,3 +233,26 @@ def test_group_norm_errors():
         F.group_norm(dtrain.randn(2, 4, 3), 3)
     with pytest.raises(RuntimeError, match=r"\(N, 4, \*\).*\(2, 6\)"):
         nn.GroupNorm(2, 4)(dtrain.randn(2, 6))
+
+
+PAD_LAYERS = [("ZeroPad1d", (2,), (2, 3, 5)), ("ZeroPad2d", ((1, 2, 3, 0),), (2, 3, 4, 5)),
+              ("ConstantPad1d", ((1, 2), 3.5), (3, 5)), ("ConstantPad2d", (1, -0.5), (3, 4, 5)),
+              ("ReflectionPad1d", ((2, 1),), (2, 3, 5)), ("ReflectionPad2d", (2,), (2, 3, 4, 5)),
+              ("ReplicationPad1d", (3,), (3, 5)), ("ReplicationPad2d", ((1, 0, 2, 3),),
+                                                    (3, 4, 5)),
+              ("CircularPad1d", (2,), (2, 3, 5)), ("CircularPad2d", ((1, 2, 2, 1),), (1, 3, 4, 5))]
+
+
+@pytest.mark.parametrize("cls,args,shape", PAD_LAYERS)
+def test_padding_layers_match_torch(cls, args, shape):
+    torch = pytest.importorskip("torch")
+    layer, twin = getattr(nn, cls)(*args), getattr(torch.nn, cls)(*args)
+    assert repr(layer) == repr(twin)
+    compare_with_torch(layer, twin, RNG.standard_normal(shape), "float64")
+
+
+def test_padding_layer_errors():
+    with pytest.raises(ValueError, match="tuple of 4 ints"):
+        nn.ZeroPad2d((1, 2))
+    with pytest.raises(NotImplementedError, match="Padding size 4 .* 2D input"):
+        nn.ReflectionPad2d(1)(dtrain.randn(3, 4))

@@ -57,6 +57,11 @@ def test_new_activations(tmp_path, opset, expected):
     (lambda: nn.Upsample(size=9, mode="linear"), (2, 5)),
     (lambda: nn.AdaptiveAvgPool2d((3, 5)), (2, 7, 8)),
     (lambda: nn.AdaptiveAvgPool2d(3), (2, 4, 4)),
+    (lambda: nn.ZeroPad2d((1, 2, 0, 3)), (2, 4, 4)),
+    (lambda: nn.ConstantPad2d(2, -1.5), (2, 4, 4)),
+    (lambda: nn.ConstantPad1d((-1, 2), 0.5), (2, 4)),
+    (lambda: nn.ReflectionPad2d((1, 0, 2, 1)), (2, 4, 4)),
+    (lambda: nn.ReplicationPad1d(3), (2, 4)),
 ])
 def test_new_layers(tmp_path, layer, shape):
     check(randomized(nn.Sequential(layer())), shape, tmp_path)
@@ -108,6 +113,7 @@ def test_pad_circular_from_opset_19(tmp_path):
             return F.pad(x, (1, 2, 2, 0), mode="circular")
 
     check(Circular(), (2, 4, 5), tmp_path, opset=19)
+    check(nn.Sequential(nn.CircularPad2d((2, 0, 1, 1))), (2, 4, 5), tmp_path, opset=19)
 
 
 # -------------------------------------------------------------------------- recurrent

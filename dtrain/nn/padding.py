@@ -13,6 +13,7 @@ import numbers
 import numpy as np
 
 from ..autograd.tensor import Tensor, _op
+from .module import Module
 
 _NUMPY_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
@@ -107,3 +108,92 @@ def pad(input: Tensor, pad, mode: str = "constant", value: float | None = None) 
         raise ValueError(f"Padding mode \"{mode}\" doesn't take in value argument")
     _check_copying(X, pairs, len(pad) // 2, mode)
     return _copying(input, pairs, mode)
+
+
+# --------------------------------------------------------------------------- layers
+class _PadNd(Module):
+    """Shared body of the padding layers: ``padding`` as an int or a (2 * dims)-tuple."""
+
+    dims = 1
+    mode = "constant"
+
+    def __init__(self, padding, value: float = 0.0):
+        super().__init__()
+        count = 2 * self.dims
+        if isinstance(padding, numbers.Integral) and not isinstance(padding, bool):
+            padding = (int(padding),) * count
+        if not isinstance(padding, (tuple, list)) or len(padding) != count:
+            raise ValueError(f"{type(self).__name__}: padding must be an int or a tuple of "
+                             f"{count} ints, got {padding!r}")
+        self.padding = tuple(int(p) for p in padding)
+        self.value = value
+
+    def forward(self, input: Tensor) -> Tensor:
+        return pad(input, self.padding, self.mode, self.value if self.mode == "constant" else None)
+
+    def extra_repr(self) -> str:
+        return f"{self.padding}"
+
+
+class _ConstantPadNd(_PadNd):
+    def __init__(self, padding, value: float):
+        super().__init__(padding, value)
+
+    def extra_repr(self) -> str:
+        return f"padding={self.padding}, value={self.value}"
+
+
+class ConstantPad1d(_ConstantPadNd):
+    """Pad the last dim with ``value``."""
+
+
+class ConstantPad2d(_ConstantPadNd):
+    """Pad the last two dims with ``value``."""
+
+    dims = 2
+
+
+class ZeroPad1d(_PadNd):
+    """Pad the last dim with zeros."""
+
+
+class ZeroPad2d(_PadNd):
+    """Pad the last two dims with zeros."""
+
+    dims = 2
+
+
+class ReflectionPad1d(_PadNd):
+    """Pad the last dim with its reflection (edge not repeated)."""
+
+    mode = "reflect"
+
+
+class ReflectionPad2d(_PadNd):
+    """Pad the last two dims with their reflection (edge not repeated)."""
+
+    dims, mode = 2, "reflect"
+
+
+class ReplicationPad1d(_PadNd):
+    """Pad the last dim by repeating its edge values."""
+
+    mode = "replicate"
+
+
+class ReplicationPad2d(_PadNd):
+    """Pad the last two dims by repeating their edge values."""
+
+    dims, mode = 2, "replicate"
+
+
+class CircularPad1d(_PadNd):
+    """Pad the last dim by wrapping around."""
+
+    mode = "circular"
+
+
+class CircularPad2d(_PadNd):
+    """Pad the last two dims by wrapping around."""
+
+    dims, mode = 2, "circular"

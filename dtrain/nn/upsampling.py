@@ -1,9 +1,11 @@
 """Resizing: ``interpolate``/``Upsample`` (nearest, linear, bilinear) and pixel (un)shuffle.
 
-Interpolation is separable: along each resized axis the output is a fixed (out, in) matrix
-times the input, with PyTorch's source-index rules (its float32 scale for nearest, the
-half-pixel or align-corners mapping for linear). Nearest gathers rows in the forward; the
-backward of every mode multiplies by the transposed matrices, one BLAS call per axis.
+Interpolation is separable and works one resized axis at a time, with PyTorch's source-index
+rules (its float32 scale for nearest, the half-pixel or align-corners mapping for linear).
+Per output position an axis has "taps": one source index (nearest), or two and the weight of
+the second (linear). The forward gathers along the axis; the backward sums each output's
+gradient into its sources with ``np.add.reduceat`` (the taps never decrease), so both cost
+O(output) and nothing loops over elements.
 """
 
 from __future__ import annotations
@@ -29,11 +31,11 @@ def _nearest_index(size: int, out: int, scale: float | None, exact: bool) -> np.
     return np.minimum(src.astype(np.int64), size - 1)
 
 
-def _linear_matrix(size: int, out: int, scale: float | None, align_corners: bool,
-                   dtype) -> np.ndarray:
-    """(out, size) weights of linear interpolation with PyTorch's source positions."""
-    if out == size:
-        return np.eye(size, dtype=dtype)
+def _linear_taps(size: int, out: int, scale: float | None, align_corners: bool,
+                 dtype) -> tuple:
+    """(low index, high index, weight of the high one) of every output position."""
+    if out == size:  # copied, as for nearest
+        return np.arange(size), None, None
     dst = np.arange(out, dtype=dtype)
     if align_corners:
         src = dst * dtype.type((size - 1) / (out - 1) if out > 1 else 0.0)
@@ -42,12 +44,43 @@ def _linear_matrix(size: int, out: int, scale: float | None, align_corners: bool
         src = np.maximum((dst + dtype.type(0.5)) * ratio - dtype.type(0.5), 0)
     lo = np.minimum(src.astype(np.int64), size - 1)
     hi = np.minimum(lo + 1, size - 1)
-    frac = (src - lo).astype(dtype)
-    matrix = np.zeros((out, size), dtype=dtype)
-    rows = np.arange(out)
-    np.add.at(matrix, (rows, lo), 1 - frac)
-    np.add.at(matrix, (rows, hi), frac)
-    return matrix
+    return lo, hi, (src - lo).astype(dtype)
+
+
+def _along(weights: np.ndarray, ndim: int, axis: int) -> np.ndarray:
+    """Per-position weights shaped to broadcast along ``axis`` of an ``ndim``-D array."""
+    shape = [1] * ndim
+    shape[axis] = len(weights)
+    return weights.reshape(shape)
+
+
+def _resample(x: np.ndarray, taps: tuple, axis: int) -> np.ndarray:
+    lo, hi, frac = taps
+    out = np.take(x, lo, axis=axis)
+    if hi is None:
+        return out
+    f = _along(frac, x.ndim, axis)
+    return out * (1 - f) + np.take(x, hi, axis=axis) * f
+
+
+def _scatter(g: np.ndarray, index: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """Sum the slices of ``g`` along ``axis`` into positions ``index`` (non-decreasing)."""
+    starts = np.flatnonzero(np.concatenate(([True], index[1:] != index[:-1])))
+    shape = list(g.shape)
+    shape[axis] = size
+    out = np.zeros(shape, dtype=g.dtype)
+    where = [slice(None)] * g.ndim
+    where[axis] = index[starts]
+    out[tuple(where)] = np.add.reduceat(g, starts, axis=axis)
+    return out
+
+
+def _resample_grad(g: np.ndarray, taps: tuple, size: int, axis: int) -> np.ndarray:
+    lo, hi, frac = taps
+    if hi is None:
+        return _scatter(g, lo, size, axis)
+    f = _along(frac, g.ndim, axis)
+    return _scatter(g * (1 - f), lo, size, axis) + _scatter(g * f, hi, size, axis)
 
 
 def _output_sizes(shape: tuple, size, scale_factor, count: int) -> tuple[list, list]:
@@ -83,9 +116,9 @@ def _output_sizes(shape: tuple, size, scale_factor, count: int) -> tuple[list, l
 def resize_plan(shape: tuple, dtype, size=None, scale_factor=None, mode: str = "nearest",
                 align_corners: bool | None = None, recompute_scale_factor: bool | None = None,
                 antialias: bool = False) -> tuple[bool, list]:
-    """Checked arguments of ``interpolate`` as (nearest, one array per resized axis).
+    """Checked arguments of ``interpolate`` as (nearest, the taps of each resized axis).
 
-    Nearest modes give each axis's source indices, linear modes its (out, in) weight matrix.
+    Taps are (index, None, None) for nearest modes and (low, high, weight of high) for linear.
     """
     dtype = np.dtype(dtype)
     if mode not in _SPATIAL and mode not in ("bicubic", "trilinear", "area"):
@@ -108,9 +141,9 @@ def resize_plan(shape: tuple, dtype, size=None, scale_factor=None, mode: str = "
     plan = []
     for n, out, scale in zip(shape[2:], sizes, scales):
         if nearest:
-            plan.append(_nearest_index(n, out, scale, mode == "nearest-exact"))
+            plan.append((_nearest_index(n, out, scale, mode == "nearest-exact"), None, None))
         else:
-            plan.append(_linear_matrix(n, out, scale, bool(align_corners), dtype))
+            plan.append(_linear_taps(n, out, scale, bool(align_corners), dtype))
     return nearest, plan
 
 
@@ -119,28 +152,19 @@ def interpolate(input: Tensor, size=None, scale_factor=None, mode: str = "neares
                 antialias: bool = False) -> Tensor:
     """Resize the spatial dims of (N, C, L) or (N, C, H, W) input, as ``F.interpolate``."""
     X = input.data
-    nearest, plan = resize_plan(X.shape, X.dtype, size, scale_factor, mode, align_corners,
-                                recompute_scale_factor, antialias)
-    count = len(plan)
-    if nearest:
-        out = X[..., plan[0], :][..., plan[1]] if count == 2 else X[..., plan[0]]
-        matrices = []
-        for n, idx in zip(X.shape[2:], plan):
-            matrix = np.zeros((len(idx), n), dtype=X.dtype)
-            matrix[np.arange(len(idx)), idx] = 1
-            matrices.append(matrix)
-    else:
-        matrices = plan
-        out = X @ matrices[-1].T
-        if count == 2:
-            out = np.matmul(matrices[0], out)
+    _, plan = resize_plan(X.shape, X.dtype, size, scale_factor, mode, align_corners,
+                          recompute_scale_factor, antialias)
+    axes = range(X.ndim - len(plan), X.ndim)
+    out = X
+    for axis, taps in zip(axes, plan):
+        out = _resample(out, taps, axis)
 
     def backward(g):
-        gx = g @ matrices[-1]
-        if count == 2:
-            gx = np.matmul(matrices[0].T, gx)
-        return (gx,)
+        for axis, taps in reversed(list(zip(axes, plan))):
+            g = _resample_grad(g, taps, X.shape[axis], axis)
+        return (g,)
 
+    count = len(plan)
     names = {"nearest": "UpsampleNearest", "nearest-exact": "UpsampleNearestExact",
              "linear": "UpsampleLinear", "bilinear": "UpsampleBilinear"}
     return _op(np.ascontiguousarray(out), (input,), backward, f"{names[mode]}{count}DBackward0")

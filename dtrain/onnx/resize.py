@@ -1,11 +1,13 @@
 """Converters for padding, pixel (un)shuffle and interpolation.
 
-Interpolation is exported with the very source indices (nearest: Gather) and weight matrices
-(linear: MatMul) dtrain computes, so the graph reproduces PyTorch's index rules exactly instead
-of relying on how a runtime reads Resize's coordinate modes.
+Interpolation is exported with the very source indices and weights dtrain computes (Gather,
+and for linear modes Mul and Add), so the graph reproduces PyTorch's index rules exactly
+instead of relying on how a runtime reads Resize's coordinate modes.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from .graph import ExportError
 from .layers import _spatial
@@ -16,11 +18,11 @@ UP = "dtrain.nn.upsampling"
 
 
 # ------------------------------------------------------------------------------ pad
-@converts("dtrain.nn.padding", "pad")
-def _pad_fn(tr, out, input, pad, mode="constant", value=None):
+def pad_node(tr, input, padding, mode: str, value) -> str:
+    """One Pad node; ONNX lists all dims' begins, then all dims' ends."""
     from ..nn.padding import _pairs
 
-    pairs = _pairs(pad, input.ndim)
+    pairs = _pairs(padding, input.ndim)
     modes = {"constant": "constant", "reflect": "reflect", "replicate": "edge",
              "circular": "wrap"}
     if mode not in modes or (mode == "circular" and tr.opset < 19):
@@ -31,6 +33,17 @@ def _pad_fn(tr, out, input, pad, mode="constant", value=None):
     if mode == "constant" and value:
         inputs.append(tr.name(value, input.dtype))
     return tr.g.op("Pad", inputs, mode=modes[mode])
+
+
+@converts("dtrain.nn.padding", "pad")
+def _pad_fn(tr, out, input, pad, mode="constant", value=None):
+    return pad_node(tr, input, pad, mode, value)
+
+
+@converts_layer(NN, *(f"{kind}Pad{d}d" for kind in ("Zero", "Constant", "Reflection",
+                                                      "Replication", "Circular") for d in (1, 2)))
+def _pad_layer(tr, m, out, x):
+    return pad_node(tr, x, m.padding, m.mode, m.value if m.mode == "constant" else None)
 
 
 # -------------------------------------------------------------------- pixel shuffle
@@ -78,19 +91,24 @@ def _pixel_unshuffle_fn(tr, out, input, downscale_factor):
 # ---------------------------------------------------------------------- interpolate
 def interpolate(tr, x, size, scale_factor, mode, align_corners, recompute_scale_factor,
                 antialias=False) -> str:
-    """Gather by source indices (nearest) or MatMul by interpolation matrices (linear)."""
-    from ..nn.upsampling import resize_plan
+    """Per resized axis a Gather of the source indices, and for linear modes the weighted sum
+    of the two gathers."""
+    from ..nn.upsampling import _along, resize_plan
 
-    nearest, plan = resize_plan(x.shape, x.dtype, size, scale_factor, mode, align_corners,
-                                recompute_scale_factor, antialias)
+    _, plan = resize_plan(x.shape, x.dtype, size, scale_factor, mode, align_corners,
+                          recompute_scale_factor, antialias)
     v = tr.name(x)
-    if nearest:
-        for axis, idx in zip(range(2, x.ndim), plan):
-            v = tr.g.op("Gather", [v, tr.g.ints(idx)], axis=axis)
-        return v
-    v = tr.g.op("MatMul", [v, tr.g.const(plan[-1].T)])
-    if len(plan) == 2:
-        v = tr.g.op("MatMul", [tr.g.const(plan[0]), v])
+    for axis, (lo, hi, frac) in zip(range(x.ndim - len(plan), x.ndim), plan):
+        if hi is None and np.array_equal(lo, np.arange(x.shape[axis])):
+            continue  # an axis whose size does not change is copied
+        low = tr.g.op("Gather", [v, tr.g.ints(lo)], axis=axis)
+        if hi is None:
+            v = low
+            continue
+        high = tr.g.op("Gather", [v, tr.g.ints(hi)], axis=axis)
+        w_high = tr.g.const(_along(frac, x.ndim, axis))
+        w_low = tr.g.const(_along(1 - frac, x.ndim, axis))
+        v = tr.g.op("Add", [tr.g.op("Mul", [low, w_low]), tr.g.op("Mul", [high, w_high])])
     return v
 
 
