@@ -127,7 +127,7 @@ class Recurrent(nn.Module):
     def forward(self, x, h=None, c=None):
         if h is None:
             return self.rnn(x)
-        return self.rnn(x, (h, c) if isinstance(self.rnn, nn.LSTM) else h)
+        return self.rnn(x, (h, c) if isinstance(self.rnn, (nn.LSTM, nn.LSTMCell)) else h)
 
 
 RNN_CASES = [("RNN", {}), ("RNN", {"nonlinearity": "relu", "bidirectional": True}),
@@ -328,3 +328,23 @@ def test_export_argument_errors_and_file_objects(tmp_path):
     assert export(model, example_input=x, path=None).graph.node[0].op_type == "Gemm"
     static = export(model, x, dynamic_axes={})
     assert [d.dim_value for d in static.graph.input[0].type.tensor_type.shape.dim] == [2, 4]
+
+
+@pytest.mark.parametrize("cls", ["RNNCell", "LSTMCell", "GRUCell"])
+@pytest.mark.parametrize("unbatched", [False, True])
+def test_cells(tmp_path, cls, unbatched):
+    cell = getattr(nn, cls)(3, 4, **({"nonlinearity": "relu"} if cls == "RNNCell" else {}))
+    model = Recurrent(cell)
+    rng = np.random.default_rng(0)
+    lead = () if unbatched else (2,)
+    x = rng.standard_normal(lead + (3,)).astype(np.float32)
+    states = [rng.standard_normal(lead + (4,)).astype(np.float32)
+              for _ in range(2 if cls == "LSTMCell" else 1)]
+    for args in ((x,), (x, *states)):
+        proto, run, names = run_recurrent(tmp_path, model, args, dynamic_batch=False)
+        assert cls.removesuffix("Cell") in ops(proto)
+        got = run.run(None, dict(zip(names, args)))
+        expected = forward_all(model, *args)
+        assert len(got) == len(expected)
+        for g, e in zip(got, expected):
+            np.testing.assert_allclose(g, e, rtol=0, atol=ATOL)

@@ -11,18 +11,13 @@ from test_layers import RNG, numeric_grad
 import dtrain
 from dtrain import nn
 from dtrain.nn import keyed_dropout
+from dtrain.onnx.tracing import flat_outputs
 
 TOL = {"float64": {"rtol": 1e-10, "atol": 1e-10}, "float32": {"rtol": 1e-4, "atol": 2e-5}}
 OPTIONS = [{}, {"num_layers": 2}, {"bidirectional": True}, {"bias": False},
            {"num_layers": 3, "bidirectional": True, "batch_first": True}]
 CASES = ([("RNN", o) for o in OPTIONS + [{"nonlinearity": "relu", "num_layers": 2}]]
          + [("LSTM", o) for o in OPTIONS] + [("GRU", o) for o in OPTIONS])
-
-
-def outputs(result) -> list:
-    """(output, h_n) or (output, (h_n, c_n)) as a flat list."""
-    out, state = result
-    return [out, *state] if isinstance(state, tuple) else [out, state]
 
 
 def torch_pair(cls: str, options: dict, dtype: str, input_size: int = 3, hidden: int = 4):
@@ -44,6 +39,34 @@ def initial_state(cls: str, layer, batch: int | None, dtype: str) -> list[np.nda
     return [RNG.standard_normal(shape).astype(dtype) for _ in range(2 if cls == "LSTM" else 1)]
 
 
+def check_fd(module, x: np.ndarray, states: list, atol: float = 1e-6) -> None:
+    """Input, state and parameter gradients of every output equal finite differences."""
+    ups = None
+
+    def loss(grad: bool):
+        nonlocal ups
+        xt = dtrain.tensor(x, requires_grad=grad)
+        st = [dtrain.tensor(s, requires_grad=grad) for s in states]
+        outs = flat_outputs(module(xt, tuple(st) if len(st) == 2 else st[0]))
+        if ups is None:
+            ups = [RNG.standard_normal(o.shape) for o in outs]
+        return sum((o * dtrain.tensor(u)).sum() for o, u in zip(outs, ups)), xt, st
+
+    total, xt, st = loss(True)
+    total.backward()
+
+    def scalar():
+        with dtrain.no_grad():
+            return float(loss(False)[0].data)
+
+    for name, array, grad in ([("input", x, xt.grad)]
+                              + [(f"state{i}", s, t.grad) for i, (s, t) in
+                                 enumerate(zip(states, st))]
+                              + [(n, p.data, p.grad) for n, p in module.named_parameters()]):
+        np.testing.assert_allclose(grad.data, numeric_grad(scalar, array), atol=atol,
+                                   err_msg=name)
+
+
 def run_both(cls, layer, twin, x, states, dtype):
     """Forward and backward with the same upstream gradients; compare everything."""
     import torch
@@ -52,7 +75,7 @@ def run_both(cls, layer, twin, x, states, dtype):
         xt = lib.tensor(x, requires_grad=True)
         st = [lib.tensor(s, requires_grad=True) for s in states]
         hx = None if not st else (tuple(st) if cls == "LSTM" else st[0])
-        outs = outputs(module(xt, hx))
+        outs = flat_outputs(module(xt, hx))
         total = 0
         for i, o in enumerate(outs):
             up = np.cos(np.arange(int(np.prod(o.shape))) * (i + 1.3)).reshape(tuple(o.shape))
@@ -100,33 +123,7 @@ def test_unbatched_input_matches_torch(cls):
 def test_recurrent_gradients_match_finite_differences(cls, options):
     dtrain.manual_seed(0)
     layer = getattr(nn, cls)(3, 2, **options, dtype="float64")
-    x = RNG.standard_normal((4, 2, 3))
-    states = initial_state(cls, layer, 2, "float64")
-    ups = None
-
-    def loss(grad: bool):
-        nonlocal ups
-        xt = dtrain.tensor(x, requires_grad=grad)
-        st = [dtrain.tensor(s, requires_grad=grad) for s in states]
-        outs = outputs(layer(xt, tuple(st) if cls == "LSTM" else st[0]))
-        if ups is None:
-            ups = [RNG.standard_normal(o.shape) for o in outs]
-        total = sum((o * dtrain.tensor(u)).sum() for o, u in zip(outs, ups))
-        return total, xt, st
-
-    total, xt, st = loss(True)
-    total.backward()
-
-    def scalar():
-        with dtrain.no_grad():
-            return float(loss(False)[0].data)
-
-    for name, array, grad in ([("input", x, xt.grad)]
-                              + [(f"state{i}", s, t.grad) for i, (s, t) in
-                                 enumerate(zip(states, st))]
-                              + [(n, p.data, p.grad) for n, p in layer.named_parameters()]):
-        np.testing.assert_allclose(grad.data, numeric_grad(scalar, array), atol=1e-6,
-                                   err_msg=name)
+    check_fd(layer, RNG.standard_normal((4, 2, 3)), initial_state(cls, layer, 2, "float64"))
 
 
 def test_parameters_shapes_and_init_follow_torch():
@@ -193,3 +190,85 @@ def test_recurrent_errors():
         nn.GRU(3, 0)
     with pytest.raises(NotImplementedError, match="proj_size"):
         nn.LSTM(3, 4, proj_size=2)
+
+
+# ------------------------------------------------------------------------------ cells
+CELLS = [("RNNCell", {}), ("RNNCell", {"nonlinearity": "relu", "bias": False}),
+         ("LSTMCell", {}), ("LSTMCell", {"bias": False}), ("GRUCell", {}),
+         ("GRUCell", {"bias": False})]
+
+
+def run_cell(lib, cell, x, states):
+    xt = lib.tensor(x, requires_grad=True)
+    st = [lib.tensor(s, requires_grad=True) for s in states]
+    hx = None if not st else (tuple(st) if len(st) == 2 else st[0])
+    out = cell(xt, hx)
+    outs = list(out) if isinstance(out, tuple) else [out]
+    total = sum((o * lib.tensor(np.cos(np.arange(o.numel()) + i).reshape(tuple(o.shape))
+                                .astype(x.dtype))).sum() for i, o in enumerate(outs))
+    total.backward()
+    return ([o.detach().numpy() for o in outs]
+            + [np.asarray(t.grad.numpy()) for t in [xt, *st]])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("cls,options", CELLS)
+def test_cells_match_torch(cls, options, dtype):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    twin = getattr(torch.nn, cls)(3, 4, **options, dtype=getattr(torch, dtype))
+    cell = getattr(nn, cls)(3, 4, **options, dtype=dtype)
+    assert repr(cell) == repr(twin) and list(cell.state_dict()) == list(twin.state_dict())
+    cell.load_state_dict({k: v.numpy() for k, v in twin.state_dict().items()})
+    count = 2 if cls == "LSTMCell" else 1
+    for batch in ((2,), ()):
+        x = RNG.standard_normal(batch + (3,)).astype(dtype)
+        for states in ([], [RNG.standard_normal(batch + (4,)).astype(dtype)
+                            for _ in range(count)]):
+            cell.zero_grad()
+            twin.zero_grad()
+            ours, theirs = run_cell(dtrain, cell, x, states), run_cell(torch, twin, x, states)
+            for a, b in zip(ours, theirs):
+                assert a.shape == b.shape
+                np.testing.assert_allclose(a, b, **TOL[dtype])
+            tparams = dict(twin.named_parameters())
+            for name, p in cell.named_parameters():
+                np.testing.assert_allclose(p.grad.data, tparams[name].grad.numpy(),
+                                           **TOL[dtype], err_msg=name)
+
+
+@pytest.mark.parametrize("cls", ["RNNCell", "LSTMCell", "GRUCell"])
+def test_cell_gradients_match_finite_differences(cls):
+    dtrain.manual_seed(1)
+    cell = getattr(nn, cls)(3, 2, dtype="float64")
+    states = [RNG.standard_normal((2, 2)) for _ in range(2 if cls == "LSTMCell" else 1)]
+    check_fd(cell, RNG.standard_normal((2, 3)), states)
+
+
+def test_a_cell_loop_equals_the_layer():
+    dtrain.manual_seed(2)
+    layer, cell = nn.LSTM(3, 4, dtype="float64"), nn.LSTMCell(3, 4, dtype="float64")
+    cell.load_state_dict({k.removesuffix("_l0"): v for k, v in layer.state_dict().items()})
+    x = RNG.standard_normal((5, 2, 3))
+    out, (h, c) = layer(dtrain.tensor(x))
+    state = None
+    for t in range(5):
+        state = cell(dtrain.tensor(x[t]), state)
+        np.testing.assert_allclose(state[0].data, out.data[t], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(state[1].data, c.data[0], rtol=1e-12, atol=1e-12)
+
+
+def test_cell_errors():
+    cell = nn.LSTMCell(3, 4)
+    with pytest.raises(RuntimeError, match="input has inconsistent input_size: got 5 expected 3"):
+        cell(dtrain.randn(2, 5))
+    with pytest.raises(RuntimeError, match="Input batch size 2 doesn't match hidden0 batch size"):
+        cell(dtrain.randn(2, 3), (dtrain.zeros(3, 4), dtrain.zeros(3, 4)))
+    with pytest.raises(RuntimeError, match="hidden1 has inconsistent hidden_size: got 5"):
+        cell(dtrain.randn(2, 3), (dtrain.zeros(2, 4), dtrain.zeros(2, 5)))
+    with pytest.raises(ValueError, match="Expected input to be 1D or 2D, got 3D"):
+        cell(dtrain.randn(2, 3, 3))
+    with pytest.raises(RuntimeError, match="hidden0 must be 1-D for unbatched"):
+        nn.GRUCell(3, 4)(dtrain.randn(3), dtrain.zeros(1, 4))
+    with pytest.raises(ValueError, match="Unknown nonlinearity"):
+        nn.RNNCell(3, 4, nonlinearity="gelu")

@@ -38,7 +38,7 @@ from .padding import (
 )
 from .parameter import Parameter
 from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
-from .rnn import GRU, LSTM, RNN
+from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 from .sparse import Embedding
 from .upsampling import PixelShuffle, PixelUnshuffle, Upsample
 
@@ -63,11 +63,13 @@ __all__ = [
     "Flatten",
     "GELU",
     "GRU",
+    "GRUCell",
     "GroupNorm",
     "Hardswish",
     "Identity",
     "L1Loss",
     "LSTM",
+    "LSTMCell",
     "LayerNorm",
     "LeakyReLU",
     "Linear",
@@ -83,6 +85,7 @@ __all__ = [
     "PixelShuffle",
     "PixelUnshuffle",
     "RNN",
+    "RNNCell",
     "ReLU",
     "ReflectionPad1d",
     "ReflectionPad2d",

@@ -226,3 +226,129 @@ class GRU(RNNBase):
     def forward(self, input: Tensor, hx: Tensor | None = None) -> tuple[Tensor, Tensor]:
         out, h_n, _ = self._forward(input, hx)
         return out, h_n
+
+
+# ------------------------------------------------------------------------------ cells
+class RNNCellBase(Module):
+    """Shared body of RNNCell, LSTMCell and GRUCell: one time step of the matching layer."""
+
+    def __init__(self, mode: str, input_size: int, hidden_size: int, bias: bool = True,
+                 dtype=None):
+        super().__init__()
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.mode, self.input_size, self.hidden_size = mode, int(input_size), int(hidden_size)
+        self.bias = bias
+        dtype = np.dtype(dtype) if dtype is not None else get_default_dtype()
+        gates = GATES[mode] * self.hidden_size
+        self.weight_ih = Parameter(np.empty((gates, self.input_size), dtype))
+        self.weight_hh = Parameter(np.empty((gates, self.hidden_size), dtype))
+        if bias:
+            self.bias_ih = Parameter(np.empty(gates, dtype))
+            self.bias_hh = Parameter(np.empty(gates, dtype))
+        else:
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """PyTorch's default: every weight and bias from U(-1/sqrt(hidden), 1/sqrt(hidden))."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for p in self.parameters():
+            init.uniform_(p, -bound, bound)
+
+    def _state(self, state, batch: int, batched: bool, dtype, which: int) -> Tensor:
+        """A checked (N, H) state (zeros when None)."""
+        if state is None:
+            return Tensor._wrap(np.zeros((batch, self.hidden_size), dtype=dtype))
+        if not isinstance(state, Tensor):
+            raise TypeError(f"{type(self).__name__}: the state must be a Tensor, got "
+                            f"{type(state).__name__}")
+        if state.ndim != (2 if batched else 1):
+            kind = "2-D for batched" if batched else "1-D for unbatched"
+            raise RuntimeError(f"{type(self).__name__}: hidden{which} must be {kind} input, got "
+                               f"shape {tuple(state.shape)}")
+        if not batched:
+            state = state.unsqueeze(0)
+        if state.shape[0] != batch:
+            raise RuntimeError(f"Input batch size {batch} doesn't match hidden{which} batch size "
+                               f"{state.shape[0]}")
+        if state.shape[1] != self.hidden_size:
+            raise RuntimeError(f"hidden{which} has inconsistent hidden_size: got "
+                               f"{state.shape[1]}, expected {self.hidden_size}")
+        if state.dtype != dtype:
+            raise RuntimeError(f"{type(self).__name__}: hidden{which} dtype {state.dtype} differs "
+                               f"from input dtype {dtype}")
+        return state
+
+    def _step(self, input: Tensor, hx, cx=None, lstm: bool = False):
+        """One step; returns (h', c' or None), unbatched like the input."""
+        kind = type(self).__name__
+        if not isinstance(input, Tensor) or input.ndim not in (1, 2):
+            shape = f"{input.ndim}D" if isinstance(input, Tensor) else type(input).__name__
+            raise ValueError(f"{kind}: Expected input to be 1D or 2D, got {shape} instead")
+        if input.shape[-1] != self.input_size:
+            raise RuntimeError(f"input has inconsistent input_size: got {input.shape[-1]} "
+                               f"expected {self.input_size}")
+        if input.dtype.kind != "f":
+            raise TypeError(f"{kind}: expected a floating input, got dtype {input.dtype}")
+        batched = input.ndim == 2
+        x = input if batched else input.unsqueeze(0)
+        h = self._state(hx, x.shape[0], batched, input.dtype, 0)
+        c = self._state(cx, x.shape[0], batched, input.dtype, 1) if lstm else None
+        packed = recurrence(self.mode, x.unsqueeze(0), h, c, self.weight_ih, self.weight_hh,
+                            self.bias_ih, self.bias_hh)
+        h, c = packed[0], (packed[1] if lstm else None)
+        if not batched:
+            h, c = h.squeeze(0), (c.squeeze(0) if lstm else None)
+        return h, c
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.bias is not True:
+            s += f", bias={self.bias}"
+        if getattr(self, "nonlinearity", "tanh") != "tanh":
+            s += f", nonlinearity={self.nonlinearity}"
+        return s
+
+
+class RNNCell(RNNCellBase):
+    """One Elman RNN step, h' = tanh(x W_ih^T + b_ih + h W_hh^T + b_hh) (or relu)."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 nonlinearity: str = "tanh", dtype=None):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"Unknown nonlinearity: {nonlinearity}")
+        super().__init__("RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU", input_size,
+                         hidden_size, bias, dtype)
+        self.nonlinearity = nonlinearity
+
+    def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
+        return self._step(input, hx)[0]
+
+
+class LSTMCell(RNNCellBase):
+    """One LSTM step; returns (h', c')."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, dtype=None):
+        super().__init__("LSTM", input_size, hidden_size, bias, dtype)
+
+    def forward(self, input: Tensor, hx: tuple | None = None) -> tuple[Tensor, Tensor]:
+        if hx is None:
+            h0 = c0 = None
+        elif isinstance(hx, (tuple, list)) and len(hx) == 2:
+            h0, c0 = hx
+        else:
+            raise TypeError(f"LSTMCell: hx must be a tuple (h_0, c_0), got {type(hx).__name__}")
+        return self._step(input, h0, c0, lstm=True)
+
+
+class GRUCell(RNNCellBase):
+    """One GRU step."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, dtype=None):
+        super().__init__("GRU", input_size, hidden_size, bias, dtype)
+
+    def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
+        return self._step(input, hx)[0]

@@ -25,21 +25,40 @@ def _reorder(array: np.ndarray, mode: str) -> np.ndarray:
     return np.concatenate([blocks[i] for i in _ORDER[mode]], axis=0)
 
 
-def _layer_weights(tr, m, layer: int) -> list[str]:
-    """The W, R and (when the layer has biases) B initializers of one layer."""
+def _weights(tr, m, directions: list, tag: str) -> list[str]:
+    """W, R and (with biases) B initializers from (w_ih, w_hh, b_ih, b_hh) per direction."""
     ws, rs, bs = [], [], []
-    for suffix in m._suffixes:
-        w_ih, w_hh, b_ih, b_hh = m._weights(layer, suffix)
+    for w_ih, w_hh, b_ih, b_hh in directions:
         ws.append(_reorder(w_ih.data, m.mode))
         rs.append(_reorder(w_hh.data, m.mode))
         if b_ih is not None:
             bs.append(np.concatenate([_reorder(b_ih.data, m.mode), _reorder(b_hh.data, m.mode)]))
     prefix = tr.module_names.get(id(m), type(m).__name__)
-    names = [tr.g.const(np.stack(ws), name=f"{prefix}.W_l{layer}"),
-             tr.g.const(np.stack(rs), name=f"{prefix}.R_l{layer}")]
+    names = [tr.g.const(np.stack(ws), name=f"{prefix}.W{tag}"),
+             tr.g.const(np.stack(rs), name=f"{prefix}.R{tag}")]
     if bs:
-        names.append(tr.g.const(np.stack(bs), name=f"{prefix}.B_l{layer}"))
+        names.append(tr.g.const(np.stack(bs), name=f"{prefix}.B{tag}"))
     return names
+
+
+def _attributes(m, directions: int) -> dict:
+    attrs = {"hidden_size": m.hidden_size,
+             "direction": "bidirectional" if directions == 2 else "forward"}
+    if m.mode.startswith("RNN"):
+        attrs["activations"] = ["Relu" if m.mode == "RNN_RELU" else "Tanh"] * directions
+    if m.mode == "GRU":
+        attrs["linear_before_reset"] = 1
+    return attrs
+
+
+def _node(tr, m, x: str, weights: list, h0: str, c0: str, directions: int) -> list:
+    """One RNN/LSTM/GRU node: outputs Y, Y_h (and Y_c for the LSTM)."""
+    inputs = [x, *weights] + ([""] if len(weights) == 2 else [])
+    inputs += ["", h0] + ([c0] if m.mode == "LSTM" else [])  # no sequence_lens
+    while inputs[-1] == "":
+        inputs.pop()
+    return tr.g.op(_OP[m.mode], inputs, n_outputs=3 if m.mode == "LSTM" else 2,
+                   **_attributes(m, directions))
 
 
 def _state_slice(tr, state: str | None, layer: int, directions: int) -> str:
@@ -78,22 +97,11 @@ def _recurrent_layer(tr, m, out, x, hx=None):
         v = tr.g.op("Transpose", [v], perm=[1, 0, 2])
     h0, c0 = _initial(tr, m, x, hx)
     d = m._directions
-    attrs = {"hidden_size": m.hidden_size,
-             "direction": "bidirectional" if m.bidirectional else "forward"}
-    if m.mode.startswith("RNN"):
-        attrs["activations"] = ["Relu" if m.mode == "RNN_RELU" else "Tanh"] * d
-    if m.mode == "GRU":
-        attrs["linear_before_reset"] = 1
     hs, cs = [], []
     for layer in range(m.num_layers):
-        weights = _layer_weights(tr, m, layer)
-        inputs = [v, *weights] + ([""] if len(weights) == 2 else [])
-        inputs += ["", _state_slice(tr, h0, layer, d)]  # no sequence_lens
-        if m.mode == "LSTM":
-            inputs.append(_state_slice(tr, c0, layer, d))
-        while inputs[-1] == "":
-            inputs.pop()
-        outs = tr.g.op(_OP[m.mode], inputs, n_outputs=3 if m.mode == "LSTM" else 2, **attrs)
+        weights = _weights(tr, m, [m._weights(layer, s) for s in m._suffixes], f"_l{layer}")
+        outs = _node(tr, m, v, weights, _state_slice(tr, h0, layer, d),
+                     _state_slice(tr, c0, layer, d), d)
         y = tr.g.op("Transpose", [outs[0]], perm=[0, 2, 1, 3])
         v = tr.g.op("Reshape", [y, tr.g.ints([0, 0, -1])])
         hs.append(outs[1])
@@ -108,3 +116,15 @@ def _recurrent_layer(tr, m, out, x, hx=None):
     elif m.batch_first:
         v = tr.g.op("Transpose", [v], perm=[1, 0, 2])
     return [v, *states]
+
+
+@converts_layer(NN, "RNNCell", "LSTMCell", "GRUCell")
+def _cell(tr, m, out, x, hx=None):
+    """A sequence of one step: the cell's input and states get the node's leading dims."""
+    lead = tr.g.ints([0] if x.ndim == 2 else [0, 1])
+    v = tr.g.op("Unsqueeze", [tr.name(x), lead])
+    states = (hx if m.mode == "LSTM" else (hx,)) if hx is not None else (None, None)
+    states = ["" if s is None else tr.g.op("Unsqueeze", [tr.name(s), lead]) for s in states]
+    weights = _weights(tr, m, [(m.weight_ih, m.weight_hh, m.bias_ih, m.bias_hh)], "")
+    outs = _node(tr, m, v, weights, states[0], states[1] if len(states) > 1 else "", 1)
+    return [tr.g.op("Squeeze", [y, lead]) for y in outs[1:]]
