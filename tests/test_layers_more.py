@@ -144,10 +144,12 @@ INTERP_4D = [
     {"scale_factor": 0.5, "mode": "bilinear"}, {"size": (1, 1), "mode": "bilinear",
                                                  "align_corners": True},
     {"scale_factor": 2.5, "mode": "bilinear", "recompute_scale_factor": True},
+    {"size": (3, 4), "mode": "area"}, {"scale_factor": 0.45, "mode": "area"},
+    {"size": (5, 7), "mode": "area"},
 ]
 INTERP_3D = [{"scale_factor": 3}, {"size": 7, "mode": "linear"},
              {"size": 11, "mode": "linear", "align_corners": True},
-             {"scale_factor": 0.6, "mode": "linear"}]
+             {"scale_factor": 0.6, "mode": "linear"}, {"size": 3, "mode": "area"}]
 
 
 @pytest.mark.parametrize("kwargs,shape", [(k, (2, 3, 4, 6)) for k in INTERP_4D]

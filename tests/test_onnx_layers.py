@@ -55,6 +55,8 @@ def test_new_activations(tmp_path, opset, expected):
     (lambda: nn.Upsample(size=(5, 7), mode="bilinear"), (2, 3, 4)),
     (lambda: nn.Upsample(scale_factor=1.7, mode="bilinear", align_corners=True), (2, 3, 4)),
     (lambda: nn.Upsample(size=9, mode="linear"), (2, 5)),
+    (lambda: nn.Upsample(size=(3, 2), mode="area"), (2, 7, 5)),
+    (lambda: nn.Upsample(size=3, mode="area"), (2, 7)),
     (lambda: nn.AdaptiveAvgPool2d((3, 5)), (2, 7, 8)),
     (lambda: nn.AdaptiveAvgPool2d(3), (2, 4, 4)),
     (lambda: nn.ZeroPad2d((1, 2, 0, 3)), (2, 4, 4)),

@@ -140,6 +140,10 @@ def test_parameters_shapes_and_init_follow_torch():
     assert nn.GRU(2, 3).weight_hh_l0.shape == (9, 3) and nn.RNN(2, 3).bias_ih_l0.shape == (3,)
     assert [n for n, _ in nn.RNN(2, 3, bias=False).named_parameters()] == [
         "weight_ih_l0", "weight_hh_l0"]
+    assert [[p.shape for p in group] for group in nn.GRU(2, 3, bias=False).all_weights] == [
+        [(9, 2), (9, 3)]]
+    assert layer.all_weights[1][0] is layer.weight_ih_l0_reverse
+    layer.flatten_parameters()  # PyTorch programs call it after moving to the GPU
 
 
 def test_dropout_between_layers_is_keyed_by_sample():

@@ -78,6 +78,15 @@ class RNNBase(Module):
         for p in self.parameters():
             init.uniform_(p, -bound, bound)
 
+    def flatten_parameters(self) -> None:
+        """Nothing to do: PyTorch compacts its cuDNN weight buffer here, dtrain has none."""
+
+    @property
+    def all_weights(self) -> list[list]:
+        """The parameters of each layer and direction, in PyTorch's order."""
+        return [[p for p in self._weights(layer, suffix) if p is not None]
+                for layer in range(self.num_layers) for suffix in self._suffixes]
+
     def _weights(self, layer: int, suffix: str) -> tuple:
         name = f"l{layer}{suffix}"
         return (getattr(self, f"weight_ih_{name}"), getattr(self, f"weight_hh_{name}"),

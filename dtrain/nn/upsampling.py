@@ -1,11 +1,12 @@
-"""Resizing: ``interpolate``/``Upsample`` (nearest, linear, bilinear) and pixel (un)shuffle.
+"""Resizing: ``interpolate``/``Upsample`` (nearest, linear, bilinear, area), pixel (un)shuffle.
 
 Interpolation is separable and works one resized axis at a time, with PyTorch's source-index
 rules (its float32 scale for nearest, the half-pixel or align-corners mapping for linear).
 Per output position an axis has "taps": one source index (nearest), or two and the weight of
 the second (linear). The forward gathers along the axis; the backward sums each output's
 gradient into its sources with ``np.add.reduceat`` (the taps never decrease), so both cost
-O(output) and nothing loops over elements.
+O(output) and nothing loops over elements. Mode 'area' is adaptive average pooling: its
+(out, in) averaging matrix is applied along each axis.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import numpy as np
 
 from ..autograd.tensor import Tensor, _op
 from .module import Module
+from .pooling import _adaptive_matrix
 
-_SPATIAL = {"nearest": (1, 2), "nearest-exact": (1, 2), "linear": (1,), "bilinear": (2,)}
+_SPATIAL = {"nearest": (1, 2), "nearest-exact": (1, 2), "linear": (1,), "bilinear": (2,),
+            "area": (1, 2)}
 
 
 def _nearest_index(size: int, out: int, scale: float | None, exact: bool) -> np.ndarray:
@@ -83,6 +86,11 @@ def _resample_grad(g: np.ndarray, taps: tuple, size: int, axis: int) -> np.ndarr
     return _scatter(g * (1 - f), lo, size, axis) + _scatter(g * f, hi, size, axis)
 
 
+def _transform(x: np.ndarray, matrix: np.ndarray, axis: int) -> np.ndarray:
+    """``matrix`` (out, in) applied along ``axis``."""
+    return np.moveaxis(np.moveaxis(x, axis, -1) @ matrix.T, -1, axis)
+
+
 def _output_sizes(shape: tuple, size, scale_factor, count: int) -> tuple[list, list]:
     """Output sizes and the scale (or None) PyTorch uses for each resized axis."""
     if (size is None) == (scale_factor is None):
@@ -115,13 +123,14 @@ def _output_sizes(shape: tuple, size, scale_factor, count: int) -> tuple[list, l
 
 def resize_plan(shape: tuple, dtype, size=None, scale_factor=None, mode: str = "nearest",
                 align_corners: bool | None = None, recompute_scale_factor: bool | None = None,
-                antialias: bool = False) -> tuple[bool, list]:
-    """Checked arguments of ``interpolate`` as (nearest, the taps of each resized axis).
+                antialias: bool = False) -> tuple[str, list]:
+    """Checked arguments of ``interpolate`` as (kind, one entry per resized axis).
 
-    Taps are (index, None, None) for nearest modes and (low, high, weight of high) for linear.
+    Kind 'taps' has (index, None, None) for nearest modes and (low, high, weight of high) for
+    linear ones; kind 'area' has the (out, in) window-averaging matrix of adaptive pooling.
     """
     dtype = np.dtype(dtype)
-    if mode not in _SPATIAL and mode not in ("bicubic", "trilinear", "area"):
+    if mode not in _SPATIAL and mode not in ("bicubic", "trilinear"):
         raise NotImplementedError(f"interpolate: unknown mode {mode!r}")
     if align_corners is not None and mode not in ("linear", "bilinear"):
         raise ValueError("align_corners option can only be set with the interpolating modes: "
@@ -137,14 +146,15 @@ def resize_plan(shape: tuple, dtype, size=None, scale_factor=None, mode: str = "
     sizes, scales = _output_sizes(shape, size, scale_factor, count)
     if recompute_scale_factor:
         scales = [None] * count
-    nearest = mode.startswith("nearest")
+    if mode == "area":
+        return "area", [_adaptive_matrix(n, out, dtype) for n, out in zip(shape[2:], sizes)]
     plan = []
     for n, out, scale in zip(shape[2:], sizes, scales):
-        if nearest:
+        if mode.startswith("nearest"):
             plan.append((_nearest_index(n, out, scale, mode == "nearest-exact"), None, None))
         else:
             plan.append(_linear_taps(n, out, scale, bool(align_corners), dtype))
-    return nearest, plan
+    return "taps", plan
 
 
 def interpolate(input: Tensor, size=None, scale_factor=None, mode: str = "nearest",
@@ -152,21 +162,25 @@ def interpolate(input: Tensor, size=None, scale_factor=None, mode: str = "neares
                 antialias: bool = False) -> Tensor:
     """Resize the spatial dims of (N, C, L) or (N, C, H, W) input, as ``F.interpolate``."""
     X = input.data
-    _, plan = resize_plan(X.shape, X.dtype, size, scale_factor, mode, align_corners,
-                          recompute_scale_factor, antialias)
+    kind, plan = resize_plan(X.shape, X.dtype, size, scale_factor, mode, align_corners,
+                             recompute_scale_factor, antialias)
     axes = range(X.ndim - len(plan), X.ndim)
     out = X
-    for axis, taps in zip(axes, plan):
-        out = _resample(out, taps, axis)
+    for axis, entry in zip(axes, plan):
+        out = _resample(out, entry, axis) if kind == "taps" else _transform(out, entry, axis)
 
     def backward(g):
-        for axis, taps in reversed(list(zip(axes, plan))):
-            g = _resample_grad(g, taps, X.shape[axis], axis)
+        for axis, entry in reversed(list(zip(axes, plan))):
+            if kind == "taps":
+                g = _resample_grad(g, entry, X.shape[axis], axis)
+            else:
+                g = _transform(g, entry.T, axis)
         return (g,)
 
     count = len(plan)
     names = {"nearest": "UpsampleNearest", "nearest-exact": "UpsampleNearestExact",
-             "linear": "UpsampleLinear", "bilinear": "UpsampleBilinear"}
+             "linear": "UpsampleLinear", "bilinear": "UpsampleBilinear",
+             "area": "AdaptiveAvgPool"}
     return _op(np.ascontiguousarray(out), (input,), backward, f"{names[mode]}{count}DBackward0")
 
 

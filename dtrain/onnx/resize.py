@@ -92,12 +92,15 @@ def _pixel_unshuffle_fn(tr, out, input, downscale_factor):
 def interpolate(tr, x, size, scale_factor, mode, align_corners, recompute_scale_factor,
                 antialias=False) -> str:
     """Per resized axis a Gather of the source indices, and for linear modes the weighted sum
-    of the two gathers."""
+    of the two gathers; area mode multiplies by the averaging matrices."""
     from ..nn.upsampling import _along, resize_plan
 
-    _, plan = resize_plan(x.shape, x.dtype, size, scale_factor, mode, align_corners,
-                          recompute_scale_factor, antialias)
+    kind, plan = resize_plan(x.shape, x.dtype, size, scale_factor, mode, align_corners,
+                             recompute_scale_factor, antialias)
     v = tr.name(x)
+    if kind == "area":  # MatMul by the averaging matrices: (H, W) as rows times columns
+        v = tr.g.op("MatMul", [v, tr.g.const(plan[-1].T)])
+        return v if len(plan) == 1 else tr.g.op("MatMul", [tr.g.const(plan[0]), v])
     for axis, (lo, hi, frac) in zip(range(x.ndim - len(plan), x.ndim), plan):
         if hi is None and np.array_equal(lo, np.arange(x.shape[axis])):
             continue  # an axis whose size does not change is copied
