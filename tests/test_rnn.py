@@ -254,7 +254,7 @@ def test_a_cell_loop_equals_the_layer():
     layer, cell = nn.LSTM(3, 4, dtype="float64"), nn.LSTMCell(3, 4, dtype="float64")
     cell.load_state_dict({k.removesuffix("_l0"): v for k, v in layer.state_dict().items()})
     x = RNG.standard_normal((5, 2, 3))
-    out, (h, c) = layer(dtrain.tensor(x))
+    out, (_, c) = layer(dtrain.tensor(x))
     state = None
     for t in range(5):
         state = cell(dtrain.tensor(x[t]), state)

@@ -20,11 +20,10 @@ from .parameter import Parameter
 
 def _single(value, name: str) -> int:
     """An int or a 1-tuple of ints as an int (PyTorch's ``_single``), checked."""
-    if isinstance(value, (tuple, list)) and len(value) == 1:
-        value = value[0]
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-        raise ValueError(f"{name} must be an int or a 1-tuple of ints, got {value!r}")
-    return int(value)
+    item = value[0] if isinstance(value, (tuple, list)) and len(value) == 1 else value
+    if isinstance(item, numbers.Integral) and not isinstance(item, bool):
+        return int(item)
+    raise ValueError(f"{name} must be an int or a 1-tuple of ints, got {value!r}")
 
 
 def _pads_1d(padding, k: int, s: int, d: int) -> tuple:

@@ -14,16 +14,16 @@ from ._kernels import (
     cross_entropy,
     elu,
     gelu,
-    hardswish as _hardswish,
     l1_loss,
     leaky_relu,
     linear,
-    mish as _mish,
     mse_loss,
     nll_loss,
-    silu as _silu,
     softplus,
 )
+from ._kernels import hardswish as _hardswish
+from ._kernels import mish as _mish
+from ._kernels import silu as _silu
 from .activation import _implicit_dim
 from .conv import conv2d
 from .conv1d import conv1d
