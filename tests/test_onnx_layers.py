@@ -350,3 +350,29 @@ def test_cells(tmp_path, cls, unbatched):
         assert len(got) == len(expected)
         for g, e in zip(got, expected):
             np.testing.assert_allclose(g, e, rtol=0, atol=ATOL)
+
+
+def test_text_classifier_with_dynamic_batch_and_length(tmp_path):
+    class TextClassifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(50, 8)
+            self.lstm = nn.LSTM(8, 16, num_layers=2, batch_first=True, bidirectional=True,
+                                dropout=0.1)
+            self.head = nn.Linear(32, 3)
+
+        def forward(self, tokens):
+            out, _ = self.lstm(self.emb(tokens))
+            return self.head(out[:, -1])
+
+    model = TextClassifier()
+    path = tmp_path / "text.onnx"
+    tokens = np.random.default_rng(0).integers(0, 50, (4, 7))
+    proto = export(model, tokens, path, input_names=["tokens"], output_names=["logits"],
+                   dynamic_axes={"tokens": {0: "batch", 1: "seq"}, "logits": {0: "batch"}})
+    assert ops(proto).count("LSTM") == 2
+    run = session(path)
+    for shape in ((4, 7), (2, 11), (1, 1)):
+        t = np.random.default_rng(1).integers(0, 50, shape)
+        np.testing.assert_allclose(run.run(None, {"tokens": t})[0], dtrain_forward(model, t)[0],
+                                   rtol=0, atol=ATOL)

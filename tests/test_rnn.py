@@ -276,3 +276,53 @@ def test_cell_errors():
         nn.GRUCell(3, 4)(dtrain.randn(3), dtrain.zeros(1, 4))
     with pytest.raises(ValueError, match="Unknown nonlinearity"):
         nn.RNNCell(3, 4, nonlinearity="gelu")
+
+
+# ------------------------------------------------------------ one program, two libraries
+def sequence_model(m):
+    """A small sequence regressor written once against the torch API."""
+
+    class Model(m.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = m.nn.Conv1d(3, 6, 3, padding="same")
+            self.norm = m.nn.GroupNorm(2, 6)
+            self.gru = m.nn.GRU(6, 5, num_layers=2, batch_first=True, bidirectional=True)
+            self.cell = m.nn.LSTMCell(10, 4)
+            self.head = m.nn.Linear(4, 1)
+
+        def forward(self, x):  # x: (N, L, 3)
+            h = m.nn.functional.silu(self.norm(self.conv(x.transpose(1, 2))))
+            h = m.nn.functional.pad(h, (1, 0), mode="replicate").transpose(1, 2)
+            out, _ = self.gru(h)
+            state = None
+            for t in range(out.shape[1]):
+                state = self.cell(out[:, t], state)
+            return self.head(m.nn.functional.mish(state[0]))
+
+    return Model()
+
+
+def test_the_same_training_program_gives_torch_numbers():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    theirs = sequence_model(torch).double()
+    ours = sequence_model(dtrain).double()
+    ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
+    x, y = RNG.standard_normal((4, 6, 3)), RNG.standard_normal((4, 1))
+    losses = []
+    for lib, model in ((torch, theirs), (dtrain, ours)):
+        opt = lib.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        run = []
+        for _ in range(3):
+            opt.zero_grad()
+            loss = lib.nn.functional.mse_loss(model(lib.tensor(x)), lib.tensor(y))
+            loss.backward()
+            opt.step()
+            run.append(loss.item())
+        losses.append(run)
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-10)
+    assert losses[0][2] < losses[0][0]
+    for name, p in theirs.named_parameters():
+        np.testing.assert_allclose(ours.state_dict()[name], p.detach().numpy(), rtol=1e-9,
+                                   atol=1e-12, err_msg=name)
