@@ -326,3 +326,18 @@ def test_the_same_training_program_gives_torch_numbers():
     for name, p in theirs.named_parameters():
         np.testing.assert_allclose(ours.state_dict()[name], p.detach().numpy(), rtol=1e-9,
                                    atol=1e-12, err_msg=name)
+
+
+def test_frozen_layer_still_gives_input_gradients():
+    dtrain.manual_seed(4)
+    layer = nn.LSTM(3, 4, num_layers=2, bidirectional=True, dtype="float64")
+    x = RNG.standard_normal((5, 2, 3))
+    xt = dtrain.tensor(x, requires_grad=True)
+    layer(xt)[0].sum().backward()
+    expected = xt.grad.data
+    layer.zero_grad()
+    layer.requires_grad_(False)
+    xt = dtrain.tensor(x, requires_grad=True)
+    layer(xt)[0].sum().backward()
+    np.testing.assert_allclose(xt.grad.data, expected, rtol=1e-12, atol=1e-12)
+    assert all(p.grad is None for p in layer.parameters())

@@ -39,7 +39,7 @@ def recurrence(mode: str, x: Tensor, h0: Tensor, c0: Tensor | None, w_ih: Tensor
     """
     X = x.data[::-1] if reverse else x.data
     Wih, Whh = w_ih.data, w_hh.data
-    XW = X @ Wih.T
+    XW = (_flat(X) @ Wih.T).reshape(X.shape[:2] + (Wih.shape[0],))  # one GEMM for all steps
     if b_ih is not None:
         XW += b_ih.data
     Bhh = b_hh.data if b_hh is not None else None
@@ -57,12 +57,14 @@ def recurrence(mode: str, x: Tensor, h0: Tensor, c0: Tensor | None, w_ih: Tensor
     def node_backward(g):
         G = g[:T][::-1] if reverse else g[:T]
         grads = backward(np.ascontiguousarray(G), g[T] if mode == "LSTM" else None)
-        dXW = grads.pop("xw")
+        dXW = _flat(grads.pop("xw"))
         if x._requires_grad:
-            gx = dXW @ Wih
+            gx = (dXW @ Wih).reshape(X.shape)
             grads["x"] = gx[::-1] if reverse else gx
-        grads["w_ih"] = _flat(dXW).T @ _flat(X)
-        grads["b_ih"] = _flat(dXW).sum(axis=0)
+        if w_ih._requires_grad:
+            grads["w_ih"] = dXW.T @ _flat(X)
+        if b_ih is not None and b_ih._requires_grad:
+            grads["b_ih"] = dXW.sum(axis=0)
         return tuple(grads.get(k) if t._requires_grad else None for k, t in named)
 
     if reverse:  # a new array: the backward closures keep the states in processing order
