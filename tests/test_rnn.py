@@ -186,6 +186,8 @@ def test_recurrent_errors():
         layer(dtrain.randn(4, 3), (dtrain.zeros(2, 4), dtrain.zeros(2, 1, 4)))
     with pytest.raises(TypeError, match="tuple"):
         layer(dtrain.randn(4, 2, 3), dtrain.zeros(2, 2, 4))
+    with pytest.raises(ValueError, match=r"input dtype \(float64\) does not match weight"):
+        layer(dtrain.randn(4, 2, 3, dtype="float64"))
     with pytest.raises(ValueError, match="Unknown nonlinearity"):
         nn.RNN(3, 4, nonlinearity="sigmoid")
     with pytest.raises(ValueError, match="dropout should be a number"):
@@ -276,6 +278,8 @@ def test_cell_errors():
         nn.GRUCell(3, 4)(dtrain.randn(3), dtrain.zeros(1, 4))
     with pytest.raises(ValueError, match="Unknown nonlinearity"):
         nn.RNNCell(3, 4, nonlinearity="gelu")
+    with pytest.raises(RuntimeError, match="dtype float64 and weight dtype float32"):
+        cell(dtrain.randn(2, 3, dtype="float64"))
 
 
 # ------------------------------------------------------------ one program, two libraries

@@ -105,6 +105,11 @@ class RNNBase(Module):
                                f"{self.input_size}, got {input.shape[-1]}")
         if input.dtype.kind != "f":
             raise TypeError(f"{kind}: expected a floating input, got dtype {input.dtype}")
+        weight = self.weight_ih_l0.dtype
+        if input.dtype != weight:
+            raise ValueError(f"RNN input dtype ({input.dtype}) does not match weight dtype "
+                             f"({weight}). Convert input: input.to({weight}), or convert model: "
+                             f"model.to({input.dtype})")
         return input.ndim == 3
 
     def _initial(self, hx, batched: bool, batch: int, dtype, what: str = "hx") -> Tensor:
@@ -302,6 +307,9 @@ class RNNCellBase(Module):
                                f"expected {self.input_size}")
         if input.dtype.kind != "f":
             raise TypeError(f"{kind}: expected a floating input, got dtype {input.dtype}")
+        if input.dtype != self.weight_ih.dtype:
+            raise RuntimeError(f"{kind}: input dtype {input.dtype} and weight dtype "
+                               f"{self.weight_ih.dtype} must be the same")
         batched = input.ndim == 2
         x = input if batched else input.unsqueeze(0)
         h = self._state(hx, x.shape[0], batched, input.dtype, 0)
