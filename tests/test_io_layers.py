@@ -89,6 +89,25 @@ CASES = {
     "PixelUnshuffle": Case(lambda: nn.PixelUnshuffle(2), lambda: (x(2, 2, 4, 4),)),
     "Upsample": Case(lambda: nn.Upsample(scale_factor=2, mode="nearest"),
                      lambda: (x(2, 3, 4, 4),)),
+    "ConstantPad1d": Case(lambda: nn.ConstantPad1d((1, 2), 0.5), lambda: (x(2, 3, 4),)),
+    "ConstantPad2d": Case(lambda: nn.ConstantPad2d(1, -1.0), lambda: (x(2, 3, 4, 4),)),
+    "ZeroPad1d": Case(lambda: nn.ZeroPad1d(2), lambda: (x(2, 3, 4),)),
+    "ZeroPad2d": Case(lambda: nn.ZeroPad2d((1, 0, 2, 1)), lambda: (x(2, 3, 4, 4),)),
+    "ReflectionPad1d": Case(lambda: nn.ReflectionPad1d(2), lambda: (x(2, 3, 5),)),
+    "ReflectionPad2d": Case(lambda: nn.ReflectionPad2d(1), lambda: (x(2, 3, 4, 4),)),
+    "ReplicationPad1d": Case(lambda: nn.ReplicationPad1d((2, 1)), lambda: (x(2, 3, 5),)),
+    "ReplicationPad2d": Case(lambda: nn.ReplicationPad2d(2), lambda: (x(2, 3, 4, 4),)),
+    "CircularPad1d": Case(lambda: nn.CircularPad1d(1), lambda: (x(2, 3, 5),)),
+    "CircularPad2d": Case(lambda: nn.CircularPad2d((1, 1, 2, 0)), lambda: (x(2, 3, 4, 4),)),
+    "RNN": Case(lambda: nn.RNN(3, 4, num_layers=2, nonlinearity="relu", batch_first=True),
+                lambda: (x(2, 5, 3),)),
+    "LSTM": Case(lambda: nn.LSTM(3, 4, bidirectional=True), lambda: (x(5, 2, 3),)),
+    "GRU": Case(lambda: nn.GRU(3, 4, num_layers=2, dropout=0.2), lambda: (x(5, 2, 3),)),
+    "RNNBase": Case(lambda: nn.LSTM(3, 4), lambda: (x(5, 2, 3),)),  # abstract: a subclass
+    "RNNCell": Case(lambda: nn.RNNCell(3, 4, nonlinearity="tanh"), lambda: (x(2, 3),)),
+    "LSTMCell": Case(lambda: nn.LSTMCell(3, 4), lambda: (x(2, 3),)),
+    "GRUCell": Case(lambda: nn.GRUCell(3, 4), lambda: (x(2, 3),)),
+    "RNNCellBase": Case(lambda: nn.GRUCell(3, 4), lambda: (x(2, 3),)),  # abstract: a subclass
 }
 
 
@@ -158,9 +177,14 @@ def test_every_exported_layer_has_a_case():
 def outputs(model, inputs, seed):
     """The model's output(s) as NumPy arrays; the seed fixes dropout masks."""
     dtrain.manual_seed(seed)
-    out = model(*inputs)
-    items = out if isinstance(out, tuple) else (out,)
-    return [item.detach().numpy() for item in items]
+    return _flat(model(*inputs))
+
+
+def _flat(out) -> list:
+    """Arrays of an output that may nest tuples (an LSTM returns (out, (h, c)))."""
+    if isinstance(out, tuple):
+        return [a for item in out for a in _flat(item)]
+    return [out.detach().numpy()]
 
 
 def check_roundtrip(model, make_inputs, tmp_path, training: bool):

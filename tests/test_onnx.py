@@ -329,6 +329,11 @@ class ReadsValue(nn.Module):
         return x * float(x.sum().item())
 
 
+class PadsCircular(nn.Module):
+    def forward(self, x):
+        return F.pad(x, (1, 1, 1, 1), mode="circular")
+
+
 class CustomOp(nn.Module):
     def forward(self, x):
         return tensor_module._op(np.cbrt(x._data), (x,), lambda g: (g,), "CbrtBackward0")
@@ -345,7 +350,7 @@ class CustomOp(nn.Module):
      "MaxPool2d with return_indices", (2, 1, 4, 4)),
     (lambda: nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.L1Loss())),
      r"no converter for L1Loss \(at '1.0'\)", (2, 4)),
-    (lambda: nn.Sequential(nn.AdaptiveAvgPool2d(3)), "from 4x4 to 3x3", (2, 1, 4, 4)),
+    (PadsCircular, "pad mode 'circular' at opset 17", (2, 1, 4, 4)),
 ])
 def test_unsupported_ops_and_layers_are_named(tmp_path, model, message, shape):
     x = np.ones(shape, np.float32)

@@ -393,3 +393,35 @@ def binary_cross_entropy_with_logits(input: Tensor, target, weight=None, reducti
 
     return _op(loss.astype(X.dtype, copy=False), (input,), backward,
                "BinaryCrossEntropyWithLogitsBackward0")
+
+
+# --------------------------------------------------------------- smooth activations
+def silu(input: Tensor) -> Tensor:
+    """x * sigmoid(x) (PyTorch's ``F.silu``, a.k.a. swish)."""
+    X = input._data
+    s = np.exp(-np.logaddexp(0, -X)).astype(X.dtype, copy=False)
+    return _op(X * s, (input,), lambda g: (g * (s * (1 + X * (1 - s))),), "SiluBackward0")
+
+
+def mish(input: Tensor) -> Tensor:
+    """x * tanh(softplus(x)) (PyTorch's ``F.mish``)."""
+    X = input._data
+    t = np.tanh(np.logaddexp(0, X)).astype(X.dtype, copy=False)
+
+    def backward(g):
+        s = np.exp(-np.logaddexp(0, -X))
+        return ((g * (t + X * s * (1 - t * t))).astype(X.dtype, copy=False),)
+
+    return _op(X * t, (input,), backward, "MishBackward0")
+
+
+def hardswish(input: Tensor) -> Tensor:
+    """x * relu6(x + 3) / 6 (PyTorch's ``F.hardswish``)."""
+    X = input._data
+    out = X * np.clip(X + 3, 0, 6) / 6
+
+    def backward(g):
+        slope = np.where(X <= -3, 0, np.where(X >= 3, 1, X / 3 + 0.5)).astype(X.dtype)
+        return (g * slope,)
+
+    return _op(out.astype(X.dtype, copy=False), (input,), backward, "HardswishBackward0")

@@ -21,12 +21,19 @@ from ._kernels import (
     nll_loss,
     softplus,
 )
+from ._kernels import hardswish as _hardswish
+from ._kernels import mish as _mish
+from ._kernels import silu as _silu
 from .activation import _implicit_dim
 from .conv import conv2d
+from .conv1d import conv1d
+from .conv_transpose import conv_transpose2d
 from .dropout import dropout
-from .normalization import batch_norm, layer_norm
+from .normalization import batch_norm, group_norm, layer_norm, normalize
+from .padding import pad
 from .pooling import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 from .sparse import embedding
+from .upsampling import interpolate, pixel_shuffle, pixel_unshuffle
 
 __all__ = [
     "adaptive_avg_pool2d",
@@ -34,23 +41,34 @@ __all__ = [
     "batch_norm",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
+    "conv1d",
     "conv2d",
+    "conv_transpose2d",
     "cross_entropy",
     "dropout",
     "elu",
     "embedding",
     "gelu",
+    "group_norm",
+    "hardswish",
+    "interpolate",
     "l1_loss",
     "layer_norm",
     "leaky_relu",
     "linear",
     "log_softmax",
     "max_pool2d",
+    "mish",
     "mse_loss",
     "nll_loss",
+    "normalize",
     "one_hot",
+    "pad",
+    "pixel_shuffle",
+    "pixel_unshuffle",
     "relu",
     "sigmoid",
+    "silu",
     "softmax",
     "softplus",
     "tanh",
@@ -60,6 +78,21 @@ __all__ = [
 def relu(input: Tensor, inplace: bool = False) -> Tensor:
     """max(0, x)."""
     return _relu(input)
+
+
+def silu(input: Tensor, inplace: bool = False) -> Tensor:
+    """x * sigmoid(x)."""
+    return _silu(input)
+
+
+def mish(input: Tensor, inplace: bool = False) -> Tensor:
+    """x * tanh(softplus(x))."""
+    return _mish(input)
+
+
+def hardswish(input: Tensor, inplace: bool = False) -> Tensor:
+    """x * relu6(x + 3) / 6."""
+    return _hardswish(input)
 
 
 def softmax(input: Tensor, dim: int | None = None, dtype=None) -> Tensor:

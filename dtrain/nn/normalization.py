@@ -10,6 +10,7 @@ process computed the statistics.
 
 from __future__ import annotations
 
+import math
 import numbers
 import threading
 from collections.abc import Iterator
@@ -398,3 +399,128 @@ class LayerNorm(Module):
     def extra_repr(self) -> str:
         return (f"{self.normalized_shape}, eps={self.eps}, "
                 f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}")
+
+
+# ------------------------------------------------------------------------ group norm
+def group_norm(input: Tensor, num_groups: int, weight=None, bias=None,
+               eps: float = 1e-5) -> Tensor:
+    """Normalize (N, C, *) input over each group of C/num_groups channels, as ``F.group_norm``."""
+    X = input._data
+    W, B = _data(weight), _data(bias)
+    _check_dtypes("group_norm", X, weight=W, bias=B)
+    if X.ndim < 2:
+        raise RuntimeError(f"group_norm: expected an input of shape (N, C, *), got "
+                           f"{tuple(X.shape)}")
+    n, c = X.shape[:2]
+    if not isinstance(num_groups, numbers.Integral) or num_groups < 1 or c % num_groups:
+        raise RuntimeError(f"Expected number of channels in input to be divisible by num_groups, "
+                           f"but got input of shape {list(X.shape)} and num_groups={num_groups}")
+    for label, t in (("weight", W), ("bias", B)):
+        if t is not None and t.shape != (c,):
+            raise RuntimeError(f"group_norm: {label} of shape {tuple(t.shape)} does not match "
+                               f"the {c} channels of input of shape {tuple(X.shape)}")
+    g = int(num_groups)
+    X3 = X.reshape(n, g, -1)
+    d = X3.shape[2]
+    xhat = X3 - X3.mean(axis=2, keepdims=True)
+    invstd = 1.0 / np.sqrt(np.einsum("ngd,ngd->ng", xhat, xhat) / max(d, 1) + eps)
+    xhat *= invstd[:, :, None]
+    xc = xhat.reshape(n, c, -1)  # per channel, for the affine part
+    out = xc * W[:, None] if W is not None else xc.copy()
+    if B is not None:
+        out += B[:, None]
+
+    def backward(grad):
+        G = grad.reshape(n, c, -1)
+        gx = None
+        if input._requires_grad:
+            gxhat = (G * W[:, None] if W is not None else G).reshape(n, g, d)
+            gx = xhat * (-np.einsum("ngd,ngd->ng", gxhat, xhat) / d)[:, :, None]
+            gx += gxhat
+            gx -= gxhat.mean(axis=2, keepdims=True)
+            gx *= invstd[:, :, None]
+            gx = gx.reshape(X.shape)
+        gw = np.einsum("ncl,ncl->c", G, xc) if W is not None else None
+        gb = G.sum(axis=(0, 2)) if B is not None else None
+        return _affine_grads(gx, weight, bias, gw, gb)
+
+    inputs = (input,) + tuple(t for t in (weight, bias) if t is not None)
+    return _op(out.reshape(X.shape), inputs, backward, "NativeGroupNormBackward0")
+
+
+class GroupNorm(Module):
+    """Group normalization of (N, C, *) input, with per-channel affine parameters."""
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5,
+                 affine: bool = True, dtype=None, *, bias: bool = True):
+        super().__init__()
+        if num_channels % num_groups:
+            raise ValueError(f"num_channels ({num_channels}) must be divisible by num_groups "
+                             f"({num_groups})")
+        self.num_groups, self.num_channels = num_groups, num_channels
+        self.eps, self.affine = eps, affine
+        dtype = np.dtype(dtype) if dtype is not None else get_default_dtype()
+        if affine:
+            self.weight = Parameter(np.ones(num_channels, dtype=dtype))
+            if bias:
+                self.bias = Parameter(np.zeros(num_channels, dtype=dtype))
+            else:
+                self.register_parameter("bias", None)
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+
+    def reset_parameters(self) -> None:
+        """Weight 1, bias 0."""
+        if self.weight is not None:
+            init.ones_(self.weight)
+        if self.bias is not None:
+            init.zeros_(self.bias)
+
+    def forward(self, input: Tensor) -> Tensor:
+        if input.ndim < 2 or input.shape[1] != self.num_channels:
+            raise RuntimeError(f"GroupNorm: expected input of shape (N, {self.num_channels}, *), "
+                               f"got {tuple(input.shape)}")
+        return group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, "
+                f"bias={self.bias is not None}")
+
+
+# ------------------------------------------------------------------------- normalize
+def normalize(input: Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12) -> Tensor:
+    """``input / max(||input||_p, eps)`` along ``dim``, as ``F.normalize``."""
+    X = input._data
+    _check_dtypes("normalize", X)
+    if X.ndim == 0 or not -X.ndim <= dim < X.ndim:
+        raise IndexError(f"Dimension out of range (expected to be in range of "
+                         f"[{-max(X.ndim, 1)}, {max(X.ndim, 1) - 1}], but got {dim})")
+    p = float(p)
+    if not p > 0:
+        raise ValueError(f"normalize: p must be positive, got {p}")
+    ax = np.abs(X)
+    if p == math.inf:
+        norm = ax.max(axis=dim, keepdims=True)
+    elif p == 2:
+        norm = np.sqrt((X * X).sum(axis=dim, keepdims=True))
+    else:
+        norm = (ax ** p).sum(axis=dim, keepdims=True) ** (1 / p)
+    denom = np.maximum(norm, eps).astype(X.dtype)
+
+    def backward(g):
+        gx = g / denom
+        through = norm >= eps  # where the clamp passes the norm's gradient
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if p == math.inf:
+                top = ax == norm
+                dnorm = np.sign(X) * top / top.sum(axis=dim, keepdims=True)
+            elif p == 2:
+                dnorm = X / norm
+            else:
+                dnorm = np.sign(X) * (ax / norm) ** (p - 1)
+            coef = (g * X).sum(axis=dim, keepdims=True) / (denom * denom)
+            gx -= np.where(through & (norm > 0), coef * dnorm, 0)
+        return (gx.astype(X.dtype, copy=False),)
+
+    return _op(X / denom, (input,), backward, "DivBackward0")

@@ -144,6 +144,35 @@ def _softplus_fn(tr, out, input, beta=1.0, threshold=20.0):
     return softplus(tr, input, float(beta), float(threshold))
 
 
+def silu(tr, x) -> str:
+    """x * sigmoid(x)."""
+    v = tr.name(x)
+    return tr.g.op("Mul", [v, tr.g.op("Sigmoid", [v])])
+
+
+def mish(tr, x) -> str:
+    """x * tanh(softplus(x)): the Mish op from opset 18."""
+    v = tr.name(x)
+    if tr.opset >= 18:
+        return tr.g.op("Mish", [v])
+    return tr.g.op("Mul", [v, tr.g.op("Tanh", [tr.g.op("Softplus", [v])])])
+
+
+def hardswish(tr, x) -> str:
+    """x * relu6(x + 3) / 6: HardSwish from opset 14, x * HardSigmoid(x) before."""
+    v = tr.name(x)
+    if tr.opset >= 14:
+        return tr.g.op("HardSwish", [v])
+    return tr.g.op("Mul", [v, tr.g.op("HardSigmoid", [v], alpha=1.0 / 6, beta=0.5)])
+
+
+for _name, _emit in (("silu", silu), ("mish", mish), ("hardswish", hardswish)):
+    converts_layer(NN, {"silu": "SiLU", "mish": "Mish", "hardswish": "Hardswish"}[_name])(
+        lambda tr, m, out, x, _emit=_emit: _emit(tr, x))
+    converts(K, _name)(lambda tr, out, input, _emit=_emit: _emit(tr, input))
+    converts(F, _name)(lambda tr, out, input, inplace=False, _emit=_emit: _emit(tr, input))
+
+
 def _implicit(dim, x) -> int:
     from ..nn.activation import _implicit_dim
 
@@ -232,6 +261,73 @@ def _conv_fn(tr, out, input, weight, bias=None, stride=1, padding=0, dilation=1,
     return conv2d(tr, input, weight, bias, stride, pads, dilation, groups)
 
 
+def conv1d(tr, x, weight, bias, stride: int, pads: tuple, dilation: int, groups: int,
+           padding_mode: str = "zeros") -> str:
+    """1-D Conv; ``pads`` as the 2-D kernel takes them, ((0, 0), (left, right))."""
+    left, right = pads[1]
+    w = tr.name(weight)
+    b = [tr.name(bias)] if bias is not None else []
+    modes = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+    v = tr.name(x)
+    if x.ndim == 2:
+        v = tr.g.op("Unsqueeze", [v, tr.g.ints([0])])
+    conv_pads = [left, right]
+    if padding_mode != "zeros" and (left or right):
+        if padding_mode not in modes or (padding_mode == "circular" and tr.opset < 19):
+            raise ExportError(f"ONNX export: no converter for Conv1d padding_mode="
+                              f"{padding_mode!r} at opset {tr.opset}")
+        v = tr.g.op("Pad", [v, tr.g.ints([0, 0, left, 0, 0, right])], mode=modes[padding_mode])
+        conv_pads = [0, 0]
+    y = tr.g.op("Conv", [v, w, *b], kernel_shape=[int(weight.shape[2])], strides=[int(stride)],
+                pads=conv_pads, dilations=[int(dilation)], group=int(groups))
+    return tr.g.op("Squeeze", [y, tr.g.ints([0])]) if x.ndim == 2 else y
+
+
+@converts_layer(NN, "Conv1d")
+def _conv1d_layer(tr, m, out, x):
+    return conv1d(tr, x, m.weight, m.bias, m.stride[0], m._pads, m.dilation[0], m.groups,
+                  m.padding_mode)
+
+
+@converts("dtrain.nn.conv1d", "conv1d")
+def _conv1d_fn(tr, out, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    from ..nn.conv1d import _pads_1d, _single
+
+    s, d = _single(stride, "stride"), _single(dilation, "dilation")
+    return conv1d(tr, input, weight, bias, s, _pads_1d(padding, weight.shape[2], s, d), d,
+                  groups)
+
+
+def conv_transpose2d(tr, x, weight, bias, stride, padding, output_padding, groups: int,
+                     dilation) -> str:
+    """ConvTranspose: ONNX keeps PyTorch's (in, out/groups, kH, kW) weight layout."""
+    w = tr.name(weight)
+    b = [tr.name(bias)] if bias is not None else []
+    (ph, pw) = _pair(padding)
+
+    def emit(v):
+        return tr.g.op("ConvTranspose", [v, w, *b], kernel_shape=list(weight.shape[2:]),
+                       strides=list(_pair(stride)), pads=[ph, pw, ph, pw],
+                       output_padding=list(_pair(output_padding)),
+                       dilations=list(_pair(dilation)), group=int(groups))
+
+    return _spatial(tr, x, emit)
+
+
+@converts_layer(NN, "ConvTranspose2d")
+def _conv_transpose_layer(tr, m, out, x, output_size=None):
+    op = m._output_padding_for(x, output_size)
+    return conv_transpose2d(tr, x, m.weight, m.bias, m.stride, m.padding, op, m.groups,
+                            m.dilation)
+
+
+@converts("dtrain.nn.conv_transpose", "conv_transpose2d")
+def _conv_transpose_fn(tr, out, input, weight, bias=None, stride=1, padding=0, output_padding=0,
+                       groups=1, dilation=1):
+    return conv_transpose2d(tr, input, weight, bias, stride, padding, output_padding, groups,
+                            dilation)
+
+
 # ---------------------------------------------------------------------------- pooling
 def pool2d(tr, op_type: str, x, kernel_size, stride, padding, ceil_mode: bool, **attrs) -> str:
     """MaxPool or AveragePool with PyTorch's stride default (the kernel size)."""
@@ -293,17 +389,21 @@ def _avg_pool_fn(tr, out, input, kernel_size, stride=None, padding=0, ceil_mode=
 
 
 def adaptive_avg_pool2d(tr, x, output_size) -> str:
-    """Global or evenly dividing adaptive pooling (the windows PyTorch uses are then equal)."""
+    """GlobalAveragePool, AveragePool when the sizes divide, else two MatMuls by PyTorch's
+    window-averaging matrices (windows that overlap or differ in size)."""
+    from ..nn.pooling import _adaptive_matrix
+
     sizes = output_size if isinstance(output_size, (tuple, list)) else (output_size,) * 2
     h, w = x.shape[-2:]
     ho, wo = (h if sizes[0] is None else int(sizes[0])), (w if sizes[1] is None else int(sizes[1]))
     if (ho, wo) == (1, 1):
         return _spatial(tr, x, lambda v: tr.g.op("GlobalAveragePool", [v]))
-    if h % ho or w % wo:
-        raise ExportError(f"ONNX export: no converter for AdaptiveAvgPool2d from {h}x{w} to "
-                          f"{ho}x{wo} (the output size must divide the input size)")
-    k = (h // ho, w // wo)
-    return pool2d(tr, "AveragePool", x, k, k, 0, False)
+    if h % ho == 0 and w % wo == 0:
+        k = (h // ho, w // wo)
+        return pool2d(tr, "AveragePool", x, k, k, 0, False)
+    rows = tr.g.const(_adaptive_matrix(h, ho, x.dtype))
+    cols = tr.g.const(_adaptive_matrix(w, wo, x.dtype).T)
+    return tr.g.op("MatMul", [rows, tr.g.op("MatMul", [tr.name(x), cols])])
 
 
 @converts_layer(NN, "AdaptiveAvgPool2d")
@@ -370,6 +470,57 @@ def _layer_norm_layer(tr, m, out, x):
 @converts("dtrain.nn.normalization", "layer_norm")
 def _layer_norm_fn(tr, out, input, normalized_shape, weight=None, bias=None, eps=1e-5):
     return layer_norm(tr, input, normalized_shape, weight, bias, eps)
+
+
+def group_norm(tr, x, num_groups: int, weight, bias, eps: float) -> str:
+    """InstanceNormalization over (N, groups, rest), then the per-channel affine map."""
+    v = tr.name(x)
+    grouped = tr.g.op("Reshape", [v, tr.g.ints([0, int(num_groups), -1])])
+    ones, zeros = np.ones(num_groups, x.dtype), np.zeros(num_groups, x.dtype)
+    normed = tr.g.op("InstanceNormalization", [grouped, tr.g.const(ones), tr.g.const(zeros)],
+                     epsilon=float(eps))
+    y = tr.g.op("Reshape", [normed, tr.g.op("Shape", [v])])
+    def per_channel(t):
+        if x.ndim == 2:
+            return tr.name(t)
+        return tr.g.op("Unsqueeze", [tr.name(t), tr.g.ints(range(1, x.ndim - 1))])
+
+    if weight is not None:
+        y = tr.g.op("Mul", [y, per_channel(weight)])
+    if bias is not None:
+        y = tr.g.op("Add", [y, per_channel(bias)])
+    return y
+
+
+@converts_layer(NN, "GroupNorm")
+def _group_norm_layer(tr, m, out, x):
+    return group_norm(tr, x, m.num_groups, m.weight, m.bias, m.eps)
+
+
+@converts("dtrain.nn.normalization", "group_norm")
+def _group_norm_fn(tr, out, input, num_groups, weight=None, bias=None, eps=1e-5):
+    return group_norm(tr, input, num_groups, weight, bias, eps)
+
+
+@converts("dtrain.nn.normalization", "normalize")
+def _normalize_fn(tr, out, input, p=2.0, dim=1, eps=1e-12):
+    """x / max(||x||_p, eps) along ``dim``."""
+    from .ops import reduce
+
+    v = tr.name(input)
+    axes = (int(dim) % input.ndim,)
+    p = float(p)
+    if p == 2:
+        norm = reduce(tr, "ReduceL2", v, axes, True)
+    elif p == 1:
+        norm = reduce(tr, "ReduceL1", v, axes, True)
+    elif p == math.inf:
+        norm = reduce(tr, "ReduceMax", tr.g.op("Abs", [v]), axes, True)
+    else:
+        powered = tr.g.op("Pow", [tr.g.op("Abs", [v]), tr.name(p, input.dtype)])
+        norm = tr.g.op("Pow", [reduce(tr, "ReduceSum", powered, axes, True),
+                               tr.name(1.0 / p, input.dtype)])
+    return tr.g.op("Div", [v, tr.g.op("Max", [norm, tr.name(eps, input.dtype)])])
 
 
 # -------------------------------------------------------------------------- embedding

@@ -39,7 +39,7 @@ def resolve() -> tuple[dict, dict]:
     """(original function -> converter, layer class -> converter); call with nothing patched."""
     if not _resolved:
         from ..autograd.tensor import Tensor
-        from . import layers, ops  # noqa: F401 - importing declares their converters
+        from . import layers, ops, recurrent, resize  # noqa: F401 - importing declares them
 
         functions, classes = {}, {}
         for module, name, converter in _OPS:

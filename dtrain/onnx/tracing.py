@@ -30,10 +30,11 @@ _install_lock = threading.Lock()
 # modules whose public functions are ops: each is wrapped (converted, or refused when traced)
 OP_MODULES = ("dtrain.autograd.tensor", "dtrain.autograd.creation", "dtrain.nn._kernels",
               "dtrain.nn.conv", "dtrain.nn.pooling", "dtrain.nn.normalization", "dtrain.nn.sparse",
-              "dtrain.nn.dropout", "dtrain.nn.functional")
+              "dtrain.nn.dropout", "dtrain.nn.functional", "dtrain.nn.padding",
+              "dtrain.nn.upsampling", "dtrain.nn.conv1d", "dtrain.nn.conv_transpose")
 # public functions of those modules that are not ops
 NOT_OPS = {"get_default_dtype", "set_default_dtype", "collect_batch_stats", "keyed_dropout",
-           "keyed_uniform", "check_reduction"}
+           "keyed_uniform", "check_reduction", "resize_plan"}
 # Tensor methods that make tensors without going through a module-level op function
 TENSOR_METHODS = ("type", "clone", "detach", "argmax", "argmin", "sign", "isnan", "isfinite",
                   "any", "all", "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__",
@@ -52,6 +53,13 @@ PASS_THROUGH = ("Module", "Sequential", "ModuleList", "ModuleDict", "Identity", 
 
 def _display(name: str) -> str:
     return name.strip("_") if name.startswith("__") else name
+
+
+def flat_outputs(obj) -> tuple:
+    """A result as a flat tuple: nested tuples and lists (an LSTM's (h, c)) are unpacked."""
+    if isinstance(obj, (tuple, list)):
+        return tuple(item for part in obj for item in flat_outputs(part))
+    return (obj,)
 
 
 def _tensors(obj):
@@ -152,7 +160,7 @@ class Tracer:
 
     def register(self, out, names, inputs: list) -> None:
         """Bind the outputs of a converted call; dim 0 stays the batch dim if it kept its size."""
-        outs = out if isinstance(out, tuple) else (out,)
+        outs = flat_outputs(out)
         names = names if isinstance(names, (tuple, list)) else (names,)
         if len(outs) != len(names):
             raise ExportError(f"ONNX export: converter gave {len(names)} values for "
@@ -202,13 +210,16 @@ class Tracer:
                 raise ExportError(f"ONNX export: no converter for {kind} (at '{path}')")
             with self.scope(path):
                 return call(module, *args, **kwargs)
-        if kwargs or len(args) != 1:
-            raise ExportError(f"ONNX export: {kind} (at '{path}') must be called with one "
-                              f"input, got {len(args)} positional and {len(kwargs)} keyword")
+        try:  # a converter names the arguments it converts after (tracer, module, out)
+            inspect.signature(converter).bind(self, module, None, *args, **kwargs)
+        except TypeError:
+            raise ExportError(f"ONNX export: {kind} (at '{path}') called with {len(args)} "
+                              f"positional and {len(kwargs)} keyword arguments; its converter "
+                              f"takes {inspect.signature(converter)}") from None
         with self.suspend():
-            out = call(module, *args)
+            out = call(module, *args, **kwargs)
         with self.suspend(), self.scope(path):
-            names = converter(self, module, out, args[0])
+            names = converter(self, module, out, *args, **kwargs)
         self.register(out, names, inputs)
         return out
 

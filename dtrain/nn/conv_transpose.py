@@ -1,0 +1,199 @@
+"""Transposed 2-D convolution: ``conv_transpose2d`` and ``ConvTranspose2d``.
+
+A transposed convolution is the input gradient of a convolution, so it reuses ``conv.py``'s
+kernels the other way round: the forward is the col2im of ``weight.T @ input`` (one strided add
+per kernel position), the input gradient is the im2col convolution of the output gradient with
+the same weight, and the weight gradient is that convolution's weight gradient.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..autograd.tensor import Tensor, _op, get_default_dtype
+from . import init
+from .conv import _check_positive, _correlate, _input_grad_col2im, _pad_or_crop, _pair, _weight_grad
+from .module import Module
+from .parameter import Parameter
+
+
+def _check_args(X: np.ndarray, Wt: np.ndarray, B, groups: int) -> None:
+    if Wt.ndim != 4:
+        raise RuntimeError(f"conv_transpose2d: expected a 4-D weight (in, out/groups, kH, kW), "
+                           f"got shape {tuple(Wt.shape)}")
+    if X.ndim != 4:
+        raise RuntimeError(f"conv_transpose2d: expected a 3-D (C, H, W) or 4-D (N, C, H, W) "
+                           f"input, got shape {tuple(X.shape)}")
+    if not isinstance(groups, int) or groups < 1 or Wt.shape[0] % groups:
+        raise RuntimeError(f"conv_transpose2d: weight of shape {tuple(Wt.shape)} has "
+                           f"{Wt.shape[0]} input channels, not divisible by groups={groups}")
+    if X.shape[1] != Wt.shape[0]:
+        raise RuntimeError(f"conv_transpose2d: weight of shape {tuple(Wt.shape)} expects input "
+                           f"with {Wt.shape[0]} channels, got input of shape {tuple(X.shape)}")
+    if B is not None and B.shape != (Wt.shape[1] * groups,):
+        raise RuntimeError(f"conv_transpose2d: bias of shape {tuple(B.shape)} does not match "
+                           f"{Wt.shape[1] * groups} output channels")
+    if X.dtype != Wt.dtype or (B is not None and B.dtype != Wt.dtype):
+        raise RuntimeError(f"conv_transpose2d: input dtype {X.dtype} and weight dtype {Wt.dtype}"
+                           + (f" and bias dtype {B.dtype}" if B is not None else "")
+                           + " must be the same")
+
+
+def _output_padding(output_padding, stride: tuple, dilation: tuple) -> tuple:
+    op = _pair(output_padding, "output_padding")
+    for o, s, d in zip(op, stride, dilation):
+        if o < 0 or o >= max(s, d):
+            raise ValueError(f"output padding {op} must be non-negative and smaller than either "
+                             f"stride {stride} or dilation {dilation}")
+    return op
+
+
+def _conv_transpose2d(input: Tensor, weight: Tensor, bias, stride: tuple, padding: tuple,
+                      output_padding: tuple, groups: int, dilation: tuple) -> Tensor:
+    """The fused kernel on checked pairs."""
+    X, Wt = input._data, weight._data
+    B = bias._data if bias is not None else None
+    unbatched = X.ndim == 3
+    if unbatched:
+        X = X[None]
+    _check_args(X, Wt, B, groups)
+    n, cin, h, w = X.shape
+    _, cg, kh, kw = Wt.shape
+    cout = cg * groups
+    full = tuple((size - 1) * s + d * (k - 1) + 1 + o for size, s, d, k, o in
+                 zip((h, w), stride, dilation, (kh, kw), output_padding))
+    ho, wo = full[0] - 2 * padding[0], full[1] - 2 * padding[1]
+    if ho < 1 or wo < 1:
+        raise RuntimeError(f"conv_transpose2d: input of shape {tuple(input.shape)} with weight "
+                           f"{tuple(Wt.shape)}, stride {stride} and padding {padding} gives the "
+                           f"output size ({ho} x {wo}); it must be positive")
+    X4 = np.ascontiguousarray(X).reshape(n, groups, cin // groups, h * w)
+    grown = _input_grad_col2im(X4, Wt, (n, cout, *full), h, w, stride, dilation)
+    (ph, pw) = padding
+    out = np.ascontiguousarray(grown[:, :, ph:ph + ho, pw:pw + wo])
+    if B is not None:
+        out += B.reshape(-1, 1, 1)
+
+    def backward(grad):
+        G = grad[None] if unbatched else grad
+        Gfull = _pad_or_crop(np.ascontiguousarray(G), ph, full[0] - ho - ph, pw,
+                             full[1] - wo - pw)
+        gx = gw = gb = None
+        if input._requires_grad:
+            W3 = Wt.reshape(groups, cin // groups, cg * kh * kw)
+            gx = _correlate(Gfull, W3, None, kh, kw, h, w, stride, dilation)
+            gx = gx[0] if unbatched else gx
+        if weight._requires_grad:
+            gw = _weight_grad(Gfull, X4, Wt.shape, h, w, stride, dilation)
+        if B is None:
+            return gx, gw
+        if bias._requires_grad:
+            gb = G.sum(axis=(0, 2, 3))
+        return gx, gw, gb
+
+    inputs = (input, weight) if bias is None else (input, weight, bias)
+    return _op(out[0] if unbatched else out, inputs, backward, "ConvolutionBackward0")
+
+
+def conv_transpose2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1,
+                     padding=0, output_padding=0, groups: int = 1, dilation=1) -> Tensor:
+    """Transposed 2-D convolution (a 'deconvolution'), as ``F.conv_transpose2d``."""
+    stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
+    _check_positive(stride, "stride")
+    _check_positive(dilation, "dilation")
+    padding = _pair(padding, "padding")
+    if min(padding) < 0:
+        raise ValueError(f"padding must be non-negative, got {padding}")
+    op = _output_padding(output_padding, stride, dilation)
+    return _conv_transpose2d(input, weight, bias, stride, padding, op, groups, dilation)
+
+
+class ConvTranspose2d(Module):
+    """Transposed 2-D convolution with weight (in, out/groups, kH, kW), as PyTorch's layer."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 output_padding=0, groups: int = 1, bias: bool = True, dilation=1,
+                 padding_mode: str = "zeros", dtype=None):
+        super().__init__()
+        if groups < 1 or in_channels % groups or out_channels % groups:
+            raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) "
+                             f"must be divisible by groups ({groups})")
+        if padding_mode != "zeros":
+            raise ValueError(f'Only "zeros" padding mode is supported for ConvTranspose2d, got '
+                             f"{padding_mode!r}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.stride = _pair(stride, "stride")
+        self.dilation = _pair(dilation, "dilation")
+        self.padding = _pair(padding, "padding")
+        for name, value in (("kernel_size", self.kernel_size), ("stride", self.stride),
+                            ("dilation", self.dilation)):
+            _check_positive(value, name)
+        if min(self.padding) < 0:
+            raise ValueError(f"padding must be non-negative, got {self.padding}")
+        self.output_padding = _output_padding(output_padding, self.stride, self.dilation)
+        self.groups, self.padding_mode = groups, padding_mode
+        dtype = np.dtype(dtype) if dtype is not None else get_default_dtype()
+        shape = (in_channels, out_channels // groups, *self.kernel_size)
+        self.weight = Parameter(np.empty(shape, dtype=dtype))
+        if bias:
+            self.bias = Parameter(np.empty((out_channels,), dtype=dtype))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """PyTorch's default: kaiming_uniform_(a=sqrt(5)) on the weight, U(+-1/sqrt(fan_in)) bias.
+
+        As in PyTorch the fan-in is read from the weight's dim 1 (out/groups * kH * kW).
+        """
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in = self.weight.shape[1] * self.kernel_size[0] * self.kernel_size[1]
+            if fan_in:
+                bound = 1 / math.sqrt(fan_in)
+                init.uniform_(self.bias, -bound, bound)
+
+    def _output_padding_for(self, input: Tensor, output_size) -> tuple:
+        """The output padding that makes the output ``output_size`` (PyTorch's rule)."""
+        if output_size is None:
+            return self.output_padding
+        size = [int(s) for s in output_size][-2:]
+        if len(size) != 2:
+            raise ValueError(f"ConvTranspose2d: output_size must have 2 or more elements, got "
+                             f"{output_size!r}")
+        pads = []
+        for i in range(2):
+            smallest = ((input.shape[-2 + i] - 1) * self.stride[i] - 2 * self.padding[i]
+                        + self.dilation[i] * (self.kernel_size[i] - 1) + 1)
+            if not smallest <= size[i] < smallest + self.stride[i]:
+                raise ValueError(f"requested an output size of {size}, but valid sizes range "
+                                 f"from {smallest} to {smallest + self.stride[i] - 1} (for an "
+                                 f"input of {list(input.shape[-2:])})")
+            pads.append(size[i] - smallest)
+        return tuple(pads)
+
+    def forward(self, input: Tensor, output_size=None) -> Tensor:
+        if input.ndim not in (3, 4):
+            raise RuntimeError(f"ConvTranspose2d: expected a 3-D (C, H, W) or 4-D (N, C, H, W) "
+                               f"input, got shape {tuple(input.shape)}")
+        op = self._output_padding_for(input, output_size)
+        return _conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding, op,
+                                 self.groups, self.dilation)
+
+    def extra_repr(self) -> str:
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+             f"stride={self.stride}")
+        if self.padding != (0, 0):
+            s += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.output_padding != (0, 0):
+            s += f", output_padding={self.output_padding}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
