@@ -189,3 +189,28 @@ class Diverges(MomentumGroups):
 
     def scheduler(self, optimizer):
         return None
+
+
+class StuckOnce(MomentumGroups):
+    """One worker's compute thread loops forever in loss() (its beacon keeps heartbeating);
+    the first process to claim the marker file named by DTRAIN_TEST_STUCK is that worker."""
+
+    epochs = 4
+    heartbeat_interval = 0.2
+    heartbeat_timeout = 1.5
+
+    def loss(self, output, target):
+        import os
+
+        marker = os.environ.get("DTRAIN_TEST_STUCK")
+        if marker and dtrain.is_grad_enabled():
+            StuckOnce.calls = getattr(StuckOnce, "calls", 0) + 1
+            if StuckOnce.calls > 12:
+                try:
+                    os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                except FileExistsError:
+                    pass
+                else:
+                    while True:  # a bug in user code: busy forever, holding the node
+                        pass
+        return F.cross_entropy(output, target)

@@ -54,10 +54,11 @@ class WorkerConfig:
 class Beacon(threading.Thread):
     """Sends this worker's HEARTBEATs on a socket of its own, even mid-computation."""
 
-    def __init__(self, ctx: zmq.Context, config: WorkerConfig):
+    def __init__(self, ctx: zmq.Context, config: WorkerConfig, busy=lambda: 0.0):
         super().__init__(name="dtrain-worker-beacon", daemon=True)
         self.ctx = ctx
         self.config = config
+        self.busy = busy  # seconds the compute thread has spent on its current node
         self.stop_event = threading.Event()
         self.lock = threading.Lock()
         self.target = None  # (data socket identity, job id, worker id)
@@ -82,8 +83,8 @@ class Beacon(threading.Thread):
                     sock = _dealer(self.ctx, self.config, identity + b"~beacon", immediate=True)
                     current = identity
                 try:
-                    P.send(sock, P.Heartbeat(worker_id, of=identity), job=job_id,
-                           flags=zmq.NOBLOCK)
+                    P.send(sock, P.Heartbeat(worker_id, of=identity, busy=self.busy()),
+                           job=job_id, flags=zmq.NOBLOCK)
                 except zmq.Again:  # no coordinator right now: nothing to queue
                     pass
         finally:
@@ -129,6 +130,12 @@ class Worker:
         self.sock = None
         self.beacon = None
         self.channel = None  # how arrays travel, chosen at WELCOME
+        self.node_started = None  # monotonic time the current node's computation began
+
+    def busy(self) -> float:
+        """Seconds spent on the node being computed now (0 when idle); read by the beacon."""
+        started = self.node_started
+        return 0.0 if started is None else max(time.monotonic() - started, 0.0)
 
     def _connect(self, ctx: zmq.Context) -> None:
         """A fresh data socket with a new identity, and a HELLO."""
@@ -148,7 +155,7 @@ class Worker:
     def run(self) -> int:
         """Serve until STOP; returns the process exit code."""
         ctx = zmq.Context()
-        self.beacon = Beacon(ctx, self.config)
+        self.beacon = Beacon(ctx, self.config, self.busy)
         self.beacon.start()
         self._connect(ctx)
         heard = time.monotonic()
@@ -260,8 +267,12 @@ class Worker:
         plan = self.planner.plan(msg.epoch, msg.batch, msg.step)
         for node in msg.nodes:
             started = time.perf_counter()
-            with blas_threads(self.settings.threads):
-                value = self.computer.node_value(plan, node, msg.phase)
+            self.node_started = time.monotonic()
+            try:
+                with blas_threads(self.settings.threads):
+                    value = self.computer.node_value(plan, node, msg.phase)
+            finally:
+                self.node_started = None
             elapsed = time.perf_counter() - started
             self._send(self._grads(msg, node, value, elapsed))
 

@@ -11,7 +11,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 
+import numpy as np
+
+from ..autograd.tensor import Tensor
 from ..io import CheckpointError, load, save
 from ..io.container import remove_temporaries
 
@@ -70,3 +74,98 @@ def latest_checkpoint(directory: str) -> tuple[str, dict] | None:
         except (CheckpointError, OSError) as e:
             log.warning("skipping damaged checkpoint %s: %s", path, e)
     return None
+
+
+def snapshot(state):
+    """A copy of ``state`` that later training steps cannot change (arrays and Tensors copied)."""
+    if isinstance(state, dict):
+        return {k: snapshot(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(snapshot(v) for v in state) if type(state) in (list, tuple) \
+            else state
+    if isinstance(state, np.ndarray):
+        return state.copy()
+    if isinstance(state, Tensor):
+        return Tensor._wrap(state._data.copy(), requires_grad=state.requires_grad)
+    return state
+
+
+class CheckpointWriter:
+    """Writes checkpoints on a thread of its own, so a slow disk never stalls the training loop.
+
+    The coordinator keeps answering heartbeats while a checkpoint is written (a write longer than
+    the heartbeat timeout used to make every worker give up on it and reconnect). ``submit``
+    snapshots the state at once, so the file holds exactly that step; writes happen in order,
+    one at a time, and ``submit`` waits only when ``MAX_PENDING`` snapshots already wait (a
+    disk slower than the checkpoint cadence, which then bounds the memory held), calling
+    ``idle`` meanwhile so the coordinator keeps serving its workers. A failed
+    write is logged and the run goes on (its next checkpoint tries again); ``flush`` waits for
+    every pending write and returns the last failure, if any.
+    """
+
+    MAX_PENDING = 2
+
+    def __init__(self, keep: int = 3):
+        self.keep = keep
+        self._lock = threading.Condition()
+        self._pending: list = []  # (directory, state) waiting for the thread, oldest first
+        self._busy = False
+        self.written: list[str] = []
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="dtrain-checkpoints", daemon=True)
+        self._closed = False
+        self._thread.start()
+
+    def submit(self, directory: str, state: dict, idle=None) -> None:
+        """Queue ``state`` (snapshotted now) for writing into ``directory``; while the queue is
+        full, ``idle()`` is called repeatedly (it should return within a fraction of a second)."""
+        frozen = snapshot(state)
+        with self._lock:
+            while len(self._pending) >= self.MAX_PENDING:
+                if idle is None:
+                    self._lock.wait()
+                    continue
+                self._lock.release()
+                try:
+                    idle()
+                finally:
+                    self._lock.acquire()
+            self._pending.append((directory, frozen))
+            self._lock.notify_all()
+
+    def flush(self) -> BaseException | None:
+        """Wait until nothing is pending or being written; the last write error, if any."""
+        with self._lock:
+            while self._pending or self._busy:
+                self._lock.wait()
+            return self.error
+
+    def close(self) -> None:
+        """Write what is pending, then stop the thread."""
+        self.flush()
+        with self._lock:
+            self._closed = True
+            self._lock.notify_all()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._pending and not self._closed:
+                    self._lock.wait()
+                if not self._pending:
+                    return
+                directory, state = self._pending.pop(0)
+                self._busy = True
+            try:
+                path = write_checkpoint(directory, state, self.keep)
+                self.written.append(path)
+                self.error = None
+            except (OSError, CheckpointError, TypeError, ValueError) as e:
+                self.error = e
+                log.error("checkpoint of step %s not written (%s); training goes on and the "
+                          "next checkpoint tries again", state.get("step"), e)
+            finally:
+                with self._lock:
+                    self._busy = False
+                    self._lock.notify_all()

@@ -43,6 +43,8 @@ log = logging.getLogger("dtrain.coordinator")
 
 IO_THREADS = 2  # ZeroMQ I/O threads of the coordinator's context
 HEADER_SLACK = 1 << 20  # a frame may exceed the largest array by this much (headers)
+HANDSHAKE_SECONDS = 5.0  # an unauthenticated connection is dropped after this (ZeroMQ: 30 s)
+STALL_FACTOR = 10.0  # a node this many times slower than usual means a stuck compute thread
 
 
 class WorkerError(RuntimeError):
@@ -76,6 +78,7 @@ class WorkerInfo:
     comm_seconds: float = 0.0
     answered: float = 0.0  # when its last TASK went out or its last answer came in
     steps: int = 0
+    busy: float = 0.0  # seconds on its current node, as its last heartbeat said
 
     @property
     def ready(self) -> bool:
@@ -103,6 +106,7 @@ def make_router(ctx: zmq.Context, bind: str, keys=None) -> tuple[zmq.Socket, str
     sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted worker may reuse its identity
     sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
     sock.setsockopt(zmq.MAXMSGSIZE, P.MAX_FRAME_BYTES + HEADER_SLACK)
+    sock.setsockopt(zmq.HANDSHAKE_IVL, int(HANDSHAKE_SECONDS * 1000))
     if keys is not None:
         make_server(sock, keys)
     try:
@@ -154,6 +158,7 @@ class Coordinator:
         self.failed: dict[str, str] = {}  # instance -> traceback of workers whose job raised
         self.board: ParameterBoard | None = None
         self.machine = machine_id()
+        self.node_seconds: float | None = None  # typical compute time of one node (moving avg)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, trainer) -> None:
@@ -237,8 +242,14 @@ class Coordinator:
                                    f"{self.settings.step_timeout:.0f} s")
             self.poll_once(self.settings.heartbeat_interval / 4)
             self.expire()
+            self.evict_stalled()
         self.state = None
         return state.values
+
+    def serve(self, seconds: float) -> None:
+        """Answer workers for a while between rounds (the trainer waits on something else)."""
+        self.poll_once(seconds)
+        self.expire()
 
     def _complete(self, state: StepState) -> bool:
         return len(state.values) >= len(state.asked) and \
@@ -333,6 +344,8 @@ class Coordinator:
             raise P.ProtocolError("peer", f"{msg.TYPE} message from an unknown peer")
         info.last_seen = time.monotonic()
         if isinstance(msg, P.Heartbeat):
+            if msg.of is not None:
+                info.busy = msg.busy
             return
         if isinstance(msg, P.Ready):
             self._ready(info, msg)
@@ -425,6 +438,9 @@ class Coordinator:
         state.values[node] = self._value(msg, grads)
         now = time.monotonic()
         info.compute_seconds += msg.compute_s
+        info.busy = 0.0
+        self.node_seconds = msg.compute_s if self.node_seconds is None else \
+            0.9 * self.node_seconds + 0.1 * msg.compute_s
         info.comm_seconds += max(now - info.answered - msg.compute_s, 0.0)
         info.answered = now
         info.steps += 1
@@ -507,6 +523,32 @@ class Coordinator:
         for info in list(self.workers.values()):
             if now - info.last_seen > self.settings.heartbeat_timeout:
                 self.evict(info, f"silent for {now - info.last_seen:.1f} s")
+
+    def stall_limit(self) -> float:
+        """How long one node may take before its worker counts as stuck: many times the usual
+        node time (the step timeout's quarter before any is known), never under the heartbeat
+        timeout."""
+        s = self.settings
+        usual = STALL_FACTOR * self.node_seconds if self.node_seconds is not None \
+            else s.step_timeout / 4
+        return max(s.heartbeat_timeout, usual)
+
+    def evict_stalled(self) -> None:
+        """Evict workers that heartbeat but whose compute thread is stuck on a node, so their
+        nodes are recomputed by the others; with nobody else to finish, keep waiting."""
+        if self.state is None:
+            return
+        limit = self.stall_limit()
+        owing = {ident for node, ident in self.state.asked.items()
+                 if node not in self.state.values}
+        for info in list(self.workers.values()):
+            if info.identity not in owing or info.busy <= limit:
+                continue
+            others = [w for w in self.ready_workers()
+                      if w.identity != info.identity and w.busy <= limit]
+            if others:
+                self.evict(info, f"its compute thread has been on one node for {info.busy:.1f} s "
+                           f"(usual: {self.node_seconds or 0:.3f} s): stuck")
 
     def evict_pid(self, pid: int, why: str) -> None:
         """Evict the local worker process ``pid`` at once (its launcher saw it exit)."""

@@ -856,30 +856,33 @@ class Grads:
 
 @dataclass
 class Heartbeat:
-    """I am alive. A worker's beacon socket names the data socket it speaks ``of``."""
+    """I am alive. A worker's beacon socket names the data socket it speaks ``of`` and says for
+    how many seconds its compute thread has been ``busy`` on one node (0 when it is idle): a
+    worker that heartbeats but makes no progress is stuck, and its node goes elsewhere."""
 
     TYPE: ClassVar[str] = HEARTBEAT
     worker: int = -1
     of: bytes | None = None
+    busy: float = 0.0
 
     def envelope(self, job: str) -> Envelope:
-        fields = {} if self.of is None else {"of": self.of.hex()}
+        fields = {} if self.of is None else {"of": self.of.hex(), "busy": float(self.busy)}
         return Envelope(HEARTBEAT, job, -1, self.worker, fields)
 
     @classmethod
     def check(cls, env: Envelope, schema=None) -> Heartbeat:
-        f = env.fields
-        _only(f, "heartbeat", ("of",))
+        f, k = env.fields, "heartbeat"
+        _only(f, k, ("of", "busy"))
         _no_arrays(env)
         of = None
         if "of" in f:
-            text = _text(f, "of", "heartbeat", 512)
+            text = _text(f, "of", k, 512)
             try:
                 of = bytes.fromhex(text)
             except ValueError:
                 raise ProtocolError("fields", f"heartbeat for {_short(text)}: not a worker "
                                     "identity") from None
-        return cls(worker=env.worker, of=of)
+        return cls(worker=env.worker, of=of, busy=_float(f, "busy", k, low=0.0, default=0.0))
 
 
 STOP_REASONS = ("done", "evicted", "rejoin")

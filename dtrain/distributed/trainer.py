@@ -114,6 +114,7 @@ class Trainer:
         self._epoch_loss = [0.0, 0]
         self.checkpoint_dir = checkpoint_dir
         self.keep_checkpoints = keep_checkpoints
+        self.checkpoints = None  # the CheckpointWriter, made on the first checkpoint
         self.job_id = getattr(self.executor, "job_id", None)
 
     @property
@@ -168,13 +169,22 @@ class Trainer:
         if state.get("rng") is not None:
             _random.set_rng_state(state["rng"])
 
-    def save_checkpoint(self) -> str | None:
-        """Write a checkpoint now (when a checkpoint directory is set)."""
+    def save_checkpoint(self, wait: bool = False) -> str | None:
+        """Checkpoint now (when a checkpoint directory is set): snapshotted at once, written by
+        a background thread so the coordinator keeps serving its workers; ``wait`` blocks until
+        it is on disk. Returns the path it goes to."""
         if not self.checkpoint_dir:
             return None
-        from .checkpoint import write_checkpoint
+        from .checkpoint import CheckpointWriter, checkpoint_path
 
-        return write_checkpoint(self.checkpoint_dir, self.state(), self.keep_checkpoints)
+        if self.checkpoints is None:
+            self.checkpoints = CheckpointWriter(self.keep_checkpoints)
+        serve = getattr(self.executor, "serve", None)  # keep answering workers while we wait
+        self.checkpoints.submit(self.checkpoint_dir, self.state(),
+                                idle=(lambda: serve(0.05)) if serve else None)
+        if wait:
+            self.checkpoints.flush()
+        return checkpoint_path(self.checkpoint_dir, self.step)
 
     # ------------------------------------------------------------------ planning
     def batches_per_epoch(self) -> int:
@@ -320,5 +330,7 @@ class Trainer:
                 elif self.settings.max_steps and self.step >= self.settings.max_steps:
                     break
         finally:
+            if self.checkpoints is not None:
+                self.checkpoints.close()  # the last checkpoint is on disk before run() returns
             self.executor.close()
         return self.history
