@@ -39,7 +39,8 @@ class DataLoader:
 
     Order: with ``shuffle=True`` the order of epoch ``e`` is
     ``epoch_permutation(len(dataset), seed, e)``. The seed is ``seed``, else drawn once, here,
-    from ``generator`` (None: dtrain's global generator; an int; a ``numpy.random.Generator``).
+    from ``generator`` (None: dtrain's global generator; a ``dtrain.Generator`` or
+    ``numpy.random.Generator``; an int is the seed itself).
     Each pass uses ``self.epoch`` and then advances it, so a plain loop reshuffles every epoch
     as PyTorch's does; ``set_epoch(e)`` fixes the epoch of the next pass (for resuming, or for
     workers that must agree on the order, as with PyTorch's DistributedSampler).

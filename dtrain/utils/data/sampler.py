@@ -76,7 +76,7 @@ class RandomSampler(_EpochSampler):
     permutations, as in PyTorch; the first permutation of epoch ``e`` is
     ``epoch_permutation(len(data_source), seed, e)``. With replacement, indices are drawn
     uniformly. ``generator`` is None (seed from dtrain's global generator), a seed, or a
-    ``numpy.random.Generator`` to draw the seed from.
+    ``dtrain.Generator`` or ``numpy.random.Generator`` to draw the seed from.
     """
 
     def __init__(self, data_source: Sized, replacement: bool = False,
