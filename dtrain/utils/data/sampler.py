@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence, Sized
 
 import numpy as np
 
+from ...autograd.tensor import Tensor
 from ...data import _non_negative_int, epoch_generator
 from ._random import draw_seed
 
@@ -138,7 +139,8 @@ class WeightedRandomSampler(_EpochSampler):
         if not isinstance(replacement, bool):
             raise ValueError("replacement should be a boolean value, but got "
                              f"replacement={replacement}")
-        weights = np.asarray(getattr(weights, "data", weights), dtype=np.float64)
+        weights = np.asarray(weights.data if isinstance(weights, Tensor) else weights,
+                             dtype=np.float64)
         if weights.ndim != 1:
             raise ValueError("weights should be a 1d sequence but given weights have shape "
                              f"{weights.shape}")
