@@ -70,10 +70,6 @@ class IterableDataset(Dataset):
     def __iter__(self) -> Iterator:
         raise NotImplementedError(f"{type(self).__name__} must define __iter__")
 
-    def __getitem__(self, index):
-        raise TypeError(f"{type(self).__name__} is an IterableDataset: iterate over it, "
-                        "it cannot be indexed")
-
     def __add__(self, other: Dataset):
         """``a + b`` is ``ChainDataset([a, b])``, as in PyTorch."""
         from .utils.data.dataset import ChainDataset
@@ -118,8 +114,8 @@ _COLLATE_ERROR = ("default_collate: batch must contain tensors, numpy arrays, nu
 
 
 def _numeric(array: np.ndarray) -> bool:
-    """True for arrays PyTorch turns into tensors (not strings, bytes or objects)."""
-    return array.dtype.kind not in "SUOa"
+    """True for arrays that become Tensors (booleans and numbers; not strings or objects)."""
+    return array.dtype.kind in "biufc"
 
 
 def _stack(arrays: list[np.ndarray]) -> Tensor:
