@@ -771,6 +771,43 @@ def test_torch_checkpoint_of_new_optimizers_continues_like_torch(case):
         np.testing.assert_allclose(q.data, p.detach().numpy(), rtol=1e-12)
 
 
+@pytest.mark.parametrize("case", [
+    ("Adam", {"lr": 0.01, "amsgrad": True}),
+    ("Adadelta", {"lr": 0.5, "weight_decay": 0.01}),
+    ("Adamax", {"lr": 0.01}),
+    ("NAdam", {"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True}),
+    ("RAdam", {"lr": 0.01}),
+    ("Rprop", {"lr": 0.01}),
+    ("ASGD", {"lr": 0.05, "lambd": 0.01, "t0": 3}),
+    ("Adafactor", {"lr": 0.05}),
+], ids=case_id)
+def test_dtrain_checkpoint_loads_into_torch_and_continues_alike(case):
+    """The other direction: torch reads dtrain's state_dict (arrays as tensors) as its own."""
+    torch = pytest.importorskip("torch")
+    name, kwargs = case
+    initial, grads, _ = run_dtrain(name, kwargs, "mlp", "float64", steps=12)
+    ours = [nn.Parameter(a.copy()) for a in initial]
+    opt = getattr(optim, name)(ours, **kwargs)
+    for step_grads in grads[:6]:
+        for p, g in zip(ours, step_grads):
+            p.grad = dtrain.tensor(g)
+        opt.step()
+    sd = opt.state_dict()
+    theirs = [torch.tensor(p.data.copy(), requires_grad=True) for p in ours]
+    topt = getattr(torch.optim, name)(theirs, foreach=False)
+    topt.load_state_dict({
+        "state": {k: {n: torch.tensor(v) for n, v in s.items()} for k, s in sd["state"].items()},
+        "param_groups": sd["param_groups"]})
+    opt.load_state_dict(sd)  # the same casts on both sides (mu_product, eta, mu)
+    for step_grads in grads[6:]:
+        for p, q, g in zip(ours, theirs, step_grads):
+            p.grad, q.grad = dtrain.tensor(g), torch.from_numpy(g.copy())
+        opt.step()
+        topt.step()
+    for p, q in zip(ours, theirs):
+        np.testing.assert_allclose(p.data, q.detach().numpy(), rtol=1e-12)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_asgd_average_and_rates_match_torch(dtype):
     """ASGD's estimate is the average ``ax``; its rates are rounded as PyTorch rounds them."""
