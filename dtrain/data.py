@@ -14,6 +14,7 @@ import operator
 import os
 import zipfile
 from collections.abc import Iterator, Mapping, MutableMapping, MutableSequence, Sequence
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -21,6 +22,9 @@ from .autograd.tensor import Tensor, get_default_dtype
 
 __all__ = ["DataLoader", "Dataset", "IterableDataset", "TensorDataset", "default_collate",
            "default_convert", "epoch_generator", "epoch_permutation", "load_arrays"]
+
+
+T_co = TypeVar("T_co", covariant=True)
 
 
 def _non_negative_int(value, name: str) -> int:
@@ -46,12 +50,13 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
     return epoch_generator(seed, epoch).permutation(n).astype(np.int64, copy=False)
 
 
-class Dataset:
+class Dataset(Generic[T_co]):
     """Base class of map-style datasets: ``dataset[i]`` is sample ``i`` of ``len(dataset)``.
 
     Subclasses define ``__getitem__`` and, to be shuffled or batched by the default samplers,
     ``__len__``; as in PyTorch the base class has no length, so ``len()`` of a dataset that
-    does not define one is a TypeError.
+    does not define one is a TypeError. Generic in the sample type, as PyTorch's
+    (``class Pairs(Dataset[tuple[Tensor, int]])``).
     """
 
     def __getitem__(self, index):
@@ -64,7 +69,7 @@ class Dataset:
         return ConcatDataset([self, other])
 
 
-class IterableDataset(Dataset):
+class IterableDataset(Dataset[T_co]):
     """Base class of datasets read as a stream: ``iter(dataset)`` yields the samples."""
 
     def __iter__(self) -> Iterator:

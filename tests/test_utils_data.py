@@ -75,6 +75,24 @@ def test_import_path_and_attribute():
     from dtrain.utils.data import DataLoader, random_split  # noqa: F401
 
 
+def test_classes_take_type_parameters_as_torch_annotations_write_them():
+    class Pairs(D.Dataset[tuple[dtrain.Tensor, int]]):
+        def __getitem__(self, i):
+            return dtrain.tensor([float(i)]), i
+
+        def __len__(self):
+            return 3
+
+    class Backwards(D.Sampler[int]):
+        def __iter__(self):
+            return iter([2, 1, 0])
+
+    loader: D.DataLoader[tuple[dtrain.Tensor, int]] = D.DataLoader(Pairs(), sampler=Backwards(),
+                                                                   batch_size=2)
+    assert [b[1].tolist() for b in loader] == [[2, 1], [0]]
+    assert issubclass(Pairs, D.Dataset) and D.IterableDataset[int] is not None
+
+
 def test_names_exist_in_torch_too():
     torch = torch_or_skip()
     for name in D.__all__:

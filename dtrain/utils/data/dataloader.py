@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Iterator
+from typing import Generic
 
 import numpy as np
 
 from ...data import (
     IterableDataset,
+    T_co,
     TensorDataset,
     _non_negative_int,
     default_collate,
@@ -28,7 +30,7 @@ def get_worker_info() -> None:
     return None
 
 
-class DataLoader:
+class DataLoader(Generic[T_co]):
     """Iterate over ``dataset`` in batches, with PyTorch's options and results.
 
     ``batch_size``/``drop_last`` batch the indices of ``sampler`` (default: in order, or a

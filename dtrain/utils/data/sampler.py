@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Sequence, Sized
+from typing import Generic, TypeVar
 
 import numpy as np
 
 from ...autograd.tensor import Tensor
 from ...data import _non_negative_int, epoch_generator
 from ._random import draw_seed
+
+
+T_co = TypeVar("T_co", covariant=True)
 
 
 def _positive_int(value, name: str) -> int:
@@ -25,8 +29,11 @@ def _positive_int(value, name: str) -> int:
     return int(value)
 
 
-class Sampler:
-    """Base class of samplers: iterating yields dataset indices (or, batched, lists of them)."""
+class Sampler(Generic[T_co]):
+    """Base class of samplers: iterating yields dataset indices (or, batched, lists of them).
+
+    Generic in the index type, as PyTorch's (``Sampler[int]``, ``Sampler[list[int]]``).
+    """
 
     def __iter__(self) -> Iterator:
         raise NotImplementedError(f"{type(self).__name__} must define __iter__")
