@@ -14,7 +14,7 @@ import operator
 import os
 import zipfile
 from collections.abc import Iterator, Mapping, MutableMapping, MutableSequence, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -131,7 +131,7 @@ def _stack(arrays: list[np.ndarray]) -> Tensor:
     return Tensor._wrap(np.stack(arrays))
 
 
-def default_collate(batch: Sequence):
+def default_collate(batch: Sequence) -> Any:
     """Merge a list of samples into a batch, with PyTorch's rules and output types.
 
     Tensors and numeric arrays are stacked along a new first dimension; NumPy scalars become
@@ -179,7 +179,7 @@ def _python_numbers(batch: list) -> Tensor:
     return Tensor._wrap(array if array.dtype.kind == "b" else array.astype(np.int64))
 
 
-def default_convert(data):
+def default_convert(data: Any) -> Any:
     """Turn NumPy arrays and scalars in one sample into Tensors, without batching.
 
     The DataLoader's collate function when automatic batching is off (``batch_size=None``);
