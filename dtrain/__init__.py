@@ -68,7 +68,7 @@ from .autograd.tensor import (
     where,
 )
 from .io import CheckpointError, load, load_model, save, save_model
-from .random import get_rng_state, manual_seed, set_rng_state
+from .random import Generator, get_rng_state, manual_seed, set_rng_state
 
 bool = bool_
 float = float32

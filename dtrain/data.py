@@ -14,6 +14,7 @@ import operator
 import os
 import zipfile
 from collections.abc import Iterator, Mapping, MutableMapping, MutableSequence, Sequence
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -21,6 +22,9 @@ from .autograd.tensor import Tensor, get_default_dtype
 
 __all__ = ["DataLoader", "Dataset", "IterableDataset", "TensorDataset", "default_collate",
            "default_convert", "epoch_generator", "epoch_permutation", "load_arrays"]
+
+
+T_co = TypeVar("T_co", covariant=True)
 
 
 def _non_negative_int(value, name: str) -> int:
@@ -46,12 +50,13 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
     return epoch_generator(seed, epoch).permutation(n).astype(np.int64, copy=False)
 
 
-class Dataset:
+class Dataset(Generic[T_co]):
     """Base class of map-style datasets: ``dataset[i]`` is sample ``i`` of ``len(dataset)``.
 
     Subclasses define ``__getitem__`` and, to be shuffled or batched by the default samplers,
     ``__len__``; as in PyTorch the base class has no length, so ``len()`` of a dataset that
-    does not define one is a TypeError.
+    does not define one is a TypeError. Generic in the sample type, as PyTorch's
+    (``class Pairs(Dataset[tuple[Tensor, int]])``).
     """
 
     def __getitem__(self, index):
@@ -64,15 +69,11 @@ class Dataset:
         return ConcatDataset([self, other])
 
 
-class IterableDataset(Dataset):
+class IterableDataset(Dataset[T_co]):
     """Base class of datasets read as a stream: ``iter(dataset)`` yields the samples."""
 
     def __iter__(self) -> Iterator:
         raise NotImplementedError(f"{type(self).__name__} must define __iter__")
-
-    def __getitem__(self, index):
-        raise TypeError(f"{type(self).__name__} is an IterableDataset: iterate over it, "
-                        "it cannot be indexed")
 
     def __add__(self, other: Dataset):
         """``a + b`` is ``ChainDataset([a, b])``, as in PyTorch."""
@@ -118,8 +119,8 @@ _COLLATE_ERROR = ("default_collate: batch must contain tensors, numpy arrays, nu
 
 
 def _numeric(array: np.ndarray) -> bool:
-    """True for arrays PyTorch turns into tensors (not strings, bytes or objects)."""
-    return array.dtype.kind not in "SUOa"
+    """True for arrays that become Tensors (booleans and numbers; not strings or objects)."""
+    return array.dtype.kind in "biufc"
 
 
 def _stack(arrays: list[np.ndarray]) -> Tensor:
@@ -130,7 +131,7 @@ def _stack(arrays: list[np.ndarray]) -> Tensor:
     return Tensor._wrap(np.stack(arrays))
 
 
-def default_collate(batch: Sequence):
+def default_collate(batch: Sequence) -> Any:
     """Merge a list of samples into a batch, with PyTorch's rules and output types.
 
     Tensors and numeric arrays are stacked along a new first dimension; NumPy scalars become
@@ -178,7 +179,7 @@ def _python_numbers(batch: list) -> Tensor:
     return Tensor._wrap(array if array.dtype.kind == "b" else array.astype(np.int64))
 
 
-def default_convert(data):
+def default_convert(data: Any) -> Any:
     """Turn NumPy arrays and scalars in one sample into Tensors, without batching.
 
     The DataLoader's collate function when automatic batching is off (``batch_size=None``);

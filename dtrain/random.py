@@ -7,9 +7,71 @@ dropout in distributed training, passes its own generator derived from (seed, st
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 _generator = [np.random.Generator(np.random.PCG64(0))]
+_DEFAULT_SEED = 67280421310721  # a fresh torch.Generator's seed
+
+
+class Generator:
+    """A random generator object with ``torch.Generator``'s methods, on NumPy's PCG64.
+
+    Pass it as ``generator=`` to ``rand``/``randn``/``randperm``, ``random_split``, samplers
+    and loaders. Seeds follow PyTorch's rules (any int, taken modulo 2**64); the streams are
+    NumPy's, so the numbers differ from PyTorch's for the same seed. ``get_state`` returns
+    plain data (PyTorch returns a byte tensor).
+    """
+
+    def __init__(self, device: str = "cpu"):
+        if str(device) != "cpu":
+            raise RuntimeError(f"dtrain runs on the CPU: Generator(device={device!r}) is not "
+                               "available")
+        self.device = "cpu"
+        self.manual_seed(_DEFAULT_SEED)
+
+    def __getattr__(self, name: str):
+        """NumPy's sampling methods (``integers``, ``permutation``, ...) on this stream, so code
+        written for a ``numpy.random.Generator`` accepts a ``Generator`` too."""
+        if name.startswith("_") or name == "generator":
+            raise AttributeError(name)
+        return getattr(self.generator, name)
+
+    def manual_seed(self, seed: int) -> Generator:
+        """Restart the stream from ``seed``; returns the generator, as PyTorch's does."""
+        if isinstance(seed, bool):
+            seed = int(seed)
+        try:
+            seed = operator.index(seed)
+        except TypeError:
+            raise RuntimeError(f"manual_seed expected an int, but got "
+                               f"{type(seed).__name__}") from None
+        self._seed = seed % 2**64
+        self.generator = np.random.Generator(np.random.PCG64(self._seed))
+        return self
+
+    def seed(self) -> int:
+        """Reseed from fresh operating-system entropy; returns the new seed."""
+        new = int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
+        self.manual_seed(new)
+        return new
+
+    def initial_seed(self) -> int:
+        """The seed the current stream started from."""
+        return self._seed
+
+    def get_state(self) -> dict:
+        """The stream's position as plain data (for checkpoints)."""
+        return {"seed": self._seed, "bit_generator": self.generator.bit_generator.state}
+
+    def set_state(self, state: dict) -> Generator:
+        """Return to a position saved by ``get_state``."""
+        bits = np.random.PCG64()
+        bits.state = state["bit_generator"]
+        self._seed = int(state["seed"])
+        self.generator = np.random.Generator(bits)
+        return self
 
 
 def manual_seed(seed: int) -> np.random.Generator:
@@ -39,7 +101,9 @@ def set_rng_state(state: dict) -> None:
 
 
 def _gen(generator) -> np.random.Generator:
-    return _generator[0] if generator is None else generator
+    if generator is None:
+        return _generator[0]
+    return generator.generator if isinstance(generator, Generator) else generator
 
 
 def uniform(low, high, shape, generator=None) -> np.ndarray:

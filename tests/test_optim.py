@@ -181,13 +181,20 @@ ASGD_CASES = [
     {"lr": 0.05, "lambd": 0.1, "t0": 5, "weight_decay": 0.1, "maximize": True},
     {"lr": 0.05, "t0": 20, "weight_decay": 0.1},  # (torch's foreach ASGD rounds eta apart)
 ]
+ADAFACTOR_CASES = [
+    {},
+    {"lr": 0.05, "weight_decay": 0.1},
+    {"maximize": True, "eps": (1e-4, 1e-2), "d": 2.0, "beta2_decay": -0.5},
+    {"lr": 0.05, "eps": (None, 0.1), "foreach": True},
+]
 
 CASES = ([("SGD", kw) for kw in SGD_CASES] + [("Adam", kw) for kw in ADAM_CASES]
          + [("AdamW", kw) for kw in ADAMW_CASES] + [("RMSprop", kw) for kw in RMSPROP_CASES]
          + [("Adagrad", kw) for kw in ADAGRAD_CASES]
          + [("Adadelta", kw) for kw in ADADELTA_CASES] + [("Adamax", kw) for kw in ADAMAX_CASES]
          + [("NAdam", kw) for kw in NADAM_CASES] + [("RAdam", kw) for kw in RADAM_CASES]
-         + [("Rprop", kw) for kw in RPROP_CASES] + [("ASGD", kw) for kw in ASGD_CASES])
+         + [("Rprop", kw) for kw in RPROP_CASES] + [("ASGD", kw) for kw in ASGD_CASES]
+         + [("Adafactor", kw) for kw in ADAFACTOR_CASES])
 
 
 def case_id(case) -> str:
@@ -401,7 +408,8 @@ ALL_FIRST_ORDER = [("SGD", {"momentum": 0.9, "weight_decay": 0.1}), ("Adam", {"a
                    ("AdamW", {}), ("RMSprop", {"centered": True, "momentum": 0.5}),
                    ("Adagrad", {"weight_decay": 0.1}), ("Adadelta", {"weight_decay": 0.1}),
                    ("Adamax", {"betas": (0.8, 0.99)}), ("NAdam", {"decoupled_weight_decay": True}),
-                   ("RAdam", {"weight_decay": 0.1}), ("Rprop", {}), ("ASGD", {"t0": 0})]
+                   ("RAdam", {"weight_decay": 0.1}), ("Rprop", {}), ("ASGD", {"t0": 0}),
+                   ("Adafactor", {"weight_decay": 0.1})]
 
 
 @pytest.mark.parametrize("case", ALL_FIRST_ORDER, ids=case_id)
@@ -507,6 +515,12 @@ def test_update_does_not_go_through_autograd():
     ("ASGD", {"lr": -1.0}, "lr"),
     ("ASGD", {"weight_decay": -0.1}, "weight_decay"),
     ("ASGD", {"foreach": 0}, "foreach"),
+    ("Adafactor", {"lr": -1.0}, "lr"),
+    ("Adafactor", {"beta2_decay": 0.5}, "beta2_decay"),
+    ("Adafactor", {"eps": (-1.0, 1e-3)}, "eps"),
+    ("Adafactor", {"eps": (None, -1e-3)}, "eps"),
+    ("Adafactor", {"d": 0.5}, "d"),
+    ("Adafactor", {"weight_decay": -0.1}, "weight_decay"),
 ])
 def test_invalid_hyperparameters_raise_naming_the_option(name, kwargs, option):
     with pytest.raises(ValueError, match=f"Invalid {option}"):
@@ -549,6 +563,7 @@ CHECKPOINT_CASES = [
     ("RAdam", {"lr": 0.01, "weight_decay": 0.01, "maximize": True}),
     ("Rprop", {"lr": 0.01, "etas": (0.4, 1.3)}),
     ("ASGD", {"lr": 0.05, "lambd": 0.01, "t0": 5}),
+    ("Adafactor", {"lr": 0.05, "weight_decay": 0.01}),
 ]
 LBFGS_CHECKPOINT_CASES = [
     ("LBFGS", {"lr": 0.5, "max_iter": 3, "history_size": 4}),
@@ -680,7 +695,7 @@ CAPTURABLE = ["Adam", "AdamW", "RMSprop", *NEW_OPTIMIZERS]  # those whose torch 
 FUSED = ["SGD", "Adam", "AdamW", "Adagrad"]
 
 
-@pytest.mark.parametrize("name", FIRST_ORDER)
+@pytest.mark.parametrize("name", [*FIRST_ORDER, "Adafactor"])
 def test_defaults_match_torch(name):
     torch = pytest.importorskip("torch")
     ours = getattr(optim, name)([param([1.0])]).defaults
@@ -725,6 +740,7 @@ def test_fused_conflicts_raise_like_torch(name, flags):
     ("RAdam", {"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True}),
     ("Rprop", {"lr": 0.01, "etas": (0.3, 1.5)}),
     ("ASGD", {"lr": 0.05, "lambd": 0.01, "t0": 3}),  # PyTorch casts eta and mu when loading
+    ("Adafactor", {"lr": 0.05, "weight_decay": 0.1}),
 ], ids=case_id)
 def test_torch_checkpoint_of_new_optimizers_continues_like_torch(case):
     torch = pytest.importorskip("torch")
@@ -755,6 +771,43 @@ def test_torch_checkpoint_of_new_optimizers_continues_like_torch(case):
         np.testing.assert_allclose(q._data, p.detach().numpy(), rtol=1e-12)
 
 
+@pytest.mark.parametrize("case", [
+    ("Adam", {"lr": 0.01, "amsgrad": True}),
+    ("Adadelta", {"lr": 0.5, "weight_decay": 0.01}),
+    ("Adamax", {"lr": 0.01}),
+    ("NAdam", {"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True}),
+    ("RAdam", {"lr": 0.01}),
+    ("Rprop", {"lr": 0.01}),
+    ("ASGD", {"lr": 0.05, "lambd": 0.01, "t0": 3}),
+    ("Adafactor", {"lr": 0.05}),
+], ids=case_id)
+def test_dtrain_checkpoint_loads_into_torch_and_continues_alike(case):
+    """The other direction: torch reads dtrain's state_dict (arrays as tensors) as its own."""
+    torch = pytest.importorskip("torch")
+    name, kwargs = case
+    initial, grads, _ = run_dtrain(name, kwargs, "mlp", "float64", steps=12)
+    ours = [nn.Parameter(a.copy()) for a in initial]
+    opt = getattr(optim, name)(ours, **kwargs)
+    for step_grads in grads[:6]:
+        for p, g in zip(ours, step_grads):
+            p.grad = dtrain.tensor(g)
+        opt.step()
+    sd = opt.state_dict()
+    theirs = [torch.tensor(p.data.copy(), requires_grad=True) for p in ours]
+    topt = getattr(torch.optim, name)(theirs, foreach=False)
+    topt.load_state_dict({
+        "state": {k: {n: torch.tensor(v) for n, v in s.items()} for k, s in sd["state"].items()},
+        "param_groups": sd["param_groups"]})
+    opt.load_state_dict(sd)  # the same casts on both sides (mu_product, eta, mu)
+    for step_grads in grads[6:]:
+        for p, q, g in zip(ours, theirs, step_grads):
+            p.grad, q.grad = dtrain.tensor(g), torch.from_numpy(g.copy())
+        opt.step()
+        topt.step()
+    for p, q in zip(ours, theirs):
+        np.testing.assert_allclose(p.data, q.detach().numpy(), rtol=1e-12)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_asgd_average_and_rates_match_torch(dtype):
     """ASGD's estimate is the average ``ax``; its rates are rounded as PyTorch rounds them."""
@@ -776,6 +829,23 @@ def test_asgd_average_and_rates_match_torch(dtype):
         assert float(mine["mu"]) < 1  # the average moves
         np.testing.assert_allclose(mine["ax"], ref["ax"].numpy(), rtol=RTOL[dtype],
                                    atol=ATOL[dtype] * np.abs(ref["ax"].numpy()).max())
+
+
+@pytest.mark.parametrize("shape", [(), (3,), (2, 3, 4), (2, 1, 2, 5)])
+def test_adafactor_factors_the_last_two_dimensions_like_torch(shape):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(6)
+    start = rng.standard_normal(shape)
+    grads = [rng.standard_normal(shape) for _ in range(20)]
+    ours, theirs = nn.Parameter(start.copy()), torch.tensor(start, requires_grad=True)
+    opt, topt = optim.Adafactor([ours], lr=0.05), torch.optim.Adafactor([theirs], lr=0.05)
+    for g in grads:
+        ours.grad, theirs.grad = dtrain.tensor(g), torch.from_numpy(g.copy())
+        opt.step()
+        topt.step()
+    np.testing.assert_allclose(ours.data, theirs.detach().numpy(), rtol=1e-12)
+    assert {k: np.shape(v) for k, v in opt.state[ours].items()} == \
+        {k: tuple(v.shape) for k, v in topt.state[theirs].items()}
 
 
 def test_nadam_mu_product_is_a_scalar_of_the_parameter_dtype_after_loading():

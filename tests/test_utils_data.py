@@ -75,6 +75,24 @@ def test_import_path_and_attribute():
     from dtrain.utils.data import DataLoader, random_split  # noqa: F401
 
 
+def test_classes_take_type_parameters_as_torch_annotations_write_them():
+    class Pairs(D.Dataset[tuple[dtrain.Tensor, int]]):
+        def __getitem__(self, i):
+            return dtrain.tensor([float(i)]), i
+
+        def __len__(self):
+            return 3
+
+    class Backwards(D.Sampler[int]):
+        def __iter__(self):
+            return iter([2, 1, 0])
+
+    loader: D.DataLoader[tuple[dtrain.Tensor, int]] = D.DataLoader(Pairs(), sampler=Backwards(),
+                                                                   batch_size=2)
+    assert [b[1].tolist() for b in loader] == [[2, 1], [0]]
+    assert issubclass(Pairs, D.Dataset) and D.IterableDataset[int] is not None
+
+
 def test_names_exist_in_torch_too():
     torch = torch_or_skip()
     for name in D.__all__:
@@ -272,10 +290,36 @@ def test_generator_is_a_seed_or_a_numpy_generator_or_the_global_one():
     dtrain.manual_seed(4)
     assert loader().seed == c.seed
     assert not np.array_equal(order(c), order(c)), "each pass is a new epoch"
-    with pytest.raises(TypeError, match="generator must be None, an int seed"):
+    with pytest.raises(TypeError, match="generator must be None, a dtrain.Generator"):
         loader(generator="seed")
     with pytest.raises(ValueError, match="seed must be non-negative"):
         loader(generator=-1)
+
+
+def test_dtrain_generator_as_torch_scripts_use_it():
+    g = dtrain.Generator()
+    assert g.initial_seed() == 67280421310721 and g.device == "cpu"  # torch's default seed
+    assert g.manual_seed(42) is g and g.initial_seed() == 42
+    a = [p.indices for p in D.random_split(range(20), [0.5, 0.5], generator=g)]
+    b = [p.indices for p in D.random_split(range(20), [0.5, 0.5], generator=g)]
+    assert a != b, "the generator's stream advances, as a torch.Generator's does"
+    g.manual_seed(42)
+    assert [p.indices for p in D.random_split(range(20), [0.5, 0.5], generator=g)] == a
+    state = g.get_state()
+    first = D.DataLoader(tensor_dataset(dtrain, 9), shuffle=True, generator=g).seed
+    g.set_state(state)
+    assert D.DataLoader(tensor_dataset(dtrain, 9), shuffle=True, generator=g).seed == first
+    assert g.manual_seed(-1).initial_seed() == 2**64 - 1  # PyTorch's modulo 2**64
+    with pytest.raises(RuntimeError, match="expected an int"):
+        g.manual_seed(1.5)
+    with pytest.raises(RuntimeError, match="CPU"):
+        dtrain.Generator("cuda")
+    assert dtrain.rand(3, generator=dtrain.Generator().manual_seed(1)).data.tolist() == \
+        dtrain.rand(3, generator=dtrain.Generator().manual_seed(1)).data.tolist()
+    assert dtrain.Generator().seed() != dtrain.Generator().seed()
+    perm = dtrain.randperm(6, generator=dtrain.Generator().manual_seed(2))
+    assert sorted(perm.data.tolist()) == list(range(6))
+    assert perm.data.tolist() == dtrain.randperm(6, generator=g.manual_seed(2)).data.tolist()
 
 
 def test_shuffled_loader_order_and_set_epoch():

@@ -3,6 +3,7 @@
 import importlib.util
 
 from .adadelta import Adadelta
+from .adafactor import Adafactor
 from .adagrad import Adagrad
 from .adam import Adam
 from .adamax import Adamax
@@ -17,8 +18,8 @@ from .rmsprop import RMSprop
 from .rprop import Rprop
 from .sgd import SGD
 
-__all__ = ["ASGD", "LBFGS", "SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "Adamax", "NAdam",
-           "NonlinearCG", "Optimizer", "RAdam", "RMSprop", "Rprop"]
+__all__ = ["ASGD", "LBFGS", "SGD", "Adadelta", "Adafactor", "Adagrad", "Adam", "AdamW",
+           "Adamax", "NAdam", "NonlinearCG", "Optimizer", "RAdam", "RMSprop", "Rprop"]
 
 if importlib.util.find_spec(__name__ + ".lr_scheduler") is not None:
     from . import lr_scheduler, swa_utils

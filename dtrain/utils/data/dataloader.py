@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Iterator
+from typing import Generic
 
 import numpy as np
 
 from ...data import (
     IterableDataset,
+    T_co,
     TensorDataset,
     _non_negative_int,
     default_collate,
@@ -28,7 +30,7 @@ def get_worker_info() -> None:
     return None
 
 
-class DataLoader:
+class DataLoader(Generic[T_co]):
     """Iterate over ``dataset`` in batches, with PyTorch's options and results.
 
     ``batch_size``/``drop_last`` batch the indices of ``sampler`` (default: in order, or a
@@ -39,7 +41,8 @@ class DataLoader:
 
     Order: with ``shuffle=True`` the order of epoch ``e`` is
     ``epoch_permutation(len(dataset), seed, e)``. The seed is ``seed``, else drawn once, here,
-    from ``generator`` (None: dtrain's global generator; an int; a ``numpy.random.Generator``).
+    from ``generator`` (None: dtrain's global generator; a ``dtrain.Generator`` or
+    ``numpy.random.Generator``; an int is the seed itself).
     Each pass uses ``self.epoch`` and then advances it, so a plain loop reshuffles every epoch
     as PyTorch's does; ``set_epoch(e)`` fixes the epoch of the next pass (for resuming, or for
     workers that must agree on the order, as with PyTorch's DistributedSampler).

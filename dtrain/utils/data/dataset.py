@@ -136,8 +136,8 @@ def random_split(dataset: Dataset, lengths: Sequence[int | float], generator=Non
 
     Fractions summing to 1 become ``floor(fraction * len(dataset))`` each, and the remainder is
     handed out one at a time round-robin from the first split, as PyTorch does (a split left
-    empty warns). ``generator`` is None (dtrain's global generator), a seed, or a
-    ``numpy.random.Generator``; the permutation is NumPy's, so the subsets differ from
+    empty warns). ``generator`` is None (dtrain's global generator), a ``dtrain.Generator`` or
+    ``numpy.random.Generator``, or a seed; the permutation is NumPy's, so the subsets differ from
     PyTorch's for the same seed while their lengths and disjointness do not.
     """
     n = len(dataset)

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Sequence, Sized
+from typing import Generic, TypeVar
 
 import numpy as np
 
+from ...autograd.tensor import Tensor
 from ...data import _non_negative_int, epoch_generator
 from ._random import draw_seed
+
+
+T_co = TypeVar("T_co", covariant=True)
 
 
 def _positive_int(value, name: str) -> int:
@@ -24,8 +29,11 @@ def _positive_int(value, name: str) -> int:
     return int(value)
 
 
-class Sampler:
-    """Base class of samplers: iterating yields dataset indices (or, batched, lists of them)."""
+class Sampler(Generic[T_co]):
+    """Base class of samplers: iterating yields dataset indices (or, batched, lists of them).
+
+    Generic in the index type, as PyTorch's (``Sampler[int]``, ``Sampler[list[int]]``).
+    """
 
     def __iter__(self) -> Iterator:
         raise NotImplementedError(f"{type(self).__name__} must define __iter__")
@@ -76,7 +84,7 @@ class RandomSampler(_EpochSampler):
     permutations, as in PyTorch; the first permutation of epoch ``e`` is
     ``epoch_permutation(len(data_source), seed, e)``. With replacement, indices are drawn
     uniformly. ``generator`` is None (seed from dtrain's global generator), a seed, or a
-    ``numpy.random.Generator`` to draw the seed from.
+    ``dtrain.Generator`` or ``numpy.random.Generator`` to draw the seed from.
     """
 
     def __init__(self, data_source: Sized, replacement: bool = False,
@@ -138,7 +146,8 @@ class WeightedRandomSampler(_EpochSampler):
         if not isinstance(replacement, bool):
             raise ValueError("replacement should be a boolean value, but got "
                              f"replacement={replacement}")
-        weights = np.asarray(getattr(weights, "data", weights), dtype=np.float64)
+        weights = np.asarray(weights.data if isinstance(weights, Tensor) else weights,
+                             dtype=np.float64)
         if weights.ndim != 1:
             raise ValueError("weights should be a 1d sequence but given weights have shape "
                              f"{weights.shape}")
