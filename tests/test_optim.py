@@ -793,7 +793,7 @@ def test_dtrain_checkpoint_loads_into_torch_and_continues_alike(case):
             p.grad = dtrain.tensor(g)
         opt.step()
     sd = opt.state_dict()
-    theirs = [torch.tensor(p.data.copy(), requires_grad=True) for p in ours]
+    theirs = [torch.tensor(p._data.copy(), requires_grad=True) for p in ours]
     topt = getattr(torch.optim, name)(theirs, foreach=False)
     topt.load_state_dict({
         "state": {k: {n: torch.tensor(v) for n, v in s.items()} for k, s in sd["state"].items()},
@@ -805,7 +805,7 @@ def test_dtrain_checkpoint_loads_into_torch_and_continues_alike(case):
         opt.step()
         topt.step()
     for p, q in zip(ours, theirs):
-        np.testing.assert_allclose(p.data, q.detach().numpy(), rtol=1e-12)
+        np.testing.assert_allclose(p._data, q.detach().numpy(), rtol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -843,7 +843,7 @@ def test_adafactor_factors_the_last_two_dimensions_like_torch(shape):
         ours.grad, theirs.grad = dtrain.tensor(g), torch.from_numpy(g.copy())
         opt.step()
         topt.step()
-    np.testing.assert_allclose(ours.data, theirs.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(ours._data, theirs.detach().numpy(), rtol=1e-12)
     assert {k: np.shape(v) for k, v in opt.state[ours].items()} == \
         {k: tuple(v.shape) for k, v in topt.state[theirs].items()}
 

@@ -318,8 +318,8 @@ def test_dtrain_generator_as_torch_scripts_use_it():
         dtrain.rand(3, generator=dtrain.Generator().manual_seed(1)).data.tolist()
     assert dtrain.Generator().seed() != dtrain.Generator().seed()
     perm = dtrain.randperm(6, generator=dtrain.Generator().manual_seed(2))
-    assert sorted(perm.data.tolist()) == list(range(6))
-    assert perm.data.tolist() == dtrain.randperm(6, generator=g.manual_seed(2)).data.tolist()
+    assert sorted(perm._data.tolist()) == list(range(6))
+    assert perm._data.tolist() == dtrain.randperm(6, generator=g.manual_seed(2)).data.tolist()
 
 
 def test_shuffled_loader_order_and_set_epoch():

@@ -66,7 +66,7 @@ class Adafactor(Optimizer):
             states = [self._init_state(p) for p in params]
             steps = [s["step"] for s in states]
             eps1, eps2 = group["eps"]
-            adafactor([p.data for p in params], [self._grad(p, i) for i, p in enumerate(params)],
+            adafactor([p._data for p in params], [self._grad(p, i) for i, p in enumerate(params)],
                       [s.get("row_var") for s in states], [s.get("col_var") for s in states],
                       [s.get("variance") for s in states], steps, d=float(group["d"]),
                       lr=float(group["lr"]), beta2_decay=float(group["beta2_decay"]),
@@ -82,12 +82,12 @@ class Adafactor(Optimizer):
         state = self.state[p]
         if not state:
             state["step"] = 0.0
-            shape = p.data.shape
+            shape = p._data.shape
             if len(shape) > 1:
-                state["row_var"] = np.zeros((*shape[:-1], 1), p.data.dtype)
-                state["col_var"] = np.zeros((*shape[:-2], 1, shape[-1]), p.data.dtype)
+                state["row_var"] = np.zeros((*shape[:-1], 1), p._data.dtype)
+                state["col_var"] = np.zeros((*shape[:-2], 1, shape[-1]), p._data.dtype)
             else:
-                state["variance"] = np.zeros_like(p.data)
+                state["variance"] = np.zeros_like(p._data)
         return state
 
 

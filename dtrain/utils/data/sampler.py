@@ -146,7 +146,7 @@ class WeightedRandomSampler(_EpochSampler):
         if not isinstance(replacement, bool):
             raise ValueError("replacement should be a boolean value, but got "
                              f"replacement={replacement}")
-        weights = np.asarray(weights.data if isinstance(weights, Tensor) else weights,
+        weights = np.asarray(weights._data if isinstance(weights, Tensor) else weights,
                              dtype=np.float64)
         if weights.ndim != 1:
             raise ValueError("weights should be a 1d sequence but given weights have shape "
