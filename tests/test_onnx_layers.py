@@ -46,6 +46,8 @@ def test_new_activations(tmp_path, opset, expected):
     (lambda: nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1), (4, 5, 6)),
     (lambda: nn.ConvTranspose2d(4, 6, (3, 2), stride=(2, 3), groups=2, dilation=2,
                                 output_padding=1, bias=False), (4, 5, 6)),
+    (lambda: nn.ConvTranspose1d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2),
+     (4, 7)),
     (lambda: nn.GroupNorm(2, 4), (4, 5, 6)),
     (lambda: nn.GroupNorm(3, 6, eps=1e-3), (6, 5)),
     (lambda: nn.GroupNorm(1, 4, affine=False), (4,)),
@@ -71,6 +73,7 @@ def test_new_layers(tmp_path, layer, shape):
 
 def test_unbatched_conv1d_and_conv_transpose(tmp_path):
     for model, x in ((nn.Conv1d(3, 4, 3, padding=1), (3, 8)),
+                     (nn.ConvTranspose1d(3, 4, 3, stride=2), (3, 8)),
                      (nn.ConvTranspose2d(3, 4, 3, stride=2), (3, 5, 4))):
         path = tmp_path / "m.onnx"
         x = np.random.default_rng(0).standard_normal(x).astype(np.float32)
@@ -102,6 +105,7 @@ class Functional(nn.Module):
             h, (1, 1, 1, 1), mode="replicate")[..., 1:-1, 1:-1]
         h = F.conv_transpose2d(h, self.up.weight, self.up.bias, stride=2)
         line = F.conv1d(h.flatten(2), self.conv.weight, self.conv.bias, padding="same")
+        line = F.conv_transpose1d(line * 0.1, self.conv.weight, stride=2, output_padding=1)
         return line.flatten(1)
 
 
