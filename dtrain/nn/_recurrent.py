@@ -17,7 +17,6 @@ import numpy as np
 
 from ..autograd.tensor import Tensor, _op
 
-MODES = ("RNN_TANH", "RNN_RELU", "LSTM", "GRU")
 GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 
 
@@ -37,6 +36,10 @@ def recurrence(mode: str, x: Tensor, h0: Tensor, c0: Tensor | None, w_ih: Tensor
     sequence backwards (the second direction of a bidirectional layer); the output rows stay in
     input order.
     """
+    if mode not in GATES:
+        raise ValueError(f"recurrence: mode must be one of {sorted(GATES)}, got {mode!r}")
+    if mode == "LSTM" and c0 is None:
+        raise ValueError("recurrence: the LSTM needs an initial cell state c0")
     X = x.data[::-1] if reverse else x.data
     Wih, Whh = w_ih.data, w_hh.data
     XW = (_flat(X) @ Wih.T).reshape(X.shape[:2] + (Wih.shape[0],))  # one GEMM for all steps
