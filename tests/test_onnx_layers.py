@@ -54,6 +54,10 @@ def test_new_activations(tmp_path, opset, expected):
     (lambda: nn.PixelShuffle(2), (8, 3, 4)),
     (lambda: nn.PixelUnshuffle(2), (2, 4, 6)),
     (lambda: nn.Upsample(scale_factor=2), (2, 3, 4)),
+    (lambda: nn.Upsample(scale_factor=(3, 2), mode="bilinear"), (2, 3, 4)),
+    (lambda: nn.Upsample(scale_factor=1.5), (2, 3, 4)),
+    (lambda: nn.Upsample(scale_factor=4, mode="linear"), (2, 5)),
+    (lambda: nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True), (2, 3, 4)),
     (lambda: nn.Upsample(size=(5, 7), mode="bilinear"), (2, 3, 4)),
     (lambda: nn.Upsample(scale_factor=1.7, mode="bilinear", align_corners=True), (2, 3, 4)),
     (lambda: nn.Upsample(size=9, mode="linear"), (2, 5)),
@@ -249,7 +253,10 @@ class FullyConvolutional(nn.Module):
     def __init__(self):
         super().__init__()
         self.body = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.GroupNorm(2, 4), nn.SiLU(),
-                                  nn.ConvTranspose2d(4, 2, 2, stride=2))
+                                  nn.ConvTranspose2d(4, 4, 2, stride=2),
+                                  nn.Upsample(scale_factor=2, mode="bilinear"),
+                                  nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"),
+                                  nn.Upsample(scale_factor=(1, 3)), nn.Conv2d(4, 2, 1))
 
     def forward(self, x):
         return self.body(x)
@@ -265,6 +272,7 @@ def test_torch_style_call_with_dynamic_axes(tmp_path):
                                  "mask": {0: "batch_size"}}, dynamo=False, verbose=False)
     dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["batch_size", 3, "height", "width"]
+    assert ops(proto).count("Resize") == 2 and "Gather" not in ops(proto)
     out_dims = [d.dim_param or d.dim_value
                 for d in proto.graph.output[0].type.tensor_type.shape.dim]
     assert out_dims == ["batch_size", 2, "mask_dim2", "mask_dim3"]  # 2 * height is no input's
@@ -299,7 +307,7 @@ def test_dynamic_axes_the_graph_depends_on_are_refused(tmp_path):
     with pytest.raises(ExportError, match=r"axis 1 of 'input'.*depends on their sizes"):
         export(Reshapes(), np.ones((2, 3, 4), np.float32), tmp_path / "m.onnx",
                dynamic_axes={"input": {1: "rows"}})
-    up = nn.Sequential(nn.Upsample(scale_factor=2))  # Gather indices follow the size
+    up = nn.Sequential(nn.Upsample(scale_factor=1.5))  # Gather indices follow the size
     with pytest.raises(ExportError, match="depends on their sizes"):
         export(up, np.ones((1, 1, 3, 3), np.float32), tmp_path / "m.onnx",
                dynamic_axes={"input": {2: "h"}})
