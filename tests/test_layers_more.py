@@ -34,6 +34,12 @@ def test_identity_ignores_arguments_and_returns_its_input():
     assert nn.Identity(54, unused="x")(x) is x
 
 
+def test_activations_refuse_integer_input_like_torch():
+    for name in ("silu", "mish", "hardswish"):
+        with pytest.raises(NotImplementedError, match=f"{name} is not implemented for dtype int64"):
+            getattr(F, name)(dtrain.tensor([1, 2]))
+
+
 def test_silu_is_stable_for_large_inputs():
     x = dtrain.tensor(np.array([-1000.0, 1000.0]), requires_grad=True)
     F.silu(x).sum().backward()
@@ -198,6 +204,8 @@ def test_interpolate_errors():
         F.interpolate(x, size=(2, 3, 4))
     with pytest.raises(RuntimeError, match="must be positive"):
         F.interpolate(x, scale_factor=0.1)
+    with pytest.raises(NotImplementedError, match="dtype int64"):
+        F.interpolate(dtrain.tensor([[[1, 2]]]), scale_factor=2)
 
 
 # ------------------------------------------------------------------------- group norm

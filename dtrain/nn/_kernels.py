@@ -396,16 +396,25 @@ def binary_cross_entropy_with_logits(input: Tensor, target, weight=None, reducti
 
 
 # --------------------------------------------------------------- smooth activations
+def _floating(input: Tensor, name: str) -> np.ndarray:
+    """The input's array; integer inputs are refused as PyTorch refuses them."""
+    X = input.data
+    if X.dtype.kind != "f":
+        raise NotImplementedError(f"{name} is not implemented for dtype {X.dtype} (input of "
+                                  f"shape {tuple(X.shape)}); use a floating tensor")
+    return X
+
+
 def silu(input: Tensor) -> Tensor:
     """x * sigmoid(x) (PyTorch's ``F.silu``, a.k.a. swish)."""
-    X = input.data
+    X = _floating(input, "silu")
     s = np.exp(-np.logaddexp(0, -X)).astype(X.dtype, copy=False)
     return _op(X * s, (input,), lambda g: (g * (s * (1 + X * (1 - s))),), "SiluBackward0")
 
 
 def mish(input: Tensor) -> Tensor:
     """x * tanh(softplus(x)) (PyTorch's ``F.mish``)."""
-    X = input.data
+    X = _floating(input, "mish")
     t = np.tanh(np.logaddexp(0, X)).astype(X.dtype, copy=False)
 
     def backward(g):
@@ -417,7 +426,7 @@ def mish(input: Tensor) -> Tensor:
 
 def hardswish(input: Tensor) -> Tensor:
     """x * relu6(x + 3) / 6 (PyTorch's ``F.hardswish``)."""
-    X = input.data
+    X = _floating(input, "hardswish")
     out = X * np.clip(X + 3, 0, 6) / 6
 
     def backward(g):

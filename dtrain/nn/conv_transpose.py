@@ -47,8 +47,8 @@ def _output_padding(op: tuple, stride: tuple, dilation: tuple) -> tuple:
     """``op`` checked: each entry smaller than the stride or the dilation, as PyTorch asks."""
     for o, s, d in zip(op, stride, dilation):
         if o < 0 or o >= max(s, d):
-            raise ValueError(f"output padding {op} must be non-negative and smaller than either "
-                             f"stride {stride} or dilation {dilation}")
+            raise RuntimeError(f"output padding {op} must be non-negative and smaller than "
+                               f"either stride {stride} or dilation {dilation}")
     return op
 
 
@@ -164,8 +164,7 @@ class _ConvTransposeNd(Module):
             _check_positive(value, name)
         if min(self.padding) < 0:
             raise ValueError(f"padding must be non-negative, got {self.padding}")
-        self.output_padding = _output_padding(self._tuple(output_padding, "output_padding"),
-                                              self.stride, self.dilation)
+        self.output_padding = self._tuple(output_padding, "output_padding")
         self.groups, self.padding_mode = groups, padding_mode
         dtype = np.dtype(dtype) if dtype is not None else get_default_dtype()
         shape = (in_channels, out_channels // groups, *self.kernel_size)
@@ -194,8 +193,8 @@ class _ConvTransposeNd(Module):
 
     def _output_padding_for(self, input: Tensor, output_size) -> tuple:
         """The output padding that makes the output ``output_size`` (PyTorch's rule)."""
-        if output_size is None:
-            return self.output_padding
+        if output_size is None:  # checked here, as PyTorch checks it in the forward
+            return _output_padding(self.output_padding, self.stride, self.dilation)
         n = self._dims
         size = [int(s) for s in output_size][-n:]
         if len(size) != n:

@@ -142,7 +142,8 @@ def resize_plan(shape: tuple, dtype, size=None, scale_factor=None, mode: str = "
                                   f"{mode!r}{' with antialias' if antialias else ''} is "
                                   f"supported for {need} input only")
     if dtype.kind != "f":
-        raise TypeError(f"interpolate: expected a floating input, got dtype {dtype}")
+        raise NotImplementedError(f"interpolate is not implemented for dtype {dtype}; use a "
+                                  "floating input")
     sizes, scales = _output_sizes(shape, size, scale_factor, count)
     if recompute_scale_factor:
         scales = [None] * count
