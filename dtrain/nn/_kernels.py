@@ -405,21 +405,47 @@ def _floating(input: Tensor, name: str) -> np.ndarray:
     return X
 
 
+def _sigmoid(X: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-x)) as (1 + tanh(x / 2)) / 2: no overflow, and tanh is a fast ufunc."""
+    s = np.multiply(X, 0.5, dtype=X.dtype)
+    np.tanh(s, out=s)
+    s *= 0.5
+    s += 0.5
+    return s
+
+
 def silu(input: Tensor) -> Tensor:
     """x * sigmoid(x) (PyTorch's ``F.silu``, a.k.a. swish)."""
     X = _floating(input, "silu")
-    s = np.exp(-np.logaddexp(0, -X)).astype(X.dtype, copy=False)
-    return _op(X * s, (input,), lambda g: (g * (s * (1 + X * (1 - s))),), "SiluBackward0")
+    s = _sigmoid(X)
+
+    def backward(g):
+        d = 1 - s
+        d *= X
+        d += 1
+        d *= s
+        d *= g
+        return (d,)
+
+    return _op(X * s, (input,), backward, "SiluBackward0")
 
 
 def mish(input: Tensor) -> Tensor:
     """x * tanh(softplus(x)) (PyTorch's ``F.mish``)."""
     X = _floating(input, "mish")
-    t = np.tanh(np.logaddexp(0, X)).astype(X.dtype, copy=False)
+    # tanh(log(1 + e^x)) = w / (w + 2) with w = e^x (e^x + 2); e^x capped where t is 1 anyway
+    n = np.exp(np.minimum(X, 20, dtype=X.dtype))
+    w = n * (n + 2)
+    t = w / (w + 2)
 
     def backward(g):
-        s = np.exp(-np.logaddexp(0, -X))
-        return ((g * (t + X * s * (1 - t * t))).astype(X.dtype, copy=False),)
+        s = n / (1 + n)
+        d = 1 - t * t
+        d *= s
+        d *= X
+        d += t
+        d *= g
+        return (d,)
 
     return _op(X * t, (input,), backward, "MishBackward0")
 
@@ -427,10 +453,17 @@ def mish(input: Tensor) -> Tensor:
 def hardswish(input: Tensor) -> Tensor:
     """x * relu6(x + 3) / 6 (PyTorch's ``F.hardswish``)."""
     X = _floating(input, "hardswish")
-    out = X * np.clip(X + 3, 0, 6) / 6
+    out = np.add(X, 3, dtype=X.dtype)
+    np.clip(out, 0, 6, out=out)
+    out *= X
+    out /= 6
 
     def backward(g):
-        slope = np.where(X <= -3, 0, np.where(X >= 3, 1, X / 3 + 0.5)).astype(X.dtype)
-        return (g * slope,)
+        slope = np.divide(X, 3, dtype=X.dtype)
+        slope += 0.5
+        np.putmask(slope, X <= -3, 0)
+        np.putmask(slope, X >= 3, 1)
+        slope *= g
+        return (slope,)
 
-    return _op(out.astype(X.dtype, copy=False), (input,), backward, "HardswishBackward0")
+    return _op(out, (input,), backward, "HardswishBackward0")
