@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 from helpers import check
-from test_layers import RNG, check_module_fd, compare_with_torch, torch_twin
+from test_layers import RNG, TOL, check_module_fd, compare_with_torch, torch_twin
 
 import dtrain
 import dtrain.nn.functional as F
@@ -132,8 +132,9 @@ def test_conv_transpose2d_errors_and_init():
         layer(dtrain.randn(2, 3, 5, 5))
     with pytest.raises(RuntimeError, match=r"\(2, 4\)"):
         layer(dtrain.randn(2, 4))
-    with pytest.raises(ValueError, match="output padding"):
-        nn.ConvTranspose2d(4, 6, 3, stride=2, output_padding=2)
+    unusable = nn.ConvTranspose2d(4, 6, 3, stride=2, output_padding=2)  # torch builds it too
+    with pytest.raises(RuntimeError, match="output padding"):
+        unusable(dtrain.randn(1, 4, 3, 3))
     with pytest.raises(ValueError, match="zeros"):
         nn.ConvTranspose2d(4, 6, 3, padding_mode="reflect")
     with pytest.raises(RuntimeError, match="must be positive"):
@@ -142,4 +143,45 @@ def test_conv_transpose2d_errors_and_init():
     layer = nn.ConvTranspose2d(4, 6, 3, groups=2)
     assert layer.weight.shape == (4, 3, 3, 3)
     bound = 1 / math.sqrt(3 * 9)
+<<<<<<< HEAD
     assert np.abs(layer.weight._data).max() <= bound and np.abs(layer.bias._data).max() <= bound
+=======
+    assert np.abs(layer.weight.data).max() <= bound and np.abs(layer.bias.data).max() <= bound
+
+
+CT1_CASES = [({}, (2, 4, 5)), ({"stride": 2, "padding": 1, "output_padding": 1}, (2, 4, 5)),
+             ({"groups": 2, "dilation": 2, "stride": 3, "output_padding": 2, "bias": False},
+              (3, 4, 4)),
+             ({"stride": 2}, (4, 6))]  # unbatched
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("options,shape", CT1_CASES)
+def test_conv_transpose1d_matches_torch(options, shape, dtype):
+    torch = pytest.importorskip("torch")
+    layer = nn.ConvTranspose1d(4, 6, 3, **options, dtype=dtype)
+    twin = torch_twin(layer, torch.nn.ConvTranspose1d(4, 6, 3, **options,
+                                                      dtype=getattr(torch, dtype)))
+    assert repr(layer) == repr(twin)
+    compare_with_torch(layer, twin, RNG.standard_normal(shape).astype(dtype), dtype)
+    size = [(shape[-1] - 1) * layer.stride[0] - 2 * layer.padding[0]
+            + layer.dilation[0] * 2 + 1 + layer.stride[0] - 1]
+    x = RNG.standard_normal(shape).astype(dtype)
+    np.testing.assert_allclose(layer(dtrain.tensor(x), output_size=size).data,
+                               twin(torch.tensor(x), output_size=size).detach().numpy(),
+                               **TOL[dtype])
+
+
+def test_conv_transpose1d_gradients_and_errors():
+    check_module_fd(nn.ConvTranspose1d(4, 6, 3, stride=2, padding=1, groups=2, dtype="float64"),
+                    RNG.standard_normal((2, 4, 5)))
+    check(lambda m, x, w, b: m.nn.functional.conv_transpose1d(x, w, b, stride=2, padding=1,
+                                                              output_padding=1), (2, 4, 5),
+          (4, 3, 3), (3,))
+    with pytest.raises(RuntimeError, match="3-D weight"):
+        F.conv_transpose1d(dtrain.randn(2, 4, 5), dtrain.randn(4, 3, 3, 3))
+    with pytest.raises(RuntimeError, match="output padding"):
+        F.conv_transpose1d(dtrain.randn(2, 4, 5), dtrain.randn(4, 3, 3), output_padding=1)
+    with pytest.raises(RuntimeError, match=r"2-D or 3-D \(batched\).*\(4, 5, 5, 5\)"):
+        nn.ConvTranspose1d(4, 6, 3)(dtrain.randn(4, 5, 5, 5))
+>>>>>>> layers

@@ -10,6 +10,7 @@ from test_layers import RNG, check_module_fd, compare_with_torch, torch_twin
 import dtrain
 import dtrain.nn.functional as F
 from dtrain import nn
+from dtrain.nn import upsampling
 
 
 # ------------------------------------------------------------------------ activations
@@ -32,6 +33,12 @@ def test_activation_layers_match_torch(cls, dtype):
 def test_identity_ignores_arguments_and_returns_its_input():
     x = dtrain.randn(2, 3)
     assert nn.Identity(54, unused="x")(x) is x
+
+
+def test_activations_refuse_integer_input_like_torch():
+    for name in ("silu", "mish", "hardswish"):
+        with pytest.raises(NotImplementedError, match=f"{name} is not implemented for dtype int64"):
+            getattr(F, name)(dtrain.tensor([1, 2]))
 
 
 def test_silu_is_stable_for_large_inputs():
@@ -152,10 +159,24 @@ INTERP_3D = [{"scale_factor": 3}, {"size": 7, "mode": "linear"},
              {"scale_factor": 0.6, "mode": "linear"}, {"size": 3, "mode": "area"}]
 
 
+@pytest.mark.parametrize("dense", [True, False])
 @pytest.mark.parametrize("kwargs,shape", [(k, (2, 3, 4, 6)) for k in INTERP_4D]
                          + [(k, (2, 3, 5)) for k in INTERP_3D])
-def test_interpolate_matches_torch_and_finite_differences(kwargs, shape):
+def test_interpolate_matches_torch_and_finite_differences(kwargs, shape, dense, monkeypatch):
+    # small axes multiply by matrices; large ones gather and reduceat: check both ways
+    monkeypatch.setattr(upsampling, "_DENSE_ENTRIES", 1 << 17 if dense else 0)
     check(lambda m, x: m.nn.functional.interpolate(x, **kwargs), shape)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_interpolate_with_infinities_matches_torch(mode):
+    torch = pytest.importorskip("torch")
+    x = RNG.standard_normal((1, 2, 5, 6))
+    x[0, 0, 2, 3], x[0, 1, 4, 0] = np.inf, -np.inf
+    for kwargs in ({"scale_factor": 2}, {"size": (7, 4)}):
+        ours = F.interpolate(dtrain.tensor(x), mode=mode, **kwargs).data
+        theirs = torch.nn.functional.interpolate(torch.tensor(x), mode=mode, **kwargs).numpy()
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("mode", ["nearest", "bilinear"])
@@ -198,6 +219,8 @@ def test_interpolate_errors():
         F.interpolate(x, size=(2, 3, 4))
     with pytest.raises(RuntimeError, match="must be positive"):
         F.interpolate(x, scale_factor=0.1)
+    with pytest.raises(NotImplementedError, match="dtype int64"):
+        F.interpolate(dtrain.tensor([[[1, 2]]]), scale_factor=2)
 
 
 # ------------------------------------------------------------------------- group norm

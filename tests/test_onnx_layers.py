@@ -46,12 +46,18 @@ def test_new_activations(tmp_path, opset, expected):
     (lambda: nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1), (4, 5, 6)),
     (lambda: nn.ConvTranspose2d(4, 6, (3, 2), stride=(2, 3), groups=2, dilation=2,
                                 output_padding=1, bias=False), (4, 5, 6)),
+    (lambda: nn.ConvTranspose1d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2),
+     (4, 7)),
     (lambda: nn.GroupNorm(2, 4), (4, 5, 6)),
     (lambda: nn.GroupNorm(3, 6, eps=1e-3), (6, 5)),
     (lambda: nn.GroupNorm(1, 4, affine=False), (4,)),
     (lambda: nn.PixelShuffle(2), (8, 3, 4)),
     (lambda: nn.PixelUnshuffle(2), (2, 4, 6)),
     (lambda: nn.Upsample(scale_factor=2), (2, 3, 4)),
+    (lambda: nn.Upsample(scale_factor=(3, 2), mode="bilinear"), (2, 3, 4)),
+    (lambda: nn.Upsample(scale_factor=1.5), (2, 3, 4)),
+    (lambda: nn.Upsample(scale_factor=4, mode="linear"), (2, 5)),
+    (lambda: nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True), (2, 3, 4)),
     (lambda: nn.Upsample(size=(5, 7), mode="bilinear"), (2, 3, 4)),
     (lambda: nn.Upsample(scale_factor=1.7, mode="bilinear", align_corners=True), (2, 3, 4)),
     (lambda: nn.Upsample(size=9, mode="linear"), (2, 5)),
@@ -71,6 +77,7 @@ def test_new_layers(tmp_path, layer, shape):
 
 def test_unbatched_conv1d_and_conv_transpose(tmp_path):
     for model, x in ((nn.Conv1d(3, 4, 3, padding=1), (3, 8)),
+                     (nn.ConvTranspose1d(3, 4, 3, stride=2), (3, 8)),
                      (nn.ConvTranspose2d(3, 4, 3, stride=2), (3, 5, 4))):
         path = tmp_path / "m.onnx"
         x = np.random.default_rng(0).standard_normal(x).astype(np.float32)
@@ -102,6 +109,7 @@ class Functional(nn.Module):
             h, (1, 1, 1, 1), mode="replicate")[..., 1:-1, 1:-1]
         h = F.conv_transpose2d(h, self.up.weight, self.up.bias, stride=2)
         line = F.conv1d(h.flatten(2), self.conv.weight, self.conv.bias, padding="same")
+        line = F.conv_transpose1d(line * 0.1, self.conv.weight, stride=2, output_padding=1)
         return line.flatten(1)
 
 
@@ -245,7 +253,10 @@ class FullyConvolutional(nn.Module):
     def __init__(self):
         super().__init__()
         self.body = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.GroupNorm(2, 4), nn.SiLU(),
-                                  nn.ConvTranspose2d(4, 2, 2, stride=2))
+                                  nn.ConvTranspose2d(4, 4, 2, stride=2),
+                                  nn.Upsample(scale_factor=2, mode="bilinear"),
+                                  nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"),
+                                  nn.Upsample(scale_factor=(1, 3)), nn.Conv2d(4, 2, 1))
 
     def forward(self, x):
         return self.body(x)
@@ -261,6 +272,7 @@ def test_torch_style_call_with_dynamic_axes(tmp_path):
                                  "mask": {0: "batch_size"}}, dynamo=False, verbose=False)
     dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["batch_size", 3, "height", "width"]
+    assert ops(proto).count("Resize") == 2 and "Gather" not in ops(proto)
     out_dims = [d.dim_param or d.dim_value
                 for d in proto.graph.output[0].type.tensor_type.shape.dim]
     assert out_dims == ["batch_size", 2, "mask_dim2", "mask_dim3"]  # 2 * height is no input's
@@ -295,7 +307,7 @@ def test_dynamic_axes_the_graph_depends_on_are_refused(tmp_path):
     with pytest.raises(ExportError, match=r"axis 1 of 'input'.*depends on their sizes"):
         export(Reshapes(), np.ones((2, 3, 4), np.float32), tmp_path / "m.onnx",
                dynamic_axes={"input": {1: "rows"}})
-    up = nn.Sequential(nn.Upsample(scale_factor=2))  # Gather indices follow the size
+    up = nn.Sequential(nn.Upsample(scale_factor=1.5))  # Gather indices follow the size
     with pytest.raises(ExportError, match="depends on their sizes"):
         export(up, np.ones((1, 1, 3, 3), np.float32), tmp_path / "m.onnx",
                dynamic_axes={"input": {2: "h"}})

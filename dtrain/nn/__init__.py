@@ -18,7 +18,7 @@ from .activation import (
 from .container import Flatten, ModuleDict, ModuleList, Sequential, Unflatten
 from .conv import Conv2d
 from .conv1d import Conv1d
-from .conv_transpose import ConvTranspose2d
+from .conv_transpose import ConvTranspose1d, ConvTranspose2d
 from .dropout import Dropout, keyed_dropout, keyed_randn
 from .linear import Identity, Linear
 from .loss import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss
@@ -60,6 +60,7 @@ __all__ = [
     "ConstantPad2d",
     "Conv1d",
     "Conv2d",
+    "ConvTranspose1d",
     "ConvTranspose2d",
     "CrossEntropyLoss",
     "Dropout",

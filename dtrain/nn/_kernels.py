@@ -396,32 +396,90 @@ def binary_cross_entropy_with_logits(input: Tensor, target, weight=None, reducti
 
 
 # --------------------------------------------------------------- smooth activations
+def _floating(input: Tensor, name: str) -> np.ndarray:
+    """The input's array; integer inputs are refused as PyTorch refuses them."""
+    X = input.data
+    if X.dtype.kind != "f":
+        raise NotImplementedError(f"{name} is not implemented for dtype {X.dtype} (input of "
+                                  f"shape {tuple(X.shape)}); use a floating tensor")
+    return X
+
+
+def _sigmoid(X: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-x)) as (1 + tanh(x / 2)) / 2: no overflow, and tanh is a fast ufunc."""
+    s = np.multiply(X, 0.5, dtype=X.dtype)
+    np.tanh(s, out=s)
+    s *= 0.5
+    s += 0.5
+    return s
+
+
 def silu(input: Tensor) -> Tensor:
     """x * sigmoid(x) (PyTorch's ``F.silu``, a.k.a. swish)."""
+<<<<<<< HEAD
     X = input._data
     s = np.exp(-np.logaddexp(0, -X)).astype(X.dtype, copy=False)
     return _op(X * s, (input,), lambda g: (g * (s * (1 + X * (1 - s))),), "SiluBackward0")
+=======
+    X = _floating(input, "silu")
+    s = _sigmoid(X)
+
+    def backward(g):
+        d = 1 - s
+        d *= X
+        d += 1
+        d *= s
+        d *= g
+        return (d,)
+
+    return _op(X * s, (input,), backward, "SiluBackward0")
+>>>>>>> layers
 
 
 def mish(input: Tensor) -> Tensor:
     """x * tanh(softplus(x)) (PyTorch's ``F.mish``)."""
+<<<<<<< HEAD
     X = input._data
     t = np.tanh(np.logaddexp(0, X)).astype(X.dtype, copy=False)
+=======
+    X = _floating(input, "mish")
+    # tanh(log(1 + e^x)) = w / (w + 2) with w = e^x (e^x + 2); e^x capped where t is 1 anyway
+    n = np.exp(np.minimum(X, 20, dtype=X.dtype))
+    w = n * (n + 2)
+    t = w / (w + 2)
+>>>>>>> layers
 
     def backward(g):
-        s = np.exp(-np.logaddexp(0, -X))
-        return ((g * (t + X * s * (1 - t * t))).astype(X.dtype, copy=False),)
+        s = n / (1 + n)
+        d = 1 - t * t
+        d *= s
+        d *= X
+        d += t
+        d *= g
+        return (d,)
 
     return _op(X * t, (input,), backward, "MishBackward0")
 
 
 def hardswish(input: Tensor) -> Tensor:
     """x * relu6(x + 3) / 6 (PyTorch's ``F.hardswish``)."""
+<<<<<<< HEAD
     X = input._data
     out = X * np.clip(X + 3, 0, 6) / 6
+=======
+    X = _floating(input, "hardswish")
+    out = np.add(X, 3, dtype=X.dtype)
+    np.clip(out, 0, 6, out=out)
+    out *= X
+    out /= 6
+>>>>>>> layers
 
     def backward(g):
-        slope = np.where(X <= -3, 0, np.where(X >= 3, 1, X / 3 + 0.5)).astype(X.dtype)
-        return (g * slope,)
+        slope = np.divide(X, 3, dtype=X.dtype)
+        slope += 0.5
+        np.putmask(slope, X <= -3, 0)
+        np.putmask(slope, X >= 3, 1)
+        slope *= g
+        return (slope,)
 
-    return _op(out.astype(X.dtype, copy=False), (input,), backward, "HardswishBackward0")
+    return _op(out, (input,), backward, "HardswishBackward0")

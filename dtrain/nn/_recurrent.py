@@ -17,12 +17,16 @@ import numpy as np
 
 from ..autograd.tensor import Tensor, _op
 
-MODES = ("RNN_TANH", "RNN_RELU", "LSTM", "GRU")
 GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 
 
-def _sigmoid(a: np.ndarray) -> np.ndarray:
-    return np.exp(-np.logaddexp(0, -a)).astype(a.dtype, copy=False)
+def _sigmoid(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """1 / (1 + exp(-a)) as (1 + tanh(a / 2)) / 2: stable, and tanh is the fast ufunc."""
+    out = np.multiply(a, 0.5, out=out)
+    np.tanh(out, out=out)
+    out *= 0.5
+    out += 0.5
+    return out
 
 
 def _flat(a: np.ndarray) -> np.ndarray:
@@ -37,8 +41,17 @@ def recurrence(mode: str, x: Tensor, h0: Tensor, c0: Tensor | None, w_ih: Tensor
     sequence backwards (the second direction of a bidirectional layer); the output rows stay in
     input order.
     """
+<<<<<<< HEAD
     X = x._data[::-1] if reverse else x._data
     Wih, Whh = w_ih._data, w_hh._data
+=======
+    if mode not in GATES:
+        raise ValueError(f"recurrence: mode must be one of {sorted(GATES)}, got {mode!r}")
+    if mode == "LSTM" and c0 is None:
+        raise ValueError("recurrence: the LSTM needs an initial cell state c0")
+    X = x.data[::-1] if reverse else x.data
+    Wih, Whh = w_ih.data, w_hh.data
+>>>>>>> layers
     XW = (_flat(X) @ Wih.T).reshape(X.shape[:2] + (Wih.shape[0],))  # one GEMM for all steps
     if b_ih is not None:
         XW += b_ih._data
@@ -103,39 +116,38 @@ def _lstm(A_in: np.ndarray, H0: np.ndarray, C0: np.ndarray, Whh: np.ndarray):
     out = np.empty((T + 1, N, H), dtype=A_in.dtype)
     gates = np.empty((T, N, 4 * H), dtype=A_in.dtype)  # i, f, g, o after their activations
     Cs = np.empty((T, N, H), dtype=A_in.dtype)
+    TCs = np.empty((T, N, H), dtype=A_in.dtype)  # tanh of the cell states
     h, c = H0, C0
     for t in range(T):
         a = A_in[t] + h @ Whh.T
         act = gates[t]
-        act[:, :2 * H] = _sigmoid(a[:, :2 * H])
+        _sigmoid(a[:, :2 * H], out=act[:, :2 * H])
         np.tanh(a[:, 2 * H:3 * H], out=act[:, 2 * H:3 * H])
-        act[:, 3 * H:] = _sigmoid(a[:, 3 * H:])
-        i, f, g, o = act[:, :H], act[:, H:2 * H], act[:, 2 * H:3 * H], act[:, 3 * H:]
-        c = f * c + i * g
-        Cs[t] = c
-        h = o * np.tanh(c)
-        out[t] = h
+        _sigmoid(a[:, 3 * H:], out=act[:, 3 * H:])
+        c = np.multiply(act[:, H:2 * H], c, out=Cs[t])
+        c += act[:, :H] * act[:, 2 * H:3 * H]
+        h = np.multiply(act[:, 3 * H:], np.tanh(c, out=TCs[t]), out=out[t])
     out[T] = c
     Hs = out[:T]
 
     def backward(G, gc_last):
+        # every factor that does not depend on the incoming gradients, for all steps at once
+        i, f, g, o = (gates[..., k * H:(k + 1) * H] for k in range(4))
+        C_prev = np.concatenate([C0[None], Cs[:-1]])
+        through_c = o * (1 - TCs * TCs)  # d h / d c
+        ifg = np.stack([g * i * (1 - i), C_prev * f * (1 - f), i * (1 - g * g)], axis=2)
+        d_o = TCs * o * (1 - o)
         dA = np.empty_like(gates)
+        dA3 = dA.reshape(T, N, 4, H)[:, :, :3]  # a view: the i, f, g blocks of every step
         gh = np.zeros_like(H0)
         gc = np.array(gc_last, dtype=A_in.dtype)
         for t in range(T - 1, -1, -1):
-            act = gates[t]
-            i, f, g, o = act[:, :H], act[:, H:2 * H], act[:, 2 * H:3 * H], act[:, 3 * H:]
-            c_prev = Cs[t - 1] if t else C0
-            tc = np.tanh(Cs[t])
-            gh = gh + G[t]
-            gc = gc + gh * o * (1 - tc * tc)
-            d = dA[t]
-            d[:, :H] = gc * g * i * (1 - i)
-            d[:, H:2 * H] = gc * c_prev * f * (1 - f)
-            d[:, 2 * H:3 * H] = gc * i * (1 - g * g)
-            d[:, 3 * H:] = gh * tc * o * (1 - o)
-            gc = gc * f
-            gh = d @ Whh
+            gh += G[t]
+            gc += gh * through_c[t]
+            np.multiply(gc[:, None, :], ifg[t], out=dA3[t])
+            np.multiply(gh, d_o[t], out=dA[t, :, 3 * H:])
+            gc *= f[t]
+            gh = dA[t] @ Whh
         H_prev = np.concatenate([H0[None], Hs[:-1]])
         return {"xw": dA, "h0": gh, "c0": gc, "w_hh": _flat(dA).T @ _flat(H_prev),
                 "b_hh": _flat(dA).sum(axis=0)}
@@ -156,7 +168,7 @@ def _gru(XW: np.ndarray, H0: np.ndarray, Whh: np.ndarray, Bhh: np.ndarray | None
         if Bhh is not None:
             hw += Bhh
         act = gates[t]
-        act[:, :2 * H] = _sigmoid(XW[t, :, :2 * H] + hw[:, :2 * H])
+        _sigmoid(XW[t, :, :2 * H] + hw[:, :2 * H], out=act[:, :2 * H])
         r, z = act[:, :H], act[:, H:2 * H]
         HWn[t] = hw[:, 2 * H:]
         n = np.tanh(XW[t, :, 2 * H:] + r * HWn[t], out=act[:, 2 * H:])

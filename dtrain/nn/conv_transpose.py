@@ -1,9 +1,10 @@
-"""Transposed 2-D convolution: ``conv_transpose2d`` and ``ConvTranspose2d``.
+"""Transposed convolution: ``conv_transpose2d``/``ConvTranspose2d`` and their 1-D forms.
 
 A transposed convolution is the input gradient of a convolution, so it reuses ``conv.py``'s
 kernels the other way round: the forward is the col2im of ``weight.T @ input`` (one strided add
 per kernel position), the input gradient is the im2col convolution of the output gradient with
-the same weight, and the weight gradient is that convolution's weight gradient.
+the same weight, and the weight gradient is that convolution's weight gradient. The 1-D forms
+run the 2-D kernel on height-1 views.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 from ..autograd.tensor import Tensor, _op, get_default_dtype
 from . import init
 from .conv import _check_positive, _correlate, _input_grad_col2im, _pad_or_crop, _pair, _weight_grad
+from .conv1d import _single
 from .module import Module
 from .parameter import Parameter
 
@@ -41,12 +43,12 @@ def _check_args(X: np.ndarray, Wt: np.ndarray, B, groups: int) -> None:
                            + " must be the same")
 
 
-def _output_padding(output_padding, stride: tuple, dilation: tuple) -> tuple:
-    op = _pair(output_padding, "output_padding")
+def _output_padding(op: tuple, stride: tuple, dilation: tuple) -> tuple:
+    """``op`` checked: each entry smaller than the stride or the dilation, as PyTorch asks."""
     for o, s, d in zip(op, stride, dilation):
         if o < 0 or o >= max(s, d):
-            raise ValueError(f"output padding {op} must be non-negative and smaller than either "
-                             f"stride {stride} or dilation {dilation}")
+            raise RuntimeError(f"output padding {op} must be non-negative and smaller than "
+                               f"either stride {stride} or dilation {dilation}")
     return op
 
 
@@ -106,34 +108,63 @@ def conv_transpose2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, 
     padding = _pair(padding, "padding")
     if min(padding) < 0:
         raise ValueError(f"padding must be non-negative, got {padding}")
-    op = _output_padding(output_padding, stride, dilation)
+    op = _output_padding(_pair(output_padding, "output_padding"), stride, dilation)
     return _conv_transpose2d(input, weight, bias, stride, padding, op, groups, dilation)
 
 
-class ConvTranspose2d(Module):
-    """Transposed 2-D convolution with weight (in, out/groups, kH, kW), as PyTorch's layer."""
+def _conv_transpose1d(input: Tensor, weight: Tensor, bias, stride: int, padding: int,
+                      output_padding: int, groups: int, dilation: int) -> Tensor:
+    """The 2-D kernel on height-1 views of (N, C, L) or (C, L) input and (in, out/g, k) weight."""
+    if weight.ndim != 3:
+        raise RuntimeError(f"conv_transpose1d: expected a 3-D weight (in, out/groups, k), got "
+                           f"shape {tuple(weight.shape)}")
+    if input.ndim not in (2, 3):
+        raise RuntimeError(f"conv_transpose1d: expected a 2-D (C, L) or 3-D (N, C, L) input, "
+                           f"got shape {tuple(input.shape)}")
+    out = _conv_transpose2d(input.unsqueeze(-2), weight.unsqueeze(2), bias, (1, stride),
+                            (0, padding), (0, output_padding), groups, (1, dilation))
+    return out.squeeze(-2)
+
+
+def conv_transpose1d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1,
+                     padding=0, output_padding=0, groups: int = 1, dilation=1) -> Tensor:
+    """Transposed 1-D convolution, as ``F.conv_transpose1d``."""
+    s, d = _single(stride, "stride"), _single(dilation, "dilation")
+    p, op = _single(padding, "padding"), _single(output_padding, "output_padding")
+    _check_positive((s, d), "stride and dilation")
+    if p < 0:
+        raise ValueError(f"padding must be non-negative, got {padding!r}")
+    _output_padding((op,), (s,), (d,))
+    return _conv_transpose1d(input, weight, bias, s, p, op, groups, d)
+
+
+class _ConvTransposeNd(Module):
+    """Shared body of ConvTranspose1d/2d: weight (in, out/groups, *kernel), PyTorch's init."""
+
+    _dims = 2
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  output_padding=0, groups: int = 1, bias: bool = True, dilation=1,
                  padding_mode: str = "zeros", dtype=None):
         super().__init__()
+        kind = type(self).__name__
         if groups < 1 or in_channels % groups or out_channels % groups:
             raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) "
                              f"must be divisible by groups ({groups})")
         if padding_mode != "zeros":
-            raise ValueError(f'Only "zeros" padding mode is supported for ConvTranspose2d, got '
+            raise ValueError(f'Only "zeros" padding mode is supported for {kind}, got '
                              f"{padding_mode!r}")
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.stride = _pair(stride, "stride")
-        self.dilation = _pair(dilation, "dilation")
-        self.padding = _pair(padding, "padding")
+        self.kernel_size = self._tuple(kernel_size, "kernel_size")
+        self.stride = self._tuple(stride, "stride")
+        self.dilation = self._tuple(dilation, "dilation")
+        self.padding = self._tuple(padding, "padding")
         for name, value in (("kernel_size", self.kernel_size), ("stride", self.stride),
                             ("dilation", self.dilation)):
             _check_positive(value, name)
         if min(self.padding) < 0:
             raise ValueError(f"padding must be non-negative, got {self.padding}")
-        self.output_padding = _output_padding(output_padding, self.stride, self.dilation)
+        self.output_padding = self._tuple(output_padding, "output_padding")
         self.groups, self.padding_mode = groups, padding_mode
         dtype = np.dtype(dtype) if dtype is not None else get_default_dtype()
         shape = (in_channels, out_channels // groups, *self.kernel_size)
@@ -144,56 +175,78 @@ class ConvTranspose2d(Module):
             self.register_parameter("bias", None)
         self.reset_parameters()
 
+    @classmethod
+    def _tuple(cls, value, name: str) -> tuple:
+        return _pair(value, name) if cls._dims == 2 else (_single(value, name),)
+
     def reset_parameters(self) -> None:
         """PyTorch's default: kaiming_uniform_(a=sqrt(5)) on the weight, U(+-1/sqrt(fan_in)) bias.
 
-        As in PyTorch the fan-in is read from the weight's dim 1 (out/groups * kH * kW).
+        As in PyTorch the fan-in is read from the weight's dim 1 (out/groups * kernel size).
         """
         init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
-            fan_in = self.weight.shape[1] * self.kernel_size[0] * self.kernel_size[1]
+            fan_in = self.weight.shape[1] * math.prod(self.kernel_size)
             if fan_in:
                 bound = 1 / math.sqrt(fan_in)
                 init.uniform_(self.bias, -bound, bound)
 
     def _output_padding_for(self, input: Tensor, output_size) -> tuple:
         """The output padding that makes the output ``output_size`` (PyTorch's rule)."""
-        if output_size is None:
-            return self.output_padding
-        size = [int(s) for s in output_size][-2:]
-        if len(size) != 2:
-            raise ValueError(f"ConvTranspose2d: output_size must have 2 or more elements, got "
-                             f"{output_size!r}")
+        if output_size is None:  # checked here, as PyTorch checks it in the forward
+            return _output_padding(self.output_padding, self.stride, self.dilation)
+        n = self._dims
+        size = [int(s) for s in output_size][-n:]
+        if len(size) != n:
+            raise ValueError(f"{type(self).__name__}: output_size must have {n} or more "
+                             f"elements, got {output_size!r}")
         pads = []
-        for i in range(2):
-            smallest = ((input.shape[-2 + i] - 1) * self.stride[i] - 2 * self.padding[i]
+        for i in range(n):
+            smallest = ((input.shape[-n + i] - 1) * self.stride[i] - 2 * self.padding[i]
                         + self.dilation[i] * (self.kernel_size[i] - 1) + 1)
             if not smallest <= size[i] < smallest + self.stride[i]:
                 raise ValueError(f"requested an output size of {size}, but valid sizes range "
                                  f"from {smallest} to {smallest + self.stride[i] - 1} (for an "
-                                 f"input of {list(input.shape[-2:])})")
+                                 f"input of {list(input.shape[-n:])})")
             pads.append(size[i] - smallest)
         return tuple(pads)
 
     def forward(self, input: Tensor, output_size=None) -> Tensor:
-        if input.ndim not in (3, 4):
-            raise RuntimeError(f"ConvTranspose2d: expected a 3-D (C, H, W) or 4-D (N, C, H, W) "
-                               f"input, got shape {tuple(input.shape)}")
+        n = self._dims
+        if input.ndim not in (n + 1, n + 2):
+            raise RuntimeError(f"{type(self).__name__}: expected a {n + 1}-D or {n + 2}-D "
+                               f"(batched) input, got shape {tuple(input.shape)}")
         op = self._output_padding_for(input, output_size)
+        if n == 1:
+            return _conv_transpose1d(input, self.weight, self.bias, self.stride[0],
+                                     self.padding[0], op[0], self.groups, self.dilation[0])
         return _conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding, op,
                                  self.groups, self.dilation)
 
     def extra_repr(self) -> str:
+        zeros, ones = (0,) * self._dims, (1,) * self._dims
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
              f"stride={self.stride}")
-        if self.padding != (0, 0):
+        if self.padding != zeros:
             s += f", padding={self.padding}"
-        if self.dilation != (1, 1):
+        if self.dilation != ones:
             s += f", dilation={self.dilation}"
-        if self.output_padding != (0, 0):
+        if self.output_padding != zeros:
             s += f", output_padding={self.output_padding}"
         if self.groups != 1:
             s += f", groups={self.groups}"
         if self.bias is None:
             s += ", bias=False"
         return s
+
+
+class ConvTranspose1d(_ConvTransposeNd):
+    """Transposed 1-D convolution with weight (in, out/groups, k), as PyTorch's layer."""
+
+    _dims = 1
+
+
+class ConvTranspose2d(_ConvTransposeNd):
+    """Transposed 2-D convolution with weight (in, out/groups, kH, kW), as PyTorch's layer."""
+
+    _dims = 2

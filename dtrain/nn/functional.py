@@ -27,7 +27,7 @@ from ._kernels import silu as _silu
 from .activation import _implicit_dim
 from .conv import conv2d
 from .conv1d import conv1d
-from .conv_transpose import conv_transpose2d
+from .conv_transpose import conv_transpose1d, conv_transpose2d
 from .dropout import dropout
 from .normalization import batch_norm, group_norm, layer_norm, normalize
 from .padding import pad
@@ -43,6 +43,7 @@ __all__ = [
     "binary_cross_entropy_with_logits",
     "conv1d",
     "conv2d",
+    "conv_transpose1d",
     "conv_transpose2d",
     "cross_entropy",
     "dropout",

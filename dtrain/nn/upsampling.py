@@ -3,9 +3,10 @@
 Interpolation is separable and works one resized axis at a time, with PyTorch's source-index
 rules (its float32 scale for nearest, the half-pixel or align-corners mapping for linear).
 Per output position an axis has "taps": one source index (nearest), or two and the weight of
-the second (linear). The forward gathers along the axis; the backward sums each output's
-gradient into its sources with ``np.add.reduceat`` (the taps never decrease), so both cost
-O(output) and nothing loops over elements. Mode 'area' is adaptive average pooling: its
+the second (linear). Small axes (up to a few hundred) multiply by the (out, in) matrix of the
+taps, one BLAS call each way; integer nearest upscaling repeats; larger axes gather in the
+forward and sum each output's gradient into its sources with ``np.add.reduceat`` (the taps
+never decrease), O(output) both ways. Nothing loops over elements. Mode 'area' is adaptive average pooling: its
 (out, in) averaging matrix is applied along each axis.
 """
 
@@ -20,6 +21,7 @@ from ..autograd.tensor import Tensor, _op
 from .module import Module
 from .pooling import _adaptive_matrix
 
+_DENSE_ENTRIES = 1 << 17  # up to this many (out x in) entries a BLAS product is the faster way
 _SPATIAL = {"nearest": (1, 2), "nearest-exact": (1, 2), "linear": (1,), "bilinear": (2,),
             "area": (1, 2)}
 
@@ -57,37 +59,87 @@ def _along(weights: np.ndarray, ndim: int, axis: int) -> np.ndarray:
     return weights.reshape(shape)
 
 
+def _repeats(index: np.ndarray, size: int) -> int:
+    """k when ``index`` repeats every source k times in order (integer upscaling), else 0."""
+    k = len(index) // size
+    if k > 1 and len(index) == k * size and np.array_equal(index, np.arange(len(index)) // k):
+        return k
+    return 0
+
+
+def _dense(taps: tuple, size: int, dtype) -> np.ndarray | None:
+    """The (out, in) matrix of ``taps`` when a BLAS product beats gathers (small axes)."""
+    lo, hi, frac = taps
+    if len(lo) * size > _DENSE_ENTRIES:
+        return None
+    matrix = np.zeros((len(lo), size), dtype=dtype)
+    rows = np.arange(len(lo))
+    if hi is None:
+        matrix[rows, lo] = 1
+    else:
+        matrix[rows, lo] = 1 - frac
+        matrix[rows, hi] += frac  # lo == hi at the border: the weights add up to 1
+    return matrix
+
+
 def _resample(x: np.ndarray, taps: tuple, axis: int) -> np.ndarray:
     lo, hi, frac = taps
-    out = np.take(x, lo, axis=axis)
+    k = _repeats(lo, x.shape[axis]) if hi is None else 0
+    if k:
+        return np.repeat(x, k, axis=axis)
+    matrix = _dense(taps, x.shape[axis], x.dtype)
+    if matrix is not None and np.isfinite(x).all():  # 0 * inf would spread NaN
+        return _transform(x, matrix, axis)
     if hi is None:
-        return out
+        return np.take(x, lo, axis=axis)
     f = _along(frac, x.ndim, axis)
-    return out * (1 - f) + np.take(x, hi, axis=axis) * f
+    out = np.take(x, lo, axis=axis)
+    out *= 1 - f
+    high = np.take(x, hi, axis=axis)
+    high *= f
+    out += high
+    return out
 
 
 def _scatter(g: np.ndarray, index: np.ndarray, size: int, axis: int) -> np.ndarray:
     """Sum the slices of ``g`` along ``axis`` into positions ``index`` (non-decreasing)."""
+    k = _repeats(index, size)
+    if k:  # integer upscaling: each source's k copies are neighbours
+        axis %= g.ndim
+        return g.reshape(g.shape[:axis] + (size, k) + g.shape[axis + 1:]).sum(axis=axis + 1)
     starts = np.flatnonzero(np.concatenate(([True], index[1:] != index[:-1])))
+    sums = np.add.reduceat(g, starts, axis=axis)
+    if len(starts) == size:  # every source receives a gradient (upscaling): already in place
+        return sums
     shape = list(g.shape)
     shape[axis] = size
     out = np.zeros(shape, dtype=g.dtype)
     where = [slice(None)] * g.ndim
     where[axis] = index[starts]
-    out[tuple(where)] = np.add.reduceat(g, starts, axis=axis)
+    out[tuple(where)] = sums
     return out
 
 
 def _resample_grad(g: np.ndarray, taps: tuple, size: int, axis: int) -> np.ndarray:
     lo, hi, frac = taps
+    matrix = None if hi is None and _repeats(lo, size) else _dense(taps, size, g.dtype)
+    if matrix is not None and np.isfinite(g).all():
+        return _transform(g, matrix.T, axis)
     if hi is None:
         return _scatter(g, lo, size, axis)
     f = _along(frac, g.ndim, axis)
-    return _scatter(g * (1 - f), lo, size, axis) + _scatter(g * f, hi, size, axis)
+    low = _scatter(g * (1 - f), lo, size, axis)
+    low += _scatter(g * f, hi, size, axis)
+    return low
 
 
 def _transform(x: np.ndarray, matrix: np.ndarray, axis: int) -> np.ndarray:
     """``matrix`` (out, in) applied along ``axis``."""
+    axis %= x.ndim
+    if axis == x.ndim - 1:
+        return x @ matrix.T
+    if axis == x.ndim - 2:
+        return np.matmul(matrix, x)
     return np.moveaxis(np.moveaxis(x, axis, -1) @ matrix.T, -1, axis)
 
 
@@ -142,7 +194,8 @@ def resize_plan(shape: tuple, dtype, size=None, scale_factor=None, mode: str = "
                                   f"{mode!r}{' with antialias' if antialias else ''} is "
                                   f"supported for {need} input only")
     if dtype.kind != "f":
-        raise TypeError(f"interpolate: expected a floating input, got dtype {dtype}")
+        raise NotImplementedError(f"interpolate is not implemented for dtype {dtype}; use a "
+                                  "floating input")
     sizes, scales = _output_sizes(shape, size, scale_factor, count)
     if recompute_scale_factor:
         scales = [None] * count

@@ -193,12 +193,15 @@ class _DynamicAxes:
                 for a, b in zip(outputs, outputs2)]
 
     def input_dims(self, i: int, x: Tensor) -> list:
+        """Input ``i``'s dims for its value info: sizes, or the names of its dynamic axes."""
         dims = [int(n) for n in x.shape]
         for axis, symbol in self.named.get(self.input_names[i], {}).items():
             dims[axis] = symbol
         return dims
 
     def output_dims(self, name: str, x: Tensor, batched: bool, varying: dict) -> list:
+        """An output's dims: the batch name, the symbol of each dim that followed an input
+        axis in ``verify``, and the names dynamic_axes gives it."""
         dims: list = [int(n) for n in x.shape]
         if batched and dims:
             first = self.named.get(self.input_names[0], {})

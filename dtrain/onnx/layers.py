@@ -314,11 +314,38 @@ def conv_transpose2d(tr, x, weight, bias, stride, padding, output_padding, group
     return _spatial(tr, x, emit)
 
 
-@converts_layer(NN, "ConvTranspose2d")
+def conv_transpose1d(tr, x, weight, bias, stride: int, padding: int, output_padding: int,
+                     groups: int, dilation: int) -> str:
+    """1-D ConvTranspose; a 2-D (C, L) input gets a batch of one."""
+    b = [tr.name(bias)] if bias is not None else []
+    v = tr.name(x)
+    if x.ndim == 2:
+        v = tr.g.op("Unsqueeze", [v, tr.g.ints([0])])
+    y = tr.g.op("ConvTranspose", [v, tr.name(weight), *b], kernel_shape=[int(weight.shape[2])],
+                strides=[int(stride)], pads=[int(padding)] * 2,
+                output_padding=[int(output_padding)], dilations=[int(dilation)],
+                group=int(groups))
+    return tr.g.op("Squeeze", [y, tr.g.ints([0])]) if x.ndim == 2 else y
+
+
+@converts_layer(NN, "ConvTranspose1d", "ConvTranspose2d")
 def _conv_transpose_layer(tr, m, out, x, output_size=None):
     op = m._output_padding_for(x, output_size)
+    if m._dims == 1:
+        return conv_transpose1d(tr, x, m.weight, m.bias, m.stride[0], m.padding[0], op[0],
+                                m.groups, m.dilation[0])
     return conv_transpose2d(tr, x, m.weight, m.bias, m.stride, m.padding, op, m.groups,
                             m.dilation)
+
+
+@converts("dtrain.nn.conv_transpose", "conv_transpose1d")
+def _conv_transpose1d_fn(tr, out, input, weight, bias=None, stride=1, padding=0,
+                         output_padding=0, groups=1, dilation=1):
+    from ..nn.conv1d import _single
+
+    return conv_transpose1d(tr, input, weight, bias, *(_single(v, n) for v, n in (
+        (stride, "stride"), (padding, "padding"), (output_padding, "output_padding"))), groups,
+        _single(dilation, "dilation"))
 
 
 @converts("dtrain.nn.conv_transpose", "conv_transpose2d")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .graph import ExportError
 from .registry import converts_layer
 
 NN = "dtrain.nn"
@@ -62,6 +61,7 @@ def _node(tr, m, x: str, weights: list, h0: str, c0: str, directions: int) -> li
 
 
 def _state_slice(tr, state: str | None, layer: int, directions: int) -> str:
+    """Rows of one layer of a (layers * directions, N, H) state ('' when there is none)."""
     if state is None:
         return ""
     return tr.g.op("Slice", [state, tr.g.ints([layer * directions]),
@@ -88,8 +88,6 @@ def _initial(tr, m, x, hx):
 
 @converts_layer(NN, "RNN", "LSTM", "GRU")
 def _recurrent_layer(tr, m, out, x, hx=None):
-    if m.proj_size:
-        raise ExportError("ONNX export: no converter for LSTM with proj_size")
     v = tr.name(x)
     if x.ndim == 2:
         v = tr.g.op("Unsqueeze", [v, tr.g.ints([1])])

@@ -1,8 +1,10 @@
 """Converters for padding, pixel (un)shuffle and interpolation.
 
-Interpolation is exported with the very source indices and weights dtrain computes (Gather,
-and for linear modes Mul and Add), so the graph reproduces PyTorch's index rules exactly
-instead of relying on how a runtime reads Resize's coordinate modes.
+Interpolation by whole-number scale factors (the usual Upsample(scale_factor=2)) is a Resize
+node, whose source positions then agree exactly with PyTorch's and which keeps height and width
+symbolic. Any other interpolation is exported with the very source indices and weights dtrain
+computes (Gather, and for linear modes Mul and Add), so PyTorch's index rules (float32 scales,
+copied axes) hold exactly, for the traced sizes.
 """
 
 from __future__ import annotations
@@ -98,6 +100,10 @@ def interpolate(tr, x, size, scale_factor, mode, align_corners, recompute_scale_
     kind, plan = resize_plan(x.shape, x.dtype, size, scale_factor, mode, align_corners,
                              recompute_scale_factor, antialias)
     v = tr.name(x)
+    factors = _integer_factors(scale_factor, len(plan))
+    if factors and mode in ("nearest", "linear", "bilinear") and not align_corners and not (
+            recompute_scale_factor):
+        return resize_by_factors(tr, x, factors, mode)
     if kind == "area":  # MatMul by the averaging matrices: (H, W) as rows times columns
         v = tr.g.op("MatMul", [v, tr.g.const(plan[-1].T)])
         return v if len(plan) == 1 else tr.g.op("MatMul", [tr.g.const(plan[0]), v])
@@ -113,6 +119,29 @@ def interpolate(tr, x, size, scale_factor, mode, align_corners, recompute_scale_
         w_low = tr.g.const(_along(1 - frac, x.ndim, axis))
         v = tr.g.op("Add", [tr.g.op("Mul", [low, w_low]), tr.g.op("Mul", [high, w_high])])
     return v
+
+
+def _integer_factors(scale_factor, count: int) -> list | None:
+    """The scale factors when every one is a whole number >= 1, else None."""
+    if scale_factor is None:
+        return None
+    factors = list(scale_factor) if isinstance(scale_factor, (tuple, list)) else (
+        [scale_factor] * count)
+    if all(float(f) >= 1 and float(f).is_integer() for f in factors):
+        return [float(f) for f in factors]
+    return None
+
+
+def resize_by_factors(tr, x, factors: list, mode: str) -> str:
+    """Resize by whole-number factors: there PyTorch's and ONNX's source positions agree
+    exactly, and the node keeps every dim symbolic (dynamic height and width export)."""
+    scales = np.array([1.0] * (x.ndim - len(factors)) + factors, dtype=np.float32)
+    if mode == "nearest":
+        attrs = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric",
+                 "nearest_mode": "floor"}
+    else:
+        attrs = {"mode": "linear", "coordinate_transformation_mode": "pytorch_half_pixel"}
+    return tr.g.op("Resize", [tr.name(x), "", tr.g.const(scales)], **attrs)
 
 
 @converts_layer(NN, "Upsample")
