@@ -71,7 +71,6 @@ SlurmdParameters=config_overrides
 MailProg=/bin/true
 ReturnToService=2
 KillWait=5
-MinJobAge=10
 StateSaveLocation=$DIR/state
 SlurmdSpoolDir=$DIR/spool/%n
 SlurmctldPidFile=$DIR/run/slurmctld.pid
@@ -149,7 +148,9 @@ down() {
     [ -d "$DIR" ] || { say "nothing in $DIR"; return; }
     if alive "$DIR/run/slurmctld.pid"; then
         # jobs first: their slurmstepd processes outlive slurmd
-        scancel --full --quiet --cluster=dtrain-local 2>/dev/null || scancel --full --quiet || true
+        local jobs
+        jobs=$(squeue -h -o %i 2>/dev/null || true)
+        [ -z "$jobs" ] || scancel --full $jobs || true
         local end=$((SECONDS + 30))
         while [ -n "$(squeue -h -o %i 2>/dev/null)" ] && [ $SECONDS -lt $end ]; do sleep 0.2; done
         [ -z "$(squeue -h -o %i 2>/dev/null)" ] || say "warning: jobs still listed after 30 s"
