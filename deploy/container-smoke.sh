@@ -49,8 +49,8 @@ build_base() {
 
 image_name() {  # a tag per content of the Dockerfile and of what it copies
     local digest
-    digest=$(cd "$ROOT" && find deploy/Dockerfile pyproject.toml README.md dtrain workers launcher \
-                 examples -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 \
+    digest=$(cd "$ROOT" && find deploy/Dockerfile pyproject.toml README.md dtrain/ workers/ launcher/ \
+                 examples/ -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 \
              | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
     echo "localhost/dtrain:src-$digest"
 }
