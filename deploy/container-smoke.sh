@@ -7,7 +7,7 @@
 #   deploy/container-smoke.sh build    # only build; prints the image name
 #
 # No registry is needed: the base image is made locally (debootstrap of Debian bookworm with
-# python3 and a venv on PATH, tagged localhost/dtrain-base:bookworm) and given to
+# python3 and a venv on PATH, tagged localhost/dtrain-base:bookworm-DIGEST) and given to
 # "podman build --from", so the Dockerfile builds unchanged. The image is tagged by a digest of
 # the Dockerfile and the files it copies, so it is rebuilt only when those change; it is also
 # tagged dtrain:0.1.0, the name the Kubernetes manifests use. Needs root, podman, runc and
@@ -17,20 +17,23 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$ROOT/deploy/podman/containers.conf}
-BASE=localhost/dtrain-base:bookworm
+BASE=localhost/dtrain-base:bookworm  # + a digest of build_base, so a changed recipe rebuilds
 say() { echo "container-smoke: $*" >&2; }
 die() { say "$*"; exit 1; }
 
 check_tools() {
     [ "$(id -u)" = 0 ] || die "must run as root (debootstrap, podman with host networking)"
     local missing=()
-    for tool in podman runc debootstrap; do command -v "$tool" >/dev/null || missing+=("$tool"); done
-    [ ${#missing[@]} = 0 ] || die "missing ${missing[*]}: apt-get install -y podman runc debootstrap"
+    for tool in podman runc debootstrap; do
+        command -v "$tool" >/dev/null || missing+=("$tool")
+    done
+    [ ${#missing[@]} = 0 ] \
+        || die "missing ${missing[*]}: apt-get install -y podman runc debootstrap"
 }
 
 build_base() {
     podman image exists "$BASE" && return
-    local tmp
+    local tmp SYS=/sbin:/bin
     tmp=$(mktemp -d /tmp/dtrain-base-XXXXXX)
     # shellcheck disable=SC2064
     trap "rm -rf '$tmp'" RETURN
@@ -43,15 +46,17 @@ build_base() {
     chroot "$tmp/root" python3 -m venv /opt/python
     rm -rf "$tmp/root"/var/cache/apt/archives/*.deb "$tmp/root"/var/lib/apt/lists/*
     tar -C "$tmp/root" -c . | podman import --quiet \
-        --change 'ENV PATH=/opt/python/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        --change "ENV PATH=/opt/python/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:$SYS" \
         --change 'CMD ["python3"]' - "$BASE" >/dev/null
 }
 
 image_name() {  # a tag per content of the Dockerfile and of what it copies
     local digest
-    digest=$(cd "$ROOT" && find deploy/Dockerfile pyproject.toml README.md dtrain/ workers/ launcher/ \
-                 examples/ -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 \
-             | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
+    digest=$(cd "$ROOT" && find deploy/Dockerfile pyproject.toml README.md \
+                 dtrain/ workers/ launcher/ examples/ \
+                 -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 \
+             | LC_ALL=C sort -z | xargs -0 sha256sum | cat - <(echo "$BASE") | sha256sum \
+             | cut -c1-16)
     echo "localhost/dtrain:src-$digest"
 }
 
@@ -62,7 +67,13 @@ build() {
     if ! podman image exists "$image"; then
         build_base
         say "building $image from deploy/Dockerfile"
-        podman build --quiet --from "$BASE" -f "$ROOT/deploy/Dockerfile" -t "$image" "$ROOT" >/dev/null
+        podman build --quiet --from "$BASE" -f "$ROOT/deploy/Dockerfile" -t "$image" "$ROOT" \
+            >/dev/null
+        podman tag "$image" localhost/dtrain:0.1.0
+        # older builds of this script (other contents) are only a cache: keep the newest
+        podman images --format '{{.Repository}}:{{.Tag}}' \
+            | grep -E '^localhost/(dtrain:src-|dtrain-base:bookworm-)' \
+            | grep -v -x -e "$image" -e "$BASE" | xargs -r podman rmi >/dev/null 2>&1 || true
     fi
     podman tag "$image" localhost/dtrain:0.1.0
     echo "$image"
@@ -84,7 +95,8 @@ smoke() {
     trap cleanup EXIT
     WORK=$(mktemp -d /tmp/dtrain-smoke-XXXXXX)
     keys "$image" "$WORK"
-    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])')
     mkdir -m 0775 "$WORK/runs" && chown 10001:10001 "$WORK/runs"
     local tag=$$ job="smoke-$$"
     NAMES=("dtrain-smoke-coordinator-$tag" "dtrain-smoke-worker0-$tag" "dtrain-smoke-worker1-$tag")
@@ -122,6 +134,8 @@ keys() {  # keys IMAGE DIR: DIR/coordinator and DIR/worker, as the two Secrets h
     chmod 0440 "$dir"/coordinator/* "$dir"/worker/*
     chmod 0755 "$dir/coordinator" "$dir/worker"
 }
+
+BASE=$BASE-$(declare -f build_base | sha256sum | cut -c1-12)
 
 case "${1:-smoke}" in
     build) build ;;
