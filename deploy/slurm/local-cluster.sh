@@ -122,26 +122,26 @@ up() {
     echo "export SLURM_CONF=$CONF"
 }
 
-stop_pidfile() {  # stop_pidfile FILE: SIGTERM its process, SIGKILL after 10 s
-    local file=$1 pid
-    alive "$file" || { rm -f "$file"; return 0; }
-    pid=$(cat "$file")
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || { rm -f "$file"; return 0; }
-        sleep 0.2
+stop_pidfiles() {  # stop_pidfiles FILE...: SIGTERM their processes together, SIGKILL after 10 s
+    local file pids=()
+    for file in "$@"; do
+        alive "$file" && pids+=("$(cat "$file")")
     done
-    kill -9 "$pid" 2>/dev/null || true
-    rm -f "$file"
+    if [ ${#pids[@]} -gt 0 ]; then
+        kill "${pids[@]}" 2>/dev/null || true
+        local end=$((SECONDS + 10))
+        while kill -0 "${pids[@]}" 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 0.1; done
+        kill -9 "${pids[@]}" 2>/dev/null || true
+    fi
+    rm -f "$@"
 }
 
 down_daemons() {
-    local files
-    files=$(pid_files)
-    # slurmd first, then the controller, munged last (the others authenticate through it)
-    for f in $(echo "$files" | grep slurmd-) $(echo "$files" | grep -v slurmd-); do
-        stop_pidfile "$f"
-    done
+    # the slurmd nodes first, then the controller, munged last (the others authenticate
+    # through it)
+    stop_pidfiles $(pid_files | grep slurmd-)
+    stop_pidfiles "$DIR/run/slurmctld.pid"
+    stop_pidfiles "$DIR/munge/munged.pid"
 }
 
 down() {
