@@ -304,3 +304,14 @@ def test_worker_task_killed_mid_run_costs_time_not_bits(slurm, jobs, tmp_path):
     _assert_same_bits(job.out, reference, steps)
     assert os.listdir(job.home / ".dtrain") == []
     assert dtrain_processes(jobs) == []
+
+
+def test_no_progress_keeps_one_line_per_epoch_without_a_terminal(jobs, tmp_path):
+    """What a batch log gets (needs no Slurm): no bar, but every epoch's line."""
+    result = subprocess.run([sys.executable, "-m", "dtrain", "launch", "--workers", "0",
+                             "--no-progress", "--job", "SlurmSteps", "--max-steps", "12",
+                             "--out", str(tmp_path / "run"), jobs],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert [int(e) for e in EPOCH_LINE.findall(result.stderr)] == [1, 2], result.stderr
+    assert "[" not in result.stderr and "step " not in result.stderr  # no progress bar
