@@ -39,7 +39,7 @@ def _run_options(func):
         click.option("--metrics-host", default="127.0.0.1", show_default=True,
                      help="Interface for the metrics/status server."),
         click.option("--progress/--no-progress", default=True, show_default=True,
-                     help="Show a progress bar and per-epoch lines on stderr."),
+                     help="Show a progress bar on stderr (one line per epoch is always shown)."),
         click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug)."),
     ]
     for option in reversed(options):
@@ -132,9 +132,10 @@ def launch(script, workers, job_name, out, bind, max_restarts, insecure, resume,
         _warn_insecure()
     out = _default_out(script, out, resume)
     config = RunConfig(job=script, workers=workers, job_name=job_name, out=out, bind=bind,
-                       max_restarts=max_restarts, progress=progress, resume=resume,
-                       insecure=insecure, metrics_port=metrics_port, metrics_host=metrics_host,
-                       keys_dir=keys_dir, remote_workers=cluster.get("remote_workers", 0),
+                       max_restarts=max_restarts, progress=progress, epoch_lines=True,
+                       resume=resume, insecure=insecure, metrics_port=metrics_port,
+                       metrics_host=metrics_host, keys_dir=keys_dir,
+                       remote_workers=cluster.get("remote_workers", 0),
                        job_id=cluster.get("job_id"), starter=cluster.get("starter"),
                        overrides={k: v for k, v in settings.items() if v is not None})
     _run_or_exit("dtrain launch", config, run, verbose, out)
@@ -238,8 +239,8 @@ def coordinator(script, bind, remote_workers, job_name, job_id, keys_dir, allow_
         _warn_insecure()
     out = _default_out(script, out, resume)
     config = RunConfig(job=script, workers=0, remote_workers=remote_workers, job_name=job_name,
-                       out=out, bind=bind, progress=progress, resume=resume, insecure=insecure,
-                       job_id=job_id, keys_dir=keys_dir, allow_dir=allow_dir,
+                       out=out, bind=bind, progress=progress, epoch_lines=True, resume=resume,
+                       insecure=insecure, job_id=job_id, keys_dir=keys_dir, allow_dir=allow_dir,
                        metrics_port=metrics_port, metrics_host=metrics_host,
                        overrides={k: v for k, v in settings.items() if v is not None})
     _run_or_exit("dtrain coordinator", config, run, verbose, out)

@@ -36,7 +36,8 @@ class RunConfig:
     out: str | None = None
     bind: str = "tcp://127.0.0.1:0"
     max_restarts: int = 0
-    progress: bool = False
+    progress: bool = False  # a bar (or periodic step lines) on stderr
+    epoch_lines: bool = False  # one line per epoch on stderr even without progress (the CLI's)
     resume: str | None = None  # an earlier run's --out directory (or its checkpoints/)
     insecure: bool = False  # local runs use ephemeral CURVE keys unless this is set
     job_id: str | None = None  # fixed id (so restarted coordinators keep their workers)
@@ -69,16 +70,22 @@ class MetricsFile:
 
 
 class Progress:
-    """A one-line progress display on stderr (a bar when it is a terminal, else periodic lines)."""
+    """A one-line progress display on stderr (a bar when it is a terminal, else periodic lines),
+    and one line per epoch, which batch logs (Slurm, kubectl logs) keep with or without it."""
 
-    def __init__(self, enabled: bool, steps_per_epoch: int, epochs: int):
+    def __init__(self, enabled: bool, steps_per_epoch: int, epochs: int,
+                 epoch_lines: bool = False):
         self.enabled = enabled
+        self.epoch_lines = enabled or epoch_lines
         self.per_epoch = steps_per_epoch
         self.epochs = epochs
         self.tty = sys.stderr.isatty()
         self.last_line = 0.0
+        self.epoch_samples = [0, 0.0]  # samples and step seconds so far, for the epoch line
 
     def step(self, r: dict) -> None:
+        self.epoch_samples[0] += r["samples"]
+        self.epoch_samples[1] += r["seconds"]
         if not self.enabled:
             return
         done = r["batch"] + 1
@@ -94,7 +101,9 @@ class Progress:
             self.last_line = time.monotonic()
 
     def epoch(self, r: dict) -> None:
-        if not self.enabled:
+        samples, seconds = self.epoch_samples
+        self.epoch_samples = [0, 0.0]
+        if not self.epoch_lines:
             return
         parts = [f"epoch {r['epoch'] + 1}/{self.epochs}", f"train_loss {r['train_loss']:.4f}"]
         if "val_loss" in r:
@@ -103,6 +112,8 @@ class Progress:
             parts.append(f"val_acc {100 * r['val_accuracy']:.2f}%")
         lr = r["lr"]
         parts.append("lr " + ", ".join(f"{v:.4g}" for v in lr))
+        if seconds > 0:
+            parts.append(f"{samples / seconds:.0f} samples/s")
         sys.stderr.write(("\r" if self.tty else "") + "  ".join(parts) + "\n")
         sys.stderr.flush()
 
@@ -187,7 +198,8 @@ def run(config: RunConfig):
             trainer.restore(resume_state)
             log.warning("resumed at step %d (epoch %d, batch %d)", trainer.step, trainer.epoch,
                         trainer.batch)
-        progress = Progress(config.progress, trainer.batches_per_epoch(), settings.epochs)
+        progress = Progress(config.progress, trainer.batches_per_epoch(), settings.epochs,
+                            config.epoch_lines)
         if monitor is not None:
             monitor.publish(state="waiting for workers", job=type(job).__name__,
                             steps_per_epoch=trainer.batches_per_epoch(), epochs=settings.epochs)
