@@ -143,10 +143,7 @@ def test_conv_transpose2d_errors_and_init():
     layer = nn.ConvTranspose2d(4, 6, 3, groups=2)
     assert layer.weight.shape == (4, 3, 3, 3)
     bound = 1 / math.sqrt(3 * 9)
-<<<<<<< HEAD
     assert np.abs(layer.weight._data).max() <= bound and np.abs(layer.bias._data).max() <= bound
-=======
-    assert np.abs(layer.weight.data).max() <= bound and np.abs(layer.bias.data).max() <= bound
 
 
 CT1_CASES = [({}, (2, 4, 5)), ({"stride": 2, "padding": 1, "output_padding": 1}, (2, 4, 5)),
@@ -184,4 +181,3 @@ def test_conv_transpose1d_gradients_and_errors():
         F.conv_transpose1d(dtrain.randn(2, 4, 5), dtrain.randn(4, 3, 3), output_padding=1)
     with pytest.raises(RuntimeError, match=r"2-D or 3-D \(batched\).*\(4, 5, 5, 5\)"):
         nn.ConvTranspose1d(4, 6, 3)(dtrain.randn(4, 5, 5, 5))
->>>>>>> layers

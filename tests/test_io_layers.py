@@ -89,6 +89,8 @@ CASES = {
     "PixelUnshuffle": Case(lambda: nn.PixelUnshuffle(2), lambda: (x(2, 2, 4, 4),)),
     "Upsample": Case(lambda: nn.Upsample(scale_factor=2, mode="nearest"),
                      lambda: (x(2, 3, 4, 4),)),
+    "ConvTranspose1d": Case(lambda: nn.ConvTranspose1d(4, 6, 3, stride=2, groups=2),
+                            lambda: (x(2, 4, 5),)),
     "ConstantPad1d": Case(lambda: nn.ConstantPad1d((1, 2), 0.5), lambda: (x(2, 3, 4),)),
     "ConstantPad2d": Case(lambda: nn.ConstantPad2d(1, -1.0), lambda: (x(2, 3, 4, 4),)),
     "ZeroPad1d": Case(lambda: nn.ZeroPad1d(2), lambda: (x(2, 3, 4),)),

@@ -398,7 +398,7 @@ def binary_cross_entropy_with_logits(input: Tensor, target, weight=None, reducti
 # --------------------------------------------------------------- smooth activations
 def _floating(input: Tensor, name: str) -> np.ndarray:
     """The input's array; integer inputs are refused as PyTorch refuses them."""
-    X = input.data
+    X = input._data
     if X.dtype.kind != "f":
         raise NotImplementedError(f"{name} is not implemented for dtype {X.dtype} (input of "
                                   f"shape {tuple(X.shape)}); use a floating tensor")
@@ -416,11 +416,6 @@ def _sigmoid(X: np.ndarray) -> np.ndarray:
 
 def silu(input: Tensor) -> Tensor:
     """x * sigmoid(x) (PyTorch's ``F.silu``, a.k.a. swish)."""
-<<<<<<< HEAD
-    X = input._data
-    s = np.exp(-np.logaddexp(0, -X)).astype(X.dtype, copy=False)
-    return _op(X * s, (input,), lambda g: (g * (s * (1 + X * (1 - s))),), "SiluBackward0")
-=======
     X = _floating(input, "silu")
     s = _sigmoid(X)
 
@@ -433,21 +428,15 @@ def silu(input: Tensor) -> Tensor:
         return (d,)
 
     return _op(X * s, (input,), backward, "SiluBackward0")
->>>>>>> layers
 
 
 def mish(input: Tensor) -> Tensor:
     """x * tanh(softplus(x)) (PyTorch's ``F.mish``)."""
-<<<<<<< HEAD
-    X = input._data
-    t = np.tanh(np.logaddexp(0, X)).astype(X.dtype, copy=False)
-=======
     X = _floating(input, "mish")
     # tanh(log(1 + e^x)) = w / (w + 2) with w = e^x (e^x + 2); e^x capped where t is 1 anyway
     n = np.exp(np.minimum(X, 20, dtype=X.dtype))
     w = n * (n + 2)
     t = w / (w + 2)
->>>>>>> layers
 
     def backward(g):
         s = n / (1 + n)
@@ -463,16 +452,11 @@ def mish(input: Tensor) -> Tensor:
 
 def hardswish(input: Tensor) -> Tensor:
     """x * relu6(x + 3) / 6 (PyTorch's ``F.hardswish``)."""
-<<<<<<< HEAD
-    X = input._data
-    out = X * np.clip(X + 3, 0, 6) / 6
-=======
     X = _floating(input, "hardswish")
     out = np.add(X, 3, dtype=X.dtype)
     np.clip(out, 0, 6, out=out)
     out *= X
     out /= 6
->>>>>>> layers
 
     def backward(g):
         slope = np.divide(X, 3, dtype=X.dtype)

@@ -41,17 +41,12 @@ def recurrence(mode: str, x: Tensor, h0: Tensor, c0: Tensor | None, w_ih: Tensor
     sequence backwards (the second direction of a bidirectional layer); the output rows stay in
     input order.
     """
-<<<<<<< HEAD
-    X = x._data[::-1] if reverse else x._data
-    Wih, Whh = w_ih._data, w_hh._data
-=======
     if mode not in GATES:
         raise ValueError(f"recurrence: mode must be one of {sorted(GATES)}, got {mode!r}")
     if mode == "LSTM" and c0 is None:
         raise ValueError("recurrence: the LSTM needs an initial cell state c0")
-    X = x.data[::-1] if reverse else x.data
-    Wih, Whh = w_ih.data, w_hh.data
->>>>>>> layers
+    X = x._data[::-1] if reverse else x._data
+    Wih, Whh = w_ih._data, w_hh._data
     XW = (_flat(X) @ Wih.T).reshape(X.shape[:2] + (Wih.shape[0],))  # one GEMM for all steps
     if b_ih is not None:
         XW += b_ih._data
