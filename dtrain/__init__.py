@@ -124,18 +124,36 @@ from .distributed.phases import Phase
 
 
 def fit(job, workers: int = 0, *, out=None, job_name=None, progress: bool = False,
-        max_restarts: int = 0, bind: str = "tcp://127.0.0.1:0", resume=None, insecure: bool = False, **settings):
+        max_restarts: int = 0, bind: str = "tcp://127.0.0.1:0", resume=None,
+        insecure: bool = False, overwrite: bool = False, **settings):
     """Train ``job`` (a Job, Job class or script path); returns (model, history).
 
     ``workers=0`` trains in this process; ``workers=N`` starts a coordinator here and N local
-    worker processes. Keyword settings (epochs, batch_size, micro_shards, seed, ...) override
-    the job's. The result is bit-identical for every value of ``workers``. With ``out`` a
-    directory gets metrics.jsonl, checkpoints and the final checkpoint; ``resume`` continues
-    from the newest valid checkpoint of such a directory. Local workers talk to the
-    coordinator over CURVE with ephemeral keys unless ``insecure=True``.
+    worker processes. The result is bit-identical for every value of ``workers``. Keyword
+    settings override the job's (listed below), as do keywords naming the job's own
+    hyperparameters (its plain class attributes); any other keyword is an error naming it.
+    With ``out`` a directory gets metrics.jsonl, checkpoints and the final checkpoint; it must
+    be new or empty unless ``resume`` (continue from the newest valid checkpoint of such a
+    directory) or ``overwrite=True``. Local workers talk to the coordinator over CURVE with
+    ephemeral keys unless ``insecure=True``. A script that calls ``fit`` with workers must do
+    so under ``if __name__ == "__main__":``.
+
+    Settings:
     """
     from dtrain.launcher.run import RunConfig, run
 
     return run(RunConfig(job=job, workers=workers, job_name=job_name, out=out, bind=bind,
-                         max_restarts=max_restarts, progress=progress, resume=resume,
-                         insecure=insecure, overrides=settings))
+                         max_restarts=max_restarts, progress=progress, epoch_lines=progress,
+                         resume=resume, insecure=insecure, overwrite=overwrite,
+                         overrides=settings))
+
+
+def _document_settings(func) -> None:
+    from .distributed.settings import SPECS
+
+    lines = [f"        {s.name} ({s.type.__name__}, default {s.default!r}): {s.help}"
+             for s in SPECS]
+    func.__doc__ = func.__doc__.rstrip() + "\n" + "\n".join(lines) + "\n"
+
+
+_document_settings(fit)

@@ -167,7 +167,7 @@ class HostfileWorkers(Supervisor):
                 self.procs.append(proc)
                 self._spawn(proc)
                 rank += 1
-        log.warning("started %d workers on %d hosts over %r", rank, len(self.hosts),
+        log.info("started %d workers on %d hosts over %r", rank, len(self.hosts),
                     self.ssh_command)
 
     def _spawn(self, proc: WorkerProcess) -> None:

@@ -23,7 +23,7 @@ import zmq
 from dtrain.distributed import protocol as P
 from dtrain.distributed.board import SharedSlots, machine_id
 from dtrain.distributed.compute import SampleSource, ShardComputer
-from dtrain.distributed.job import Settings, load_job
+from dtrain.distributed.job import Settings, apply_settings, load_job
 from dtrain.distributed.security import ClientKeys, make_client
 from dtrain.distributed.shards import Planner
 from dtrain.distributed.trainer import blas_threads, build_replica
@@ -234,6 +234,7 @@ class Worker:
         settings = Settings.from_dict(msg.fields["settings"])
         if self.settings is None or settings != self.settings:
             self.settings = settings
+            apply_settings(self.job, settings)  # the job sees the run's settings, as everywhere
             model = build_replica(self.job, settings)
             self.params = list(model.parameters())
             self.names = [name for name, _ in model.named_parameters()]

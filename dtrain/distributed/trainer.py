@@ -55,6 +55,10 @@ def blas_threads(n: int):
         yield
 
 
+class TrainingStopped(KeyboardInterrupt):
+    """Training stopped between two steps on request (Ctrl-C, SIGTERM); state is consistent."""
+
+
 @dataclass
 class History:
     """What a run produced: one record per step and one per epoch."""
@@ -120,7 +124,7 @@ class Trainer:
     """Runs epochs of steps: plan, compute (via the executor), reduce, step, schedule."""
 
     def __init__(self, job, settings, executor=None, *, on_step=None, on_epoch=None,
-                 checkpoint_dir: str | None = None, keep_checkpoints: int = 3):
+                 checkpoint_dir: str | None = None):
         self.job = job
         self.settings = settings.validate()
         self.model, self.phases = build_master(job, settings)
@@ -141,8 +145,9 @@ class Trainer:
         self.step = 0  # optimizer steps taken
         self._epoch_loss = [0.0, 0]
         self.checkpoint_dir = checkpoint_dir
-        self.keep_checkpoints = keep_checkpoints
         self.job_id = getattr(self.executor, "job_id", None)
+        self.training = False  # True between the executor's start and the end of the run
+        self.stop_requested = False  # set (e.g. by Ctrl-C): checkpoint after this step, stop
 
     @property
     def optimizer(self):
@@ -196,13 +201,16 @@ class Trainer:
         if state.get("rng") is not None:
             _random.set_rng_state(state["rng"])
 
-    def save_checkpoint(self) -> str | None:
-        """Write a checkpoint now (when a checkpoint directory is set)."""
+    def save_checkpoint(self, metrics: dict | None = None) -> str | None:
+        """Write a checkpoint now (when a checkpoint directory is set); ``metrics`` are the
+        epoch record's values, which ``keep_best`` may rank it by."""
         if not self.checkpoint_dir:
             return None
         from .checkpoint import write_checkpoint
 
-        return write_checkpoint(self.checkpoint_dir, self.state(), self.keep_checkpoints)
+        s = self.settings
+        return write_checkpoint(self.checkpoint_dir, self.state(), s.keep_checkpoints,
+                                keep_best=s.keep_best, metrics=metrics)
 
     # ------------------------------------------------------------------ planning
     def batches_per_epoch(self) -> int:
@@ -323,7 +331,7 @@ class Trainer:
         self.history.epochs.append(record)
         if self.on_epoch is not None:
             self.on_epoch(record)
-        self.save_checkpoint()
+        self.save_checkpoint(record)
         return record
 
     def finished(self) -> bool:
@@ -333,6 +341,7 @@ class Trainer:
     def run(self) -> History:
         """Train until the configured epochs (or max_steps) are done."""
         self.executor.start(self)
+        self.training = True
         try:
             per_epoch = self.batches_per_epoch()
             if per_epoch == 0:
@@ -341,6 +350,8 @@ class Trainer:
             while not self.finished():
                 while self.batch < per_epoch:
                     self.train_step()
+                    if self.stop_requested:
+                        self._stop()
                     if self.settings.max_steps and self.step >= self.settings.max_steps:
                         break
                 if self.batch >= per_epoch:
@@ -348,5 +359,12 @@ class Trainer:
                 elif self.settings.max_steps and self.step >= self.settings.max_steps:
                     break
         finally:
+            self.training = False
             self.executor.close()
         return self.history
+
+    def _stop(self) -> None:
+        """Stop as asked between two steps, leaving a checkpoint to resume from."""
+        path = self.save_checkpoint()
+        where = f"; checkpoint {path} (resume with --resume)" if path else ""
+        raise TrainingStopped(f"stopped after step {self.step}{where}")

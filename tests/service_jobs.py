@@ -1,0 +1,58 @@
+"""Small jobs for the service tests: settings seen by the job, hyperparameters, errors."""
+
+import json
+import os
+
+import numpy as np
+
+import dtrain
+import dtrain.nn.functional as F
+from dtrain import nn, optim
+
+
+def linear_data(n: int = 64, seed: int = 0):
+    """A noiseless linear regression: y = x @ w."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 3)).astype(np.float32)
+    return x, x @ np.array([[1.0], [2.0], [-1.0]], dtype=np.float32)
+
+
+class Cosine(dtrain.Job):
+    """The README's pattern: a cosine schedule over ``self.epochs``; ``hidden`` shapes the model."""
+
+    batch_size = 16
+    epochs = 30
+    micro_shards = 4
+    lr = 0.1
+    hidden = 8
+
+    def model(self):
+        return nn.Sequential(nn.Linear(3, self.hidden), nn.Tanh(), nn.Linear(self.hidden, 1))
+
+    def loss(self, output, target):
+        return F.mse_loss(output, target)
+
+    def optimizer(self, model):
+        return optim.SGD(model.parameters(), lr=self.lr)
+
+    def scheduler(self, optimizer):
+        return optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.epochs)
+
+    def train_data(self):
+        return linear_data()
+
+    def val_data(self):
+        return linear_data(32, seed=1)
+
+    def finish(self, model, out):
+        if out:
+            seen = {"epochs": self.epochs, "lr": self.lr, "hidden": self.hidden,
+                    "dtype": self.dtype, "shuffle": self.shuffle}
+            with open(os.path.join(out, "seen.json"), "w") as f:
+                json.dump(seen, f)
+
+
+class Long(Cosine):
+    """Many quick steps, so a test can interrupt it mid-run."""
+
+    epochs = 1000
