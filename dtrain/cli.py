@@ -293,18 +293,28 @@ def _run_or_exit(what: str, config, run, verbose: int, out: str) -> None:
     """Run, turning failures into a message and an exit code."""
     try:
         _, history = run(config)
-    except KeyboardInterrupt:
-        click.echo(f"\n{what}: interrupted; all worker processes stopped", err=True)
+    except KeyboardInterrupt as e:
+        detail = f" ({e})" if str(e) and not str(e).startswith("received signal") else ""
+        click.echo(f"\n{what}: interrupted{detail}; all worker processes stopped", err=True)
         sys.exit(130)
     except Exception as e:
         if verbose >= 2:
             raise
         click.echo(f"{what}: error: {e}", err=True)
         sys.exit(1)
-    last = history.epochs[-1] if history.epochs else (history.steps[-1] if history.steps else {})
-    summary = ", ".join(f"{k} {v:.4f}" for k, v in last.items()
-                        if k.startswith(("val_", "train_loss")) and isinstance(v, float))
-    click.echo(f"done: {len(history.steps)} steps; {summary}; outputs in {out}", err=True)
+    click.echo(_summary(history, out), err=True)
+
+
+def _summary(history, out: str) -> str:
+    """The last line of a run: steps taken, the final losses and metrics, where outputs are."""
+    if not history.steps:
+        return f"done: nothing to train; outputs in {out}"
+    last = history.epochs[-1] if history.epochs else history.steps[-1]
+    values = ", ".join(f"{k} {v:.4f}" for k, v in last.items()
+                       if k.startswith(("val_", "train_loss")) and isinstance(v, float))
+    if not values and "loss" in last:
+        values = f"loss {last['loss']:.4f}"
+    return f"done: {len(history.steps)} steps; {values}; outputs in {out}"
 
 
 @main.command()
