@@ -15,6 +15,35 @@ def option(*param_decls, **attrs):
     return click.option(*param_decls, show_envvar=True, **attrs)
 
 
+# Options of other launchers that users type from habit, with what dtrain takes instead.
+FOREIGN_OPTIONS = {
+    "-np": "mpirun's and horovodrun's process count",
+    "--np": "mpirun's process count",
+    "--nproc_per_node": "torchrun's processes per node",
+    "--nproc-per-node": "torchrun's processes per node",
+    "--num_processes": "accelerate's process count",
+    "--num-processes": "accelerate's process count",
+    "--num_gpus": "deepspeed's GPU count",
+    "--nnodes": "torchrun's node count",
+}
+
+
+class LaunchCommand(click.Command):
+    """A command that explains other launchers' options instead of misparsing them."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        for arg in args:
+            if arg == "--":
+                break
+            flag = arg.split("=", 1)[0]
+            if flag in FOREIGN_OPTIONS:
+                raise click.UsageError(
+                    f"{flag} is {FOREIGN_OPTIONS[flag]}; dtrain {self.name} takes -n/--workers N "
+                    "(worker processes on this machine; each computes micro-shards on the CPU) "
+                    "and --hostfile FILE for other machines", ctx)
+        return super().parse_args(ctx, args)
+
+
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
 
 
@@ -117,7 +146,7 @@ def _overrides(settings: dict) -> dict:
     return merged
 
 
-@main.command()
+@main.command(cls=LaunchCommand)
 @click.argument("script", type=click.Path(exists=True, dir_okay=False))
 @option("-n", "--workers", type=click.IntRange(min=0), default=2, show_default=True,
               help="Worker processes to start on this machine (0: train in-process).")
@@ -252,7 +281,7 @@ def _run_worker(config) -> None:
     sys.exit(code)
 
 
-@main.command()
+@main.command(cls=LaunchCommand)
 @click.argument("script", type=click.Path(exists=True, dir_okay=False))
 @option("--bind", default="tcp://0.0.0.0:29500", show_default=True,
               help="Address to listen on for workers.")
@@ -298,9 +327,13 @@ def _run_or_exit(what: str, config, run, verbose: int, out: str) -> None:
         click.echo(f"\n{what}: interrupted{detail}; all worker processes stopped", err=True)
         sys.exit(130)
     except Exception as e:
-        if verbose >= 2:
+        if verbose >= 1:
             raise
-        click.echo(f"{what}: error: {e}", err=True)
+        from dtrain.launcher.errors import describe
+
+        text = describe(e, config.job)
+        hint = " (-v shows the whole traceback)" if "\n" in text else ""
+        click.echo(f"{what}: error: {text}{hint}", err=True)
         sys.exit(1)
     click.echo(_summary(history, out), err=True)
 

@@ -31,8 +31,9 @@ def resumed_dir(resume: str) -> str:
     return resume
 
 
-def prepare_out(out: str, resume: str | None = None, overwrite: bool = False) -> None:
-    """Create ``out``, refusing one that holds another run unless resuming it or overwriting."""
+def check_out(out: str, resume: str | None = None, overwrite: bool = False) -> bool:
+    """Refuse an ``out`` that holds another run unless resuming it or overwriting; returns
+    True when the earlier run's outputs are to be removed. Changes nothing on disk."""
     if resume and overwrite:
         raise OutDirError("--resume and --overwrite exclude each other: resume continues the "
                           "run in the directory, overwrite replaces it")
@@ -40,12 +41,19 @@ def prepare_out(out: str, resume: str | None = None, overwrite: bool = False) ->
         raise OutDirError(f"output directory {out} is a file: pass another --out")
     entries = sorted(os.listdir(out)) if os.path.isdir(out) else []
     same = resume is not None and os.path.abspath(out) == resumed_dir(resume)
-    if entries and not same:
-        if not overwrite:
-            shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
-            raise OutDirError(
-                f"output directory {out} is not empty ({shown}): pass --resume {out} to "
-                f"continue that run, --overwrite to replace it, or another --out DIR")
+    if not entries or same:
+        return False
+    if not overwrite:
+        shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
+        raise OutDirError(
+            f"output directory {out} is not empty ({shown}): pass --resume {out} to continue "
+            f"that run, --overwrite to replace it, or another --out DIR")
+    return True
+
+
+def prepare_out(out: str, resume: str | None = None, overwrite: bool = False) -> None:
+    """Create ``out`` after ``check_out``, removing an earlier run's outputs when overwriting."""
+    if check_out(out, resume, overwrite):
         for name in OUTPUTS:
             path = os.path.join(out, name)
             if os.path.isdir(path):

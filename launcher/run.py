@@ -30,10 +30,12 @@ from .outdir import (
     FINAL,
     METRICS,
     OutDirError,
+    check_out,
     prepare_out,
     resumed_dir,
     trim_metrics,
 )
+from .preflight import check_job
 from .progress import Progress
 
 log = logging.getLogger("dtrain.launcher")
@@ -125,11 +127,15 @@ def run(config: RunConfig):
         resume_state = _find_resume_state(config.resume)
         if config.out is None:
             config.out = resumed_dir(config.resume)
-    if config.out:
-        try:
+    try:
+        if config.out:
+            check_out(config.out, config.resume, config.overwrite)
+        check_job(job, settings)  # a broken job fails here, in a second, before any worker
+        if config.out:
             prepare_out(config.out, config.resume, config.overwrite)
-        except OutDirError as e:
-            raise LaunchError(str(e)) from None
+    except OutDirError as e:
+        raise LaunchError(str(e)) from None
+    if config.out:
         if resume_state is not None:
             trim_metrics(os.path.join(config.out, METRICS), resume_state["step"],
                          resume_state["epoch"])

@@ -44,6 +44,9 @@ class Cosine(dtrain.Job):
     def val_data(self):
         return linear_data(32, seed=1)
 
+    def metrics(self, output, target) -> dict:
+        return {"abs_err": float(np.abs(output.data - target.data).sum())}
+
     def finish(self, model, out):
         if out:
             seen = {"epochs": self.epochs, "lr": self.lr, "hidden": self.hidden,
@@ -56,3 +59,32 @@ class Long(Cosine):
     """Many quick steps, so a test can interrupt it mid-run."""
 
     epochs = 1000
+
+
+class Typo(Cosine):
+    """A typo in loss(): found before any worker starts."""
+
+    def loss(self, output, target):
+        return F.mse_losss(output, target)  # the typo is the point
+
+
+class FloatLabels(Cosine):
+    """Class labels stored as floats for a 3-class model."""
+
+    def model(self):
+        return nn.Linear(3, 3)
+
+    def loss(self, output, target):
+        return F.cross_entropy(output, target)
+
+    def train_data(self):
+        x, y = linear_data()
+        return x, (y[:, 0] > 0).astype(np.float32)
+
+
+class FlatTargets(Cosine):
+    """(n,) targets against (n, 1) outputs: mse_loss would broadcast to (n, n)."""
+
+    def train_data(self):
+        x, y = linear_data()
+        return x, y[:, 0]

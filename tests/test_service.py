@@ -177,3 +177,102 @@ def test_ctrl_c_leaves_a_resumable_checkpoint(tmp_path):
     step = dtrain.load(newest)["step"]
     assert step == max(r["step"] for r in _metrics(out) if r["type"] == "step") + 1
     assert dtrain_processes(JOBS) == []
+
+
+# ---------------------------------------------------------------- 4. errors
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_an_error_in_loss_names_the_users_file_and_line_once(tmp_path, workers):
+    started = time.monotonic()
+    result = _launch("--workers", workers, "--no-progress", "--job", "Typo",
+                     "--out", str(tmp_path / "run"), JOBS)
+    assert result.returncode == 1
+    with open(JOBS, encoding="utf-8") as f:
+        line = next(i for i, text in enumerate(f, 1) if "mse_losss" in text)
+    assert result.stderr.count(f"{JOBS}:{line} in loss") == 1, result.stderr
+    assert "has no attribute 'mse_losss'" in result.stderr
+    assert "Traceback" not in result.stderr and "[worker" not in result.stderr
+    assert time.monotonic() - started < 30  # checked before any worker starts
+    assert dtrain_processes(JOBS) == []
+
+
+def test_an_error_in_a_worker_mid_run_is_reported_once_with_its_location(tmp_path):
+    jobs = os.path.join(HERE, "dist_jobs.py")
+    result = subprocess.run(
+        [sys.executable, "-m", "dtrain", "launch", "--workers", "2", "--no-progress", "--job",
+         "FailsAtStep3", "--out", str(tmp_path / "run"), jobs],
+        capture_output=True, text=True, timeout=120, check=False,
+        env=dict(os.environ, DTRAIN_TEST_FAIL="1"))
+    assert result.returncode == 1
+    assert result.stderr.count(f"{jobs}:") == 1, result.stderr
+    assert "in loss" in result.stderr and "Traceback" not in result.stderr
+    assert dtrain_processes(jobs) == []
+
+
+@pytest.mark.parametrize("job, message", [
+    ("FloatLabels", (r"floating-point class labels \(float32, shape \(n,\)\) for a model with "
+                     r"3 outputs: class labels must be integers; use y.astype\(np.int64\)")),
+    ("FlatTargets", (r"the model outputs \(n, 1\) but train_data\(\) targets have shape "
+                     r"\(n,\), which the loss broadcasts against each other; return targets "
+                     r"shaped like the output \(y.reshape\(-1, 1\)\)")),
+])
+def test_targets_that_cannot_work_are_named_before_training(job, message):
+    with pytest.raises(ValueError, match=message):
+        dtrain.fit(JOBS, job_name=job, workers=2)
+    assert dtrain_processes(JOBS) == []
+
+
+def test_a_busy_metrics_port_names_the_option(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = _launch("--workers", "0", "--job", "Cosine", "--metrics-port", str(port),
+                         "--out", str(tmp_path / "run"), JOBS)
+    assert result.returncode == 1
+    assert f"--metrics-port {port}: cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "--metrics-port 0 for any free one" in result.stderr
+
+
+def test_other_launchers_options_are_explained():
+    from click.testing import CliRunner
+
+    from dtrain.cli import main
+
+    for args in (["-np", "2"], ["--nproc_per_node=2"]):
+        result = CliRunner().invoke(main, ["launch", *args, JOBS])
+        assert result.exit_code == 2
+        assert "dtrain launch takes -n/--workers N" in result.output, result.output
+
+
+def test_hostfile_accepts_the_host_colon_slots_form():
+    from dtrain.launcher.hostfile import HostfileError, parse_hostfile
+
+    hosts = parse_hostfile("node1:2\nnode2 slots=3\n")
+    assert [(h.host, h.slots) for h in hosts] == [("node1", 2), ("node2", 3)]
+    with pytest.raises(HostfileError, match="give a positive worker count once"):
+        parse_hostfile("node1:2 slots=3\n")
+
+
+# ---------------------------------------------------------------- 5. logging
+def test_lifecycle_lines_are_info_and_epoch_lines_survive_no_progress(tmp_path):
+    result = _launch("--workers", "2", "--no-progress", "--job", "Cosine", "--epochs", "2",
+                     "--out", str(tmp_path / "run"), JOBS)
+    assert result.returncode == 0, result.stderr
+    err = result.stderr
+    assert "INFO: started 2 local worker process(es)" in err
+    assert "waiting for 2 worker(s)" in err
+    assert "WARNING" not in err
+    epoch_lines = [line for line in err.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in epoch_lines] == ["1/2", "2/2"]
+    assert all("val_loss" in line and "val_abs_err" in line for line in epoch_lines)
+
+
+def test_coordinator_says_where_it_listens_and_for_how_many_workers(tmp_path):
+    result = _python("-m", "dtrain", "coordinator", "--bind", "tcp://127.0.0.1:0", "--workers",
+                     "3", "--insecure", "--job", "Cosine", "--worker-wait-timeout", "0.5",
+                     "--out", str(tmp_path / "run"), JOBS, timeout=60)
+    assert result.returncode == 1
+    assert "listening on tcp://127.0.0.1:" in result.stderr
+    assert "waiting for 3 worker(s)" in result.stderr

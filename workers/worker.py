@@ -191,7 +191,8 @@ class Worker:
                         self._task(msg)
                     except Exception:  # noqa: BLE001 - any job error goes to the coordinator
                         text = traceback.format_exc()
-                        log.error("task failed:\n%s", text)
+                        log.error("task failed (the coordinator reports where): %s",
+                                  text.strip().splitlines()[-1])
                         self._send(P.Message(P.ERROR, self.job_id, msg.step, self.worker_id,
                                              {"traceback": text}))
                         self.sock.setsockopt(zmq.LINGER, 2000)  # deliver it before exiting
