@@ -135,10 +135,9 @@ def run(config: RunConfig):
             prepare_out(config.out, config.resume, config.overwrite)
     except OutDirError as e:
         raise LaunchError(str(e)) from None
-    if config.out:
-        if resume_state is not None:
-            trim_metrics(os.path.join(config.out, METRICS), resume_state["step"],
-                         resume_state["epoch"])
+    if config.out and resume_state is not None:
+        trim_metrics(os.path.join(config.out, METRICS), resume_state["step"],
+                     resume_state["epoch"])
     metrics = MetricsFile(os.path.join(config.out, METRICS) if config.out else None,
                           append=resume_state is not None)
     procs = None
