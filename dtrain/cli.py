@@ -278,6 +278,11 @@ def _run_worker(config) -> None:
         code = worker_main(config)
     except KeyboardInterrupt:
         code = 130
+    except Exception as e:  # the job's script failed to load: say where, once
+        from dtrain.launcher.errors import describe
+
+        click.echo(f"dtrain worker: error: {describe(e, config.script)}", err=True)
+        code = 1
     sys.exit(code)
 
 

@@ -276,3 +276,38 @@ def test_coordinator_says_where_it_listens_and_for_how_many_workers(tmp_path):
     assert result.returncode == 1
     assert "listening on tcp://127.0.0.1:" in result.stderr
     assert "waiting for 3 worker(s)" in result.stderr
+
+
+def test_a_worker_with_a_key_off_the_allow_list_is_told_so_on_both_sides(tmp_path):
+    """It used to repeat 'coordinator silent for 5.0 s: reconnecting' forever."""
+    import shutil
+    import socket
+
+    listed, stranger = str(tmp_path / "keys"), str(tmp_path / "stranger")
+    for directory, names in ((listed, ["coordinator", "worker"]), (stranger, ["worker"])):
+        subprocess.run([sys.executable, "-m", "dtrain", "keygen", directory, *sum(
+            (["--name", n] for n in names), [])], check=True, capture_output=True)
+    shutil.copy(os.path.join(listed, "coordinator.key"), stranger)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    coordinator = subprocess.Popen(
+        [sys.executable, "-m", "dtrain", "coordinator", "--bind", address, "--workers", "1",
+         "--keys", listed, "--job", "Cosine", "--no-progress", "--worker-wait-timeout", "20",
+         "--out", str(tmp_path / "run"), JOBS], stderr=subprocess.PIPE, text=True)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "dtrain", "worker", "--connect", address, "--keys", stranger,
+         "--job", "Cosine", JOBS], stderr=subprocess.PIPE, text=True)
+    try:
+        _, worker_err = worker.communicate(timeout=60)
+        coordinator.terminate()
+        _, coordinator_err = coordinator.communicate(timeout=60)
+    finally:
+        for p in (worker, coordinator):
+            p.kill()
+            p.wait()
+    assert worker.returncode == 4, worker_err
+    assert "rejected: this worker's key is not in the coordinator's allow-list" in worker_err
+    assert "reconnecting" not in worker_err
+    assert "not in the coordinator's allow-list" in coordinator_err
+    assert dtrain_processes(JOBS) == []

@@ -24,7 +24,7 @@ from dtrain.distributed import protocol as P
 from dtrain.distributed.board import SharedSlots, machine_id
 from dtrain.distributed.compute import SampleSource, ShardComputer
 from dtrain.distributed.job import Settings, apply_settings, load_job
-from dtrain.distributed.security import ClientKeys, make_client
+from dtrain.distributed.security import ClientKeys, HandshakeWatch, make_client
 from dtrain.distributed.shards import Planner
 from dtrain.distributed.trainer import blas_threads, build_replica
 
@@ -122,6 +122,7 @@ class Worker:
         self.job_id = config.job_id
         self.worker_id = -1
         self.sock = None
+        self.watch = None  # says why a CURVE handshake failed (else a rejection is silence)
         self.beacon = None
         self.board = None  # the coordinator's parameter board, when on the same machine
         self.grad_board = None  # this worker's gradient slots, read by the coordinator
@@ -130,10 +131,13 @@ class Worker:
 
     def _connect(self, ctx: zmq.Context) -> None:
         """A fresh data socket with a new identity, and a HELLO."""
+        if self.watch is not None:
+            self.watch.close()
         if self.sock is not None:
             self.sock.close(0)
         identity = f"{self.config.name}-{uuid.uuid4().hex[:8]}".encode()
         self.sock = _dealer(ctx, self.config, identity)  # the HELLO waits for the connection
+        self.watch = HandshakeWatch(self.sock) if self.config.keys is not None else None
         hello = {"name": self.config.name, "pid": os.getpid(), "host": _socket.gethostname(),
                  "digest": self.digest, "rank": self.config.rank, "machine": machine_id()}
         self.sock.send_multipart(P.encode(P.Message(P.HELLO, self.config.job_id, -1, -1, hello)))
@@ -154,6 +158,11 @@ class Worker:
         try:
             while True:
                 if not self.sock.poll(int(self.config.heartbeat_interval * 1000), zmq.POLLIN):
+                    failure = self.watch.failure() if self.watch is not None else None
+                    if failure is not None:
+                        log.error("%s", failure[1])
+                        if failure[0]:
+                            return 4
                     now = time.monotonic()
                     if now - heard > max(self.config.heartbeat_timeout, backoff):
                         lost_since = lost_since or heard
@@ -205,6 +214,8 @@ class Worker:
                 pass
             self.beacon.stop_event.set()
             self.beacon.join(timeout=2)
+            if self.watch is not None:
+                self.watch.close()
             for board in (self.board, self.grad_board):
                 if board is not None:
                     board.close()
