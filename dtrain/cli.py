@@ -278,7 +278,7 @@ def _run_worker(config) -> None:
         code = worker_main(config)
     except KeyboardInterrupt:
         code = 130
-    except Exception as e:  # the job's script failed to load: say where, once
+    except Exception as e:  # noqa: BLE001 - the job's script failed to load: say where, once
         from dtrain.launcher.errors import describe
 
         click.echo(f"dtrain worker: error: {describe(e, config.script)}", err=True)

@@ -285,8 +285,9 @@ def test_a_worker_with_a_key_off_the_allow_list_is_told_so_on_both_sides(tmp_pat
 
     listed, stranger = str(tmp_path / "keys"), str(tmp_path / "stranger")
     for directory, names in ((listed, ["coordinator", "worker"]), (stranger, ["worker"])):
-        subprocess.run([sys.executable, "-m", "dtrain", "keygen", directory, *sum(
-            (["--name", n] for n in names), [])], check=True, capture_output=True)
+        options = [word for name in names for word in ("--name", name)]
+        subprocess.run([sys.executable, "-m", "dtrain", "keygen", directory, *options],
+                       check=True, capture_output=True)
     shutil.copy(os.path.join(listed, "coordinator.key"), stranger)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
