@@ -119,7 +119,7 @@ def equal(a, b) -> bool:
     return a.equal(b)
 
 
-from .distributed.job import Job, Settings
+from .distributed.job import EarlyStopping, Job, Settings
 from .distributed.phases import Phase
 
 

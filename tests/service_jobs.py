@@ -88,3 +88,29 @@ class FlatTargets(Cosine):
     def train_data(self):
         x, y = linear_data()
         return x, y[:, 0]
+
+
+class Clipped(Cosine):
+    """Gradients clipped to a small global norm (a setting), and a before_step hook."""
+
+    epochs = 2
+    lr = 0.5
+    clip_grad_norm = 0.05
+    seen_norms = []
+
+    def before_step(self, model, optimizer):
+        norm = sum(float((p.grad.data.astype(np.float64) ** 2).sum())
+                   for p in model.parameters()) ** 0.5
+        type(self).seen_norms.append(norm)
+
+
+class EarlyStop(Cosine):
+    """Stops when the validation loss has not improved for one epoch, or after epoch 2."""
+
+    epochs = 50
+    lr = 0.5  # high enough to bounce
+
+    def on_epoch_end(self, record, model):
+        if not hasattr(self, "early"):
+            self.early = dtrain.EarlyStopping("val_loss", patience=1)
+        return self.early(record) or record["epoch"] >= 2

@@ -80,6 +80,15 @@ class Job:
             return {"correct": correct}
         return {}
 
+    def before_step(self, model, optimizer) -> None:
+        """Optionally act on the mini-batch's mean gradients before ``optimizer.step()``
+        (runs in the coordinator after ``clip_grad_norm``; e.g. custom clipping or logging)."""
+
+    def on_epoch_end(self, record: dict, model) -> bool | None:
+        """Optionally look at an epoch's record (``train_loss``, ``val_*`` metrics); return
+        True to stop training here, e.g. ``dtrain.EarlyStopping`` on a validation metric."""
+        return None
+
     def finish(self, model, out: str | None) -> None:
         """Optionally act on the trained model at the end (e.g. write a picture into ``out``)."""
 
@@ -257,3 +266,33 @@ def resolve_job(job, job_name: str | None = None) -> tuple[Job, str, str | None]
 def new_job_id() -> str:
     """A fresh random id for one run; every message carries it."""
     return uuid.uuid4().hex
+
+
+class EarlyStopping:
+    """Stop when ``metric`` has not improved for ``patience`` epochs (for ``on_epoch_end``).
+
+    ``mode`` is ``min`` (losses) or ``max`` (accuracy); ``min_delta`` is the smallest change
+    that counts as an improvement. Use one instance per job: ``return self.early(record)``.
+    """
+
+    def __init__(self, metric: str = "val_loss", patience: int = 3, mode: str = "min",
+                 min_delta: float = 0.0):
+        if mode not in ("min", "max"):
+            raise ValueError(f"EarlyStopping mode must be 'min' or 'max', got {mode!r}")
+        self.metric, self.patience, self.mode, self.min_delta = metric, patience, mode, min_delta
+        self.best = None
+        self.bad_epochs = 0
+
+    def __call__(self, record: dict) -> bool:
+        """True when training should stop after the epoch of ``record``."""
+        if self.metric not in record:
+            raise KeyError(f"EarlyStopping: the epoch record has no {self.metric!r} (it has "
+                           f"{', '.join(sorted(record))}); define val_data() for val_* metrics")
+        value = record[self.metric]
+        better = self.best is None or (value < self.best - self.min_delta if self.mode == "min"
+                                       else value > self.best + self.min_delta)
+        if better:
+            self.best, self.bad_epochs = value, 0
+        else:
+            self.bad_epochs += 1
+        return self.bad_epochs >= self.patience

@@ -148,6 +148,7 @@ class Trainer:
         self.job_id = getattr(self.executor, "job_id", None)
         self.training = False  # True between the executor's start and the end of the run
         self.stop_requested = False  # set (e.g. by Ctrl-C): checkpoint after this step, stop
+        self.stopped = False  # the job's on_epoch_end ended training (early stopping)
 
     @property
     def optimizer(self):
@@ -175,6 +176,7 @@ class Trainer:
             "settings": self.settings.to_dict(),
             "rng": _random.get_rng_state(),
             "job_id": self.job_id,
+            "stopped": self.stopped,
         }
 
     def restore(self, state: dict) -> None:
@@ -198,6 +200,7 @@ class Trainer:
                 ph.scheduler.load_state_dict(sched_state)
         self.step, self.epoch, self.batch = state["step"], state["epoch"], state["batch"]
         self._epoch_loss = list(state.get("epoch_loss", [0.0, 0]))
+        self.stopped = bool(state.get("stopped", False))
         if state.get("rng") is not None:
             _random.set_rng_state(state["rng"])
 
@@ -255,6 +258,20 @@ class Trainer:
         values = self.executor.compute(plan, self, phase, self.rounds)
         return self.reduce(plan, values, phase)
 
+    def before_step(self, phase: int) -> None:
+        """Clip the phase's gradients (``clip_grad_norm``), then the job's ``before_step`` hook.
+
+        Both see the reduced mean gradients, which are the same bits for any worker count, so
+        the result stays independent of the workers.
+        """
+        ph = self.phases[phase]
+        if self.settings.clip_grad_norm:
+            from ..nn.utils import clip_grad_norm_
+
+            clip_grad_norm_([self.params[i] for i in ph.param_indices],
+                            self.settings.clip_grad_norm)
+        self.job.before_step(self.model, ph.optimizer)
+
     def run_phase(self, plan: BatchPlan, phase: int) -> tuple[float, int]:
         """Compute, reduce and apply one phase; returns (its loss, evaluation rounds used)."""
         ph = self.phases[phase]
@@ -264,12 +281,14 @@ class Trainer:
 
             def closure():
                 losses.append(self.evaluate_round(plan, phase))
+                self.before_step(phase)
                 return Tensor._wrap(np.asarray(losses[-1], dtype=self.params[0].dtype))
 
             ph.optimizer.step(closure)
             loss = losses[0]
         else:
             loss = self.evaluate_round(plan, phase)
+            self.before_step(phase)
             ph.optimizer.step()
         if ph.scheduler is not None and self.settings.scheduler_step == "step" \
                 and not is_plateau(ph.scheduler):
@@ -329,14 +348,19 @@ class Trainer:
         self.batch = 0
         self._epoch_loss = [0.0, 0]
         self.history.epochs.append(record)
+        if self.job.on_epoch_end(record, self.model):
+            self.stopped = True
+            log.info("the job stopped training after epoch %d (on_epoch_end)", record["epoch"] + 1)
         if self.on_epoch is not None:
             self.on_epoch(record)
         self.save_checkpoint(record)
         return record
 
     def finished(self) -> bool:
+        """True when the epochs or max_steps are done, or the job stopped training."""
         s = self.settings
-        return self.epoch >= s.epochs or (s.max_steps and self.step >= s.max_steps)
+        steps_done = bool(s.max_steps) and self.step >= s.max_steps
+        return self.stopped or self.epoch >= s.epochs or steps_done
 
     def run(self) -> History:
         """Train until the configured epochs (or max_steps) are done."""
