@@ -464,12 +464,12 @@ def export(checkpoint, script, out, job_name, input_shape, opset, dynamic_batch)
 
 
 @main.command()
-@click.argument("metrics", nargs=-1, required=True,
-                type=click.Path(exists=True, dir_okay=False))
+@click.argument("metrics", nargs=-1, required=True, type=click.Path(exists=True))
 @option("-o", "--out", default="curves.png", show_default=True,
-              type=click.Path(dir_okay=False), help="PNG file to write.")
+        type=click.Path(dir_okay=False), help="Image to write: .png, .svg or .pdf.")
 def plot(metrics, out):
-    """Plot loss, validation metric and learning rate of one or more metrics.jsonl files."""
+    """Plot loss, validation metric and learning rate of runs: metrics.jsonl files or run
+    directories."""
     from dtrain.plot import plot_metrics
 
     try:
