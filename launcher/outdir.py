@@ -16,7 +16,8 @@ import shutil
 METRICS = "metrics.jsonl"
 FINAL = "checkpoint.dtrain"
 CHECKPOINTS = "checkpoints"
-OUTPUTS = (METRICS, "metrics.csv", FINAL, CHECKPOINTS, "tensorboard")
+CSV = "metrics.csv"
+OUTPUTS = (METRICS, CSV, FINAL, CHECKPOINTS)
 
 
 class OutDirError(ValueError):

@@ -25,8 +25,10 @@ from dtrain.distributed.job import (
 from dtrain.distributed.trainer import Trainer
 
 from .local import Interrupted, LocalWorkers
+from .loggers import write_csv
 from .outdir import (
     CHECKPOINTS,
+    CSV,
     FINAL,
     METRICS,
     OutDirError,
@@ -192,6 +194,8 @@ def run(config: RunConfig):
         def on_epoch(r):
             metrics.write("epoch", r)
             progress.epoch(r)
+            if config.out:
+                write_csv(os.path.join(config.out, METRICS), os.path.join(config.out, CSV))
 
         checkpoints = os.path.join(config.out, CHECKPOINTS) if config.out else None
         trainer = Trainer(job, settings, executor, on_step=on_step, on_epoch=on_epoch,
@@ -221,6 +225,8 @@ def run(config: RunConfig):
 
             save({"format": "dtrain-checkpoint", **trainer.state()},
                  os.path.join(config.out, FINAL))
+            metrics.close()
+            write_csv(os.path.join(config.out, METRICS), os.path.join(config.out, CSV))
         return trainer.model, history
     finally:
         stopper.restore()

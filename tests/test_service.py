@@ -267,6 +267,14 @@ def test_lifecycle_lines_are_info_and_epoch_lines_survive_no_progress(tmp_path):
     epoch_lines = [line for line in err.splitlines() if line.startswith("epoch ")]
     assert [line.split()[1] for line in epoch_lines] == ["1/2", "2/2"]
     assert all("val_loss" in line and "val_abs_err" in line for line in epoch_lines)
+    import csv
+
+    with open(tmp_path / "run" / "metrics.csv", encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    records = _metrics(tmp_path / "run")
+    assert len(rows) == len(records) == 2 * 4 + 2
+    assert rows[-1]["type"] == "epoch" and float(rows[-1]["val_loss"]) == records[-1]["val_loss"]
+    assert float(rows[0]["loss"]) == records[0]["loss"]
 
 
 def test_coordinator_says_where_it_listens_and_for_how_many_workers(tmp_path):
