@@ -121,6 +121,7 @@ def equal(a, b) -> bool:
 
 from .distributed.job import EarlyStopping, Job, Settings
 from .distributed.phases import Phase
+from .inference import load_trained, predict
 
 
 def fit(job, workers: int = 0, *, out=None, job_name=None, progress: bool = False,

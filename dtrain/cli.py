@@ -477,3 +477,30 @@ def plot(metrics, out):
     except (ImportError, ValueError, OSError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"wrote {out}")
+
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True))
+@option("--script", required=True, type=click.Path(exists=True, dir_okay=False),
+        help="Training script whose Job builds the model.")
+@option("--input", "inputs", required=True, type=click.Path(exists=True, dir_okay=False),
+        help="A .npy file of input samples (first axis: samples).")
+@option("-o", "--output", default="predictions.npy", show_default=True,
+        type=click.Path(dir_okay=False), help="Where to write the outputs (.npy).")
+@option("--job", "job_name", default=None, help="Job class to use when SCRIPT has several.")
+@option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True,
+        help="Samples per forward pass.")
+def predict(run, script, inputs, output, job_name, batch_size):
+    """Run the final model of RUN (a run directory or checkpoint) on the samples in --input."""
+    import numpy as np
+
+    from dtrain.inference import load_trained, predict as run_model
+
+    try:
+        model = load_trained(run, script, job_name)
+        x = np.load(inputs, allow_pickle=False)
+        y = run_model(model, x, batch_size)
+        np.save(output, y, allow_pickle=False)
+    except (ValueError, OSError, RuntimeError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"wrote {output}: outputs of shape {y.shape} for {len(x)} samples")
