@@ -494,7 +494,8 @@ def predict(run, script, inputs, output, job_name, batch_size):
     """Run the final model of RUN (a run directory or checkpoint) on the samples in --input."""
     import numpy as np
 
-    from dtrain.inference import load_trained, predict as run_model
+    from dtrain.inference import load_trained
+    from dtrain.inference import predict as run_model
 
     try:
         model = load_trained(run, script, job_name)
