@@ -12,7 +12,7 @@ import numpy as np
 
 from .autograd.grad_mode import no_grad
 from .autograd.tensor import Tensor
-from .io import load
+from .io import CheckpointError, load
 
 FINAL = "checkpoint.dtrain"
 
@@ -51,7 +51,7 @@ def load_trained(run, script, job_name: str | None = None):
     path = checkpoint_file(run)
     state = load(path)
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
-        raise ValueError(f"{path} is not a training checkpoint (no 'model' state_dict)")
+        raise CheckpointError(f"{path} is not a training checkpoint (no 'model' state_dict)")
     job, _ = load_job(os.fspath(script), job_name)
     return build_trained_model(job, state)
 
