@@ -28,6 +28,13 @@ def format_epoch(record: dict, epochs: int) -> str:
     return "  ".join(parts)
 
 
+def _clock(seconds: float) -> str:
+    """``75`` -> ``1:15``; ``3725`` -> ``1:02:05``."""
+    seconds = int(max(seconds, 0))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
 class Progress:
     """A one-line progress bar (``bar``) and per-epoch lines (``lines``) on stderr."""
 
@@ -40,25 +47,32 @@ class Progress:
         self.last_line = 0.0
         self.started = time.monotonic()
         self.drawn = False
+        self.rate = None  # samples/s, exponentially smoothed
+        self.steps_seen = 0
 
     def step(self, r: dict) -> None:
-        """Redraw the bar after a step."""
+        """Redraw the bar after a step: elapsed time, a smoothed rate and the time left."""
         if not self.bar:
             return
+        now = time.monotonic()
+        rate = r["samples_per_s"]
+        self.rate = rate if self.rate is None else 0.9 * self.rate + 0.1 * rate
+        self.steps_seen += 1
+        per_step = (now - self.started) / self.steps_seen
+        left = (self.epochs - r["epoch"] - 1) * self.per_epoch + self.per_epoch - r["batch"] - 1
         done = r["batch"] + 1
         width = 24
         filled = int(width * done / max(self.per_epoch, 1))
-        elapsed = time.monotonic() - self.started
         text = (f"epoch {r['epoch'] + 1}/{self.epochs} [{'#' * filled}{'.' * (width - filled)}] "
-                f"step {r['step'] + 1} loss {r['loss']:.4f} {r['samples_per_s']:.0f} samples/s "
-                f"{elapsed:.0f}s")
+                f"step {r['step'] + 1} loss {r['loss']:.4f} {self.rate:.0f} samples/s "
+                f"{_clock(now - self.started)} elapsed, {_clock(per_step * left)} left")
         if self.tty:
-            sys.stderr.write("\r" + text)
+            sys.stderr.write("\r" + text + "\033[K")
             sys.stderr.flush()
             self.drawn = True
-        elif time.monotonic() - self.last_line > 5:
+        elif now - self.last_line > 5:
             sys.stderr.write(text + "\n")
-            self.last_line = time.monotonic()
+            self.last_line = now
 
     def epoch(self, r: dict) -> None:
         """Print the epoch's line."""
