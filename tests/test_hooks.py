@@ -11,6 +11,7 @@ import dtrain
 
 HERE = os.path.dirname(__file__)
 sys.path.insert(0, HERE)
+import dist_jobs
 import service_jobs
 from procs import dtrain_processes
 
@@ -53,3 +54,22 @@ def test_early_stopping_rules():
         [False, False, False, True]
     with pytest.raises(KeyError, match="has no 'val_loss'.*define val_data"):
         dtrain.EarlyStopping()({"train_loss": 1.0})
+
+
+def test_gradient_accumulation_is_bit_identical_and_matches_the_larger_batch(tmp_path):
+    small = {"batch_size": 8, "micro_shards": 4, "epochs": 2, "accumulate": 2}
+    reference, history = dtrain.fit(service_jobs.Cosine, workers=0, **small)
+    assert len(history.steps) == 16
+    model, _ = dtrain.fit(service_jobs.Cosine, workers=2, **small)
+    assert _same(_params(model), _params(reference))
+    large, _ = dtrain.fit(service_jobs.Cosine, workers=0, batch_size=16, micro_shards=4,
+                          epochs=2)
+    for a, b in zip(_params(reference), _params(large)):  # same samples per optimizer step
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # stopped half-way through a group, resumed: the buffer is in the checkpoint
+    out = str(tmp_path / "run")
+    dtrain.fit(service_jobs.Cosine, workers=0, out=out, max_steps=3, **small)
+    resumed, _ = dtrain.fit(service_jobs.Cosine, workers=2, resume=out, max_steps=0, **small)
+    assert _same(_params(resumed), _params(reference))
+    with pytest.raises(ValueError, match="accumulate > 1 works with one phase"):
+        dtrain.fit(dist_jobs.FullBatchLBFGS, workers=0, accumulate=2, max_steps=1)

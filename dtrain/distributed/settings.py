@@ -75,6 +75,9 @@ SPECS: tuple[Spec, ...] = (
     Spec("dtype", str, "float32", "Floating-point type of parameters and data.", choices=DTYPES),
     Spec("eval_batch_size", int, 1024, "Batch size of validation passes.", low=1),
     Spec("max_steps", int, 0, "Stop after this many optimizer steps (0: no limit).", low=0),
+    Spec("accumulate", int, 1, "Mini-batches whose gradients are summed before each optimizer "
+         "step, which uses their mean over all their samples (max_steps and checkpoint_every "
+         "count mini-batches).", low=1),
     Spec("clip_grad_norm", float, 0.0, "Scale the gradients so their global L2 norm is at most "
          "this before every optimizer step (0: off).", low=0),
     Spec("threads", int, 1, "BLAS threads per computing process (equal everywhere for equal "

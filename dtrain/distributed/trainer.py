@@ -20,6 +20,7 @@ from .. import random as _random
 from ..autograd.tensor import Tensor
 from .compute import SampleSource, ShardComputer, add_values, batch_norm_modules, evaluate
 from .phases import build_phases
+from .settings import SPEC_BY_NAME
 from .shards import BatchPlan, Planner, batches_per_epoch, tree_sum
 
 log = logging.getLogger("dtrain.trainer")
@@ -149,6 +150,12 @@ class Trainer:
         self.training = False  # True between the executor's start and the end of the run
         self.stop_requested = False  # set (e.g. by Ctrl-C): checkpoint after this step, stop
         self.stopped = False  # the job's on_epoch_end ended training (early stopping)
+        self._acc = [None] * len(self.params)  # gradient sums of an accumulation group
+        self._acc_count = 0
+        if settings.accumulate > 1 and (len(self.phases) > 1 or self.phases[0].closure):
+            raise ValueError("setting accumulate > 1 works with one phase and an optimizer "
+                             "without closure; set accumulate = 1 for phases or LBFGS-like "
+                             "optimizers (or use a larger batch_size)")
 
     @property
     def optimizer(self):
@@ -177,14 +184,15 @@ class Trainer:
             "rng": _random.get_rng_state(),
             "job_id": self.job_id,
             "stopped": self.stopped,
+            "accumulated": {"count": self._acc_count, "grads": list(self._acc)},
         }
 
     def restore(self, state: dict) -> None:
         """Continue from ``state()`` output; the settings that shape the result must match."""
         saved = state["settings"]
         for key in ("batch_size", "micro_shards", "seed", "shuffle", "drop_last", "dtype",
-                    "scheduler_step"):
-            if saved.get(key) != getattr(self.settings, key):
+                    "scheduler_step", "accumulate"):
+            if saved.get(key, SPEC_BY_NAME[key].default) != getattr(self.settings, key):
                 raise ValueError(f"cannot resume: checkpoint has {key}={saved.get(key)!r}, "
                                  f"this run has {getattr(self.settings, key)!r}")
         self.model.load_state_dict(state["model"])
@@ -201,6 +209,10 @@ class Trainer:
         self.step, self.epoch, self.batch = state["step"], state["epoch"], state["batch"]
         self._epoch_loss = list(state.get("epoch_loss", [0.0, 0]))
         self.stopped = bool(state.get("stopped", False))
+        accumulated = state.get("accumulated") or {"count": 0, "grads": []}
+        if accumulated["count"]:
+            self._acc = [None if g is None else np.array(g) for g in accumulated["grads"]]
+            self._acc_count = accumulated["count"]
         if state.get("rng") is not None:
             _random.set_rng_state(state["rng"])
 
@@ -237,7 +249,9 @@ class Trainer:
             raise RuntimeError(f"step {plan.step}: reduced {0 if total is None else total.count} "
                                f"samples, expected {plan.size}")
         count = total.count
-        for i in self.phases[phase].param_indices:
+        if self.settings.accumulate > 1:
+            self._accumulate(total, phase)
+        for i in self.phases[phase].param_indices if self.settings.accumulate == 1 else ():
             p, g = self.params[i], total.grads[i]
             if g is None:
                 p.grad = None
@@ -251,6 +265,32 @@ class Trainer:
             for index, mean, var in total.bn_stats[shard]:
                 self.bn_modules[index].apply_batch_stats(mean, var)
         return total.loss_sum / count
+
+    def _accumulate(self, total, phase: int) -> None:
+        """Add a mini-batch's gradient sums to the accumulation buffers (``accumulate`` > 1)."""
+        for i in self.phases[phase].param_indices:
+            g = total.grads[i]
+            if g is None:
+                continue
+            if self._acc[i] is None:
+                self._acc[i] = np.array(g, dtype=self.params[i].dtype)
+            else:
+                np.add(self._acc[i], g, out=self._acc[i])
+        self._acc_count += total.count
+
+    def _flush_accumulated(self, phase: int) -> None:
+        """Set the mean of the accumulated gradients as the phase's gradients; empty buffers."""
+        for i in self.phases[phase].param_indices:
+            g = self._acc[i]
+            self.params[i].grad = None if g is None else Tensor._wrap(
+                np.divide(g, self._acc_count).astype(self.params[i].dtype, copy=False))
+        self._acc = [None] * len(self.params)
+        self._acc_count = 0
+
+    def _ends_group(self) -> bool:
+        """True when the current mini-batch ends an accumulation group (or its epoch)."""
+        k = self.settings.accumulate
+        return (self.batch + 1) % k == 0 or self.batch + 1 >= self.batches_per_epoch()
 
     def evaluate_round(self, plan: BatchPlan, phase: int) -> float:
         """One distributed forward/backward of the mini-batch with the current parameters."""
@@ -288,6 +328,10 @@ class Trainer:
             loss = losses[0]
         else:
             loss = self.evaluate_round(plan, phase)
+            if self.settings.accumulate > 1:
+                if not self._ends_group():
+                    return loss, self.rounds - before
+                self._flush_accumulated(phase)
             self.before_step(phase)
             ph.optimizer.step()
         if ph.scheduler is not None and self.settings.scheduler_step == "step" \
