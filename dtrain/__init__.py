@@ -126,7 +126,8 @@ from .inference import load_trained, predict
 
 def fit(job, workers: int = 0, *, out=None, job_name=None, progress: bool = False,
         max_restarts: int = 0, bind: str = "tcp://127.0.0.1:0", resume=None,
-        insecure: bool = False, overwrite: bool = False, **settings):
+        insecure: bool = False, overwrite: bool = False, tensorboard: bool = False,
+        **settings):
     """Train ``job`` (a Job, Job class or script path); returns (model, history).
 
     ``workers=0`` trains in this process; ``workers=N`` starts a coordinator here and N local
@@ -135,7 +136,8 @@ def fit(job, workers: int = 0, *, out=None, job_name=None, progress: bool = Fals
     hyperparameters (its plain class attributes); any other keyword is an error naming it.
     With ``out`` a directory gets metrics.jsonl, checkpoints and the final checkpoint; it must
     be new or empty unless ``resume`` (continue from the newest valid checkpoint of such a
-    directory) or ``overwrite=True``. Local workers talk to the coordinator over CURVE with
+    directory) or ``overwrite=True``; ``tensorboard=True`` adds TensorBoard event files
+    there. Local workers talk to the coordinator over CURVE with
     ephemeral keys unless ``insecure=True``. A script that calls ``fit`` with workers must do
     so under ``if __name__ == "__main__":``.
 
@@ -146,6 +148,7 @@ def fit(job, workers: int = 0, *, out=None, job_name=None, progress: bool = Fals
     return run(RunConfig(job=job, workers=workers, job_name=job_name, out=out, bind=bind,
                          max_restarts=max_restarts, progress=progress, epoch_lines=progress,
                          resume=resume, insecure=insecure, overwrite=overwrite,
+                         tensorboard=tensorboard,
                          overrides=settings))
 
 

@@ -73,6 +73,9 @@ def _run_options(func):
         option("--overwrite", is_flag=True,
                help="Replace an earlier run's outputs in --out (metrics, checkpoints) instead "
                     "of refusing to mix runs."),
+        option("--tensorboard", is_flag=True,
+               help="Also write TensorBoard event files to OUT/tensorboard (needs "
+                    "dtrain[tensorboard])."),
         option("--metrics-port", type=click.IntRange(min=0, max=65535), default=None,
                help="Serve Prometheus /metrics and a JSON /status on this port (0: any free)."),
         option("--metrics-host", default="127.0.0.1", show_default=True,
@@ -176,7 +179,7 @@ def _overrides(settings: dict) -> dict:
 @_settings_options
 def launch(script, workers, job_name, out, bind, max_restarts, insecure, resume, metrics_port,
            metrics_host, hostfile, ssh_command, remote_python, remote_workdir, slurm, port,
-           keys_dir, progress, verbose, quiet, overwrite, **settings):
+           keys_dir, progress, verbose, quiet, overwrite, tensorboard, **settings):
     """Train SCRIPT with a coordinator here and WORKERS local worker processes (plus hostfile
     workers over ssh; under srun, task 0 coordinates and the other tasks are workers)."""
     _setup_logging(verbose, quiet)
@@ -202,7 +205,7 @@ def launch(script, workers, job_name, out, bind, max_restarts, insecure, resume,
     config = RunConfig(job=script, workers=workers, job_name=job_name, out=out, bind=bind,
                        max_restarts=max_restarts, progress=progress, epoch_lines=True,
                        resume=resume,
-                       overwrite=overwrite,
+                       overwrite=overwrite, tensorboard=tensorboard,
                        insecure=insecure, metrics_port=metrics_port, metrics_host=metrics_host,
                        keys_dir=keys_dir, remote_workers=cluster.get("remote_workers", 0),
                        job_id=cluster.get("job_id"), starter=cluster.get("starter"),
@@ -303,7 +306,7 @@ def _run_worker(config) -> None:
 @_settings_options
 def coordinator(script, bind, remote_workers, job_name, job_id, keys_dir, allow_dir, insecure,
                 out, resume, metrics_port, metrics_host, progress, verbose, quiet, overwrite,
-                **settings):
+                tensorboard, **settings):
     """Coordinate SCRIPT's training for workers started elsewhere (dtrain worker --connect)."""
     _setup_logging(verbose, quiet)
     from dtrain.launcher.run import RunConfig, run
@@ -316,7 +319,7 @@ def coordinator(script, bind, remote_workers, job_name, job_id, keys_dir, allow_
     config = RunConfig(job=script, workers=0, remote_workers=remote_workers, job_name=job_name,
                        out=out, bind=bind, progress=progress, epoch_lines=True,
                        resume=resume, insecure=insecure,
-                       overwrite=overwrite,
+                       overwrite=overwrite, tensorboard=tensorboard,
                        job_id=job_id, keys_dir=keys_dir, allow_dir=allow_dir,
                        metrics_port=metrics_port, metrics_host=metrics_host,
                        overrides=_overrides(settings))

@@ -43,3 +43,38 @@ def write_csv(jsonl_path: str, csv_path: str) -> None:
         writer.writeheader()
         writer.writerows(rows)
     os.replace(tmp, csv_path)
+
+
+class TensorBoardLog:
+    """Scalars for TensorBoard in ``OUT/tensorboard`` (needs the ``tensorboard`` extra).
+
+    Step records give ``train/loss``, ``train/samples_per_s`` and ``lr/group_N``; epoch records
+    give ``epoch/train_loss`` and every ``val_*`` metric as ``val/NAME``, all against the step.
+    """
+
+    def __init__(self, directory: str):
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError:
+            raise ImportError("--tensorboard needs tensorboardX: pip install "
+                              "'dtrain[tensorboard]'") from None
+        self.writer = SummaryWriter(logdir=directory)
+
+    def step(self, r: dict) -> None:
+        """Log one step record."""
+        self.writer.add_scalar("train/loss", r["loss"], r["step"])
+        self.writer.add_scalar("train/samples_per_s", r["samples_per_s"], r["step"])
+        lrs = r["lr"] if isinstance(r["lr"], list) else [r["lr"]]
+        for i, lr in enumerate(lrs):
+            self.writer.add_scalar(f"lr/group_{i}", lr, r["step"])
+
+    def epoch(self, r: dict) -> None:
+        """Log one epoch record."""
+        self.writer.add_scalar("epoch/train_loss", r["train_loss"], r["step"])
+        for key, value in r.items():
+            if key.startswith("val_") and isinstance(value, (int, float)):
+                self.writer.add_scalar(f"val/{key[4:]}", value, r["step"])
+
+    def close(self) -> None:
+        """Flush and close the event file."""
+        self.writer.close()

@@ -17,7 +17,8 @@ METRICS = "metrics.jsonl"
 FINAL = "checkpoint.dtrain"
 CHECKPOINTS = "checkpoints"
 CSV = "metrics.csv"
-OUTPUTS = (METRICS, CSV, FINAL, CHECKPOINTS)
+TENSORBOARD = "tensorboard"
+OUTPUTS = (METRICS, CSV, FINAL, CHECKPOINTS, TENSORBOARD)
 
 
 class OutDirError(ValueError):

@@ -25,12 +25,13 @@ from dtrain.distributed.job import (
 from dtrain.distributed.trainer import Trainer
 
 from .local import Interrupted, LocalWorkers
-from .loggers import write_csv
+from .loggers import TensorBoardLog, write_csv
 from .outdir import (
     CHECKPOINTS,
     CSV,
     FINAL,
     METRICS,
+    TENSORBOARD,
     OutDirError,
     check_out,
     prepare_out,
@@ -71,6 +72,7 @@ class RunConfig:
     # job_id, client_keys, threads), poll() -> [(pid, code)], .procs, .failed, close()
     overrides: dict = field(default_factory=dict)  # settings and hyperparameters by name
     overwrite: bool = False  # replace an earlier run's outputs in ``out``
+    tensorboard: bool = False  # also write TensorBoard event files into OUT/tensorboard
     epoch_lines: bool = False  # a line per epoch on stderr even without the progress bar
 
 
@@ -122,6 +124,8 @@ def run(config: RunConfig):
     if config.workers > 0 and (script is None or not os.path.isfile(script)):
         raise LaunchError("worker processes need the job's source file; define the Job in a "
                           "file (a script or a module), or use workers=0")
+    if config.tensorboard and not config.out:
+        raise LaunchError("TensorBoard logs go to OUT/tensorboard: give an output directory")
     started = config.starter.count if config.starter is not None else 0
     _check_main_guard(script, config.workers + started)
     resume_state = None
@@ -146,9 +150,12 @@ def run(config: RunConfig):
     executor = None
     monitor = None
     trainer = None
+    board = None
     stopper = GracefulStop(lambda: trainer)
     stopper.install()
     try:
+        if config.tensorboard:
+            board = TensorBoardLog(os.path.join(config.out, TENSORBOARD))
         if config.metrics_port is not None:
             monitor = _start_monitor(config)
         if config.workers > 0 or config.remote_workers > 0 or started > 0:
@@ -187,6 +194,8 @@ def run(config: RunConfig):
         def on_step(r):
             metrics.write("step", r)
             progress.step(r)
+            if board is not None:
+                board.step(r)
             if monitor is not None:
                 monitor.on_step(r)
                 publish()
@@ -194,6 +203,8 @@ def run(config: RunConfig):
         def on_epoch(r):
             metrics.write("epoch", r)
             progress.epoch(r)
+            if board is not None:
+                board.epoch(r)
             if config.out:
                 write_csv(os.path.join(config.out, METRICS), os.path.join(config.out, CSV))
 
@@ -231,6 +242,8 @@ def run(config: RunConfig):
     finally:
         stopper.restore()
         metrics.close()
+        if board is not None:
+            board.close()
         if monitor is not None:
             monitor.close()
         if procs is not None:

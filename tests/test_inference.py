@@ -46,3 +46,34 @@ def test_cli_predict_writes_npy(run_dir, tmp_path):
     assert "outputs of shape (7, 1) for 7 samples" in result.output
     model = dtrain.load_trained(out, JOBS, job_name="Cosine")
     assert np.array_equal(np.load(tmp_path / "y.npy"), dtrain.predict(model, x))
+
+
+def _tensorboard_scalars(directory) -> dict:
+    """tag -> [(step, value)] from the TFRecord event files in ``directory``."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    scalars = {}
+    for name in sorted(os.listdir(directory)):
+        with open(os.path.join(directory, name), "rb") as f:
+            data = f.read()
+        at = 0
+        while at < len(data):
+            (length,) = struct.unpack_from("<Q", data, at)
+            event = Event.FromString(data[at + 12:at + 12 + length])
+            at += 12 + length + 4
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
+
+
+def test_tensorboard_event_files_hold_the_metrics(tmp_path):
+    pytest.importorskip("tensorboardX")
+    out = tmp_path / "run"
+    _, history = dtrain.fit(JOBS, job_name="Cosine", out=str(out), epochs=2, tensorboard=True)
+    scalars = _tensorboard_scalars(out / "tensorboard")
+    assert [s for s, _ in scalars["train/loss"]] == list(range(8))
+    assert scalars["train/loss"][-1][1] == pytest.approx(history.steps[-1]["loss"], rel=1e-6)
+    assert scalars["val/loss"][-1] == (8, pytest.approx(history.epochs[-1]["val_loss"], rel=1e-6))
+    assert "lr/group_0" in scalars and "val/abs_err" in scalars
