@@ -151,6 +151,7 @@ def run(config: RunConfig):
     monitor = None
     trainer = None
     board = None
+    job_id = config.job_id or (resume_state or {}).get("job_id") or new_job_id()
     stopper = GracefulStop(lambda: trainer)
     stopper.install()
     try:
@@ -161,7 +162,6 @@ def run(config: RunConfig):
         if config.workers > 0 or config.remote_workers > 0 or started > 0:
             from dtrain.distributed.coordinator import ZmqExecutor
 
-            job_id = config.job_id or (resume_state or {}).get("job_id") or new_job_id()
             server_keys, client_keys = _keys(config)
             expected = config.workers + config.remote_workers + started
             executor = ZmqExecutor(config.bind, expected_workers=expected, job_id=job_id,
@@ -211,6 +211,7 @@ def run(config: RunConfig):
         checkpoints = os.path.join(config.out, CHECKPOINTS) if config.out else None
         trainer = Trainer(job, settings, executor, on_step=on_step, on_epoch=on_epoch,
                           checkpoint_dir=checkpoints)
+        trainer.job_id = job_id  # in-process runs too: checkpoint retention goes by it
         if resume_state is not None:
             trainer.restore(resume_state)
             log.info("resumed at step %d (epoch %d, batch %d)", trainer.step, trainer.epoch,
