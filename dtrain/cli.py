@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 
 import click
 
@@ -48,8 +49,8 @@ LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
 
 
 def _setup_logging(verbose: int, quiet: bool = False) -> None:
-    """INFO by default (what the run is doing), DEBUG with -v, warnings only with -q."""
-    level = logging.WARNING if quiet else logging.INFO if verbose == 0 else logging.DEBUG
+    """INFO by default (what the run is doing), DEBUG with -vv, warnings only with -q."""
+    level = logging.WARNING if quiet else logging.INFO if verbose <= 1 else logging.DEBUG
     logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
 
 
@@ -83,7 +84,8 @@ def _run_options(func):
         option("--progress/--no-progress", default=True, show_default=True,
                help="Show a progress bar on stderr (the per-epoch lines are printed either "
                     "way)."),
-        option("-v", "--verbose", count=True, help="More log output (-v debug)."),
+        option("-v", "--verbose", count=True,
+               help="-v: tracebacks of errors; -vv: also debug log lines."),
         option("-q", "--quiet", is_flag=True, help="Only warnings and errors in the log."),
     ]
     for opt in reversed(options):
@@ -335,12 +337,12 @@ def _run_or_exit(what: str, config, run, verbose: int, out: str) -> None:
         click.echo(f"\n{what}: interrupted{detail}; all worker processes stopped", err=True)
         sys.exit(130)
     except Exception as e:
-        if verbose >= 1:
-            raise
         from dtrain.launcher.errors import describe
 
+        if verbose >= 1:
+            traceback.print_exc()
         text = describe(e, config.job)
-        hint = " (-v shows the whole traceback)" if "\n" in text else ""
+        hint = " (-v shows the whole traceback)" if "\n" in text and not verbose else ""
         click.echo(f"{what}: error: {text}{hint}", err=True)
         sys.exit(1)
     click.echo(_summary(history, out), err=True)
