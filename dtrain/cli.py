@@ -336,7 +336,7 @@ def _run_or_exit(what: str, config, run, verbose: int, out: str) -> None:
         detail = f" ({e})" if str(e) and not str(e).startswith("received signal") else ""
         click.echo(f"\n{what}: interrupted{detail}; all worker processes stopped", err=True)
         sys.exit(130)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - any failure becomes a message and exit code 1
         from dtrain.launcher.errors import describe
 
         if verbose >= 1:
