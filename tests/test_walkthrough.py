@@ -129,3 +129,36 @@ def test_newcomer_walkthrough(tmp_path):
     assert np.array_equal(y_hat, dtrain.predict(model, x))
     assert float(np.mean((y_hat - y) ** 2)) < float(np.mean((y - y.mean()) ** 2)) / 4
     assert dtrain_processes(script) == []
+
+
+def test_fresh_venv_runs_the_readmes_first_command(tmp_path):
+    """The README's first command in a new virtual environment with dtrain installed into it
+    (its dependencies are taken from this environment rather than downloaded; the README's
+    second command is this test suite itself)."""
+    import site
+    import sysconfig
+
+    root = os.path.dirname(HERE)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    purelib = subprocess.run([str(venv / "bin" / "python"), "-c",
+                              "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    ours = [p for p in sys.path if p.endswith("site-packages")] + [
+        sysconfig.get_paths()["purelib"], *site.getsitepackages()]
+    with open(os.path.join(purelib, "dependencies.pth"), "w", encoding="utf-8") as f:
+        f.write("\n".join(dict.fromkeys(ours)) + "\n")
+    install = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
+                              "--no-deps", "-e", root],
+                             capture_output=True, text=True, timeout=300, check=False)
+    assert install.returncode == 0, install.stderr
+    digits = os.path.join(root, "examples", "digits.py")
+    result = subprocess.run([str(venv / "bin" / "dtrain"), "launch", "--workers", "2", digits],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("done: 660 steps;") and "outputs in runs/digits" in last
+    accuracy = float(last.split("val_accuracy ")[1].split(",")[0].split(";")[0])
+    assert accuracy >= 0.97
+    assert dtrain_processes(digits) == []
