@@ -121,10 +121,11 @@ def _settings_options(func):
     from dtrain.distributed.settings import SPECS
 
     options = [_spec_option(spec) for spec in SPECS] + [
-        option("--set", "set_pairs", multiple=True, metavar="NAME=VALUE",
+        option("--set", "set_pairs", multiple=True, metavar="NAME=VALUE", envvar="DTRAIN_SET",
                help="Override a setting or one of the job's hyperparameters (a class attribute "
                     "such as lr = 0.1); repeatable."),
-        option("--settings", "settings_file", type=click.Path(exists=True, dir_okay=False),
+        option("--settings", "settings_file", envvar="DTRAIN_SETTINGS",
+               type=click.Path(exists=True, dir_okay=False),
                default=None, help="TOML, YAML or JSON file of settings and hyperparameters "
                                   "(options and --set override it)."),
     ]

@@ -37,7 +37,10 @@ class Job:
     """Subclass this in a training script: set settings as class attributes, define builders.
 
     Required: ``model()``, ``loss(output, target)``, ``optimizer(model)``, ``train_data()``.
-    Optional: ``scheduler(optimizer)``, ``val_data()``, ``metrics(output, target)``.
+    Optional: ``scheduler(optimizer)``, ``val_data()``, ``metrics(output, target)``,
+    ``phases(model)``, ``finish(model, out)`` and the hooks ``before_step(model, optimizer)``
+    and ``on_epoch_end(record, model)`` (return True to stop). Plain class attributes that are
+    not settings are the job's hyperparameters (overridable like settings).
     Data methods return ``(inputs, targets)`` arrays, a ``dtrain.data.TensorDataset`` or any
     ``Dataset``; arrays may be memory-mapped, since each process opens the data itself.
     """
