@@ -96,6 +96,10 @@ def test_yaml_settings_file_and_bad_files_say_what_is_wrong(monkeypatch, tmp_pat
     good = tmp_path / "run.yaml"
     good.write_text("epochs: 3\nlr: 0.01\n")
     assert _parsed(monkeypatch, "--settings", str(good)).overrides == {"epochs": 3, "lr": 0.01}
+    assert _parsed(monkeypatch, env={"DTRAIN_SET": "lr=0.3 hidden=6"}).overrides == \
+        {"lr": "0.3", "hidden": "6"}
+    assert _parsed(monkeypatch, env={"DTRAIN_SETTINGS": str(good)}).overrides == \
+        {"epochs": 3, "lr": 0.01}
     bad = tmp_path / "run.ini"
     bad.write_text("epochs=3\n")
     result = CliRunner().invoke(main, ["launch", "--settings", str(bad), JOBS])
