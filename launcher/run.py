@@ -159,7 +159,8 @@ def run(config: RunConfig):
             board = TensorBoardLog(os.path.join(config.out, TENSORBOARD))
         if config.metrics_port is not None:
             monitor = _start_monitor(config)
-        if config.workers > 0 or config.remote_workers > 0 or started > 0:
+        distributed = config.workers > 0 or config.remote_workers > 0 or started > 0
+        if distributed and not _finished(resume_state, settings):
             from dtrain.distributed.coordinator import ZmqExecutor
 
             server_keys, client_keys = _keys(config)
@@ -251,6 +252,14 @@ def run(config: RunConfig):
             procs.close()
         if config.starter is not None:
             config.starter.close()
+
+
+def _finished(state: dict | None, settings) -> bool:
+    """True when a checkpoint's run has nothing left to train (no workers are started then)."""
+    if state is None:
+        return False
+    steps_done = bool(settings.max_steps) and state["step"] >= settings.max_steps
+    return bool(state.get("stopped")) or state["epoch"] >= settings.epochs or steps_done
 
 
 def _start_monitor(config: RunConfig):

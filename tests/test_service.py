@@ -142,12 +142,13 @@ def test_resume_takes_the_final_checkpoint_and_says_when_the_run_is_finished(tmp
     first = _launch("--workers", "0", "--job", "Cosine", "--epochs", "2", "--max-steps", "6",
                     "--checkpoint-every", "5", "--out", out, JOBS)
     assert first.returncode == 0, first.stderr
-    again = _launch("--workers", "0", "--job", "Cosine", "--epochs", "2", "--max-steps", "6",
+    again = _launch("--workers", "2", "--job", "Cosine", "--epochs", "2", "--max-steps", "6",
                     "--resume", out, JOBS)
     assert again.returncode == 0, again.stderr
     assert "resumed at step 6" in again.stderr  # the final checkpoint, not step-5
     assert "already finished at step 6" in again.stderr
     assert "done: nothing to train" in again.stderr and "; ;" not in again.stderr
+    assert "started 2 local worker" not in again.stderr  # no workers for nothing
     more = _launch("--workers", "0", "--job", "Cosine", "--epochs", "2", "--resume", out, JOBS)
     assert more.returncode == 0, more.stderr
     steps = [r["step"] for r in _metrics(out) if r["type"] == "step"]
