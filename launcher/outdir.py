@@ -18,7 +18,8 @@ FINAL = "checkpoint.dtrain"
 CHECKPOINTS = "checkpoints"
 CSV = "metrics.csv"
 TENSORBOARD = "tensorboard"
-OUTPUTS = (METRICS, CSV, FINAL, CHECKPOINTS, TENSORBOARD)
+SETTINGS = "settings.json"  # the run's effective settings: --settings OUT/settings.json repeats it
+OUTPUTS = (METRICS, CSV, FINAL, CHECKPOINTS, TENSORBOARD, SETTINGS)
 
 
 class OutDirError(ValueError):
@@ -86,3 +87,16 @@ def trim_metrics(path: str, step: int, epoch: int) -> None:
     with open(tmp, "w", encoding="utf-8") as f:
         f.writelines(line if line.endswith("\n") else line + "\n" for line in kept)
     os.replace(tmp, path)
+
+
+def write_settings(out: str, settings) -> str:
+    """Write the run's effective settings and hyperparameters as a flat settings file."""
+    values = settings.to_dict()
+    values.update(values.pop("hyperparameters"))
+    path = os.path.join(out, SETTINGS)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(values, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path

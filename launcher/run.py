@@ -37,6 +37,7 @@ from .outdir import (
     prepare_out,
     resumed_dir,
     trim_metrics,
+    write_settings,
 )
 from .preflight import check_job
 from .progress import Progress
@@ -139,6 +140,7 @@ def run(config: RunConfig):
         check_job(job, settings)  # a broken job fails here, in a second, before any worker
         if config.out:
             prepare_out(config.out, config.resume, config.overwrite)
+            write_settings(config.out, settings)
     except OutDirError as e:
         raise LaunchError(str(e)) from None
     if config.out and resume_state is not None:

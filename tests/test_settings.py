@@ -144,6 +144,11 @@ def test_command_line_overrides_reach_the_job_in_every_process(tmp_path):
          "--settings", str(settings_file), "--out", str(out), JOBS],
         capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
+    repeat = json.loads((out / "settings.json").read_text())  # --settings repeats the run
+    assert (repeat["epochs"], repeat["hidden"], repeat["lr"], repeat["dtype"]) == \
+        (2, 4, 0.05, "float64")
+    saved = dtrain.load(out / "checkpoint.dtrain")["settings"]
+    assert Cosine().settings(**repeat).to_dict() == saved
     seen = json.loads((out / "seen.json").read_text())
     assert seen == {"epochs": 2, "lr": 0.05, "hidden": 4, "dtype": "float64", "shuffle": True}
     epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
