@@ -135,8 +135,9 @@ def equal(a, b) -> bool:
     return a.equal(b)
 
 
-from .distributed.job import Job, Settings
+from .distributed.job import EarlyStopping, Job, Settings
 from .distributed.phases import Phase
+from .inference import load_trained, predict
 
 
 def __getattr__(name: str):

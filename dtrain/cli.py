@@ -6,14 +6,51 @@ import json
 import logging
 import os
 import sys
+import traceback
 
 import click
+
+
+def option(*param_decls, **attrs):
+    """``click.option`` that lists its DTRAIN_* environment variable in --help."""
+    return click.option(*param_decls, show_envvar=True, **attrs)
+
+
+# Options of other launchers that users type from habit, with what dtrain takes instead.
+FOREIGN_OPTIONS = {
+    "-np": "mpirun's and horovodrun's process count",
+    "--np": "mpirun's process count",
+    "--nproc_per_node": "torchrun's processes per node",
+    "--nproc-per-node": "torchrun's processes per node",
+    "--num_processes": "accelerate's process count",
+    "--num-processes": "accelerate's process count",
+    "--num_gpus": "deepspeed's GPU count",
+    "--nnodes": "torchrun's node count",
+}
+
+
+class LaunchCommand(click.Command):
+    """A command that explains other launchers' options instead of misparsing them."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        for arg in args:
+            if arg == "--":
+                break
+            flag = arg.split("=", 1)[0]
+            if flag in FOREIGN_OPTIONS:
+                raise click.UsageError(
+                    f"{flag} is {FOREIGN_OPTIONS[flag]}; dtrain {self.name} takes -n/--workers N "
+                    "(worker processes on this machine; each computes micro-shards on the CPU) "
+                    "and --hostfile FILE for other machines", ctx)
+        return super().parse_args(ctx, args)
+
 
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
 
 
-def _setup_logging(verbose: int) -> None:
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+def _setup_logging(verbose: int, quiet: bool = False) -> None:
+    """INFO by default (what the run is doing), DEBUG with -vv, warnings only with -q."""
+    level = logging.WARNING if quiet else logging.INFO if verbose <= 1 else logging.DEBUG
     logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
 
 
@@ -27,23 +64,32 @@ def main() -> None:
 def _run_options(func):
     """Options of every command that runs a coordinator: outputs, resume, metrics, verbosity."""
     options = [
-        click.option("--out", type=click.Path(file_okay=False), default=None,
-                     help="Directory for metrics.jsonl, checkpoints and checkpoint.dtrain "
-                          "[default: the --resume directory, else runs/SCRIPT]."),
-        click.option("--resume", type=click.Path(exists=True, file_okay=False), default=None,
-                     help="Continue from the newest valid checkpoint of an earlier run's "
-                          "--out DIR."),
-        click.option("--metrics-port", type=click.IntRange(min=0, max=65535), default=None,
-                     help="Serve Prometheus /metrics and a JSON /status on this port "
-                          "(0: any free)."),
-        click.option("--metrics-host", default="127.0.0.1", show_default=True,
-                     help="Interface for the metrics/status server."),
-        click.option("--progress/--no-progress", default=True, show_default=True,
-                     help="Show a progress bar on stderr (one line per epoch is always shown)."),
-        click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug)."),
+        option("--out", type=click.Path(file_okay=False), default=None,
+               help="Directory for metrics.jsonl, checkpoints and checkpoint.dtrain; must be "
+                    "empty or new unless --resume or --overwrite [default: the --resume "
+                    "directory, else runs/SCRIPT]."),
+        option("--resume", type=click.Path(exists=True, file_okay=False), default=None,
+               help="Continue from the newest valid checkpoint (the final one included) of an "
+                    "earlier run's --out DIR."),
+        option("--overwrite", is_flag=True,
+               help="Replace an earlier run's outputs in --out (metrics, checkpoints) instead "
+                    "of refusing to mix runs."),
+        option("--tensorboard", is_flag=True,
+               help="Also write TensorBoard event files to OUT/tensorboard (needs "
+                    "dtrain[tensorboard])."),
+        option("--metrics-port", type=click.IntRange(min=0, max=65535), default=None,
+               help="Serve Prometheus /metrics and a JSON /status on this port (0: any free)."),
+        option("--metrics-host", default="127.0.0.1", show_default=True,
+               help="Interface for the metrics/status server."),
+        option("--progress/--no-progress", default=True, show_default=True,
+               help="Show a progress bar on stderr (the per-epoch lines are printed either "
+                    "way)."),
+        option("-v", "--verbose", count=True,
+               help="-v: tracebacks of errors; -vv: also debug log lines."),
+        option("-q", "--quiet", is_flag=True, help="Only warnings and errors in the log."),
     ]
-    for option in reversed(options):
-        func = option(func)
+    for opt in reversed(options):
+        func = opt(func)
     return func
 
 
@@ -52,66 +98,94 @@ def _default_out(script: str, out: str | None, resume: str | None) -> str:
     return out or resume or os.path.join("runs", os.path.splitext(os.path.basename(script))[0])
 
 
+def _spec_option(spec):
+    """The command-line option of one declared setting (None: keep the job's value)."""
+    flag = "--" + spec.name.replace("_", "-")
+    text = f"{spec.help} [default: the job's, else {spec.default!r}]"
+    if spec.type is bool:
+        return option(f"{flag}/--no-{flag[2:]}", spec.name, default=None, help=text)
+    if spec.choices:
+        kind = click.Choice(spec.choices)
+    elif spec.type is int:
+        kind = click.IntRange(min=spec.low) if spec.low is not None else click.INT
+    elif spec.type is float:
+        kind = click.FloatRange(min=spec.low, min_open=spec.low_open) \
+            if spec.low is not None else click.FLOAT
+    else:
+        kind = click.STRING
+    return option(flag, spec.name, type=kind, default=None, help=text)
+
+
 def _settings_options(func):
-    """The job settings a command line may override (None: keep the script's value)."""
-    options = [
-        click.option("--epochs", type=click.IntRange(min=0), default=None,
-                     help="Number of epochs (overrides the job's setting)."),
-        click.option("--batch-size", type=click.IntRange(min=1), default=None,
-                     help="Global mini-batch size (overrides the job's setting)."),
-        click.option("--micro-shards", type=click.IntRange(min=1), default=None,
-                     help="Micro-shards per mini-batch; fixes the result for any worker count."),
-        click.option("--seed", type=click.IntRange(min=0), default=None,
-                     help="Seed of init, data order and dropout (overrides the job's setting)."),
-        click.option("--max-steps", type=click.IntRange(min=0), default=None,
-                     help="Stop after this many optimizer steps (0: no limit)."),
-        click.option("--checkpoint-every", type=click.IntRange(min=0), default=None,
-                     help="Also checkpoint every N steps (always at epoch ends with --out)."),
-        click.option("--threads", type=click.IntRange(min=1), default=None,
-                     help="BLAS threads per computing process (equal everywhere)."),
-        click.option("--shared-memory/--no-shared-memory", default=None,
-                     help="Exchange arrays with workers on this machine through /dev/shm "
-                          "[default: on]; off, every array goes over the socket."),
+    """Every declared job setting as an option, plus --set NAME=VALUE and --settings FILE."""
+    from dtrain.distributed.settings import SPECS
+
+    options = [_spec_option(spec) for spec in SPECS] + [
+        option("--set", "set_pairs", multiple=True, metavar="NAME=VALUE", envvar="DTRAIN_SET",
+               help="Override a setting or one of the job's hyperparameters (a class attribute "
+                    "such as lr = 0.1); repeatable."),
+        option("--settings", "settings_file", envvar="DTRAIN_SETTINGS",
+               type=click.Path(exists=True, dir_okay=False),
+               default=None, help="TOML, YAML or JSON file of settings and hyperparameters "
+                                  "(options and --set override it)."),
     ]
-    for option in reversed(options):
-        func = option(func)
+    for opt in reversed(options):
+        func = opt(func)
     return func
 
 
-@main.command()
+def _overrides(settings: dict) -> dict:
+    """Settings file, then --set pairs, then explicit options: the later wins."""
+    from dtrain.launcher.settings_file import (
+        SettingsFileError,
+        parse_set_pairs,
+        read_settings_file,
+    )
+
+    path, pairs = settings.pop("settings_file", None), settings.pop("set_pairs", ())
+    try:
+        merged = read_settings_file(path) if path else {}
+        merged.update(parse_set_pairs(pairs))
+    except SettingsFileError as e:
+        raise click.UsageError(str(e)) from None
+    merged.update({k: v for k, v in settings.items() if v is not None})
+    return merged
+
+
+@main.command(cls=LaunchCommand)
 @click.argument("script", type=click.Path(exists=True, dir_okay=False))
-@click.option("-n", "--workers", type=click.IntRange(min=0), default=2, show_default=True,
+@option("-n", "--workers", type=click.IntRange(min=0), default=2, show_default=True,
               help="Worker processes to start on this machine (0: train in-process).")
-@click.option("--job", "job_name", default=None, help="Job class to run when SCRIPT has several.")
-@click.option("--bind", default="tcp://127.0.0.1:0", show_default=True,
+@option("--job", "job_name", default=None, help="Job class to run when SCRIPT has several.")
+@option("--bind", default="tcp://127.0.0.1:0", show_default=True,
               help="Address the coordinator listens on (port 0: any free port).")
-@click.option("--max-restarts", type=click.IntRange(min=0), default=0, show_default=True,
+@option("--max-restarts", type=click.IntRange(min=0), default=0, show_default=True,
               help="Times a crashed local worker is restarted before the run fails.")
-@click.option("--insecure", is_flag=True,
+@option("--insecure", is_flag=True,
               help="Turn CURVE encryption off (debugging only; prints a warning).")
-@click.option("--hostfile", type=click.Path(exists=True, dir_okay=False), default=None,
+@option("--hostfile", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Also start workers over ssh on these hosts ('HOST slots=N' per line).")
-@click.option("--ssh-command", default="ssh -o BatchMode=yes", show_default=True,
+@option("--ssh-command", default="ssh -o BatchMode=yes", show_default=True,
               help="Runs a command on a host; called as: SSH_COMMAND HOST COMMAND.")
-@click.option("--remote-python", default="python3", show_default=True,
+@option("--remote-python", default="python3", show_default=True,
               help="Python with dtrain installed, on the hostfile's hosts.")
-@click.option("--remote-workdir", default=None,
+@option("--remote-workdir", default=None,
               help="Directory on the hosts that SCRIPT is relative to [default: this one].")
-@click.option("--slurm/--no-slurm", default=None,
+@option("--slurm/--no-slurm", default=None,
               help="srun task 0 coordinates, the others are workers [default: on when "
                    "SLURM_PROCID is set].")
-@click.option("--port", type=click.IntRange(min=1, max=65535), default=29500, show_default=True,
+@option("--port", type=click.IntRange(min=1, max=65535), default=29500, show_default=True,
               help="Coordinator port under Slurm.")
-@click.option("--keys", "keys_dir", type=click.Path(exists=True, file_okay=False), default=None,
+@option("--keys", "keys_dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="dtrain keygen directory, needed by Slurm tasks (on a shared filesystem).")
 @_run_options
 @_settings_options
 def launch(script, workers, job_name, out, bind, max_restarts, insecure, resume, metrics_port,
            metrics_host, hostfile, ssh_command, remote_python, remote_workdir, slurm, port,
-           keys_dir, progress, verbose, **settings):
+           keys_dir, progress, verbose, quiet, overwrite, tensorboard, **settings):
     """Train SCRIPT with a coordinator here and WORKERS local worker processes (plus hostfile
     workers over ssh; under srun, task 0 coordinates and the other tasks are workers)."""
-    _setup_logging(verbose)
+    _setup_logging(verbose, quiet)
     from dtrain.launcher.run import RunConfig, run
     from dtrain.process import set_process_title
 
@@ -133,11 +207,12 @@ def launch(script, workers, job_name, out, bind, max_restarts, insecure, resume,
     out = _default_out(script, out, resume)
     config = RunConfig(job=script, workers=workers, job_name=job_name, out=out, bind=bind,
                        max_restarts=max_restarts, progress=progress, epoch_lines=True,
-                       resume=resume, insecure=insecure, metrics_port=metrics_port,
-                       metrics_host=metrics_host, keys_dir=keys_dir,
-                       remote_workers=cluster.get("remote_workers", 0),
+                       resume=resume,
+                       overwrite=overwrite, tensorboard=tensorboard,
+                       insecure=insecure, metrics_port=metrics_port, metrics_host=metrics_host,
+                       keys_dir=keys_dir, remote_workers=cluster.get("remote_workers", 0),
                        job_id=cluster.get("job_id"), starter=cluster.get("starter"),
-                       overrides={k: v for k, v in settings.items() if v is not None})
+                       overrides=_overrides(settings))
     _run_or_exit("dtrain launch", config, run, verbose, out)
 
 
@@ -209,28 +284,34 @@ def _run_worker(config) -> None:
         code = worker_main(config)
     except KeyboardInterrupt:
         code = 130
+    except Exception as e:  # noqa: BLE001 - the job's script failed to load: say where, once
+        from dtrain.launcher.errors import describe
+
+        click.echo(f"dtrain worker: error: {describe(e, config.script)}", err=True)
+        code = 1
     sys.exit(code)
 
 
-@main.command()
+@main.command(cls=LaunchCommand)
 @click.argument("script", type=click.Path(exists=True, dir_okay=False))
-@click.option("--bind", default="tcp://0.0.0.0:29500", show_default=True,
+@option("--bind", default="tcp://0.0.0.0:29500", show_default=True,
               help="Address to listen on for workers.")
-@click.option("--workers", "remote_workers", type=click.IntRange(min=1), default=1,
+@option("--workers", "remote_workers", type=click.IntRange(min=1), default=1,
               show_default=True, help="Workers to wait for before the first step.")
-@click.option("--job", "job_name", default=None, help="Job class to run when SCRIPT has several.")
-@click.option("--job-id", default=None, help="Fixed job id (default: new, or the checkpoint's).")
-@click.option("--keys", "keys_dir", type=click.Path(exists=True, file_okay=False), default=None,
+@option("--job", "job_name", default=None, help="Job class to run when SCRIPT has several.")
+@option("--job-id", default=None, help="Fixed job id (default: new, or the checkpoint's).")
+@option("--keys", "keys_dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="Directory with coordinator.key_secret and allowed workers' *.key files.")
-@click.option("--allow", "allow_dir", type=click.Path(exists=True, file_okay=False),
+@option("--allow", "allow_dir", type=click.Path(exists=True, file_okay=False),
               default=None, help="Directory of allowed worker public keys (default: --keys).")
-@click.option("--insecure", is_flag=True, help="No CURVE encryption (debugging only).")
+@option("--insecure", is_flag=True, help="No CURVE encryption (debugging only).")
 @_run_options
 @_settings_options
 def coordinator(script, bind, remote_workers, job_name, job_id, keys_dir, allow_dir, insecure,
-                out, resume, metrics_port, metrics_host, progress, verbose, **settings):
+                out, resume, metrics_port, metrics_host, progress, verbose, quiet, overwrite,
+                tensorboard, **settings):
     """Coordinate SCRIPT's training for workers started elsewhere (dtrain worker --connect)."""
-    _setup_logging(verbose)
+    _setup_logging(verbose, quiet)
     from dtrain.launcher.run import RunConfig, run
     from dtrain.process import set_process_title
 
@@ -239,10 +320,12 @@ def coordinator(script, bind, remote_workers, job_name, job_id, keys_dir, allow_
         _warn_insecure()
     out = _default_out(script, out, resume)
     config = RunConfig(job=script, workers=0, remote_workers=remote_workers, job_name=job_name,
-                       out=out, bind=bind, progress=progress, epoch_lines=True, resume=resume,
-                       insecure=insecure, job_id=job_id, keys_dir=keys_dir, allow_dir=allow_dir,
+                       out=out, bind=bind, progress=progress, epoch_lines=True,
+                       resume=resume, insecure=insecure,
+                       overwrite=overwrite, tensorboard=tensorboard,
+                       job_id=job_id, keys_dir=keys_dir, allow_dir=allow_dir,
                        metrics_port=metrics_port, metrics_host=metrics_host,
-                       overrides={k: v for k, v in settings.items() if v is not None})
+                       overrides=_overrides(settings))
     _run_or_exit("dtrain coordinator", config, run, verbose, out)
 
 
@@ -250,24 +333,38 @@ def _run_or_exit(what: str, config, run, verbose: int, out: str) -> None:
     """Run, turning failures into a message and an exit code."""
     try:
         _, history = run(config)
-    except KeyboardInterrupt:
-        click.echo(f"\n{what}: interrupted; all worker processes stopped", err=True)
+    except KeyboardInterrupt as e:
+        detail = f" ({e})" if str(e) and not str(e).startswith("received signal") else ""
+        click.echo(f"\n{what}: interrupted{detail}; all worker processes stopped", err=True)
         sys.exit(130)
-    except Exception as e:
-        if verbose >= 2:
-            raise
-        click.echo(f"{what}: error: {e}", err=True)
+    except Exception as e:  # noqa: BLE001 - any failure becomes a message and exit code 1
+        from dtrain.launcher.errors import describe
+
+        if verbose >= 1:
+            traceback.print_exc()
+        text = describe(e, config.job)
+        hint = " (-v shows the whole traceback)" if "\n" in text and not verbose else ""
+        click.echo(f"{what}: error: {text}{hint}", err=True)
         sys.exit(1)
-    last = history.epochs[-1] if history.epochs else (history.steps[-1] if history.steps else {})
-    summary = ", ".join(f"{k} {v:.4f}" for k, v in last.items()
-                        if k.startswith(("val_", "train_loss")) and isinstance(v, float))
-    click.echo(f"done: {len(history.steps)} steps; {summary}; outputs in {out}", err=True)
+    click.echo(_summary(history, out), err=True)
+
+
+def _summary(history, out: str) -> str:
+    """The last line of a run: steps taken, the final losses and metrics, where outputs are."""
+    if not history.steps:
+        return f"done: nothing to train; outputs in {out}"
+    last = history.epochs[-1] if history.epochs else history.steps[-1]
+    values = ", ".join(f"{k} {v:.4f}" for k, v in last.items()
+                       if k.startswith(("val_", "train_loss")) and isinstance(v, float))
+    if not values and "loss" in last:
+        values = f"loss {last['loss']:.4f}"
+    return f"done: {len(history.steps)} steps; {values}; outputs in {out}"
 
 
 @main.command()
 @click.argument("address")
-@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON status.")
-@click.option("--timeout", type=float, default=5.0, show_default=True,
+@option("--json", "as_json", is_flag=True, help="Print the raw JSON status.")
+@option("--timeout", type=float, default=5.0, show_default=True,
               help="Seconds to wait for the coordinator.")
 def status(address, as_json, timeout):
     """Show the live state of a run: ADDRESS is the coordinator's --metrics-port (HOST:PORT)."""
@@ -287,7 +384,7 @@ def _warn_insecure() -> None:
 
 @main.command()
 @click.argument("directory", type=click.Path(file_okay=False))
-@click.option("--name", "names", multiple=True, default=("coordinator", "worker"),
+@option("--name", "names", multiple=True, default=("coordinator", "worker"),
               show_default=True, help="Key pairs to create (repeat the option for several).")
 def keygen(directory, names):
     """Write CURVE key pairs (NAME.key public, NAME.key_secret private) into DIRECTORY."""
@@ -299,22 +396,23 @@ def keygen(directory, names):
 
 @main.command()
 @click.argument("script", type=click.Path(exists=True, dir_okay=False))
-@click.option("--connect", envvar="DTRAIN_COORDINATOR", default=None,
+@option("--connect", envvar="DTRAIN_COORDINATOR", default=None,
               help="Coordinator address, e.g. tcp://10.0.0.1:29500 [env: DTRAIN_COORDINATOR; "
                    "under srun: the step's first node, port DTRAIN_PORT or 29500].")
-@click.option("--rank", type=click.IntRange(min=0), default=None,
+@option("--rank", type=click.IntRange(min=0), default=None,
               help="This worker's number (names it in logs and ps) [default: RANK, "
                    "SLURM_PROCID or JOB_COMPLETION_INDEX, else 0].")
-@click.option("--job", "job_name", default=None, help="Job class to run when SCRIPT has several.")
-@click.option("--job-id", default="", help="Id of the run to join (checked on every message).")
-@click.option("--name", default="", help="Worker name in the coordinator's logs.")
-@click.option("--keys", "keys_dir", type=click.Path(exists=True, file_okay=False), default=None,
+@option("--job", "job_name", default=None, help="Job class to run when SCRIPT has several.")
+@option("--job-id", default="", help="Id of the run to join (checked on every message).")
+@option("--name", default="", help="Worker name in the coordinator's logs.")
+@option("--keys", "keys_dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="Directory with worker.key_secret and coordinator.key (dtrain keygen).")
-@click.option("--insecure", is_flag=True, help="No CURVE encryption (debugging only).")
-@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@option("--insecure", is_flag=True, help="No CURVE encryption (debugging only).")
+@option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 def worker(script, connect, rank, job_name, job_id, name, keys_dir, insecure, verbose):
     """Join the coordinator at CONNECT and compute micro-shard gradients for SCRIPT's job."""
-    _setup_logging(verbose)
+    logging.basicConfig(level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)],
+                        format=LOG_FORMAT, stream=sys.stderr)
     from dtrain.launcher.env import EnvError, coordinator_address, normalize_address, worker_rank
     from dtrain.launcher.slurm import SlurmError
     from dtrain.workers.worker import WorkerConfig
@@ -347,16 +445,16 @@ def _shape_option(ctx, param, value):
 
 @main.command()
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
-@click.option("--script", required=True, type=click.Path(exists=True, dir_okay=False),
+@option("--script", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Training script whose Job builds the model.")
-@click.option("--onnx", "out", required=True, type=click.Path(dir_okay=False),
+@option("--onnx", "out", required=True, type=click.Path(dir_okay=False),
               help="Where to write the ONNX model.")
-@click.option("--job", "job_name", default=None, help="Job class to use when SCRIPT has several.")
-@click.option("--input-shape", callback=_shape_option, default=None,
+@option("--job", "job_name", default=None, help="Job class to use when SCRIPT has several.")
+@option("--input-shape", callback=_shape_option, default=None,
               help="Example input shape, e.g. 1,64 [default: one sample of train_data()].")
-@click.option("--opset", type=click.IntRange(min=13), default=17, show_default=True,
+@option("--opset", type=click.IntRange(min=13), default=17, show_default=True,
               help="ONNX opset version.")
-@click.option("--dynamic-batch/--static-batch", default=True, show_default=True,
+@option("--dynamic-batch/--static-batch", default=True, show_default=True,
               help="Make dim 0 of inputs and outputs a symbolic batch size.")
 def export(checkpoint, script, out, job_name, input_shape, opset, dynamic_batch):
     """Export SCRIPT's model with CHECKPOINT's weights to an ONNX file."""
@@ -372,12 +470,12 @@ def export(checkpoint, script, out, job_name, input_shape, opset, dynamic_batch)
 
 
 @main.command()
-@click.argument("metrics", nargs=-1, required=True,
-                type=click.Path(exists=True, dir_okay=False))
-@click.option("-o", "--out", default="curves.png", show_default=True,
-              type=click.Path(dir_okay=False), help="PNG file to write.")
+@click.argument("metrics", nargs=-1, required=True, type=click.Path(exists=True))
+@option("-o", "--out", default="curves.png", show_default=True,
+        type=click.Path(dir_okay=False), help="Image to write: .png, .svg or .pdf.")
 def plot(metrics, out):
-    """Plot loss, validation metric and learning rate of one or more metrics.jsonl files."""
+    """Plot loss, validation metric and learning rate of runs: metrics.jsonl files or run
+    directories."""
     from dtrain.plot import plot_metrics
 
     try:
@@ -385,3 +483,31 @@ def plot(metrics, out):
     except (ImportError, ValueError, OSError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"wrote {out}")
+
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True))
+@option("--script", required=True, type=click.Path(exists=True, dir_okay=False),
+        help="Training script whose Job builds the model.")
+@option("--input", "inputs", required=True, type=click.Path(exists=True, dir_okay=False),
+        help="A .npy file of input samples (first axis: samples).")
+@option("-o", "--output", default="predictions.npy", show_default=True,
+        type=click.Path(dir_okay=False), help="Where to write the outputs (.npy).")
+@option("--job", "job_name", default=None, help="Job class to use when SCRIPT has several.")
+@option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True,
+        help="Samples per forward pass.")
+def predict(run, script, inputs, output, job_name, batch_size):
+    """Run the final model of RUN (a run directory or checkpoint) on the samples in --input."""
+    import numpy as np
+
+    from dtrain.inference import load_trained
+    from dtrain.inference import predict as run_model
+
+    try:
+        model = load_trained(run, script, job_name)
+        x = np.load(inputs, allow_pickle=False)
+        y = run_model(model, x, batch_size)
+        np.save(output, y, allow_pickle=False)
+    except (ValueError, OSError, RuntimeError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"wrote {output}: outputs of shape {y.shape} for {len(x)} samples")

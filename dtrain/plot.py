@@ -1,4 +1,5 @@
-"""``dtrain plot``: training curves from metrics.jsonl files as one PNG (needs ``dtrain[plot]``).
+"""``dtrain plot``: training curves from metrics.jsonl files (or run directories) as one PNG, SVG
+or PDF image (needs ``dtrain[plot]``).
 
 Three panels against the optimizer step: the loss of every step, the validation metric of every
 epoch (accuracy when the runs report it, else loss) and the learning rate of every param group.
@@ -143,11 +144,36 @@ def figure(runs: list[Run]):
     return fig
 
 
+FORMATS = ("png", "svg", "pdf")
+
+
+def output_format(out) -> str:
+    """The image format ``out``'s extension asks for (png, svg or pdf)."""
+    suffix = os.path.splitext(os.fspath(out))[1].lower().lstrip(".")
+    if suffix not in FORMATS:
+        raise ValueError(f"cannot write {os.fspath(out)!r}: name the file .png, .svg or .pdf")
+    return suffix
+
+
+def metrics_path(path) -> str:
+    """A metrics.jsonl file, or the one inside a run directory."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        inner = os.path.join(path, "metrics.jsonl")
+        if not os.path.isfile(inner):
+            raise MetricsError(f"{path} is a directory without metrics.jsonl: pass a run's "
+                               "--out directory or a metrics.jsonl file")
+        return inner
+    return path
+
+
 def plot_metrics(paths, out) -> str:
-    """Draw the runs in ``paths`` (metrics.jsonl files) into the PNG ``out``; returns its path."""
+    """Draw the runs in ``paths`` (metrics.jsonl files or run directories) into ``out``, as
+    PNG, SVG or PDF by its extension; returns its path."""
+    fmt = output_format(out)
     require_matplotlib()
-    fig = figure(read_runs(paths))
-    fig.savefig(os.fspath(out), dpi=DPI, format="png")
+    fig = figure(read_runs([metrics_path(p) for p in paths]))
+    fig.savefig(os.fspath(out), dpi=DPI, format=fmt)
     return os.fspath(out)
 
 

@@ -1,7 +1,7 @@
 """Workers on other machines, started over ssh from a hostfile, supervised and stopped with the run.
 
 A hostfile lists one host per line with its worker count (``node1 slots=4``; Horovod's and
-DeepSpeed's convention). Each worker runs as ``ssh HOST 'cd WORKDIR && exec PYTHON -m
+DeepSpeed's convention; ``node1:4``, the form of Horovod's ``-H``, is accepted too). Each worker runs as ``ssh HOST 'cd WORKDIR && exec PYTHON -m
 dtrain.launcher.hostfile --serve -- PYTHON -m dtrain worker ...'``. The small ``--serve`` wrapper on
 the remote side reads one JSON line of environment (the CURVE keys of this run and the BLAS
 thread pins) from its stdin, starts the worker with it, and kills the worker as soon as stdin
@@ -38,6 +38,7 @@ DEFAULT_SSH = "ssh -o BatchMode=yes"
 BLAS_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                   "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 _HOST = re.compile(r"^[A-Za-z0-9_.@:%\[\]-]+$")
+_HOST_SLOTS = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<name>[^:\[\]]+)):(?P<slots>\d+)$")
 _LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
@@ -63,12 +64,17 @@ def parse_hostfile(text: str, name: str = "hostfile") -> list[HostSlots]:
         if not words:
             continue
         where = f"{name}:{number}"
-        host = words[0]
+        host, slots = words[0], 1
+        colon = _HOST_SLOTS.match(host)  # Horovod's -H form, HOST:N, written into a hostfile
+        if colon:
+            host, slots = colon["v6"] or colon["name"], int(colon["slots"])
+            if slots < 1 or any(w.startswith(("slots=", "max_slots=")) for w in words[1:]):
+                raise HostfileError(f"{where}: {words[0]!r}: give a positive worker count once, "
+                                    f"as {host} slots=N or {host}:N")
         if host.startswith("-") or not _HOST.match(host):
             raise HostfileError(f"{where}: {host!r} is not a host name")
         if host in seen:
             raise HostfileError(f"{where}: host {host!r} is already listed on line {seen[host]}")
-        slots = 1
         for word in words[1:]:
             key, sep, value = word.partition("=")
             if key not in ("slots", "max_slots") or not sep:
@@ -167,7 +173,7 @@ class HostfileWorkers(Supervisor):
                 self.procs.append(proc)
                 self._spawn(proc)
                 rank += 1
-        log.warning("started %d workers on %d hosts over %r", rank, len(self.hosts),
+        log.info("started %d workers on %d hosts over %r", rank, len(self.hosts),
                     self.ssh_command)
 
     def _spawn(self, proc: WorkerProcess) -> None:

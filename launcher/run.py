@@ -10,14 +10,37 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
-import time
+import signal
+import threading
 from dataclasses import dataclass, field
 
-from dtrain.distributed.job import new_job_id, resolve_job
+from dtrain.distributed.job import (
+    MAIN_GUARD_FIX,
+    apply_settings,
+    importing_job,
+    new_job_id,
+    resolve_job,
+    unguarded_fit_line,
+)
 from dtrain.distributed.trainer import Trainer
 
-from .local import LocalWorkers, install_signal_handlers, restore_signal_handlers
+from .local import Interrupted, LocalWorkers
+from .loggers import TensorBoardLog, write_csv
+from .outdir import (
+    CHECKPOINTS,
+    CSV,
+    FINAL,
+    METRICS,
+    TENSORBOARD,
+    OutDirError,
+    check_out,
+    prepare_out,
+    resumed_dir,
+    trim_metrics,
+    write_settings,
+)
+from .preflight import check_job
+from .progress import Progress
 
 log = logging.getLogger("dtrain.launcher")
 
@@ -49,7 +72,10 @@ class RunConfig:
     monitor_address: str | None = None  # set by run(): where the monitor listens
     starter: object | None = None  # more workers (launcher.hostfile): .count, start(address,
     # job_id, client_keys, threads), poll() -> [(pid, code)], .procs, .failed, close()
-    overrides: dict = field(default_factory=dict)
+    overrides: dict = field(default_factory=dict)  # settings and hyperparameters by name
+    overwrite: bool = False  # replace an earlier run's outputs in ``out``
+    tensorboard: bool = False  # also write TensorBoard event files into OUT/tensorboard
+    epoch_lines: bool = False  # a line per epoch on stderr even without the progress bar
 
 
 class MetricsFile:
@@ -69,59 +95,29 @@ class MetricsFile:
             self.file.close()
 
 
-class Progress:
-    """A one-line progress display on stderr (a bar when it is a terminal, else periodic lines),
-    and one line per epoch, which batch logs (Slurm, kubectl logs) keep with or without it."""
+def _refuse_nested_run() -> None:
+    """A script being imported for its job (by a worker, or by dtrain launch) never trains."""
+    importing = importing_job()
+    if importing is not None:
+        raise LaunchError(f"dtrain.fit() was called while {importing} was being imported to "
+                          f"build its job: {MAIN_GUARD_FIX}")
 
-    def __init__(self, enabled: bool, steps_per_epoch: int, epochs: int,
-                 epoch_lines: bool = False):
-        self.enabled = enabled
-        self.epoch_lines = enabled or epoch_lines
-        self.per_epoch = steps_per_epoch
-        self.epochs = epochs
-        self.tty = sys.stderr.isatty()
-        self.last_line = 0.0
-        self.epoch_samples = [0, 0.0]  # samples and step seconds so far, for the epoch line
 
-    def step(self, r: dict) -> None:
-        self.epoch_samples[0] += r["samples"]
-        self.epoch_samples[1] += r["seconds"]
-        if not self.enabled:
-            return
-        done = r["batch"] + 1
-        width = 24
-        filled = int(width * done / max(self.per_epoch, 1))
-        text = (f"epoch {r['epoch'] + 1}/{self.epochs} [{'#' * filled}{'.' * (width - filled)}] "
-                f"step {r['step'] + 1} loss {r['loss']:.4f} {r['samples_per_s']:.0f} samples/s")
-        if self.tty:
-            sys.stderr.write("\r" + text)
-            sys.stderr.flush()
-        elif time.monotonic() - self.last_line > 5:
-            sys.stderr.write(text + "\n")
-            self.last_line = time.monotonic()
-
-    def epoch(self, r: dict) -> None:
-        samples, seconds = self.epoch_samples
-        self.epoch_samples = [0, 0.0]
-        if not self.epoch_lines:
-            return
-        parts = [f"epoch {r['epoch'] + 1}/{self.epochs}", f"train_loss {r['train_loss']:.4f}"]
-        if "val_loss" in r:
-            parts.append(f"val_loss {r['val_loss']:.4f}")
-        if "val_accuracy" in r:
-            parts.append(f"val_acc {100 * r['val_accuracy']:.2f}%")
-        lr = r["lr"]
-        parts.append("lr " + ", ".join(f"{v:.4g}" for v in lr))
-        if seconds > 0:
-            parts.append(f"{samples / seconds:.0f} samples/s")
-        sys.stderr.write(("\r" if self.tty else "") + "  ".join(parts) + "\n")
-        sys.stderr.flush()
+def _check_main_guard(script: str | None, workers: int) -> None:
+    """Refuse a script whose workers would each start a training of their own on import."""
+    if workers and script and os.path.isfile(script):
+        line = unguarded_fit_line(script)
+        if line is not None:
+            raise LaunchError(f"{script}:{line}: dtrain.fit() runs at the top level of the "
+                              f"script: {MAIN_GUARD_FIX}")
 
 
 def run(config: RunConfig):
     """Train; returns (model, history). Raises LaunchError (or the job's error) on failure."""
+    _refuse_nested_run()
     job, digest, script = resolve_job(config.job, config.job_name)
     settings = job.settings(**config.overrides)
+    apply_settings(job, settings)
     if config.workers < 0 or config.remote_workers < 0:
         raise ValueError(f"workers must be >= 0, got {config.workers}/{config.remote_workers}")
     if config.remote_workers and not (config.keys_dir or config.insecure):
@@ -130,35 +126,52 @@ def run(config: RunConfig):
     if config.workers > 0 and (script is None or not os.path.isfile(script)):
         raise LaunchError("worker processes need the job's source file; define the Job in a "
                           "file (a script or a module), or use workers=0")
+    if config.tensorboard and not config.out:
+        raise LaunchError("TensorBoard logs go to OUT/tensorboard: give an output directory")
+    started = config.starter.count if config.starter is not None else 0
+    _check_main_guard(script, config.workers + started)
     resume_state = None
     if config.resume:
         resume_state = _find_resume_state(config.resume)
         if config.out is None:
-            config.out = config.resume
-    if config.out:
-        os.makedirs(config.out, exist_ok=True)
-    metrics = MetricsFile(os.path.join(config.out, "metrics.jsonl") if config.out else None,
+            config.out = resumed_dir(config.resume)
+    try:
+        if config.out:
+            check_out(config.out, config.resume, config.overwrite)
+        check_job(job, settings)  # a broken job fails here, in a second, before any worker
+        if config.out:
+            prepare_out(config.out, config.resume, config.overwrite)
+            write_settings(config.out, settings)
+    except OutDirError as e:
+        raise LaunchError(str(e)) from None
+    if config.out and resume_state is not None:
+        trim_metrics(os.path.join(config.out, METRICS), resume_state["step"],
+                     resume_state["epoch"])
+    metrics = MetricsFile(os.path.join(config.out, METRICS) if config.out else None,
                           append=resume_state is not None)
     procs = None
     executor = None
     monitor = None
-    old_handlers = install_signal_handlers()
+    trainer = None
+    board = None
+    job_id = config.job_id or (resume_state or {}).get("job_id") or new_job_id()
+    stopper = GracefulStop(lambda: trainer)
+    stopper.install()
     try:
+        if config.tensorboard:
+            board = TensorBoardLog(os.path.join(config.out, TENSORBOARD))
         if config.metrics_port is not None:
-            from dtrain.distributed.monitor import Monitor
-
-            monitor = Monitor(config.metrics_port, config.metrics_host)
-            config.monitor_address = monitor.address
-        started = config.starter.count if config.starter is not None else 0
-        if config.workers > 0 or config.remote_workers > 0 or started > 0:
+            monitor = _start_monitor(config)
+        distributed = config.workers > 0 or config.remote_workers > 0 or started > 0
+        if distributed and not _finished(resume_state, settings):
             from dtrain.distributed.coordinator import Coordinator
 
-            job_id = config.job_id or (resume_state or {}).get("job_id") or new_job_id()
             server_keys, client_keys = _keys(config)
-            executor = Coordinator(config.bind, expected_workers=config.workers
-                                   + config.remote_workers + started, job_id=job_id,
+            expected = config.workers + config.remote_workers + started
+            executor = Coordinator(config.bind, expected_workers=expected, job_id=job_id,
                                    digest=digest, settings=settings, keys=server_keys)
-            log.info("coordinator of job %s listening on %s", job_id, executor.address)
+            log.info("coordinator of job %s listening on %s; waiting for %d worker(s)", job_id,
+                     executor.address, expected)
             if config.workers > 0:
                 procs = LocalWorkers(config.workers, executor.address, script, job_id,
                                      job_name=type(job).__name__, threads=settings.threads,
@@ -166,6 +179,7 @@ def run(config: RunConfig):
                                      env=client_keys.env() if client_keys else {},
                                      insecure=config.insecure)
                 procs.start()
+                log.info("started %d local worker process(es)", config.workers)
             if config.starter is not None:
                 config.starter.start(executor.address, job_id, client_keys, settings.threads)
             groups = [g for g in (procs, config.starter) if g is not None]
@@ -183,6 +197,8 @@ def run(config: RunConfig):
         def on_step(r):
             metrics.write("step", r)
             progress.step(r)
+            if board is not None:
+                board.step(r)
             if monitor is not None:
                 monitor.on_step(r)
                 publish()
@@ -190,20 +206,32 @@ def run(config: RunConfig):
         def on_epoch(r):
             metrics.write("epoch", r)
             progress.epoch(r)
+            if board is not None:
+                board.epoch(r)
+            if config.out:
+                write_csv(os.path.join(config.out, METRICS), os.path.join(config.out, CSV))
 
-        checkpoints = os.path.join(config.out, "checkpoints") if config.out else None
+        checkpoints = os.path.join(config.out, CHECKPOINTS) if config.out else None
         trainer = Trainer(job, settings, executor, on_step=on_step, on_epoch=on_epoch,
                           checkpoint_dir=checkpoints)
+        trainer.job_id = job_id  # in-process runs too: checkpoint retention goes by it
         if resume_state is not None:
             trainer.restore(resume_state)
-            log.warning("resumed at step %d (epoch %d, batch %d)", trainer.step, trainer.epoch,
-                        trainer.batch)
-        progress = Progress(config.progress, trainer.batches_per_epoch(), settings.epochs,
-                            config.epoch_lines)
+            log.info("resumed at step %d (epoch %d, batch %d)", trainer.step, trainer.epoch,
+                     trainer.batch)
+            if trainer.finished():
+                log.info("the run in %s already finished at step %d (epoch %d of %d): nothing "
+                         "to train; raise --epochs or --max-steps to train further",
+                         config.out, trainer.step, trainer.epoch, settings.epochs)
+        progress = Progress(config.progress, config.progress or config.epoch_lines,
+                            trainer.batches_per_epoch(), settings.epochs)
         if monitor is not None:
             monitor.publish(state="waiting for workers", job=type(job).__name__,
                             steps_per_epoch=trainer.batches_per_epoch(), epochs=settings.epochs)
-        history = trainer.run()
+        try:
+            history = trainer.run()
+        finally:
+            progress.close()
         if monitor is not None:
             monitor.publish(state="finished")
         job.finish(trainer.model, config.out)
@@ -211,11 +239,15 @@ def run(config: RunConfig):
             from dtrain.io import save
 
             save({"format": "dtrain-checkpoint", **trainer.state()},
-                 os.path.join(config.out, "checkpoint.dtrain"))
+                 os.path.join(config.out, FINAL))
+            metrics.close()
+            write_csv(os.path.join(config.out, METRICS), os.path.join(config.out, CSV))
         return trainer.model, history
     finally:
-        restore_signal_handlers(old_handlers)
+        stopper.restore()
         metrics.close()
+        if board is not None:
+            board.close()
         if monitor is not None:
             monitor.close()
         if executor is not None:
@@ -226,21 +258,92 @@ def run(config: RunConfig):
             config.starter.close()
 
 
+def _finished(state: dict | None, settings) -> bool:
+    """True when a checkpoint's run has nothing left to train (no workers are started then)."""
+    if state is None:
+        return False
+    steps_done = bool(settings.max_steps) and state["step"] >= settings.max_steps
+    return bool(state.get("stopped")) or state["epoch"] >= settings.epochs or steps_done
+
+
+def _start_monitor(config: RunConfig):
+    """The metrics/status server; a busy port names the option to change."""
+    from dtrain.distributed.monitor import Monitor
+
+    try:
+        monitor = Monitor(config.metrics_port, config.metrics_host)
+    except OSError as e:
+        raise LaunchError(f"--metrics-port {config.metrics_port}: cannot listen on "
+                          f"{config.metrics_host}:{config.metrics_port} ({e.strerror or e}); "
+                          "pass another port, or --metrics-port 0 for any free one") from None
+    config.monitor_address = monitor.address
+    return monitor
+
+
+class GracefulStop:
+    """Ctrl-C or SIGTERM: finish the current step, write a checkpoint, then stop.
+
+    A second signal (or one before training started) stops at once. Either way the caller's
+    cleanup reaps every process it started.
+    """
+
+    def __init__(self, get_trainer):
+        self.get_trainer = get_trainer
+        self.old = {}
+
+    def handle(self, signum, frame) -> None:
+        trainer = self.get_trainer()
+        if trainer is None or not trainer.training or trainer.stop_requested:
+            raise Interrupted(f"received signal {signum}")
+        trainer.stop_requested = True
+        log.warning("stopping after step %d and writing a checkpoint (press Ctrl-C again to "
+                    "stop at once)", trainer.step + 1)
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.old[sig] = signal.signal(sig, self.handle)
+
+    def restore(self) -> None:
+        for sig, handler in self.old.items():
+            signal.signal(sig, handler)
+
+
 def fit(job, workers: int = 0, *, out=None, job_name=None, progress: bool = False,
         max_restarts: int = 0, bind: str = "tcp://127.0.0.1:0", resume=None,
-        insecure: bool = False, **settings):
+        insecure: bool = False, overwrite: bool = False, tensorboard: bool = False,
+        **settings):
     """Train ``job`` (a Job, Job class or script path); returns (model, history).
 
     ``workers=0`` trains in this process; ``workers=N`` starts a coordinator here and N local
-    worker processes. Keyword settings (epochs, batch_size, micro_shards, seed, ...) override
-    the job's. The result is bit-identical for every value of ``workers``. With ``out`` a
-    directory gets metrics.jsonl, checkpoints and the final checkpoint; ``resume`` continues
-    from the newest valid checkpoint of such a directory. Local workers talk to the
-    coordinator over CURVE with ephemeral keys unless ``insecure=True``.
+    worker processes. The result is bit-identical for every value of ``workers``. Keyword
+    settings override the job's (listed below), as do keywords naming the job's own
+    hyperparameters (its plain class attributes); any other keyword is an error naming it.
+    With ``out`` a directory gets metrics.jsonl, checkpoints and the final checkpoint; it must
+    be new or empty unless ``resume`` (continue from the newest valid checkpoint of such a
+    directory) or ``overwrite=True``; ``tensorboard=True`` adds TensorBoard event files
+    there. Local workers talk to the coordinator over CURVE with
+    ephemeral keys unless ``insecure=True``. A script that calls ``fit`` with workers must do
+    so under ``if __name__ == "__main__":``.
+
+    Settings:
     """
     return run(RunConfig(job=job, workers=workers, job_name=job_name, out=out, bind=bind,
-                         max_restarts=max_restarts, progress=progress, resume=resume,
-                         insecure=insecure, overrides=settings))
+                         max_restarts=max_restarts, progress=progress, epoch_lines=progress,
+                         resume=resume, insecure=insecure, overwrite=overwrite,
+                         tensorboard=tensorboard,
+                         overrides=settings))
+
+
+def _document_settings(func) -> None:
+    from dtrain.distributed.settings import SPECS
+
+    lines = [f"        {s.name} ({s.type.__name__}, default {s.default!r}): {s.help}"
+             for s in SPECS]
+    func.__doc__ = func.__doc__.rstrip() + "\n" + "\n".join(lines) + "\n"
+
+
+_document_settings(fit)
 
 
 def _keys(config: RunConfig):
@@ -259,15 +362,26 @@ def _keys(config: RunConfig):
 
 
 def _find_resume_state(directory: str) -> dict:
-    """The newest valid checkpoint under ``directory`` (a run's out dir or its checkpoints/)."""
-    from dtrain.distributed.checkpoint import latest_checkpoint
+    """The newest valid checkpoint of a run: its checkpoints/ or its final checkpoint."""
+    from dtrain.distributed.checkpoint import latest_checkpoint, read_checkpoint
+    from dtrain.io import CheckpointError
 
-    for candidate in (os.path.join(directory, "checkpoints"), directory):
-        found = latest_checkpoint(candidate)
-        if found is not None:
-            log.info("resuming from %s", found[0])
-            return found[1]
-    raise LaunchError(f"no valid checkpoint to resume from in {directory}")
+    run_dir = resumed_dir(directory)
+    found = []
+    newest = latest_checkpoint(os.path.join(run_dir, CHECKPOINTS))
+    if newest is not None:
+        found.append(newest)
+    final = os.path.join(run_dir, FINAL)
+    if os.path.isfile(final):
+        try:
+            found.append((final, read_checkpoint(final)))
+        except (CheckpointError, OSError) as e:
+            log.warning("skipping damaged checkpoint %s: %s", final, e)
+    if not found:
+        raise LaunchError(f"no valid checkpoint to resume from in {directory}")
+    path, state = max(found, key=lambda item: item[1]["step"])
+    log.info("resuming from %s", path)
+    return state
 
 
 def _supervise(groups: list, executor) -> str | None:

@@ -183,11 +183,8 @@ def test_coordinator_and_two_worker_containers_train_bit_identical(image, work):
     _assert_trained_alike(image, folder, log)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="the coordinator identifies a worker process by (host, pid): two "
-                   "containers sharing the host name (host networking) and pid 1 evict each "
-                   "other as 'reconnected'; the wire layer's per-process instance id fixes it")
 def test_worker_containers_sharing_hostname_and_pid_train_bit_identical(image, work):
+    """Both workers are pid 1 on one host name: told apart by their random instance ids."""
     folder, names = work
     log = _train(image, folder, names, own_hostnames=False)
     _assert_trained_alike(image, folder, log)

@@ -103,6 +103,7 @@ def test_resume_skips_a_corrupt_newest_checkpoint(tmp_path, caplog):
     full, _ = dtrain.fit(dist_jobs.MomentumGroups, workers=0)
     out = str(tmp_path / "run")
     dtrain.fit(dist_jobs.MomentumGroups, workers=0, out=out, max_steps=9, checkpoint_every=4)
+    os.remove(os.path.join(out, "checkpoint.dtrain"))  # else resume takes the final one
     newest = os.path.join(out, "checkpoints", "step-000000008.dtrain")
     with open(newest, "r+b") as f:
         f.seek(os.path.getsize(newest) // 2)

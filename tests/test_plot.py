@@ -1,6 +1,7 @@
 """``dtrain plot``: curves of real runs rendered to a PNG of the fixed size, and clear errors."""
 
 import json
+import os
 import struct
 import sys
 import textwrap
@@ -160,3 +161,16 @@ def test_missing_matplotlib_says_how_to_install(runs, tmp_path, monkeypatch):
         plot_metrics(runs, tmp_path / "never.png")
     result = CliRunner().invoke(main, ["plot", str(runs[0]), "-o", str(tmp_path / "n.png")])
     assert result.exit_code == 1 and "pip install dtrain[plot]" in result.output
+
+
+@pytest.mark.parametrize("suffix, magic", [("svg", b"<?xml"), ("pdf", b"%PDF")])
+def test_plot_writes_the_format_of_its_name_and_takes_run_directories(runs, tmp_path, suffix,
+                                                                      magic):
+    out = tmp_path / f"curves.{suffix}"
+    result = CliRunner().invoke(main, ["plot", str(os.path.dirname(runs[0])), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes().startswith(magic)
+    result = CliRunner().invoke(main, ["plot", str(runs[0]), "-o", str(tmp_path / "c.gif")])
+    assert result.exit_code == 1 and "name the file .png, .svg or .pdf" in result.output
+    result = CliRunner().invoke(main, ["plot", str(tmp_path), "-o", str(out)])
+    assert result.exit_code == 1 and "without metrics.jsonl" in result.output

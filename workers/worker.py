@@ -22,8 +22,8 @@ import zmq
 from dtrain.distributed import protocol as P
 from dtrain.distributed.channels import NetworkFromCoordinator, SharedMemoryFromCoordinator
 from dtrain.distributed.compute import SampleSource, ShardComputer, batch_norm_modules
-from dtrain.distributed.job import Settings, load_job
-from dtrain.distributed.security import ClientKeys, make_client
+from dtrain.distributed.job import Settings, apply_settings, load_job
+from dtrain.distributed.security import ClientKeys, HandshakeWatch, make_client
 from dtrain.distributed.shards import Planner
 from dtrain.distributed.shared_memory import machine_id
 from dtrain.distributed.trainer import build_replica
@@ -128,6 +128,7 @@ class Worker:
         self.job_id = config.job_id
         self.worker_id = -1
         self.sock = None
+        self.watch = None  # says why a CURVE handshake failed (else a rejection is silence)
         self.beacon = None
         self.channel = None  # how arrays travel, chosen at WELCOME
         self.node_started = None  # monotonic time the current node's computation began
@@ -139,10 +140,13 @@ class Worker:
 
     def _connect(self, ctx: zmq.Context) -> None:
         """A fresh data socket with a new identity, and a HELLO."""
+        if self.watch is not None:
+            self.watch.close()
         if self.sock is not None:
             self.sock.close(0)
         identity = f"{self.config.name}-{uuid.uuid4().hex[:8]}".encode()
         self.sock = _dealer(ctx, self.config, identity)  # the HELLO waits for the connection
+        self.watch = HandshakeWatch(self.sock) if self.config.keys is not None else None
         hello = P.Hello(instance=self.instance, name=self.config.name[:P.MAX_TEXT],
                         pid=os.getpid(), host=_socket.gethostname()[:P.MAX_TEXT],
                         digest=self.digest, rank=self.config.rank, machine=machine_id())
@@ -164,6 +168,11 @@ class Worker:
         try:
             while True:
                 if not self.sock.poll(int(self.config.heartbeat_interval * 1000), zmq.POLLIN):
+                    failure = self.watch.failure() if self.watch is not None else None
+                    if failure is not None:
+                        log.error("%s", failure[1])
+                        if failure[0]:
+                            return 4
                     now = time.monotonic()
                     if now - heard > max(self.config.heartbeat_timeout, backoff):
                         lost_since = lost_since or heard
@@ -196,6 +205,8 @@ class Worker:
                 pass
             self.beacon.stop_event.set()
             self.beacon.join(timeout=2)
+            if self.watch is not None:
+                self.watch.close()
             if self.channel is not None:
                 self.channel.close()
             self.sock.close()
@@ -218,7 +229,8 @@ class Worker:
                 self._task(msg)
             except Exception:  # noqa: BLE001 - any job error goes to the coordinator
                 text = traceback.format_exc()
-                log.error("task failed:\n%s", text)
+                log.error("task failed (the coordinator reports where): %s",
+                          text.strip().splitlines()[-1])
                 self._send(P.Error(self.worker_id, msg.step, text, msg.round,
                                    tuple(msg.nodes[0])))
                 self.sock.setsockopt(zmq.LINGER, 2000)  # deliver it before exiting
@@ -235,6 +247,7 @@ class Worker:
         self.beacon.retarget(self.sock.getsockopt(zmq.IDENTITY), self.job_id, self.worker_id)
         if self.settings is None or settings != self.settings:
             self.settings = settings
+            apply_settings(self.job, settings)  # the job sees the run's settings, as everywhere
             model = build_replica(self.job, settings)
             self.params = list(model.parameters())
             self.names = [name for name, _ in model.named_parameters()]

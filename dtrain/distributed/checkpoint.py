@@ -1,5 +1,8 @@
 """Training checkpoints on disk: written atomically every K steps, resumed from the newest good one.
 
+Retention (``keep_checkpoints``, ``keep_best``) is tied to the run's job id through a small
+manifest beside the files, so it never deletes another run's checkpoints.
+
 A checkpoint holds everything the coordinator's result depends on: parameters and buffers,
 optimizer and scheduler state, the step/epoch/batch counters, the RNG state and the settings.
 Data order and dropout are keyed by (seed, epoch) and (seed, step, sample), so a run resumed
@@ -8,6 +11,7 @@ from any step ends with exactly the bits of the uninterrupted run.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -23,6 +27,7 @@ log = logging.getLogger("dtrain.checkpoint")
 
 FORMAT = "dtrain-checkpoint"
 _NAME = re.compile(r"^step-(\d{9})\.dtrain$")
+MANIFEST = "manifest.json"  # which job wrote which checkpoint, with its epoch metrics
 
 
 def checkpoint_path(directory: str, step: int) -> str:
@@ -38,16 +43,77 @@ def list_checkpoints(directory: str) -> list[str]:
     return [os.path.join(directory, n) for n in names]
 
 
-def write_checkpoint(directory: str, state: dict, keep: int = 3) -> str:
-    """Save ``state`` atomically as the checkpoint of its step; prune all but the newest ``keep``."""
+def best_rule(keep_best: str) -> tuple[str, str] | None:
+    """``'val_loss'`` -> ``('min', 'val_loss')``, ``'max:val_accuracy'`` -> ``('max', ...)``."""
+    if not keep_best:
+        return None
+    mode, sep, metric = keep_best.partition(":")
+    if not sep:
+        return "min", keep_best
+    if mode not in ("min", "max") or not metric:
+        raise ValueError(f"setting keep_best={keep_best!r}: expected METRIC, min:METRIC or "
+                         "max:METRIC, e.g. val_loss or max:val_accuracy")
+    return mode, metric
+
+
+def _read_manifest(directory: str) -> list[dict]:
+    try:
+        with open(os.path.join(directory, MANIFEST), encoding="utf-8") as f:
+            entries = json.load(f)
+    except (OSError, ValueError):
+        return []
+    return [e for e in entries if isinstance(e, dict) and isinstance(e.get("file"), str)
+            and _NAME.match(e["file"])] if isinstance(entries, list) else []
+
+
+def _write_manifest(directory: str, entries: list[dict]) -> None:
+    tmp = os.path.join(directory, MANIFEST + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(entries, f, indent=1)
+    os.replace(tmp, os.path.join(directory, MANIFEST))
+
+
+def _kept(entries: list[dict], keep: int, rule: tuple[str, str] | None) -> set[str]:
+    """The files retention keeps: the newest ``keep`` (0: all) and the best by ``rule``."""
+    newest = sorted(entries, key=lambda e: e["step"], reverse=True)
+    kept = {e["file"] for e in (newest if keep == 0 else newest[:keep])}
+    if rule is not None:
+        mode, metric = rule
+        ranked = [e for e in entries if isinstance(e.get("metrics", {}).get(metric), (int, float))]
+        if ranked:
+            pick = min if mode == "min" else max
+            kept.add(pick(ranked, key=lambda e: e["metrics"][metric])["file"])
+    return kept
+
+
+def write_checkpoint(directory: str, state: dict, keep: int = 3, *, keep_best: str = "",
+                     metrics: dict | None = None) -> str:
+    """Save ``state`` atomically as the checkpoint of its step, then apply retention.
+
+    Retention keeps this run's newest ``keep`` checkpoints (0: all) and, with ``keep_best``,
+    the one with the best epoch metric; it only ever deletes checkpoints that the manifest
+    records for the same job id, so files of another run are never touched.
+    """
+    rule = best_rule(keep_best)
     os.makedirs(directory, exist_ok=True)
     path = checkpoint_path(directory, state["step"])
     save({"format": FORMAT, **state}, path)
-    for old in list_checkpoints(directory)[keep:]:
-        try:
-            os.remove(old)
-        except FileNotFoundError:
-            pass
+    name = os.path.basename(path)
+    job_id = state.get("job_id")
+    entries = [e for e in _read_manifest(directory) if e["file"] != name]
+    values = {k: v for k, v in (metrics or {}).items()
+              if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    entries.append({"file": name, "step": state["step"], "job_id": job_id, "metrics": values})
+    mine = [e for e in entries if e.get("job_id") == job_id]
+    kept = _kept(mine, keep, rule)
+    for entry in mine:
+        if entry["file"] not in kept:
+            try:
+                os.remove(os.path.join(directory, entry["file"]))
+            except FileNotFoundError:
+                pass
+    _write_manifest(directory, [e for e in entries if e.get("job_id") != job_id
+                                or e["file"] in kept])
     # the only writer of this directory is here, so any temporary left is a killed write's
     for stale in remove_temporaries(directory, _NAME):
         log.info("removed %s, left by an interrupted checkpoint write", stale)
@@ -105,8 +171,9 @@ class CheckpointWriter:
 
     MAX_PENDING = 2
 
-    def __init__(self, keep: int = 3):
+    def __init__(self, keep: int = 3, keep_best: str = ""):
         self.keep = keep
+        self.keep_best = keep_best
         self._lock = threading.Condition()
         self._pending: list = []  # (directory, state) waiting for the thread, oldest first
         self._busy = False
@@ -116,7 +183,7 @@ class CheckpointWriter:
         self._closed = False
         self._thread.start()
 
-    def submit(self, directory: str, state: dict, idle=None) -> None:
+    def submit(self, directory: str, state: dict, idle=None, metrics: dict | None = None) -> None:
         """Queue ``state`` (snapshotted now) for writing into ``directory``; while the queue is
         full, ``idle()`` is called repeatedly (it should return within a fraction of a second)."""
         frozen = snapshot(state)
@@ -130,7 +197,7 @@ class CheckpointWriter:
                     idle()
                 finally:
                     self._lock.acquire()
-            self._pending.append((directory, frozen))
+            self._pending.append((directory, frozen, dict(metrics or {})))
             self._lock.notify_all()
 
     def flush(self) -> BaseException | None:
@@ -155,10 +222,11 @@ class CheckpointWriter:
                     self._lock.wait()
                 if not self._pending:
                     return
-                directory, state = self._pending.pop(0)
+                directory, state, metrics = self._pending.pop(0)
                 self._busy = True
             try:
-                path = write_checkpoint(directory, state, self.keep)
+                path = write_checkpoint(directory, state, self.keep, keep_best=self.keep_best,
+                                        metrics=metrics)
                 self.written.append(path)
                 self.error = None
             except (OSError, CheckpointError, TypeError, ValueError) as e:

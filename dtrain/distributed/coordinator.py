@@ -501,10 +501,10 @@ class Coordinator:
                   if w.identity != info.identity and w.instance not in self.failed]
         if not others:
             raise WorkerError(f"worker {info.id} ({info.name}) failed:\n{msg.traceback}")
-        last = msg.traceback.strip().splitlines()[-1:] or ["?"]
-        log.warning("worker %d's job raised on node %s; another worker checks:\n%s", info.id,
-                    msg.node, msg.traceback)
-        self.evict(info, f"the job raised on it: {last[0][:200]}")
+        last = (msg.traceback.strip().splitlines()[-1:] or ["?"])[0][:200]
+        log.warning("worker %d's job raised on node %s (%s); another worker checks", info.id,
+                    msg.node, last)
+        self.evict(info, f"the job raised on it: {last}")
 
     # ------------------------------------------------------------------ liveness
     def beat(self) -> None:

@@ -3,126 +3,47 @@
 The same file runs under ``dtrain launch``, under ``dtrain.fit`` and in every worker process,
 so a job builds things rather than holding them: the coordinator and each worker call
 ``model()`` after seeding, open the data themselves with ``train_data()``, and only the
-coordinator calls ``optimizer()`` and ``scheduler()``. Settings are plain class attributes that
-the command line can override; they travel to the workers with the WELCOME message.
+coordinator calls ``optimizer()`` and ``scheduler()``. Settings (declared in ``settings.py``)
+and the job's own hyperparameters are plain class attributes that the command line can override;
+they travel to the workers with the WELCOME message, and ``apply_settings`` makes every process's
+job instance see the effective values.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import ast
 import hashlib
 import importlib.util
 import inspect
 import os
 import sys
+import threading
 import uuid
-from dataclasses import dataclass
 
-SCHEDULER_CADENCES = ("epoch", "step")
-DTYPES = ("float32", "float64")
+from .settings import (  # noqa: F401 - DTYPES and SCHEDULER_CADENCES re-exported
+    DTYPES,
+    HYPERPARAMETER_TYPES,
+    SCHEDULER_CADENCES,
+    SPEC_BY_NAME,
+    SPECS,
+    Settings,
+    parse_value,
+)
 
-
-@dataclass
-class Settings:
-    """The knobs of a run; every process of a job must agree on them, so they are sent along."""
-
-    batch_size: int = 64
-    epochs: int = 1
-    micro_shards: int = 8
-    seed: int = 0
-    shuffle: bool = True
-    drop_last: bool = False
-    scheduler_step: str = "epoch"
-    dtype: str = "float32"
-    eval_batch_size: int = 1024
-    max_steps: int = 0  # 0: no limit; otherwise stop after this many optimizer steps
-    heartbeat_interval: float = 1.0
-    heartbeat_timeout: float = 5.0
-    step_timeout: float = 120.0
-    min_workers: int = 1
-    worker_wait_timeout: float = 60.0
-    checkpoint_every: int = 0  # steps; 0: only at epoch ends when a checkpoint dir is set
-    threads: int = 1  # BLAS threads per computing process; equal everywhere for equal bits
-    shared_memory: bool = True  # same-machine workers exchange arrays through /dev/shm
-
-    def validate(self) -> Settings:
-        """Raise ValueError naming the first setting that makes no sense."""
-        positive = ("batch_size", "micro_shards", "eval_batch_size", "min_workers", "threads")
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"setting {name} must be a positive integer, got {value!r}")
-        for name in ("epochs", "seed", "max_steps", "checkpoint_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"setting {name} must be a non-negative integer, got {value!r}")
-        for name in ("heartbeat_interval", "heartbeat_timeout", "step_timeout",
-                     "worker_wait_timeout"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"setting {name} must be a positive number, got {value!r}")
-        if not isinstance(self.shared_memory, bool):
-            raise ValueError(f"setting shared_memory must be True or False, got "
-                             f"{self.shared_memory!r}")
-        if self.heartbeat_timeout <= self.heartbeat_interval:
-            raise ValueError(
-                f"setting heartbeat_timeout ({self.heartbeat_timeout}) must exceed "
-                f"heartbeat_interval ({self.heartbeat_interval})")
-        if self.scheduler_step not in SCHEDULER_CADENCES:
-            raise ValueError(f"setting scheduler_step must be one of {SCHEDULER_CADENCES}, "
-                             f"got {self.scheduler_step!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"setting dtype must be one of {DTYPES}, got {self.dtype!r}")
-        if self.micro_shards > self.batch_size:
-            raise ValueError(f"setting micro_shards ({self.micro_shards}) must not exceed "
-                             f"batch_size ({self.batch_size})")
-        return self
-
-    def to_dict(self) -> dict:
-        """Plain data for the wire and for checkpoints."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Settings:
-        """Rebuild from ``to_dict`` output; unknown keys are an error that names them."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown settings: {', '.join(unknown)}")
-        return cls(**data).validate()
-
-    @classmethod
-    def names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
+_importing = threading.local()  # set while load_job runs a script's top level
 
 
 class Job:
     """Subclass this in a training script: set settings as class attributes, define builders.
 
     Required: ``model()``, ``loss(output, target)``, ``optimizer(model)``, ``train_data()``.
-    Optional: ``scheduler(optimizer)``, ``val_data()``, ``metrics(output, target)``.
+    Optional: ``scheduler(optimizer)``, ``val_data()``, ``metrics(output, target)``,
+    ``phases(model)``, ``finish(model, out)`` and the hooks ``before_step(model, optimizer)``
+    and ``on_epoch_end(record, model)`` (return True to stop). Plain class attributes that are
+    not settings are the job's hyperparameters (overridable like settings).
     Data methods return ``(inputs, targets)`` arrays, a ``dtrain.data.TensorDataset`` or any
     ``Dataset``; arrays may be memory-mapped, since each process opens the data itself.
     """
-
-    batch_size = Settings.batch_size
-    epochs = Settings.epochs
-    micro_shards = Settings.micro_shards
-    seed = Settings.seed
-    shuffle = Settings.shuffle
-    drop_last = Settings.drop_last
-    scheduler_step = Settings.scheduler_step
-    dtype = Settings.dtype
-    eval_batch_size = Settings.eval_batch_size
-    max_steps = Settings.max_steps
-    heartbeat_interval = Settings.heartbeat_interval
-    heartbeat_timeout = Settings.heartbeat_timeout
-    step_timeout = Settings.step_timeout
-    min_workers = Settings.min_workers
-    worker_wait_timeout = Settings.worker_wait_timeout
-    checkpoint_every = Settings.checkpoint_every
-    threads = Settings.threads
-    shared_memory = Settings.shared_memory
 
     def model(self):
         """Build the model (called after ``dtrain.manual_seed(seed)`` in every process)."""
@@ -162,17 +83,122 @@ class Job:
             return {"correct": correct}
         return {}
 
+    def before_step(self, model, optimizer) -> None:
+        """Optionally act on the mini-batch's mean gradients before ``optimizer.step()``
+        (runs in the coordinator after ``clip_grad_norm``; e.g. custom clipping or logging)."""
+
+    def on_epoch_end(self, record: dict, model) -> bool | None:
+        """Optionally look at an epoch's record (``train_loss``, ``val_*`` metrics); return
+        True to stop training here, e.g. ``dtrain.EarlyStopping`` on a validation metric."""
+        return None
+
     def finish(self, model, out: str | None) -> None:
         """Optionally act on the trained model at the end (e.g. write a picture into ``out``)."""
 
+    def hyperparameters(self) -> dict:
+        """The job's own knobs: plain class attributes (numbers, booleans, text) of its subclass.
+
+        They can be overridden like settings (``--set lr=0.05``, a settings file, ``dtrain.fit``
+        keywords) and reach every process of the run.
+        """
+        found = {}
+        for cls in reversed(type(self).__mro__):
+            if cls is Job or not issubclass(cls, Job):
+                continue
+            for name, value in vars(cls).items():
+                if name.startswith("_") or name in SPEC_BY_NAME or name in vars(Job):
+                    continue
+                if isinstance(value, HYPERPARAMETER_TYPES):
+                    found[name] = getattr(self, name)
+        return found
+
     def settings(self, **overrides) -> Settings:
-        """The job's settings with ``overrides`` (None values ignored) applied and validated."""
-        values = {name: getattr(self, name) for name in Settings.names() if hasattr(self, name)}
-        unknown = sorted(k for k in overrides if k not in values)
+        """The job's settings with ``overrides`` (None values ignored) applied and validated.
+
+        ``overrides`` may name settings and the job's hyperparameters; anything else is an
+        error naming it. Text values (from a command line) are converted to the declared type.
+        """
+        values = {spec.name: getattr(self, spec.name) for spec in SPECS}
+        hyper = self.hyperparameters()
+        unknown = sorted(k for k in overrides if k not in values and k not in hyper)
         if unknown:
-            raise ValueError(f"unknown settings: {', '.join(unknown)}")
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return Settings(**values).validate()
+            known = ", ".join(sorted(hyper)) or "none (declare them as class attributes)"
+            raise ValueError(f"unknown settings: {', '.join(unknown)} (the job's "
+                             f"hyperparameters: {known}; settings: see dtrain launch --help)")
+        for name, value in overrides.items():
+            if value is None:
+                continue
+            if name in values:
+                values[name] = SPEC_BY_NAME[name].parse(value)
+            else:
+                hyper[name] = _hyper_value(name, value, hyper[name])
+        return Settings(**values, hyperparameters=hyper).validate()
+
+
+def _hyper_value(name: str, value, default):
+    """``value`` for hyperparameter ``name``, converted to (or checked against) its default's type."""
+    kind = type(default)
+    value = parse_value(value, kind, f"hyperparameter {name}")
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if type(value) is not kind:
+        raise ValueError(f"hyperparameter {name} is {kind.__name__} ({name} = {default!r} in the "
+                         f"job), got {value!r}")
+    return value
+
+
+def apply_settings(job: Job, settings: Settings) -> Job:
+    """Make the job see the run's effective settings and hyperparameters as its attributes.
+
+    So ``CosineAnnealingLR(T_max=self.epochs)`` schedules for the epochs of ``--epochs``.
+    """
+    for spec in SPECS:
+        setattr(job, spec.name, getattr(settings, spec.name))
+    for name, value in settings.hyperparameters.items():
+        setattr(job, name, value)
+    return job
+
+
+MAIN_GUARD_FIX = ('put the call under `if __name__ == "__main__":` (every worker imports the '
+                  "script to build the job, and would otherwise start a training of its own)")
+
+
+def _is_main_guard(node: ast.stmt) -> bool:
+    """True for ``if __name__ == "__main__":``."""
+    test = node.test if isinstance(node, ast.If) else None
+    return (isinstance(test, ast.Compare) and isinstance(test.left, ast.Name)
+            and test.left.id == "__name__" and len(test.comparators) == 1
+            and isinstance(test.comparators[0], ast.Constant)
+            and test.comparators[0].value == "__main__")
+
+
+def unguarded_fit_line(path: str) -> int | None:
+    """The line of a top-level ``dtrain.fit(...)`` outside ``if __name__ == "__main__":``."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read(), path)
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for stmt in tree.body:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) \
+                or _is_main_guard(stmt):
+            continue
+        for node in ast.walk(stmt):
+            func = node.func if isinstance(node, ast.Call) else None
+            if (isinstance(func, ast.Name) and func.id == "fit") or (
+                    isinstance(func, ast.Attribute) and func.attr == "fit"
+                    and isinstance(func.value, ast.Name) and func.value.id == "dtrain"):
+                return node.lineno
+    return None
+
+
+def importing_job() -> str | None:
+    """The script whose top level load_job is running right now in this thread, else None."""
+    return getattr(_importing, "script", None)
+
+
+for _spec in SPECS:  # the Job's class attributes come from the one declaration
+    setattr(Job, _spec.name, _spec.default)
 
 
 def find_job_class(namespace: dict, job_name: str | None = None, where: str = "script"):
@@ -214,11 +240,14 @@ def load_job(script: str, job_name: str | None = None) -> tuple[Job, str]:
         script_dir = os.path.dirname(path)
         if script_dir not in sys.path:
             sys.path.insert(0, script_dir)
+        _importing.script = path
         try:
             spec.loader.exec_module(module)
         except BaseException:
             del sys.modules[module_name]
             raise
+        finally:
+            _importing.script = None
     cls = find_job_class(vars(module), job_name, where=script)
     return cls(), digest
 
@@ -240,3 +269,33 @@ def resolve_job(job, job_name: str | None = None) -> tuple[Job, str, str | None]
 def new_job_id() -> str:
     """A fresh random id for one run; every message carries it."""
     return uuid.uuid4().hex
+
+
+class EarlyStopping:
+    """Stop when ``metric`` has not improved for ``patience`` epochs (for ``on_epoch_end``).
+
+    ``mode`` is ``min`` (losses) or ``max`` (accuracy); ``min_delta`` is the smallest change
+    that counts as an improvement. Use one instance per job: ``return self.early(record)``.
+    """
+
+    def __init__(self, metric: str = "val_loss", patience: int = 3, mode: str = "min",
+                 min_delta: float = 0.0):
+        if mode not in ("min", "max"):
+            raise ValueError(f"EarlyStopping mode must be 'min' or 'max', got {mode!r}")
+        self.metric, self.patience, self.mode, self.min_delta = metric, patience, mode, min_delta
+        self.best = None
+        self.bad_epochs = 0
+
+    def __call__(self, record: dict) -> bool:
+        """True when training should stop after the epoch of ``record``."""
+        if self.metric not in record:
+            raise KeyError(f"EarlyStopping: the epoch record has no {self.metric!r} (it has "
+                           f"{', '.join(sorted(record))}); define val_data() for val_* metrics")
+        value = record[self.metric]
+        better = self.best is None or (value < self.best - self.min_delta if self.mode == "min"
+                                       else value > self.best + self.min_delta)
+        if better:
+            self.best, self.bad_epochs = value, 0
+        else:
+            self.bad_epochs += 1
+        return self.bad_epochs >= self.patience

@@ -84,7 +84,7 @@ class Monitor:
         self.thread = threading.Thread(target=self.server.serve_forever, name="dtrain-monitor",
                                        daemon=True)
         self.thread.start()
-        log.warning("metrics on http://%s/metrics, status on http://%s/status", self.address,
+        log.info("metrics on http://%s/metrics, status on http://%s/status", self.address,
                     self.address)
 
     def status(self) -> dict:

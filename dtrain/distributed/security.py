@@ -123,10 +123,62 @@ class _AllowList:
 
     def callback(self, domain: str, key: bytes) -> bool:
         key = bytes(key)
-        ok = (key if len(key) == 40 else zmq.utils.z85.encode(key)) in self.allowed
+        key = key if len(key) == 40 else zmq.utils.z85.encode(key)
+        ok = key in self.allowed
         if not ok:
-            log.warning("refused a CURVE client with an unknown public key")
+            log.warning("refused a CURVE client: its public key %s is not in the coordinator's "
+                        "allow-list; put its NAME.key file in the --keys (or --allow) directory "
+                        "and restart the coordinator, or give the worker a listed key pair",
+                        key.decode(errors="replace"))
         return ok
+
+
+REJECTED = ("rejected: this worker's key is not in the coordinator's allow-list; put this "
+            "worker's public key (NAME.key) in the coordinator's --keys or --allow directory, "
+            "or start the worker with --keys of a listed key pair")
+HANDSHAKE_FAILED = ("the CURVE handshake with the coordinator failed: the coordinator's public "
+                    "key given to this worker (coordinator.key in --keys, or "
+                    f"{ENV_SERVER_KEY}) is probably not the coordinator's")
+
+
+class HandshakeWatch:
+    """Watches a client socket's monitor for failed CURVE handshakes and says why they failed.
+
+    Without it a rejected worker only sees silence and reconnects forever.
+    """
+
+    EVENTS = zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL \
+        | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_SUCCEEDED
+
+    def __init__(self, sock: zmq.Socket):
+        self.sock = sock
+        self.monitor = sock.get_monitor_socket(self.EVENTS)
+        self.reported = False
+
+    def failure(self) -> tuple[bool, str] | None:
+        """(fatal, message) for a failed handshake since the last call, else None."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        found = None
+        while self.monitor.poll(0):
+            event = recv_monitor_message(self.monitor)["event"]
+            if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                found = (True, REJECTED)
+            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                found, self.reported = None, False
+            elif found is None and not self.reported:
+                found = (False, HANDSHAKE_FAILED)
+        if found is not None and not found[0]:
+            self.reported = True  # said once per connection, not at every retry
+        return found
+
+    def close(self) -> None:
+        """Stop monitoring (before the socket closes)."""
+        try:
+            self.sock.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        self.monitor.close(0)
 
 
 def start_authenticator(ctx: zmq.Context, keys: ServerKeys) -> ThreadAuthenticator:

@@ -20,9 +20,14 @@ from ..process import blas_threads
 from ..autograd.tensor import Tensor
 from .compute import SampleSource, ShardComputer, add_values, batch_norm_modules, evaluate
 from .phases import build_phases
+from .settings import SPEC_BY_NAME
 from .shards import BatchPlan, Planner, batches_per_epoch, tree_sum
 
 log = logging.getLogger("dtrain.trainer")
+
+
+class TrainingStopped(KeyboardInterrupt):
+    """Training stopped between two steps on request (Ctrl-C, SIGTERM); state is consistent."""
 
 
 @dataclass
@@ -92,7 +97,7 @@ class Trainer:
     """Runs epochs of steps: plan, compute (via the executor), reduce, step, schedule."""
 
     def __init__(self, job, settings, executor=None, *, on_step=None, on_epoch=None,
-                 checkpoint_dir: str | None = None, keep_checkpoints: int = 3):
+                 checkpoint_dir: str | None = None):
         self.job = job
         self.settings = settings.validate()
         self.model, self.phases = build_master(job, settings)
@@ -113,9 +118,17 @@ class Trainer:
         self.step = 0  # optimizer steps taken
         self._epoch_loss = [0.0, 0]
         self.checkpoint_dir = checkpoint_dir
-        self.keep_checkpoints = keep_checkpoints
         self.checkpoints = None  # the CheckpointWriter, made on the first checkpoint
         self.job_id = getattr(self.executor, "job_id", None)
+        self.training = False  # True between the executor's start and the end of the run
+        self.stop_requested = False  # set (e.g. by Ctrl-C): checkpoint after this step, stop
+        self.stopped = False  # the job's on_epoch_end ended training (early stopping)
+        self._acc = [None] * len(self.params)  # gradient sums of an accumulation group
+        self._acc_count = 0
+        if settings.accumulate > 1 and (len(self.phases) > 1 or self.phases[0].closure):
+            raise ValueError("setting accumulate > 1 works with one phase and an optimizer "
+                             "without closure; set accumulate = 1 for phases or LBFGS-like "
+                             "optimizers (or use a larger batch_size)")
 
     @property
     def optimizer(self):
@@ -143,14 +156,16 @@ class Trainer:
             "settings": self.settings.to_dict(),
             "rng": _random.get_rng_state(),
             "job_id": self.job_id,
+            "stopped": self.stopped,
+            "accumulated": {"count": self._acc_count, "grads": list(self._acc)},
         }
 
     def restore(self, state: dict) -> None:
         """Continue from ``state()`` output; the settings that shape the result must match."""
         saved = state["settings"]
         for key in ("batch_size", "micro_shards", "seed", "shuffle", "drop_last", "dtype",
-                    "scheduler_step"):
-            if saved.get(key) != getattr(self.settings, key):
+                    "scheduler_step", "accumulate"):
+            if saved.get(key, SPEC_BY_NAME[key].default) != getattr(self.settings, key):
                 raise ValueError(f"cannot resume: checkpoint has {key}={saved.get(key)!r}, "
                                  f"this run has {getattr(self.settings, key)!r}")
         self.model.load_state_dict(state["model"])
@@ -166,21 +181,28 @@ class Trainer:
                 ph.scheduler.load_state_dict(sched_state)
         self.step, self.epoch, self.batch = state["step"], state["epoch"], state["batch"]
         self._epoch_loss = list(state.get("epoch_loss", [0.0, 0]))
+        self.stopped = bool(state.get("stopped", False))
+        accumulated = state.get("accumulated") or {"count": 0, "grads": []}
+        if accumulated["count"]:
+            self._acc = [None if g is None else np.array(g) for g in accumulated["grads"]]
+            self._acc_count = accumulated["count"]
         if state.get("rng") is not None:
             _random.set_rng_state(state["rng"])
 
-    def save_checkpoint(self, wait: bool = False) -> str | None:
+    def save_checkpoint(self, metrics: dict | None = None, wait: bool = False) -> str | None:
         """Checkpoint now (when a checkpoint directory is set): snapshotted at once, written by
         a background thread so the coordinator keeps serving its workers; ``wait`` blocks until
-        it is on disk. Returns the path it goes to."""
+        it is on disk. ``metrics`` are the epoch record's values, which ``keep_best`` may rank
+        it by. Returns the path it goes to."""
         if not self.checkpoint_dir:
             return None
         from .checkpoint import CheckpointWriter, checkpoint_path
 
+        s = self.settings
         if self.checkpoints is None:
-            self.checkpoints = CheckpointWriter(self.keep_checkpoints)
+            self.checkpoints = CheckpointWriter(s.keep_checkpoints, keep_best=s.keep_best)
         serve = getattr(self.executor, "serve", None)  # keep answering workers while we wait
-        self.checkpoints.submit(self.checkpoint_dir, self.state(),
+        self.checkpoints.submit(self.checkpoint_dir, self.state(), metrics=metrics,
                                 idle=(lambda: serve(0.05)) if serve else None)
         if wait:
             self.checkpoints.flush()
@@ -208,7 +230,9 @@ class Trainer:
             raise RuntimeError(f"step {plan.step}: reduced {0 if total is None else total.count} "
                                f"samples, expected {plan.size}")
         count = total.count
-        for i in self.phases[phase].param_indices:
+        if self.settings.accumulate > 1:
+            self._accumulate(total, phase)
+        for i in self.phases[phase].param_indices if self.settings.accumulate == 1 else ():
             p, g = self.params[i], total.grads[i]
             if g is None:
                 p.grad = None
@@ -223,11 +247,51 @@ class Trainer:
                 self.bn_modules[index].apply_batch_stats(mean, var)
         return total.loss_sum / count
 
+    def _accumulate(self, total, phase: int) -> None:
+        """Add a mini-batch's gradient sums to the accumulation buffers (``accumulate`` > 1)."""
+        for i in self.phases[phase].param_indices:
+            g = total.grads[i]
+            if g is None:
+                continue
+            if self._acc[i] is None:
+                self._acc[i] = np.array(g, dtype=self.params[i].dtype)
+            else:
+                np.add(self._acc[i], g, out=self._acc[i])
+        self._acc_count += total.count
+
+    def _flush_accumulated(self, phase: int) -> None:
+        """Set the mean of the accumulated gradients as the phase's gradients; empty buffers."""
+        for i in self.phases[phase].param_indices:
+            g = self._acc[i]
+            self.params[i].grad = None if g is None else Tensor._wrap(
+                np.divide(g, self._acc_count).astype(self.params[i].dtype, copy=False))
+        self._acc = [None] * len(self.params)
+        self._acc_count = 0
+
+    def _ends_group(self) -> bool:
+        """True when the current mini-batch ends an accumulation group (or its epoch)."""
+        k = self.settings.accumulate
+        return (self.batch + 1) % k == 0 or self.batch + 1 >= self.batches_per_epoch()
+
     def evaluate_round(self, plan: BatchPlan, phase: int) -> float:
         """One distributed forward/backward of the mini-batch with the current parameters."""
         self.rounds += 1
         values = self.executor.compute(plan, self, phase, self.rounds)
         return self.reduce(plan, values, phase)
+
+    def before_step(self, phase: int) -> None:
+        """Clip the phase's gradients (``clip_grad_norm``), then the job's ``before_step`` hook.
+
+        Both see the reduced mean gradients, which are the same bits for any worker count, so
+        the result stays independent of the workers.
+        """
+        ph = self.phases[phase]
+        if self.settings.clip_grad_norm:
+            from ..nn.utils import clip_grad_norm_
+
+            clip_grad_norm_([self.params[i] for i in ph.param_indices],
+                            self.settings.clip_grad_norm)
+        self.job.before_step(self.model, ph.optimizer)
 
     def run_phase(self, plan: BatchPlan, phase: int) -> tuple[float, int]:
         """Compute, reduce and apply one phase; returns (its loss, evaluation rounds used)."""
@@ -238,12 +302,18 @@ class Trainer:
 
             def closure():
                 losses.append(self.evaluate_round(plan, phase))
+                self.before_step(phase)
                 return Tensor._wrap(np.asarray(losses[-1], dtype=self.params[0]._data.dtype))
 
             ph.optimizer.step(closure)
             loss = losses[0]
         else:
             loss = self.evaluate_round(plan, phase)
+            if self.settings.accumulate > 1:
+                if not self._ends_group():
+                    return loss, self.rounds - before
+                self._flush_accumulated(phase)
+            self.before_step(phase)
             ph.optimizer.step()
         if ph.scheduler is not None and self.settings.scheduler_step == "step" \
                 and not is_plateau(ph.scheduler):
@@ -303,17 +373,23 @@ class Trainer:
         self.batch = 0
         self._epoch_loss = [0.0, 0]
         self.history.epochs.append(record)
+        if self.job.on_epoch_end(record, self.model):
+            self.stopped = True
+            log.info("the job stopped training after epoch %d (on_epoch_end)", record["epoch"] + 1)
         if self.on_epoch is not None:
             self.on_epoch(record)
-        self.save_checkpoint()
+        self.save_checkpoint(record)
         return record
 
     def finished(self) -> bool:
+        """True when the epochs or max_steps are done, or the job stopped training."""
         s = self.settings
-        return self.epoch >= s.epochs or (s.max_steps and self.step >= s.max_steps)
+        steps_done = bool(s.max_steps) and self.step >= s.max_steps
+        return self.stopped or self.epoch >= s.epochs or steps_done
 
     def run(self) -> History:
         """Train until the configured epochs (or max_steps) are done."""
+        self.training = True
         try:
             self.executor.start(self)  # inside: a failed start still closes its socket/files
             per_epoch = self.batches_per_epoch()
@@ -323,6 +399,8 @@ class Trainer:
             while not self.finished():
                 while self.batch < per_epoch:
                     self.train_step()
+                    if self.stop_requested:
+                        self._stop()
                     if self.settings.max_steps and self.step >= self.settings.max_steps:
                         break
                 if self.batch >= per_epoch:
@@ -330,7 +408,14 @@ class Trainer:
                 elif self.settings.max_steps and self.step >= self.settings.max_steps:
                     break
         finally:
+            self.training = False
             if self.checkpoints is not None:
                 self.checkpoints.close()  # the last checkpoint is on disk before run() returns
             self.executor.close()
         return self.history
+
+    def _stop(self) -> None:
+        """Stop as asked between two steps, leaving a checkpoint to resume from."""
+        path = self.save_checkpoint()
+        where = f"; checkpoint {path} (resume with --resume)" if path else ""
+        raise TrainingStopped(f"stopped after step {self.step}{where}")

@@ -32,13 +32,11 @@ def export_checkpoint(checkpoint, script, out, job_name: str | None = None,
     job, _ = load_job(str(script), job_name)
     state = load(checkpoint)
     weights = model_state(state, str(checkpoint))
-    saved = state.get("settings") if isinstance(state, dict) else None
-    dtype = saved.get("dtype") if isinstance(saved, dict) and saved.get("dtype") else \
-        job.settings().dtype
-    model = job.model()
-    model.to(dtype)
-    model.load_state_dict(weights)
-    model.eval()
+    from ..inference import build_trained_model
+
+    model = build_trained_model(job, {**(state if isinstance(state, dict) else {}),
+                                      "model": weights})  # the run's settings, as trained
+    dtype = job.dtype
     if input_shape is not None:
         if not input_shape or any(int(n) < 1 for n in input_shape):
             raise ValueError(f"input shape must be positive sizes, got {tuple(input_shape)}")
