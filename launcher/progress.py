@@ -49,9 +49,12 @@ class Progress:
         self.drawn = False
         self.rate = None  # samples/s, exponentially smoothed
         self.steps_seen = 0
+        self.epoch_work = [0, 0.0]  # samples and step seconds of the epoch so far
 
     def step(self, r: dict) -> None:
         """Redraw the bar after a step: elapsed time, a smoothed rate and the time left."""
+        self.epoch_work[0] += r["samples"]
+        self.epoch_work[1] += r["seconds"]
         if not self.bar:
             return
         now = time.monotonic()
@@ -75,10 +78,15 @@ class Progress:
             self.last_line = now
 
     def epoch(self, r: dict) -> None:
-        """Print the epoch's line."""
+        """Print the epoch's line, with the epoch's training throughput."""
+        samples, seconds = self.epoch_work
+        self.epoch_work = [0, 0.0]
         if not self.lines:
             return
-        sys.stderr.write(("\r" if self.drawn else "") + format_epoch(r, self.epochs) + "\n")
+        line = format_epoch(r, self.epochs)
+        if seconds > 0:
+            line += f"  {samples / seconds:.0f} samples/s"
+        sys.stderr.write(("\r" if self.drawn else "") + line + "\n")
         sys.stderr.flush()
         self.drawn = False
 
