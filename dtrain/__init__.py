@@ -1,11 +1,14 @@
 """dtrain: PyTorch's training API on NumPy, and data-parallel training over ZeroMQ."""
 
+from __future__ import annotations
+
 from . import accelerator, autograd, backends, cuda, data, datasets, nn, onnx, optim
 from .autograd import return_types
 from .autograd.creation import (
     arange,
     as_tensor,
     empty,
+    empty_like,
     eye,
     from_numpy,
     full,
@@ -14,8 +17,10 @@ from .autograd.creation import (
     ones,
     ones_like,
     rand,
+    rand_like,
     randint,
     randn,
+    randn_like,
     randperm,
     tensor,
     zeros,
@@ -38,34 +43,53 @@ from .autograd.dtypes import (
     uint8,
 )
 from .autograd.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
-from .autograd.tensor import (
-    Tensor,
+from .autograd.functional import (
     abs,
-    amax,
-    amin,
+    add,
     cat,
     clamp,
+    clip,
+    concat,
+    concatenate,
+    div,
+    divide,
     exp,
-    get_default_dtype,
+    floor_divide,
     log,
-    log_softmax,
     matmul,
-    max,
     maximum,
     mean,
-    min,
     minimum,
+    mm,
+    mul,
+    multiply,
+    neg,
+    negative,
+    pow,
     relu,
-    set_default_dtype,
+    remainder,
     sigmoid,
-    softmax,
     sqrt,
     stack,
-    std,
+    sub,
+    subtract,
     sum,
     tanh,
-    var,
+    true_divide,
     where,
+)
+from .autograd.tensor import (
+    Tensor,
+    amax,
+    amin,
+    get_default_dtype,
+    log_softmax,
+    max,
+    min,
+    set_default_dtype,
+    softmax,
+    std,
+    var,
 )
 from .io import CheckpointError, load, load_model, save, save_model
 from .random import get_rng_state, manual_seed, set_rng_state
@@ -105,10 +129,6 @@ def squeeze(t, dim=None):
 
 def unsqueeze(t, dim):
     return t.unsqueeze(dim)
-
-
-def clip(t, min=None, max=None):
-    return clamp(t, min, max)
 
 
 def argmax(t, dim=None, keepdim=False):

@@ -473,3 +473,157 @@ def test_dtype_objects_round_trip_through_save(tmp_path):
     net = dtrain.nn.Linear(2, 1, dtype=dtrain.float64)
     dtrain.save_model(net, tmp_path / "m")
     assert dtrain.load_model(tmp_path / "m").weight.dtype == dtrain.float64
+
+
+# ====================================================================== 6. factories, functions
+def test_like_factories_vs_torch():
+    torch = pytest.importorskip("torch")
+    for m in (dtrain, torch):
+        base = m.ones(2, 3, dtype=m.float64)
+        for fn in (m.zeros_like, m.ones_like, m.empty_like, m.rand_like, m.randn_like):
+            assert fn(base).shape == (2, 3) and dtype_name(fn(base)) == "float64"
+            assert dtype_name(fn(base, dtype=m.float32)) == "float32"
+            assert fn(base, requires_grad=True).requires_grad
+        assert dtype_name(m.zeros_like(base, dtype=m.int64)) == "int64"
+        assert m.full_like(base, 7, dtype=m.int32).tolist() == [[7, 7, 7]] * 2
+        assert m.zeros_like(m.tensor([1, 2])).tolist() == [0, 0]
+        for fn in (m.rand_like, m.randn_like):
+            with pytest.raises(NotImplementedError):
+                fn(m.tensor([1, 2]))
+        assert m.randint(5, (4,)).shape == (4,) and m.randint(3, 5, (2, 2)).shape == (2, 2)
+
+
+def test_rand_like_draws_from_the_global_generator():
+    base = dtrain.zeros(1000)
+    dtrain.manual_seed(3)
+    u, n = dtrain.rand_like(base), dtrain.randn_like(base)
+    dtrain.manual_seed(3)
+    assert dtrain.equal(u, dtrain.rand(1000)) and dtrain.equal(n, dtrain.randn(1000))
+    assert 0.0 <= u.min().item() and u.max().item() < 1.0 and abs(u.mean().item() - 0.5) < 0.05
+    assert abs(n.mean().item()) < 0.1 and abs(n.std().item() - 1.0) < 0.1
+
+
+def test_legacy_tensor_constructor_vs_torch():
+    torch = pytest.importorskip("torch")
+    for m in (dtrain, torch):
+        t = m.Tensor(2, 3)
+        assert t.shape == (2, 3) and dtype_name(t) == "float32" and not t.requires_grad
+        assert m.Tensor(m.Size([4, 1])).shape == (4, 1)
+        d = m.Tensor([1, 2])
+        assert d.tolist() == [1.0, 2.0] and dtype_name(d) == "float32"
+        assert m.Tensor((2, 3)).tolist() == [2.0, 3.0]
+        assert m.Tensor(np.array([1, 2])).tolist() == [1.0, 2.0]
+        assert m.Tensor().shape == (0,) and dtype_name(m.Tensor()) == "float32"
+        src = m.tensor([1, 2])
+        alias = m.Tensor(src)
+        assert dtype_name(alias) == "int64"
+        alias[0] = 5
+        assert src[0].item() == 5
+        with pytest.raises(TypeError, match="must be a sequence"):
+            m.Tensor(2.5)
+        with pytest.raises(RuntimeError, match="negative dimension"):
+            m.Tensor(-1)
+        assert isinstance(m.tensor([1.0]), m.Tensor) and isinstance(m.nn.Parameter(t), m.Tensor)
+    assert dtrain.Tensor(2, 3, device="cpu").tolist() == [[0.0] * 3] * 2  # repeatable contents
+
+
+OUT_CASES = {
+    "add": lambda m, a, b, o: m.add(a, b, out=o), "sub": lambda m, a, b, o: m.sub(a, b, out=o),
+    "mul": lambda m, a, b, o: m.mul(a, b, out=o), "div": lambda m, a, b, o: m.div(a, b, out=o),
+    "pow": lambda m, a, b, o: m.pow(a, b, out=o),
+    "maximum": lambda m, a, b, o: m.maximum(a, b, out=o),
+    "minimum": lambda m, a, b, o: m.minimum(a, b, out=o),
+    "matmul": lambda m, a, b, o: m.matmul(a.reshape(1, 2), b.reshape(2, 1), out=o),
+    "exp": lambda m, a, b, o: m.exp(a, out=o), "log": lambda m, a, b, o: m.log(a, out=o),
+    "sqrt": lambda m, a, b, o: m.sqrt(a, out=o), "tanh": lambda m, a, b, o: m.tanh(a, out=o),
+    "sigmoid": lambda m, a, b, o: m.sigmoid(a, out=o), "abs": lambda m, a, b, o: m.abs(a, out=o),
+    "neg": lambda m, a, b, o: m.neg(a, out=o),
+    "clamp": lambda m, a, b, o: m.clamp(a, 1.5, 3.0, out=o),
+    "where": lambda m, a, b, o: m.where(a > 1.5, a, b, out=o),
+    "sum": lambda m, a, b, o: m.sum(a, 0, out=o), "mean": lambda m, a, b, o: m.mean(a, 0, out=o),
+    "cat": lambda m, a, b, o: m.cat([a, b], out=o),
+    "stack": lambda m, a, b, o: m.stack([a, b], 1, out=o),
+    "floor_divide": lambda m, a, b, o: m.floor_divide(a, b, out=o),
+    "remainder": lambda m, a, b, o: m.remainder(a, b, out=o),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OUT_CASES))
+def test_out_argument_vs_torch(name):
+    torch = pytest.importorskip("torch")
+    fn = OUT_CASES[name]
+    results = []
+    for m in (dtrain, torch):
+        a, b = m.tensor([1.0, 2.0]), m.tensor([3.0, 0.5])
+        expected = fn(m, a, b, None)
+        out = m.empty(expected.shape)
+        returned = fn(m, a, b, out)
+        assert returned is out and dtype_name(out) == "float32"
+        results.append(as_numpy(out).copy())
+        np.testing.assert_allclose(as_numpy(out), as_numpy(expected), rtol=1e-6)
+        needs_grad = m.tensor([1.0, 2.0], requires_grad=True)
+        if name == "floor_divide":  # not differentiable: out= is fine
+            fn(m, needs_grad, b, m.empty(expected.shape))
+        else:
+            with pytest.raises(RuntimeError, match="out=... arguments don't support automatic"):
+                fn(m, needs_grad, b, m.empty(expected.shape))
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-6)
+
+
+def test_out_argument_rules_vs_torch():
+    torch = pytest.importorskip("torch")
+    for m in (dtrain, torch):
+        a = m.tensor([1.0, 2.0])
+        with pytest.raises(RuntimeError, match="can't be cast to the desired output type Long"):
+            m.add(a, 1, out=m.zeros(2, dtype=m.int64))
+        wide = m.zeros(2, dtype=m.float64)
+        assert m.add(m.tensor([1, 2]), 1, out=wide) is wide and dtype_name(wide) == "float64"
+        assert wide.tolist() == [2.0, 3.0]
+        out = m.empty(0)
+        m.add(a, 1, out=out)  # an empty out is resized silently
+        assert out.tolist() == [2.0, 3.0]
+        with pytest.warns(UserWarning, match="resized"):
+            m.mul(a, 2, out=m.zeros(5))
+        with m.no_grad():
+            out = m.zeros(2)
+            m.add(m.tensor([1.0, 2.0], requires_grad=True), 1, out=out)
+        assert out.tolist() == [2.0, 3.0] and not out.requires_grad
+
+
+def test_alpha_and_rounding_mode_vs_torch():
+    torch = pytest.importorskip("torch")
+    for m in (dtrain, torch):
+        x, y = m.tensor([5.0, -5.0, 7.5]), m.tensor([2.0, 2.0, -2.0])
+        i, j = m.tensor([5, -5, 7]), m.tensor([2, 2, -2])
+        assert m.add(x, y, alpha=2).tolist() == [9.0, -1.0, 3.5]
+        assert m.sub(x, y, alpha=0.5).tolist() == [4.0, -6.0, 8.5]
+        assert x.add(y, alpha=-1).tolist() == m.sub(x, y).tolist()
+        assert m.add(i, j, alpha=3).tolist() == [11, 1, 1]
+        with pytest.raises(RuntimeError, match="alpha must not be a floating point"):
+            m.add(i, j, alpha=0.5)
+        z = x.clone()
+        z.sub_(y, alpha=2)
+        assert z.tolist() == [1.0, -9.0, 11.5]
+        for mode, fx, fi in [(None, [2.5, -2.5, -3.75], [2.5, -2.5, -3.5]),
+                             ("trunc", [2.0, -2.0, -3.0], [2, -2, -3]),
+                             ("floor", [2.0, -3.0, -4.0], [2, -3, -4])]:
+            assert m.div(x, y, rounding_mode=mode).tolist() == fx
+            assert x.div(y, rounding_mode=mode).tolist() == fx
+            assert m.div(i, j, rounding_mode=mode).tolist() == fi
+            assert dtype_name(m.div(i, j, rounding_mode=mode)) == ("float32" if mode is None
+                                                                  else "int64")
+        with pytest.raises(RuntimeError, match="rounding_mode to be one of"):
+            m.div(x, y, rounding_mode="round")
+        with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+            m.div(i, 0, rounding_mode="floor")
+        w = m.tensor([1.0, 2.0], requires_grad=True)
+        m.div(w * 3, 2, rounding_mode="floor").sum().backward()
+        assert w.grad.tolist() == [0.0, 0.0]
+
+
+def test_functional_forms_gradients():
+    check(lambda m, x, y: m.add(x, y, alpha=2.5), (3, 4), (4,))
+    check(lambda m, x, y: m.sub(x, y, alpha=-0.5), (3,), (2, 3))
+    check(lambda m, x, y: m.mul(x, y), (2, 3), (2, 3))
+    check(lambda m, x, y: m.div(x, y), (2, 3), np.full((2, 3), 1.5))
+    check(lambda m, x: m.clamp(x, -0.3, 0.3) + m.sigmoid(x) * m.tanh(x), (5,))

@@ -95,6 +95,24 @@ def _to_array(value, dtype=None) -> np.ndarray:
     return arr
 
 
+def _legacy_array(args: tuple) -> np.ndarray:
+    """The array ``torch.Tensor(*args)`` holds: sizes give zeros, data the default float dtype."""
+    if not args:
+        return np.zeros((0,), _default_dtype[0])
+    if len(args) == 1 and isinstance(args[0], Tensor):
+        return args[0]._data
+    sizes = args[0] if len(args) == 1 and isinstance(args[0], Size) else args
+    if all(isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in sizes):
+        if any(n < 0 for n in sizes):
+            raise RuntimeError(f"Trying to create tensor with negative dimension "
+                               f"{next(n for n in sizes if n < 0)}: {list(sizes)}")
+        return np.zeros(tuple(int(n) for n in sizes), _default_dtype[0])
+    if len(args) == 1 and isinstance(args[0], (list, tuple, np.ndarray)):
+        return _to_array(args[0]).astype(_default_dtype[0])
+    raise TypeError(f"new(): data must be a sequence (got {type(args[0]).__name__}); "
+                    f"Tensor() takes sizes (ints) or one sequence, as torch.Tensor")
+
+
 def _flat(seq):
     for item in seq:
         if isinstance(item, (list, tuple)):
@@ -167,14 +185,27 @@ class Tensor:
     __array_priority__ = 1000
     __array_ufunc__ = None  # make NumPy defer to Tensor's reflected operators
 
-    def __init__(self, data, dtype=None, requires_grad: bool = False):
-        self._data = _to_array(data, dtype)
+    def __init__(self, *args, device=None):
+        """torch's legacy constructor: ``Tensor(2, 3)`` (that shape, zero-filled where torch
+        leaves memory uninitialised), ``Tensor([1, 2])`` (data in the default float dtype),
+        ``Tensor(other)`` (the same storage) or ``Tensor()`` (empty). Use ``dtrain.tensor``."""
+        check_device(device)
+        self._reset(_legacy_array(args))
+
+    def _reset(self, array: np.ndarray) -> None:
+        self._data = array
         self.grad = None
         self.grad_fn = None
         self._retains_grad = False
         self._requires_grad = False
+
+    @classmethod
+    def _make(cls, data, dtype=None, requires_grad: bool = False) -> Tensor:
+        """A tensor of ``data`` with dtrain.tensor's dtype rules (the factories' constructor)."""
+        t = cls._wrap(_to_array(data, dtype))
         if requires_grad:
-            self.requires_grad = True
+            t.requires_grad = True
+        return t
 
     @classmethod
     def _wrap(cls, data: np.ndarray, requires_grad: bool = False, grad_fn=None) -> Tensor:
@@ -579,17 +610,29 @@ class Tensor:
         return Tensor._wrap(np.asarray(self._data.all()))
 
     # ------------------------------------------------------ method forms of ops
-    def add(self, other, alpha=1):
-        return add(self, other if alpha == 1 else mul(other, alpha))
+    def add(self, other, *, alpha=1):
+        from .functional import add as add_
 
-    def sub(self, other, alpha=1):
-        return sub(self, other if alpha == 1 else mul(other, alpha))
+        return add_(self, other, alpha=alpha)
+
+    def sub(self, other, *, alpha=1):
+        from .functional import sub as sub_
+
+        return sub_(self, other, alpha=alpha)
 
     def mul(self, other):
         return mul(self, other)
 
-    def div(self, other):
-        return div(self, other)
+    def div(self, other, *, rounding_mode=None):
+        from .functional import div as div_
+
+        return div_(self, other, rounding_mode=rounding_mode)
+
+    def floor_divide(self, other):
+        return floor_divide(self, other)
+
+    def remainder(self, other):
+        return remainder(self, other)
 
     def pow(self, exponent):
         return pow(self, exponent)
@@ -742,11 +785,15 @@ class Tensor:
     def __itruediv__(self, other):
         return self._inplace(div, other)
 
-    def add_(self, other, alpha=1):
-        return self._inplace(add, other if alpha == 1 else other * alpha)
+    def add_(self, other, *, alpha=1):
+        from .functional import _scaled
 
-    def sub_(self, other, alpha=1):
-        return self._inplace(sub, other if alpha == 1 else other * alpha)
+        return self._inplace(add, _scaled(other, alpha, self))
+
+    def sub_(self, other, *, alpha=1):
+        from .functional import _scaled
+
+        return self._inplace(sub, _scaled(other, alpha, self))
 
     def mul_(self, other):
         return self._inplace(mul, other)
@@ -828,7 +875,7 @@ def _as_tensor(x, like: Tensor | None = None) -> Tensor:
         return x
     if isinstance(x, numbers.Number) and like is not None:
         return _scalar_tensor(x, _result_dtype(like, x))
-    return Tensor(x)
+    return Tensor._make(x)
 
 
 def _scalar_tensor(x, dtype: np.dtype) -> Tensor:
@@ -918,9 +965,9 @@ def _binary_operands(a, b):
     if isinstance(b, Tensor) and isinstance(a, (int, float)) and b._data.dtype.kind == "f":
         return Tensor._wrap(np.asarray(a, b._data.dtype)), b
     if not isinstance(a, (Tensor, numbers.Number)):
-        a = Tensor(a)
+        a = Tensor._make(a)
     if not isinstance(b, (Tensor, numbers.Number)):
-        b = Tensor(b)
+        b = Tensor._make(b)
     dtype = _result_dtype(a, b)
     return _cast_operand(a, dtype), _cast_operand(b, dtype)
 
