@@ -1,4 +1,4 @@
-"""torch's function forms: ``dtrain.add(a, b, alpha=2, out=o)``, ``dtrain.div(a, b, rounding_mode=)``.
+"""torch's function forms: ``dtrain.add(a, b, alpha=2, out=o)``, ``div(..., rounding_mode=)``.
 
 The ops themselves live in ``tensor.py``; these wrappers add torch's keyword arguments. They call
 the ops through the module (``_t.add``), so whatever wraps the module's ops (the ONNX tracer)
