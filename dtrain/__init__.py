@@ -46,6 +46,8 @@ from .autograd.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_
 from .autograd.functional import (
     abs,
     add,
+    addcdiv,
+    addcmul,
     cat,
     clamp,
     clip,
@@ -78,6 +80,9 @@ from .autograd.functional import (
     true_divide,
     where,
 )
+from .autograd.indexing import gather, masked_fill, scatter, scatter_add
+from .autograd.pieces import chunk, cumsum, norm, split
+from .autograd.sorting import argsort, sort, topk
 from .autograd.tensor import (
     Tensor,
     amax,

@@ -627,3 +627,158 @@ def test_functional_forms_gradients():
     check(lambda m, x, y: m.mul(x, y), (2, 3), (2, 3))
     check(lambda m, x, y: m.div(x, y), (2, 3), np.full((2, 3), 1.5))
     check(lambda m, x: m.clamp(x, -0.3, 0.3) + m.sigmoid(x) * m.tanh(x), (5,))
+
+
+# ====================================================================== 7. Tensor methods
+RNG = np.random.default_rng(11)
+
+
+def distinct(*shape) -> np.ndarray:
+    """Well-separated values in random order: no ties for sort/topk, no kinks for norms."""
+    n = int(np.prod(shape))
+    return ((RNG.permutation(n) - n / 2 + 0.25) / 3).reshape(shape)
+
+
+INDEX = np.array([[0, 2, 1], [1, 0, 0]])
+MASK = np.array([[True, False, True, False], [False, False, True, True],
+                 [True, True, False, False]])
+
+GRADIENT_CASES = {
+    "gather dim1": (lambda m, x, i: x.gather(1, i), (3, 4), INDEX),
+    "gather dim0 repeats": (lambda m, x, i: m.gather(x, 0, i), (3, 4), INDEX),
+    "scatter src": (lambda m, x, i, s: x.scatter(1, i, s), (2, 4), np.array([[0, 3], [1, 2]]),
+                    (2, 2)),
+    "scatter_ on clone": (lambda m, x, s: x.clone().scatter_(0, m.tensor([[1, 0, 2]]), s),
+                          (3, 3), (1, 3)),
+    "scatter value": (lambda m, x: x.scatter(1, m.tensor([[0], [2]]), 2.5), (2, 3)),
+    "scatter_add": (lambda m, x, s: x.scatter_add(0, m.tensor([[0, 1], [0, 1]]), s), (2, 2),
+                    (2, 2)),
+    "masked_fill": (lambda m, x, k: x.masked_fill(k, -1.5), (3, 4), MASK),
+    "masked_fill broadcast": (lambda m, x: x.masked_fill(m.tensor([True, False, True]), 0.0),
+                              (2, 3)),
+    "masked_fill_ on clone": (lambda m, x, k: x.clone().masked_fill_(k, 2.0) * x, (3, 4), MASK),
+    "where method": (lambda m, x, y, k: x.where(k, y), (3, 4), (3, 4), MASK),
+    "repeat": (lambda m, x: x.repeat(2, 3), (2, 3)),
+    "repeat new dims": (lambda m, x: x.repeat(2, 1, 2), (3,)),
+    "expand": (lambda m, x: x.expand(2, 3, 4), (3, 1)),
+    "expand -1": (lambda m, x: x.expand(4, -1), (1, 3)),
+    "expand_as": (lambda m, x, y: x.expand_as(y) * y, (1, 4), (3, 4)),
+    "cumsum": (lambda m, x: x.cumsum(1), (3, 4)),
+    "cumsum dim0": (lambda m, x: m.cumsum(x, dim=0), (3, 4)),
+    "topk": (lambda m, x: x.topk(2, dim=1).values, distinct(3, 5)),
+    "topk smallest": (lambda m, x: m.topk(x, 3, 0, largest=False)[0], distinct(4, 2)),
+    "sort": (lambda m, x: x.sort(dim=0).values, distinct(4, 3)),
+    "sort descending": (lambda m, x: m.sort(x, descending=True)[0], distinct(2, 5)),
+    "norm": (lambda m, x: x.norm(), distinct(3, 4)),
+    "norm p1 dim": (lambda m, x: x.norm(1, dim=1), distinct(3, 4)),
+    "norm p3 keepdim": (lambda m, x: x.norm(3, dim=0, keepdim=True), distinct(3, 4)),
+    "norm inf": (lambda m, x: x.norm(float("inf"), dim=1), distinct(3, 4)),
+    "norm function": (lambda m, x: m.norm(x, dim=(0, 1)), distinct(2, 3)),
+    "chunk": (lambda m, x: m.cat([c * (i + 1) for i, c in enumerate(x.chunk(3, 1))], 1),
+              (2, 5)),
+    "split sizes": (lambda m, x: m.cat([c * (i + 1) for i, c in enumerate(x.split([1, 3]))]),
+                    (4, 2)),
+    "split size": (lambda m, x: m.stack([c.sum() for c in m.split(x, 2, dim=1)]), (2, 5)),
+    "addcmul": (lambda m, x, a, b: x.addcmul(a, b, value=0.5), (3,), (3,), (2, 3)),
+    "addcdiv": (lambda m, x, a, b: m.addcdiv(x, a, b, value=-2), (3,), (3,),
+                RNG.uniform(1, 2, (3,))),
+    "addcmul_ non-leaf": (lambda m, x, a, b: (x * 1).addcmul_(a, b, value=2), (3,), (3,), (3,)),
+    "addcdiv_ non-leaf": (lambda m, x, a, b: (x * 1).addcdiv_(a, b), (3,), (3,),
+                          RNG.uniform(1, 2, (3,))),
+    "max dim values": (lambda m, x: x.max(1).values + x.min(dim=0)[0].sum(), distinct(3, 4)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GRADIENT_CASES))
+def test_method_values_and_gradients(name):
+    fn, *specs = GRADIENT_CASES[name]
+    check(fn, *specs)
+
+
+def test_new_factories_vs_torch():
+    torch = pytest.importorskip("torch")
+    for m in (dtrain, torch):
+        f, i = m.ones(2, dtype=m.float64), m.tensor([1, 2])
+        assert dtype_name(f.new_tensor([1, 2])) == "float64"
+        assert f.new_tensor([1, 2]).tolist() == [1, 2]
+        assert dtype_name(i.new_tensor([1.5], dtype=m.float32)) == "float32"
+        assert f.new_zeros(2, 3).shape == (2, 3) and dtype_name(f.new_zeros((2,))) == "float64"
+        assert i.new_ones(3).tolist() == [1, 1, 1] and dtype_name(i.new_ones(3)) == "int64"
+        assert i.new_full((2,), 7).tolist() == [7, 7]
+        assert dtype_name(f.new_full((1,), 3, dtype=m.int32)) == "int32"
+        assert f.new_empty(4).shape == (4,) and f.new_zeros(2, requires_grad=True).requires_grad
+        src = [1.0, 2.0]
+        copied = f.new_tensor(src)
+        src[0] = 5.0
+        assert copied.tolist() == [1.0, 2.0]
+
+
+def test_method_results_vs_torch():
+    torch = pytest.importorskip("torch")
+    outcomes = []
+    for m in (dtrain, torch):
+        x = m.tensor([[3.0, 1.0, 2.0], [0.5, 4.0, -1.0]])
+        values, indices = x.max(1)
+        named = x.min(dim=0)
+        sort = x.sort(1, descending=True)
+        top = m.topk(x, 2)
+        outcomes.append([
+            values.tolist(), indices.tolist(), named.values.tolist(), named.indices.tolist(),
+            sort.values.tolist(), sort.indices.tolist(), x.argsort(1).tolist(),
+            m.argsort(x, 0, descending=True).tolist(), top.values.tolist(), top.indices.tolist(),
+            [c.tolist() for c in x.chunk(2, 1)], [c.tolist() for c in x.split(1)],
+            x.cumsum(0).tolist(), m.tensor([1, 2, 3]).cumsum(0).tolist(),
+            dtype_name(m.tensor([True, True]).cumsum(0)), x.repeat(1, 2).tolist(),
+            x.gather(1, m.tensor([[2], [0]])).tolist(),
+            m.zeros(2, 3).scatter_(1, m.tensor([[2], [0]]), 9.0).tolist(),
+            m.zeros(3).scatter_add_(0, m.tensor([0, 0, 2]), m.ones(3)).tolist(),
+            x.masked_fill(x > 2, 0.0).tolist(), m.tensor([1, 2]).masked_fill(
+                m.tensor([True, False]), 0.7).tolist(),
+            round(x.norm().item(), 5), round(x.norm(1).item(), 5), x.norm(dim=1).shape,
+            x.size(1), x.size(-1), x.numel(), x[0, 0].item(), x.tolist(),
+            type(x.max(0)).__name__, type(x.sort()).__name__, type(x.topk(1)).__name__,
+        ])
+    assert outcomes[0] == outcomes[1]
+
+
+def test_method_errors_vs_torch():
+    torch = pytest.importorskip("torch")
+    for m in (dtrain, torch):
+        x = m.zeros(3, 4)
+        cases = [
+            (lambda: x.gather(1, m.tensor([[5]])), RuntimeError, "out of bounds"),
+            (lambda: x.masked_fill(m.tensor([1, 0, 1, 0]), 1.0), RuntimeError, "boolean"),
+            (lambda: x.split([1, 1]), RuntimeError, "sum exactly to 3"),
+            (lambda: x.topk(5), RuntimeError, "out of range"),
+            (lambda: x.repeat(2), RuntimeError, "can not be smaller"),
+            (lambda: m.tensor([1, 2]).norm(), RuntimeError, "floating point"),
+            (lambda: x.chunk(0), RuntimeError, "greater than 0"),
+            (lambda: x.expand(2, 3), RuntimeError, "expanded size"),
+        ]
+        for fn, error, text in cases:
+            with pytest.raises(error, match=text):
+                fn()
+
+
+def test_methods_without_torch():
+    x = dtrain.tensor([[1.0, -2.0], [3.0, 4.0]], requires_grad=True)
+    x.norm().backward()
+    np.testing.assert_allclose(x.grad._data, x._data / np.sqrt(30.0), rtol=1e-6)
+    z = dtrain.zeros(2, requires_grad=True)
+    z.norm().backward()
+    assert z.grad.tolist() == [0.0, 0.0]  # no nan at the origin
+    parts = dtrain.arange(10).split(4)
+    assert [p.tolist() for p in parts] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    y = dtrain.tensor([2.0, 2.0, 1.0])
+    assert y.sort(descending=True).indices.tolist() == [0, 1, 2]  # ties keep their order
+    assert y.argsort().tolist() == [2, 0, 1]
+    w = dtrain.ones(3)
+    w.addcmul_(dtrain.tensor([1.0, 2.0, 3.0]), dtrain.tensor([2.0, 2.0, 2.0]), value=0.5)
+    w.addcdiv_(dtrain.ones(3), dtrain.tensor([2.0, 4.0, 8.0]))
+    assert w.tolist() == [2.5, 3.25, 4.125]
+    leaf = dtrain.ones(2, requires_grad=True)
+    with pytest.raises(RuntimeError, match="leaf Variable"):
+        leaf.scatter_(0, dtrain.tensor([0]), 2.0)
+    with dtrain.no_grad():
+        leaf.masked_fill_(dtrain.tensor([True, False]), 5.0)
+    assert leaf.tolist() == [5.0, 1.0] and leaf.grad_fn is None

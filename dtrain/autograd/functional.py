@@ -199,3 +199,13 @@ concat = concatenate = cat
 def stack(tensors, dim: int = 0, *, out: Tensor | None = None) -> Tensor:
     """Join along a new dimension."""
     return _write_out("stack", _t.stack(tensors, dim), out)
+
+
+def addcmul(input, tensor1, tensor2, *, value=1, out: Tensor | None = None) -> Tensor:
+    """``input + value * tensor1 * tensor2``."""
+    return _write_out("addcmul", input.addcmul(tensor1, tensor2, value=value), out)
+
+
+def addcdiv(input, tensor1, tensor2, *, value=1, out: Tensor | None = None) -> Tensor:
+    """``input + value * tensor1 / tensor2``."""
+    return _write_out("addcdiv", input.addcdiv(tensor1, tensor2, value=value), out)

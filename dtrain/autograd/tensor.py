@@ -747,6 +747,127 @@ class Tensor:
     def __getitem__(self, key):
         return getitem(self, key)
 
+    # ---------------------------------------- ops defined in indexing/sorting/pieces modules
+    def norm(self, p="fro", dim=None, keepdim=False, dtype=None):
+        from .pieces import norm as norm_
+
+        return norm_(self, p, dim, keepdim, dtype)
+
+    def split(self, split_size, dim=0):
+        from .pieces import split as split_
+
+        return split_(self, split_size, dim)
+
+    def chunk(self, chunks, dim=0):
+        from .pieces import chunk as chunk_
+
+        return chunk_(self, chunks, dim)
+
+    def repeat(self, *sizes):
+        from .pieces import repeat as repeat_
+
+        return repeat_(self, _shape_arg(sizes))
+
+    def cumsum(self, dim, *, dtype=None):
+        from .pieces import cumsum as cumsum_
+
+        return cumsum_(self, dim, dtype=dtype)
+
+    def gather(self, dim, index):
+        from .indexing import gather as gather_
+
+        return gather_(self, dim, index)
+
+    def scatter(self, dim, index, src=None, *, value=None, reduce=None):
+        from .indexing import scatter as scatter_
+
+        return scatter_(self, dim, index, src, value=value, reduce=reduce)
+
+    def scatter_(self, dim, index, src=None, *, value=None, reduce=None):
+        from .indexing import scatter as scatter_
+
+        return self._inplace(lambda t, s: scatter_(t, dim, index, s, value=value, reduce=reduce),
+                             src)
+
+    def scatter_add(self, dim, index, src):
+        from .indexing import scatter_add as scatter_add_
+
+        return scatter_add_(self, dim, index, src)
+
+    def scatter_add_(self, dim, index, src):
+        from .indexing import scatter_add as scatter_add_
+
+        return self._inplace(lambda t, s: scatter_add_(t, dim, index, s), src)
+
+    def masked_fill(self, mask, value):
+        from .indexing import masked_fill as masked_fill_
+
+        return masked_fill_(self, mask, value)
+
+    def masked_fill_(self, mask, value):
+        from .indexing import masked_fill as masked_fill_
+
+        return self._inplace(lambda t, v: masked_fill_(t, mask, v), value)
+
+    def where(self, condition, other):
+        """``self`` where ``condition`` holds, else ``other`` (torch's method form)."""
+        return where(condition, self, other)
+
+    def sort(self, dim=-1, descending=False, stable=False):
+        from .sorting import sort as sort_
+
+        return sort_(self, dim, descending, stable)
+
+    def argsort(self, dim=-1, descending=False, stable=False):
+        from .sorting import argsort as argsort_
+
+        return argsort_(self, dim, descending, stable)
+
+    def topk(self, k, dim=-1, largest=True, sorted=True):
+        from .sorting import topk as topk_
+
+        return topk_(self, k, dim, largest, sorted)
+
+    def addcmul(self, tensor1, tensor2, *, value=1):
+        """``self + value * tensor1 * tensor2``."""
+        return add(self, mul(mul(tensor1, tensor2), value))
+
+    def addcdiv(self, tensor1, tensor2, *, value=1):
+        """``self + value * tensor1 / tensor2``."""
+        return add(self, mul(div(tensor1, tensor2), value))
+
+    def addcmul_(self, tensor1, tensor2, *, value=1):
+        return self._inplace(lambda t, _: t.addcmul(tensor1, tensor2, value=value),
+                             _first_needing_grad(tensor1, tensor2))
+
+    def addcdiv_(self, tensor1, tensor2, *, value=1):
+        return self._inplace(lambda t, _: t.addcdiv(tensor1, tensor2, value=value),
+                             _first_needing_grad(tensor1, tensor2))
+
+    # ------------------------------------------------- new tensors like this one
+    def new_tensor(self, data, dtype=None, device=None, requires_grad=False):
+        """A copy of ``data`` with this tensor's dtype unless ``dtype`` is given."""
+        check_device(device)
+        return Tensor._make(np.array(_data(data), copy=True), dtype or self._data.dtype,
+                            requires_grad)
+
+    def new_zeros(self, *size, dtype=None, device=None, requires_grad=False):
+        return self.new_full(_shape_arg(size), 0, dtype=dtype, device=device,
+                             requires_grad=requires_grad)
+
+    def new_ones(self, *size, dtype=None, device=None, requires_grad=False):
+        return self.new_full(_shape_arg(size), 1, dtype=dtype, device=device,
+                             requires_grad=requires_grad)
+
+    def new_empty(self, *size, dtype=None, device=None, requires_grad=False):
+        """Zero-filled (torch leaves the memory uninitialised): repeatable runs."""
+        return self.new_zeros(*size, dtype=dtype, device=device, requires_grad=requires_grad)
+
+    def new_full(self, size, fill_value, dtype=None, device=None, requires_grad=False):
+        check_device(device)
+        array = np.full(tuple(size), fill_value, np.dtype(dtype or self._data.dtype))
+        return Tensor._make(array, requires_grad=requires_grad)
+
     # ---------------------------------------------------------- in-place ops
     def _check_inplace(self) -> bool:
         """Refuse in-place changes of leaves that require grad; True when history must be rebased."""
@@ -851,6 +972,11 @@ class Tensor:
             self._inplace(lambda t, v: index_put(t, key, v), value)
         else:
             self._data[key] = _data(value)
+
+
+def _first_needing_grad(*tensors):
+    """The first operand that requires grad (so ``_inplace`` records), else None."""
+    return next((t for t in tensors if isinstance(t, Tensor) and t._requires_grad), None)
 
 
 def _no_grad_block():
