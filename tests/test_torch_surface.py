@@ -188,6 +188,29 @@ def test_promotion_unary_and_reductions(op, dtype):
         assert_same_outcome(lambda m: UNARY[op](m, make(m, dtype, dim)))
 
 
+INPLACE = {
+    "int += float": lambda m: m.tensor([1, 2]).__iadd__(1.5),
+    "int.add_(float)": lambda m: m.tensor([1, 2]).add_(1.5),
+    "int *= int": lambda m: m.tensor([1, 2]).__imul__(3),
+    "float += int tensor": lambda m: m.tensor([1.0, 2.0]).__iadd__(m.tensor([1, 2])),
+    "float32 += float64": lambda m: m.tensor([1.0, 2.0]).__iadd__(
+        m.tensor([1.0, 2.0], dtype=m.float64)),
+    "int /= 2": lambda m: m.tensor([1, 2]).__itruediv__(2),
+    "bool += 1": lambda m: m.tensor([True, False]).__iadd__(1),
+    "int.clamp_(float)": lambda m: m.tensor([1, 2]).clamp_(0, 1.5),
+    "int.sqrt_()": lambda m: m.tensor([1, 4]).sqrt_(),
+    "int.mul_(bool)": lambda m: m.tensor([1, 2]).mul_(True),
+    "uint8 -= 1": lambda m: m.tensor([1, 2], dtype=m.uint8).__isub__(1),
+    "int.fill_(float)": lambda m: m.tensor([1, 2]).fill_(2.7),
+    "int.copy_(float)": lambda m: m.tensor([1, 2]).copy_(m.tensor([1.7, -1.7])),
+}
+
+
+@pytest.mark.parametrize("name", sorted(INPLACE))
+def test_inplace_promotion_vs_torch(name):
+    assert_same_outcome(INPLACE[name])
+
+
 def test_promotion_without_torch():
     out = dtrain.clamp(dtrain.tensor([1, 5]), 0, 2.5)
     assert out.dtype == dtrain.float32 and out.tolist() == [1.0, 2.5]

@@ -885,13 +885,15 @@ class Tensor:
         if self._check_inplace() or (other_rg and is_grad_enabled()):
             snapshot = Tensor._wrap(self._data, self._requires_grad, self.grad_fn)
             result = func(snapshot, other)
+            _check_result_cast(result._data.dtype, self._data.dtype)
             self._data = result._data.astype(self._data.dtype, copy=False)
             self.grad_fn = result.grad_fn
             self._requires_grad = result._requires_grad
         else:
             with _no_grad_block():
                 result = func(Tensor._wrap(self._data), other)
-            np.copyto(self._data, result._data, casting="same_kind")
+            _check_result_cast(result._data.dtype, self._data.dtype)
+            np.copyto(self._data, result._data, casting="unsafe")
         return self
 
     def __iadd__(self, other):
@@ -972,6 +974,13 @@ class Tensor:
             self._inplace(lambda t, v: index_put(t, key, v), value)
         else:
             self._data[key] = _data(value)
+
+
+def _check_result_cast(result: np.dtype, target: np.dtype) -> None:
+    """torch's rule for in-place results: no cast to a lower category (float into int, ...)."""
+    if _category(result) > _category(target):
+        raise RuntimeError(f"result type {_torch_name(result)} can't be cast to the desired "
+                           f"output type {_torch_name(target)}")
 
 
 def _first_needing_grad(*tensors):
