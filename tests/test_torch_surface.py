@@ -760,6 +760,7 @@ def test_method_results_vs_torch():
             round(x.norm().item(), 5), round(x.norm(1).item(), 5), x.norm(dim=1).shape,
             x.size(1), x.size(-1), x.numel(), x[0, 0].item(), x.tolist(),
             type(x.max(0)).__name__, type(x.sort()).__name__, type(x.topk(1)).__name__,
+            m.max(x, m.ones(3)).tolist(), m.min(x, m.ones(3)).tolist(), x.get_device(),
         ])
     assert outcomes[0] == outcomes[1]
 

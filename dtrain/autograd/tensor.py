@@ -314,6 +314,10 @@ class Tensor:
     def is_cuda(self) -> bool:
         return False
 
+    def get_device(self) -> int:
+        """-1: the CPU, as torch numbers it."""
+        return -1
+
     @property
     def T(self) -> Tensor:
         return self.permute(*reversed(range(self.ndim)))
@@ -1535,14 +1539,24 @@ def _extreme(a, dim, keepdim, fn, name):
 
 
 def max(a: Tensor, dim=None, keepdim: bool = False):
-    """Without ``dim`` the largest element; with ``dim`` a (values, indices) pair, as torch.max."""
+    """Without ``dim`` the largest element; with ``dim`` a (values, indices) pair, as torch.max.
+
+    ``max(a, b)`` with a Tensor ``b`` is the elementwise ``maximum``.
+    """
+    if isinstance(dim, Tensor):
+        return maximum(a, dim)
     if dim is None:
         return _extreme(a, None, False, np.max, "MaxBackward1")
     return _extreme_dim(a, dim, keepdim, np.argmax, "MaxBackward0")
 
 
 def min(a: Tensor, dim=None, keepdim: bool = False):
-    """Without ``dim`` the smallest element; with ``dim`` a (values, indices) pair, as torch.min."""
+    """Without ``dim`` the smallest element; with ``dim`` a (values, indices) pair, as torch.min.
+
+    ``min(a, b)`` with a Tensor ``b`` is the elementwise ``minimum``.
+    """
+    if isinstance(dim, Tensor):
+        return minimum(a, dim)
     if dim is None:
         return _extreme(a, None, False, np.min, "MinBackward1")
     return _extreme_dim(a, dim, keepdim, np.argmin, "MinBackward0")
