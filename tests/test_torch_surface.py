@@ -398,8 +398,11 @@ def test_accelerator_queries_vs_torch():
         assert m.accelerator.is_available() is False
         assert m.accelerator.current_accelerator() is None
         assert m.accelerator.device_count() == 0
-        with pytest.raises(RuntimeError, match="none is available"):
-            m.accelerator.current_device_index()
+        for name in ("current_device_index", "synchronize", "empty_cache", "memory_allocated",
+                     "max_memory_allocated", "memory_stats", "reset_peak_memory_stats",
+                     "current_stream", "get_memory_info"):
+            with pytest.raises(RuntimeError, match="none is available"):
+                getattr(m.accelerator, name)()
         with m.accelerator.device_index(None):
             pass
         assert m.backends.mps.is_available() is False and m.backends.mps.is_built() is False
