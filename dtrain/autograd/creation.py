@@ -45,40 +45,47 @@ def from_numpy(array: np.ndarray, device=None) -> Tensor:
 
 
 def zeros(*size, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    """A tensor of zeros (the default float dtype unless ``dtype`` is given)."""
     check_device(device)
     return Tensor._make(np.zeros(_shape(size), _float_dtype(dtype)), requires_grad=requires_grad)
 
 
 def ones(*size, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    """A tensor of ones (the default float dtype unless ``dtype`` is given)."""
     check_device(device)
     return Tensor._make(np.ones(_shape(size), _float_dtype(dtype)), requires_grad=requires_grad)
 
 
 def empty(*size, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    """A tensor of the given shape, zero-filled (torch leaves it uninitialised): repeatable runs."""
     check_device(device)
     return zeros(*size, dtype=dtype, requires_grad=requires_grad)
 
 
 def full(size, fill_value, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    """A tensor filled with ``fill_value``; its dtype follows the value (bool, int64 or float)."""
     check_device(device)
     if dtype is None:
-        dtype = (np.dtype(np.int64) if isinstance(fill_value, (bool, int)) and not isinstance(fill_value, bool)
-                 else np.dtype(bool) if isinstance(fill_value, bool) else get_default_dtype())
+        dtype = (np.dtype(bool) if isinstance(fill_value, bool)
+                 else np.dtype(np.int64) if isinstance(fill_value, int) else get_default_dtype())
     return Tensor._make(np.full(tuple(size), fill_value, dtype), requires_grad=requires_grad)
 
 
 def zeros_like(t: Tensor, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    """Zeros in ``t``'s shape (and dtype unless ``dtype`` is given)."""
     check_device(device)
     return Tensor._make(np.zeros(t.shape, dtype or t.dtype), requires_grad=requires_grad)
 
 
 def ones_like(t: Tensor, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    """Ones in ``t``'s shape (and dtype unless ``dtype`` is given)."""
     check_device(device)
     return Tensor._make(np.ones(t.shape, dtype or t.dtype), requires_grad=requires_grad)
 
 
 def full_like(t: Tensor, fill_value, dtype=None, device=None,
               requires_grad: bool = False) -> Tensor:
+    """``fill_value`` in ``t``'s shape (and dtype unless ``dtype`` is given)."""
     check_device(device)
     return Tensor._make(np.full(t.shape, fill_value, dtype or t.dtype), requires_grad=requires_grad)
 
@@ -95,12 +102,14 @@ def arange(start, end=None, step=1, dtype=None, device=None, requires_grad: bool
 
 
 def linspace(start, end, steps, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    """``steps`` evenly spaced values from ``start`` to ``end`` inclusive."""
     check_device(device)
     return Tensor._make(np.linspace(start, end, steps, dtype=_float_dtype(dtype)),
                   requires_grad=requires_grad)
 
 
 def eye(n, m=None, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    """The identity matrix (n x m)."""
     check_device(device)
     return Tensor._make(np.eye(n, m, dtype=_float_dtype(dtype)), requires_grad=requires_grad)
 
@@ -131,6 +140,7 @@ def randint(low, high=None, size=(), dtype=None, generator=None, device=None) ->
 
 
 def randperm(n, generator=None, device=None) -> Tensor:
+    """A random permutation of 0..n-1 (int64) from the global (or given) generator."""
     check_device(device)
     gen = generator or _random.default_generator()
     return Tensor._make(gen.permutation(n).astype(np.int64))

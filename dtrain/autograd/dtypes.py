@@ -34,18 +34,22 @@ class dtype:  # noqa: N801 - torch's name
 
     @property
     def is_floating_point(self) -> bool:
+        """True for float16/32/64."""
         return self._np.kind == "f"
 
     @property
     def is_complex(self) -> bool:
+        """True for complex64/128."""
         return self._np.kind == "c"
 
     @property
     def is_signed(self) -> bool:
+        """True for types that hold negative values (floats and signed ints)."""
         return self._np.kind in "fic"
 
     @property
     def itemsize(self) -> int:
+        """Bytes per element."""
         return self._np.itemsize
 
     def __getattr__(self, name: str):
