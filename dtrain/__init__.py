@@ -42,7 +42,6 @@ from .autograd.dtypes import (
     int64,
     uint8,
 )
-from .autograd.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .autograd.functional import (
     abs,
     add,
@@ -80,6 +79,7 @@ from .autograd.functional import (
     true_divide,
     where,
 )
+from .autograd.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .autograd.indexing import gather, masked_fill, scatter, scatter_add
 from .autograd.pieces import chunk, cumsum, norm, split
 from .autograd.sorting import argsort, sort, topk
@@ -104,7 +104,7 @@ float = float32
 double = float64
 half = float16
 long = int64
-int = int32  # noqa: A001 - torch's alias; shadows the builtin inside this module only
+int = int32  # torch's alias; shadows the builtin inside this module only
 short = int16
 cfloat = complex64
 cdouble = complex128

@@ -19,7 +19,7 @@ def is_available() -> bool:
 
 def current_accelerator(check_available: bool = False):
     """None: there is no accelerator device type."""
-    return None
+    return
 
 
 def device_count() -> int:

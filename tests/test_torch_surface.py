@@ -8,6 +8,8 @@ Reference cases build the same program for both libraries with ``m`` standing fo
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 from helpers import check
@@ -122,7 +124,14 @@ BINARY = {
     "lt": lambda m, a, b: a < b, "ge": lambda m, a, b: a >= b,
     "where": lambda m, a, b: m.where(m.tensor([True, False, True]), a, b),
 }
-UNARY = {name: (lambda name: lambda m, a: getattr(m, name)(a))(name)
+
+
+def call_named(name: str, m, a):
+    """``m.<name>(a)``: the unary function of that name in dtrain or torch."""
+    return getattr(m, name)(a)
+
+
+UNARY = {name: functools.partial(call_named, name)
          for name in ["sqrt", "exp", "log", "sigmoid", "tanh", "abs", "relu"]}
 UNARY.update({
     "neg": lambda m, a: -a, "sign": lambda m, a: a.sign(), "sum": lambda m, a: a.sum(),
@@ -141,18 +150,19 @@ def make(m, dtype: str, dim: bool):
     return m.tensor(values if dim else values[0], dtype=getattr(m, dtype))
 
 
-def outcome(m, fn):
-    """('dtype', values) of ``fn(m)``, or ('error', exception type name)."""
+def outcome(m, fn, args: tuple):
+    """('dtype', values) of ``fn(m, *args)``, or ('error', exception type name)."""
     try:
-        out = fn(m)
+        out = fn(m, *args)
     except Exception as exc:  # noqa: BLE001 - the error type is what is compared
         return "error", type(exc).__name__
     return dtype_name(out), np.asarray(as_numpy(out), dtype=np.float64)
 
 
-def assert_same_outcome(fn):
+def assert_same_outcome(fn, *args):
+    """``fn(m, *args)`` gives the same dtype and values, or the same error type, in both."""
     torch = pytest.importorskip("torch")
-    (dt, dv), (tt, tv) = outcome(dtrain, fn), outcome(torch, fn)
+    (dt, dv), (tt, tv) = (outcome(m, fn, args) for m in (dtrain, torch))
     assert dt == tt, (dt, dv, tt, tv)
     if dt == "error":
         assert dv == tv
@@ -165,9 +175,9 @@ def assert_same_outcome(fn):
 @pytest.mark.parametrize("dim", [True, False], ids=["nd", "0d"])
 def test_promotion_tensor_with_python_scalar(op, dtype, dim):
     for scalar in SCALARS:
-        assert_same_outcome(lambda m: BINARY[op](m, make(m, dtype, dim), scalar))
+        assert_same_outcome(lambda m, s: BINARY[op](m, make(m, dtype, dim), s), scalar)
         if op != "where":
-            assert_same_outcome(lambda m: BINARY[op](m, scalar, make(m, dtype, dim)))
+            assert_same_outcome(lambda m, s: BINARY[op](m, s, make(m, dtype, dim)), scalar)
 
 
 @pytest.mark.parametrize("op", sorted(BINARY))
@@ -175,8 +185,8 @@ def test_promotion_tensor_with_python_scalar(op, dtype, dim):
 def test_promotion_tensor_with_tensor(op, left):
     for right in DTYPES:
         for dims in [(True, True), (True, False), (False, True), (False, False)]:
-            assert_same_outcome(lambda m: BINARY[op](m, make(m, left, dims[0]),
-                                                     make(m, right, dims[1])))
+            assert_same_outcome(lambda m, r, d: BINARY[op](m, make(m, left, d[0]),
+                                                           make(m, r, d[1])), right, dims)
 
 
 @pytest.mark.parametrize("op", sorted(UNARY))
@@ -185,7 +195,7 @@ def test_promotion_unary_and_reductions(op, dtype):
     for dim in (True, False):
         if op in ("std", "var") and not dim:
             continue  # torch warns about zero degrees of freedom
-        assert_same_outcome(lambda m: UNARY[op](m, make(m, dtype, dim)))
+        assert_same_outcome(lambda m, d: UNARY[op](m, make(m, dtype, d)), dim)
 
 
 INPLACE = {
@@ -409,7 +419,7 @@ def test_accelerator_queries_vs_torch():
         assert m.backends.cudnn.is_available() is False
         with pytest.raises(AssertionError):
             m.cuda.current_device()
-    import dtrain.backends.cudnn as cudnn
+    from dtrain.backends import cudnn
 
     cudnn.deterministic, cudnn.benchmark = True, False  # reproducibility preambles run
     acc = dtrain.accelerator.current_accelerator()
@@ -477,7 +487,7 @@ def test_dtypes_print_like_torch_and_stay_numpy_compatible():
     assert x.dtype == np.float32 and x.dtype == np.dtype("float32") and x.dtype == "float32"
     assert np.dtype("float32") == x.dtype and np.float32 == x.dtype
     assert x.dtype != np.float64 and x.dtype != dtrain.float64 and x.dtype != "cpu"
-    assert x.dtype != None  # noqa: E711 - the comparison itself is what is tested
+    assert x.dtype != None
     assert dtrain.float is dtrain.float32 and dtrain.long is dtrain.int64
     assert dtrain.double is dtrain.float64 and dtrain.half is dtrain.float16
     assert dtrain.int is dtrain.int32 and dtrain.bool is dtrain.bool_
@@ -773,18 +783,18 @@ def test_method_errors_vs_torch():
     for m in (dtrain, torch):
         x = m.zeros(3, 4)
         cases = [
-            (lambda: x.gather(1, m.tensor([[5]])), RuntimeError, "out of bounds"),
-            (lambda: x.masked_fill(m.tensor([1, 0, 1, 0]), 1.0), RuntimeError, "boolean"),
-            (lambda: x.split([1, 1]), RuntimeError, "sum exactly to 3"),
-            (lambda: x.topk(5), RuntimeError, "out of range"),
-            (lambda: x.repeat(2), RuntimeError, "can not be smaller"),
-            (lambda: m.tensor([1, 2]).norm(), RuntimeError, "floating point"),
-            (lambda: x.chunk(0), RuntimeError, "greater than 0"),
-            (lambda: x.expand(2, 3), RuntimeError, "expanded size"),
+            (lambda m, x: x.gather(1, m.tensor([[5]])), RuntimeError, "out of bounds"),
+            (lambda m, x: x.masked_fill(m.tensor([1, 0, 1, 0]), 1.0), RuntimeError, "boolean"),
+            (lambda m, x: x.split([1, 1]), RuntimeError, "sum exactly to 3"),
+            (lambda m, x: x.topk(5), RuntimeError, "out of range"),
+            (lambda m, x: x.repeat(2), RuntimeError, "can not be smaller"),
+            (lambda m, x: m.tensor([1, 2]).norm(), RuntimeError, "floating point"),
+            (lambda m, x: x.chunk(0), RuntimeError, "greater than 0"),
+            (lambda m, x: x.expand(2, 3), RuntimeError, "expanded size"),
         ]
         for fn, error, text in cases:
             with pytest.raises(error, match=text):
-                fn()
+                fn(m, x)
 
 
 def test_methods_without_torch():

@@ -17,7 +17,7 @@ _TORCH_NAMES = {"float16": "float16", "float32": "float32", "float64": "float64"
                 "uint16": "uint16", "uint32": "uint32", "uint64": "uint64", "bool": "bool"}
 
 
-class dtype:  # noqa: N801 - torch's name
+class dtype:
     """A tensor element type, as ``torch.dtype``: one object per type, NumPy-compatible."""
 
     __slots__ = ("_hash", "_name", "_np")

@@ -99,7 +99,7 @@ def norm(input: Tensor, p="fro", dim=None, keepdim: bool = False, dtype=None) ->
     if p == "fro" or p is None:
         p = 2
     if isinstance(p, str) or not isinstance(p, numbers.Real):
-        raise RuntimeError(f"norm(): p must be a number, inf or 'fro', got {p!r}")
+        raise TypeError(f"norm(): p must be a number, inf or 'fro', got {p!r}")
     dims = _t._normalize_dims(dim, A.ndim) if A.ndim and dim is not None else None
     absA = np.abs(A)
     with np.errstate(all="ignore"):

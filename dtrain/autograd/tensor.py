@@ -14,8 +14,8 @@ import numbers
 
 import numpy as np
 
-from ._format import tensor_repr
 from . import return_types
+from ._format import tensor_repr
 from .device import CPU, check_device, parse_to
 from .dtypes import Size, as_dtype
 from .grad_mode import is_grad_enabled
@@ -181,7 +181,7 @@ def _is_basic_index(key) -> bool:
 class Tensor:
     """An n-dimensional array with PyTorch's autograd semantics, stored as a NumPy array."""
 
-    __slots__ = ("__weakref__", "_requires_grad", "_data", "_retains_grad", "grad", "grad_fn")
+    __slots__ = ("__weakref__", "_data", "_requires_grad", "_retains_grad", "grad", "grad_fn")
     __array_priority__ = 1000
     __array_ufunc__ = None  # make NumPy defer to Tensor's reflected operators
 
