@@ -36,9 +36,8 @@ def as_tensor(data, dtype=None, device=None) -> Tensor:
     return Tensor._make(data, dtype=dtype)
 
 
-def from_numpy(array: np.ndarray, device=None) -> Tensor:
+def from_numpy(array: np.ndarray) -> Tensor:
     """A tensor sharing memory with ``array`` (its dtype kept)."""
-    check_device(device)
     if not isinstance(array, np.ndarray):
         raise TypeError(f"expected np.ndarray (got {type(array).__name__})")
     return Tensor._wrap(array)
