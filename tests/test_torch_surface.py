@@ -657,6 +657,22 @@ def test_alpha_and_rounding_mode_vs_torch():
         assert w.grad.tolist() == [0.0, 0.0]
 
 
+def test_factories_and_function_forms_without_torch():
+    t = dtrain.Tensor(2, 3)
+    assert t.shape == (2, 3) and t.dtype is dtrain.float32 and not t._data.any()
+    assert dtrain.Tensor([1, 2]).tolist() == [1.0, 2.0] and dtrain.Tensor().numel() == 0
+    out = dtrain.empty(3)
+    assert dtrain.add(dtrain.tensor([1.0, 2.0, 3.0]), 1.0, alpha=2, out=out) is out
+    assert out.tolist() == [3.0, 4.0, 5.0]
+    assert dtrain.div(dtrain.tensor([-7, 7]), 2, rounding_mode="trunc").tolist() == [-3, 3]
+    assert dtrain.div(dtrain.tensor([-7, 7]), 2, rounding_mode="floor").tolist() == [-4, 3]
+    assert dtrain.div(dtrain.tensor([-7.0]), 2.0).tolist() == [-3.5]
+    assert dtrain.sum(dtrain.tensor([1, 2]), dtype=dtrain.float64).dtype is dtrain.float64
+    assert dtrain.where(dtrain.tensor([0, 3, 0, 4]) > 0)[0].tolist() == [1, 3]
+    like = dtrain.randn_like(dtrain.zeros(2, 2, dtype=dtrain.float64))
+    assert like.shape == (2, 2) and like.dtype is dtrain.float64
+
+
 def test_functional_forms_gradients():
     check(lambda m, x, y: m.add(x, y, alpha=2.5), (3, 4), (4,))
     check(lambda m, x, y: m.sub(x, y, alpha=-0.5), (3,), (2, 3))
