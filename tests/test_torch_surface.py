@@ -747,6 +747,21 @@ def test_method_values_and_gradients(name):
     check(fn, *specs)
 
 
+def test_grad_fn_names_vs_torch():
+    torch = pytest.importorskip("torch")
+    names = []
+    for m in (dtrain, torch):
+        x = m.tensor([[3.0, 1.0, 2.0], [0.5, 4.0, -1.0]], requires_grad=True)
+        i = m.tensor([[0], [2]])
+        outs = [x.gather(1, i), x.scatter(1, i, m.ones(2, 1)), x.scatter(1, i, 2.0),
+                x.scatter_add(1, i, m.ones(2, 1)), x.masked_fill(x > 1, 0.0), x.repeat(2, 1),
+                x.cumsum(0), x.topk(1).values, x.sort().values, x.norm(), x.norm(1, dim=1),
+                x.chunk(2)[0], x.split([1, 2], 1)[1], m.div(x, 2, rounding_mode="floor"),
+                x % 2, x.max(1).values]
+        names.append([type(o.grad_fn).__name__ if m is torch else o.grad_fn.name() for o in outs])
+    assert names[0] == names[1]
+
+
 def test_new_factories_vs_torch():
     torch = pytest.importorskip("torch")
     for m in (dtrain, torch):

@@ -106,7 +106,8 @@ def scatter(input: Tensor, dim: int, index, src=None, *, value=None, reduce=None
         return ga, gs
 
     inputs = (input,) if src is None else (input, src)
-    name = "ScatterAddBackward0" if reduce == "add" else "ScatterBackward0"
+    name = ("ScatterAddBackward0" if reduce == "add" else
+            "ScatterBackward0" if src is not None else "ScatterBackward1")
     return _t._op(out, inputs, lambda g: backward(g)[: len(inputs)], name)
 
 

@@ -15,7 +15,7 @@ from .tensor import Tensor
 def split(input: Tensor, split_size_or_sections, dim: int = 0) -> tuple:
     """Pieces of ``split_size`` along ``dim`` (the last may be shorter), or of the given sizes.
 
-    Each piece is a differentiable slice of ``input``.
+    Each piece is a differentiable view of ``input`` (it shares memory, as torch's).
     """
     d = _t._normalize_dims(dim, input._data.ndim)[0]
     n = input._data.shape[d]
@@ -31,12 +31,25 @@ def split(input: Tensor, split_size_or_sections, dim: int = 0) -> tuple:
             raise RuntimeError(f"split_with_sizes expects split_sizes to sum exactly to {n} "
                                f"(input tensor's size at dimension {d}), but got "
                                f"split_sizes={sizes}")
+    name = "SplitBackward0" if isinstance(split_size_or_sections, numbers.Integral) \
+        else "SplitWithSizesBackward0"
     pieces, start = [], 0
     for size in sizes:
-        key = (slice(None),) * d + (slice(start, start + size),)
-        pieces.append(_t.getitem(input, key))
+        pieces.append(_piece(input, (slice(None),) * d + (slice(start, start + size),), name))
         start += size
     return tuple(pieces)
+
+
+def _piece(input: Tensor, key: tuple, name: str) -> Tensor:
+    """The view ``input[key]``; its gradient lands in that slice of zeros."""
+    A = input._data
+
+    def backward(g):
+        grad = np.zeros_like(A)
+        grad[key] = g
+        return (grad,)
+
+    return _t._op(A[key], (input,), backward, name)
 
 
 def chunk(input: Tensor, chunks: int, dim: int = 0) -> tuple:
@@ -126,4 +139,4 @@ def norm(input: Tensor, p="fro", dim=None, keepdim: bool = False, dtype=None) ->
                 grad = np.sign(A) * absA ** (p - 1) * gk / out ** (p - 1)
         return (np.where(out == 0, 0, grad).astype(A.dtype, copy=False),)
 
-    return _t._op(np.asarray(result), (input,), backward, "NormBackward1")
+    return _t._op(np.asarray(result), (input,), backward, "LinalgVectorNormBackward0")
