@@ -80,8 +80,8 @@ from .autograd.functional import (
     where,
 )
 from .autograd.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
-from .autograd.indexing import gather, masked_fill, scatter, scatter_add
-from .autograd.pieces import chunk, cumsum, norm, split
+from .autograd.indexing import gather, index_select, masked_fill, scatter, scatter_add
+from .autograd.pieces import chunk, cumsum, norm, split, unbind
 from .autograd.sorting import argsort, sort, topk
 from .autograd.tensor import (
     Tensor,

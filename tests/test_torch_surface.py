@@ -738,6 +738,13 @@ GRADIENT_CASES = {
     "addcdiv_ non-leaf": (lambda m, x, a, b: (x * 1).addcdiv_(a, b), (3,), (3,),
                           RNG.uniform(1, 2, (3,))),
     "max dim values": (lambda m, x: x.max(1).values + x.min(dim=0)[0].sum(), distinct(3, 4)),
+    "unbind": (lambda m, x: m.stack([t * (i + 1) for i, t in enumerate(x.unbind(1))]), (2, 3)),
+    "index_select repeats": (lambda m, x: x.index_select(1, m.tensor([2, 0, 2])), (2, 3)),
+    "index_select function": (lambda m, x: m.index_select(x, 0, m.tensor([1])), (2, 3)),
+    "type_as": (lambda m, x, y: x.float().type_as(y) * y, (3,), (3,)),
+    "in-place unary": (lambda m, x: (x * 1).exp_() + (x * 1).tanh_() + (x * 1).sigmoid_()
+                       + (x * 1).abs_(), (4,)),
+    "relu_ and log_": (lambda m, x: (x * 1).relu_() + (x * x + 1).log_(), (4,)),
 }
 
 
@@ -805,6 +812,9 @@ def test_method_results_vs_torch():
             x.size(1), x.size(-1), x.numel(), x[0, 0].item(), x.tolist(),
             type(x.max(0)).__name__, type(x.sort()).__name__, type(x.topk(1)).__name__,
             m.max(x, m.ones(3)).tolist(), m.min(x, m.ones(3)).tolist(), x.get_device(),
+            [t.tolist() for t in m.unbind(x, 1)], x.nelement(), x.element_size(),
+            x.ndimension(), dtype_name(x.half()), dtype_name(x.short()), dtype_name(x.byte()),
+            dtype_name(x.char()), dtype_name(x.type_as(m.tensor([1]))),
         ])
     assert outcomes[0] == outcomes[1]
 
@@ -822,6 +832,7 @@ def test_method_errors_vs_torch():
             (lambda m, x: m.tensor([1, 2]).norm(), RuntimeError, "floating point"),
             (lambda m, x: x.chunk(0), RuntimeError, "greater than 0"),
             (lambda m, x: x.expand(2, 3), RuntimeError, "expanded size"),
+            (lambda m, x: x.index_select(1, m.tensor([4])), RuntimeError, ""),
         ]
         for fn, error, text in cases:
             with pytest.raises(error, match=text):

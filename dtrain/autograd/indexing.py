@@ -1,4 +1,5 @@
-"""Index-driven ops: ``gather``, ``scatter`` (and ``scatter_add``), ``masked_fill``.
+"""Index-driven ops: ``gather``, ``index_select``, ``scatter`` (and ``scatter_add``),
+``masked_fill``.
 
 Each computes its result with NumPy and defines its backward right below, as ``tensor.py``'s ops
 do; the in-place forms (``scatter_``, ``masked_fill_``) go through ``Tensor._inplace`` so the
@@ -59,6 +60,30 @@ def gather(input: Tensor, dim: int, index) -> Tensor:
         return (grad,)
 
     return _t._op(A[key], (input,), backward, "GatherBackward0")
+
+
+def index_select(input: Tensor, dim: int, index) -> Tensor:
+    """The entries of ``input`` at the 1-D ``index`` along ``dim`` (repeats allowed)."""
+    A = input._data
+    idx = _index_array(index, "index_select")
+    if idx.ndim > 1:
+        raise IndexError("index_select(): Index is supposed to be a vector")
+    idx = idx.reshape(-1)
+    d = _t._normalize_dims(dim, max(A.ndim, 1))[0]
+    size = A.shape[d] if A.ndim else 1
+    if idx.size and (idx.min() < 0 or idx.max() >= size):
+        bad = idx.max() if idx.max() >= size else idx.min()
+        raise RuntimeError(f"index_select(): index {bad} is out of bounds for dimension {d} "
+                           f"with size {size}")
+    if A.ndim == 0:
+        return _t._op(A.copy(), (input,), lambda g: (g,), "IndexSelectBackward0")
+
+    def backward(g):
+        grad = np.zeros_like(A)
+        np.add.at(grad, (slice(None),) * d + (idx,), g)  # repeated indices accumulate
+        return (grad,)
+
+    return _t._op(np.take(A, idx, axis=d), (input,), backward, "IndexSelectBackward0")
 
 
 def scatter(input: Tensor, dim: int, index, src=None, *, value=None, reduce=None) -> Tensor:

@@ -1,5 +1,5 @@
-"""Ops that cut, tile or accumulate along a dimension: ``split``, ``chunk``, ``repeat``,
-``cumsum``, and the vector ``norm``."""
+"""Ops that cut, tile or accumulate along a dimension: ``split``, ``chunk``, ``unbind``,
+``repeat``, ``cumsum``, and the vector ``norm``."""
 
 from __future__ import annotations
 
@@ -50,6 +50,16 @@ def _piece(input: Tensor, key: tuple, name: str) -> Tensor:
         return (grad,)
 
     return _t._op(A[key], (input,), backward, name)
+
+
+def unbind(input: Tensor, dim: int = 0) -> tuple:
+    """The slices along ``dim``, that dimension removed (views of ``input``)."""
+    A = input._data
+    if A.ndim == 0:
+        raise IndexError("Dimension specified as 0 but tensor has no dimensions")
+    d = _t._normalize_dims(dim, A.ndim)[0]
+    return tuple(_piece(input, (slice(None),) * d + (i,), "UnbindBackward0")
+                 for i in range(A.shape[d]))
 
 
 def chunk(input: Tensor, chunks: int, dim: int = 0) -> tuple:

@@ -305,6 +305,15 @@ class Tensor:
     def numel(self) -> int:
         return self._data.size
 
+    nelement = numel
+
+    def ndimension(self) -> int:
+        return self._data.ndim
+
+    def element_size(self) -> int:
+        """Bytes per element."""
+        return self._data.itemsize
+
     @property
     def device(self):
         """Always the CPU: dtrain computes with NumPy."""
@@ -460,6 +469,22 @@ class Tensor:
 
     def bool(self) -> Tensor:
         return self.type(bool_)
+
+    def half(self) -> Tensor:
+        return self.type(np.float16)
+
+    def short(self) -> Tensor:
+        return self.type(np.int16)
+
+    def char(self) -> Tensor:
+        return self.type(np.int8)
+
+    def byte(self) -> Tensor:
+        return self.type(uint8)
+
+    def type_as(self, other: Tensor) -> Tensor:
+        """Cast to ``other``'s dtype (differentiable)."""
+        return self.type(other._data.dtype)
 
     def cpu(self) -> Tensor:
         """This tensor: it is on the CPU already."""
@@ -767,6 +792,16 @@ class Tensor:
 
         return chunk_(self, chunks, dim)
 
+    def unbind(self, dim=0):
+        from .pieces import unbind as unbind_
+
+        return unbind_(self, dim)
+
+    def index_select(self, dim, index):
+        from .indexing import index_select as index_select_
+
+        return index_select_(self, dim, index)
+
     def repeat(self, *sizes):
         from .pieces import repeat as repeat_
 
@@ -939,6 +974,24 @@ class Tensor:
 
     def sqrt_(self):
         return self._inplace(lambda t, _: sqrt(t), None)
+
+    def exp_(self):
+        return self._inplace(lambda t, _: exp(t), None)
+
+    def log_(self):
+        return self._inplace(lambda t, _: log(t), None)
+
+    def abs_(self):
+        return self._inplace(lambda t, _: abs(t), None)
+
+    def tanh_(self):
+        return self._inplace(lambda t, _: tanh(t), None)
+
+    def sigmoid_(self):
+        return self._inplace(lambda t, _: sigmoid(t), None)
+
+    def relu_(self):
+        return self._inplace(lambda t, _: relu(t), None)
 
     def zero_(self):
         self._check_inplace()
