@@ -741,7 +741,6 @@ GRADIENT_CASES = {
     "unbind": (lambda m, x: m.stack([t * (i + 1) for i, t in enumerate(x.unbind(1))]), (2, 3)),
     "index_select repeats": (lambda m, x: x.index_select(1, m.tensor([2, 0, 2])), (2, 3)),
     "index_select function": (lambda m, x: m.index_select(x, 0, m.tensor([1])), (2, 3)),
-    "type_as": (lambda m, x, y: x.float().type_as(y) * y, (3,), (3,)),
     "in-place unary": (lambda m, x: (x * 1).exp_() + (x * 1).tanh_() + (x * 1).sigmoid_()
                        + (x * 1).abs_(), (4,)),
     "relu_ and log_": (lambda m, x: (x * 1).relu_() + (x * x + 1).log_(), (4,)),
