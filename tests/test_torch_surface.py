@@ -831,7 +831,7 @@ def test_method_errors_vs_torch():
             (lambda m, x: m.tensor([1, 2]).norm(), RuntimeError, "floating point"),
             (lambda m, x: x.chunk(0), RuntimeError, "greater than 0"),
             (lambda m, x: x.expand(2, 3), RuntimeError, "expanded size"),
-            (lambda m, x: x.index_select(1, m.tensor([4])), RuntimeError, ""),
+            (lambda m, x: x.index_select(1, m.tensor([4])), RuntimeError, "(?i)out of"),
         ]
         for fn, error, text in cases:
             with pytest.raises(error, match=text):
