@@ -54,9 +54,23 @@ from .autograd.functional import (
     concatenate,
     div,
     divide,
+    eq,
     exp,
     floor_divide,
+    ge,
+    greater,
+    greater_equal,
+    gt,
+    isfinite,
+    isnan,
+    le,
+    less,
+    less_equal,
     log,
+    logical_and,
+    logical_not,
+    logical_or,
+    lt,
     matmul,
     maximum,
     mean,
@@ -64,22 +78,32 @@ from .autograd.functional import (
     mm,
     mul,
     multiply,
+    ne,
     neg,
     negative,
+    not_equal,
     pow,
     relu,
     remainder,
     sigmoid,
+    sign,
     sqrt,
     stack,
     sub,
     subtract,
     sum,
+    t,
     tanh,
     true_divide,
     where,
 )
-from .autograd.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .autograd.grad_mode import (
+    enable_grad,
+    inference_mode,
+    is_grad_enabled,
+    no_grad,
+    set_grad_enabled,
+)
 from .autograd.indexing import gather, index_select, masked_fill, scatter, scatter_add
 from .autograd.pieces import chunk, cumsum, norm, split, unbind
 from .autograd.sorting import argsort, sort, topk
@@ -112,40 +136,40 @@ cdouble = complex128
 __version__ = "0.1.0"
 
 
-def flatten(t, start_dim=0, end_dim=-1):
-    return t.flatten(start_dim, end_dim)
+def flatten(input, start_dim=0, end_dim=-1):
+    return input.flatten(start_dim, end_dim)
 
 
-def reshape(t, shape):
-    return t.reshape(shape)
+def reshape(input, shape):
+    return input.reshape(shape)
 
 
-def transpose(t, dim0, dim1):
-    return t.transpose(dim0, dim1)
+def transpose(input, dim0, dim1):
+    return input.transpose(dim0, dim1)
 
 
-def permute(t, dims):
-    return t.permute(dims)
+def permute(input, dims):
+    return input.permute(dims)
 
 
-def squeeze(t, dim=None):
-    return t.squeeze(dim)
+def squeeze(input, dim=None):
+    return input.squeeze(dim)
 
 
-def unsqueeze(t, dim):
-    return t.unsqueeze(dim)
+def unsqueeze(input, dim):
+    return input.unsqueeze(dim)
 
 
-def argmax(t, dim=None, keepdim=False):
-    return t.argmax(dim, keepdim)
+def argmax(input, dim=None, keepdim=False):
+    return input.argmax(dim, keepdim)
 
 
-def argmin(t, dim=None, keepdim=False):
-    return t.argmin(dim, keepdim)
+def argmin(input, dim=None, keepdim=False):
+    return input.argmin(dim, keepdim)
 
 
-def numel(t):
-    return t.numel()
+def numel(input):
+    return input.numel()
 
 
 def is_tensor(obj) -> bool:

@@ -860,3 +860,48 @@ def test_methods_without_torch():
     with dtrain.no_grad():
         leaf.masked_fill_(dtrain.tensor([True, False]), 5.0)
     assert leaf.tolist() == [5.0, 1.0] and leaf.grad_fn is None
+
+
+# ====================================================================== grad modes, comparisons
+def test_set_grad_enabled_and_inference_mode_vs_torch():
+    torch = pytest.importorskip("torch")
+    for m in (dtrain, torch):
+        x = m.ones(2, requires_grad=True)
+        for phase in ("train", "val"):
+            with m.set_grad_enabled(phase == "train"):  # the transfer-learning tutorial's loop
+                assert (x * 2).requires_grad == (phase == "train")
+        assert m.is_grad_enabled()
+        m.set_grad_enabled(False)  # also a plain call
+        assert not m.is_grad_enabled() and not (x * 2).requires_grad
+        m.set_grad_enabled(True)
+        with m.inference_mode():
+            assert not (x * 2).requires_grad
+        with m.inference_mode(False):
+            assert (x * 2).requires_grad
+
+        @m.inference_mode()
+        def predict(v):
+            return (v * 2).requires_grad
+
+        @m.set_grad_enabled(False)
+        def frozen(v):
+            return (v * 2).requires_grad
+
+        assert predict(x) is False and frozen(x) is False and m.is_grad_enabled()
+
+
+def test_comparison_functions_vs_torch():
+    torch = pytest.importorskip("torch")
+    results = []
+    for m in (dtrain, torch):
+        a, b = m.tensor([1.0, float("nan"), 3.0]), m.tensor([1.0, 2.0, 2.0])
+        flags = m.tensor([True, False, True])
+        results.append([
+            m.eq(a, b).tolist(), m.ne(a, b).tolist(), m.lt(b, 2).tolist(), m.le(b, 2).tolist(),
+            m.gt(a, b).tolist(), m.ge(a, b).tolist(), m.greater(b, 1).tolist(),
+            m.isnan(a).tolist(), m.isfinite(a).tolist(), m.sign(b - 2).tolist(),
+            m.logical_not(flags).tolist(), m.logical_and(flags, m.tensor([1, 1, 0])).tolist(),
+            m.logical_or(flags, m.tensor([0, 1, 0])).tolist(), m.t(m.ones(2, 3)).shape,
+            dtype_name(m.eq(a, b)),
+        ])
+    assert results[0] == results[1]

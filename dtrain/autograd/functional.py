@@ -209,3 +209,51 @@ def addcmul(input, tensor1, tensor2, *, value=1, out: Tensor | None = None) -> T
 def addcdiv(input, tensor1, tensor2, *, value=1, out: Tensor | None = None) -> Tensor:
     """``input + value * tensor1 / tensor2``."""
     return _write_out("addcdiv", input.addcdiv(tensor1, tensor2, value=value), out)
+
+
+def _compare(name: str, method: str):
+    def compare(input, other) -> Tensor:
+        return getattr(_t._as_tensor(input), method)(other)
+
+    compare.__name__ = compare.__qualname__ = name
+    compare.__doc__ = f"Elementwise ``input {method}`` comparison as a bool tensor (torch.{name})."
+    return compare
+
+
+eq, ne, lt, le, gt, ge = (_compare(n, f"__{n}__") for n in ("eq", "ne", "lt", "le", "gt", "ge"))
+greater, less, greater_equal, less_equal, not_equal = gt, lt, ge, le, ne
+
+
+def isnan(input: Tensor) -> Tensor:
+    """Where ``input`` is NaN."""
+    return input.isnan()
+
+
+def isfinite(input: Tensor) -> Tensor:
+    """Where ``input`` is neither infinite nor NaN."""
+    return input.isfinite()
+
+
+def sign(input: Tensor) -> Tensor:
+    """-1, 0 or 1 by the sign of each element (no gradient, as torch's is zero)."""
+    return input.sign()
+
+
+def logical_not(input) -> Tensor:
+    """Elementwise NOT of the truth values (bool result)."""
+    return Tensor._wrap(np.logical_not(_t._data(input)))
+
+
+def logical_and(input, other) -> Tensor:
+    """Elementwise AND of the truth values (bool result)."""
+    return Tensor._wrap(np.logical_and(_t._data(input), _t._data(other)))
+
+
+def logical_or(input, other) -> Tensor:
+    """Elementwise OR of the truth values (bool result)."""
+    return Tensor._wrap(np.logical_or(_t._data(input), _t._data(other)))
+
+
+def t(input: Tensor) -> Tensor:
+    """The transpose of a tensor of at most 2 dimensions."""
+    return input.t()
