@@ -39,10 +39,14 @@ class _GradMode:
     def __call__(self, func):
         @functools.wraps(func)
         def wrapper(*args, **kwargs):
-            with self.__class__():
+            with self._fresh():
                 return func(*args, **kwargs)
 
         return wrapper
+
+    def _fresh(self) -> _GradMode:
+        """A new context like this one, for one call of a decorated function."""
+        return self.__class__()
 
 
 class no_grad(_GradMode):
@@ -57,7 +61,7 @@ class enable_grad(_GradMode):
     mode = True
 
 
-class inference_mode:
+class inference_mode(_GradMode):
     """``no_grad`` under torch's inference-mode name; ``inference_mode(False)`` changes nothing.
 
     A context manager and a decorator, as torch's.
@@ -72,19 +76,8 @@ class inference_mode:
             _set(False)
         return self
 
-    def __exit__(self, *exc):
-        _set(self._previous)
-        return False
-
-    def __call__(self, func):
-        disable = self._disable
-
-        @functools.wraps(func)
-        def wrapper(*args, **kwargs):
-            with inference_mode(disable):
-                return func(*args, **kwargs)
-
-        return wrapper
+    def _fresh(self) -> inference_mode:
+        return inference_mode(self._disable)
 
 
 class set_grad_enabled(_GradMode):
@@ -101,14 +94,10 @@ class set_grad_enabled(_GradMode):
 
     def __call__(self, func):
         _set(self._previous)  # as a decorator it applies inside the function only
-        mode = self.mode
+        return super().__call__(func)
 
-        @functools.wraps(func)
-        def wrapper(*args, **kwargs):
-            with set_grad_enabled(mode):
-                return func(*args, **kwargs)
-
-        return wrapper
+    def _fresh(self) -> set_grad_enabled:
+        return set_grad_enabled(self.mode)
 
     def __repr__(self):
         return f"dtrain.set_grad_enabled(mode={self.mode})"
