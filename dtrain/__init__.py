@@ -1,11 +1,14 @@
 """dtrain: PyTorch's training API on NumPy, and data-parallel training over ZeroMQ."""
 
+from __future__ import annotations
+
 from . import accelerator, autograd, backends, cuda, data, datasets, nn, onnx, optim, utils
 from .autograd import return_types
 from .autograd.creation import (
     arange,
     as_tensor,
     empty,
+    empty_like,
     eye,
     from_numpy,
     full,
@@ -14,8 +17,10 @@ from .autograd.creation import (
     ones,
     ones_like,
     rand,
+    rand_like,
     randint,
     randn,
+    randn_like,
     randperm,
     tensor,
     zeros,
@@ -37,35 +42,83 @@ from .autograd.dtypes import (
     int64,
     uint8,
 )
-from .autograd.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
-from .autograd.tensor import (
-    Tensor,
+from .autograd.functional import (
     abs,
-    amax,
-    amin,
+    add,
+    addcdiv,
+    addcmul,
     cat,
     clamp,
+    clip,
+    concat,
+    concatenate,
+    div,
+    divide,
+    eq,
     exp,
-    get_default_dtype,
+    floor_divide,
+    ge,
+    greater,
+    greater_equal,
+    gt,
+    isfinite,
+    isnan,
+    le,
+    less,
+    less_equal,
     log,
-    log_softmax,
+    logical_and,
+    logical_not,
+    logical_or,
+    lt,
     matmul,
-    max,
     maximum,
     mean,
-    min,
     minimum,
+    mm,
+    mul,
+    multiply,
+    ne,
+    neg,
+    negative,
+    not_equal,
+    pow,
     relu,
-    set_default_dtype,
+    remainder,
     sigmoid,
-    softmax,
+    sign,
     sqrt,
     stack,
-    std,
+    sub,
+    subtract,
     sum,
+    t,
     tanh,
-    var,
+    true_divide,
     where,
+)
+from .autograd.grad_mode import (
+    enable_grad,
+    inference_mode,
+    is_grad_enabled,
+    no_grad,
+    set_grad_enabled,
+)
+from .autograd.indexing import gather, index_select, masked_fill, scatter, scatter_add
+from .autograd.pieces import chunk, cumsum, norm, split, unbind
+from .autograd.sorting import argsort, sort, topk
+from .autograd.tensor import (
+    Tensor,
+    amax,
+    amin,
+    get_default_dtype,
+    log_softmax,
+    max,
+    min,
+    set_default_dtype,
+    softmax,
+    std,
+    var,
 )
 from .io import CheckpointError, load, load_model, save, save_model
 from .random import Generator, get_rng_state, manual_seed, set_rng_state
@@ -75,7 +128,7 @@ float = float32
 double = float64
 half = float16
 long = int64
-int = int32  # noqa: A001 - torch's alias; shadows the builtin inside this module only
+int = int32  # torch's alias; shadows the builtin inside this module only
 short = int16
 cfloat = complex64
 cdouble = complex128
@@ -83,44 +136,40 @@ cdouble = complex128
 __version__ = "0.1.0"
 
 
-def flatten(t, start_dim=0, end_dim=-1):
-    return t.flatten(start_dim, end_dim)
+def flatten(input, start_dim=0, end_dim=-1):
+    return input.flatten(start_dim, end_dim)
 
 
-def reshape(t, shape):
-    return t.reshape(shape)
+def reshape(input, shape):
+    return input.reshape(shape)
 
 
-def transpose(t, dim0, dim1):
-    return t.transpose(dim0, dim1)
+def transpose(input, dim0, dim1):
+    return input.transpose(dim0, dim1)
 
 
-def permute(t, dims):
-    return t.permute(dims)
+def permute(input, dims):
+    return input.permute(dims)
 
 
-def squeeze(t, dim=None):
-    return t.squeeze(dim)
+def squeeze(input, dim=None):
+    return input.squeeze(dim)
 
 
-def unsqueeze(t, dim):
-    return t.unsqueeze(dim)
+def unsqueeze(input, dim):
+    return input.unsqueeze(dim)
 
 
-def clip(t, min=None, max=None):
-    return clamp(t, min, max)
+def argmax(input, dim=None, keepdim=False):
+    return input.argmax(dim, keepdim)
 
 
-def argmax(t, dim=None, keepdim=False):
-    return t.argmax(dim, keepdim)
+def argmin(input, dim=None, keepdim=False):
+    return input.argmin(dim, keepdim)
 
 
-def argmin(t, dim=None, keepdim=False):
-    return t.argmin(dim, keepdim)
-
-
-def numel(t):
-    return t.numel()
+def numel(input):
+    return input.numel()
 
 
 def is_tensor(obj) -> bool:

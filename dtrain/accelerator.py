@@ -19,7 +19,7 @@ def is_available() -> bool:
 
 def current_accelerator(check_available: bool = False):
     """None: there is no accelerator device type."""
-    return None
+    return
 
 
 def device_count() -> int:
@@ -59,3 +59,28 @@ def device_index(device):
     if device is not None:
         raise RuntimeError(_NONE)
     yield
+
+
+def _refuse_without_accelerator(name: str, doc: str):
+    def refused(*args, **kwargs):
+        raise RuntimeError(_NONE)
+
+    refused.__name__ = refused.__qualname__ = name
+    refused.__doc__ = f"Refused, as torch's without an accelerator: there is no {doc}."
+    return refused
+
+
+# the memory and stream queries torch.accelerator offers, all refused for the same reason
+memory_allocated = _refuse_without_accelerator("memory_allocated", "accelerator memory")
+max_memory_allocated = _refuse_without_accelerator("max_memory_allocated", "accelerator memory")
+memory_reserved = _refuse_without_accelerator("memory_reserved", "accelerator memory")
+max_memory_reserved = _refuse_without_accelerator("max_memory_reserved", "accelerator memory")
+memory_stats = _refuse_without_accelerator("memory_stats", "accelerator memory")
+get_memory_info = _refuse_without_accelerator("get_memory_info", "accelerator memory")
+reset_peak_memory_stats = _refuse_without_accelerator("reset_peak_memory_stats",
+                                                      "accelerator memory")
+reset_accumulated_memory_stats = _refuse_without_accelerator("reset_accumulated_memory_stats",
+                                                             "accelerator memory")
+empty_host_cache = _refuse_without_accelerator("empty_host_cache", "accelerator host cache")
+current_stream = _refuse_without_accelerator("current_stream", "accelerator stream")
+get_device_capability = _refuse_without_accelerator("get_device_capability", "accelerator")

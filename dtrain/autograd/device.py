@@ -23,12 +23,12 @@ class DeviceUnavailableError(RuntimeError, AssertionError):
     """
 
 
-class device:  # noqa: N801 - torch's name
+class device:
     """A device name ('cpu', 'cpu:0', 'cuda:1', ...), as ``torch.device``; compares by value."""
 
     __slots__ = ("_index", "_type")
 
-    def __init__(self, type: str | device | int | None = None,  # noqa: A002 - torch's name
+    def __init__(self, type: str | device | int | None = None,
                  index: int | None = None):
         if isinstance(type, device):
             if index is not None:

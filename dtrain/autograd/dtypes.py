@@ -17,7 +17,7 @@ _TORCH_NAMES = {"float16": "float16", "float32": "float32", "float64": "float64"
                 "uint16": "uint16", "uint32": "uint32", "uint64": "uint64", "bool": "bool"}
 
 
-class dtype:  # noqa: N801 - torch's name
+class dtype:
     """A tensor element type, as ``torch.dtype``: one object per type, NumPy-compatible."""
 
     __slots__ = ("_hash", "_name", "_np")
@@ -34,18 +34,22 @@ class dtype:  # noqa: N801 - torch's name
 
     @property
     def is_floating_point(self) -> bool:
+        """True for float16/32/64."""
         return self._np.kind == "f"
 
     @property
     def is_complex(self) -> bool:
+        """True for complex64/128."""
         return self._np.kind == "c"
 
     @property
     def is_signed(self) -> bool:
+        """True for types that hold negative values (floats and signed ints)."""
         return self._np.kind in "fic"
 
     @property
     def itemsize(self) -> int:
+        """Bytes per element."""
         return self._np.itemsize
 
     def __getattr__(self, name: str):

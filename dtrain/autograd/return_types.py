@@ -20,7 +20,7 @@ def _values_indices(op: str) -> type:
     return cls
 
 
-max = _values_indices("max")  # noqa: A001 - torch's names
-min = _values_indices("min")  # noqa: A001
+max = _values_indices("max")
+min = _values_indices("min")
 sort = _values_indices("sort")
 topk = _values_indices("topk")

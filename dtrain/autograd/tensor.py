@@ -14,8 +14,8 @@ import numbers
 
 import numpy as np
 
-from ._format import tensor_repr
 from . import return_types
+from ._format import tensor_repr
 from .device import CPU, check_device, parse_to
 from .dtypes import Size, as_dtype
 from .grad_mode import is_grad_enabled
@@ -95,6 +95,24 @@ def _to_array(value, dtype=None) -> np.ndarray:
     return arr
 
 
+def _legacy_array(args: tuple) -> np.ndarray:
+    """The array ``torch.Tensor(*args)`` holds: sizes give zeros, data the default float dtype."""
+    if not args:
+        return np.zeros((0,), _default_dtype[0])
+    if len(args) == 1 and isinstance(args[0], Tensor):
+        return args[0]._data
+    sizes = args[0] if len(args) == 1 and isinstance(args[0], Size) else args
+    if all(isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in sizes):
+        if any(n < 0 for n in sizes):
+            raise RuntimeError(f"Trying to create tensor with negative dimension "
+                               f"{next(n for n in sizes if n < 0)}: {list(sizes)}")
+        return np.zeros(tuple(int(n) for n in sizes), _default_dtype[0])
+    if len(args) == 1 and isinstance(args[0], (list, tuple, np.ndarray)):
+        return _to_array(args[0]).astype(_default_dtype[0])
+    raise TypeError(f"new(): data must be a sequence (got {type(args[0]).__name__}); "
+                    f"Tensor() takes sizes (ints) or one sequence, as torch.Tensor")
+
+
 def _flat(seq):
     for item in seq:
         if isinstance(item, (list, tuple)):
@@ -163,18 +181,31 @@ def _is_basic_index(key) -> bool:
 class Tensor:
     """An n-dimensional array with PyTorch's autograd semantics, stored as a NumPy array."""
 
-    __slots__ = ("__weakref__", "_requires_grad", "_data", "_retains_grad", "grad", "grad_fn")
+    __slots__ = ("__weakref__", "_data", "_requires_grad", "_retains_grad", "grad", "grad_fn")
     __array_priority__ = 1000
     __array_ufunc__ = None  # make NumPy defer to Tensor's reflected operators
 
-    def __init__(self, data, dtype=None, requires_grad: bool = False):
-        self._data = _to_array(data, dtype)
+    def __init__(self, *args, device=None):
+        """torch's legacy constructor: ``Tensor(2, 3)`` (that shape, zero-filled where torch
+        leaves memory uninitialised), ``Tensor([1, 2])`` (data in the default float dtype),
+        ``Tensor(other)`` (the same storage) or ``Tensor()`` (empty). Use ``dtrain.tensor``."""
+        check_device(device)
+        self._reset(_legacy_array(args))
+
+    def _reset(self, array: np.ndarray) -> None:
+        self._data = array
         self.grad = None
         self.grad_fn = None
         self._retains_grad = False
         self._requires_grad = False
+
+    @classmethod
+    def _make(cls, data, dtype=None, requires_grad: bool = False) -> Tensor:
+        """A tensor of ``data`` with dtrain.tensor's dtype rules (the factories' constructor)."""
+        t = cls._wrap(_to_array(data, dtype))
         if requires_grad:
-            self.requires_grad = True
+            t.requires_grad = True
+        return t
 
     @classmethod
     def _wrap(cls, data: np.ndarray, requires_grad: bool = False, grad_fn=None) -> Tensor:
@@ -274,6 +305,15 @@ class Tensor:
     def numel(self) -> int:
         return self._data.size
 
+    nelement = numel
+
+    def ndimension(self) -> int:
+        return self._data.ndim
+
+    def element_size(self) -> int:
+        """Bytes per element."""
+        return self._data.itemsize
+
     @property
     def device(self):
         """Always the CPU: dtrain computes with NumPy."""
@@ -282,6 +322,10 @@ class Tensor:
     @property
     def is_cuda(self) -> bool:
         return False
+
+    def get_device(self) -> int:
+        """-1: the CPU, as torch numbers it."""
+        return -1
 
     @property
     def T(self) -> Tensor:
@@ -425,6 +469,22 @@ class Tensor:
 
     def bool(self) -> Tensor:
         return self.type(bool_)
+
+    def half(self) -> Tensor:
+        return self.type(np.float16)
+
+    def short(self) -> Tensor:
+        return self.type(np.int16)
+
+    def char(self) -> Tensor:
+        return self.type(np.int8)
+
+    def byte(self) -> Tensor:
+        return self.type(uint8)
+
+    def type_as(self, other: Tensor) -> Tensor:
+        """Cast to ``other``'s dtype (differentiable)."""
+        return self.type(other._data.dtype)
 
     def cpu(self) -> Tensor:
         """This tensor: it is on the CPU already."""
@@ -579,17 +639,29 @@ class Tensor:
         return Tensor._wrap(np.asarray(self._data.all()))
 
     # ------------------------------------------------------ method forms of ops
-    def add(self, other, alpha=1):
-        return add(self, other if alpha == 1 else mul(other, alpha))
+    def add(self, other, *, alpha=1):
+        from .functional import add as add_
 
-    def sub(self, other, alpha=1):
-        return sub(self, other if alpha == 1 else mul(other, alpha))
+        return add_(self, other, alpha=alpha)
+
+    def sub(self, other, *, alpha=1):
+        from .functional import sub as sub_
+
+        return sub_(self, other, alpha=alpha)
 
     def mul(self, other):
         return mul(self, other)
 
-    def div(self, other):
-        return div(self, other)
+    def div(self, other, *, rounding_mode=None):
+        from .functional import div as div_
+
+        return div_(self, other, rounding_mode=rounding_mode)
+
+    def floor_divide(self, other):
+        return floor_divide(self, other)
+
+    def remainder(self, other):
+        return remainder(self, other)
 
     def pow(self, exponent):
         return pow(self, exponent)
@@ -704,6 +776,137 @@ class Tensor:
     def __getitem__(self, key):
         return getitem(self, key)
 
+    # ---------------------------------------- ops defined in indexing/sorting/pieces modules
+    def norm(self, p="fro", dim=None, keepdim=False, dtype=None):
+        from .pieces import norm as norm_
+
+        return norm_(self, p, dim, keepdim, dtype)
+
+    def split(self, split_size, dim=0):
+        from .pieces import split as split_
+
+        return split_(self, split_size, dim)
+
+    def chunk(self, chunks, dim=0):
+        from .pieces import chunk as chunk_
+
+        return chunk_(self, chunks, dim)
+
+    def unbind(self, dim=0):
+        from .pieces import unbind as unbind_
+
+        return unbind_(self, dim)
+
+    def index_select(self, dim, index):
+        from .indexing import index_select as index_select_
+
+        return index_select_(self, dim, index)
+
+    def repeat(self, *sizes):
+        from .pieces import repeat as repeat_
+
+        return repeat_(self, _shape_arg(sizes))
+
+    def cumsum(self, dim, *, dtype=None):
+        from .pieces import cumsum as cumsum_
+
+        return cumsum_(self, dim, dtype=dtype)
+
+    def gather(self, dim, index):
+        from .indexing import gather as gather_
+
+        return gather_(self, dim, index)
+
+    def scatter(self, dim, index, src=None, *, value=None, reduce=None):
+        from .indexing import scatter as scatter_
+
+        return scatter_(self, dim, index, src, value=value, reduce=reduce)
+
+    def scatter_(self, dim, index, src=None, *, value=None, reduce=None):
+        from .indexing import scatter as scatter_
+
+        return self._inplace(lambda t, s: scatter_(t, dim, index, s, value=value, reduce=reduce),
+                             src)
+
+    def scatter_add(self, dim, index, src):
+        from .indexing import scatter_add as scatter_add_
+
+        return scatter_add_(self, dim, index, src)
+
+    def scatter_add_(self, dim, index, src):
+        from .indexing import scatter_add as scatter_add_
+
+        return self._inplace(lambda t, s: scatter_add_(t, dim, index, s), src)
+
+    def masked_fill(self, mask, value):
+        from .indexing import masked_fill as masked_fill_
+
+        return masked_fill_(self, mask, value)
+
+    def masked_fill_(self, mask, value):
+        from .indexing import masked_fill as masked_fill_
+
+        return self._inplace(lambda t, v: masked_fill_(t, mask, v), value)
+
+    def where(self, condition, other):
+        """``self`` where ``condition`` holds, else ``other`` (torch's method form)."""
+        return where(condition, self, other)
+
+    def sort(self, dim=-1, descending=False, stable=False):
+        from .sorting import sort as sort_
+
+        return sort_(self, dim, descending, stable)
+
+    def argsort(self, dim=-1, descending=False, stable=False):
+        from .sorting import argsort as argsort_
+
+        return argsort_(self, dim, descending, stable)
+
+    def topk(self, k, dim=-1, largest=True, sorted=True):
+        from .sorting import topk as topk_
+
+        return topk_(self, k, dim, largest, sorted)
+
+    def addcmul(self, tensor1, tensor2, *, value=1):
+        """``self + value * tensor1 * tensor2``."""
+        return add(self, mul(mul(tensor1, tensor2), value))
+
+    def addcdiv(self, tensor1, tensor2, *, value=1):
+        """``self + value * tensor1 / tensor2``."""
+        return add(self, mul(div(tensor1, tensor2), value))
+
+    def addcmul_(self, tensor1, tensor2, *, value=1):
+        return self._inplace(lambda t, _: t.addcmul(tensor1, tensor2, value=value),
+                             _first_needing_grad(tensor1, tensor2))
+
+    def addcdiv_(self, tensor1, tensor2, *, value=1):
+        return self._inplace(lambda t, _: t.addcdiv(tensor1, tensor2, value=value),
+                             _first_needing_grad(tensor1, tensor2))
+
+    # ------------------------------------------------- new tensors like this one
+    def new_tensor(self, data, dtype=None, device=None, requires_grad=False):
+        """A copy of ``data`` with this tensor's dtype unless ``dtype`` is given."""
+        check_device(device)
+        return Tensor._make(np.array(_data(data), copy=True), dtype or self._data.dtype,
+                            requires_grad)
+
+    def new_zeros(self, *size, dtype=None, device=None, requires_grad=False):
+        return self.new_full(_shape_arg(size), 0, dtype=dtype, device=device,
+                             requires_grad=requires_grad)
+
+    def new_ones(self, *size, dtype=None, device=None, requires_grad=False):
+        return self.new_full(_shape_arg(size), 1, dtype=dtype, device=device,
+                             requires_grad=requires_grad)
+
+    def new_empty(self, *size, dtype=None, device=None, requires_grad=False):
+        """Zero-filled (torch leaves the memory uninitialised): repeatable runs."""
+        return self.new_zeros(*size, dtype=dtype, device=device, requires_grad=requires_grad)
+
+    def new_full(self, size, fill_value, dtype=None, device=None, requires_grad=False):
+        check_device(device)
+        array = np.full(tuple(size), fill_value, np.dtype(dtype or self._data.dtype))
+        return Tensor._make(array, requires_grad=requires_grad)
+
     # ---------------------------------------------------------- in-place ops
     def _check_inplace(self) -> bool:
         """Refuse in-place changes of leaves that require grad; True when history must be rebased."""
@@ -721,13 +924,15 @@ class Tensor:
         if self._check_inplace() or (other_rg and is_grad_enabled()):
             snapshot = Tensor._wrap(self._data, self._requires_grad, self.grad_fn)
             result = func(snapshot, other)
+            _check_result_cast(result._data.dtype, self._data.dtype)
             self._data = result._data.astype(self._data.dtype, copy=False)
             self.grad_fn = result.grad_fn
             self._requires_grad = result._requires_grad
         else:
             with _no_grad_block():
                 result = func(Tensor._wrap(self._data), other)
-            np.copyto(self._data, result._data, casting="same_kind")
+            _check_result_cast(result._data.dtype, self._data.dtype)
+            np.copyto(self._data, result._data, casting="unsafe")
         return self
 
     def __iadd__(self, other):
@@ -742,11 +947,15 @@ class Tensor:
     def __itruediv__(self, other):
         return self._inplace(div, other)
 
-    def add_(self, other, alpha=1):
-        return self._inplace(add, other if alpha == 1 else other * alpha)
+    def add_(self, other, *, alpha=1):
+        from .functional import _scaled
 
-    def sub_(self, other, alpha=1):
-        return self._inplace(sub, other if alpha == 1 else other * alpha)
+        return self._inplace(add, _scaled(other, alpha, self))
+
+    def sub_(self, other, *, alpha=1):
+        from .functional import _scaled
+
+        return self._inplace(sub, _scaled(other, alpha, self))
 
     def mul_(self, other):
         return self._inplace(mul, other)
@@ -765,6 +974,24 @@ class Tensor:
 
     def sqrt_(self):
         return self._inplace(lambda t, _: sqrt(t), None)
+
+    def exp_(self):
+        return self._inplace(lambda t, _: exp(t), None)
+
+    def log_(self):
+        return self._inplace(lambda t, _: log(t), None)
+
+    def abs_(self):
+        return self._inplace(lambda t, _: abs(t), None)
+
+    def tanh_(self):
+        return self._inplace(lambda t, _: tanh(t), None)
+
+    def sigmoid_(self):
+        return self._inplace(lambda t, _: sigmoid(t), None)
+
+    def relu_(self):
+        return self._inplace(lambda t, _: relu(t), None)
 
     def zero_(self):
         self._check_inplace()
@@ -806,6 +1033,18 @@ class Tensor:
             self._data[key] = _data(value)
 
 
+def _check_result_cast(result: np.dtype, target: np.dtype) -> None:
+    """torch's rule for in-place results: no cast to a lower category (float into int, ...)."""
+    if _category(result) > _category(target):
+        raise RuntimeError(f"result type {_torch_name(result)} can't be cast to the desired "
+                           f"output type {_torch_name(target)}")
+
+
+def _first_needing_grad(*tensors):
+    """The first operand that requires grad (so ``_inplace`` records), else None."""
+    return next((t for t in tensors if isinstance(t, Tensor) and t._requires_grad), None)
+
+
 def _no_grad_block():
     from .grad_mode import no_grad
 
@@ -828,7 +1067,7 @@ def _as_tensor(x, like: Tensor | None = None) -> Tensor:
         return x
     if isinstance(x, numbers.Number) and like is not None:
         return _scalar_tensor(x, _result_dtype(like, x))
-    return Tensor(x)
+    return Tensor._make(x)
 
 
 def _scalar_tensor(x, dtype: np.dtype) -> Tensor:
@@ -918,9 +1157,9 @@ def _binary_operands(a, b):
     if isinstance(b, Tensor) and isinstance(a, (int, float)) and b._data.dtype.kind == "f":
         return Tensor._wrap(np.asarray(a, b._data.dtype)), b
     if not isinstance(a, (Tensor, numbers.Number)):
-        a = Tensor(a)
+        a = Tensor._make(a)
     if not isinstance(b, (Tensor, numbers.Number)):
-        b = Tensor(b)
+        b = Tensor._make(b)
     dtype = _result_dtype(a, b)
     return _cast_operand(a, dtype), _cast_operand(b, dtype)
 
@@ -1353,14 +1592,24 @@ def _extreme(a, dim, keepdim, fn, name):
 
 
 def max(a: Tensor, dim=None, keepdim: bool = False):
-    """Without ``dim`` the largest element; with ``dim`` a (values, indices) pair, as torch.max."""
+    """Without ``dim`` the largest element; with ``dim`` a (values, indices) pair, as torch.max.
+
+    ``max(a, b)`` with a Tensor ``b`` is the elementwise ``maximum``.
+    """
+    if isinstance(dim, Tensor):
+        return maximum(a, dim)
     if dim is None:
         return _extreme(a, None, False, np.max, "MaxBackward1")
     return _extreme_dim(a, dim, keepdim, np.argmax, "MaxBackward0")
 
 
 def min(a: Tensor, dim=None, keepdim: bool = False):
-    """Without ``dim`` the smallest element; with ``dim`` a (values, indices) pair, as torch.min."""
+    """Without ``dim`` the smallest element; with ``dim`` a (values, indices) pair, as torch.min.
+
+    ``min(a, b)`` with a Tensor ``b`` is the elementwise ``minimum``.
+    """
+    if isinstance(dim, Tensor):
+        return minimum(a, dim)
     if dim is None:
         return _extreme(a, None, False, np.min, "MinBackward1")
     return _extreme_dim(a, dim, keepdim, np.argmin, "MinBackward0")

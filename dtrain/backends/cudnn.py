@@ -17,4 +17,4 @@ def is_available() -> bool:
 
 def version() -> None:
     """None: no cuDNN library is loaded (torch's answer without one)."""
-    return None
+    return

@@ -16,8 +16,7 @@ class Parameter(Tensor):
         if data is None:
             data = np.empty((0,), dtype=np.float32)
         array = data._data if isinstance(data, Tensor) else np.asarray(data)
-        super().__init__(array, requires_grad=False)
-        self._data = array  # share memory with the tensor it wraps, as torch.nn.Parameter does
+        self._reset(array)  # share memory with the tensor it wraps, as torch.nn.Parameter does
         self.requires_grad = requires_grad
 
     def __repr__(self):

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..autograd.grad_mode import no_grad
 from ..autograd.device import check_device
+from ..autograd.grad_mode import no_grad
 from ..autograd.tensor import Tensor, _op, get_default_dtype
 from . import init
 from .module import Module

@@ -22,7 +22,7 @@ def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0,
     max_norm = float(max_norm)
     norm_type = float(norm_type)
     if not grads:
-        return Tensor(0.0)
+        return Tensor._make(0.0)
     dtype = grads[0].dtype
     if norm_type == math.inf:
         norms = [np.abs(g._data).max() if g._data.size else 0.0 for g in grads]
