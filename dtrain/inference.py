@@ -70,7 +70,8 @@ def predict(model, inputs, batch_size: int = 1024) -> np.ndarray:
     try:
         with no_grad():
             for start in range(0, len(inputs), batch_size):
-                out = model(Tensor(inputs[start:start + batch_size]))
+                batch = np.ascontiguousarray(inputs[start:start + batch_size])
+                out = model(Tensor._wrap(batch))
                 outputs.append(np.array(out._data))
     finally:
         model.train(was_training)

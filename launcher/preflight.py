@@ -17,7 +17,8 @@ from dtrain.autograd.tensor import Tensor
 from dtrain.distributed.compute import SampleSource, ShardComputer
 from dtrain.distributed.job import Job
 from dtrain.distributed.shards import Planner
-from dtrain.distributed.trainer import blas_threads, build_master
+from dtrain.distributed.trainer import build_master
+from dtrain.process import blas_threads
 
 
 class JobCheckError(ValueError):
@@ -26,7 +27,7 @@ class JobCheckError(ValueError):
 
 def _output_grad(job, output: np.ndarray, target) -> np.ndarray:
     """The gradient of the job's loss with respect to the model's output."""
-    leaf = Tensor(output.copy(), requires_grad=True)
+    leaf = Tensor._make(output.copy(), requires_grad=True)
     job.loss(leaf, target).backward()
     return leaf.grad._data
 
@@ -50,7 +51,7 @@ def check_targets(job, output, target) -> None:
     with warnings.catch_warnings():  # the losses warn about this very mismatch
         warnings.simplefilter("ignore")
         before = _output_grad(job, out, target)
-        after = _output_grad(job, out, Tensor(moved))
+        after = _output_grad(job, out, Tensor._wrap(moved))
     if not np.allclose(before[1:], after[1:]):
         shape = ", ".join(("n", *map(str, out.shape[1:])))
         target_shape = ", ".join(("n", *map(str, y.shape[1:]))) + ("," if y.ndim == 1 else "")
