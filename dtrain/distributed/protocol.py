@@ -1,19 +1,34 @@
-"""The wire protocol between the coordinator and its workers: a msgpack header, then raw arrays.
+"""The wire protocol between the coordinator and its workers: every message, its fields, its checks.
 
-A message travels as a list of frames: ``[header, buffer, buffer, ...]``. The header is a msgpack
-map ``{v, job, type, step, worker, fields, arrays}`` where ``arrays`` lists
-``[name, dtype, shape, nframes]`` for each array, in order; the frames after the header hold each
-array's bytes (C order, little-endian), an array larger than ``MAX_FRAME_BYTES`` spread over
-consecutive frames. ``encode`` and ``decode`` are pure functions. Every check of untrusted input
-lives in ``decode``, which raises ``ProtocolError`` (a ``ValueError`` with a short ``reason``
-slug) and nothing else, whatever bytes arrive.
+The conversation (zguide's Paranoid Pirate, with typed messages)::
+
+    worker                         coordinator
+    HELLO  (instance, digest, machine)  ->      admits it, or rejects a wrong script
+           <-  WELCOME (worker id, settings, shared-memory offer when on the same machine)
+    READY  (channel: network | shared-memory)  ->   from now on the worker gets tasks
+           <-  TASK (step, epoch, batch, phase, round, tree nodes; parameters unless shared)
+    GRADS  (one per node: count, loss sum, gradients or their slot, batch-norm stats)  ->
+    ERROR  (the job raised on a node: traceback)  ->   another worker checks before the run fails
+    HEARTBEAT both ways (a worker's beacon also says how long it has been busy on one node)
+           <-  STOP (done | evicted | rejoin)           BYE  ->  (the worker leaves)
+
+A message travels as a list of frames: ``[header, buffer, buffer, ...]``. The header (the
+*envelope*) is a msgpack map ``{v, job, type, step, worker, fields, arrays}`` where ``arrays``
+lists ``[name, dtype, shape, nframes]`` for each array, in order; the frames after the header
+hold each array's bytes (C order, little-endian), an array larger than ``MAX_FRAME_BYTES``
+spread over consecutive frames. ``encode``/``decode`` handle the envelope and check everything
+about it; each message class (``Hello`` ... ``Bye``, below) packs its own fields and checks every
+one of them (type, range, names and shapes of its arrays against the ``ModelSchema``). ``pack``
+and ``unpack`` (or ``decode`` then ``typed``) go between frames and typed messages; anything
+untrusted that is wrong raises ``ProtocolError`` (a ``ValueError`` with a short ``reason`` slug
+from ``REASONS``) and nothing else, whatever arrives.
 
 Zero copy both ways: ``encode`` hands out memoryviews of the caller's arrays (do not change them
 until the send is done; ``send(..., track=True)`` says when), and ``decode`` returns read-only
 arrays viewing the received frames (copy one before changing it). Only arrays split over several
-frames are copied once, into a fresh array or into one from a ``BufferPool``.
+frames are copied once, into a fresh array or into one from a ``BufferPool``. How a worker's
+arrays travel (in these frames or through shared memory) is ``channels.py``'s business.
 """
-
 from __future__ import annotations
 
 import math
