@@ -610,6 +610,13 @@ def _float(fields: dict, name: str, kind: str, *, finite: bool = True, low=None,
     return value
 
 
+def _choice(fields: dict, name: str, kind: str, choices: tuple) -> str:
+    value = _text(fields, name, kind)
+    if value not in choices:
+        raise ProtocolError("fields", f"{kind}: {name} {_short(value)} is not one of {choices}")
+    return value
+
+
 def _only(fields: dict, kind: str, allowed: tuple) -> None:
     extra = set(fields) - set(allowed)
     if extra:
@@ -729,11 +736,8 @@ class Ready:
         f, k = env.fields, "ready"
         _only(f, k, ("channel", "note"))
         _no_arrays(env)
-        channel = _text(f, "channel", k)
-        if channel not in CHANNELS:
-            raise ProtocolError("fields", f"ready: channel {_short(channel)} is not one of "
-                                f"{CHANNELS}")
-        return cls(worker=env.worker, channel=channel, note=_text(f, "note", k, default=""))
+        return cls(worker=env.worker, channel=_choice(f, "channel", k, CHANNELS),
+                   note=_text(f, "note", k, default=""))
 
 
 @dataclass
@@ -922,11 +926,7 @@ class Stop:
         f, k = env.fields, "stop"
         _only(f, k, ("reason", "detail"))
         _no_arrays(env)
-        reason = _text(f, "reason", k)
-        if reason not in STOP_REASONS:
-            raise ProtocolError("fields", f"stop: reason {_short(reason)} is not one of "
-                                f"{STOP_REASONS}")
-        return cls(worker=env.worker, step=env.step, reason=reason,
+        return cls(worker=env.worker, step=env.step, reason=_choice(f, "reason", k, STOP_REASONS),
                    detail=_text(f, "detail", k, 4096, default=""))
 
 
