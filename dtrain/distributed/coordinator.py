@@ -435,7 +435,7 @@ class Coordinator:
                 and problem is None:
             self.evict(self.workers[first], f"its non-finite gradients for node {node} were "
                        f"not confirmed by worker {info.id}")
-        state.values[node] = self._value(msg, grads)
+        state.values[node] = self._received_value(msg, grads)
         now = time.monotonic()
         info.compute_seconds += msg.compute_s
         info.busy = 0.0
@@ -445,7 +445,7 @@ class Coordinator:
         info.answered = now
         info.steps += 1
 
-    def _value(self, msg: P.Grads, grads: dict) -> ShardValue | None:
+    def _received_value(self, msg: P.Grads, grads: dict) -> ShardValue | None:
         """The node's value for the tree sum (gradients stay zero-copy, read-only views)."""
         if msg.count == 0:
             return None
