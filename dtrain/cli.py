@@ -93,9 +93,17 @@ def _run_options(func):
     return func
 
 
-def _default_out(script: str, out: str | None, resume: str | None) -> str:
-    """Where a run writes: --out, else the directory it resumes, else runs/SCRIPT-NAME."""
-    return out or resume or os.path.join("runs", os.path.splitext(os.path.basename(script))[0])
+def _default_out(script: str, out: str | None, resume: str | None,
+                 versioned: bool = False, overwrite: bool = False) -> str:
+    """Where a run writes: --out, else the directory it resumes, else runs/SCRIPT-NAME (for
+    ``launch``, the next free runs/SCRIPT-NAME-N, so a repeated run never mixes with the last)."""
+    if out or resume:
+        return out or resume
+    if versioned:
+        from dtrain.launcher.outdir import default_out
+
+        return default_out(script, overwrite)
+    return os.path.join("runs", os.path.splitext(os.path.basename(script))[0])
 
 
 def _spec_option(spec):
@@ -204,7 +212,7 @@ def launch(script, workers, job_name, out, bind, max_restarts, insecure, resume,
 
     if insecure:
         _warn_insecure()
-    out = _default_out(script, out, resume)
+    out = _default_out(script, out, resume, versioned=True, overwrite=overwrite)
     config = RunConfig(job=script, workers=workers, job_name=job_name, out=out, bind=bind,
                        max_restarts=max_restarts, progress=progress, epoch_lines=True,
                        resume=resume,

@@ -34,6 +34,20 @@ def resumed_dir(resume: str) -> str:
     return resume
 
 
+def default_out(script: str, overwrite: bool = False) -> str:
+    """Where ``dtrain launch SCRIPT`` writes without ``--out``: ``runs/SCRIPT`` the first time,
+    then ``runs/SCRIPT-2``, ``-3``, ... so running an example again never mixes two runs (with
+    ``--overwrite``, ``runs/SCRIPT`` again)."""
+    base = os.path.join("runs", os.path.splitext(os.path.basename(script))[0])
+    if overwrite:
+        return base
+    candidate, n = base, 1
+    while os.path.exists(candidate) and (not os.path.isdir(candidate) or os.listdir(candidate)):
+        n += 1
+        candidate = f"{base}-{n}"
+    return candidate
+
+
 def check_out(out: str, resume: str | None = None, overwrite: bool = False) -> bool:
     """Refuse an ``out`` that holds another run unless resuming it or overwriting; returns
     True when the earlier run's outputs are to be removed. Changes nothing on disk."""

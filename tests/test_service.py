@@ -321,3 +321,19 @@ def test_a_worker_with_a_key_off_the_allow_list_is_told_so_on_both_sides(tmp_pat
     assert "reconnecting" not in worker_err
     assert "not in the coordinator's allow-list" in coordinator_err
     assert dtrain_processes(JOBS) == []
+
+
+def test_launch_without_out_never_mixes_runs(tmp_path, monkeypatch):
+    """Running the same example twice (the README's first command) gives two run folders."""
+    from dtrain.launcher.outdir import default_out
+
+    monkeypatch.chdir(tmp_path)
+    assert default_out("examples/digits.py") == os.path.join("runs", "digits")
+    os.makedirs("runs/digits")
+    assert default_out("examples/digits.py") == os.path.join("runs", "digits")  # empty: reused
+    open("runs/digits/metrics.jsonl", "w").close()
+    assert default_out("examples/digits.py") == os.path.join("runs", "digits-2")
+    os.makedirs("runs/digits-2")
+    open("runs/digits-2/metrics.jsonl", "w").close()
+    assert default_out("examples/digits.py") == os.path.join("runs", "digits-3")
+    assert default_out("examples/digits.py", overwrite=True) == os.path.join("runs", "digits")
