@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from .flags import check_flags
@@ -27,7 +25,8 @@ class Adadelta(Optimizer):
     CPU path (see ``dtrain.optim.flags``).
     """
 
-    _shaped_keys = frozenset({"square_avg", "acc_delta"})
+    _zero_state = ("square_avg", "acc_delta")
+    _shaped_keys = frozenset(_zero_state)
 
     def __init__(self, params, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
                  weight_decay: float = 0.0, foreach: bool | None = None, *,
@@ -43,30 +42,12 @@ class Adadelta(Optimizer):
             raise ValueError(f"Invalid rho value: {options['rho']} (must be in [0, 1])")
         check_flags(options)
 
-    def step(self, closure: Callable | None = None):
-        """Update every parameter that has a gradient; returns the closure's loss (or None)."""
-        loss = self._evaluate(closure)
-        for group in self.param_groups:
-            params = self._with_grad(group)
-            states = [self._init_state(p) for p in params]
-            steps = [s["step"] for s in states]
-            adadelta([p._data for p in params], [self._grad(p, i) for i, p in enumerate(params)],
-                     [s["square_avg"] for s in states], [s["acc_delta"] for s in states], steps,
-                     lr=float(group["lr"]), rho=float(group["rho"]), eps=float(group["eps"]),
-                     weight_decay=float(group["weight_decay"]),
-                     maximize=bool(group["maximize"]), scratch=self._scratch)
-            for s, step in zip(states, steps):
-                s["step"] = step
-        return loss
-
-    def _init_state(self, p) -> dict:
-        """The parameter's state, created with zero averages on its first step."""
-        state = self.state[p]
-        if not state:
-            state["step"] = 0.0
-            state["square_avg"] = np.zeros_like(p._data)
-            state["acc_delta"] = np.zeros_like(p._data)
-        return state
+    def _update(self, group, params, grads, states, steps) -> None:
+        adadelta(params, grads, [s["square_avg"] for s in states],
+                 [s["acc_delta"] for s in states], steps, lr=float(group["lr"]),
+                 rho=float(group["rho"]), eps=float(group["eps"]),
+                 weight_decay=float(group["weight_decay"]), maximize=bool(group["maximize"]),
+                 scratch=self._scratch)
 
 
 def adadelta(params: list[np.ndarray], grads: list[np.ndarray], square_avgs: list[np.ndarray],

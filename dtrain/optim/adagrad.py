@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from .flags import check_flags
@@ -52,30 +50,15 @@ class Adagrad(Optimizer):
         for p in group["params"]:
             self._init_state(p, group)
 
-    def _init_state(self, p, group: dict) -> None:
-        """Create the parameter's ``step`` and ``sum`` unless it has them."""
-        state = self.state[p]
-        if not state:
-            state["step"] = 0.0
-            state["sum"] = np.full_like(p._data, group["initial_accumulator_value"])
+    def _new_state(self, p, group: dict) -> dict:
+        """``step`` 0 and ``sum`` at ``initial_accumulator_value``."""
+        return {"step": 0.0, "sum": np.full_like(p._data, group["initial_accumulator_value"])}
 
-    def step(self, closure: Callable | None = None):
-        """Update every parameter that has a gradient; returns the closure's loss (or None)."""
-        loss = self._evaluate(closure)
-        for group in self.param_groups:
-            params = self._with_grad(group)
-            for p in params:
-                self._init_state(p, group)  # state lost to a load_state_dict without it
-            states = [self.state[p] for p in params]
-            steps = [s["step"] for s in states]
-            adagrad([p._data for p in params], [self._grad(p, i) for i, p in enumerate(params)],
-                    [s["sum"] for s in states], steps, lr=float(group["lr"]),
-                    weight_decay=float(group["weight_decay"]),
-                    lr_decay=float(group["lr_decay"]), eps=float(group["eps"]),
-                    maximize=bool(group["maximize"]), scratch=self._scratch)
-            for s, step in zip(states, steps):
-                s["step"] = step
-        return loss
+    def _update(self, group, params, grads, states, steps) -> None:
+        adagrad(params, grads, [s["sum"] for s in states], steps, lr=float(group["lr"]),
+                weight_decay=float(group["weight_decay"]), lr_decay=float(group["lr_decay"]),
+                eps=float(group["eps"]), maximize=bool(group["maximize"]),
+                scratch=self._scratch)
 
 
 def adagrad(params: list[np.ndarray], grads: list[np.ndarray], state_sums: list[np.ndarray],

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from .flags import check_flags
@@ -31,7 +29,8 @@ class Adam(Optimizer):
     mean what they mean on PyTorch's CPU path (see ``dtrain.optim.flags``).
     """
 
-    _shaped_keys = frozenset({"exp_avg", "exp_avg_sq", "max_exp_avg_sq"})
+    _zero_state = ("exp_avg", "exp_avg_sq")
+    _shaped_keys = frozenset({*_zero_state, "max_exp_avg_sq"})
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False, *,
@@ -49,39 +48,23 @@ class Adam(Optimizer):
         check_betas(options)
         check_flags(options)
 
-    def step(self, closure: Callable | None = None):
-        """Update every parameter that has a gradient; returns the closure's loss (or None)."""
-        loss = self._evaluate(closure)
-        for group in self.param_groups:
-            params = self._with_grad(group)
-            amsgrad = bool(group["amsgrad"])
-            states = [self._init_state(p, amsgrad) for p in params]
-            steps = [s["step"] for s in states]
-            beta1, beta2 = group["betas"]
-            adam([p._data for p in params], [self._grad(p, i) for i, p in enumerate(params)],
-                 [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
-                 [s["max_exp_avg_sq"] for s in states] if amsgrad else [], steps,
-                 amsgrad=amsgrad, beta1=float(beta1), beta2=float(beta2),
-                 lr=float(group["lr"]), weight_decay=float(group["weight_decay"]),
-                 eps=float(group["eps"]), maximize=bool(group["maximize"]),
-                 decoupled_weight_decay=bool(group["decoupled_weight_decay"]),
-                 scratch=self._scratch)
-            for s, step in zip(states, steps):
-                s["step"] = step
-        return loss
-
-    def _init_state(self, p, amsgrad: bool) -> dict:
-        """The parameter's state, created with zero moments on its first step."""
-        state = self.state[p]
-        if not state:
-            state["step"] = 0.0
-            state["exp_avg"] = np.zeros_like(p._data)
-            state["exp_avg_sq"] = np.zeros_like(p._data)
-            if amsgrad:
-                state["max_exp_avg_sq"] = np.zeros_like(p._data)
-        elif amsgrad and "max_exp_avg_sq" not in state:  # amsgrad switched on later
+    def _init_state(self, p, group: dict) -> dict:
+        """The base class's state, and ``max_exp_avg_sq`` with amsgrad (also switched on later)."""
+        state = super()._init_state(p, group)
+        if group["amsgrad"] and "max_exp_avg_sq" not in state:
             state["max_exp_avg_sq"] = np.zeros_like(p._data)
         return state
+
+    def _update(self, group, params, grads, states, steps) -> None:
+        amsgrad = bool(group["amsgrad"])
+        beta1, beta2 = group["betas"]
+        adam(params, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
+             [s["max_exp_avg_sq"] for s in states] if amsgrad else [], steps,
+             amsgrad=amsgrad, beta1=float(beta1), beta2=float(beta2),
+             lr=float(group["lr"]), weight_decay=float(group["weight_decay"]),
+             eps=float(group["eps"]), maximize=bool(group["maximize"]),
+             decoupled_weight_decay=bool(group["decoupled_weight_decay"]),
+             scratch=self._scratch)
 
 
 def adam(params: list[np.ndarray], grads: list[np.ndarray], exp_avgs: list[np.ndarray],

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from ..autograd.tensor import get_default_dtype
@@ -45,6 +43,7 @@ class NAdam(Optimizer):
     """
 
     _shaped_keys = frozenset({"exp_avg", "exp_avg_sq"})
+    _rebound_keys = ("mu_product", "step")  # nadam's argument order
 
     def __init__(self, params, lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, momentum_decay: float = 4e-3,
@@ -62,36 +61,19 @@ class NAdam(Optimizer):
         check_betas(options)
         check_flags(options)
 
-    def step(self, closure: Callable | None = None):
-        """Update every parameter that has a gradient; returns the closure's loss (or None)."""
-        loss = self._evaluate(closure)
-        for group in self.param_groups:
-            params = self._with_grad(group)
-            states = [self._init_state(p) for p in params]
-            steps = [s["step"] for s in states]
-            mu_products = [s["mu_product"] for s in states]
-            beta1, beta2 = group["betas"]
-            nadam([p._data for p in params], [self._grad(p, i) for i, p in enumerate(params)],
-                  [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
-                  mu_products, steps, beta1=float(beta1), beta2=float(beta2),
-                  lr=float(group["lr"]), weight_decay=float(group["weight_decay"]),
-                  momentum_decay=float(group["momentum_decay"]), eps=float(group["eps"]),
-                  decoupled_weight_decay=bool(group["decoupled_weight_decay"]),
-                  maximize=bool(group["maximize"]), scratch=self._scratch)
-            for s, step, mu_product in zip(states, steps, mu_products):
-                s["step"] = step
-                s["mu_product"] = mu_product
-        return loss
+    def _new_state(self, p, group: dict) -> dict:
+        """Zero moments and a unit ``mu_product`` (in the default dtype, as PyTorch's)."""
+        return {"step": 0.0, "mu_product": get_default_dtype().type(1.0),
+                "exp_avg": np.zeros_like(p._data), "exp_avg_sq": np.zeros_like(p._data)}
 
-    def _init_state(self, p) -> dict:
-        """The parameter's state: zero moments and a unit ``mu_product`` on its first step."""
-        state = self.state[p]
-        if not state:
-            state["step"] = 0.0
-            state["mu_product"] = get_default_dtype().type(1.0)
-            state["exp_avg"] = np.zeros_like(p._data)
-            state["exp_avg_sq"] = np.zeros_like(p._data)
-        return state
+    def _update(self, group, params, grads, states, mu_products, steps) -> None:
+        beta1, beta2 = group["betas"]
+        nadam(params, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
+              mu_products, steps, beta1=float(beta1), beta2=float(beta2),
+              lr=float(group["lr"]), weight_decay=float(group["weight_decay"]),
+              momentum_decay=float(group["momentum_decay"]), eps=float(group["eps"]),
+              decoupled_weight_decay=bool(group["decoupled_weight_decay"]),
+              maximize=bool(group["maximize"]), scratch=self._scratch)
 
     def _import(self, value, param, key, index: int):
         """Load as the base class does; ``mu_product`` becomes a scalar of the param's dtype."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from .adam import lerp_
@@ -37,7 +35,8 @@ class RAdam(Optimizer):
     CPU path (see ``dtrain.optim.flags``).
     """
 
-    _shaped_keys = frozenset({"exp_avg", "exp_avg_sq"})
+    _zero_state = ("exp_avg", "exp_avg_sq")
+    _shaped_keys = frozenset(_zero_state)
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0,
@@ -54,32 +53,13 @@ class RAdam(Optimizer):
         check_betas(options)
         check_flags(options)
 
-    def step(self, closure: Callable | None = None):
-        """Update every parameter that has a gradient; returns the closure's loss (or None)."""
-        loss = self._evaluate(closure)
-        for group in self.param_groups:
-            params = self._with_grad(group)
-            states = [self._init_state(p) for p in params]
-            steps = [s["step"] for s in states]
-            beta1, beta2 = group["betas"]
-            radam([p._data for p in params], [self._grad(p, i) for i, p in enumerate(params)],
-                  [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], steps,
-                  beta1=float(beta1), beta2=float(beta2), lr=float(group["lr"]),
-                  weight_decay=float(group["weight_decay"]), eps=float(group["eps"]),
-                  decoupled_weight_decay=bool(group["decoupled_weight_decay"]),
-                  maximize=bool(group["maximize"]), scratch=self._scratch)
-            for s, step in zip(states, steps):
-                s["step"] = step
-        return loss
-
-    def _init_state(self, p) -> dict:
-        """The parameter's state, created with zero moments on its first step."""
-        state = self.state[p]
-        if not state:
-            state["step"] = 0.0
-            state["exp_avg"] = np.zeros_like(p._data)
-            state["exp_avg_sq"] = np.zeros_like(p._data)
-        return state
+    def _update(self, group, params, grads, states, steps) -> None:
+        beta1, beta2 = group["betas"]
+        radam(params, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
+              steps, beta1=float(beta1), beta2=float(beta2), lr=float(group["lr"]),
+              weight_decay=float(group["weight_decay"]), eps=float(group["eps"]),
+              decoupled_weight_decay=bool(group["decoupled_weight_decay"]),
+              maximize=bool(group["maximize"]), scratch=self._scratch)
 
 
 def radam(params: list[np.ndarray], grads: list[np.ndarray], exp_avgs: list[np.ndarray],
