@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .adam import ema_square_
 from .flags import check_flags
-from .optimizer import Optimizer, Scratch, check_non_negative, effective_grad
+from .optimizer import Optimizer, Scratch, check_non_negative, each_param
 
 
 class Adadelta(Optimizer):
@@ -56,23 +57,15 @@ def adadelta(params: list[np.ndarray], grads: list[np.ndarray], square_avgs: lis
              scratch: Scratch | None = None) -> None:
     """Adadelta on NumPy arrays, in place (``steps`` too); see ``Adadelta`` for the rule."""
     scratch = scratch if scratch is not None else Scratch()
-    for i, param in enumerate(params):
-        steps[i] += 1
-        g = effective_grad(param, grads[i], weight_decay, maximize, scratch)
+    for i, param, g in each_param(params, grads, steps, weight_decay, maximize, scratch):
         square_avg, acc_delta = square_avgs[i], acc_deltas[i]
         tmp = scratch.get(param, 1)
-        square_avg *= rho
-        np.multiply(g, 1 - rho, out=tmp)
-        tmp *= g
-        square_avg += tmp
+        ema_square_(square_avg, g, rho, tmp)
         std = np.add(square_avg, eps, out=tmp)
         np.sqrt(std, out=std)
         delta = np.add(acc_delta, eps, out=scratch.get(param, 2))
         np.sqrt(delta, out=delta)
         delta /= std
         delta *= g
-        acc_delta *= rho
-        np.multiply(delta, 1 - rho, out=tmp)
-        tmp *= delta
-        acc_delta += tmp
+        ema_square_(acc_delta, delta, rho, tmp)
         param += np.multiply(delta, -lr, out=tmp)

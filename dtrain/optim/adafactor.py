@@ -6,7 +6,7 @@ import numpy as np
 
 from .adam import lerp_
 from .flags import check_flags
-from .optimizer import Optimizer, Scratch, check_non_negative, effective_grad
+from .optimizer import Optimizer, Scratch, check_non_negative, each_param
 
 
 class Adafactor(Optimizer):
@@ -94,10 +94,8 @@ def adafactor(params: list[np.ndarray], grads: list[np.ndarray],
               maximize: bool, scratch: Scratch | None = None) -> None:
     """Adafactor on NumPy arrays, in place (``steps`` too); see ``Adafactor`` for the rule."""
     scratch = scratch if scratch is not None else Scratch()
-    for i, param in enumerate(params):
-        steps[i] += 1
+    for i, param, g in each_param(params, grads, steps, 0.0, maximize, scratch):
         step = steps[i]
-        g = effective_grad(param, grads[i], 0.0, maximize, scratch)
         floor = np.finfo(param.dtype).eps if eps1 is None else eps1
         beta = step**beta2_decay
         alpha = max(eps2, float(np.linalg.norm(param.ravel())) / param.size ** 0.5) * min(

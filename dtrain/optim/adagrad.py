@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .flags import check_flags
-from .optimizer import Optimizer, Scratch, check_non_negative, effective_grad
+from .optimizer import Optimizer, Scratch, check_non_negative, each_param
 
 
 class Adagrad(Optimizer):
@@ -66,11 +66,8 @@ def adagrad(params: list[np.ndarray], grads: list[np.ndarray], state_sums: list[
             maximize: bool, scratch: Scratch | None = None) -> None:
     """Adagrad on NumPy arrays, in place (``steps`` too); see ``Adagrad`` for the rule."""
     scratch = scratch if scratch is not None else Scratch()
-    for i, param in enumerate(params):
-        steps[i] += 1
-        step = steps[i]
-        g = effective_grad(param, grads[i], weight_decay, maximize, scratch)
-        clr = lr / (1 + (step - 1) * lr_decay)
+    for i, param, g in each_param(params, grads, steps, weight_decay, maximize, scratch):
+        clr = lr / (1 + (steps[i] - 1) * lr_decay)
         std = scratch.get(param, 1)
         state_sums[i] += np.multiply(g, g, out=std)
         np.sqrt(state_sums[i], out=std)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from .flags import check_flags
-from .optimizer import Optimizer, Scratch, check_betas, check_non_negative, effective_grad
+from .optimizer import Optimizer, Scratch, check_betas, check_non_negative, each_param
 
 
 class Adam(Optimizer):
@@ -74,26 +76,13 @@ def adam(params: list[np.ndarray], grads: list[np.ndarray], exp_avgs: list[np.nd
          scratch: Scratch | None = None) -> None:
     """Adam on NumPy arrays, in place (``steps`` too); see ``Adam`` for the rule."""
     scratch = scratch if scratch is not None else Scratch()
-    for i, param in enumerate(params):
-        steps[i] += 1
-        step = steps[i]
-        if decoupled_weight_decay and weight_decay != 0:
-            param *= 1 - lr * weight_decay
-            g = effective_grad(param, grads[i], 0.0, maximize, scratch)
-        else:
-            g = effective_grad(param, grads[i], weight_decay, maximize, scratch)
-        exp_avg, exp_avg_sq = exp_avgs[i], exp_avg_sqs[i]
-        tmp = scratch.get(param, 1)
-        lerp_(exp_avg, g, 1 - beta1, tmp)
-        exp_avg_sq *= beta2
-        np.multiply(g, 1 - beta2, out=tmp)
-        tmp *= g
-        exp_avg_sq += tmp
-
-        bias_correction1 = 1 - beta1**step
-        bias_correction2 = 1 - beta2**step
-        step_size = lr / bias_correction1
-        bias_correction2_sqrt = bias_correction2**0.5
+    for i, param, _ in adam_moments(params, grads, exp_avgs, exp_avg_sqs, steps, scratch,
+                                    beta1=beta1, beta2=beta2, lr=lr, weight_decay=weight_decay,
+                                    decoupled_weight_decay=decoupled_weight_decay,
+                                    maximize=maximize):
+        exp_avg, exp_avg_sq, tmp = exp_avgs[i], exp_avg_sqs[i], scratch.get(param, 1)
+        step_size = lr / (1 - beta1 ** steps[i])
+        bias_correction2_sqrt = (1 - beta2 ** steps[i]) ** 0.5
         if amsgrad:
             np.maximum(max_exp_avg_sqs[i], exp_avg_sq, out=max_exp_avg_sqs[i])
             exp_avg_sq = max_exp_avg_sqs[i]
@@ -103,6 +92,35 @@ def adam(params: list[np.ndarray], grads: list[np.ndarray], exp_avgs: list[np.nd
         update = np.multiply(exp_avg, -step_size, out=scratch.get(param, 0))  # g is done with
         update /= denom
         param += update
+
+
+def adam_moments(params: list[np.ndarray], grads: list[np.ndarray], exp_avgs: list[np.ndarray],
+                 exp_avg_sqs: list[np.ndarray], steps: list[float], scratch: Scratch, *,
+                 beta1: float, beta2: float, lr: float, weight_decay: float,
+                 decoupled_weight_decay: bool,
+                 maximize: bool) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """The first half of Adam's update, which RAdam and NAdam share, as ``each_param``'s loop.
+
+    Per parameter: the step counted, weight decay (decoupled: on the parameter), then
+    ``m = m + (1 - beta1) * (g - m)`` and ``v = beta2 * v + (1 - beta2) * g * g`` in place;
+    yields ``(i, param, g)`` for the rest of the update.
+    """
+    decoupled_lr = lr if decoupled_weight_decay else None
+    for i, param, g in each_param(params, grads, steps, weight_decay, maximize, scratch,
+                                  decoupled_lr):
+        tmp = scratch.get(param, 1)
+        lerp_(exp_avgs[i], g, 1 - beta1, tmp)
+        ema_square_(exp_avg_sqs[i], g, beta2, tmp)
+        yield i, param, g
+
+
+def ema_square_(avg: np.ndarray, x: np.ndarray, decay: float, tmp: np.ndarray) -> None:
+    """``avg = decay * avg + (1 - decay) * x * x`` in place, in PyTorch's order of operations
+    (``mul_(decay).addcmul_(x, x, value=1 - decay)``); ``tmp`` is scratch shaped like ``avg``."""
+    avg *= decay
+    np.multiply(x, 1 - decay, out=tmp)
+    tmp *= x
+    avg += tmp
 
 
 def lerp_(start: np.ndarray, end: np.ndarray, weight: float, tmp: np.ndarray) -> None:

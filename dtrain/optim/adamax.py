@@ -6,7 +6,7 @@ import numpy as np
 
 from .adam import lerp_
 from .flags import check_flags
-from .optimizer import Optimizer, Scratch, check_betas, check_non_negative, effective_grad
+from .optimizer import Optimizer, Scratch, check_betas, check_non_negative, each_param
 
 
 class Adamax(Optimizer):
@@ -57,9 +57,7 @@ def adamax(params: list[np.ndarray], grads: list[np.ndarray], exp_avgs: list[np.
            scratch: Scratch | None = None) -> None:
     """Adamax on NumPy arrays, in place (``steps`` too); see ``Adamax`` for the rule."""
     scratch = scratch if scratch is not None else Scratch()
-    for i, param in enumerate(params):
-        steps[i] += 1
-        g = effective_grad(param, grads[i], weight_decay, maximize, scratch)
+    for i, param, g in each_param(params, grads, steps, weight_decay, maximize, scratch):
         exp_avg, exp_inf = exp_avgs[i], exp_infs[i]
         tmp = scratch.get(param, 1)
         lerp_(exp_avg, g, 1 - beta1, tmp)

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..autograd.tensor import get_default_dtype
 from .flags import check_flags
-from .optimizer import Optimizer, Scratch, check_non_negative, effective_grad, import_scalar
+from .optimizer import Optimizer, Scratch, check_non_negative, each_param, import_scalar
 
 
 class ASGD(Optimizer):
@@ -79,9 +79,7 @@ def asgd(params: list[np.ndarray], grads: list[np.ndarray], axs: list[np.ndarray
     """
     scratch = scratch if scratch is not None else Scratch()
     rounded = get_default_dtype().type
-    for i, param in enumerate(params):
-        steps[i] += 1
-        g = effective_grad(param, grads[i], weight_decay, maximize, scratch)
+    for i, param, g in each_param(params, grads, steps, weight_decay, maximize, scratch):
         eta = float(etas[i])
         param *= 1 - lambd * eta
         param += np.multiply(g, -eta, out=scratch.get(param, 1))

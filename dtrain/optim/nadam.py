@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd.tensor import get_default_dtype
-from .adam import lerp_
+from .adam import adam_moments
 from .flags import check_flags
 from .optimizer import (
     Optimizer,
     Scratch,
     check_betas,
     check_non_negative,
-    effective_grad,
     import_scalar,
 )
 
@@ -92,33 +91,24 @@ def nadam(params: list[np.ndarray], grads: list[np.ndarray], exp_avgs: list[np.n
     Each ``mu_products`` entry is a NumPy float scalar, multiplied in its own precision.
     """
     scratch = scratch if scratch is not None else Scratch()
-    for i, param in enumerate(params):
-        steps[i] += 1
+    for i, param, g in adam_moments(params, grads, exp_avgs, exp_avg_sqs, steps, scratch,
+                                    beta1=beta1, beta2=beta2, lr=lr, weight_decay=weight_decay,
+                                    decoupled_weight_decay=decoupled_weight_decay,
+                                    maximize=maximize):
         step = steps[i]
-        bias_correction2 = 1 - beta2**step
-        if decoupled_weight_decay and weight_decay != 0:
-            param *= 1 - lr * weight_decay
-            g = effective_grad(param, grads[i], 0.0, maximize, scratch)
-        else:
-            g = effective_grad(param, grads[i], weight_decay, maximize, scratch)
         mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * momentum_decay)))
         mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * momentum_decay)))
         mu_product = mu_products[i] * mu_products[i].dtype.type(mu)
         mu_products[i] = mu_product
-        exp_avg, exp_avg_sq = exp_avgs[i], exp_avg_sqs[i]
         tmp = scratch.get(param, 1)
-        lerp_(exp_avg, g, 1 - beta1, tmp)
-        exp_avg_sq *= beta2
-        np.multiply(g, 1 - beta2, out=tmp)
-        tmp *= g
-        exp_avg_sq += tmp
-        denom = np.divide(exp_avg_sq, bias_correction2, out=scratch.get(param, 2))
+        bias_correction2 = 1 - beta2**step
+        denom = np.divide(exp_avg_sqs[i], bias_correction2, out=scratch.get(param, 2))
         np.sqrt(denom, out=denom)
         denom += eps
         mu_product_next = float(mu_product) * mu_next
         update = np.multiply(g, -lr * (1.0 - mu) / (1.0 - float(mu_product)), out=tmp)
         update /= denom
         param += update
-        update = np.multiply(exp_avg, (-lr * mu_next) / (1.0 - mu_product_next), out=tmp)
+        update = np.multiply(exp_avgs[i], (-lr * mu_next) / (1.0 - mu_product_next), out=tmp)
         update /= denom
         param += update

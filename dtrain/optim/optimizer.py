@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -69,6 +69,24 @@ def effective_grad(param: np.ndarray, grad: np.ndarray, weight_decay: float, max
     if maximize:
         return np.negative(grad, out=scratch.get(param, 0))
     return grad
+
+
+def each_param(params: list[np.ndarray], grads: list[np.ndarray], steps: list[float],
+               weight_decay: float, maximize: bool, scratch: Scratch,
+               decoupled_lr: float | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """The loop of every single-tensor update: per parameter, ``steps[i] += 1``, then
+    ``(i, param, g)`` with ``g`` the gradient the update uses (see ``effective_grad``).
+
+    With ``decoupled_lr`` (decoupled weight decay, as AdamW's), the decay shrinks the parameter
+    instead, ``param *= 1 - decoupled_lr * weight_decay``, and ``g`` is not decayed.
+    """
+    for i, param in enumerate(params):
+        steps[i] += 1
+        if decoupled_lr is not None and weight_decay != 0:
+            param *= 1 - decoupled_lr * weight_decay
+            yield i, param, effective_grad(param, grads[i], 0.0, maximize, scratch)
+        else:
+            yield i, param, effective_grad(param, grads[i], weight_decay, maximize, scratch)
 
 
 def check_non_negative(options: dict, *names: str) -> None:

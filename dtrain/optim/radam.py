@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .adam import lerp_
+from .adam import adam_moments
 from .flags import check_flags
-from .optimizer import Optimizer, Scratch, check_betas, check_non_negative, effective_grad
+from .optimizer import Optimizer, Scratch, check_betas, check_non_negative
 
 
 class RAdam(Optimizer):
@@ -68,32 +68,20 @@ def radam(params: list[np.ndarray], grads: list[np.ndarray], exp_avgs: list[np.n
           maximize: bool, scratch: Scratch | None = None) -> None:
     """RAdam on NumPy arrays, in place (``steps`` too); see ``RAdam`` for the rule."""
     scratch = scratch if scratch is not None else Scratch()
-    for i, param in enumerate(params):
-        steps[i] += 1
+    rho_inf = 2 / (1 - beta2) - 1
+    for i, param, _ in adam_moments(params, grads, exp_avgs, exp_avg_sqs, steps, scratch,
+                                    beta1=beta1, beta2=beta2, lr=lr, weight_decay=weight_decay,
+                                    decoupled_weight_decay=decoupled_weight_decay,
+                                    maximize=maximize):
         step = steps[i]
-        if decoupled_weight_decay and weight_decay != 0:
-            param *= 1 - lr * weight_decay
-            g = effective_grad(param, grads[i], 0.0, maximize, scratch)
-        else:
-            g = effective_grad(param, grads[i], weight_decay, maximize, scratch)
-        exp_avg, exp_avg_sq = exp_avgs[i], exp_avg_sqs[i]
-        tmp = scratch.get(param, 1)
-        lerp_(exp_avg, g, 1 - beta1, tmp)
-        exp_avg_sq *= beta2
-        np.multiply(g, 1 - beta2, out=tmp)
-        tmp *= g
-        exp_avg_sq += tmp
-
-        bias_correction1 = 1 - beta1**step
         bias_correction2 = 1 - beta2**step
-        update = np.divide(exp_avg, bias_correction1, out=scratch.get(param, 0))  # g is done
+        update = np.divide(exp_avgs[i], 1 - beta1**step, out=scratch.get(param, 0))  # g is done
         update *= lr
-        rho_inf = 2 / (1 - beta2) - 1
         rho_t = rho_inf - 2 * step * (beta2**step) / bias_correction2
         if rho_t > 5.0:
             rect = ((rho_t - 4) * (rho_t - 2) * rho_inf
                     / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
-            adaptive = np.sqrt(exp_avg_sq, out=tmp)
+            adaptive = np.sqrt(exp_avg_sqs[i], out=scratch.get(param, 1))
             adaptive += eps
             np.divide(bias_correction2**0.5, adaptive, out=adaptive)
             update *= adaptive

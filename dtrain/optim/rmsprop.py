@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .adam import lerp_
+from .adam import ema_square_, lerp_
 from .flags import check_flags
-from .optimizer import Optimizer, Scratch, check_non_negative, effective_grad
+from .optimizer import Optimizer, Scratch, check_non_negative, each_param
 
 
 class RMSprop(Optimizer):
@@ -75,15 +75,10 @@ def rmsprop(params: list[np.ndarray], grads: list[np.ndarray], square_avgs: list
             centered: bool, maximize: bool, scratch: Scratch | None = None) -> None:
     """RMSprop on NumPy arrays, in place (``steps`` too); see ``RMSprop`` for the rule."""
     scratch = scratch if scratch is not None else Scratch()
-    for i, param in enumerate(params):
-        steps[i] += 1
-        g = effective_grad(param, grads[i], weight_decay, maximize, scratch)
+    for i, param, g in each_param(params, grads, steps, weight_decay, maximize, scratch):
         square_avg = square_avgs[i]
         avg = scratch.get(param, 1)
-        square_avg *= alpha
-        np.multiply(g, 1 - alpha, out=avg)
-        avg *= g
-        square_avg += avg
+        ema_square_(square_avg, g, alpha, avg)
         if centered:
             grad_avg = grad_avgs[i]
             lerp_(grad_avg, g, 1 - alpha, avg)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .flags import check_flags
-from .optimizer import Optimizer, Scratch, check_non_negative, effective_grad
+from .optimizer import Optimizer, Scratch, check_non_negative, each_param
 
 
 class Rprop(Optimizer):
@@ -71,9 +71,7 @@ def rprop(params: list[np.ndarray], grads: list[np.ndarray], prevs: list[np.ndar
           scratch: Scratch | None = None) -> None:
     """Rprop on NumPy arrays, in place (``steps`` too); see ``Rprop`` for the rule."""
     scratch = scratch if scratch is not None else Scratch()
-    for i, param in enumerate(params):
-        steps[i] += 1
-        g = effective_grad(param, grads[i], 0.0, maximize, scratch)
+    for i, param, g in each_param(params, grads, steps, 0.0, maximize, scratch):
         prev, step_size = prevs[i], step_sizes[i]
         factor = np.multiply(g, prev, out=scratch.get(param, 1))
         np.sign(factor, out=factor)
