@@ -6,8 +6,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from .flags import check_flags
-from .optimizer import Optimizer, Scratch, check_betas, check_non_negative, each_param
+from .optimizer import Optimizer, Scratch, check_adam_options, each_param
 
 
 class Adam(Optimizer):
@@ -34,6 +33,9 @@ class Adam(Optimizer):
     _zero_state = ("exp_avg", "exp_avg_sq")
     _shaped_keys = frozenset({*_zero_state, "max_exp_avg_sq"})
 
+    def _check_options(self, options: dict) -> None:
+        check_adam_options(options)
+
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False, *,
                  foreach: bool | None = None, maximize: bool = False, capturable: bool = False,
@@ -44,11 +46,6 @@ class Adam(Optimizer):
                     "capturable": capturable, "differentiable": differentiable, "fused": fused,
                     "decoupled_weight_decay": decoupled_weight_decay}
         super().__init__(params, defaults)
-
-    def _check_options(self, options: dict) -> None:
-        check_non_negative(options, "lr", "eps", "weight_decay")
-        check_betas(options)
-        check_flags(options)
 
     def _init_state(self, p, group: dict) -> dict:
         """The base class's state, and ``max_exp_avg_sq`` with amsgrad (also switched on later)."""

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .adam import lerp_
-from .flags import check_flags
-from .optimizer import Optimizer, Scratch, check_betas, check_non_negative, each_param
+from .optimizer import Optimizer, Scratch, check_adam_options, each_param
 
 
 class Adamax(Optimizer):
@@ -30,6 +29,9 @@ class Adamax(Optimizer):
     _zero_state = ("exp_avg", "exp_inf")
     _shaped_keys = frozenset(_zero_state)
 
+    def _check_options(self, options: dict) -> None:
+        check_adam_options(options)
+
     def __init__(self, params, lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, foreach: bool | None = None, *,
                  maximize: bool = False, differentiable: bool = False, capturable: bool = False):
@@ -37,11 +39,6 @@ class Adamax(Optimizer):
                     "foreach": foreach, "maximize": maximize, "differentiable": differentiable,
                     "capturable": capturable}
         super().__init__(params, defaults)
-
-    def _check_options(self, options: dict) -> None:
-        check_non_negative(options, "lr", "eps", "weight_decay")
-        check_betas(options)
-        check_flags(options)
 
     def _update(self, group, params, grads, states, steps) -> None:
         beta1, beta2 = group["betas"]

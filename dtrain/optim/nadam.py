@@ -6,14 +6,7 @@ import numpy as np
 
 from ..autograd.tensor import get_default_dtype
 from .adam import adam_moments
-from .flags import check_flags
-from .optimizer import (
-    Optimizer,
-    Scratch,
-    check_betas,
-    check_non_negative,
-    import_scalar,
-)
+from .optimizer import Optimizer, Scratch, check_adam_options, import_scalar
 
 
 class NAdam(Optimizer):
@@ -44,6 +37,9 @@ class NAdam(Optimizer):
     _shaped_keys = frozenset({"exp_avg", "exp_avg_sq"})
     _rebound_keys = ("mu_product", "step")  # nadam's argument order
 
+    def _check_options(self, options: dict) -> None:
+        check_adam_options(options, "momentum_decay")
+
     def __init__(self, params, lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, momentum_decay: float = 4e-3,
                  decoupled_weight_decay: bool = False, *, foreach: bool | None = None,
@@ -54,11 +50,6 @@ class NAdam(Optimizer):
                     "foreach": foreach, "capturable": capturable,
                     "differentiable": differentiable}
         super().__init__(params, defaults)
-
-    def _check_options(self, options: dict) -> None:
-        check_non_negative(options, "lr", "eps", "weight_decay", "momentum_decay")
-        check_betas(options)
-        check_flags(options)
 
     def _new_state(self, p, group: dict) -> dict:
         """Zero moments and a unit ``mu_product`` (in the default dtype, as PyTorch's)."""

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..autograd.grad_mode import enable_grad
 from ..autograd.tensor import Tensor
-from .flags import check_cpu_step
+from .flags import check_cpu_step, check_flags
 
 
 class _RequiredParameter:
@@ -105,6 +105,14 @@ def check_betas(options: dict) -> None:
     for i, beta in enumerate(betas):
         if not 0.0 <= beta < 1.0:
             raise ValueError(f"Invalid betas[{i}] value: {beta} (must be in [0, 1))")
+
+
+def check_adam_options(options: dict, *non_negative: str) -> None:
+    """The checks of Adam and its relatives: ``lr``, ``eps``, ``weight_decay`` and any of
+    ``non_negative`` >= 0, ``betas`` in [0, 1), then the kernel flags (``check_flags``)."""
+    check_non_negative(options, "lr", "eps", "weight_decay", *non_negative)
+    check_betas(options)
+    check_flags(options)
 
 
 def _as_array(value):

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .adam import adam_moments
-from .flags import check_flags
-from .optimizer import Optimizer, Scratch, check_betas, check_non_negative
+from .optimizer import Optimizer, Scratch, check_adam_options
 
 
 class RAdam(Optimizer):
@@ -38,6 +37,9 @@ class RAdam(Optimizer):
     _zero_state = ("exp_avg", "exp_avg_sq")
     _shaped_keys = frozenset(_zero_state)
 
+    def _check_options(self, options: dict) -> None:
+        check_adam_options(options)
+
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0,
                  decoupled_weight_decay: bool = False, *, foreach: bool | None = None,
@@ -47,11 +49,6 @@ class RAdam(Optimizer):
                     "decoupled_weight_decay": decoupled_weight_decay,
                     "differentiable": differentiable}
         super().__init__(params, defaults)
-
-    def _check_options(self, options: dict) -> None:
-        check_non_negative(options, "lr", "eps", "weight_decay")
-        check_betas(options)
-        check_flags(options)
 
     def _update(self, group, params, grads, states, steps) -> None:
         beta1, beta2 = group["betas"]
