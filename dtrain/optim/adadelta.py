@@ -10,7 +10,9 @@ from .optimizer import Optimizer, Scratch, check_non_negative, each_param
 
 
 class Adadelta(Optimizer):
-    r"""Adadelta; PyTorch's update, operation for operation (single-tensor path).
+    r"""Adadelta: per-element steps from running averages of squared gradients and updates.
+
+    PyTorch's update, operation for operation (single-tensor path):
 
     .. code-block:: text
 
@@ -21,9 +23,9 @@ class Adadelta(Optimizer):
         u = rho * u + (1 - rho) * delta * delta
         theta = theta - lr * delta
 
-    State per parameter: ``step``, ``square_avg`` (v) and ``acc_delta`` (u), both starting at
-    zero. ``foreach``, ``capturable`` and ``differentiable`` mean what they mean on PyTorch's
-    CPU path (see ``dtrain.optim.flags``).
+    State per parameter: ``step`` and the two running averages, ``square_avg`` (v) and
+    ``acc_delta`` (u), from zero. ``foreach``, ``capturable`` and ``differentiable`` mean what
+    they mean on PyTorch's CPU path (see ``dtrain.optim.flags``).
     """
 
     _zero_state = ("square_avg", "acc_delta")

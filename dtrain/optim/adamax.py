@@ -9,9 +9,10 @@ from .optimizer import Optimizer, Scratch, check_adam_options, each_param
 
 
 class Adamax(Optimizer):
-    r"""Adamax; PyTorch's update, operation for operation (single-tensor path).
+    r"""Adamax: Adam with a running maximum of ``|g|`` in place of the second moment.
 
-    At step :math:`t` (counted from 1):
+    PyTorch's update, operation for operation (single-tensor path), at step :math:`t`
+    (counted from 1):
 
     .. code-block:: text
 
