@@ -178,13 +178,17 @@ def test_layer(tmp_path, layer, shape, opset):
     check(model, shape, tmp_path, opset=opset)
 
 
-def test_unbatched_conv_and_pool(tmp_path):
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.MaxPool2d(2))
+def check_unbatched(model, shape, tmp_path) -> None:
+    """Export ``model`` for one input of ``shape`` (no batch dimension) and compare the runs."""
     path = tmp_path / "m.onnx"
-    x = np.random.default_rng(0).standard_normal((3, 8, 8)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     export(model, x, path, dynamic_batch=False)
     np.testing.assert_allclose(session(path).run(None, {"input": x})[0],
                                dtrain_forward(model, x)[0], atol=ATOL)
+
+
+def test_unbatched_conv_and_pool(tmp_path):
+    check_unbatched(nn.Sequential(nn.Conv2d(3, 4, 3), nn.MaxPool2d(2)), (3, 8, 8), tmp_path)
 
 
 class Functional(nn.Module):

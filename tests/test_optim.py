@@ -72,11 +72,39 @@ def run_torch(name: str, kwargs: dict, initial, grads):
     params = [torch.tensor(a, requires_grad=True) for a in initial]
     options = {"foreach": False, **kwargs}  # the single-tensor path unless a case says otherwise
     opt = getattr(torch.optim, name)(groups_of(params, kwargs), **options)
+    torch_steps(opt, params, grads)
+    return [p.detach().numpy() for p in params]
+
+
+def torch_steps(opt, params, grads) -> None:
+    """Step a PyTorch optimizer once per entry of ``grads`` (the arrays of one step)."""
+    torch = pytest.importorskip("torch")
     for step_grads in grads:
         for p, g in zip(params, step_grads):
             p.grad = torch.from_numpy(g.copy())
         opt.step()
-    return [p.detach().numpy() for p in params]
+
+
+def steps_alike(opt, ours, topt, theirs, grads) -> None:
+    """Step dtrain's ``opt`` and PyTorch's ``topt`` side by side on the same gradients."""
+    torch = pytest.importorskip("torch")
+    for step_grads in grads:
+        for p, q, g in zip(ours, theirs, step_grads):
+            p.grad, q.grad = dtrain.tensor(g), torch.from_numpy(g.copy())
+        opt.step()
+        topt.step()
+
+
+def assert_params_match(ours, theirs) -> None:
+    """dtrain's parameters equal PyTorch's to 1e-12 (relative)."""
+    for p, q in zip(ours, theirs):
+        np.testing.assert_allclose(p._data, q.detach().numpy(), rtol=1e-12)
+
+
+def as_numpy_state_dict(tsd: dict) -> dict:
+    """A PyTorch optimizer state_dict with arrays for tensors, as dtrain loads it."""
+    return {"state": {k: {n: v.numpy() for n, v in s.items()} for k, s in tsd["state"].items()},
+            "param_groups": tsd["param_groups"]}
 
 
 def check_against_torch(name: str, kwargs: dict, problem: str, dtype: str) -> None:
@@ -668,25 +696,13 @@ def test_torch_checkpoint_loads_and_continues_like_torch():
     initial, grads, _ = run_dtrain("Adam", kwargs, "mlp", "float64", steps=10)
     params = [torch.tensor(a, requires_grad=True) for a in initial]
     topt = torch.optim.Adam(params, foreach=False, **kwargs)
-    for step_grads in grads[:5]:
-        for p, g in zip(params, step_grads):
-            p.grad = torch.from_numpy(g.copy())
-        topt.step()
-    tsd = topt.state_dict()
+    torch_steps(topt, params, grads[:5])
     ours = [nn.Parameter(p.detach().numpy().copy()) for p in params]
     opt = optim.Adam(ours)
-    opt.load_state_dict({
-        "state": {k: {n: v.numpy() for n, v in s.items()} for k, s in tsd["state"].items()},
-        "param_groups": tsd["param_groups"]})
+    opt.load_state_dict(as_numpy_state_dict(topt.state_dict()))
     assert opt.state[ours[0]]["step"] == 5.0 and opt.param_groups[0]["amsgrad"] is True
-    for step_grads in grads[5:]:
-        for p, q, g in zip(params, ours, step_grads):
-            p.grad = torch.from_numpy(g.copy())
-            q.grad = dtrain.tensor(g)
-        topt.step()
-        opt.step()
-    for p, q in zip(params, ours):
-        np.testing.assert_allclose(q._data, p.detach().numpy(), rtol=1e-12)
+    steps_alike(opt, ours, topt, params, grads[5:])
+    assert_params_match(ours, params)
 
 
 NEW_OPTIMIZERS = ["Adadelta", "Adamax", "NAdam", "RAdam", "Rprop", "ASGD"]
@@ -748,27 +764,16 @@ def test_torch_checkpoint_of_new_optimizers_continues_like_torch(case):
     initial, grads, _ = run_dtrain(name, kwargs, "mlp", "float64", steps=12)
     params = [torch.tensor(a, requires_grad=True) for a in initial]
     topt = getattr(torch.optim, name)(params, foreach=False, **kwargs)
-    for step_grads in grads[:6]:
-        for p, g in zip(params, step_grads):
-            p.grad = torch.from_numpy(g.copy())
-        topt.step()
+    torch_steps(topt, params, grads[:6])
     tsd = topt.state_dict()
     topt = getattr(torch.optim, name)(params, foreach=False)
     topt.load_state_dict(tsd)  # PyTorch casts mu_product to the parameter's dtype here
     ours = [nn.Parameter(p.detach().numpy().copy()) for p in params]
     opt = getattr(optim, name)(ours)
-    opt.load_state_dict({
-        "state": {k: {n: v.numpy() for n, v in s.items()} for k, s in tsd["state"].items()},
-        "param_groups": tsd["param_groups"]})
+    opt.load_state_dict(as_numpy_state_dict(tsd))
     assert opt.state[ours[0]]["step"] == 6.0 and opt.param_groups[0]["foreach"] is False
-    for step_grads in grads[6:]:
-        for p, q, g in zip(params, ours, step_grads):
-            p.grad = torch.from_numpy(g.copy())
-            q.grad = dtrain.tensor(g)
-        topt.step()
-        opt.step()
-    for p, q in zip(params, ours):
-        np.testing.assert_allclose(q._data, p.detach().numpy(), rtol=1e-12)
+    steps_alike(opt, ours, topt, params, grads[6:])
+    assert_params_match(ours, params)
 
 
 @pytest.mark.parametrize("case", [
@@ -799,13 +804,8 @@ def test_dtrain_checkpoint_loads_into_torch_and_continues_alike(case):
         "state": {k: {n: torch.tensor(v) for n, v in s.items()} for k, s in sd["state"].items()},
         "param_groups": sd["param_groups"]})
     opt.load_state_dict(sd)  # the same casts on both sides (mu_product, eta, mu)
-    for step_grads in grads[6:]:
-        for p, q, g in zip(ours, theirs, step_grads):
-            p.grad, q.grad = dtrain.tensor(g), torch.from_numpy(g.copy())
-        opt.step()
-        topt.step()
-    for p, q in zip(ours, theirs):
-        np.testing.assert_allclose(p._data, q.detach().numpy(), rtol=1e-12)
+    steps_alike(opt, ours, topt, theirs, grads[6:])
+    assert_params_match(ours, theirs)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -818,11 +818,7 @@ def test_asgd_average_and_rates_match_torch(dtype):
     theirs = [torch.tensor(a, requires_grad=True) for a in initial]
     opt = optim.ASGD(ours, **kwargs)
     topt = torch.optim.ASGD(theirs, foreach=False, **kwargs)
-    for step_grads in grads:
-        for p, q, g in zip(ours, theirs, step_grads):
-            p.grad, q.grad = dtrain.tensor(g), torch.from_numpy(g.copy())
-        opt.step()
-        topt.step()
+    steps_alike(opt, ours, topt, theirs, grads)
     for p, q in zip(ours, theirs):
         mine, ref = opt.state[p], topt.state[q]
         assert float(mine["eta"]) == ref["eta"].item() and float(mine["mu"]) == ref["mu"].item()

@@ -8,18 +8,22 @@ from . import _kernels as K
 from .module import Module
 
 
-class ReLU(Module):
-    """max(0, x)."""
+class _InplaceOption(Module):
+    """An activation whose one option is PyTorch's ``inplace``, kept for its signature and repr."""
 
     def __init__(self, inplace: bool = False):
         super().__init__()
         self.inplace = inplace
 
-    def forward(self, input: Tensor) -> Tensor:
-        return T.relu(input)
-
     def extra_repr(self) -> str:
         return "inplace=True" if self.inplace else ""
+
+
+class ReLU(_InplaceOption):
+    """max(0, x)."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return T.relu(input)
 
 
 class LeakyReLU(Module):
@@ -124,46 +128,25 @@ class LogSoftmax(Module):
         return f"dim={self.dim}"
 
 
-class SiLU(Module):
+class SiLU(_InplaceOption):
     """x * sigmoid(x), the swish activation."""
-
-    def __init__(self, inplace: bool = False):
-        super().__init__()
-        self.inplace = inplace
 
     def forward(self, input: Tensor) -> Tensor:
         return K.silu(input)
 
-    def extra_repr(self) -> str:
-        return "inplace=True" if self.inplace else ""
 
-
-class Mish(Module):
+class Mish(_InplaceOption):
     """x * tanh(softplus(x))."""
-
-    def __init__(self, inplace: bool = False):
-        super().__init__()
-        self.inplace = inplace
 
     def forward(self, input: Tensor) -> Tensor:
         return K.mish(input)
 
-    def extra_repr(self) -> str:
-        return "inplace=True" if self.inplace else ""
 
-
-class Hardswish(Module):
+class Hardswish(_InplaceOption):
     """x * relu6(x + 3) / 6, MobileNetV3's cheap swish."""
-
-    def __init__(self, inplace: bool = False):
-        super().__init__()
-        self.inplace = inplace
 
     def forward(self, input: Tensor) -> Tensor:
         return K.hardswish(input)
-
-    def extra_repr(self) -> str:
-        return "inplace=True" if self.inplace else ""
 
 
 def _implicit_dim(dim, input: Tensor) -> int:

@@ -175,18 +175,9 @@ class RNNBase(Module):
         return out, h_n, c_n
 
     def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}"
-        if self.num_layers != 1:
-            s += f", num_layers={self.num_layers}"
-        if self.bias is not True:
-            s += f", bias={self.bias}"
-        if self.batch_first is not False:
-            s += f", batch_first={self.batch_first}"
-        if self.dropout != 0:
-            s += f", dropout={self.dropout}"
-        if self.bidirectional is not False:
-            s += f", bidirectional={self.bidirectional}"
-        return s
+        return f"{self.input_size}, {self.hidden_size}" + _changed_options(self, (
+            ("num_layers", 1), ("bias", True), ("batch_first", False), ("dropout", 0),
+            ("bidirectional", False)))
 
 
 class RNN(RNNBase):
@@ -218,13 +209,7 @@ class LSTM(RNNBase):
                          bidirectional, proj_size, dtype)
 
     def forward(self, input: Tensor, hx: tuple | None = None) -> tuple[Tensor, tuple]:
-        if hx is None:
-            h0 = c0 = None
-        elif isinstance(hx, (tuple, list)) and len(hx) == 2:
-            h0, c0 = hx
-        else:
-            raise TypeError(f"LSTM: hx must be a tuple (h_0, c_0), got {type(hx).__name__}")
-        out, h_n, c_n = self._forward(input, h0, c0, lstm=True)
+        out, h_n, c_n = self._forward(input, *_lstm_state(hx, "LSTM"), lstm=True)
         return out, (h_n, c_n)
 
 
@@ -322,12 +307,8 @@ class RNNCellBase(Module):
         return h, c
 
     def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}"
-        if self.bias is not True:
-            s += f", bias={self.bias}"
-        if getattr(self, "nonlinearity", "tanh") != "tanh":
-            s += f", nonlinearity={self.nonlinearity}"
-        return s
+        return f"{self.input_size}, {self.hidden_size}" + _changed_options(self, (
+            ("bias", True), ("nonlinearity", "tanh")))
 
 
 class RNNCell(RNNCellBase):
@@ -352,13 +333,7 @@ class LSTMCell(RNNCellBase):
         super().__init__("LSTM", input_size, hidden_size, bias, dtype)
 
     def forward(self, input: Tensor, hx: tuple | None = None) -> tuple[Tensor, Tensor]:
-        if hx is None:
-            h0 = c0 = None
-        elif isinstance(hx, (tuple, list)) and len(hx) == 2:
-            h0, c0 = hx
-        else:
-            raise TypeError(f"LSTMCell: hx must be a tuple (h_0, c_0), got {type(hx).__name__}")
-        return self._step(input, h0, c0, lstm=True)
+        return self._step(input, *_lstm_state(hx, "LSTMCell"), lstm=True)
 
 
 class GRUCell(RNNCellBase):
@@ -369,3 +344,24 @@ class GRUCell(RNNCellBase):
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         return self._step(input, hx)[0]
+
+
+def _lstm_state(hx, who: str) -> tuple:
+    """``(h_0, c_0)`` from an LSTM's ``hx``: None (both None) or a pair."""
+    if hx is None:
+        return None, None
+    if isinstance(hx, (tuple, list)) and len(hx) == 2:
+        h0, c0 = hx
+        return h0, c0
+    raise TypeError(f"{who}: hx must be a tuple (h_0, c_0), got {type(hx).__name__}")
+
+
+def _changed_options(module: Module, defaults: tuple) -> str:
+    """``, name=value`` for each ``(name, default)`` the module does not have at its default,
+    compared as PyTorch's repr compares them: flags by identity, other values by ``!=``."""
+    s = ""
+    for name, default in defaults:
+        value = getattr(module, name, default)
+        if (value is not default) if isinstance(default, bool) else (value != default):
+            s += f", {name}={value}"
+    return s

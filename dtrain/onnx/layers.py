@@ -25,6 +25,15 @@ def _pair(value) -> tuple[int, int]:
     return int(value), int(value)
 
 
+def _layer_from(convert, *names: str):
+    """A layer converter that calls ``convert(tr, x, layer.<name>, ...)`` with ``names`` in order."""
+
+    def layer(tr, m, out, x):
+        return convert(tr, x, *(getattr(m, name) for name in names))
+
+    return layer
+
+
 def _spatial(tr, x, emit) -> str:
     """Run ``emit`` on an (N, C, H, W) value; a 3-D (C, H, W) input gets a batch of one."""
     if x.ndim == 4:
@@ -489,9 +498,8 @@ def layer_norm(tr, x, normalized_shape, weight, bias, eps: float) -> str:
     return y if bias is None else tr.g.op("Add", [y, tr.name(bias)])
 
 
-@converts_layer(NN, "LayerNorm")
-def _layer_norm_layer(tr, m, out, x):
-    return layer_norm(tr, x, m.normalized_shape, m.weight, m.bias, m.eps)
+converts_layer(NN, "LayerNorm")(
+    _layer_from(layer_norm, "normalized_shape", "weight", "bias", "eps"))
 
 
 @converts("dtrain.nn.normalization", "layer_norm")
@@ -519,9 +527,7 @@ def group_norm(tr, x, num_groups: int, weight, bias, eps: float) -> str:
     return y
 
 
-@converts_layer(NN, "GroupNorm")
-def _group_norm_layer(tr, m, out, x):
-    return group_norm(tr, x, m.num_groups, m.weight, m.bias, m.eps)
+converts_layer(NN, "GroupNorm")(_layer_from(group_norm, "num_groups", "weight", "bias", "eps"))
 
 
 @converts("dtrain.nn.normalization", "group_norm")

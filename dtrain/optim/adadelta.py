@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
+from .adam import ema_square_
 from .flags import check_flags
-from .optimizer import Optimizer, Scratch, check_non_negative, effective_grad
+from .optimizer import Optimizer, Scratch, check_non_negative, each_param
 
 
 class Adadelta(Optimizer):
-    r"""Adadelta; PyTorch's update, operation for operation (single-tensor path).
+    r"""Adadelta: per-element steps from running averages of squared gradients and updates.
+
+    PyTorch's update, operation for operation (single-tensor path):
 
     .. code-block:: text
 
@@ -22,12 +23,13 @@ class Adadelta(Optimizer):
         u = rho * u + (1 - rho) * delta * delta
         theta = theta - lr * delta
 
-    State per parameter: ``step``, ``square_avg`` (v) and ``acc_delta`` (u), both starting at
-    zero. ``foreach``, ``capturable`` and ``differentiable`` mean what they mean on PyTorch's
-    CPU path (see ``dtrain.optim.flags``).
+    State per parameter: ``step`` and the two running averages, ``square_avg`` (v) and
+    ``acc_delta`` (u), from zero. ``foreach``, ``capturable`` and ``differentiable`` mean what
+    they mean on PyTorch's CPU path (see ``dtrain.optim.flags``).
     """
 
-    _shaped_keys = frozenset({"square_avg", "acc_delta"})
+    _zero_state = ("square_avg", "acc_delta")
+    _shaped_keys = frozenset(_zero_state)
 
     def __init__(self, params, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
                  weight_decay: float = 0.0, foreach: bool | None = None, *,
@@ -43,30 +45,12 @@ class Adadelta(Optimizer):
             raise ValueError(f"Invalid rho value: {options['rho']} (must be in [0, 1])")
         check_flags(options)
 
-    def step(self, closure: Callable | None = None):
-        """Update every parameter that has a gradient; returns the closure's loss (or None)."""
-        loss = self._evaluate(closure)
-        for group in self.param_groups:
-            params = self._with_grad(group)
-            states = [self._init_state(p) for p in params]
-            steps = [s["step"] for s in states]
-            adadelta([p._data for p in params], [self._grad(p, i) for i, p in enumerate(params)],
-                     [s["square_avg"] for s in states], [s["acc_delta"] for s in states], steps,
-                     lr=float(group["lr"]), rho=float(group["rho"]), eps=float(group["eps"]),
-                     weight_decay=float(group["weight_decay"]),
-                     maximize=bool(group["maximize"]), scratch=self._scratch)
-            for s, step in zip(states, steps):
-                s["step"] = step
-        return loss
-
-    def _init_state(self, p) -> dict:
-        """The parameter's state, created with zero averages on its first step."""
-        state = self.state[p]
-        if not state:
-            state["step"] = 0.0
-            state["square_avg"] = np.zeros_like(p._data)
-            state["acc_delta"] = np.zeros_like(p._data)
-        return state
+    def _update(self, group, params, grads, states, steps) -> None:
+        adadelta(params, grads, [s["square_avg"] for s in states],
+                 [s["acc_delta"] for s in states], steps, lr=float(group["lr"]),
+                 rho=float(group["rho"]), eps=float(group["eps"]),
+                 weight_decay=float(group["weight_decay"]), maximize=bool(group["maximize"]),
+                 scratch=self._scratch)
 
 
 def adadelta(params: list[np.ndarray], grads: list[np.ndarray], square_avgs: list[np.ndarray],
@@ -75,23 +59,15 @@ def adadelta(params: list[np.ndarray], grads: list[np.ndarray], square_avgs: lis
              scratch: Scratch | None = None) -> None:
     """Adadelta on NumPy arrays, in place (``steps`` too); see ``Adadelta`` for the rule."""
     scratch = scratch if scratch is not None else Scratch()
-    for i, param in enumerate(params):
-        steps[i] += 1
-        g = effective_grad(param, grads[i], weight_decay, maximize, scratch)
+    for i, param, g in each_param(params, grads, steps, weight_decay, maximize, scratch):
         square_avg, acc_delta = square_avgs[i], acc_deltas[i]
         tmp = scratch.get(param, 1)
-        square_avg *= rho
-        np.multiply(g, 1 - rho, out=tmp)
-        tmp *= g
-        square_avg += tmp
+        ema_square_(square_avg, g, rho, tmp)
         std = np.add(square_avg, eps, out=tmp)
         np.sqrt(std, out=std)
         delta = np.add(acc_delta, eps, out=scratch.get(param, 2))
         np.sqrt(delta, out=delta)
         delta /= std
         delta *= g
-        acc_delta *= rho
-        np.multiply(delta, 1 - rho, out=tmp)
-        tmp *= delta
-        acc_delta += tmp
+        ema_square_(acc_delta, delta, rho, tmp)
         param += np.multiply(delta, -lr, out=tmp)

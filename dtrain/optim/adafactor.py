@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from .adam import lerp_
 from .flags import check_flags
-from .optimizer import Optimizer, Scratch, check_non_negative, effective_grad
+from .optimizer import Optimizer, Scratch, check_non_negative, each_param
 
 
 class Adafactor(Optimizer):
@@ -58,37 +56,23 @@ class Adafactor(Optimizer):
             raise ValueError(f"Invalid d value: {options['d']} (must be >= 1)")
         check_flags(options)
 
-    def step(self, closure: Callable | None = None):
-        """Update every parameter that has a gradient; returns the closure's loss (or None)."""
-        loss = self._evaluate(closure)
-        for group in self.param_groups:
-            params = self._with_grad(group)
-            states = [self._init_state(p) for p in params]
-            steps = [s["step"] for s in states]
-            eps1, eps2 = group["eps"]
-            adafactor([p._data for p in params], [self._grad(p, i) for i, p in enumerate(params)],
-                      [s.get("row_var") for s in states], [s.get("col_var") for s in states],
-                      [s.get("variance") for s in states], steps, d=float(group["d"]),
-                      lr=float(group["lr"]), beta2_decay=float(group["beta2_decay"]),
-                      weight_decay=float(group["weight_decay"]),
-                      eps1=None if eps1 is None else float(eps1), eps2=float(eps2),
-                      maximize=bool(group["maximize"]), scratch=self._scratch)
-            for s, step in zip(states, steps):
-                s["step"] = step
-        return loss
+    def _new_state(self, p, group: dict) -> dict:
+        """Zero row and column statistics for a matrix (or stack of them), else a zero variance."""
+        shape, dtype = p._data.shape, p._data.dtype
+        if len(shape) > 1:
+            return {"step": 0.0, "row_var": np.zeros((*shape[:-1], 1), dtype),
+                    "col_var": np.zeros((*shape[:-2], 1, shape[-1]), dtype)}
+        return {"step": 0.0, "variance": np.zeros_like(p._data)}
 
-    def _init_state(self, p) -> dict:
-        """The parameter's state: zero row and column statistics, or a zero variance."""
-        state = self.state[p]
-        if not state:
-            state["step"] = 0.0
-            shape = p._data.shape
-            if len(shape) > 1:
-                state["row_var"] = np.zeros((*shape[:-1], 1), p._data.dtype)
-                state["col_var"] = np.zeros((*shape[:-2], 1, shape[-1]), p._data.dtype)
-            else:
-                state["variance"] = np.zeros_like(p._data)
-        return state
+    def _update(self, group, params, grads, states, steps) -> None:
+        eps1, eps2 = group["eps"]
+        adafactor(params, grads, [s.get("row_var") for s in states],
+                  [s.get("col_var") for s in states], [s.get("variance") for s in states],
+                  steps, d=float(group["d"]), lr=float(group["lr"]),
+                  beta2_decay=float(group["beta2_decay"]),
+                  weight_decay=float(group["weight_decay"]),
+                  eps1=None if eps1 is None else float(eps1), eps2=float(eps2),
+                  maximize=bool(group["maximize"]), scratch=self._scratch)
 
 
 def _rms(array: np.ndarray, scale: float = 1.0) -> float:
@@ -110,10 +94,8 @@ def adafactor(params: list[np.ndarray], grads: list[np.ndarray],
               maximize: bool, scratch: Scratch | None = None) -> None:
     """Adafactor on NumPy arrays, in place (``steps`` too); see ``Adafactor`` for the rule."""
     scratch = scratch if scratch is not None else Scratch()
-    for i, param in enumerate(params):
-        steps[i] += 1
+    for i, param, g in each_param(params, grads, steps, 0.0, maximize, scratch):
         step = steps[i]
-        g = effective_grad(param, grads[i], 0.0, maximize, scratch)
         floor = np.finfo(param.dtype).eps if eps1 is None else eps1
         beta = step**beta2_decay
         alpha = max(eps2, float(np.linalg.norm(param.ravel())) / param.size ** 0.5) * min(

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from .flags import check_flags
-from .optimizer import Optimizer, Scratch, check_non_negative, effective_grad
+from .optimizer import Optimizer, Scratch, check_non_negative, each_param
 
 
 class Adagrad(Optimizer):
@@ -52,30 +50,15 @@ class Adagrad(Optimizer):
         for p in group["params"]:
             self._init_state(p, group)
 
-    def _init_state(self, p, group: dict) -> None:
-        """Create the parameter's ``step`` and ``sum`` unless it has them."""
-        state = self.state[p]
-        if not state:
-            state["step"] = 0.0
-            state["sum"] = np.full_like(p._data, group["initial_accumulator_value"])
+    def _new_state(self, p, group: dict) -> dict:
+        """``step`` 0 and ``sum`` at ``initial_accumulator_value``."""
+        return {"step": 0.0, "sum": np.full_like(p._data, group["initial_accumulator_value"])}
 
-    def step(self, closure: Callable | None = None):
-        """Update every parameter that has a gradient; returns the closure's loss (or None)."""
-        loss = self._evaluate(closure)
-        for group in self.param_groups:
-            params = self._with_grad(group)
-            for p in params:
-                self._init_state(p, group)  # state lost to a load_state_dict without it
-            states = [self.state[p] for p in params]
-            steps = [s["step"] for s in states]
-            adagrad([p._data for p in params], [self._grad(p, i) for i, p in enumerate(params)],
-                    [s["sum"] for s in states], steps, lr=float(group["lr"]),
-                    weight_decay=float(group["weight_decay"]),
-                    lr_decay=float(group["lr_decay"]), eps=float(group["eps"]),
-                    maximize=bool(group["maximize"]), scratch=self._scratch)
-            for s, step in zip(states, steps):
-                s["step"] = step
-        return loss
+    def _update(self, group, params, grads, states, steps) -> None:
+        adagrad(params, grads, [s["sum"] for s in states], steps, lr=float(group["lr"]),
+                weight_decay=float(group["weight_decay"]), lr_decay=float(group["lr_decay"]),
+                eps=float(group["eps"]), maximize=bool(group["maximize"]),
+                scratch=self._scratch)
 
 
 def adagrad(params: list[np.ndarray], grads: list[np.ndarray], state_sums: list[np.ndarray],
@@ -83,11 +66,8 @@ def adagrad(params: list[np.ndarray], grads: list[np.ndarray], state_sums: list[
             maximize: bool, scratch: Scratch | None = None) -> None:
     """Adagrad on NumPy arrays, in place (``steps`` too); see ``Adagrad`` for the rule."""
     scratch = scratch if scratch is not None else Scratch()
-    for i, param in enumerate(params):
-        steps[i] += 1
-        step = steps[i]
-        g = effective_grad(param, grads[i], weight_decay, maximize, scratch)
-        clr = lr / (1 + (step - 1) * lr_decay)
+    for i, param, g in each_param(params, grads, steps, weight_decay, maximize, scratch):
+        clr = lr / (1 + (steps[i] - 1) * lr_decay)
         std = scratch.get(param, 1)
         state_sums[i] += np.multiply(g, g, out=std)
         np.sqrt(state_sums[i], out=std)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterator
 
 import numpy as np
 
-from .flags import check_flags
-from .optimizer import Optimizer, Scratch, check_betas, check_non_negative, effective_grad
+from .optimizer import Optimizer, Scratch, check_adam_options, each_param
 
 
 class Adam(Optimizer):
@@ -31,7 +30,11 @@ class Adam(Optimizer):
     mean what they mean on PyTorch's CPU path (see ``dtrain.optim.flags``).
     """
 
-    _shaped_keys = frozenset({"exp_avg", "exp_avg_sq", "max_exp_avg_sq"})
+    _zero_state = ("exp_avg", "exp_avg_sq")
+    _shaped_keys = frozenset({*_zero_state, "max_exp_avg_sq"})
+
+    def _check_options(self, options: dict) -> None:
+        check_adam_options(options)
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False, *,
@@ -44,44 +47,23 @@ class Adam(Optimizer):
                     "decoupled_weight_decay": decoupled_weight_decay}
         super().__init__(params, defaults)
 
-    def _check_options(self, options: dict) -> None:
-        check_non_negative(options, "lr", "eps", "weight_decay")
-        check_betas(options)
-        check_flags(options)
-
-    def step(self, closure: Callable | None = None):
-        """Update every parameter that has a gradient; returns the closure's loss (or None)."""
-        loss = self._evaluate(closure)
-        for group in self.param_groups:
-            params = self._with_grad(group)
-            amsgrad = bool(group["amsgrad"])
-            states = [self._init_state(p, amsgrad) for p in params]
-            steps = [s["step"] for s in states]
-            beta1, beta2 = group["betas"]
-            adam([p._data for p in params], [self._grad(p, i) for i, p in enumerate(params)],
-                 [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
-                 [s["max_exp_avg_sq"] for s in states] if amsgrad else [], steps,
-                 amsgrad=amsgrad, beta1=float(beta1), beta2=float(beta2),
-                 lr=float(group["lr"]), weight_decay=float(group["weight_decay"]),
-                 eps=float(group["eps"]), maximize=bool(group["maximize"]),
-                 decoupled_weight_decay=bool(group["decoupled_weight_decay"]),
-                 scratch=self._scratch)
-            for s, step in zip(states, steps):
-                s["step"] = step
-        return loss
-
-    def _init_state(self, p, amsgrad: bool) -> dict:
-        """The parameter's state, created with zero moments on its first step."""
-        state = self.state[p]
-        if not state:
-            state["step"] = 0.0
-            state["exp_avg"] = np.zeros_like(p._data)
-            state["exp_avg_sq"] = np.zeros_like(p._data)
-            if amsgrad:
-                state["max_exp_avg_sq"] = np.zeros_like(p._data)
-        elif amsgrad and "max_exp_avg_sq" not in state:  # amsgrad switched on later
+    def _init_state(self, p, group: dict) -> dict:
+        """The base class's state, and ``max_exp_avg_sq`` with amsgrad (also switched on later)."""
+        state = super()._init_state(p, group)
+        if group["amsgrad"] and "max_exp_avg_sq" not in state:
             state["max_exp_avg_sq"] = np.zeros_like(p._data)
         return state
+
+    def _update(self, group, params, grads, states, steps) -> None:
+        amsgrad = bool(group["amsgrad"])
+        beta1, beta2 = group["betas"]
+        adam(params, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
+             [s["max_exp_avg_sq"] for s in states] if amsgrad else [], steps,
+             amsgrad=amsgrad, beta1=float(beta1), beta2=float(beta2),
+             lr=float(group["lr"]), weight_decay=float(group["weight_decay"]),
+             eps=float(group["eps"]), maximize=bool(group["maximize"]),
+             decoupled_weight_decay=bool(group["decoupled_weight_decay"]),
+             scratch=self._scratch)
 
 
 def adam(params: list[np.ndarray], grads: list[np.ndarray], exp_avgs: list[np.ndarray],
@@ -91,26 +73,13 @@ def adam(params: list[np.ndarray], grads: list[np.ndarray], exp_avgs: list[np.nd
          scratch: Scratch | None = None) -> None:
     """Adam on NumPy arrays, in place (``steps`` too); see ``Adam`` for the rule."""
     scratch = scratch if scratch is not None else Scratch()
-    for i, param in enumerate(params):
-        steps[i] += 1
-        step = steps[i]
-        if decoupled_weight_decay and weight_decay != 0:
-            param *= 1 - lr * weight_decay
-            g = effective_grad(param, grads[i], 0.0, maximize, scratch)
-        else:
-            g = effective_grad(param, grads[i], weight_decay, maximize, scratch)
-        exp_avg, exp_avg_sq = exp_avgs[i], exp_avg_sqs[i]
-        tmp = scratch.get(param, 1)
-        lerp_(exp_avg, g, 1 - beta1, tmp)
-        exp_avg_sq *= beta2
-        np.multiply(g, 1 - beta2, out=tmp)
-        tmp *= g
-        exp_avg_sq += tmp
-
-        bias_correction1 = 1 - beta1**step
-        bias_correction2 = 1 - beta2**step
-        step_size = lr / bias_correction1
-        bias_correction2_sqrt = bias_correction2**0.5
+    for i, param, _ in adam_moments(params, grads, exp_avgs, exp_avg_sqs, steps, scratch,
+                                    beta1=beta1, beta2=beta2, lr=lr, weight_decay=weight_decay,
+                                    decoupled_weight_decay=decoupled_weight_decay,
+                                    maximize=maximize):
+        exp_avg, exp_avg_sq, tmp = exp_avgs[i], exp_avg_sqs[i], scratch.get(param, 1)
+        step_size = lr / (1 - beta1 ** steps[i])
+        bias_correction2_sqrt = (1 - beta2 ** steps[i]) ** 0.5
         if amsgrad:
             np.maximum(max_exp_avg_sqs[i], exp_avg_sq, out=max_exp_avg_sqs[i])
             exp_avg_sq = max_exp_avg_sqs[i]
@@ -120,6 +89,35 @@ def adam(params: list[np.ndarray], grads: list[np.ndarray], exp_avgs: list[np.nd
         update = np.multiply(exp_avg, -step_size, out=scratch.get(param, 0))  # g is done with
         update /= denom
         param += update
+
+
+def adam_moments(params: list[np.ndarray], grads: list[np.ndarray], exp_avgs: list[np.ndarray],
+                 exp_avg_sqs: list[np.ndarray], steps: list[float], scratch: Scratch, *,
+                 beta1: float, beta2: float, lr: float, weight_decay: float,
+                 decoupled_weight_decay: bool,
+                 maximize: bool) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """The first half of Adam's update, which RAdam and NAdam share, as ``each_param``'s loop.
+
+    Per parameter: the step counted, weight decay (decoupled: on the parameter), then
+    ``m = m + (1 - beta1) * (g - m)`` and ``v = beta2 * v + (1 - beta2) * g * g`` in place;
+    yields ``(i, param, g)`` for the rest of the update.
+    """
+    decoupled_lr = lr if decoupled_weight_decay else None
+    for i, param, g in each_param(params, grads, steps, weight_decay, maximize, scratch,
+                                  decoupled_lr):
+        tmp = scratch.get(param, 1)
+        lerp_(exp_avgs[i], g, 1 - beta1, tmp)
+        ema_square_(exp_avg_sqs[i], g, beta2, tmp)
+        yield i, param, g
+
+
+def ema_square_(avg: np.ndarray, x: np.ndarray, decay: float, tmp: np.ndarray) -> None:
+    """``avg = decay * avg + (1 - decay) * x * x`` in place, in PyTorch's order of operations
+    (``mul_(decay).addcmul_(x, x, value=1 - decay)``); ``tmp`` is scratch shaped like ``avg``."""
+    avg *= decay
+    np.multiply(x, 1 - decay, out=tmp)
+    tmp *= x
+    avg += tmp
 
 
 def lerp_(start: np.ndarray, end: np.ndarray, weight: float, tmp: np.ndarray) -> None:

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from .adam import lerp_
-from .flags import check_flags
-from .optimizer import Optimizer, Scratch, check_betas, check_non_negative, effective_grad
+from .optimizer import Optimizer, Scratch, check_adam_options, each_param
 
 
 class Adamax(Optimizer):
-    r"""Adamax; PyTorch's update, operation for operation (single-tensor path).
+    r"""Adamax: Adam with a running maximum of ``|g|`` in place of the second moment.
 
-    At step :math:`t` (counted from 1):
+    PyTorch's update, operation for operation (single-tensor path), at step :math:`t`
+    (counted from 1):
 
     .. code-block:: text
 
@@ -29,7 +27,11 @@ class Adamax(Optimizer):
     (see ``dtrain.optim.flags``).
     """
 
-    _shaped_keys = frozenset({"exp_avg", "exp_inf"})
+    _zero_state = ("exp_avg", "exp_inf")
+    _shaped_keys = frozenset(_zero_state)
+
+    def _check_options(self, options: dict) -> None:
+        check_adam_options(options)
 
     def __init__(self, params, lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, foreach: bool | None = None, *,
@@ -39,36 +41,12 @@ class Adamax(Optimizer):
                     "capturable": capturable}
         super().__init__(params, defaults)
 
-    def _check_options(self, options: dict) -> None:
-        check_non_negative(options, "lr", "eps", "weight_decay")
-        check_betas(options)
-        check_flags(options)
-
-    def step(self, closure: Callable | None = None):
-        """Update every parameter that has a gradient; returns the closure's loss (or None)."""
-        loss = self._evaluate(closure)
-        for group in self.param_groups:
-            params = self._with_grad(group)
-            states = [self._init_state(p) for p in params]
-            steps = [s["step"] for s in states]
-            beta1, beta2 = group["betas"]
-            adamax([p._data for p in params], [self._grad(p, i) for i, p in enumerate(params)],
-                   [s["exp_avg"] for s in states], [s["exp_inf"] for s in states], steps,
-                   eps=float(group["eps"]), beta1=float(beta1), beta2=float(beta2),
-                   lr=float(group["lr"]), weight_decay=float(group["weight_decay"]),
-                   maximize=bool(group["maximize"]), scratch=self._scratch)
-            for s, step in zip(states, steps):
-                s["step"] = step
-        return loss
-
-    def _init_state(self, p) -> dict:
-        """The parameter's state, created with zero moments on its first step."""
-        state = self.state[p]
-        if not state:
-            state["step"] = 0.0
-            state["exp_avg"] = np.zeros_like(p._data)
-            state["exp_inf"] = np.zeros_like(p._data)
-        return state
+    def _update(self, group, params, grads, states, steps) -> None:
+        beta1, beta2 = group["betas"]
+        adamax(params, grads, [s["exp_avg"] for s in states], [s["exp_inf"] for s in states],
+               steps, eps=float(group["eps"]), beta1=float(beta1), beta2=float(beta2),
+               lr=float(group["lr"]), weight_decay=float(group["weight_decay"]),
+               maximize=bool(group["maximize"]), scratch=self._scratch)
 
 
 def adamax(params: list[np.ndarray], grads: list[np.ndarray], exp_avgs: list[np.ndarray],
@@ -77,9 +55,7 @@ def adamax(params: list[np.ndarray], grads: list[np.ndarray], exp_avgs: list[np.
            scratch: Scratch | None = None) -> None:
     """Adamax on NumPy arrays, in place (``steps`` too); see ``Adamax`` for the rule."""
     scratch = scratch if scratch is not None else Scratch()
-    for i, param in enumerate(params):
-        steps[i] += 1
-        g = effective_grad(param, grads[i], weight_decay, maximize, scratch)
+    for i, param, g in each_param(params, grads, steps, weight_decay, maximize, scratch):
         exp_avg, exp_inf = exp_avgs[i], exp_infs[i]
         tmp = scratch.get(param, 1)
         lerp_(exp_avg, g, 1 - beta1, tmp)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from ..autograd.tensor import get_default_dtype
 from .flags import check_flags
-from .optimizer import Optimizer, Scratch, check_non_negative, effective_grad, import_scalar
+from .optimizer import Optimizer, Scratch, check_non_negative, each_param, import_scalar
 
 
 class ASGD(Optimizer):
@@ -35,6 +33,7 @@ class ASGD(Optimizer):
     """
 
     _shaped_keys = frozenset({"ax"})
+    _rebound_keys = ("mu", "eta", "step")  # asgd's argument order
 
     def __init__(self, params, lr: float = 1e-2, lambd: float = 1e-4, alpha: float = 0.75,
                  t0: float = 1e6, weight_decay: float = 0.0, foreach: bool | None = None,
@@ -49,34 +48,17 @@ class ASGD(Optimizer):
         check_non_negative(options, "lr", "weight_decay")
         check_flags(options)
 
-    def step(self, closure: Callable | None = None):
-        """Update every parameter that has a gradient; returns the closure's loss (or None)."""
-        loss = self._evaluate(closure)
-        for group in self.param_groups:
-            params = self._with_grad(group)
-            states = [self._init_state(p, group) for p in params]
-            steps = [s["step"] for s in states]
-            etas = [s["eta"] for s in states]
-            mus = [s["mu"] for s in states]
-            asgd([p._data for p in params], [self._grad(p, i) for i, p in enumerate(params)],
-                 [s["ax"] for s in states], mus, etas, steps, lambd=float(group["lambd"]),
-                 lr=float(group["lr"]), t0=float(group["t0"]), alpha=float(group["alpha"]),
-                 weight_decay=float(group["weight_decay"]), maximize=bool(group["maximize"]),
-                 scratch=self._scratch)
-            for s, step, eta, mu in zip(states, steps, etas, mus):
-                s.update(step=step, eta=eta, mu=mu)
-        return loss
+    def _new_state(self, p, group: dict) -> dict:
+        """Rate ``lr`` and weight 1 (scalars of the default dtype, as PyTorch's), a zero average."""
+        scalar = get_default_dtype().type
+        return {"step": 0.0, "eta": scalar(float(group["lr"])), "mu": scalar(1.0),
+                "ax": np.zeros_like(p._data)}
 
-    def _init_state(self, p, group: dict) -> dict:
-        """The parameter's state: rate ``lr``, weight 1 and a zero average on its first step."""
-        state = self.state[p]
-        if not state:
-            scalar = get_default_dtype().type
-            state["step"] = 0.0
-            state["eta"] = scalar(float(group["lr"]))
-            state["mu"] = scalar(1.0)
-            state["ax"] = np.zeros_like(p._data)
-        return state
+    def _update(self, group, params, grads, states, mus, etas, steps) -> None:
+        asgd(params, grads, [s["ax"] for s in states], mus, etas, steps,
+             lambd=float(group["lambd"]), lr=float(group["lr"]), t0=float(group["t0"]),
+             alpha=float(group["alpha"]), weight_decay=float(group["weight_decay"]),
+             maximize=bool(group["maximize"]), scratch=self._scratch)
 
     def _import(self, value, param, key, index: int):
         """Load as the base class does; ``eta`` and ``mu`` become scalars of the param's dtype."""
@@ -97,9 +79,7 @@ def asgd(params: list[np.ndarray], grads: list[np.ndarray], axs: list[np.ndarray
     """
     scratch = scratch if scratch is not None else Scratch()
     rounded = get_default_dtype().type
-    for i, param in enumerate(params):
-        steps[i] += 1
-        g = effective_grad(param, grads[i], weight_decay, maximize, scratch)
+    for i, param, g in each_param(params, grads, steps, weight_decay, maximize, scratch):
         eta = float(etas[i])
         param *= 1 - lambd * eta
         param += np.multiply(g, -eta, out=scratch.get(param, 1))

@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from ..autograd.tensor import get_default_dtype
-from .adam import lerp_
-from .flags import check_flags
-from .optimizer import (
-    Optimizer,
-    Scratch,
-    check_betas,
-    check_non_negative,
-    effective_grad,
-    import_scalar,
-)
+from .adam import adam_moments
+from .optimizer import Optimizer, Scratch, check_adam_options, import_scalar
 
 
 class NAdam(Optimizer):
@@ -45,6 +35,10 @@ class NAdam(Optimizer):
     """
 
     _shaped_keys = frozenset({"exp_avg", "exp_avg_sq"})
+    _rebound_keys = ("mu_product", "step")  # nadam's argument order
+
+    def _check_options(self, options: dict) -> None:
+        check_adam_options(options, "momentum_decay")
 
     def __init__(self, params, lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, momentum_decay: float = 4e-3,
@@ -57,41 +51,19 @@ class NAdam(Optimizer):
                     "differentiable": differentiable}
         super().__init__(params, defaults)
 
-    def _check_options(self, options: dict) -> None:
-        check_non_negative(options, "lr", "eps", "weight_decay", "momentum_decay")
-        check_betas(options)
-        check_flags(options)
+    def _new_state(self, p, group: dict) -> dict:
+        """Zero moments and a unit ``mu_product`` (in the default dtype, as PyTorch's)."""
+        return {"step": 0.0, "mu_product": get_default_dtype().type(1.0),
+                "exp_avg": np.zeros_like(p._data), "exp_avg_sq": np.zeros_like(p._data)}
 
-    def step(self, closure: Callable | None = None):
-        """Update every parameter that has a gradient; returns the closure's loss (or None)."""
-        loss = self._evaluate(closure)
-        for group in self.param_groups:
-            params = self._with_grad(group)
-            states = [self._init_state(p) for p in params]
-            steps = [s["step"] for s in states]
-            mu_products = [s["mu_product"] for s in states]
-            beta1, beta2 = group["betas"]
-            nadam([p._data for p in params], [self._grad(p, i) for i, p in enumerate(params)],
-                  [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
-                  mu_products, steps, beta1=float(beta1), beta2=float(beta2),
-                  lr=float(group["lr"]), weight_decay=float(group["weight_decay"]),
-                  momentum_decay=float(group["momentum_decay"]), eps=float(group["eps"]),
-                  decoupled_weight_decay=bool(group["decoupled_weight_decay"]),
-                  maximize=bool(group["maximize"]), scratch=self._scratch)
-            for s, step, mu_product in zip(states, steps, mu_products):
-                s["step"] = step
-                s["mu_product"] = mu_product
-        return loss
-
-    def _init_state(self, p) -> dict:
-        """The parameter's state: zero moments and a unit ``mu_product`` on its first step."""
-        state = self.state[p]
-        if not state:
-            state["step"] = 0.0
-            state["mu_product"] = get_default_dtype().type(1.0)
-            state["exp_avg"] = np.zeros_like(p._data)
-            state["exp_avg_sq"] = np.zeros_like(p._data)
-        return state
+    def _update(self, group, params, grads, states, mu_products, steps) -> None:
+        beta1, beta2 = group["betas"]
+        nadam(params, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
+              mu_products, steps, beta1=float(beta1), beta2=float(beta2),
+              lr=float(group["lr"]), weight_decay=float(group["weight_decay"]),
+              momentum_decay=float(group["momentum_decay"]), eps=float(group["eps"]),
+              decoupled_weight_decay=bool(group["decoupled_weight_decay"]),
+              maximize=bool(group["maximize"]), scratch=self._scratch)
 
     def _import(self, value, param, key, index: int):
         """Load as the base class does; ``mu_product`` becomes a scalar of the param's dtype."""
@@ -110,33 +82,24 @@ def nadam(params: list[np.ndarray], grads: list[np.ndarray], exp_avgs: list[np.n
     Each ``mu_products`` entry is a NumPy float scalar, multiplied in its own precision.
     """
     scratch = scratch if scratch is not None else Scratch()
-    for i, param in enumerate(params):
-        steps[i] += 1
+    for i, param, g in adam_moments(params, grads, exp_avgs, exp_avg_sqs, steps, scratch,
+                                    beta1=beta1, beta2=beta2, lr=lr, weight_decay=weight_decay,
+                                    decoupled_weight_decay=decoupled_weight_decay,
+                                    maximize=maximize):
         step = steps[i]
-        bias_correction2 = 1 - beta2**step
-        if decoupled_weight_decay and weight_decay != 0:
-            param *= 1 - lr * weight_decay
-            g = effective_grad(param, grads[i], 0.0, maximize, scratch)
-        else:
-            g = effective_grad(param, grads[i], weight_decay, maximize, scratch)
         mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * momentum_decay)))
         mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * momentum_decay)))
         mu_product = mu_products[i] * mu_products[i].dtype.type(mu)
         mu_products[i] = mu_product
-        exp_avg, exp_avg_sq = exp_avgs[i], exp_avg_sqs[i]
         tmp = scratch.get(param, 1)
-        lerp_(exp_avg, g, 1 - beta1, tmp)
-        exp_avg_sq *= beta2
-        np.multiply(g, 1 - beta2, out=tmp)
-        tmp *= g
-        exp_avg_sq += tmp
-        denom = np.divide(exp_avg_sq, bias_correction2, out=scratch.get(param, 2))
+        bias_correction2 = 1 - beta2**step
+        denom = np.divide(exp_avg_sqs[i], bias_correction2, out=scratch.get(param, 2))
         np.sqrt(denom, out=denom)
         denom += eps
         mu_product_next = float(mu_product) * mu_next
         update = np.multiply(g, -lr * (1.0 - mu) / (1.0 - float(mu_product)), out=tmp)
         update /= denom
         param += update
-        update = np.multiply(exp_avg, (-lr * mu_next) / (1.0 - mu_product_next), out=tmp)
+        update = np.multiply(exp_avgs[i], (-lr * mu_next) / (1.0 - mu_product_next), out=tmp)
         update /= denom
         param += update

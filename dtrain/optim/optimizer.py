@@ -3,22 +3,25 @@
 The base class owns ``defaults``, ``param_groups`` (a bare list of parameters becomes one group;
 ``setdefault`` fills each group's options; a parameter may belong to one group only), the
 per-parameter ``state``, ``zero_grad`` and ``state_dict``/``load_state_dict`` with parameters
-numbered by position, as PyTorch lays them out. Subclasses validate their options in
-``_check_options`` and implement ``step``; the maths lives in plain functions over NumPy arrays.
+numbered by position, as PyTorch lays them out. It also owns what every ``step`` repeats in
+PyTorch: per group, the parameters that have a gradient, their state (created on the first
+step), the lists of step counters, and writing the counters back. Subclasses validate their
+options in ``_check_options``, name their state, and implement ``_update`` (or a ``step`` of
+their own); the maths lives in plain functions over NumPy arrays.
 """
 
 from __future__ import annotations
 
 import copy
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
 
 from ..autograd.grad_mode import enable_grad
 from ..autograd.tensor import Tensor
-from .flags import check_cpu_step
+from .flags import check_cpu_step, check_flags
 
 
 class _RequiredParameter:
@@ -68,6 +71,24 @@ def effective_grad(param: np.ndarray, grad: np.ndarray, weight_decay: float, max
     return grad
 
 
+def each_param(params: list[np.ndarray], grads: list[np.ndarray], steps: list[float],
+               weight_decay: float, maximize: bool, scratch: Scratch,
+               decoupled_lr: float | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """The loop of every single-tensor update: per parameter, ``steps[i] += 1``, then
+    ``(i, param, g)`` with ``g`` the gradient the update uses (see ``effective_grad``).
+
+    With ``decoupled_lr`` (decoupled weight decay, as AdamW's), the decay shrinks the parameter
+    instead, ``param *= 1 - decoupled_lr * weight_decay``, and ``g`` is not decayed.
+    """
+    for i, param in enumerate(params):
+        steps[i] += 1
+        if decoupled_lr is not None and weight_decay != 0:
+            param *= 1 - decoupled_lr * weight_decay
+            yield i, param, effective_grad(param, grads[i], 0.0, maximize, scratch)
+        else:
+            yield i, param, effective_grad(param, grads[i], weight_decay, maximize, scratch)
+
+
 def check_non_negative(options: dict, *names: str) -> None:
     """Raise ValueError naming the first option in ``names`` that is negative."""
     for name in names:
@@ -86,6 +107,14 @@ def check_betas(options: dict) -> None:
             raise ValueError(f"Invalid betas[{i}] value: {beta} (must be in [0, 1))")
 
 
+def check_adam_options(options: dict, *non_negative: str) -> None:
+    """The checks of Adam and its relatives: ``lr``, ``eps``, ``weight_decay`` and any of
+    ``non_negative`` >= 0, ``betas`` in [0, 1), then the kernel flags (``check_flags``)."""
+    check_non_negative(options, "lr", "eps", "weight_decay", *non_negative)
+    check_betas(options)
+    check_flags(options)
+
+
 def _as_array(value):
     return value._data if isinstance(value, Tensor) else value
 
@@ -97,6 +126,11 @@ class Optimizer:
     _counter_keys: frozenset = frozenset({"step"})
     # state entries that must have the parameter's shape (checked by load_state_dict)
     _shaped_keys: frozenset = frozenset()
+    # state arrays a parameter starts with, as zeros shaped like it, after its ``step``
+    _zero_state: tuple[str, ...] = ()
+    # state entries ``_update`` gets as lists, one each, and replaces (counters and NumPy
+    # scalars cannot change in place): in the order of its arguments; ``step`` writes them back
+    _rebound_keys: tuple[str, ...] = ("step",)
 
     def __init__(self, params, defaults: dict[str, Any]):
         if isinstance(params, Tensor):
@@ -189,8 +223,46 @@ class Optimizer:
                     p.grad._data[...] = 0
 
     def step(self, closure: Callable | None = None):
-        """Update the parameters once; ``closure`` re-evaluates the model and returns the loss."""
+        """Update every parameter that has a gradient; returns the closure's loss (or None).
+
+        ``closure`` re-evaluates the model and returns the loss. Per group: the parameters with
+        a gradient, their state (``_init_state``), one list per ``_rebound_keys`` entry, then
+        ``_update`` with the arrays, and the rebound entries written back into the state.
+        """
+        if type(self)._update is Optimizer._update:
+            raise NotImplementedError(f"{type(self).__name__} does not implement step()")
+        loss = self._evaluate(closure)
+        keys = self._rebound_keys
+        for group in self.param_groups:
+            params = self._with_grad(group)
+            states = [self._init_state(p, group) for p in params]
+            rebound = [[s[key] for s in states] for key in keys]
+            self._update(group, [p._data for p in params],
+                         [self._grad(p, i) for i, p in enumerate(params)], states, *rebound)
+            for key, values in zip(keys, rebound):
+                for s, value in zip(states, values):
+                    s[key] = value
+        return loss
+
+    def _update(self, group: dict, params: list[np.ndarray], grads: list[np.ndarray],
+                states: list[dict], *rebound: list) -> None:
+        """Update the arrays of one group in place (the maths function's call); ``rebound``
+        holds one list per ``_rebound_keys`` entry, to be updated in place."""
         raise NotImplementedError(f"{type(self).__name__} does not implement step()")
+
+    def _init_state(self, p: Tensor, group: dict) -> dict:
+        """The parameter's state, made by ``_new_state`` when it has none (its first step)."""
+        state = self.state[p]
+        if not state:
+            state.update(self._new_state(p, group))
+        return state
+
+    def _new_state(self, p: Tensor, group: dict) -> dict:
+        """A parameter's first state: ``step`` 0, then a zero array for each ``_zero_state``."""
+        state = {"step": 0.0}
+        for key in self._zero_state:
+            state[key] = np.zeros_like(p._data)
+        return state
 
     @staticmethod
     def _evaluate(closure: Callable | None):

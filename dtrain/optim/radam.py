@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
-from .adam import lerp_
-from .flags import check_flags
-from .optimizer import Optimizer, Scratch, check_betas, check_non_negative, effective_grad
+from .adam import adam_moments
+from .optimizer import Optimizer, Scratch, check_adam_options
 
 
 class RAdam(Optimizer):
@@ -37,7 +34,11 @@ class RAdam(Optimizer):
     CPU path (see ``dtrain.optim.flags``).
     """
 
-    _shaped_keys = frozenset({"exp_avg", "exp_avg_sq"})
+    _zero_state = ("exp_avg", "exp_avg_sq")
+    _shaped_keys = frozenset(_zero_state)
+
+    def _check_options(self, options: dict) -> None:
+        check_adam_options(options)
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0,
@@ -49,37 +50,13 @@ class RAdam(Optimizer):
                     "differentiable": differentiable}
         super().__init__(params, defaults)
 
-    def _check_options(self, options: dict) -> None:
-        check_non_negative(options, "lr", "eps", "weight_decay")
-        check_betas(options)
-        check_flags(options)
-
-    def step(self, closure: Callable | None = None):
-        """Update every parameter that has a gradient; returns the closure's loss (or None)."""
-        loss = self._evaluate(closure)
-        for group in self.param_groups:
-            params = self._with_grad(group)
-            states = [self._init_state(p) for p in params]
-            steps = [s["step"] for s in states]
-            beta1, beta2 = group["betas"]
-            radam([p._data for p in params], [self._grad(p, i) for i, p in enumerate(params)],
-                  [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], steps,
-                  beta1=float(beta1), beta2=float(beta2), lr=float(group["lr"]),
-                  weight_decay=float(group["weight_decay"]), eps=float(group["eps"]),
-                  decoupled_weight_decay=bool(group["decoupled_weight_decay"]),
-                  maximize=bool(group["maximize"]), scratch=self._scratch)
-            for s, step in zip(states, steps):
-                s["step"] = step
-        return loss
-
-    def _init_state(self, p) -> dict:
-        """The parameter's state, created with zero moments on its first step."""
-        state = self.state[p]
-        if not state:
-            state["step"] = 0.0
-            state["exp_avg"] = np.zeros_like(p._data)
-            state["exp_avg_sq"] = np.zeros_like(p._data)
-        return state
+    def _update(self, group, params, grads, states, steps) -> None:
+        beta1, beta2 = group["betas"]
+        radam(params, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
+              steps, beta1=float(beta1), beta2=float(beta2), lr=float(group["lr"]),
+              weight_decay=float(group["weight_decay"]), eps=float(group["eps"]),
+              decoupled_weight_decay=bool(group["decoupled_weight_decay"]),
+              maximize=bool(group["maximize"]), scratch=self._scratch)
 
 
 def radam(params: list[np.ndarray], grads: list[np.ndarray], exp_avgs: list[np.ndarray],
@@ -88,32 +65,20 @@ def radam(params: list[np.ndarray], grads: list[np.ndarray], exp_avgs: list[np.n
           maximize: bool, scratch: Scratch | None = None) -> None:
     """RAdam on NumPy arrays, in place (``steps`` too); see ``RAdam`` for the rule."""
     scratch = scratch if scratch is not None else Scratch()
-    for i, param in enumerate(params):
-        steps[i] += 1
+    rho_inf = 2 / (1 - beta2) - 1
+    for i, param, _ in adam_moments(params, grads, exp_avgs, exp_avg_sqs, steps, scratch,
+                                    beta1=beta1, beta2=beta2, lr=lr, weight_decay=weight_decay,
+                                    decoupled_weight_decay=decoupled_weight_decay,
+                                    maximize=maximize):
         step = steps[i]
-        if decoupled_weight_decay and weight_decay != 0:
-            param *= 1 - lr * weight_decay
-            g = effective_grad(param, grads[i], 0.0, maximize, scratch)
-        else:
-            g = effective_grad(param, grads[i], weight_decay, maximize, scratch)
-        exp_avg, exp_avg_sq = exp_avgs[i], exp_avg_sqs[i]
-        tmp = scratch.get(param, 1)
-        lerp_(exp_avg, g, 1 - beta1, tmp)
-        exp_avg_sq *= beta2
-        np.multiply(g, 1 - beta2, out=tmp)
-        tmp *= g
-        exp_avg_sq += tmp
-
-        bias_correction1 = 1 - beta1**step
         bias_correction2 = 1 - beta2**step
-        update = np.divide(exp_avg, bias_correction1, out=scratch.get(param, 0))  # g is done
+        update = np.divide(exp_avgs[i], 1 - beta1**step, out=scratch.get(param, 0))  # g is done
         update *= lr
-        rho_inf = 2 / (1 - beta2) - 1
         rho_t = rho_inf - 2 * step * (beta2**step) / bias_correction2
         if rho_t > 5.0:
             rect = ((rho_t - 4) * (rho_t - 2) * rho_inf
                     / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
-            adaptive = np.sqrt(exp_avg_sq, out=tmp)
+            adaptive = np.sqrt(exp_avg_sqs[i], out=scratch.get(param, 1))
             adaptive += eps
             np.divide(bias_correction2**0.5, adaptive, out=adaptive)
             update *= adaptive

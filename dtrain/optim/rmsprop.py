@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
-from .adam import lerp_
+from .adam import ema_square_, lerp_
 from .flags import check_flags
-from .optimizer import Optimizer, Scratch, check_non_negative, effective_grad
+from .optimizer import Optimizer, Scratch, check_non_negative, each_param
 
 
 class RMSprop(Optimizer):
@@ -36,7 +34,8 @@ class RMSprop(Optimizer):
     path (see ``dtrain.optim.flags``).
     """
 
-    _shaped_keys = frozenset({"square_avg", "momentum_buffer", "grad_avg"})
+    _zero_state = ("square_avg",)
+    _shaped_keys = frozenset({*_zero_state, "momentum_buffer", "grad_avg"})
 
     def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
                  weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False,
@@ -51,36 +50,23 @@ class RMSprop(Optimizer):
         check_non_negative(options, "lr", "eps", "momentum", "weight_decay", "alpha")
         check_flags(options)
 
-    def step(self, closure: Callable | None = None):
-        """Update every parameter that has a gradient; returns the closure's loss (or None)."""
-        loss = self._evaluate(closure)
-        for group in self.param_groups:
-            params = self._with_grad(group)
-            momentum, centered = float(group["momentum"]), bool(group["centered"])
-            states = [self._init_state(p, momentum > 0, centered) for p in params]
-            steps = [s["step"] for s in states]
-            rmsprop([p._data for p in params], [self._grad(p, i) for i, p in enumerate(params)],
-                    [s["square_avg"] for s in states],
-                    [s["grad_avg"] for s in states] if centered else [],
-                    [s["momentum_buffer"] for s in states] if momentum > 0 else [], steps,
-                    lr=float(group["lr"]), alpha=float(group["alpha"]), eps=float(group["eps"]),
-                    weight_decay=float(group["weight_decay"]), momentum=momentum,
-                    centered=centered, maximize=bool(group["maximize"]), scratch=self._scratch)
-            for s, step in zip(states, steps):
-                s["step"] = step
-        return loss
-
-    def _init_state(self, p, with_momentum: bool, centered: bool) -> dict:
-        """The parameter's state; buffers an option needs are created (as zeros) when missing."""
-        state = self.state[p]
-        if not state:
-            state["step"] = 0.0
-            state["square_avg"] = np.zeros_like(p._data)
-        if with_momentum and "momentum_buffer" not in state:
+    def _init_state(self, p, group: dict) -> dict:
+        """The base class's state; buffers an option needs are created (as zeros) when missing."""
+        state = super()._init_state(p, group)
+        if float(group["momentum"]) > 0 and "momentum_buffer" not in state:
             state["momentum_buffer"] = np.zeros_like(p._data)
-        if centered and "grad_avg" not in state:
+        if group["centered"] and "grad_avg" not in state:
             state["grad_avg"] = np.zeros_like(p._data)
         return state
+
+    def _update(self, group, params, grads, states, steps) -> None:
+        momentum, centered = float(group["momentum"]), bool(group["centered"])
+        rmsprop(params, grads, [s["square_avg"] for s in states],
+                [s["grad_avg"] for s in states] if centered else [],
+                [s["momentum_buffer"] for s in states] if momentum > 0 else [], steps,
+                lr=float(group["lr"]), alpha=float(group["alpha"]), eps=float(group["eps"]),
+                weight_decay=float(group["weight_decay"]), momentum=momentum,
+                centered=centered, maximize=bool(group["maximize"]), scratch=self._scratch)
 
 
 def rmsprop(params: list[np.ndarray], grads: list[np.ndarray], square_avgs: list[np.ndarray],
@@ -89,15 +75,10 @@ def rmsprop(params: list[np.ndarray], grads: list[np.ndarray], square_avgs: list
             centered: bool, maximize: bool, scratch: Scratch | None = None) -> None:
     """RMSprop on NumPy arrays, in place (``steps`` too); see ``RMSprop`` for the rule."""
     scratch = scratch if scratch is not None else Scratch()
-    for i, param in enumerate(params):
-        steps[i] += 1
-        g = effective_grad(param, grads[i], weight_decay, maximize, scratch)
+    for i, param, g in each_param(params, grads, steps, weight_decay, maximize, scratch):
         square_avg = square_avgs[i]
         avg = scratch.get(param, 1)
-        square_avg *= alpha
-        np.multiply(g, 1 - alpha, out=avg)
-        avg *= g
-        square_avg += avg
+        ema_square_(square_avg, g, alpha, avg)
         if centered:
             grad_avg = grad_avgs[i]
             lerp_(grad_avg, g, 1 - alpha, avg)

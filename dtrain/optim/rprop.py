@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from .flags import check_flags
-from .optimizer import Optimizer, Scratch, check_non_negative, effective_grad
+from .optimizer import Optimizer, Scratch, check_non_negative, each_param
 
 
 class Rprop(Optimizer):
@@ -53,32 +51,18 @@ class Rprop(Optimizer):
             raise ValueError(f"Invalid step_sizes value: {sizes} (must be (min, max))")
         check_flags(options)
 
-    def step(self, closure: Callable | None = None):
-        """Update every parameter that has a gradient; returns the closure's loss (or None)."""
-        loss = self._evaluate(closure)
-        for group in self.param_groups:
-            params = self._with_grad(group)
-            states = [self._init_state(p, group) for p in params]
-            steps = [s["step"] for s in states]
-            etaminus, etaplus = group["etas"]
-            step_size_min, step_size_max = group["step_sizes"]
-            rprop([p._data for p in params], [self._grad(p, i) for i, p in enumerate(params)],
-                  [s["prev"] for s in states], [s["step_size"] for s in states], steps,
-                  step_size_min=float(step_size_min), step_size_max=float(step_size_max),
-                  etaminus=float(etaminus), etaplus=float(etaplus),
-                  maximize=bool(group["maximize"]), scratch=self._scratch)
-            for s, step in zip(states, steps):
-                s["step"] = step
-        return loss
+    def _new_state(self, p, group: dict) -> dict:
+        """No previous gradient, every step size at the group's ``lr``."""
+        return {"step": 0.0, "prev": np.zeros_like(p._data),
+                "step_size": np.full_like(p._data, float(group["lr"]))}
 
-    def _init_state(self, p, group: dict) -> dict:
-        """The parameter's state: no previous gradient, every step size at ``lr``."""
-        state = self.state[p]
-        if not state:
-            state["step"] = 0.0
-            state["prev"] = np.zeros_like(p._data)
-            state["step_size"] = np.full_like(p._data, float(group["lr"]))
-        return state
+    def _update(self, group, params, grads, states, steps) -> None:
+        etaminus, etaplus = group["etas"]
+        step_size_min, step_size_max = group["step_sizes"]
+        rprop(params, grads, [s["prev"] for s in states], [s["step_size"] for s in states],
+              steps, step_size_min=float(step_size_min), step_size_max=float(step_size_max),
+              etaminus=float(etaminus), etaplus=float(etaplus),
+              maximize=bool(group["maximize"]), scratch=self._scratch)
 
 
 def rprop(params: list[np.ndarray], grads: list[np.ndarray], prevs: list[np.ndarray],
@@ -87,9 +71,7 @@ def rprop(params: list[np.ndarray], grads: list[np.ndarray], prevs: list[np.ndar
           scratch: Scratch | None = None) -> None:
     """Rprop on NumPy arrays, in place (``steps`` too); see ``Rprop`` for the rule."""
     scratch = scratch if scratch is not None else Scratch()
-    for i, param in enumerate(params):
-        steps[i] += 1
-        g = effective_grad(param, grads[i], 0.0, maximize, scratch)
+    for i, param, g in each_param(params, grads, steps, 0.0, maximize, scratch):
         prev, step_size = prevs[i], step_sizes[i]
         factor = np.multiply(g, prev, out=scratch.get(param, 1))
         np.sign(factor, out=factor)

@@ -103,25 +103,19 @@ class DataLoader(Generic[T_co]):
             batch_sampler = BatchSampler(sampler, batch_size, drop_last)
         elif iterable and batch_size is not None:
             _check_batch_size(batch_size, drop_last)
-        self.dataset = dataset
-        self.batch_size = batch_size
-        self.drop_last = drop_last
-        self.shuffle = shuffle
-        self.sampler = sampler
-        self.batch_sampler = batch_sampler
+        self.dataset, self.batch_size, self.drop_last = dataset, batch_size, drop_last
+        self.shuffle, self.sampler, self.batch_sampler = shuffle, sampler, batch_sampler
         self.generator = generator
         self.seed = sampler.seed if self._own_sampler and shuffle else None
         auto_collation = batch_size is not None or batch_sampler is not None
         self.collate_fn = collate_fn or (default_collate if auto_collation else default_convert)
+        # PyTorch's process options, kept as its attributes (loading stays in this process)
         self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.pin_memory_device = pin_memory_device
-        self.timeout = timeout
-        self.worker_init_fn = worker_init_fn
+        self.pin_memory, self.pin_memory_device = pin_memory, pin_memory_device
+        self.timeout, self.worker_init_fn = timeout, worker_init_fn
         self.multiprocessing_context = multiprocessing_context
         self.prefetch_factor = 2 if num_workers > 0 and prefetch_factor is None else prefetch_factor
-        self.persistent_workers = persistent_workers
-        self.in_order = in_order
+        self.persistent_workers, self.in_order = persistent_workers, in_order
         self.epoch = 0
 
     @property
