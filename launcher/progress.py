@@ -36,7 +36,15 @@ def _clock(seconds: float) -> str:
 
 
 class Progress:
-    """A one-line progress bar (``bar``) and per-epoch lines (``lines``) on stderr."""
+    """A progress bar (``bar``; tqdm, on a terminal) and per-epoch lines (``lines``) on stderr.
+
+    The bar counts the run's remaining steps and shows elapsed time, the time left and a
+    smoothed step rate (tqdm's), with the loss and samples/s beside it. Where stderr is not a
+    terminal (Slurm, kubectl logs) a bar would be a stream of carriage returns, so a plain line
+    is written every few seconds instead.
+    """
+
+    LINE_SECONDS = 5.0
 
     def __init__(self, bar: bool, lines: bool, steps_per_epoch: int, epochs: int):
         self.bar = bar
@@ -46,36 +54,43 @@ class Progress:
         self.tty = sys.stderr.isatty()
         self.last_line = 0.0
         self.started = time.monotonic()
-        self.drawn = False
-        self.rate = None  # samples/s, exponentially smoothed
         self.steps_seen = 0
         self.epoch_work = [0, 0.0]  # samples and step seconds of the epoch so far
+        self.tqdm = None  # made on the first step, when the remaining steps are known
 
     def step(self, r: dict) -> None:
-        """Redraw the bar after a step: elapsed time, a smoothed rate and the time left."""
+        """Advance the bar (or, off a terminal, print a line now and then) after a step."""
         self.epoch_work[0] += r["samples"]
         self.epoch_work[1] += r["seconds"]
         if not self.bar:
             return
-        now = time.monotonic()
-        rate = r["samples_per_s"]
-        self.rate = rate if self.rate is None else 0.9 * self.rate + 0.1 * rate
         self.steps_seen += 1
-        per_step = (now - self.started) / self.steps_seen
-        left = (self.epochs - r["epoch"] - 1) * self.per_epoch + self.per_epoch - r["batch"] - 1
-        done = r["batch"] + 1
-        width = 24
-        filled = int(width * done / max(self.per_epoch, 1))
-        text = (f"epoch {r['epoch'] + 1}/{self.epochs} [{'#' * filled}{'.' * (width - filled)}] "
-                f"step {r['step'] + 1} loss {r['loss']:.4f} {self.rate:.0f} samples/s "
-                f"{_clock(now - self.started)} elapsed, {_clock(per_step * left)} left")
+        postfix = f"loss {r['loss']:.4f}, {r['samples_per_s']:.0f} samples/s"
         if self.tty:
-            sys.stderr.write("\r" + text + "\033[K")
-            sys.stderr.flush()
-            self.drawn = True
-        elif now - self.last_line > 5:
-            sys.stderr.write(text + "\n")
+            self._draw(r, postfix)
+            return
+        now = time.monotonic()
+        if now - self.last_line > self.LINE_SECONDS:
+            left = self._left(r)
+            per_step = (now - self.started) / self.steps_seen
+            sys.stderr.write(f"epoch {r['epoch'] + 1}/{self.epochs} step {r['step'] + 1} "
+                             f"{postfix} {_clock(now - self.started)} elapsed, "
+                             f"{_clock(per_step * left)} left\n")
             self.last_line = now
+
+    def _left(self, r: dict) -> int:
+        """Steps left in the run after the one in ``r``."""
+        return (self.epochs - r["epoch"]) * self.per_epoch - r["batch"] - 1
+
+    def _draw(self, r: dict, postfix: str) -> None:
+        if self.tqdm is None:
+            from tqdm import tqdm
+
+            self.tqdm = tqdm(total=self._left(r) + 1, unit="step", file=sys.stderr,
+                             dynamic_ncols=True, smoothing=0.1, leave=False)
+        self.tqdm.set_description(f"epoch {r['epoch'] + 1}/{self.epochs}", refresh=False)
+        self.tqdm.set_postfix_str(postfix, refresh=False)
+        self.tqdm.update(1)
 
     def epoch(self, r: dict) -> None:
         """Print the epoch's line, with the epoch's training throughput."""
@@ -86,13 +101,14 @@ class Progress:
         line = format_epoch(r, self.epochs)
         if seconds > 0:
             line += f"  {samples / seconds:.0f} samples/s"
-        sys.stderr.write(("\r" if self.drawn else "") + line + "\n")
-        sys.stderr.flush()
-        self.drawn = False
+        if self.tqdm is not None:
+            self.tqdm.write(line, file=sys.stderr)  # above the bar, which stays
+        else:
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
 
     def close(self) -> None:
-        """End the bar's line, so later output starts on a line of its own."""
-        if self.drawn:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-            self.drawn = False
+        """Remove the bar, so later output starts on a line of its own."""
+        if self.tqdm is not None:
+            self.tqdm.close()
+            self.tqdm = None
