@@ -132,7 +132,8 @@ def run(config: RunConfig):
     _check_main_guard(script, config.workers + started)
     resume_state = None
     if config.resume:
-        resume_state = _find_resume_state(config.resume)
+        resume_state = _find_resume_state(config.resume, config.job_id)
+        _check_resumable(resume_state, settings, digest, script)
         if config.out is None:
             config.out = resumed_dir(config.resume)
     try:
@@ -215,6 +216,7 @@ def run(config: RunConfig):
         trainer = Trainer(job, settings, executor, on_step=on_step, on_epoch=on_epoch,
                           checkpoint_dir=checkpoints)
         trainer.job_id = job_id  # in-process runs too: checkpoint retention goes by it
+        trainer.digest = digest  # a resumed run checks it continues the same script
         if resume_state is not None:
             trainer.restore(resume_state)
             log.info("resumed at step %d (epoch %d, batch %d)", trainer.step, trainer.epoch,
@@ -256,6 +258,16 @@ def run(config: RunConfig):
             procs.close()
         if config.starter is not None:
             config.starter.close()
+
+
+def _check_resumable(state: dict, settings, digest: str, script: str | None) -> None:
+    """Refuse, before anything starts, a checkpoint of another script or other settings."""
+    from dtrain.distributed.checkpoint import ResumeError, check_resumable
+
+    try:
+        check_resumable(state.pop("path"), state, settings, digest, script)
+    except ResumeError as e:
+        raise LaunchError(str(e)) from None
 
 
 def _finished(state: dict | None, settings) -> bool:
@@ -361,26 +373,22 @@ def _keys(config: RunConfig):
     return server, local_client
 
 
-def _find_resume_state(directory: str) -> dict:
-    """The newest valid checkpoint of a run: its checkpoints/ or its final checkpoint."""
-    from dtrain.distributed.checkpoint import latest_checkpoint, read_checkpoint
-    from dtrain.io import CheckpointError
+def _find_resume_state(directory: str, job_id: str | None = None) -> dict:
+    """The checkpoint to continue: the highest valid step of the run in ``directory`` (its
+    checkpoints/ and its final checkpoint), of job ``job_id`` when given."""
+    from dtrain.distributed.checkpoint import ResumeError, list_checkpoints, resume_point
 
     run_dir = resumed_dir(directory)
-    found = []
-    newest = latest_checkpoint(os.path.join(run_dir, CHECKPOINTS))
-    if newest is not None:
-        found.append(newest)
+    paths = list_checkpoints(os.path.join(run_dir, CHECKPOINTS))
     final = os.path.join(run_dir, FINAL)
     if os.path.isfile(final):
-        try:
-            found.append((final, read_checkpoint(final)))
-        except (CheckpointError, OSError) as e:
-            log.warning("skipping damaged checkpoint %s: %s", final, e)
-    if not found:
-        raise LaunchError(f"no valid checkpoint to resume from in {directory}")
-    path, state = max(found, key=lambda item: item[1]["step"])
+        paths.append(final)
+    try:
+        path, state = resume_point(paths, job_id)
+    except ResumeError as e:
+        raise LaunchError(f"--resume {directory}: {e}") from None
     log.info("resuming from %s", path)
+    state["path"] = path
     return state
 
 
