@@ -210,7 +210,7 @@ def run(config: RunConfig):
             if board is not None:
                 board.epoch(r)
             if config.out:
-                write_csv(os.path.join(config.out, METRICS), os.path.join(config.out, CSV))
+                _refresh_csv(config.out)
 
         checkpoints = os.path.join(config.out, CHECKPOINTS) if config.out else None
         trainer = Trainer(job, settings, executor, on_step=on_step, on_epoch=on_epoch,
@@ -268,6 +268,15 @@ def _check_resumable(state: dict, settings, digest: str, script: str | None) -> 
         check_resumable(state.pop("path"), state, settings, digest, script)
     except ResumeError as e:
         raise LaunchError(str(e)) from None
+
+
+def _refresh_csv(out: str) -> None:
+    """Rewrite OUT/metrics.csv at an epoch end; a failure (no descriptor or disk space left)
+    costs this copy, never the run: the next epoch end and the end of the run write it again."""
+    try:
+        write_csv(os.path.join(out, METRICS), os.path.join(out, CSV))
+    except OSError as e:
+        log.warning("%s not updated (%s); the next epoch end tries again", CSV, e)
 
 
 def _finished(state: dict | None, settings) -> bool:

@@ -214,3 +214,16 @@ class StuckOnce(MomentumGroups):
                     while True:  # a bug in user code: busy forever, holding the node
                         pass
         return F.cross_entropy(output, target)
+
+
+class Throttled(SlowSteps):
+    """SlowSteps, but each micro-shard takes 0.1 s while the file named by DTRAIN_TEST_SLOW
+    exists, so a test can hold a run in its middle until something is in place."""
+
+    def loss(self, output, target):
+        import os
+        import time
+
+        marker = os.environ.get("DTRAIN_TEST_SLOW")
+        time.sleep(0.1 if marker and os.path.exists(marker) else 0.004)
+        return F.cross_entropy(output, target)

@@ -34,6 +34,7 @@ from .channels import (
     SharedMemoryToWorker,
     offer_shared_memory,
 )
+from ..process import raise_fd_limit
 from .compute import ShardValue, batch_norm_modules
 from .security import make_server, start_authenticator
 from .shards import BatchPlan, assign
@@ -127,6 +128,7 @@ class Coordinator:
                  keys=None, on_event=None):
         # Two I/O threads move the TASK bytes to two workers at once (measured on loopback:
         # about 1 ms less per 2-worker step of the MLP 784-512-512-10 than one thread).
+        raise_fd_limit()  # outsiders' connections must not starve the run's own files
         self.own_ctx = ctx is None
         self.ctx = ctx or zmq.Context(io_threads=IO_THREADS)
         self.auth = start_authenticator(self.ctx, keys) if keys is not None else None
