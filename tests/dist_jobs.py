@@ -217,13 +217,14 @@ class StuckOnce(MomentumGroups):
 
 
 class Throttled(SlowSteps):
-    """SlowSteps, but each micro-shard takes 0.1 s while the file named by DTRAIN_TEST_SLOW
-    exists, so a test can hold a run in its middle until something is in place."""
+    """SlowSteps (the same bits), but each micro-shard takes 0.25 s while the file named by
+    DTRAIN_TEST_SLOW exists, so a test can hold a run in its middle until an event it awaits
+    has happened, instead of racing the end of the run."""
 
     def loss(self, output, target):
         import os
         import time
 
         marker = os.environ.get("DTRAIN_TEST_SLOW")
-        time.sleep(0.1 if marker and os.path.exists(marker) else 0.004)
+        time.sleep(0.25 if marker and os.path.exists(marker) else 0.004)
         return F.cross_entropy(output, target)
