@@ -7,9 +7,9 @@ starts and supervises the workers, drives the ``Trainer``, shows progress, write
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+import shutil
 import signal
 import threading
 from dataclasses import dataclass, field
@@ -23,6 +23,7 @@ from dtrain.distributed.job import (
     unguarded_fit_line,
 )
 from dtrain.distributed.trainer import Trainer
+from dtrain.records import dumps
 
 from .local import Interrupted, LocalWorkers
 from .loggers import TensorBoardLog, write_csv
@@ -79,20 +80,54 @@ class RunConfig:
 
 
 class MetricsFile:
-    """Append-only JSON lines: one per step and one per epoch."""
+    """Append-only JSON lines: one per step and one per epoch (strict JSON: ``dtrain.records``).
 
-    def __init__(self, path: str | None, append: bool = False):
-        mode = "a" if append else "w"
-        self.file = open(path, mode, encoding="utf-8") if path else None  # noqa: SIM115
+    The file stays open for reading too, so when the output directory is deleted mid-run
+    ``check`` recreates it with every record written so far, and says so.
+    """
+
+    def __init__(self, path: str | None, append: bool = False, on_recreate=None):
+        self.path = path
+        self.file = None
+        self.on_recreate = on_recreate  # called after the file had to be recreated
+        if path:
+            self.file = open(path, "a+" if append else "w+", encoding="utf-8")  # noqa: SIM115
 
     def write(self, kind: str, record: dict) -> None:
         if self.file is not None:
-            self.file.write(json.dumps({"type": kind, **record}) + "\n")
+            self.check()
+            self.file.write(dumps({"type": kind, **record}) + "\n")
             self.file.flush()
+
+    def check(self) -> bool:
+        """Recreate the file (and its directory) if it was removed; True when it was."""
+        if self.file is None or _same_file(self.path, self.file):
+            return False
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        self.file.seek(0)
+        fresh = open(self.path, "w+", encoding="utf-8")  # noqa: SIM115
+        shutil.copyfileobj(self.file, fresh)
+        fresh.flush()
+        self.file.close()
+        self.file = fresh
+        log.warning("%s was removed during the run (was the output directory deleted?): "
+                    "recreated with the records so far; earlier checkpoints are lost", self.path)
+        if self.on_recreate is not None:
+            self.on_recreate()
+        return True
 
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
+            self.file = None
+
+
+def _same_file(path: str, file) -> bool:
+    """True while ``path`` still names the open ``file``."""
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(file.fileno()))
+    except OSError:
+        return False
 
 
 def _refuse_nested_run() -> None:
@@ -149,7 +184,8 @@ def run(config: RunConfig):
         trim_metrics(os.path.join(config.out, METRICS), resume_state["step"],
                      resume_state["epoch"])
     metrics = MetricsFile(os.path.join(config.out, METRICS) if config.out else None,
-                          append=resume_state is not None)
+                          append=resume_state is not None,
+                          on_recreate=lambda: write_settings(config.out, settings))
     procs = None
     executor = None
     monitor = None
@@ -240,6 +276,7 @@ def run(config: RunConfig):
         if config.out:
             from dtrain.io import save
 
+            metrics.check()  # the directory may have been deleted since the last record
             save({"format": "dtrain-checkpoint", **trainer.state()},
                  os.path.join(config.out, FINAL))
             metrics.close()

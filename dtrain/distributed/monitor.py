@@ -14,13 +14,13 @@ coordinator could open no file.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from ..process import raise_fd_limit
+from ..records import dumps
 
 log = logging.getLogger("dtrain.monitor")
 
@@ -110,7 +110,7 @@ class Monitor:
 
             def do_GET(self):
                 if self.path.split("?")[0] == "/status":
-                    body = json.dumps(monitor.status()).encode()
+                    body = dumps(monitor.status()).encode()
                     self._reply(200, "application/json", body)
                 elif self.path.split("?")[0] == "/metrics":
                     if monitor.registry is None:
