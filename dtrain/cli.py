@@ -262,14 +262,15 @@ def _cluster_setup(script, job_name, insecure, keys_dir, hostfile, ssh_command, 
 
 def _worker_keys(keys_dir, insecure):
     """A worker's CURVE keys from --keys DIR, else DTRAIN_CURVE_*; None with --insecure."""
-    from dtrain.distributed.security import ClientKeys, client_keys_from_dir
+    from dtrain.distributed.security import ClientKeys, SecurityError, client_keys_from_dir
 
     if insecure:
         _warn_insecure()
         return None
-    if keys_dir:
-        return client_keys_from_dir(keys_dir)
-    keys = ClientKeys.from_env()
+    try:
+        keys = client_keys_from_dir(keys_dir) if keys_dir else ClientKeys.from_env()
+    except SecurityError as e:
+        raise click.ClickException(str(e)) from None
     if keys is None:
         raise click.UsageError("no CURVE keys: pass --keys DIR (see dtrain keygen) or set "
                                "DTRAIN_CURVE_* variables, or --insecure for debugging")
