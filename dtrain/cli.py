@@ -300,7 +300,8 @@ def _run_worker(config) -> None:
 @option("--workers", "remote_workers", type=click.IntRange(min=1), default=1,
               show_default=True, help="Workers to wait for before the first step.")
 @option("--job", "job_name", default=None, help="Job class to run when SCRIPT has several.")
-@option("--job-id", default=None, help="Fixed job id (default: new, or the checkpoint's).")
+@option("--job-id", default=None, help="Fixed job id (default: new, or the checkpoint's); "
+              "with --resume, only this job's checkpoints are continued.")
 @option("--keys", "keys_dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="Directory with coordinator.key_secret and allowed workers' *.key files.")
 @option("--allow", "allow_dir", type=click.Path(exists=True, file_okay=False),
@@ -324,7 +325,8 @@ def coordinator(script, bind, remote_workers, job_name, job_id, keys_dir, allow_
                        out=out, bind=bind, progress=progress, epoch_lines=True,
                        resume=resume, insecure=insecure,
                        overwrite=overwrite, tensorboard=tensorboard,
-                       job_id=job_id, keys_dir=keys_dir, allow_dir=allow_dir,
+                       job_id=job_id, job_id_given=job_id is not None,
+                       keys_dir=keys_dir, allow_dir=allow_dir,
                        metrics_port=metrics_port, metrics_host=metrics_host,
                        overrides=_overrides(settings))
     _run_or_exit("dtrain coordinator", config, run, verbose, out)

@@ -65,6 +65,7 @@ class RunConfig:
     resume: str | None = None  # an earlier run's --out directory (or its checkpoints/)
     insecure: bool = False  # local runs use ephemeral CURVE keys unless this is set
     job_id: str | None = None  # fixed id (so restarted coordinators keep their workers)
+    job_id_given: bool = False  # job_id is the user's (--job-id): resume only that job's files
     remote_workers: int = 0  # workers started elsewhere (dtrain worker --connect ...)
     keys_dir: str | None = None  # coordinator.key_secret (+ allowed *.key) for remote workers
     allow_dir: str | None = None  # allowed workers' public keys, if not in keys_dir
@@ -167,8 +168,9 @@ def run(config: RunConfig):
     _check_main_guard(script, config.workers + started)
     resume_state = None
     if config.resume:
-        resume_state = _find_resume_state(config.resume, config.job_id)
-        _check_resumable(resume_state, settings, digest, script)
+        path, resume_state = _find_resume_state(
+            config.resume, config.job_id if config.job_id_given else None)
+        _check_resumable(path, resume_state, settings, digest, script)
         if config.out is None:
             config.out = resumed_dir(config.resume)
     try:
@@ -297,12 +299,13 @@ def run(config: RunConfig):
             config.starter.close()
 
 
-def _check_resumable(state: dict, settings, digest: str, script: str | None) -> None:
+def _check_resumable(path: str, state: dict, settings, digest: str,
+                     script: str | None) -> None:
     """Refuse, before anything starts, a checkpoint of another script or other settings."""
     from dtrain.distributed.checkpoint import ResumeError, check_resumable
 
     try:
-        check_resumable(state.pop("path"), state, settings, digest, script)
+        check_resumable(path, state, settings, digest, script)
     except ResumeError as e:
         raise LaunchError(str(e)) from None
 
@@ -419,9 +422,9 @@ def _keys(config: RunConfig):
     return server, local_client
 
 
-def _find_resume_state(directory: str, job_id: str | None = None) -> dict:
-    """The checkpoint to continue: the highest valid step of the run in ``directory`` (its
-    checkpoints/ and its final checkpoint), of job ``job_id`` when given."""
+def _find_resume_state(directory: str, job_id: str | None = None) -> tuple[str, dict]:
+    """The checkpoint to continue, as (path, state): the highest valid step of the run in
+    ``directory`` (its checkpoints/ and its final checkpoint), of job ``job_id`` when given."""
     from dtrain.distributed.checkpoint import ResumeError, list_checkpoints, resume_point
 
     run_dir = resumed_dir(directory)
@@ -434,8 +437,7 @@ def _find_resume_state(directory: str, job_id: str | None = None) -> dict:
     except ResumeError as e:
         raise LaunchError(f"--resume {directory}: {e}") from None
     log.info("resuming from %s", path)
-    state["path"] = path
-    return state
+    return path, state
 
 
 def _supervise(groups: list, executor) -> str | None:

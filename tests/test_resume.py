@@ -133,4 +133,4 @@ def test_resume_with_a_job_id_refuses_another_runs_checkpoints(tmp_path):
     out = str(tmp_path / "run")
     dtrain.fit(JOB, workers=0, out=out, max_steps=4)
     with pytest.raises(LaunchError, match="no checkpoint of job feedface"):
-        run(RunConfig(job=JOB, workers=0, resume=out, job_id="feedface"))
+        run(RunConfig(job=JOB, workers=0, resume=out, job_id="feedface", job_id_given=True))
