@@ -228,3 +228,16 @@ class Throttled(SlowSteps):
         marker = os.environ.get("DTRAIN_TEST_SLOW")
         time.sleep(0.25 if marker and os.path.exists(marker) else 0.004)
         return F.cross_entropy(output, target)
+
+
+class FailsInWorkers(MomentumGroups):
+    """model() raises in worker processes only (while DTRAIN_TEST_FAIL_IN_WORKERS is set): every
+    worker exits before joining, and the run fails after its coordinator started."""
+
+    def model(self):
+        import os
+        import sys
+
+        if os.environ.get("DTRAIN_TEST_FAIL_IN_WORKERS") and sys.argv[1:2] == ["worker"]:
+            raise RuntimeError("deliberate failure in the worker's model()")
+        return super().model()

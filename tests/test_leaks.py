@@ -51,10 +51,12 @@ def _fds() -> set:
 
 
 def _shm_files() -> set:
-    root = "/dev/shm"
+    """This process's shared-memory files (named dtrain-KIND-PID-...; others run tests too)."""
+    mine = f"-{os.getpid()}-"
     found = set()
-    for dirpath, _, files in os.walk(root):
-        found.update(os.path.join(dirpath, f) for f in files if "dtrain" in dirpath + f)
+    for dirpath, _, files in os.walk("/dev/shm"):
+        if "dtrain" in dirpath and mine in dirpath:
+            found.update(os.path.join(dirpath, f) for f in files)
     return found
 
 
@@ -88,18 +90,22 @@ def test_failed_runs_leak_no_descriptor_thread_or_file(tmp_path, failing):
     assert _shm_files() - shm == set()
 
 
-def test_fit_that_fails_before_training_leaks_nothing(tmp_path):
-    """The same through the public API, the way the issue measured it."""
+def test_fit_whose_workers_all_fail_leaks_nothing(monkeypatch):
+    """The same through the public API, the way the issue measured it: a coordinator with
+    CURVE, a shared-memory board and a local worker that exits before joining."""
+    monkeypatch.setenv("DTRAIN_TEST_FAIL_IN_WORKERS", "1")
+
     def attempt():
-        with pytest.raises(Exception):  # noqa: PT011
-            dtrain.fit(ModelRaises, workers=1)
+        with pytest.raises(Exception, match="workers exited"):  # noqa: PT011
+            dtrain.fit(dist_jobs.FailsInWorkers, workers=1)
 
     attempt()
-    fds, threads = _fds(), threading.active_count()
+    fds, threads, shm = _fds(), threading.active_count(), _shm_files()
     for _ in range(3):
         attempt()
     extra, more_threads = _settled(fds, threads)
-    assert not extra and more_threads <= 0
+    assert not {fd: _target(fd) for fd in extra} and more_threads <= 0
+    assert _shm_files() - shm == set()
 
 
 def _target(fd: str) -> str:
