@@ -128,7 +128,7 @@ def test_a_run_under_a_connection_flood_finishes_bit_identical(tmp_path):
             "--bind", f"tcp://127.0.0.1:{port}", "--metrics-port", str(metrics_port),
             "--out", out, JOBS]
     coordinator = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                   text=True, preexec_fn=_lower_fd_limit,
+                                   text=True, preexec_fn=_lower_fd_limit,  # noqa: PLW1509 - setrlimit only
                                    env={**os.environ, "DTRAIN_TEST_SLOW": str(slow)})
     flood = Flood([port, metrics_port], FLOOD)
     try:

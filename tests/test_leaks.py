@@ -13,11 +13,11 @@ import time
 import pytest
 
 import dtrain
+from dtrain.distributed.security import keygen
+from dtrain.launcher.run import RunConfig, run
 
 sys.path.insert(0, os.path.dirname(__file__))
 import dist_jobs
-from dtrain.distributed.security import keygen
-from dtrain.launcher.run import RunConfig, run
 
 
 class ModelRaises(dist_jobs.MomentumGroups):
@@ -74,13 +74,11 @@ def _settled(before_fds: set, before_threads: int) -> tuple[set, int]:
 @pytest.mark.parametrize("failing", [_no_workers, _bad_seed, _model_raises],
                          ids=["no-workers", "bad-seed", "model-raises"])
 def test_failed_runs_leak_no_descriptor_thread_or_file(tmp_path, failing):
-    try:  # a first failure loads modules and caches whatever is loaded once per process
+    with pytest.raises(Exception):  # noqa: B017 - the first failure loads what loads once
         run(failing(tmp_path, 0))
-    except Exception:  # noqa: BLE001
-        pass
     fds, threads, shm = _fds(), threading.active_count(), _shm_files()
     for i in range(1, 4):
-        with pytest.raises(Exception) as caught:  # noqa: PT011 - each case raises its own
+        with pytest.raises(Exception) as caught:
             run(failing(tmp_path, i))
         assert "Traceback" not in str(caught.value)
     extra, more_threads = _settled(fds, threads)
@@ -96,7 +94,7 @@ def test_fit_whose_workers_all_fail_leaks_nothing(monkeypatch):
     monkeypatch.setenv("DTRAIN_TEST_FAIL_IN_WORKERS", "1")
 
     def attempt():
-        with pytest.raises(Exception, match="workers exited"):  # noqa: PT011
+        with pytest.raises(Exception, match="workers exited"):
             dtrain.fit(dist_jobs.FailsInWorkers, workers=1)
 
     attempt()

@@ -88,7 +88,7 @@ def test_a_deleted_output_directory_is_recreated_and_said(tmp_path, caplog, monk
     remover = threading.Thread(target=delete_mid_run, daemon=True)
     remover.start()
     with caplog.at_level(logging.WARNING):
-        _, history = dtrain.fit(dist_jobs.Throttled, workers=0, out=out, max_steps=30)
+        dtrain.fit(dist_jobs.Throttled, workers=0, out=out, max_steps=30)
     remover.join(timeout=10)
     assert not slow.exists(), "the directory was not deleted mid-run"
     assert "was removed during the run" in caplog.text

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import zmq
 
+from ..process import raise_fd_limit
 from . import protocol as P
 from .channels import (
     SHARED_MEMORY,
@@ -34,7 +35,6 @@ from .channels import (
     SharedMemoryToWorker,
     offer_shared_memory,
 )
-from ..process import raise_fd_limit
 from .compute import ShardValue, batch_norm_modules
 from .security import make_server, start_authenticator
 from .shards import BatchPlan, assign

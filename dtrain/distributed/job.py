@@ -261,9 +261,9 @@ def _explain_import_failure(e: BaseException, script: str) -> None:
     """Raise ScriptError for failures that are the file's, not a line of its code: not Python
     at all, or a top-level sys.exit() (which used to end ``dtrain launch`` with code 0)."""
     if isinstance(e, SystemExit):
-        raise ScriptError(f"{script}: the script called sys.exit({e.code!r}) while being imported "
-                          f"to build its job: {MAIN_GUARD_FIX.replace('the call', 'that call')}"
-                          ) from None
+        fix = MAIN_GUARD_FIX.replace("the call", "that call")
+        raise ScriptError(f"{script}: the script called sys.exit({e.code!r}) while being "
+                          f"imported to build its job: {fix}") from None
     if isinstance(e, SyntaxError):
         where = f"{script}:{e.lineno}" if e.lineno else script
         raise ScriptError(f"{where}: not a valid Python training script ({e.msg})") from None
