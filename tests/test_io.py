@@ -431,7 +431,7 @@ def test_checkpoint_directory_is_cleaned_of_a_killed_writers_temporaries(tmp_pat
     path = write_checkpoint(str(tmp_path), state)
     assert not os.path.exists(leftover)
     assert sorted(os.listdir(tmp_path)) == sorted(
-        [os.path.basename(path)] + [os.path.basename(p) for p in others])
+        [os.path.basename(path), "manifest.json"] + [os.path.basename(p) for p in others])
     assert_same(dtrain.load(path)["model"], state["model"])
 
 
