@@ -270,14 +270,15 @@ def _cluster_setup(script, job_name, insecure, keys_dir, hostfile, ssh_command, 
 
 def _worker_keys(keys_dir, insecure):
     """A worker's CURVE keys from --keys DIR, else DTRAIN_CURVE_*; None with --insecure."""
-    from dtrain.distributed.security import ClientKeys, client_keys_from_dir
+    from dtrain.distributed.security import ClientKeys, SecurityError, client_keys_from_dir
 
     if insecure:
         _warn_insecure()
         return None
-    if keys_dir:
-        return client_keys_from_dir(keys_dir)
-    keys = ClientKeys.from_env()
+    try:
+        keys = client_keys_from_dir(keys_dir) if keys_dir else ClientKeys.from_env()
+    except SecurityError as e:
+        raise click.ClickException(str(e)) from None
     if keys is None:
         raise click.UsageError("no CURVE keys: pass --keys DIR (see dtrain keygen) or set "
                                "DTRAIN_CURVE_* variables, or --insecure for debugging")
@@ -307,7 +308,8 @@ def _run_worker(config) -> None:
 @option("--workers", "remote_workers", type=click.IntRange(min=1), default=1,
               show_default=True, help="Workers to wait for before the first step.")
 @option("--job", "job_name", default=None, help="Job class to run when SCRIPT has several.")
-@option("--job-id", default=None, help="Fixed job id (default: new, or the checkpoint's).")
+@option("--job-id", default=None, help="Fixed job id (default: new, or the checkpoint's); "
+              "with --resume, only this job's checkpoints are continued.")
 @option("--keys", "keys_dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="Directory with coordinator.key_secret and allowed workers' *.key files.")
 @option("--allow", "allow_dir", type=click.Path(exists=True, file_okay=False),
@@ -331,7 +333,8 @@ def coordinator(script, bind, remote_workers, job_name, job_id, keys_dir, allow_
                        out=out, bind=bind, progress=progress, epoch_lines=True,
                        resume=resume, insecure=insecure,
                        overwrite=overwrite, tensorboard=tensorboard,
-                       job_id=job_id, keys_dir=keys_dir, allow_dir=allow_dir,
+                       job_id=job_id, job_id_given=job_id is not None,
+                       keys_dir=keys_dir, allow_dir=allow_dir,
                        metrics_port=metrics_port, metrics_host=metrics_host,
                        overrides=_overrides(settings))
     _run_or_exit("dtrain coordinator", config, run, verbose, out)

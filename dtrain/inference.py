@@ -27,16 +27,21 @@ def checkpoint_file(run) -> str:
     return path
 
 
-def build_trained_model(job, state: dict):
+def build_trained_model(job, state: dict, path: str = "the checkpoint"):
     """``job``'s model as the checkpointed run built it (its settings applied), weights loaded,
-    in eval mode."""
+    in eval mode; ``path`` names the checkpoint in errors."""
     from .distributed.job import apply_settings
     from .distributed.settings import Settings
 
     saved = state.get("settings") if isinstance(state, dict) else None
     if isinstance(saved, dict):
         known = {k: v for k, v in saved.items() if k in Settings.__dataclass_fields__}
-        apply_settings(job, Settings(**{**Settings().to_dict(), **known}))
+        try:
+            settings = Settings(**{**Settings().to_dict(), **known}).validate()
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: its settings cannot rebuild the model: {e} (was "
+                                  "the file written by dtrain?)") from None
+        apply_settings(job, settings)
     model = job.model()
     model.to(job.dtype)
     model.load_state_dict(state["model"])
@@ -53,7 +58,7 @@ def load_trained(run, script, job_name: str | None = None):
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
         raise CheckpointError(f"{path} is not a training checkpoint (no 'model' state_dict)")
     job, _ = load_job(os.fspath(script), job_name)
-    return build_trained_model(job, state)
+    return build_trained_model(job, state, path)
 
 
 def predict(model, inputs, batch_size: int = 1024) -> np.ndarray:

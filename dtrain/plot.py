@@ -9,10 +9,13 @@ matplotlib's Agg canvas directly, so no display and no global pyplot state are i
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
 from dataclasses import dataclass, field
+
+from .records import loads
 
 WIDTH_IN, HEIGHT_IN, DPI = 12, 9, 100  # a 1200 x 900 pixel image
 
@@ -54,17 +57,13 @@ def read_metrics(path, label: str | None = None) -> Run:
     """Parse one metrics.jsonl; a malformed line raises MetricsError naming the file and line."""
     path = os.fspath(path)
     run = Run(label if label is not None else _run_name(path))
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
+    others: set = set()
+    with _open_regular(path) as f:
+        for number, line in enumerate(_lines(f, path), 1):
             where = f"{path}:{number}"
             if not line.strip():
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise MetricsError(f"{where}: not valid JSON ({e.msg})") from None
-            if not isinstance(record, dict):
-                raise MetricsError(f"{where}: expected a JSON object, got {type(record).__name__}")
+            record = _record(line, where)
             kind = record.get("type")
             if kind == "step":
                 _number(record, "loss", where)
@@ -79,9 +78,50 @@ def read_metrics(path, label: str | None = None) -> Run:
                 run.epochs.append(record)
             elif kind is None:
                 raise MetricsError(f"{where}: record has no 'type' (expected 'step' or 'epoch')")
+            else:
+                others.add(repr(kind)[:40])
     if not run.steps and not run.epochs:
-        raise MetricsError(f"{path}: no step or epoch records (the file is empty)")
+        found = f"only records of type {', '.join(sorted(others))}" if others \
+            else "the file is empty"
+        raise MetricsError(f"{path}: no step or epoch records ({found}); is it a dtrain "
+                           "metrics.jsonl?")
     return run
+
+
+MAX_LINE = 1 << 20  # a metrics record is a few hundred bytes; a longer line is not one
+
+
+def _open_regular(path: str):
+    """Open ``path`` for reading if it is a regular file (not /dev/zero, a FIFO, a directory)."""
+    if not os.path.isfile(path):
+        raise MetricsError(f"{path}: not a regular file; give a metrics.jsonl file or a run "
+                           "directory")
+    return open(path, encoding="utf-8", errors="replace")
+
+
+def _lines(f, path: str):
+    """The file's lines, each at most MAX_LINE characters (else MetricsError)."""
+    for number in itertools.count(1):
+        line = f.readline(MAX_LINE + 1)
+        if not line:
+            return
+        if len(line) > MAX_LINE:
+            raise MetricsError(f"{path}:{number}: a line longer than {MAX_LINE} characters is "
+                               "not a metrics record")
+        yield line
+
+
+def _record(line: str, where: str) -> dict:
+    """One line as a record (non-finite values named as in ``dtrain.records``)."""
+    try:
+        record = loads(line)
+    except json.JSONDecodeError as e:
+        raise MetricsError(f"{where}: not valid JSON ({e.msg})") from None
+    except RecursionError:
+        raise MetricsError(f"{where}: JSON nested too deeply to be a metrics record") from None
+    if not isinstance(record, dict):
+        raise MetricsError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    return record
 
 
 def _run_name(path: str) -> str:

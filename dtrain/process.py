@@ -6,7 +6,10 @@ every layer can use them without importing a layer above it.
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
+
+log = logging.getLogger("dtrain.process")
 
 _blas = []  # the BLAS libraries threadpoolctl found, looked up once per process
 
@@ -47,3 +50,30 @@ def set_process_title(title: str) -> None:
         libc.prctl(15, title.encode()[:15], 0, 0, 0)  # PR_SET_NAME
     except (OSError, AttributeError):
         pass
+
+
+def raise_fd_limit() -> tuple[int, int] | None:
+    """Raise this process's soft limit of open files to the hard limit; returns (old, new).
+
+    A coordinator holds a descriptor for every connection, including connections from outsiders
+    still in their handshake (dropped after a few seconds); the usual soft limit of 1024 let
+    about a thousand of them starve the run's own files. The hard limit is the most an
+    unprivileged process may take. None where there is no such limit (not POSIX).
+    """
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return soft, soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (OSError, ValueError) as e:
+        log.warning("could not raise the open-file limit from %d (%s): a flood of connections "
+                    "may starve the run's own files", soft, e)
+        return soft, soft
+    log.info("open-file descriptor limit raised from %d to %d (connections cannot starve the "
+             "run's own files)", soft, target)
+    return soft, target

@@ -22,13 +22,19 @@ class EnvError(ValueError):
     """An environment variable needed to place this process is malformed."""
 
 
+def is_number(text: str) -> bool:
+    """True for ASCII digits only: ``str.isdigit`` also accepts '²' and other characters that
+    ``int()`` refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def worker_rank(env: Mapping[str, str] = os.environ) -> int | None:
     """The rank from RANK, SLURM_PROCID or JOB_COMPLETION_INDEX; None when none is set."""
     for name in RANK_VARIABLES:
         value = env.get(name)
         if value is None or value == "":
             continue
-        if not value.isdigit():
+        if not is_number(value):
             raise EnvError(f"{name}={value!r} is not a non-negative integer")
         return int(value)
     return None
@@ -39,7 +45,7 @@ def port(env: Mapping[str, str] = os.environ, default: int = DEFAULT_PORT) -> in
     value = env.get(PORT_VARIABLE)
     if not value:
         return default
-    if not value.isdigit() or not 0 < int(value) < 65536:
+    if not is_number(value) or not 0 < int(value) < 65536:
         raise EnvError(f"{PORT_VARIABLE}={value!r} is not a TCP port (1-65535)")
     return int(value)
 
@@ -50,7 +56,7 @@ def normalize_address(address: str) -> str:
     if "://" in address:
         return address
     host, sep, number = address.rpartition(":")
-    if not sep or not host or not number.isdigit():
+    if not sep or not host or not is_number(number):
         raise EnvError(f"coordinator address {address!r} is neither tcp://HOST:PORT nor "
                        "HOST:PORT")
     return "tcp://" + address

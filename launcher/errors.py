@@ -23,6 +23,8 @@ _LIBRARY = tuple(os.path.abspath(p) + os.sep for p in {
 
 
 def _is_user_file(path: str, script: str | None) -> bool:
+    if path.startswith("<"):  # <frozen importlib._bootstrap>, <string>: nobody's file
+        return False
     path = os.path.abspath(path)
     if script and path == os.path.abspath(script):
         return True

@@ -30,6 +30,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from .env import is_number
 from .local import GRACE_SECONDS, Supervisor, WorkerProcess, _die_with_parent, worker_argv
 
 log = logging.getLogger("dtrain.launcher")
@@ -38,7 +39,7 @@ DEFAULT_SSH = "ssh -o BatchMode=yes"
 BLAS_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                   "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 _HOST = re.compile(r"^[A-Za-z0-9_.@:%\[\]-]+$")
-_HOST_SLOTS = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<name>[^:\[\]]+)):(?P<slots>\d+)$")
+_HOST_SLOTS = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<name>[^:\[\]]+)):(?P<slots>[0-9]+)$")
 _LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
@@ -79,7 +80,7 @@ def parse_hostfile(text: str, name: str = "hostfile") -> list[HostSlots]:
             key, sep, value = word.partition("=")
             if key not in ("slots", "max_slots") or not sep:
                 raise HostfileError(f"{where}: unknown field {word!r} (expected slots=N)")
-            if not value.isdigit() or int(value) < 1:
+            if not is_number(value) or int(value) < 1:
                 raise HostfileError(f"{where}: {key} must be a positive integer, got {value!r}")
             if key == "slots":
                 slots = int(value)
@@ -97,6 +98,9 @@ def read_hostfile(path: str) -> list[HostSlots]:
             text = f.read()
     except OSError as e:
         raise HostfileError(f"cannot read hostfile {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise HostfileError(f"hostfile {path} is not UTF-8 text (byte {e.start}): write it as "
+                            "plain text, one 'HOST slots=N' per line") from None
     return parse_hostfile(text, path)
 
 

@@ -9,8 +9,9 @@ learning rates becomes ``lr_0, lr_1, ...``; nested values (per-worker timings) s
 from __future__ import annotations
 
 import csv
-import json
 import os
+
+from dtrain.records import loads
 
 
 def _flat(record: dict) -> dict:
@@ -32,7 +33,7 @@ def write_csv(jsonl_path: str, csv_path: str) -> None:
     with open(jsonl_path, encoding="utf-8") as f:
         for line in f:
             try:
-                row = _flat(json.loads(line))
+                row = _flat(loads(line))
             except ValueError:
                 continue
             rows.append(row)

@@ -7,9 +7,9 @@ starts and supervises the workers, drives the ``Trainer``, shows progress, write
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+import shutil
 import signal
 import threading
 from dataclasses import dataclass, field
@@ -23,6 +23,7 @@ from dtrain.distributed.job import (
     unguarded_fit_line,
 )
 from dtrain.distributed.trainer import Trainer
+from dtrain.records import dumps
 
 from .local import Interrupted, LocalWorkers
 from .loggers import TensorBoardLog, write_csv
@@ -64,6 +65,7 @@ class RunConfig:
     resume: str | None = None  # an earlier run's --out directory (or its checkpoints/)
     insecure: bool = False  # local runs use ephemeral CURVE keys unless this is set
     job_id: str | None = None  # fixed id (so restarted coordinators keep their workers)
+    job_id_given: bool = False  # job_id is the user's (--job-id): resume only that job's files
     remote_workers: int = 0  # workers started elsewhere (dtrain worker --connect ...)
     keys_dir: str | None = None  # coordinator.key_secret (+ allowed *.key) for remote workers
     allow_dir: str | None = None  # allowed workers' public keys, if not in keys_dir
@@ -79,20 +81,54 @@ class RunConfig:
 
 
 class MetricsFile:
-    """Append-only JSON lines: one per step and one per epoch."""
+    """Append-only JSON lines: one per step and one per epoch (strict JSON: ``dtrain.records``).
 
-    def __init__(self, path: str | None, append: bool = False):
-        mode = "a" if append else "w"
-        self.file = open(path, mode, encoding="utf-8") if path else None  # noqa: SIM115
+    The file stays open for reading too, so when the output directory is deleted mid-run
+    ``check`` recreates it with every record written so far, and says so.
+    """
+
+    def __init__(self, path: str | None, append: bool = False, on_recreate=None):
+        self.path = path
+        self.file = None
+        self.on_recreate = on_recreate  # called after the file had to be recreated
+        if path:
+            self.file = open(path, "a+" if append else "w+", encoding="utf-8")  # noqa: SIM115
 
     def write(self, kind: str, record: dict) -> None:
         if self.file is not None:
-            self.file.write(json.dumps({"type": kind, **record}) + "\n")
+            self.check()
+            self.file.write(dumps({"type": kind, **record}) + "\n")
             self.file.flush()
+
+    def check(self) -> bool:
+        """Recreate the file (and its directory) if it was removed; True when it was."""
+        if self.file is None or _same_file(self.path, self.file):
+            return False
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        self.file.seek(0)
+        fresh = open(self.path, "w+", encoding="utf-8")  # noqa: SIM115
+        shutil.copyfileobj(self.file, fresh)
+        fresh.flush()
+        self.file.close()
+        self.file = fresh
+        log.warning("%s was removed during the run (was the output directory deleted?): "
+                    "recreated with the records so far; earlier checkpoints are lost", self.path)
+        if self.on_recreate is not None:
+            self.on_recreate()
+        return True
 
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
+            self.file = None
+
+
+def _same_file(path: str, file) -> bool:
+    """True while ``path`` still names the open ``file``."""
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(file.fileno()))
+    except OSError:
+        return False
 
 
 def _refuse_nested_run() -> None:
@@ -132,7 +168,9 @@ def run(config: RunConfig):
     _check_main_guard(script, config.workers + started)
     resume_state = None
     if config.resume:
-        resume_state = _find_resume_state(config.resume)
+        path, resume_state = _find_resume_state(
+            config.resume, config.job_id if config.job_id_given else None)
+        _check_resumable(path, resume_state, settings, digest, script)
         if config.out is None:
             config.out = resumed_dir(config.resume)
     try:
@@ -148,7 +186,8 @@ def run(config: RunConfig):
         trim_metrics(os.path.join(config.out, METRICS), resume_state["step"],
                      resume_state["epoch"])
     metrics = MetricsFile(os.path.join(config.out, METRICS) if config.out else None,
-                          append=resume_state is not None)
+                          append=resume_state is not None,
+                          on_recreate=lambda: write_settings(config.out, settings))
     procs = None
     executor = None
     monitor = None
@@ -209,12 +248,13 @@ def run(config: RunConfig):
             if board is not None:
                 board.epoch(r)
             if config.out:
-                write_csv(os.path.join(config.out, METRICS), os.path.join(config.out, CSV))
+                _refresh_csv(config.out)
 
         checkpoints = os.path.join(config.out, CHECKPOINTS) if config.out else None
         trainer = Trainer(job, settings, executor, on_step=on_step, on_epoch=on_epoch,
                           checkpoint_dir=checkpoints)
         trainer.job_id = job_id  # in-process runs too: checkpoint retention goes by it
+        trainer.digest = digest  # a resumed run checks it continues the same script
         if resume_state is not None:
             trainer.restore(resume_state)
             log.info("resumed at step %d (epoch %d, batch %d)", trainer.step, trainer.epoch,
@@ -238,6 +278,7 @@ def run(config: RunConfig):
         if config.out:
             from dtrain.io import save
 
+            metrics.check()  # the directory may have been deleted since the last record
             save({"format": "dtrain-checkpoint", **trainer.state()},
                  os.path.join(config.out, FINAL))
             metrics.close()
@@ -256,6 +297,26 @@ def run(config: RunConfig):
             procs.close()
         if config.starter is not None:
             config.starter.close()
+
+
+def _check_resumable(path: str, state: dict, settings, digest: str,
+                     script: str | None) -> None:
+    """Refuse, before anything starts, a checkpoint of another script or other settings."""
+    from dtrain.distributed.checkpoint import ResumeError, check_resumable
+
+    try:
+        check_resumable(path, state, settings, digest, script)
+    except ResumeError as e:
+        raise LaunchError(str(e)) from None
+
+
+def _refresh_csv(out: str) -> None:
+    """Rewrite OUT/metrics.csv at an epoch end; a failure (no descriptor or disk space left)
+    costs this copy, never the run: the next epoch end and the end of the run write it again."""
+    try:
+        write_csv(os.path.join(out, METRICS), os.path.join(out, CSV))
+    except OSError as e:
+        log.warning("%s not updated (%s); the next epoch end tries again", CSV, e)
 
 
 def _finished(state: dict | None, settings) -> bool:
@@ -361,27 +422,22 @@ def _keys(config: RunConfig):
     return server, local_client
 
 
-def _find_resume_state(directory: str) -> dict:
-    """The newest valid checkpoint of a run: its checkpoints/ or its final checkpoint."""
-    from dtrain.distributed.checkpoint import latest_checkpoint, read_checkpoint
-    from dtrain.io import CheckpointError
+def _find_resume_state(directory: str, job_id: str | None = None) -> tuple[str, dict]:
+    """The checkpoint to continue, as (path, state): the highest valid step of the run in
+    ``directory`` (its checkpoints/ and its final checkpoint), of job ``job_id`` when given."""
+    from dtrain.distributed.checkpoint import ResumeError, list_checkpoints, resume_point
 
     run_dir = resumed_dir(directory)
-    found = []
-    newest = latest_checkpoint(os.path.join(run_dir, CHECKPOINTS))
-    if newest is not None:
-        found.append(newest)
+    paths = list_checkpoints(os.path.join(run_dir, CHECKPOINTS))
     final = os.path.join(run_dir, FINAL)
     if os.path.isfile(final):
-        try:
-            found.append((final, read_checkpoint(final)))
-        except (CheckpointError, OSError) as e:
-            log.warning("skipping damaged checkpoint %s: %s", final, e)
-    if not found:
-        raise LaunchError(f"no valid checkpoint to resume from in {directory}")
-    path, state = max(found, key=lambda item: item[1]["step"])
+        paths.append(final)
+    try:
+        path, state = resume_point(paths, job_id)
+    except ResumeError as e:
+        raise LaunchError(f"--resume {directory}: {e}") from None
     log.info("resuming from %s", path)
-    return state
+    return path, state
 
 
 def _supervise(groups: list, executor) -> str | None:

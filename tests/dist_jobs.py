@@ -214,3 +214,30 @@ class StuckOnce(MomentumGroups):
                     while True:  # a bug in user code: busy forever, holding the node
                         pass
         return F.cross_entropy(output, target)
+
+
+class Throttled(SlowSteps):
+    """SlowSteps (the same bits), but each micro-shard takes 0.25 s while the file named by
+    DTRAIN_TEST_SLOW exists, so a test can hold a run in its middle until an event it awaits
+    has happened, instead of racing the end of the run."""
+
+    def loss(self, output, target):
+        import os
+        import time
+
+        marker = os.environ.get("DTRAIN_TEST_SLOW")
+        time.sleep(0.25 if marker and os.path.exists(marker) else 0.004)
+        return F.cross_entropy(output, target)
+
+
+class FailsInWorkers(MomentumGroups):
+    """model() raises in worker processes only (while DTRAIN_TEST_FAIL_IN_WORKERS is set): every
+    worker exits before joining, and the run fails after its coordinator started."""
+
+    def model(self):
+        import os
+        import sys
+
+        if os.environ.get("DTRAIN_TEST_FAIL_IN_WORKERS") and sys.argv[1:2] == ["worker"]:
+            raise RuntimeError("deliberate failure in the worker's model()")
+        return super().model()

@@ -20,6 +20,13 @@ try:
 except ImportError:  # the finite-difference half of every check still runs
     torch = None
 
+TORCH_MISSING = ("torch is not installed: compared with finite differences only, not with "
+                 "torch (pip install torch to run the comparison)")
+# Set by ``check`` when it could not compare with torch; conftest.py then reports the test as
+# skipped with TORCH_MISSING (after the whole test, finite differences included, has passed),
+# so a run without torch says so instead of passing quietly on half the checks.
+torch_skipped: list = []
+
 
 def numeric_grad(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     """Central finite differences of the scalar function ``f`` at ``x`` (changed and restored)."""
@@ -93,6 +100,8 @@ def check(fn, *specs, grad: bool = True, fd: bool = True, vs_torch: bool = True,
             assert g is not None, "an input that requires grad received no gradient"
             assert g.shape == a.shape, (g.shape, a.shape)
             assert g.dtype == a.dtype, (g.dtype, a.dtype)
+    if vs_torch and torch is None:
+        torch_skipped.append(True)
     if vs_torch and torch is not None:
         tout, ttensors = _forward(torch, fn, arrays, grad)
         tgrads = _backward(torch, tout, ttensors, arrays, upstream) if grad else []

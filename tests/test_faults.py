@@ -39,10 +39,11 @@ def _worker_pid(rank: int, deadline: float = 20.0) -> int:
     raise TimeoutError(f"no worker of rank {rank}")
 
 
-def _start_worker(address: str, rank: int, *options: str) -> subprocess.Popen:
-    """A ``dtrain worker`` of the SlowSteps job, started by the test itself."""
+def _start_worker(address: str, rank: int, *options: str,
+                  job: str = "SlowSteps") -> subprocess.Popen:
+    """A ``dtrain worker`` of the SlowSteps job (or ``job``), started by the test itself."""
     return subprocess.Popen([sys.executable, "-m", "dtrain", "worker", *options, "--rank",
-                             str(rank), "--connect", address, "--job", "SlowSteps", JOBS],
+                             str(rank), "--connect", address, "--job", job, JOBS],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -269,28 +270,75 @@ def test_workers_outlive_a_lost_coordinator_and_rejoin_its_successor(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(final["model"].values(), params))
 
 
-def test_a_worker_added_mid_run_takes_work(tmp_path):
+def _took_work(metrics: str, worker: str) -> bool:
+    """True once a step record shows ``worker`` computed micro-shards."""
+    import json
+
+    with open(metrics) as f:
+        for line in f:
+            try:
+                times = json.loads(line).get("worker_times", {})
+            except ValueError:
+                continue  # a line being written
+            if times.get(worker, {}).get("compute_s", 0) > 0:
+                return True
+    return False
+
+
+def test_a_worker_added_mid_run_takes_work(tmp_path, monkeypatch):
+    """The run goes slowly (Throttled) until the newcomer has computed micro-shards: the join
+    is awaited, not raced against the end of the run (it used to fail under load)."""
     reference = _reference()
-    out = str(tmp_path)
+    out = str(tmp_path / "run")
+    metrics = os.path.join(out, "metrics.jsonl")
+    slow = tmp_path / "slow"
+    slow.touch()
+    monkeypatch.setenv("DTRAIN_TEST_SLOW", str(slow))
     address = f"tcp://127.0.0.1:{_free_port()}"
     extra = []
 
     def add_worker():
-        extra.append(_start_worker(address, 9, "--insecure"))
+        extra.append(_start_worker(address, 9, "--insecure", job="Throttled"))
         return extra[0].pid
 
-    injector = FaultInjector(os.path.join(out, "metrics.jsonl"), [(10, add_worker)])
+    def await_work():
+        deadline = time.monotonic() + 120
+        while not _took_work(metrics, "2"):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the added worker computed nothing within 120 s")
+            time.sleep(0.05)
+        slow.unlink()  # joined and working: let the run finish at full speed
+
+    injector = FaultInjector(metrics, [(10, add_worker), (10, await_work)])
     injector.start()
     try:
-        model, history = dtrain.fit(dist_jobs.SlowSteps, workers=2, out=out, max_steps=STEPS,
+        model, history = dtrain.fit(dist_jobs.Throttled, workers=2, out=out, max_steps=STEPS,
                                     bind=address, insecure=True)
+        injector.join(timeout=10)
+        assert injector.error is None, injector.error
+        assert extra and extra[0].wait(timeout=20) == 0
     finally:
         for p in extra:
-            p.wait(timeout=20)
-    injector.join(timeout=10)
-    assert injector.error is None, injector.error
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=10)
     last = history.steps[-1]
     assert last["workers"] == 3
     assert last["worker_times"]["2"]["compute_s"] > 0  # the newcomer computed micro-shards
-    assert extra[0].returncode == 0
     _assert_same(model, history, reference)
+
+
+def test_a_process_left_by_a_test_dies_with_it():
+    """conftest.py kills the dtrain processes a test leaves (here one retrying forever)."""
+    import conftest
+
+    before = conftest._children()
+    leftover = _start_worker(f"tcp://127.0.0.1:{_free_port()}", 7, "--insecure")
+    try:
+        assert leftover.poll() is None
+        assert conftest.kill_started_since(before) == [leftover.pid]
+        assert leftover.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        if leftover.poll() is None:
+            leftover.kill()
+            leftover.wait(timeout=10)

@@ -22,12 +22,22 @@ import numpy as np
 from ..autograd.tensor import Tensor
 from ..io import CheckpointError, load, save
 from ..io.container import remove_temporaries
+from .settings import SPEC_BY_NAME
 
 log = logging.getLogger("dtrain.checkpoint")
 
 FORMAT = "dtrain-checkpoint"
 _NAME = re.compile(r"^step-(\d{9})\.dtrain$")
 MANIFEST = "manifest.json"  # which job wrote which checkpoint, with its epoch metrics
+# Settings that change the bits of the result, which a resumed run must keep; epochs, max_steps
+# and the output and service settings only say how long and how the run goes on.
+RESULT_SETTINGS = ("batch_size", "micro_shards", "seed", "shuffle", "drop_last", "dtype",
+                   "scheduler_step", "accumulate", "clip_grad_norm", "threads")
+NEW_RUN = "or start a new run (another --out, or --overwrite)"
+
+
+class ResumeError(ValueError):
+    """A checkpoint this run cannot continue; the message names why and what to do."""
 
 
 def checkpoint_path(directory: str, step: int) -> str:
@@ -132,14 +142,84 @@ def read_checkpoint(path: str) -> dict:
     return state
 
 
-def latest_checkpoint(directory: str) -> tuple[str, dict] | None:
-    """The newest checkpoint that loads; damaged newer ones are skipped with a warning."""
-    for path in list_checkpoints(directory):
+def _checkpoint_step(path: str) -> int:
+    """The step a checkpoint file's name says (the final checkpoint has to be read)."""
+    match = _NAME.match(os.path.basename(path))
+    return int(match.group(1)) if match else -1
+
+
+def _scan(paths: list[str]) -> list[dict]:
+    """The checkpoints among ``paths`` that load, as (path, step, job id, mtime) records;
+    damaged ones are skipped with a warning. Only one state is held in memory at a time."""
+    found = []
+    for path in paths:
         try:
-            return path, read_checkpoint(path)
-        except (CheckpointError, OSError) as e:
+            state = read_checkpoint(path)
+            found.append({"path": path, "step": int(state["step"]),
+                          "job_id": state.get("job_id"), "mtime": os.stat(path).st_mtime_ns,
+                          "final": _checkpoint_step(path) < 0})
+        except (CheckpointError, OSError, TypeError, ValueError) as e:
             log.warning("skipping damaged checkpoint %s: %s", path, e)
-    return None
+    return found
+
+
+def resume_point(paths: list[str], job_id: str | None = None) -> tuple[str, dict]:
+    """The checkpoint a resumed run continues from: the highest valid step of one run.
+
+    The run is ``job_id`` when given, else the run that wrote the newest valid file, so a
+    directory that also holds an older, finished run's checkpoints continues the run that was
+    interrupted, never the other one. Files of other runs are named in a warning.
+    """
+    found = _scan(paths)
+    if not found:
+        raise ResumeError("no valid checkpoint to resume from")
+    run = job_id if job_id is not None else max(found, key=lambda c: c["mtime"])["job_id"]
+    mine = [c for c in found if c["job_id"] == run]
+    others = sorted({str(c["job_id"]) for c in found if c["job_id"] != run})
+    if not mine:
+        raise ResumeError(f"no checkpoint of job {run} (the checkpoints there belong to job "
+                          f"{', '.join(others)}): pass that job's id, {NEW_RUN}")
+    if others:
+        log.warning("ignoring %d checkpoint(s) of another run (job %s); resuming job %s",
+                    len(found) - len(mine), ", ".join(others), run)
+    best = max(mine, key=lambda c: (c["step"], c["final"]))
+    return best["path"], read_checkpoint(best["path"])
+
+
+def resume_conflicts(state: dict, settings) -> list[str]:
+    """The result-shaping settings and hyperparameters in which ``settings`` differ from the
+    checkpoint's, as ``name=saved (this run: value)`` texts."""
+    saved = state.get("settings") or {}
+    conflicts = []
+    for key in RESULT_SETTINGS:
+        was, now = saved.get(key, SPEC_BY_NAME[key].default), getattr(settings, key)
+        if was != now:
+            conflicts.append(f"{key}={was!r} (this run: {now!r})")
+    before, after = saved.get("hyperparameters") or {}, settings.hyperparameters
+    for name in sorted(set(before) | set(after)):
+        was, now = before.get(name, "unset"), after.get(name, "unset")
+        if was != now:
+            conflicts.append(f"hyperparameter {name}={was!r} (this run: {now!r})")
+    return conflicts
+
+
+def check_resumable(path: str, state: dict, settings, digest: str | None = None,
+                    script: str | None = None) -> None:
+    """Refuse to continue ``state`` with another script or with settings that change the
+    result; the message names every difference and the way out."""
+    saved = state.get("digest")
+    known = {saved, digest} & {None, "in-process"} == set()
+    if known and saved != digest:
+        raise ResumeError(f"cannot resume from {path}: it was written by another training "
+                          f"script than {script or 'this one'} (digest {saved[:12]}, this "
+                          f"script {digest[:12]}): resume with the script that wrote it, "
+                          f"{NEW_RUN}")
+    conflicts = resume_conflicts(state, settings)
+    if conflicts:
+        raise ResumeError(f"cannot resume from {path}: that run was trained with "
+                          f"{', '.join(conflicts)}; resume with the same values (only epochs, "
+                          f"max_steps and the output and service settings may change), "
+                          f"{NEW_RUN}")
 
 
 def snapshot(state):

@@ -243,13 +243,32 @@ def load_job(script: str, job_name: str | None = None) -> tuple[Job, str]:
         _importing.script = path
         try:
             spec.loader.exec_module(module)
-        except BaseException:
+        except BaseException as e:
             del sys.modules[module_name]
+            _explain_import_failure(e, script)
             raise
         finally:
             _importing.script = None
     cls = find_job_class(vars(module), job_name, where=script)
     return cls(), digest
+
+
+class ScriptError(ValueError):
+    """A training script that cannot be imported to build its job; the message names it."""
+
+
+def _explain_import_failure(e: BaseException, script: str) -> None:
+    """Raise ScriptError for failures that are the file's, not a line of its code: not Python
+    at all, or a top-level sys.exit() (which used to end ``dtrain launch`` with code 0)."""
+    if isinstance(e, SystemExit):
+        fix = MAIN_GUARD_FIX.replace("the call", "that call")
+        raise ScriptError(f"{script}: the script called sys.exit({e.code!r}) while being "
+                          f"imported to build its job: {fix}") from None
+    if isinstance(e, SyntaxError):
+        where = f"{script}:{e.lineno}" if e.lineno else script
+        raise ScriptError(f"{where}: not a valid Python training script ({e.msg})") from None
+    if isinstance(e, (UnicodeDecodeError, ValueError)) and "source" in str(e):
+        raise ScriptError(f"{script}: not a valid Python training script ({e})") from None
 
 
 def resolve_job(job, job_name: str | None = None) -> tuple[Job, str, str | None]:

@@ -4,17 +4,67 @@ The training loop publishes a snapshot after every step and, while it waits, eve
 interval; a small HTTP server thread serves ``/metrics`` (Prometheus text, via prometheus_client)
 and ``/status`` (JSON for ``dtrain status``) from the latest snapshot, so a scrape never touches
 the trainer's state while it changes.
+
+The port may be reachable from outside (the Kubernetes manifest binds 0.0.0.0), so what a
+client can hold is bounded: at most ``MAX_CONNECTIONS`` are served at once (one thread each;
+more are closed at once, without a thread) and a connection idle for ``TIMEOUT`` seconds is
+dropped. Idle connections used to hold a thread and a descriptor each, forever, until the
+coordinator could open no file.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from ..process import raise_fd_limit
+from ..records import dumps
+
 log = logging.getLogger("dtrain.monitor")
+
+MAX_CONNECTIONS = 16  # scrapes served at once; a Prometheus server and dtrain status need few
+TIMEOUT = 10.0  # seconds a connection may stay silent before it is dropped
+
+
+class BoundedHTTPServer(ThreadingHTTPServer):
+    """A threading HTTP server that serves at most ``limit`` connections at once and closes
+    the others on arrival, so connections never cost more than ``limit`` threads."""
+
+    daemon_threads = True
+    request_queue_size = 64  # the listen backlog: a burst of scrapes waits in the kernel
+
+    def __init__(self, address, handler, limit: int = MAX_CONNECTIONS):
+        self.limit = limit
+        self.active = 0
+        self._lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address) -> None:
+        with self._lock:
+            full = self.active >= self.limit
+            if not full:
+                self.active += 1
+        if full:
+            log.debug("refused %s: %d connections already served", client_address, self.limit)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._done()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._done()
+
+    def _done(self) -> None:
+        with self._lock:
+            self.active -= 1
 
 
 def _registry():
@@ -45,16 +95,22 @@ def _registry():
 class Monitor:
     """Serves /metrics and /status on ``host:port`` (port 0 picks one) until ``close()``."""
 
-    def __init__(self, port: int = 0, host: str = "127.0.0.1"):
+    def __init__(self, port: int = 0, host: str = "127.0.0.1", *, timeout: float = TIMEOUT,
+                 max_connections: int = MAX_CONNECTIONS):
+        raise_fd_limit()
         self.registry, self.metrics = _registry()
         self.snapshot: dict = {"state": "starting", "started": time.time()}
         self._counted = {"evictions": 0, "rejected": 0}
         monitor = self
 
         class Handler(BaseHTTPRequestHandler):
+            def setup(self):
+                self.timeout = timeout  # every read and write of the connection
+                super().setup()
+
             def do_GET(self):
                 if self.path.split("?")[0] == "/status":
-                    body = json.dumps(monitor.status()).encode()
+                    body = dumps(monitor.status()).encode()
                     self._reply(200, "application/json", body)
                 elif self.path.split("?")[0] == "/metrics":
                     if monitor.registry is None:
@@ -78,14 +134,17 @@ class Monitor:
             def log_message(self, fmt, *args):
                 log.debug("%s " + fmt, self.address_string(), *args)
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
+        self.server = BoundedHTTPServer((host, port), Handler, max_connections)
         self.address = f"{host}:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, name="dtrain-monitor",
                                        daemon=True)
         self.thread.start()
         log.info("metrics on http://%s/metrics, status on http://%s/status", self.address,
                     self.address)
+
+    def active(self) -> int:
+        """Connections being served right now."""
+        return self.server.active
 
     def status(self) -> dict:
         """The latest snapshot, with heartbeat ages computed now."""
@@ -131,6 +190,7 @@ class Monitor:
                 self.metrics["lr"].labels(str(i)).set(value)
 
     def close(self) -> None:
+        """Stop serving and close the port."""
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=5)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import zmq
 import zmq.auth
+import zmq.utils.z85
 from zmq.auth.thread import ThreadAuthenticator
 
 log = logging.getLogger("dtrain.security")
@@ -53,13 +54,31 @@ class ClientKeys:
 
     @classmethod
     def from_env(cls, env=os.environ) -> ClientKeys | None:
-        values = [env.get(k) for k in (ENV_PUBLIC_KEY, ENV_SECRET_KEY, ENV_SERVER_KEY)]
+        """The keys in DTRAIN_CURVE_* variables (None when none is set); SecurityError names a
+        missing or malformed one."""
+        names = (ENV_PUBLIC_KEY, ENV_SECRET_KEY, ENV_SERVER_KEY)
+        values = [env.get(k) for k in names]
         if not any(values):
             return None
         if not all(values):
-            raise SecurityError(f"set all of {ENV_SERVER_KEY}, {ENV_PUBLIC_KEY} and "
-                                f"{ENV_SECRET_KEY}, or none")
-        return cls(*(v.encode() for v in values))
+            missing = ", ".join(n for n, v in zip(names, values) if not v)
+            raise SecurityError(f"{missing} not set: set all of {ENV_SERVER_KEY}, "
+                                f"{ENV_PUBLIC_KEY} and {ENV_SECRET_KEY}, or none")
+        return cls(*(z85_key(v, n) for v, n in zip(values, names)))
+
+
+def z85_key(value, what: str) -> bytes:
+    """``value`` as a CURVE key (40 Z85 characters); SecurityError naming ``what`` otherwise."""
+    raw = value.encode("ascii", "replace") if isinstance(value, str) else bytes(value)
+    raw = raw.strip()
+    try:
+        ok = len(raw) == 40 and len(zmq.utils.z85.decode(raw)) == 32
+    except (ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise SecurityError(f"{what} is not a CURVE key (40 Z85 characters, as dtrain keygen "
+                            "writes)")
+    return raw
 
 
 def ephemeral_pair() -> tuple[ServerKeys, ClientKeys]:
@@ -81,10 +100,27 @@ def keygen(directory: str, names=("coordinator", "worker")) -> list[str]:
     return written
 
 
-def _read_pair(path: str, what: str) -> tuple[bytes, bytes]:
+def load_key_file(path: str, what: str) -> tuple[bytes, bytes | None]:
+    """(public, secret or None) from a certificate file; SecurityError names a missing,
+    empty, unreadable or malformed file."""
+    if os.path.isdir(path):
+        raise SecurityError(f"{what}: {path} is a directory, not a key file (dtrain keygen "
+                            "writes NAME.key and NAME.key_secret)")
     if not os.path.isfile(path):
-        raise SecurityError(f"{what}: no secret key file {path} (create one with dtrain keygen)")
-    public, secret = zmq.auth.load_certificate(path)
+        raise SecurityError(f"{what}: no key file {path} (create one with dtrain keygen)")
+    try:
+        public, secret = zmq.auth.load_certificate(path)
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise SecurityError(f"{what}: {path} is not a key file written by dtrain keygen "
+                            f"({e})") from None
+    public = z85_key(public, f"{what}: the public key in {path}")
+    if secret is not None:
+        secret = z85_key(secret, f"{what}: the secret key in {path}")
+    return public, secret
+
+
+def _read_pair(path: str, what: str) -> tuple[bytes, bytes]:
+    public, secret = load_key_file(path, what)
     if secret is None:
         raise SecurityError(f"{what}: {path} holds no secret key")
     return public, secret
@@ -98,7 +134,7 @@ def server_keys_from_dir(directory: str, allow_dir: str | None = None) -> Server
     allowed = set()
     for name in sorted(os.listdir(allow_dir)):
         if name.endswith(".key") and (allow_dir != directory or name != "coordinator.key"):
-            key, _ = zmq.auth.load_certificate(os.path.join(allow_dir, name))
+            key, _ = load_key_file(os.path.join(allow_dir, name), "allowed worker")
             allowed.add(key)
     if not allowed:
         raise SecurityError(f"no worker public keys (*.key) in {allow_dir}: nobody could join")
@@ -108,10 +144,8 @@ def server_keys_from_dir(directory: str, allow_dir: str | None = None) -> Server
 def client_keys_from_dir(directory: str, name: str = "worker") -> ClientKeys:
     """``NAME.key_secret`` and the coordinator's ``coordinator.key`` from ``directory``."""
     public, secret = _read_pair(os.path.join(directory, f"{name}.key_secret"), "worker")
-    server_file = os.path.join(directory, "coordinator.key")
-    if not os.path.isfile(server_file):
-        raise SecurityError(f"worker: no coordinator public key {server_file}")
-    server, _ = zmq.auth.load_certificate(server_file)
+    server, _ = load_key_file(os.path.join(directory, "coordinator.key"),
+                              "worker: the coordinator's public key")
     return ClientKeys(public, secret, server)
 
 

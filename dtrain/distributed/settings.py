@@ -53,12 +53,16 @@ class Spec:
         if not fits:
             raise ValueError(f"setting {self.name} must be {self.describe_range()}, "
                              f"got {value!r}")
+        if self.type is int and value > INT_MAX:
+            raise ValueError(f"setting {self.name} must be at most 2**63 - 1 ({INT_MAX}), "
+                             f"got {_short(value)}")
 
     def parse(self, text: str):
         """Convert command-line or environment text to this setting's type."""
         return parse_value(text, self.type, f"setting {self.name}")
 
 
+INT_MAX = 2**63 - 1  # every process gets the settings in msgpack, whose integers are 64-bit
 SCHEDULER_CADENCES = ("epoch", "step")
 DTYPES = ("float32", "float64")
 
@@ -107,6 +111,12 @@ SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
 HYPERPARAMETER_TYPES = (bool, int, float, str)
 
 
+def _short(value) -> str:
+    """A number as text, shortened when it is huge."""
+    text = repr(value)
+    return text if len(text) <= 30 else f"{text[:12]}...{text[-6:]} ({len(text)} digits)"
+
+
 def parse_value(text: str, kind: type, what: str):
     """Convert ``text`` to ``kind`` (bool, int, float or str); ValueError names ``what``."""
     if not isinstance(text, str):
@@ -147,6 +157,9 @@ def _validate(self) -> Settings:
                 or not isinstance(value, HYPERPARAMETER_TYPES):
             raise ValueError(f"hyperparameter {name!r}={value!r}: names are identifiers and "
                              "values are numbers, booleans or text")
+        if isinstance(value, int) and not -INT_MAX - 1 <= value <= INT_MAX:
+            raise ValueError(f"hyperparameter {name} must be within 64-bit integers (at most "
+                             f"2**63 - 1 in size), got {_short(value)}")
     return self
 
 

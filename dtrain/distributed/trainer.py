@@ -20,7 +20,6 @@ from ..process import blas_threads
 from ..autograd.tensor import Tensor
 from .compute import SampleSource, ShardComputer, add_values, batch_norm_modules, evaluate
 from .phases import build_phases
-from .settings import SPEC_BY_NAME
 from .shards import BatchPlan, Planner, batches_per_epoch, tree_sum
 
 log = logging.getLogger("dtrain.trainer")
@@ -120,6 +119,7 @@ class Trainer:
         self.checkpoint_dir = checkpoint_dir
         self.checkpoints = None  # the CheckpointWriter, made on the first checkpoint
         self.job_id = getattr(self.executor, "job_id", None)
+        self.digest = getattr(self.executor, "digest", None)  # the script's, for resume
         self.training = False  # True between the executor's start and the end of the run
         self.stop_requested = False  # set (e.g. by Ctrl-C): checkpoint after this step, stop
         self.stopped = False  # the job's on_epoch_end ended training (early stopping)
@@ -156,18 +156,19 @@ class Trainer:
             "settings": self.settings.to_dict(),
             "rng": _random.get_rng_state(),
             "job_id": self.job_id,
+            "digest": self.digest,
             "stopped": self.stopped,
             "accumulated": {"count": self._acc_count, "grads": list(self._acc)},
         }
 
     def restore(self, state: dict) -> None:
         """Continue from ``state()`` output; the settings that shape the result must match."""
-        saved = state["settings"]
-        for key in ("batch_size", "micro_shards", "seed", "shuffle", "drop_last", "dtype",
-                    "scheduler_step", "accumulate"):
-            if saved.get(key, SPEC_BY_NAME[key].default) != getattr(self.settings, key):
-                raise ValueError(f"cannot resume: checkpoint has {key}={saved.get(key)!r}, "
-                                 f"this run has {getattr(self.settings, key)!r}")
+        from .checkpoint import resume_conflicts
+
+        conflicts = resume_conflicts(state, self.settings)
+        if conflicts:
+            raise ValueError(f"cannot resume: the checkpoint's run was trained with "
+                             f"{', '.join(conflicts)}")
         self.model.load_state_dict(state["model"])
         single = len(self.phases) == 1
         optimizers = [state["optimizer"]] if single else state["optimizer"]

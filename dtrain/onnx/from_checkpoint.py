@@ -17,6 +17,9 @@ def model_state(state, path: str) -> dict:
                      "writes) or a saved state_dict")
 
 
+MAX_EXAMPLE_VALUES = 1 << 24  # an example input traces the model once; one sample is enough
+
+
 def export_checkpoint(checkpoint, script, out, job_name: str | None = None,
                       input_shape: tuple | None = None, opset: int = 17,
                       dynamic_batch: bool = True):
@@ -35,11 +38,16 @@ def export_checkpoint(checkpoint, script, out, job_name: str | None = None,
     from ..inference import build_trained_model
 
     model = build_trained_model(job, {**(state if isinstance(state, dict) else {}),
-                                      "model": weights})  # the run's settings, as trained
+                                      "model": weights}, str(checkpoint))  # as trained
     dtype = job.dtype
     if input_shape is not None:
         if not input_shape or any(int(n) < 1 for n in input_shape):
             raise ValueError(f"input shape must be positive sizes, got {tuple(input_shape)}")
+        values = int(np.prod([int(n) for n in input_shape], dtype=object))
+        if values > MAX_EXAMPLE_VALUES:
+            raise ValueError(f"input shape {','.join(str(int(n)) for n in input_shape)} holds "
+                             f"{values} values, more than {MAX_EXAMPLE_VALUES} that an example "
+                             "input needs: give the shape of a batch of one, e.g. 1,64")
         example = np.zeros(tuple(int(n) for n in input_shape), dtype=dtype)
     else:
         source = SampleSource(job.train_data(), dtype)
