@@ -3,6 +3,10 @@
 The ops themselves live in ``tensor.py``; these wrappers add torch's keyword arguments. They call
 the ops through the module (``_t.add``), so whatever wraps the module's ops (the ONNX tracer)
 sees every call.
+
+This module is also ``torch.autograd.functional``'s place: ``jacobian``, ``hessian``, ``vjp``,
+``jvp``, ``hvp`` and ``vhp`` (defined in ``derivatives.py``) are re-exported here, so
+``import dtrain.autograd.functional as AF; AF.jacobian(...)`` works as in torch.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import warnings
 import numpy as np
 
 from . import tensor as _t
+from .derivatives import hessian, hvp, jacobian, jvp, vhp, vjp  # noqa: F401  (see docstring)
 from .tensor import Tensor
 
 _ROUNDING = (None, "trunc", "floor")
