@@ -113,10 +113,14 @@ def _rounded_div(a, b, mode: str) -> Tensor:
         else:
             value = np.trunc(A / B)
     value = value.astype(A.dtype, copy=False)
+    def graph(g):
+        return (_t._zeros_like(a) if a._requires_grad else None,
+                _t._zeros_like(b) if b._requires_grad else None)
+
     return _t._op(value, (a, b), lambda g: (np.zeros(A.shape, g.dtype) if a._requires_grad
                                             else None,
                                             np.zeros(B.shape, g.dtype) if b._requires_grad
-                                            else None), "DivBackward2")
+                                            else None), "DivBackward2", graph=graph)
 
 
 def _unary(name: str):

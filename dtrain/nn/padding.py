@@ -12,6 +12,7 @@ import numbers
 
 import numpy as np
 
+from ..autograd import tensor as _t
 from ..autograd.tensor import Tensor, _op
 from .module import Module
 
@@ -71,7 +72,10 @@ def _constant(input: Tensor, pairs: list, value: float) -> Tensor:
         gx[crop] = g[inner]
         return (gx,)
 
-    return _op(out, (input,), backward, "ConstantPadNdBackward0")
+    def graph(g):
+        return (_t.index_add_zeros(X.shape, crop, _t.getitem(g, inner)),)
+
+    return _op(out, (input,), backward, "ConstantPadNdBackward0", graph=graph)
 
 
 def _copying(input: Tensor, pairs: list, mode: str) -> Tensor:
