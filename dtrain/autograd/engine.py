@@ -13,9 +13,9 @@ import warnings
 
 import numpy as np
 
+from .grad_mode import no_grad
 from .graph_engine import _accumulate as accumulate_graph
 from .graph_engine import run_backward_graph
-from .grad_mode import no_grad
 from .tensor import Tensor
 
 _FREED = (

@@ -61,7 +61,7 @@ class Node:
         # gradient of this op must still flow to the node that produced the value it used
         self.edges = tuple(t.grad_fn for t in inputs)
         self.backward_fn = backward_fn
-        # the same backward in Tensor ops, for create_graph=True; None: the op has no double backward
+        # the backward in Tensor ops, for create_graph=True; None: the op has no double backward
         self.graph_fn = graph_fn
         self.retained = None  # weakref to the output tensor when retain_grad() was called
 
@@ -1602,7 +1602,8 @@ def matmul(a, b) -> Tensor:
 
     def graph(g):
         if A.ndim == 1 and B.ndim == 1:
-            return (mul(g, b) if a._requires_grad else None, mul(g, a) if b._requires_grad else None)
+            return (mul(g, b) if a._requires_grad else None,
+                    mul(g, a) if b._requires_grad else None)
         a2 = a if A.ndim > 1 else unsqueeze(a, 0)
         b2 = b if B.ndim > 1 else unsqueeze(b, 1)
         g2 = g
@@ -1619,8 +1620,8 @@ def matmul(a, b) -> Tensor:
             gb = _unbroadcast(squeeze(gb, -1) if B.ndim == 1 else gb, B.shape)
         return ga, gb
 
-    return _op(A @ B, (a, b), backward, "MmBackward0" if A.ndim == B.ndim == 2 else "MatmulBackward0",
-               graph=graph)
+    name = "MmBackward0" if A.ndim == B.ndim == 2 else "MatmulBackward0"
+    return _op(A @ B, (a, b), backward, name, graph=graph)
 
 
 def _shape_str(arr) -> str:

@@ -17,8 +17,8 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ..autograd.device import check_device
 from ..autograd import tensor as _t
+from ..autograd.device import check_device
 from ..autograd.graph_engine import vjp_via
 from ..autograd.tensor import Tensor, _op, get_default_dtype
 from . import init
