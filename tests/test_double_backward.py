@@ -204,3 +204,38 @@ def test_constant_pad():
         return m.nn.functional.pad(x, (1, 2, 0, 1), value=0.5) ** 3
 
     check_double(fn, (2, 3, 4))
+
+
+@pytest.mark.parametrize("fn", [
+    lambda m, x: m.nn.functional.avg_pool2d(x * x, 2) ** 2,
+    lambda m, x: m.nn.functional.avg_pool2d(x * x, 3, 2, 1, count_include_pad=False) ** 2,
+    lambda m, x: m.nn.functional.adaptive_avg_pool2d(x * x, (2, 3)) ** 2,
+    lambda m, x: m.nn.functional.max_pool2d(x * x, 2) ** 2,
+    lambda m, x: m.nn.functional.max_pool2d(x, 3, 1, 1) ** 3,
+    lambda m, x: m.nn.functional.max_pool2d(x[0], 2, dilation=2) ** 3,
+    lambda m, x: m.nn.functional.interpolate(x * x, scale_factor=2) ** 2,
+    lambda m, x: m.nn.functional.interpolate(x * x, size=(3, 5), mode="bilinear",
+                                             align_corners=False) ** 2,
+    lambda m, x: m.nn.functional.pixel_shuffle(x.reshape(2, 12, 2, 2) ** 2, 2) ** 2,
+    lambda m, x: m.nn.functional.pixel_unshuffle(x ** 2, 2) ** 2,
+    lambda m, x: m.nn.functional.pad(x * x, (1, 2, 2, 1), mode="reflect") ** 2,
+    lambda m, x: m.nn.functional.pad(x * x, (1, 2, 2, 1), mode="replicate") ** 2,
+    lambda m, x: m.nn.functional.pad(x * x, (1, 2, 2, 1), mode="circular") ** 2,
+    lambda m, x: x.sort(2).values ** 3,
+    lambda m, x: x.topk(2, dim=3).values ** 3,
+])
+def test_pooling_resampling_and_sorting(fn):
+    check_double(fn, distinct(2, 3, 4, 4))
+
+
+@pytest.mark.parametrize("options", [{}, {"stride": 2, "padding": 1, "output_padding": 1},
+                                     {"dilation": 2, "groups": 2}])
+def test_conv_transpose2d(options):
+    check_double(lambda m, x, w, b: m.nn.functional.conv_transpose2d(x, w, b, **options) ** 2,
+                 (2, 4, 3, 3), (4, 3, 2, 2), (3 * options.get("groups", 1),), atol=1e-6,
+                 rtol=1e-6)
+
+
+def test_conv_transpose2d_unbatched():
+    check_double(lambda m, x, w: m.nn.functional.conv_transpose2d(x, w, stride=2).tanh(),
+                 (2, 3, 3), (2, 3, 3, 3))

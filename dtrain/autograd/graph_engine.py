@@ -232,3 +232,21 @@ def vjp_via(decomposition, inputs: tuple, g: Tensor) -> tuple:
 
 def _alias(t: Tensor) -> Tensor:
     return _t._op(t._data, (t,), lambda g: (g,), "AliasBackward0", graph=lambda g: (g,))
+
+
+def linear_graph(forward, backward_fn, name: str):
+    """The graph backward of an op linear in its one input (pooling, resampling, shuffles).
+
+    Its gradient is the NumPy ``backward_fn`` applied to ``g``, recorded as an op whose own
+    backward is ``forward`` (the op itself, a function of a Tensor) again: a linear map's
+    adjoint's adjoint is the map.
+    """
+
+    def graph(g: Tensor) -> tuple:
+        def back(gg):
+            return (forward(Tensor._wrap(gg))._data,)
+
+        value = backward_fn(g._data)[0]
+        return (_t._op(value, (g,), back, name, graph=lambda gg: (forward(gg),)),)
+
+    return graph
