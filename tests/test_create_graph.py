@@ -295,3 +295,19 @@ def test_mlp_hessian_vector_product_matches_finite_differences():
     h = 1e-5
     for got, hi, lo in zip(hvp, grad_dot(h), grad_dot(-h)):  # H v = d/dt grad(p + t v)
         np.testing.assert_allclose(got, (hi - lo) / (2 * h), rtol=1e-5, atol=1e-7)
+
+
+def test_backward_frees_the_saved_values_of_both_backwards():
+    import gc
+    import weakref
+
+    x = leaf(RNG.standard_normal(4))
+    h = x.exp()
+    y = (h * h).sum()
+    node = h.grad_fn
+    watch = weakref.ref(h)
+    del h
+    y.backward()
+    assert node.backward_fn is None and node.graph_fn is None
+    gc.collect()
+    assert watch() is None  # nothing but the graph held it, and the graph let it go

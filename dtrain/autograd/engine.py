@@ -169,7 +169,7 @@ def run_backward(outputs, grad_outputs, retain_graph: bool, capture=None) -> dic
                 raise RuntimeError(_FREED)
             grads = fn(g)
             if not retain_graph:
-                node.backward_fn = None
+                node.backward_fn = node.graph_fn = None
             for i, (t, child, gi) in enumerate(zip(node.inputs, node.edges, grads)):
                 if gi is None or not t.requires_grad:
                     continue

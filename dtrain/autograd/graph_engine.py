@@ -165,7 +165,7 @@ def run_backward_graph(outputs, grad_outputs, capture=None, retain_graph: bool =
                 continue
             grads = _node_grads(node, g)
             if not retain_graph:
-                node.backward_fn = None
+                node.backward_fn = node.graph_fn = None
             for t, child, gi in zip(node.inputs, node.edges, grads):
                 if gi is None or not t.requires_grad:
                     continue
@@ -189,11 +189,9 @@ def _retained(node, g, captured, capture_ids, node_of):
     t = node.retained() if node.retained is not None else None
     if t is not None:
         g = _hooked(t, g)
-        if captured is not None and id(t) in capture_ids:
-            captured[id(t)] = g
-        elif t._retains_grad and captured is None:
+        if t._retains_grad and captured is None:
             _accumulate(t, g)
-    elif captured is not None and node in node_of:
+    if captured is not None and node in node_of:
         captured[id(node_of[node])] = g
     return g
 
