@@ -1932,8 +1932,7 @@ def getitem(a: Tensor, key) -> Tensor:
 
 
 def index_add_zeros(shape: tuple, key, g: Tensor) -> Tensor:
-    """Zeros of ``shape`` with ``g`` added at ``key`` (repeats accumulate): indexing's gradient,
-    as an op so that a create_graph backward through indexing is differentiable again."""
+    """Zeros of ``shape`` plus ``g`` at ``key`` (repeats add): indexing's gradient, as an op."""
     basic = _is_basic_index(key)
     G = g._data
     out = np.zeros(shape, dtype=G.dtype)
