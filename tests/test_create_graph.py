@@ -109,12 +109,21 @@ def test_unsupported_op_raises_naming_it():
         grad((_opaque(a) ** 2).sum(), a, create_graph=True)
     (g,) = grad((_opaque(a) ** 2).sum(), a)  # first order still works
     np.testing.assert_allclose(g.numpy(), [8.0, 16.0])
-    x = dtrain.tensor([0.3, -0.2], requires_grad=True)
-    (g,) = grad(nn.functional.gelu(x).sum(), x, create_graph=True)
-    (h,) = grad(g.sum(), x, retain_graph=True)  # the second derivative is a closed form op
-    assert h.shape == (2,)
-    with pytest.raises(NotImplementedError, match="GeluBackwardBackward0"):
-        grad(g.sum(), x, create_graph=True)  # a third derivative is not
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_third_derivative_matches_torch(approximate):
+    torch = pytest.importorskip("torch")
+    values = np.array([0.3, -1.2, 2.0])
+
+    def third(m):
+        x = m.tensor(values, requires_grad=True)
+        (g,) = m.autograd.grad(m.nn.functional.gelu(x, approximate=approximate).sum(), x,
+                               create_graph=True)
+        (h,) = m.autograd.grad(g.sum(), x, create_graph=True)
+        return m.autograd.grad(h.sum(), x)[0].numpy()
+
+    np.testing.assert_allclose(third(dtrain), third(torch), rtol=1e-10, atol=1e-12)
 
 
 def test_materialize_grads_and_allow_unused():

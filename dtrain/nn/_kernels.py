@@ -129,7 +129,21 @@ def _gelu_slope(input: Tensor, approximate: str) -> Tensor:
         slope = 0.5 * (1 + t) + 0.5 * X * (1 - t * t) * d_inner
         curve = (1 - t * t) * (d_inner - X * t * d_inner * d_inner + X * k * 3 * 0.044715 * X)
     slope, curve = slope.astype(X.dtype, copy=False), curve.astype(X.dtype, copy=False)
-    return _op(slope, (input,), lambda g: (g * curve,), "GeluBackwardBackward0")
+    return _op(slope, (input,), lambda g: (g * curve,), "GeluBackwardBackward0",
+               graph=lambda g: (_t.mul(g, _gelu_curve(input, approximate)),))
+
+
+def _gelu_curve(x: Tensor, approximate: str) -> Tensor:
+    """GELU's second derivative in differentiable ops (third and higher derivatives)."""
+    square = _t.mul(x, x)
+    if approximate == "none":
+        pdf = _t.mul(_t.exp(_t.mul(square, -0.5)), 1 / math.sqrt(2.0 * math.pi))
+        return _t.mul(pdf, _t.sub(2, square))
+    k, c = math.sqrt(2.0 / math.pi), 0.044715
+    t = _t.tanh(_t.mul(_t.add(x, _t.mul(_t.mul(square, x), c)), k))
+    d_inner = _t.mul(_t.add(_t.mul(square, 3 * c), 1), k)
+    inner = _t.sub(d_inner, _t.mul(_t.mul(x, t), _t.mul(d_inner, d_inner)))
+    return _t.mul(_t.sub(1, _t.mul(t, t)), _t.add(inner, _t.mul(square, 3 * k * c)))
 
 
 def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
