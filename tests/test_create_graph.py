@@ -3,6 +3,8 @@ Hessian-vector products of an MLP loss, against torch and finite differences."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from helpers import numeric_grad
@@ -344,3 +346,20 @@ def test_recurrent_critic_penalty_matches_torch(kind, options):
 
     for mine, theirs in zip(step(dtrain), step(torch)):
         np.testing.assert_allclose(mine, theirs, rtol=1e-9, atol=1e-12)
+
+
+def test_grads_batched_matches_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(8)
+    x_np, v_np = rng.standard_normal(3), rng.standard_normal((4, 2, 3))
+
+    def batched(m):
+        x = m.tensor(x_np, requires_grad=True)
+        y = m.stack([x.exp() * x.sum(), x.tanh()])
+        (g,) = m.autograd.grad(y, x, m.tensor(v_np), is_grads_batched=True)
+        return g.numpy()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch's vmap warns about jit
+        theirs = batched(torch)
+    np.testing.assert_allclose(batched(dtrain), theirs, rtol=1e-12)

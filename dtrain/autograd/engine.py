@@ -268,10 +268,11 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
         warnings.warn("only_inputs argument is deprecated and is ignored now (defaults to True). "
                       "To accumulate gradient for other parts of the graph, please use "
                       "torch.autograd.backward.", FutureWarning, stacklevel=2)
-    if is_grads_batched:
-        raise NotImplementedError("grad(is_grads_batched=True) needs vmap, which dtrain does not "
-                                  "have; loop over the batch of grad_outputs instead")
     keys = list(inputs.keys()) if type(inputs) is dict else None
+    if is_grads_batched:
+        result = _batched_grad(outputs, _tensor_list(inputs, "grad"), grad_outputs, retain_graph,
+                               create_graph, allow_unused, materialize_grads)
+        return dict(zip(keys, result)) if keys is not None else result
     outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
     inputs = _tensor_list(inputs, "grad")
     if grad_outputs is not None and not isinstance(grad_outputs, (list, tuple)):
@@ -304,3 +305,20 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     if keys is not None:
         return dict(zip(keys, result))
     return tuple(result)
+
+
+def _batched_grad(outputs, inputs, grad_outputs, retain_graph, create_graph, allow_unused,
+                  materialize_grads) -> tuple:
+    """``grad(is_grads_batched=True)``: one backward per leading index of the ``grad_outputs``
+    (torch vectorizes this with vmap), the results stacked along a new first dimension."""
+    from .tensor import stack
+
+    grad_outputs = [grad_outputs] if isinstance(grad_outputs, Tensor) else list(grad_outputs)
+    count = grad_outputs[0].shape[0]
+    rows = []
+    for b in range(count):
+        rows.append(grad(outputs, inputs, [go[b] for go in grad_outputs],
+                         retain_graph=True if b < count - 1 else retain_graph,
+                         create_graph=create_graph, allow_unused=allow_unused,
+                         materialize_grads=materialize_grads))
+    return tuple(None if column[0] is None else stack(list(column), 0) for column in zip(*rows))
