@@ -60,7 +60,7 @@ def gather(input: Tensor, dim: int, index) -> Tensor:
         return (grad,)
 
     return _t._op(A[key], (input,), backward, "GatherBackward0",
-                  graph=lambda g: (_t.index_add_zeros(A.shape, key, g),))
+                  graph=lambda g: (_t._index_add_zeros(A.shape, key, g),))
 
 
 def index_select(input: Tensor, dim: int, index) -> Tensor:
@@ -86,7 +86,7 @@ def index_select(input: Tensor, dim: int, index) -> Tensor:
         return (grad,)
 
     def graph(g):
-        return (_t.index_add_zeros(A.shape, (slice(None),) * d + (idx,), g),)
+        return (_t._index_add_zeros(A.shape, (slice(None),) * d + (idx,), g),)
 
     return _t._op(np.take(A, idx, axis=d), (input,), backward, "IndexSelectBackward0",
                   graph=graph)
@@ -142,7 +142,7 @@ def scatter(input: Tensor, dim: int, index, src=None, *, value=None, reduce=None
             ga = g if reduce is not None else _t.index_put(g, key, 0)
         if src is not None and src._requires_grad:
             window = tuple(slice(0, n) for n in idx.shape)
-            gs = _t.index_add_zeros(src._data.shape, window, _t.getitem(g, key))
+            gs = _t._index_add_zeros(src._data.shape, window, _t.getitem(g, key))
         return (ga, gs)[: len(inputs)]
 
     inputs = (input,) if src is None else (input, src)

@@ -50,7 +50,7 @@ def _piece(input: Tensor, key: tuple, name: str) -> Tensor:
         return (grad,)
 
     return _t._op(A[key], (input,), backward, name,
-                  graph=lambda g: (_t.index_add_zeros(A.shape, key, g),))
+                  graph=lambda g: (_t._index_add_zeros(A.shape, key, g),))
 
 
 def unbind(input: Tensor, dim: int = 0) -> tuple:

@@ -35,7 +35,7 @@ def _taken(a: Tensor, idx: np.ndarray, d: int, name: str) -> Tensor:
     def graph(g):
         from .indexing import _full_index
 
-        return (_t.index_add_zeros(A.shape, _full_index(idx, d), g),)
+        return (_t._index_add_zeros(A.shape, _full_index(idx, d), g),)
 
     return _t._op(np.take_along_axis(A, idx, axis=d), (a,), backward, name, graph=graph)
 

@@ -1923,7 +1923,7 @@ def getitem(a: Tensor, key) -> Tensor:
         return (grad,)
 
     def graph(g):
-        return (index_add_zeros(A.shape, key, g),)
+        return (_index_add_zeros(A.shape, key, g),)
 
     if basic:
         out = out if isinstance(out, np.ndarray) else np.asarray(out)
@@ -1931,7 +1931,7 @@ def getitem(a: Tensor, key) -> Tensor:
                graph=graph)
 
 
-def index_add_zeros(shape: tuple, key, g: Tensor) -> Tensor:
+def _index_add_zeros(shape: tuple, key, g: Tensor) -> Tensor:
     """Zeros of ``shape`` plus ``g`` at ``key`` (repeats add): indexing's gradient, as an op."""
     basic = _is_basic_index(key)
     G = g._data

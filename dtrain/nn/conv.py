@@ -331,7 +331,7 @@ def _conv2d_ops(x: Tensor, wt: Tensor, b, stride, pads, dilation, groups, paddin
     if padding_mode == "zeros":
         if pt or pb or pl or pr:
             inner = (slice(None), slice(None), slice(pt, pt + h), slice(pl, pl + w))
-            x = _t.index_add_zeros((n, c, h + pt + pb, w + pl + pr), inner, x)
+            x = _t._index_add_zeros((n, c, h + pt + pb, w + pl + pr), inner, x)
     else:
         src_h = np.pad(np.arange(h), (pt, pb), mode=_PADDING_MODES[padding_mode])
         src_w = np.pad(np.arange(w), (pl, pr), mode=_PADDING_MODES[padding_mode])

@@ -106,7 +106,7 @@ def _conv_transpose2d(input: Tensor, weight: Tensor, bias, stride: tuple, paddin
                          _t.reshape(wt, (groups, cin // groups, cg * kh * kw)))
         prod = _t.permute(_t.reshape(prod, (groups, n, h, w, cg, kh, kw)), (1, 0, 4, 2, 5, 3, 6))
         windows = _t.reshape(prod, (n, cout, h, kh, w, kw))
-        grown_t = _t.index_add_zeros((n, cout, *full), (slice(None), slice(None),
+        grown_t = _t._index_add_zeros((n, cout, *full), (slice(None), slice(None),
                                                         rows[:, :, None, None],
                                                         cols[None, None, :, :]), windows)
         out_t = _t.getitem(grown_t, (slice(None), slice(None), slice(ph, ph + ho),

@@ -74,7 +74,7 @@ def _constant(input: Tensor, pairs: list, value: float) -> Tensor:
         return (gx,)
 
     def graph(g):
-        return (_t.index_add_zeros(X.shape, crop, _t.getitem(g, inner)),)
+        return (_t._index_add_zeros(X.shape, crop, _t.getitem(g, inner)),)
 
     return _op(out, (input,), backward, "ConstantPadNdBackward0", graph=graph)
 

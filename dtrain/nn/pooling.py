@@ -128,7 +128,7 @@ def max_pool2d(input: Tensor, kernel_size, stride=None, padding=0, dilation=1,
         rows = oh * s[0] + (pos // k[1]) * d[0] - p[0]
         cols = ow * s[1] + (pos % k[1]) * d[1] - p[1]
         G = _t.unsqueeze(grad, 0) if unbatched else grad
-        gx = _t.index_add_zeros(X.shape, (nn_, cc, rows, cols), G)
+        gx = _t._index_add_zeros(X.shape, (nn_, cc, rows, cols), G)
         return (_t.squeeze(gx, 0) if unbatched else gx,)
 
     out = _op(best[0] if unbatched else best, (input,), backward, "MaxPool2DWithIndicesBackward0",

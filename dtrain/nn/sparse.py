@@ -93,7 +93,7 @@ def embedding(input, weight: Tensor, padding_idx: int | None = None,
             rows = _t.div(rows, counts[flat][:, None].astype(W.dtype))
         if pad is not None:
             rows = _t.mul(rows, (flat != pad)[:, None].astype(W.dtype))
-        return (_t.index_add_zeros(W.shape, flat, rows),)
+        return (_t._index_add_zeros(W.shape, flat, rows),)
 
     return _op(out, (weight,), backward, "EmbeddingBackward0", graph=graph)
 
