@@ -1,8 +1,9 @@
 """Reverse-mode automatic differentiation on NumPy arrays (PyTorch's semantics)."""
 
+from . import functional  # also torch.autograd.functional: jacobian, hessian, vjp, jvp, hvp, vhp
 from .engine import backward, grad
 from .grad_mode import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
 from .tensor import Node, Tensor
 
-__all__ = ["Node", "Tensor", "backward", "enable_grad", "grad", "inference_mode",
+__all__ = ["Node", "Tensor", "backward", "enable_grad", "functional", "grad", "inference_mode",
            "is_grad_enabled", "no_grad", "set_grad_enabled"]

@@ -9,9 +9,13 @@ leaf's ``.grad``, so in-place accumulation never leaks from one tensor into anot
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .grad_mode import no_grad
+from .graph_engine import _accumulate as accumulate_graph
+from .graph_engine import run_backward_graph
 from .tensor import Tensor
 
 _FREED = (
@@ -165,7 +169,7 @@ def run_backward(outputs, grad_outputs, retain_graph: bool, capture=None) -> dic
                 raise RuntimeError(_FREED)
             grads = fn(g)
             if not retain_graph:
-                node.backward_fn = None
+                node.backward_fn = node.graph_fn = None
             for i, (t, child, gi) in enumerate(zip(node.inputs, node.edges, grads)):
                 if gi is None or not t.requires_grad:
                     continue
@@ -187,13 +191,54 @@ def run_backward(outputs, grad_outputs, retain_graph: bool, capture=None) -> dic
     return captured
 
 
-def backward(tensors, grad_tensors=None, retain_graph=None, inputs=None) -> None:
-    """Compute and accumulate gradients of ``tensors`` into the leaves' ``.grad``."""
+_CYCLE = (
+    "Using backward() with create_graph=True will create a reference cycle between the parameter "
+    "and its gradient which can cause a memory leak. We recommend using autograd.grad when "
+    "creating the graph to avoid this. If you have to use this function, make sure to reset the "
+    ".grad fields of your parameters to None after use to break the cycle and avoid the leak."
+)
+
+
+def _tensor_list(tensors, name: str) -> list:
+    if isinstance(tensors, Tensor):
+        return [tensors]
+    if type(tensors) is dict:
+        tensors = tensors.values()
+    tensors = list(tensors)
+    if not tensors:
+        raise RuntimeError(f"`inputs` argument to `{name}()` cannot be empty.")
+    return tensors
+
+
+def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False,
+             grad_variables=None, inputs=None) -> None:
+    """Compute and accumulate gradients of ``tensors`` into the leaves' ``.grad``.
+
+    With ``create_graph=True`` each ``.grad`` is a Tensor with a graph (``retain_graph`` then
+    defaults to True), as ``torch.autograd.backward``.
+    """
     tensors = [tensors] if isinstance(tensors, Tensor) else list(tensors)
+    if grad_variables is not None:
+        if grad_tensors is not None:
+            raise RuntimeError("`grad_tensors` and `grad_variables` (deprecated) arguments both "
+                               "passed to `backward()`. Please only use `grad_tensors`.")
+        warnings.warn("`grad_variables` is deprecated. Use `grad_tensors` instead.",
+                      FutureWarning, stacklevel=2)
+        grad_tensors = grad_variables
     if grad_tensors is not None and not isinstance(grad_tensors, (list, tuple)):
         grad_tensors = [grad_tensors]
     if inputs is not None:
-        inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+        inputs = _tensor_list(inputs, "backward")
+    if retain_graph is None:
+        retain_graph = create_graph
+    if create_graph:
+        warnings.warn(_CYCLE, UserWarning, stacklevel=3)
+        captured = run_backward_graph(tensors, grad_tensors, inputs, bool(retain_graph))
+        for t in inputs or ():
+            if captured.get(id(t)) is not None:
+                accumulate_graph(t, captured[id(t)])
+        return
+    if inputs is not None:
         captured = run_backward(tensors, grad_tensors, bool(retain_graph), capture=inputs)
         for t in inputs:
             g = captured.get(id(t))
@@ -208,19 +253,39 @@ def backward(tensors, grad_tensors=None, retain_graph=None, inputs=None) -> None
 
 
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
-         allow_unused=False):
-    """Return d(outputs)/d(inputs) without touching any ``.grad``, as ``torch.autograd.grad``."""
-    if create_graph:
-        raise NotImplementedError("create_graph=True (higher-order gradients) is not supported")
+         only_inputs=True, allow_unused=None, is_grads_batched=False, materialize_grads=False):
+    """Return d(outputs)/d(inputs) without touching any ``.grad``, as ``torch.autograd.grad``.
+
+    With ``create_graph=True`` the results carry a graph and can be differentiated again.
+    ``inputs`` may be a dict (of named parameters): the result is then a dict with its keys.
+    """
+    if materialize_grads and allow_unused is False:
+        raise ValueError("Expected allow_unused to be True or not passed when "
+                         "materialize_grads=True, but got: allow_unused=False.")
+    if allow_unused is None:
+        allow_unused = materialize_grads
+    if not only_inputs:
+        warnings.warn("only_inputs argument is deprecated and is ignored now (defaults to True). "
+                      "To accumulate gradient for other parts of the graph, please use "
+                      "torch.autograd.backward.", FutureWarning, stacklevel=2)
+    keys = list(inputs.keys()) if type(inputs) is dict else None
+    if is_grads_batched:
+        result = _batched_grad(outputs, _tensor_list(inputs, "grad"), grad_outputs, retain_graph,
+                               create_graph, allow_unused, materialize_grads)
+        return dict(zip(keys, result)) if keys is not None else result
     outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
-    single = isinstance(inputs, Tensor)
-    inputs = [inputs] if single else list(inputs)
+    inputs = _tensor_list(inputs, "grad")
     if grad_outputs is not None and not isinstance(grad_outputs, (list, tuple)):
         grad_outputs = [grad_outputs]
     for i, t in enumerate(inputs):
         if not t.requires_grad:
             raise RuntimeError("One of the differentiated Tensors does not require grad")
-    captured = run_backward(outputs, grad_outputs, bool(retain_graph), capture=inputs)
+    if retain_graph is None:
+        retain_graph = create_graph
+    if create_graph:
+        captured = run_backward_graph(outputs, grad_outputs, inputs, bool(retain_graph))
+    else:
+        captured = run_backward(outputs, grad_outputs, bool(retain_graph), capture=inputs)
     result = []
     for i, t in enumerate(inputs):
         g = captured.get(id(t))
@@ -230,7 +295,30 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
                     "One of the differentiated Tensors appears to not have been used in the graph. "
                     "Set allow_unused=True if this is the desired behavior."
                 )
-            result.append(None)
+            if materialize_grads:
+                g = Tensor._wrap(np.zeros_like(t._data), requires_grad=bool(create_graph))
+            result.append(g)
+        elif create_graph:
+            result.append(g)
         else:
             result.append(Tensor._wrap(np.array(g, dtype=t._data.dtype, copy=True)))
+    if keys is not None:
+        return dict(zip(keys, result))
     return tuple(result)
+
+
+def _batched_grad(outputs, inputs, grad_outputs, retain_graph, create_graph, allow_unused,
+                  materialize_grads) -> tuple:
+    """``grad(is_grads_batched=True)``: one backward per leading index of the ``grad_outputs``
+    (torch vectorizes this with vmap), the results stacked along a new first dimension."""
+    from .tensor import stack
+
+    grad_outputs = [grad_outputs] if isinstance(grad_outputs, Tensor) else list(grad_outputs)
+    count = grad_outputs[0].shape[0]
+    rows = []
+    for b in range(count):
+        rows.append(grad(outputs, inputs, [go[b] for go in grad_outputs],
+                         retain_graph=True if b < count - 1 else retain_graph,
+                         create_graph=create_graph, allow_unused=allow_unused,
+                         materialize_grads=materialize_grads))
+    return tuple(None if column[0] is None else stack(list(column), 0) for column in zip(*rows))

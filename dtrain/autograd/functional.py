@@ -3,6 +3,10 @@
 The ops themselves live in ``tensor.py``; these wrappers add torch's keyword arguments. They call
 the ops through the module (``_t.add``), so whatever wraps the module's ops (the ONNX tracer)
 sees every call.
+
+This module is also ``torch.autograd.functional``'s place: ``jacobian``, ``hessian``, ``vjp``,
+``jvp``, ``hvp`` and ``vhp`` (defined in ``derivatives.py``) are re-exported here, so
+``import dtrain.autograd.functional as AF; AF.jacobian(...)`` works as in torch.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import warnings
 import numpy as np
 
 from . import tensor as _t
+from .derivatives import hessian, hvp, jacobian, jvp, vhp, vjp  # noqa: F401  (see docstring)
 from .tensor import Tensor
 
 _ROUNDING = (None, "trunc", "floor")
@@ -108,10 +113,14 @@ def _rounded_div(a, b, mode: str) -> Tensor:
         else:
             value = np.trunc(A / B)
     value = value.astype(A.dtype, copy=False)
+    def graph(g):
+        return (_t._zeros_like(a) if a._requires_grad else None,
+                _t._zeros_like(b) if b._requires_grad else None)
+
     return _t._op(value, (a, b), lambda g: (np.zeros(A.shape, g.dtype) if a._requires_grad
                                             else None,
                                             np.zeros(B.shape, g.dtype) if b._requires_grad
-                                            else None), "DivBackward2")
+                                            else None), "DivBackward2", graph=graph)
 
 
 def _unary(name: str):

@@ -59,7 +59,8 @@ def gather(input: Tensor, dim: int, index) -> Tensor:
         np.add.at(grad, key, g)  # repeated indices accumulate
         return (grad,)
 
-    return _t._op(A[key], (input,), backward, "GatherBackward0")
+    return _t._op(A[key], (input,), backward, "GatherBackward0",
+                  graph=lambda g: (_t._index_add_zeros(A.shape, key, g),))
 
 
 def index_select(input: Tensor, dim: int, index) -> Tensor:
@@ -76,14 +77,19 @@ def index_select(input: Tensor, dim: int, index) -> Tensor:
         raise RuntimeError(f"index_select(): index {bad} is out of bounds for dimension {d} "
                            f"with size {size}")
     if A.ndim == 0:
-        return _t._op(A.copy(), (input,), lambda g: (g,), "IndexSelectBackward0")
+        return _t._op(A.copy(), (input,), lambda g: (g,), "IndexSelectBackward0",
+                      graph=lambda g: (g,))
 
     def backward(g):
         grad = np.zeros_like(A)
         np.add.at(grad, (slice(None),) * d + (idx,), g)  # repeated indices accumulate
         return (grad,)
 
-    return _t._op(np.take(A, idx, axis=d), (input,), backward, "IndexSelectBackward0")
+    def graph(g):
+        return (_t._index_add_zeros(A.shape, (slice(None),) * d + (idx,), g),)
+
+    return _t._op(np.take(A, idx, axis=d), (input,), backward, "IndexSelectBackward0",
+                  graph=graph)
 
 
 def scatter(input: Tensor, dim: int, index, src=None, *, value=None, reduce=None) -> Tensor:
@@ -130,10 +136,19 @@ def scatter(input: Tensor, dim: int, index, src=None, *, value=None, reduce=None
             gs[tuple(slice(0, n) for n in idx.shape)] = g[key]
         return ga, gs
 
+    def graph(g):
+        ga = gs = None
+        if input._requires_grad:
+            ga = g if reduce is not None else _t.index_put(g, key, 0)
+        if src is not None and src._requires_grad:
+            window = tuple(slice(0, n) for n in idx.shape)
+            gs = _t._index_add_zeros(src._data.shape, window, _t.getitem(g, key))
+        return (ga, gs)[: len(inputs)]
+
     inputs = (input,) if src is None else (input, src)
     name = ("ScatterAddBackward0" if reduce == "add" else
             "ScatterBackward0" if src is not None else "ScatterBackward1")
-    return _t._op(out, inputs, lambda g: backward(g)[: len(inputs)], name)
+    return _t._op(out, inputs, lambda g: backward(g)[: len(inputs)], name, graph=graph)
 
 
 def scatter_add(input: Tensor, dim: int, index, src: Tensor) -> Tensor:
@@ -173,5 +188,12 @@ def masked_fill(input: Tensor, mask, value) -> Tensor:
             return ga, gv
         return (ga,) if value_t is None else (ga, None)
 
+    def graph(g):
+        ga = _t.where(M, 0, g) if input._requires_grad else None
+        if value_t is not None and value_t._requires_grad:
+            gv = _t.sum(_t.where(M, g, 0))
+            return ga, gv if gv._data.dtype == value_t._data.dtype else gv.type(value_t.dtype)
+        return (ga,) if value_t is None else (ga, None)
+
     inputs = (input,) if value_t is None else (input, value_t)
-    return _t._op(out, inputs, backward, "MaskedFillBackward0")
+    return _t._op(out, inputs, backward, "MaskedFillBackward0", graph=graph)

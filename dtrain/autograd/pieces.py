@@ -49,7 +49,8 @@ def _piece(input: Tensor, key: tuple, name: str) -> Tensor:
         grad[key] = g
         return (grad,)
 
-    return _t._op(A[key], (input,), backward, name)
+    return _t._op(A[key], (input,), backward, name,
+                  graph=lambda g: (_t._index_add_zeros(A.shape, key, g),))
 
 
 def unbind(input: Tensor, dim: int = 0) -> tuple:
@@ -85,7 +86,11 @@ def repeat(input: Tensor, sizes) -> Tensor:
         paired = g.reshape(tuple(v for pair in zip(sizes, base) for v in pair))
         return (paired.sum(axis=tuple(range(0, 2 * len(sizes), 2))).reshape(A.shape),)
 
-    return _t._op(out, (input,), backward, "RepeatBackward0")
+    def graph(g):
+        paired = _t.reshape(g, tuple(v for pair in zip(sizes, base) for v in pair))
+        return (_t.reshape(_t.sum(paired, tuple(range(0, 2 * len(sizes), 2))), A.shape),)
+
+    return _t._op(out, (input,), backward, "RepeatBackward0", graph=graph)
 
 
 def cumsum(input: Tensor, dim: int, *, dtype=None) -> Tensor:
@@ -104,7 +109,13 @@ def cumsum(input: Tensor, dim: int, *, dtype=None) -> Tensor:
             return (g,)
         return (np.flip(np.cumsum(np.flip(g, d), axis=d), d),)
 
-    return _t._op(out, (input,), backward, "CumsumBackward0")
+    def graph(g):
+        if d is None:
+            return (g,)
+        # the sum over j >= i of g_j, as total - running sum + g_i
+        return (_t.add(_t.sub(_t.sum(g, d, keepdim=True), cumsum(g, d)), g),)
+
+    return _t._op(out, (input,), backward, "CumsumBackward0", graph=graph)
 
 
 def norm(input: Tensor, p="fro", dim=None, keepdim: bool = False, dtype=None) -> Tensor:
@@ -149,4 +160,22 @@ def norm(input: Tensor, p="fro", dim=None, keepdim: bool = False, dtype=None) ->
                 grad = np.sign(A) * absA ** (p - 1) * gk / out ** (p - 1)
         return (np.where(out == 0, 0, grad).astype(A.dtype, copy=False),)
 
-    return _t._op(np.asarray(result), (input,), backward, "LinalgVectorNormBackward0")
+    def graph(g):
+        gk = _t.reshape(g, out.shape)
+        if p == 0:
+            return (_t._zeros_like(input),)
+        if p in (math.inf, -math.inf):
+            hit = absA == out
+            share = (np.sign(A) * hit / hit.sum(axis=dims, keepdims=True)).astype(A.dtype)
+            return (_t.mul(gk, share),)
+        kept = norm(input, p, dims, keepdim=True)
+        if p == 2:
+            grad = _t.div(_t.mul(input, gk), kept)
+        else:
+            sign = np.sign(A).astype(A.dtype)
+            grad = _t.div(_t.mul(_t.mul(_t.pow(_t.abs(input), p - 1), sign), gk),
+                          _t.pow(kept, p - 1))
+        return (_t.where(out == 0, 0, grad),)
+
+    return _t._op(np.asarray(result), (input,), backward, "LinalgVectorNormBackward0",
+                  graph=graph)

@@ -32,7 +32,12 @@ def _taken(a: Tensor, idx: np.ndarray, d: int, name: str) -> Tensor:
         np.put_along_axis(grad, idx, g, axis=d)
         return (grad,)
 
-    return _t._op(np.take_along_axis(A, idx, axis=d), (a,), backward, name)
+    def graph(g):
+        from .indexing import _full_index
+
+        return (_t._index_add_zeros(A.shape, _full_index(idx, d), g),)
+
+    return _t._op(np.take_along_axis(A, idx, axis=d), (a,), backward, name, graph=graph)
 
 
 def _dim(a: Tensor, dim: int) -> int:

@@ -52,15 +52,17 @@ def set_default_dtype(dtype) -> None:
 class Node:
     """One recorded operation: its inputs and the closure that carries gradients back to them."""
 
-    __slots__ = ("__weakref__", "_name", "backward_fn", "edges", "inputs", "retained")
+    __slots__ = ("__weakref__", "_name", "backward_fn", "edges", "graph_fn", "inputs", "retained")
 
-    def __init__(self, name: str, inputs: tuple, backward_fn):
+    def __init__(self, name: str, inputs: tuple, backward_fn, graph_fn=None):
         self._name = name
         self.inputs = inputs
         # the inputs' nodes now: an in-place op later gives an input a new grad_fn, but the
         # gradient of this op must still flow to the node that produced the value it used
         self.edges = tuple(t.grad_fn for t in inputs)
         self.backward_fn = backward_fn
+        # the backward in Tensor ops, for create_graph=True; None: the op has no double backward
+        self.graph_fn = graph_fn
         self.retained = None  # weakref to the output tensor when retain_grad() was called
 
     def name(self) -> str:
@@ -121,16 +123,29 @@ def _flat(seq):
             yield item
 
 
-def _unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
-    """Sum ``grad`` down to ``shape``, undoing NumPy broadcasting."""
+def _unbroadcast(grad, shape: tuple):
+    """Sum ``grad`` (an array, or a Tensor in a create_graph backward) down to ``shape``."""
     if grad.shape == shape:
         return grad
+    if isinstance(grad, Tensor):
+        return _unbroadcast_tensor(grad, tuple(shape))
     extra = grad.ndim - len(shape)
     if extra:
         grad = grad.sum(axis=tuple(range(extra)))
     axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
     if axes:
         grad = grad.sum(axis=axes, keepdims=True)
+    assert grad.shape == shape, (grad.shape, shape)
+    return grad
+
+
+def _unbroadcast_tensor(grad: Tensor, shape: tuple) -> Tensor:
+    extra = grad.ndim - len(shape)
+    if extra:
+        grad = sum(grad, tuple(range(extra)))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if axes:
+        grad = sum(grad, axes, keepdim=True)
     assert grad.shape == shape, (grad.shape, shape)
     return grad
 
@@ -157,6 +172,24 @@ def _expand_reduced(grad: np.ndarray, shape: tuple, dims, keepdim: bool) -> np.n
     if not keepdim and len(shape):
         grad = np.expand_dims(grad, dims)
     return np.broadcast_to(grad, shape)
+
+
+def _expand_reduced_tensor(grad: Tensor, shape: tuple, dims, keepdim: bool) -> Tensor:
+    """``_expand_reduced`` in Tensor ops, for create_graph backwards."""
+    if dims is not None and not keepdim and len(shape):
+        grad = _unsqueeze_dims(grad, dims)
+    return expand(grad, shape)
+
+
+def _unsqueeze_dims(grad: Tensor, dims: tuple) -> Tensor:
+    """``grad`` with size-1 dimensions put back at the (sorted) reduced ``dims``."""
+    for d in sorted(dims):
+        grad = unsqueeze(grad, d)
+    return grad
+
+
+def _zeros_like(t: Tensor) -> Tensor:
+    return Tensor._wrap(np.zeros_like(t._data))
 
 
 def _index_key(key):
@@ -417,7 +450,8 @@ class Tensor:
         """Accumulate d(self)/d(leaf) into every leaf's ``.grad``, as ``torch.Tensor.backward``."""
         from .engine import backward
 
-        backward([self], None if gradient is None else [gradient], retain_graph, inputs=inputs)
+        backward([self], None if gradient is None else [gradient], retain_graph, create_graph,
+                 inputs=inputs)
 
     def register_hook(self, hook):
         """Call ``hook(grad)`` when this tensor's gradient is computed; a returned Tensor replaces it."""
@@ -453,7 +487,8 @@ class Tensor:
             return (g.astype(src),)
 
         differentiable = dtype.kind == "f"
-        return _op(self._data.astype(dtype), (self,), backward, "ToCopyBackward0", differentiable)
+        return _op(self._data.astype(dtype), (self,), backward, "ToCopyBackward0", differentiable,
+                   graph=lambda g: (g.type(src),))
 
     def float(self) -> Tensor:
         return self.type(float32)
@@ -498,7 +533,8 @@ class Tensor:
 
     def clone(self) -> Tensor:
         """A copy with its own memory that stays in the graph."""
-        return _op(self._data.copy(), (self,), lambda g: (g,), "CloneBackward0")
+        return _op(self._data.copy(), (self,), lambda g: (g,), "CloneBackward0",
+                   graph=lambda g: (g,))
 
     def contiguous(self) -> Tensor:
         return self
@@ -1119,12 +1155,17 @@ def _result_dtype(*operands) -> np.dtype:
     return result
 
 
-def _op(data: np.ndarray, inputs: tuple, backward_fn, name: str, differentiable: bool = True) -> Tensor:
-    """Wrap an op's result, recording its node when grad mode is on and an input requires grad."""
+def _op(data: np.ndarray, inputs: tuple, backward_fn, name: str, differentiable: bool = True,
+        graph=None) -> Tensor:
+    """Wrap an op's result, recording its node when grad mode is on and an input requires grad.
+
+    ``backward_fn`` maps an array gradient to arrays (the fast first-order path); ``graph`` is the
+    same map in Tensor ops, used by ``create_graph=True`` (None: no double backward for the op).
+    """
     if differentiable and is_grad_enabled():
         for t in inputs:
             if t._requires_grad:
-                return Tensor._wrap(data, True, Node(name, inputs, backward_fn))
+                return Tensor._wrap(data, True, Node(name, inputs, backward_fn, graph))
     return Tensor._wrap(data)
 
 
@@ -1213,7 +1254,11 @@ def add(a, b) -> Tensor:
         return (_unbroadcast(g, A.shape) if a._requires_grad else None,
                 _unbroadcast(g, B.shape) if b._requires_grad else None)
 
-    return _op(A + B, (a, b), backward, "AddBackward0")
+    def graph(g):
+        return (_unbroadcast(g, A.shape) if a._requires_grad else None,
+                _unbroadcast(g, B.shape) if b._requires_grad else None)
+
+    return _op(A + B, (a, b), backward, "AddBackward0", graph=graph)
 
 
 def sub(a, b) -> Tensor:
@@ -1228,7 +1273,11 @@ def sub(a, b) -> Tensor:
         return (_unbroadcast(g, A.shape) if a._requires_grad else None,
                 _unbroadcast(-g, B.shape) if b._requires_grad else None)
 
-    return _op(A - B, (a, b), backward, "SubBackward0")
+    def graph(g):
+        return (_unbroadcast(g, A.shape) if a._requires_grad else None,
+                _unbroadcast(neg(g), B.shape) if b._requires_grad else None)
+
+    return _op(A - B, (a, b), backward, "SubBackward0", graph=graph)
 
 
 def mul(a, b) -> Tensor:
@@ -1239,7 +1288,11 @@ def mul(a, b) -> Tensor:
         return (_unbroadcast(g * B, A.shape) if a._requires_grad else None,
                 _unbroadcast(g * A, B.shape) if b._requires_grad else None)
 
-    return _op(A * B, (a, b), backward, "MulBackward0")
+    def graph(g):
+        return (_unbroadcast(mul(g, b), A.shape) if a._requires_grad else None,
+                _unbroadcast(mul(g, a), B.shape) if b._requires_grad else None)
+
+    return _op(A * B, (a, b), backward, "MulBackward0", graph=graph)
 
 
 @_ieee
@@ -1254,7 +1307,13 @@ def div(a, b) -> Tensor:
         gb = _unbroadcast(-g * A / (B * B), B.shape) if b._requires_grad else None
         return ga, gb
 
-    return _op(A / B, (a, b), backward, "DivBackward0")
+    def graph(g):
+        fa, fb = _floating(a), _floating(b)
+        ga = _unbroadcast(div(g, fb), A.shape) if a._requires_grad else None
+        gb = _unbroadcast(neg(div(mul(g, fa), mul(fb, fb))), B.shape) if b._requires_grad else None
+        return ga, gb
+
+    return _op(A / B, (a, b), backward, "DivBackward0", graph=graph)
 
 
 @_ieee
@@ -1273,7 +1332,12 @@ def pow(a, b) -> Tensor:
                 return (np.zeros_like(A),)
             return (g * (exponent * A ** (exponent - 1)),)
 
-        return _op(out, (a,), backward_scalar, "PowBackward0")
+        def graph_scalar(g):
+            if exponent == 0:
+                return (_zeros_like(a),)
+            return (mul(g, mul(pow(a, exponent - 1), exponent)),)
+
+        return _op(out, (a,), backward_scalar, "PowBackward0", graph=graph_scalar)
     a, b = _binary_operands(a, b)
     A, B = a._data, b._data
     _not_for(a, "pow", "b")
@@ -1289,7 +1353,16 @@ def pow(a, b) -> Tensor:
             gb = _unbroadcast(np.where((A == 0) & (B >= 0), 0, g * out * np.log(A)), B.shape)
         return ga, gb
 
-    return _op(out, (a, b), backward, "PowBackward1")
+    def graph(g):
+        ga = gb = None
+        if a._requires_grad:
+            ga = _unbroadcast(where(B == 0, 0, mul(mul(g, b), pow(a, sub(b, 1)))), A.shape)
+        if b._requires_grad:
+            gb = _unbroadcast(where((A == 0) & (B >= 0), 0, mul(mul(g, pow(a, b)), log(a))),
+                              B.shape)
+        return ga, gb
+
+    return _op(out, (a, b), backward, "PowBackward1", graph=graph)
 
 
 def maximum(a, b) -> Tensor:
@@ -1302,7 +1375,12 @@ def maximum(a, b) -> Tensor:
         return (_unbroadcast(g * wa, A.shape) if a._requires_grad else None,
                 _unbroadcast(g * (1 - wa), B.shape) if b._requires_grad else None)
 
-    return _op(np.maximum(A, B), (a, b), backward, "MaximumBackward0")
+    def graph(g):
+        wa = ((A > B) + 0.5 * (A == B)).astype(g._data.dtype)
+        return (_unbroadcast(mul(g, wa), A.shape) if a._requires_grad else None,
+                _unbroadcast(mul(g, 1 - wa), B.shape) if b._requires_grad else None)
+
+    return _op(np.maximum(A, B), (a, b), backward, "MaximumBackward0", graph=graph)
 
 
 def minimum(a, b) -> Tensor:
@@ -1315,7 +1393,12 @@ def minimum(a, b) -> Tensor:
         return (_unbroadcast(g * wa, A.shape) if a._requires_grad else None,
                 _unbroadcast(g * (1 - wa), B.shape) if b._requires_grad else None)
 
-    return _op(np.minimum(A, B), (a, b), backward, "MinimumBackward0")
+    def graph(g):
+        wa = ((A < B) + 0.5 * (A == B)).astype(g._data.dtype)
+        return (_unbroadcast(mul(g, wa), A.shape) if a._requires_grad else None,
+                _unbroadcast(mul(g, 1 - wa), B.shape) if b._requires_grad else None)
+
+    return _op(np.minimum(A, B), (a, b), backward, "MinimumBackward0", graph=graph)
 
 
 def where(condition, a, b) -> Tensor:
@@ -1328,8 +1411,12 @@ def where(condition, a, b) -> Tensor:
         return (_unbroadcast(np.where(cond, g, 0), A.shape) if a._requires_grad else None,
                 _unbroadcast(np.where(cond, 0, g), B.shape) if b._requires_grad else None)
 
+    def graph(g):
+        return (_unbroadcast(where(cond, g, 0), A.shape) if a._requires_grad else None,
+                _unbroadcast(where(cond, 0, g), B.shape) if b._requires_grad else None)
+
     out = np.where(cond, A, B)
-    return _op(out, (a, b), backward, "WhereBackward0")
+    return _op(out, (a, b), backward, "WhereBackward0", graph=graph)
 
 
 def _integer_divisor_check(B: np.ndarray) -> None:
@@ -1358,7 +1445,12 @@ def remainder(a, b) -> Tensor:
         return (_unbroadcast(g, A.shape) if a._requires_grad else None,
                 _unbroadcast(-g * np.floor_divide(A, B), B.shape) if b._requires_grad else None)
 
-    return _op(np.mod(A, B), (a, b), backward, "RemainderBackward0")
+    def graph(g):
+        quotient = np.floor_divide(A, B)
+        return (_unbroadcast(g, A.shape) if a._requires_grad else None,
+                _unbroadcast(mul(neg(g), quotient), B.shape) if b._requires_grad else None)
+
+    return _op(np.mod(A, B), (a, b), backward, "RemainderBackward0", graph=graph)
 
 
 # ============================================================================ elementwise unary
@@ -1367,40 +1459,46 @@ def neg(a: Tensor) -> Tensor:
         raise RuntimeError("Negation, the `-` operator, on a bool tensor is not supported. If you "
                            "are trying to invert a mask, use the `~` or `logical_not()` operator "
                            "instead.")
-    return _op(-a._data, (a,), lambda g: (-g,), "NegBackward0")
+    return _op(-a._data, (a,), lambda g: (-g,), "NegBackward0", graph=lambda g: (neg(g),))
 
 
 @_ieee
 def exp(a: Tensor) -> Tensor:
     a = _floating(a)
     out = np.exp(a._data)
-    return _op(out, (a,), lambda g: (g * out,), "ExpBackward0")
+    return _op(out, (a,), lambda g: (g * out,), "ExpBackward0", graph=lambda g: (mul(g, exp(a)),))
 
 
 @_ieee
 def log(a: Tensor) -> Tensor:
     a = _floating(a)
     A = a._data
-    return _op(np.log(A), (a,), lambda g: (g / A,), "LogBackward0")
+    return _op(np.log(A), (a,), lambda g: (g / A,), "LogBackward0", graph=lambda g: (div(g, a),))
 
 
 @_ieee
 def sqrt(a: Tensor) -> Tensor:
     a = _floating(a)
     out = np.sqrt(a._data)
-    return _op(out, (a,), lambda g: (g / (2 * out),), "SqrtBackward0")
+    return _op(out, (a,), lambda g: (g / (2 * out),), "SqrtBackward0",
+               graph=lambda g: (div(g, mul(sqrt(a), 2)),))
 
 
 def abs(a: Tensor) -> Tensor:
     _not_for(a, "abs_cpu", "b")
     A = a._data
-    return _op(np.abs(A), (a,), lambda g: (g * np.sign(A),), "AbsBackward0")
+    return _op(np.abs(A), (a,), lambda g: (g * np.sign(A),), "AbsBackward0",
+               graph=lambda g: (mul(g, np.sign(A).astype(g._data.dtype)),))
 
 
 def tanh(a: Tensor) -> Tensor:
     a = _floating(a)
     out = np.tanh(a._data)
-    return _op(out, (a,), lambda g: (g * (1 - out * out),), "TanhBackward0")
+    def graph(g):
+        t = tanh(a)
+        return (mul(g, sub(1, mul(t, t))),)
+
+    return _op(out, (a,), lambda g: (g * (1 - out * out),), "TanhBackward0", graph=graph)
 
 
 def sigmoid(a: Tensor) -> Tensor:
@@ -1409,14 +1507,19 @@ def sigmoid(a: Tensor) -> Tensor:
     # exp of a non-positive number only: no overflow for large |x|
     e = np.exp(-np.abs(A))
     out = np.where(A >= 0, 1 / (1 + e), e / (1 + e)).astype(A.dtype, copy=False)
-    return _op(out, (a,), lambda g: (g * out * (1 - out),), "SigmoidBackward0")
+    def graph(g):
+        s = sigmoid(a)
+        return (mul(mul(g, s), sub(1, s)),)
+
+    return _op(out, (a,), lambda g: (g * out * (1 - out),), "SigmoidBackward0", graph=graph)
 
 
 def relu(a: Tensor) -> Tensor:
     if a._data.dtype == bool_:
         raise RuntimeError("Boolean inputs not supported for relu")
     out = np.maximum(a._data, 0)
-    return _op(out, (a,), lambda g: (g * (out > 0),), "ReluBackward0")
+    return _op(out, (a,), lambda g: (g * (out > 0),), "ReluBackward0",
+               graph=lambda g: (mul(g, (out > 0).astype(g._data.dtype)),))
 
 
 def clamp(a: Tensor, min=None, max=None) -> Tensor:
@@ -1443,15 +1546,21 @@ def clamp(a: Tensor, min=None, max=None) -> Tensor:
         out = np.minimum(out, hi)
     out = out.astype(A.dtype, copy=False)
 
-    def backward(g):
+    def inside():
         keep = np.ones(A.shape, dtype=bool)
         if lo is not None:
             keep &= A >= lo
         if hi is not None:
             keep &= A <= hi
-        return (g * keep,)
+        return keep
 
-    return _op(out, (a,), backward, "ClampBackward1")
+    def backward(g):
+        return (g * inside(),)
+
+    def graph(g):
+        return (mul(g, inside().astype(g._data.dtype)),)
+
+    return _op(out, (a,), backward, "ClampBackward1", graph=graph)
 
 
 # ============================================================================ matmul
@@ -1491,7 +1600,28 @@ def matmul(a, b) -> Tensor:
             gb = _unbroadcast(gb, B.shape)
         return ga, gb
 
-    return _op(A @ B, (a, b), backward, "MmBackward0" if A.ndim == B.ndim == 2 else "MatmulBackward0")
+    def graph(g):
+        if A.ndim == 1 and B.ndim == 1:
+            return (mul(g, b) if a._requires_grad else None,
+                    mul(g, a) if b._requires_grad else None)
+        a2 = a if A.ndim > 1 else unsqueeze(a, 0)
+        b2 = b if B.ndim > 1 else unsqueeze(b, 1)
+        g2 = g
+        if A.ndim == 1:
+            g2 = unsqueeze(g2, -2)
+        if B.ndim == 1:
+            g2 = unsqueeze(g2, -1)
+        ga = gb = None
+        if a._requires_grad:
+            ga = matmul(g2, transpose(b2, -1, -2))
+            ga = _unbroadcast(squeeze(ga, -2) if A.ndim == 1 else ga, A.shape)
+        if b._requires_grad:
+            gb = matmul(transpose(a2, -1, -2), g2)
+            gb = _unbroadcast(squeeze(gb, -1) if B.ndim == 1 else gb, B.shape)
+        return ga, gb
+
+    name = "MmBackward0" if A.ndim == B.ndim == 2 else "MatmulBackward0"
+    return _op(A @ B, (a, b), backward, name, graph=graph)
 
 
 def _shape_str(arr) -> str:
@@ -1509,7 +1639,11 @@ def sum(a: Tensor, dim=None, keepdim: bool = False) -> Tensor:
     def backward(g):
         return (_expand_reduced(g, A.shape, dims, keepdim),)
 
-    return _op(np.asarray(out), (a,), backward, "SumBackward1" if dims else "SumBackward0")
+    def graph(g):
+        return (_expand_reduced_tensor(g, A.shape, dims, keepdim),)
+
+    return _op(np.asarray(out), (a,), backward, "SumBackward1" if dims else "SumBackward0",
+               graph=graph)
 
 
 def mean(a: Tensor, dim=None, keepdim: bool = False) -> Tensor:
@@ -1526,7 +1660,10 @@ def mean(a: Tensor, dim=None, keepdim: bool = False) -> Tensor:
     def backward(g):
         return (_expand_reduced(g / count, A.shape, dims, keepdim),)
 
-    return _op(out, (a,), backward, "MeanBackward1" if dims else "MeanBackward0")
+    def graph(g):
+        return (_expand_reduced_tensor(div(g, count), A.shape, dims, keepdim),)
+
+    return _op(out, (a,), backward, "MeanBackward1" if dims else "MeanBackward0", graph=graph)
 
 
 def var(a: Tensor, dim=None, unbiased=None, keepdim: bool = False, *, correction=None) -> Tensor:
@@ -1549,7 +1686,12 @@ def var(a: Tensor, dim=None, unbiased=None, keepdim: bool = False, *, correction
         gg = g if keepdim or dims is None else np.expand_dims(g, dims)
         return ((2.0 / denom) * gg * centered,)
 
-    return _op(out, (a,), backward, "VarBackward0")
+    def graph(g):
+        gg = g if keepdim or dims is None else _unsqueeze_dims(g, dims)
+        centered_t = sub(a, mean(a, dims, keepdim=True))
+        return (mul(mul(gg, centered_t), 2.0 / denom),)
+
+    return _op(out, (a,), backward, "VarBackward0", graph=graph)
 
 
 def std(a: Tensor, dim=None, unbiased=None, keepdim: bool = False, *, correction=None) -> Tensor:
@@ -1561,7 +1703,10 @@ def std(a: Tensor, dim=None, unbiased=None, keepdim: bool = False, *, correction
         with np.errstate(divide="ignore", invalid="ignore"):
             return (np.where(out == 0, 0, g / (2 * out)).astype(out.dtype, copy=False),)
 
-    return _op(out, (v,), backward, "StdBackward0")
+    def graph(g):
+        return (where(out == 0, 0, div(g, mul(sqrt(v), 2))),)
+
+    return _op(out, (v,), backward, "StdBackward0", graph=graph)
 
 
 def amax(a: Tensor, dim=None, keepdim: bool = False) -> Tensor:
@@ -1588,7 +1733,14 @@ def _extreme(a, dim, keepdim, fn, name):
         gg = g if keepdim or dims is None else np.expand_dims(g, dims)
         return (mask * (gg / count),)
 
-    return _op(out, (a,), backward, name)
+    def graph(g):
+        kept = out if keepdim or dims is None else np.expand_dims(out, dims)
+        mask = A == kept
+        share = (mask / mask.sum(axis=dims, keepdims=True)).astype(g._data.dtype)
+        gg = g if keepdim or dims is None else _unsqueeze_dims(g, dims)
+        return (mul(gg, share),)
+
+    return _op(out, (a,), backward, name, graph=graph)
 
 
 def max(a: Tensor, dim=None, keepdim: bool = False):
@@ -1635,9 +1787,18 @@ def _extreme_dim(a, dim, keepdim, argfn, name):
         np.put_along_axis(grad, idx, gg, axis=d)
         return (grad,)
 
+    def graph(g):
+        if d is None:
+            return (g,)
+        gg = g if keepdim else unsqueeze(g, d)
+        hit = np.zeros(A.shape, dtype=g._data.dtype)
+        np.put_along_axis(hit, idx, 1, axis=d)
+        return (mul(gg, hit),)
+
     out_idx = idx if (keepdim or d is None) else idx.squeeze(d)
     result_type = return_types.max if name.startswith("Max") else return_types.min
-    return result_type(_op(values, (a,), backward, name), Tensor._wrap(out_idx.astype(int64)))
+    return result_type(_op(values, (a,), backward, name, graph=graph),
+                       Tensor._wrap(out_idx.astype(int64)))
 
 
 # ============================================================================ softmax family
@@ -1652,7 +1813,11 @@ def softmax(a: Tensor, dim: int) -> Tensor:
     def backward(g):
         return (out * (g - (g * out).sum(axis=d, keepdims=True)),)
 
-    return _op(out, (a,), backward, "SoftmaxBackward0")
+    def graph(g):
+        s = softmax(a, dim)
+        return (mul(s, sub(g, sum(mul(g, s), d, keepdim=True))),)
+
+    return _op(out, (a,), backward, "SoftmaxBackward0", graph=graph)
 
 
 def log_softmax(a: Tensor, dim: int) -> Tensor:
@@ -1666,7 +1831,10 @@ def log_softmax(a: Tensor, dim: int) -> Tensor:
     def backward(g):
         return (g - np.exp(out) * g.sum(axis=d, keepdims=True),)
 
-    return _op(out, (a,), backward, "LogSoftmaxBackward0")
+    def graph(g):
+        return (sub(g, mul(exp(log_softmax(a, dim)), sum(g, d, keepdim=True))),)
+
+    return _op(out, (a,), backward, "LogSoftmaxBackward0", graph=graph)
 
 
 # ============================================================================ shape ops
@@ -1676,7 +1844,8 @@ def reshape(a: Tensor, shape) -> Tensor:
         out = A.reshape(shape)
     except ValueError:
         raise RuntimeError(f"shape '{list(shape)}' is invalid for input of size {A.size}") from None
-    return _op(out, (a,), lambda g: (g.reshape(A.shape),), "ViewBackward0")
+    return _op(out, (a,), lambda g: (g.reshape(A.shape),), "ViewBackward0",
+               graph=lambda g: (reshape(g, A.shape),))
 
 
 def expand(a: Tensor, shape) -> Tensor:
@@ -1688,16 +1857,17 @@ def expand(a: Tensor, shape) -> Tensor:
         raise RuntimeError(
             f"The expanded size of the tensor must match the existing size: {A.shape} to {shape}"
         ) from None
-    return _op(out, (a,), lambda g: (_unbroadcast(g, A.shape),), "ExpandBackward0")
+    return _op(out, (a,), lambda g: (_unbroadcast(g, A.shape),), "ExpandBackward0",
+               graph=lambda g: (_unbroadcast(g, A.shape),))
 
 
 def transpose(a: Tensor, dim0: int, dim1: int) -> Tensor:
     A = a._data
     if A.ndim < 2 and dim0 in (0, -1) and dim1 in (0, -1):
-        return _op(A, (a,), lambda g: (g,), "TransposeBackward0")
+        return _op(A, (a,), lambda g: (g,), "TransposeBackward0", graph=lambda g: (g,))
     d0, d1 = _normalize_dims((dim0, dim1), A.ndim)
     return _op(np.swapaxes(A, d0, d1), (a,), lambda g: (np.swapaxes(g, d0, d1),),
-               "TransposeBackward0")
+               "TransposeBackward0", graph=lambda g: (transpose(g, d0, d1),))
 
 
 def permute(a: Tensor, dims) -> Tensor:
@@ -1707,7 +1877,7 @@ def permute(a: Tensor, dims) -> Tensor:
         raise RuntimeError(f"permute(): dims {dims} do not match a tensor of {A.ndim} dimensions")
     inverse = tuple(np.argsort(dims))
     return _op(np.transpose(A, dims), (a,), lambda g: (np.transpose(g, inverse),),
-               "PermuteBackward0")
+               "PermuteBackward0", graph=lambda g: (permute(g, inverse),))
 
 
 def squeeze(a: Tensor, dim=None) -> Tensor:
@@ -1717,13 +1887,15 @@ def squeeze(a: Tensor, dim=None) -> Tensor:
     else:
         dims = tuple(d for d in _normalize_dims(dim, A.ndim) if A.ndim and A.shape[d] == 1)
         out = A.squeeze(dims) if dims else A
-    return _op(out, (a,), lambda g: (g.reshape(A.shape),), "SqueezeBackward0")
+    return _op(out, (a,), lambda g: (g.reshape(A.shape),), "SqueezeBackward0",
+               graph=lambda g: (reshape(g, A.shape),))
 
 
 def unsqueeze(a: Tensor, dim: int) -> Tensor:
     A = a._data
     d = _normalize_dims(dim, A.ndim + 1)[0]
-    return _op(np.expand_dims(A, d), (a,), lambda g: (g.reshape(A.shape),), "UnsqueezeBackward0")
+    return _op(np.expand_dims(A, d), (a,), lambda g: (g.reshape(A.shape),), "UnsqueezeBackward0",
+               graph=lambda g: (reshape(g, A.shape),))
 
 
 def flatten(a: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
@@ -1750,9 +1922,26 @@ def getitem(a: Tensor, key) -> Tensor:
             np.add.at(grad, key, g)
         return (grad,)
 
+    def graph(g):
+        return (_index_add_zeros(A.shape, key, g),)
+
     if basic:
         out = out if isinstance(out, np.ndarray) else np.asarray(out)
-    return _op(np.asarray(out), (a,), backward, "IndexBackward0" if not basic else "SliceBackward0")
+    return _op(np.asarray(out), (a,), backward, "IndexBackward0" if not basic else "SliceBackward0",
+               graph=graph)
+
+
+def _index_add_zeros(shape: tuple, key, g: Tensor) -> Tensor:
+    """Zeros of ``shape`` plus ``g`` at ``key`` (repeats add): indexing's gradient, as an op."""
+    basic = _is_basic_index(key)
+    G = g._data
+    out = np.zeros(shape, dtype=G.dtype)
+    if basic:
+        out[key] = G
+    else:
+        np.add.at(out, key, G)
+    return _op(out, (g,), lambda gg: (gg[key],), "IndexPutBackward0",
+               graph=lambda gg: (getitem(gg, key),))
 
 
 def index_put(a: Tensor, key, value) -> Tensor:
@@ -1774,7 +1963,12 @@ def index_put(a: Tensor, key, value) -> Tensor:
             gv = _unbroadcast(np.broadcast_to(g[key], np.shape(out[key])), V.shape)
         return ga, gv
 
-    return _op(out, (a, value), backward, "IndexPutBackward0")
+    def graph(g):
+        ga = index_put(g, key, 0) if a._requires_grad else None
+        gv = _unbroadcast(getitem(g, key), V.shape) if value._requires_grad else None
+        return ga, gv
+
+    return _op(out, (a, value), backward, "IndexPutBackward0", graph=graph)
 
 
 def _same_dtype(tensors: list) -> list:
@@ -1802,7 +1996,13 @@ def cat(tensors, dim: int = 0) -> Tensor:
         return tuple(p if t._requires_grad else None
                      for p, t in zip(np.split(g, bounds, axis=d), tensors))
 
-    return _op(out, tuple(tensors), backward, "CatBackward0")
+    def graph(g):
+        starts = [0, *bounds]
+        return tuple(getitem(g, (slice(None),) * d + (slice(lo, lo + x.shape[d]),))
+                     if t._requires_grad else None
+                     for lo, x, t in zip(starts, arrays, tensors))
+
+    return _op(out, tuple(tensors), backward, "CatBackward0", graph=graph)
 
 
 def stack(tensors, dim: int = 0) -> Tensor:
@@ -1821,4 +2021,8 @@ def stack(tensors, dim: int = 0) -> Tensor:
         return tuple(np.take(g, i, axis=d) if t._requires_grad else None
                      for i, t in enumerate(tensors))
 
-    return _op(out, tuple(tensors), backward, "StackBackward0")
+    def graph(g):
+        return tuple(getitem(g, (slice(None),) * d + (i,)) if t._requires_grad else None
+                     for i, t in enumerate(tensors))
+
+    return _op(out, tuple(tensors), backward, "StackBackward0", graph=graph)

@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 
+from ..autograd import tensor as _t
+from ..autograd.graph_engine import vjp_via
 from ..autograd.tensor import Tensor, _op, _unbroadcast
 
 _REDUCTIONS = ("none", "mean", "sum")
@@ -51,7 +53,18 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
             gb = g.sum(axis=tuple(range(g.ndim - 1))) if g.ndim > 1 else g
         return (gx, gw, gb) if bias is not None else (gx, gw)
 
-    return _op(out, inputs, backward, "AddmmBackward0" if bias is not None else "MmBackward0")
+    def graph(g):
+        g2 = _t.reshape(g, (-1, W.shape[0]))
+        gx = _t.matmul(g, weight) if input._requires_grad else None
+        gw = gb = None
+        if weight._requires_grad:
+            gw = _t.matmul(_t.transpose(g2, 0, 1), _t.reshape(input, (-1, W.shape[1])))
+        if bias is not None and bias._requires_grad:
+            gb = _t.sum(g2, 0)
+        return (gx, gw, gb) if bias is not None else (gx, gw)
+
+    return _op(out, inputs, backward, "AddmmBackward0" if bias is not None else "MmBackward0",
+               graph=graph)
 
 
 # ------------------------------------------------------------------------- activations
@@ -59,8 +72,9 @@ def leaky_relu(input: Tensor, negative_slope: float = 0.01) -> Tensor:
     X = input._data
     positive = X > 0
     out = np.where(positive, X, X * negative_slope)
+    slope = np.where(positive, 1, negative_slope).astype(X.dtype)
     return _op(out, (input,), lambda g: (np.where(positive, g, g * negative_slope),),
-               "LeakyReluBackward0")
+               "LeakyReluBackward0", graph=lambda g: (_t.mul(g, slope),))
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
@@ -94,7 +108,42 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
 
     else:
         raise ValueError(f"approximate argument must be either none or tanh, got {approximate!r}")
-    return _op(out, (input,), backward, "GeluBackward0")
+
+    def graph(g):
+        return (_t.mul(g, _gelu_slope(input, approximate)),)
+
+    return _op(out, (input,), backward, "GeluBackward0", graph=graph)
+
+
+def _gelu_slope(input: Tensor, approximate: str) -> Tensor:
+    """GELU's derivative as an op (its own derivative closed-form): gelu's double backward."""
+    X = input._data
+    pdf = np.exp(-0.5 * X * X) / math.sqrt(2.0 * math.pi)
+    if approximate == "none":
+        slope = 0.5 * (1.0 + _erf(X / math.sqrt(2.0))) + X * pdf
+        curve = pdf * (2 - X * X)
+    else:
+        k = math.sqrt(2.0 / math.pi)
+        t = np.tanh(k * (X + 0.044715 * X**3))
+        d_inner = k * (1 + 3 * 0.044715 * X * X)
+        slope = 0.5 * (1 + t) + 0.5 * X * (1 - t * t) * d_inner
+        curve = (1 - t * t) * (d_inner - X * t * d_inner * d_inner + X * k * 3 * 0.044715 * X)
+    slope, curve = slope.astype(X.dtype, copy=False), curve.astype(X.dtype, copy=False)
+    return _op(slope, (input,), lambda g: (g * curve,), "GeluBackwardBackward0",
+               graph=lambda g: (_t.mul(g, _gelu_curve(input, approximate)),))
+
+
+def _gelu_curve(x: Tensor, approximate: str) -> Tensor:
+    """GELU's second derivative in differentiable ops (third and higher derivatives)."""
+    square = _t.mul(x, x)
+    if approximate == "none":
+        pdf = _t.mul(_t.exp(_t.mul(square, -0.5)), 1 / math.sqrt(2.0 * math.pi))
+        return _t.mul(pdf, _t.sub(2, square))
+    k, c = math.sqrt(2.0 / math.pi), 0.044715
+    t = _t.tanh(_t.mul(_t.add(x, _t.mul(_t.mul(square, x), c)), k))
+    d_inner = _t.mul(_t.add(_t.mul(square, 3 * c), 1), k)
+    inner = _t.sub(d_inner, _t.mul(_t.mul(x, t), _t.mul(d_inner, d_inner)))
+    return _t.mul(_t.sub(1, _t.mul(t, t)), _t.add(inner, _t.mul(square, 3 * k * c)))
 
 
 def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
@@ -107,7 +156,18 @@ def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tenso
         s = 1.0 / (1.0 + np.exp(-np.minimum(bx, threshold)))
         return (np.where(linear_region, g, g * s).astype(X.dtype, copy=False),)
 
-    return _op(out.astype(X.dtype, copy=False), (input,), backward, "SoftplusBackward0")
+    def graph(g):
+        return vjp_via(lambda x: _softplus_ops(x, beta, threshold), (input,), g)
+
+    return _op(out.astype(X.dtype, copy=False), (input,), backward, "SoftplusBackward0",
+               graph=graph)
+
+
+def _softplus_ops(x: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
+    """softplus in differentiable ops (double backward of softplus and mish)."""
+    bx = _t.mul(x, beta)
+    soft = _t.div(_t.log(_t.add(_t.exp(_t.clamp(bx, max=threshold)), 1)), beta)
+    return _t.where(bx._data > threshold, x, soft)
 
 
 def elu(input: Tensor, alpha: float = 1.0) -> Tensor:
@@ -115,8 +175,11 @@ def elu(input: Tensor, alpha: float = 1.0) -> Tensor:
     positive = X > 0
     neg = alpha * np.expm1(np.minimum(X, 0))
     out = np.where(positive, X, neg)
+    def decomposition(x):
+        return _t.where(positive, x, _t.mul(_t.sub(_t.exp(_t.clamp(x, max=0)), 1), alpha))
+
     return _op(out, (input,), lambda g: (np.where(positive, g, g * (neg + alpha)),),
-               "EluBackward0")
+               "EluBackward0", graph=lambda g: vjp_via(decomposition, (input,), g))
 
 
 # ------------------------------------------------------------------------------ losses
@@ -246,7 +309,29 @@ def cross_entropy(input: Tensor, target, weight: Tensor | None = None, ignore_in
         grad = (probs * q.sum(axis=1, keepdims=True) - q) * row
         return (_class_first(grad, X.shape).astype(X.dtype, copy=False),)
 
-    return _op(loss, (input,), backward, "NllLossBackward0")
+    def decomposition(x):
+        return _weighted_sum(_t.log_softmax(_class_last_tensor(x), 1), q, coef, out_shape)
+
+    return _op(loss, (input,), backward, "NllLossBackward0",
+               graph=lambda g: vjp_via(decomposition, (input,), g))
+
+
+def _class_last_tensor(x: Tensor) -> Tensor:
+    """``_class_last`` in differentiable ops."""
+    if x.ndim == 1:
+        return _t.unsqueeze(x, 0)
+    if x.ndim == 2:
+        return x
+    moved = _t.permute(x, (0, *range(2, x.ndim), 1))
+    return _t.reshape(moved, (-1, x.shape[1]))
+
+
+def _weighted_sum(logp: Tensor, q: np.ndarray, coef, out_shape) -> Tensor:
+    """The loss ``-sum_c q * logp`` per row, reduced with ``coef`` (None: no reduction)."""
+    per_row = _t.neg(_t.sum(_t.mul(logp, q), 1))
+    if coef is None:
+        return _t.reshape(per_row, out_shape)
+    return _t.mul(_t.sum(per_row), coef)
 
 
 def nll_loss(input: Tensor, target, weight: Tensor | None = None, ignore_index: int = -100,
@@ -266,7 +351,11 @@ def nll_loss(input: Tensor, target, weight: Tensor | None = None, ignore_index: 
         row = g.reshape(n, 1) if coef is None else g * coef
         return (_class_first(-q * row, X.shape).astype(X.dtype, copy=False),)
 
-    return _op(loss.astype(X.dtype, copy=False), (input,), backward, "NllLossBackward0")
+    def decomposition(x):
+        return _weighted_sum(_class_last_tensor(x), q, coef, T.shape)
+
+    return _op(loss.astype(X.dtype, copy=False), (input,), backward, "NllLossBackward0",
+               graph=lambda g: vjp_via(decomposition, (input,), g))
 
 
 def _reduce(per_elem: np.ndarray, reduction: str):
@@ -317,7 +406,19 @@ def mse_loss(input: Tensor, target, reduction: str = "mean") -> Tensor:
         return (_unbroadcast(gd, X.shape) if input._requires_grad else None,
                 _unbroadcast(-gd, T.shape) if tgt._requires_grad else None)
 
-    return _op(loss.astype(X.dtype, copy=False), (input, tgt), backward, "MseLossBackward0")
+    def decomposition(x, t):
+        d = _t.sub(x, t)
+        return _reduce_tensor(_t.mul(d, d), reduction)
+
+    return _op(loss.astype(X.dtype, copy=False), (input, tgt), backward, "MseLossBackward0",
+               graph=lambda g: vjp_via(decomposition, (input, tgt), g))
+
+
+def _reduce_tensor(per_elem: Tensor, reduction: str) -> Tensor:
+    """``_reduce`` in differentiable ops."""
+    if reduction == "none":
+        return per_elem
+    return _t.sum(per_elem) if reduction == "sum" else _t.mean(per_elem)
 
 
 def l1_loss(input: Tensor, target, reduction: str = "mean") -> Tensor:
@@ -333,7 +434,11 @@ def l1_loss(input: Tensor, target, reduction: str = "mean") -> Tensor:
         return (_unbroadcast(gd, X.shape) if input._requires_grad else None,
                 _unbroadcast(-gd, T.shape) if tgt._requires_grad else None)
 
-    return _op(loss.astype(X.dtype, copy=False), (input, tgt), backward, "L1LossBackward0")
+    def decomposition(x, t):
+        return _reduce_tensor(_t.abs(_t.sub(x, t)), reduction)
+
+    return _op(loss.astype(X.dtype, copy=False), (input, tgt), backward, "L1LossBackward0",
+               graph=lambda g: vjp_via(decomposition, (input, tgt), g))
 
 
 def binary_cross_entropy(input: Tensor, target, weight=None, reduction: str = "mean") -> Tensor:
@@ -358,7 +463,14 @@ def binary_cross_entropy(input: Tensor, target, weight=None, reduction: str = "m
             grad = grad * W
         return (_unbroadcast(grad, X.shape).astype(X.dtype, copy=False),)
 
-    return _op(loss.astype(X.dtype, copy=False), (input,), backward, "BinaryCrossEntropyBackward0")
+    def decomposition(x):
+        log_x = _t.clamp(_t.log(x), min=-100)
+        log_1mx = _t.clamp(_t.log(_t.sub(1, x)), min=-100)
+        per_t = _t.neg(_t.add(_t.mul(log_x, T), _t.mul(log_1mx, 1 - T)))
+        return _reduce_tensor(per_t if W is None else _t.mul(per_t, W), reduction)
+
+    return _op(loss.astype(X.dtype, copy=False), (input,), backward, "BinaryCrossEntropyBackward0",
+               graph=lambda g: vjp_via(decomposition, (input,), g))
 
 
 def binary_cross_entropy_with_logits(input: Tensor, target, weight=None, reduction: str = "mean",
@@ -391,8 +503,15 @@ def binary_cross_entropy_with_logits(input: Tensor, target, weight=None, reducti
         grad = grad * _scale(g, coef, per.shape)
         return (_unbroadcast(grad, X.shape).astype(X.dtype, copy=False),)
 
+    def decomposition(x):
+        neg_part = _softplus_ops(_t.neg(x))
+        pos_part = _softplus_ops(x)
+        per_t = _t.add(_t.mul(neg_part, T if P is None else P * T), _t.mul(pos_part, 1 - T))
+        return _reduce_tensor(per_t if W is None else _t.mul(per_t, W), reduction)
+
     return _op(loss.astype(X.dtype, copy=False), (input,), backward,
-               "BinaryCrossEntropyWithLogitsBackward0")
+               "BinaryCrossEntropyWithLogitsBackward0",
+               graph=lambda g: vjp_via(decomposition, (input,), g))
 
 
 # --------------------------------------------------------------- smooth activations
@@ -427,7 +546,8 @@ def silu(input: Tensor) -> Tensor:
         d *= g
         return (d,)
 
-    return _op(X * s, (input,), backward, "SiluBackward0")
+    return _op(X * s, (input,), backward, "SiluBackward0",
+               graph=lambda g: vjp_via(lambda x: _t.mul(x, _t.sigmoid(x)), (input,), g))
 
 
 def mish(input: Tensor) -> Tensor:
@@ -447,7 +567,11 @@ def mish(input: Tensor) -> Tensor:
         d *= g
         return (d,)
 
-    return _op(X * t, (input,), backward, "MishBackward0")
+    def decomposition(x):
+        return _t.mul(x, _t.tanh(_softplus_ops(x)))
+
+    return _op(X * t, (input,), backward, "MishBackward0",
+               graph=lambda g: vjp_via(decomposition, (input,), g))
 
 
 def hardswish(input: Tensor) -> Tensor:
@@ -466,4 +590,8 @@ def hardswish(input: Tensor) -> Tensor:
         slope *= g
         return (slope,)
 
-    return _op(out, (input,), backward, "HardswishBackward0")
+    def decomposition(x):
+        return _t.div(_t.mul(x, _t.clamp(_t.add(x, 3), 0, 6)), 6)
+
+    return _op(out, (input,), backward, "HardswishBackward0",
+               graph=lambda g: vjp_via(decomposition, (input,), g))

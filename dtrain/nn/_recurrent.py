@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..autograd import tensor as _t
+from ..autograd.graph_engine import vjp_via
 from ..autograd.tensor import Tensor, _op
 
 GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
@@ -75,10 +77,54 @@ def recurrence(mode: str, x: Tensor, h0: Tensor, c0: Tensor | None, w_ih: Tensor
             grads["b_ih"] = dXW.sum(axis=0)
         return tuple(grads.get(k) if t._requires_grad else None for k, t in named)
 
+    def decomposition(*tensors):
+        return _recurrence_ops(mode, reverse, **dict(zip((k for k, _ in named), tensors)))
+
     if reverse:  # a new array: the backward closures keep the states in processing order
         out = np.concatenate([out[:T][::-1], out[T:]])
     names = {"LSTM": "LstmBackward0", "GRU": "GruBackward0"}
-    return _op(out, tuple(t for _, t in named), node_backward, names.get(mode, "RnnBackward0"))
+    inputs = tuple(t for _, t in named)
+    return _op(out, inputs, node_backward, names.get(mode, "RnnBackward0"),
+               graph=lambda g: vjp_via(decomposition, inputs, g))
+
+
+def _thirds(a):
+    """The three gate blocks of a GRU pre-activation (last dimension)."""
+    size = a.shape[-1] // 3
+    return tuple(_t.getitem(a, (Ellipsis, slice(k * size, (k + 1) * size))) for k in range(3))
+
+
+def _recurrence_ops(mode: str, reverse: bool, x, h0, w_ih, w_hh, c0=None, b_ih=None, b_hh=None):
+    """The recurrence step by step in differentiable ops (its double backward); the same
+    equations and output layout as the fused kernel."""
+    steps = x.shape[0]
+    order = np.arange(steps)[::-1] if reverse else np.arange(steps)
+    xw = _t.matmul(_t.getitem(x, order), _t.transpose(w_ih, 0, 1))
+    if b_ih is not None:
+        xw = _t.add(xw, b_ih)
+    h, c, states = h0, c0, []
+    for step in range(steps):
+        hw = _t.matmul(h, _t.transpose(w_hh, 0, 1))
+        if b_hh is not None:
+            hw = _t.add(hw, b_hh)
+        a = _t.getitem(xw, step)
+        if mode == "GRU":
+            (ar, az, an), (hr, hz, hn) = _thirds(a), _thirds(hw)
+            r, z = _t.sigmoid(_t.add(ar, hr)), _t.sigmoid(_t.add(az, hz))
+            n = _t.tanh(_t.add(an, _t.mul(r, hn)))
+            h = _t.add(_t.mul(_t.sub(1, z), n), _t.mul(z, h))
+        elif mode == "LSTM":
+            i, f, g, o = (_t.getitem(_t.add(a, hw), (Ellipsis, slice(k * h0.shape[-1],
+                                                                      (k + 1) * h0.shape[-1])))
+                          for k in range(4))
+            c = _t.add(_t.mul(_t.sigmoid(f), c), _t.mul(_t.sigmoid(i), _t.tanh(g)))
+            h = _t.mul(_t.sigmoid(o), _t.tanh(c))
+        else:
+            pre = _t.add(a, hw)
+            h = _t.relu(pre) if mode == "RNN_RELU" else _t.tanh(pre)
+        states.append(h)
+    out = _t.stack(states[::-1] if reverse else states, 0)
+    return _t.cat([out, _t.unsqueeze(c, 0)], 0) if mode == "LSTM" else out
 
 
 def _rnn(A_in: np.ndarray, H0: np.ndarray, Whh: np.ndarray, relu: bool):

@@ -17,7 +17,9 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from ..autograd import tensor as _t
 from ..autograd.device import check_device
+from ..autograd.graph_engine import vjp_via
 from ..autograd.tensor import Tensor, _op, get_default_dtype
 from . import init
 from .module import Module
@@ -309,8 +311,45 @@ def _conv2d(input: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple, p
             gb = G.sum(axis=(0, 2, 3))
         return gx, gw, gb
 
+    def decomposition(x, wt, b=None):
+        return _conv2d_ops(x, wt, b, stride, pads, dilation, groups, padding_mode)
+
     inputs = (input, weight) if bias is None else (input, weight, bias)
-    return _op(out[0] if unbatched else out, inputs, backward, "ConvolutionBackward0")
+    return _op(out[0] if unbatched else out, inputs, backward, "ConvolutionBackward0",
+               graph=lambda g: vjp_via(decomposition, inputs, g))
+
+
+def _conv2d_ops(x: Tensor, wt: Tensor, b, stride, pads, dilation, groups, padding_mode) -> Tensor:
+    """The convolution in differentiable ops (pad, unfold by indexing, matmul): conv2d's double
+    backward. It holds all windows at once, so it costs memory only create_graph=True pays."""
+    unbatched = x.ndim == 3
+    if unbatched:
+        x = _t.unsqueeze(x, 0)
+    n, c, h, w = x.shape
+    o, cg, kh, kw = wt.shape
+    (pt, pb), (pl, pr) = pads
+    if padding_mode == "zeros":
+        if pt or pb or pl or pr:
+            inner = (slice(None), slice(None), slice(pt, pt + h), slice(pl, pl + w))
+            x = _t._index_add_zeros((n, c, h + pt + pb, w + pl + pr), inner, x)
+    else:
+        src_h = np.pad(np.arange(h), (pt, pb), mode=_PADDING_MODES[padding_mode])
+        src_w = np.pad(np.arange(w), (pl, pr), mode=_PADDING_MODES[padding_mode])
+        x = _t.getitem(x, (slice(None), slice(None), src_h[:, None], src_w[None, :]))
+    ho = _out_size(h, pads[0], kh, stride[0], dilation[0])
+    wo = _out_size(w, pads[1], kw, stride[1], dilation[1])
+    rows = (np.arange(ho) * stride[0])[:, None] + (np.arange(kh) * dilation[0])[None, :]
+    cols = (np.arange(wo) * stride[1])[:, None] + (np.arange(kw) * dilation[1])[None, :]
+    # (n, c, ho, kh, wo, kw) -> (n * ho * wo, groups, cg * kh * kw)
+    windows = _t.getitem(x, (slice(None), slice(None), rows[:, :, None, None],
+                             cols[None, None, :, :]))
+    windows = _t.reshape(_t.permute(windows, (0, 2, 4, 1, 3, 5)), (n * ho * wo, groups, -1))
+    kernels = _t.reshape(wt, (groups, o // groups, cg * kh * kw))
+    prod = _t.matmul(_t.transpose(windows, 0, 1), _t.transpose(kernels, 1, 2))
+    out = _t.permute(_t.reshape(_t.transpose(prod, 0, 1), (n, ho, wo, o)), (0, 3, 1, 2))
+    if b is not None:
+        out = _t.add(out, _t.reshape(b, (1, o, 1, 1)))
+    return _t.squeeze(out, 0) if unbatched else out
 
 
 def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0,

@@ -13,6 +13,8 @@ import math
 
 import numpy as np
 
+from ..autograd import tensor as _t
+from ..autograd.graph_engine import vjp_via
 from ..autograd.tensor import Tensor, _op, get_default_dtype
 from . import init
 from .conv import _check_positive, _correlate, _input_grad_col2im, _pad_or_crop, _pair, _weight_grad
@@ -95,8 +97,27 @@ def _conv_transpose2d(input: Tensor, weight: Tensor, bias, stride: tuple, paddin
             gb = G.sum(axis=(0, 2, 3))
         return gx, gw, gb
 
+    def decomposition(x, wt, b=None):
+        x4 = _t.unsqueeze(x, 0) if unbatched else x
+        rows = (np.arange(h) * stride[0])[:, None] + (np.arange(kh) * dilation[0])[None, :]
+        cols = (np.arange(w) * stride[1])[:, None] + (np.arange(kw) * dilation[1])[None, :]
+        xg = _t.permute(_t.reshape(x4, (n, groups, cin // groups, h * w)), (1, 0, 3, 2))
+        prod = _t.matmul(_t.reshape(xg, (groups, n * h * w, cin // groups)),
+                         _t.reshape(wt, (groups, cin // groups, cg * kh * kw)))
+        prod = _t.permute(_t.reshape(prod, (groups, n, h, w, cg, kh, kw)), (1, 0, 4, 2, 5, 3, 6))
+        windows = _t.reshape(prod, (n, cout, h, kh, w, kw))
+        grown_t = _t._index_add_zeros((n, cout, *full), (slice(None), slice(None),
+                                                        rows[:, :, None, None],
+                                                        cols[None, None, :, :]), windows)
+        out_t = _t.getitem(grown_t, (slice(None), slice(None), slice(ph, ph + ho),
+                                     slice(pw, pw + wo)))
+        if b is not None:
+            out_t = _t.add(out_t, _t.reshape(b, (1, cout, 1, 1)))
+        return _t.squeeze(out_t, 0) if unbatched else out_t
+
     inputs = (input, weight) if bias is None else (input, weight, bias)
-    return _op(out[0] if unbatched else out, inputs, backward, "ConvolutionBackward0")
+    return _op(out[0] if unbatched else out, inputs, backward, "ConvolutionBackward0",
+               graph=lambda g: vjp_via(decomposition, inputs, g))
 
 
 def conv_transpose2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1,

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from .. import random as _random
+from ..autograd import tensor as _t
 from ..autograd.tensor import Tensor, _op
 from .module import Module
 
@@ -86,7 +87,8 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
     scale = 1.0 / (1.0 - p)
     mask = _keep_mask(X.shape, 1.0 - p, generator)
     factor = (mask * scale).astype(X.dtype)
-    return _op(X * factor, (input,), lambda g: (g * factor,), "MulBackward0")
+    return _op(X * factor, (input,), lambda g: (g * factor,), "MulBackward0",
+               graph=lambda g: (_t.mul(g, factor),))
 
 
 class Dropout(Module):

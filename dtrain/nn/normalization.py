@@ -18,7 +18,10 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from ..autograd import tensor as _t
 from ..autograd.device import check_device
+from ..autograd.graph_engine import vjp_via
+from ..autograd.pieces import norm as norm_
 from ..autograd.tensor import Tensor, _op, get_default_dtype
 from . import init
 from .module import Module
@@ -104,7 +107,15 @@ def _batch_norm_train(input: Tensor, weight, bias, eps: float):
             gx = gx.reshape(X.shape)
         return _affine_grads(gx, weight, bias, sum_gx, sum_g)
 
-    return _bn_op(out.reshape(X.shape), input, weight, bias, backward), mean, var, n
+    def decomposition(x, *affine):
+        x3 = _t.reshape(x, X3.shape)
+        centered = _t.sub(x3, _t.mean(x3, (0, 2), keepdim=True))
+        var_t = _t.mean(_t.mul(centered, centered), (0, 2), keepdim=True)
+        xhat_t = _t.div(centered, _t.sqrt(_t.add(var_t, eps)))
+        return _t.reshape(_affine_ops(xhat_t, weight, bias, affine, (-1, 1)), X.shape)
+
+    out = _bn_op(out.reshape(X.shape), input, weight, bias, backward, decomposition)
+    return out, mean, var, n
 
 
 def _batch_norm_eval(input: Tensor, weight, bias, running_mean: np.ndarray,
@@ -127,7 +138,12 @@ def _batch_norm_eval(input: Tensor, weight, bias, running_mean: np.ndarray,
             sum_gx = (G * ((X3 - running_mean[:, None]) * invstd[:, None])).sum(axis=(0, 2))
         return _affine_grads(gx, weight, bias, sum_gx, G.sum(axis=(0, 2)))
 
-    return _bn_op(out.reshape(X.shape), input, weight, bias, backward)
+    def decomposition(x, *affine):
+        x3 = _t.reshape(x, X3.shape)
+        xhat_t = _t.mul(_t.sub(x3, running_mean[:, None]), invstd[:, None].astype(X.dtype))
+        return _t.reshape(_affine_ops(xhat_t, weight, bias, affine, (-1, 1)), X.shape)
+
+    return _bn_op(out.reshape(X.shape), input, weight, bias, backward, decomposition)
 
 
 def _affine_grads(gx, weight, bias, gw, gb) -> tuple:
@@ -139,9 +155,21 @@ def _affine_grads(gx, weight, bias, gw, gb) -> tuple:
     return tuple(grads)
 
 
-def _bn_op(out, input, weight, bias, backward) -> Tensor:
+def _affine_ops(xhat: Tensor, weight, bias, affine: tuple, shape: tuple) -> Tensor:
+    """``xhat * weight + bias`` in differentiable ops; ``affine`` holds the (aliased) weight and
+    bias that are not None, in that order, each reshaped to ``shape`` to broadcast."""
+    affine = list(affine)
+    if weight is not None:
+        xhat = _t.mul(xhat, _t.reshape(affine.pop(0), shape))
+    if bias is not None:
+        xhat = _t.add(xhat, _t.reshape(affine.pop(0), shape))
+    return xhat
+
+
+def _bn_op(out, input, weight, bias, backward, decomposition) -> Tensor:
     inputs = (input,) + tuple(t for t in (weight, bias) if t is not None)
-    return _op(out, inputs, backward, "NativeBatchNormBackward0")
+    return _op(out, inputs, backward, "NativeBatchNormBackward0",
+               graph=lambda g: vjp_via(decomposition, inputs, g))
 
 
 def _unbiased(var: np.ndarray, n: int) -> np.ndarray:
@@ -360,8 +388,16 @@ def layer_norm(input: Tensor, normalized_shape, weight=None, bias=None,
         gb = G.sum(axis=0).reshape(shape) if B is not None else None
         return _affine_grads(gx, weight, bias, gw, gb)
 
+    def decomposition(x, *affine):
+        x2 = _t.reshape(x, (-1, d))
+        centered = _t.sub(x2, _t.mean(x2, 1, keepdim=True))
+        var_t = _t.mean(_t.mul(centered, centered), 1, keepdim=True)
+        xhat_t = _t.div(centered, _t.sqrt(_t.add(var_t, eps)))
+        return _t.reshape(_affine_ops(xhat_t, weight, bias, affine, (d,)), X.shape)
+
     inputs = (input,) + tuple(t for t in (weight, bias) if t is not None)
-    return _op(out.reshape(X.shape), inputs, backward, "NativeLayerNormBackward0")
+    return _op(out.reshape(X.shape), inputs, backward, "NativeLayerNormBackward0",
+               graph=lambda g: vjp_via(decomposition, inputs, g))
 
 
 class LayerNorm(Module):
@@ -444,8 +480,16 @@ def group_norm(input: Tensor, num_groups: int, weight=None, bias=None,
         gb = G.sum(axis=(0, 2)) if B is not None else None
         return _affine_grads(gx, weight, bias, gw, gb)
 
+    def decomposition(x, *affine):
+        x3 = _t.reshape(x, (n, g, -1))
+        centered = _t.sub(x3, _t.mean(x3, 2, keepdim=True))
+        var_t = _t.div(_t.sum(_t.mul(centered, centered), 2, keepdim=True), max(d, 1))
+        xhat_t = _t.reshape(_t.div(centered, _t.sqrt(_t.add(var_t, eps))), (n, c, -1))
+        return _t.reshape(_affine_ops(xhat_t, weight, bias, affine, (c, 1)), X.shape)
+
     inputs = (input,) + tuple(t for t in (weight, bias) if t is not None)
-    return _op(out.reshape(X.shape), inputs, backward, "NativeGroupNormBackward0")
+    return _op(out.reshape(X.shape), inputs, backward, "NativeGroupNormBackward0",
+               graph=lambda g: vjp_via(decomposition, inputs, g))
 
 
 class GroupNorm(Module):
@@ -523,4 +567,8 @@ def normalize(input: Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12) -
             gx -= np.where(through & (norm > 0), coef * dnorm, 0)
         return (gx.astype(X.dtype, copy=False),)
 
-    return _op(X / denom, (input,), backward, "DivBackward0")
+    def decomposition(x):
+        return _t.div(x, _t.clamp(norm_(x, p, dim, keepdim=True), min=eps))
+
+    return _op(X / denom, (input,), backward, "DivBackward0",
+               graph=lambda g: vjp_via(decomposition, (input,), g))

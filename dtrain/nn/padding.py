@@ -12,6 +12,8 @@ import numbers
 
 import numpy as np
 
+from ..autograd import tensor as _t
+from ..autograd.graph_engine import linear_graph
 from ..autograd.tensor import Tensor, _op
 from .module import Module
 
@@ -71,7 +73,10 @@ def _constant(input: Tensor, pairs: list, value: float) -> Tensor:
         gx[crop] = g[inner]
         return (gx,)
 
-    return _op(out, (input,), backward, "ConstantPadNdBackward0")
+    def graph(g):
+        return (_t._index_add_zeros(X.shape, crop, _t.getitem(g, inner)),)
+
+    return _op(out, (input,), backward, "ConstantPadNdBackward0", graph=graph)
 
 
 def _copying(input: Tensor, pairs: list, mode: str) -> Tensor:
@@ -93,7 +98,10 @@ def _copying(input: Tensor, pairs: list, mode: str) -> Tensor:
 
     names = {"reflect": "ReflectionPad", "replicate": "ReplicationPad", "circular": "CircularPad"}
     count = sum(1 for p in pairs if p != (0, 0))
-    return _op(out, (input,), backward, f"{names[mode]}{max(count, 1)}DBackward0")
+    name = f"{names[mode]}{max(count, 1)}DBackward0"
+    return _op(out, (input,), backward, name,
+               graph=linear_graph(lambda t: _copying(t, pairs, mode), backward,
+                                  name.replace("Backward0", "BackwardBackward0")))
 
 
 def pad(input: Tensor, pad, mode: str = "constant", value: float | None = None) -> Tensor:

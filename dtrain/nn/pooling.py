@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..autograd import tensor as _t
+from ..autograd.graph_engine import linear_graph
 from ..autograd.tensor import Tensor, _op
 from .conv import _pair
 from .module import Module
@@ -119,7 +121,18 @@ def max_pool2d(input: Tensor, kernel_size, stride=None, padding=0, dilation=1,
         gx = gxp[:, :, p[0]:p[0] + X.shape[2], p[1]:p[1] + X.shape[3]]
         return (np.ascontiguousarray(gx[0] if unbatched else gx),)
 
-    out = _op(best[0] if unbatched else best, (input,), backward, "MaxPool2DWithIndicesBackward0")
+    def graph(grad):
+        # max pooling is, locally, a gather from each window's argmax: its gradient a scatter
+        pos = _window_argmax(Xp, best, k, s, d, ho, wo).astype(np.int64)
+        nn_, cc, oh, ow = np.indices(best.shape)
+        rows = oh * s[0] + (pos // k[1]) * d[0] - p[0]
+        cols = ow * s[1] + (pos % k[1]) * d[1] - p[1]
+        G = _t.unsqueeze(grad, 0) if unbatched else grad
+        gx = _t._index_add_zeros(X.shape, (nn_, cc, rows, cols), G)
+        return (_t.squeeze(gx, 0) if unbatched else gx,)
+
+    out = _op(best[0] if unbatched else best, (input,), backward, "MaxPool2DWithIndicesBackward0",
+              graph=graph)
     if not return_indices:
         return out
     idx = _window_argmax(Xp, best, k, s, d, ho, wo)
@@ -189,7 +202,12 @@ def avg_pool2d(input: Tensor, kernel_size, stride=None, padding=0, ceil_mode: bo
         gx = gxp[:, :, p[0]:p[0] + X.shape[2], p[1]:p[1] + X.shape[3]]
         return (np.ascontiguousarray(gx[0] if unbatched else gx),)
 
-    return _op(total[0] if unbatched else total, (input,), backward, "AvgPool2DBackward0")
+    def again(t):
+        return avg_pool2d(t, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                          divisor_override)
+
+    return _op(total[0] if unbatched else total, (input,), backward, "AvgPool2DBackward0",
+               graph=linear_graph(again, backward, "AvgPool2DBackwardBackward0"))
 
 
 class AvgPool2d(Module):
@@ -245,7 +263,10 @@ def adaptive_avg_pool2d(input: Tensor, output_size) -> Tensor:
         gx = np.matmul(np.matmul(Ah.T, G), Aw)
         return (gx[0] if unbatched else gx,)
 
-    return _op(out[0] if unbatched else out, (input,), backward, "AdaptiveAvgPool2DBackward0")
+    graph = linear_graph(lambda t: adaptive_avg_pool2d(t, output_size), backward,
+                         "AdaptiveAvgPool2DBackwardBackward0")
+    return _op(out[0] if unbatched else out, (input,), backward, "AdaptiveAvgPool2DBackward0",
+               graph=graph)
 
 
 class AdaptiveAvgPool2d(Module):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..autograd import tensor as _t
 from ..autograd.device import check_device
 from ..autograd.grad_mode import no_grad
 from ..autograd.tensor import Tensor, _op, get_default_dtype
@@ -84,7 +85,17 @@ def embedding(input, weight: Tensor, padding_idx: int | None = None,
             gw[pad] = 0
         return (gw,)
 
-    return _op(out, (weight,), backward, "EmbeddingBackward0")
+    def graph(grad):
+        rows = _t.reshape(grad, (-1, dim))
+        flat = idx.reshape(-1)
+        if scale_grad_by_freq:
+            counts = np.bincount(flat, minlength=num)
+            rows = _t.div(rows, counts[flat][:, None].astype(W.dtype))
+        if pad is not None:
+            rows = _t.mul(rows, (flat != pad)[:, None].astype(W.dtype))
+        return (_t._index_add_zeros(W.shape, flat, rows),)
+
+    return _op(out, (weight,), backward, "EmbeddingBackward0", graph=graph)
 
 
 class Embedding(Module):

@@ -17,6 +17,7 @@ import numbers
 
 import numpy as np
 
+from ..autograd.graph_engine import linear_graph
 from ..autograd.tensor import Tensor, _op
 from .module import Module
 from .pooling import _adaptive_matrix
@@ -234,7 +235,13 @@ def interpolate(input: Tensor, size=None, scale_factor=None, mode: str = "neares
     names = {"nearest": "UpsampleNearest", "nearest-exact": "UpsampleNearestExact",
              "linear": "UpsampleLinear", "bilinear": "UpsampleBilinear",
              "area": "AdaptiveAvgPool"}
-    return _op(np.ascontiguousarray(out), (input,), backward, f"{names[mode]}{count}DBackward0")
+    def again(t):
+        return interpolate(t, size, scale_factor, mode, align_corners, recompute_scale_factor,
+                           antialias)
+
+    name = f"{names[mode]}{count}DBackward0"
+    return _op(np.ascontiguousarray(out), (input,), backward, name,
+               graph=linear_graph(again, backward, name.replace("Backward0", "BackwardBackward0")))
 
 
 class Upsample(Module):
@@ -289,7 +296,9 @@ def pixel_shuffle(input: Tensor, upscale_factor: int) -> Tensor:
         back = g.reshape(*lead, c // (r * r), h, r, w, r).transpose(np.argsort(perm))
         return (np.ascontiguousarray(back).reshape(X.shape),)
 
-    return _op(out, (input,), backward, "PixelShuffleBackward0")
+    return _op(out, (input,), backward, "PixelShuffleBackward0",
+               graph=linear_graph(lambda t: pixel_shuffle(t, upscale_factor), backward,
+                                  "PixelShuffleBackwardBackward0"))
 
 
 def pixel_unshuffle(input: Tensor, downscale_factor: int) -> Tensor:
@@ -312,7 +321,9 @@ def pixel_unshuffle(input: Tensor, downscale_factor: int) -> Tensor:
         back = g.reshape(*lead, c, r, r, h // r, w // r).transpose(np.argsort(perm))
         return (np.ascontiguousarray(back).reshape(X.shape),)
 
-    return _op(out, (input,), backward, "PixelUnshuffleBackward0")
+    return _op(out, (input,), backward, "PixelUnshuffleBackward0",
+               graph=linear_graph(lambda t: pixel_unshuffle(t, downscale_factor), backward,
+                                  "PixelUnshuffleBackwardBackward0"))
 
 
 class PixelShuffle(Module):
