@@ -389,6 +389,13 @@ class Tensor:
     def __hash__(self):
         return id(self)
 
+    def __format__(self, format_spec: str) -> str:
+        """A 0-d tensor formats as its number (``f"{loss:.4f}"``, ``f"Label: {y[0]}"``), as in
+        torch; other tensors accept only the empty format."""
+        if self._data.ndim == 0 and type(self) is Tensor:
+            return self.item().__format__(format_spec)
+        return object.__format__(self, format_spec)
+
     def __repr__(self):
         dtype = self._data.dtype
         # an empty tensor shows any non-default dtype: there are no values to tell it by
