@@ -106,6 +106,34 @@ from .autograd.grad_mode import (
 )
 from .autograd.indexing import gather, index_select, masked_fill, scatter, scatter_add
 from .autograd.pieces import chunk, cumsum, norm, split, unbind
+from .autograd.mathops import (
+    all,
+    any,
+    bmm,
+    ceil,
+    cos,
+    dot,
+    einsum,
+    expm1,
+    flip,
+    floor,
+    isclose,
+    log1p,
+    log2,
+    log10,
+    logsumexp,
+    outer,
+    prod,
+    reciprocal,
+    roll,
+    round,
+    rsqrt,
+    sin,
+    square,
+    tril,
+    triu,
+    trunc,
+)
 from .autograd.sorting import argsort, sort, topk
 from .autograd.tensor import (
     Tensor,

@@ -639,11 +639,13 @@ class Tensor:
         A = self._data
         return Tensor._wrap(A.copy() if A.dtype == bool_ else np.sign(A))
 
-    def any(self):
-        return Tensor._wrap(np.asarray(self._data.any()))
+    def any(self, dim=None, keepdim=False):
+        return Tensor._wrap(np.asarray(self._data.any(_normalize_dims(dim, self._data.ndim),
+                                                      keepdims=keepdim)))
 
-    def all(self):
-        return Tensor._wrap(np.asarray(self._data.all()))
+    def all(self, dim=None, keepdim=False):
+        return Tensor._wrap(np.asarray(self._data.all(_normalize_dims(dim, self._data.ndim),
+                                                      keepdims=keepdim)))
 
     # ------------------------------------------------------ method forms of ops
     def add(self, other, *, alpha=1):
