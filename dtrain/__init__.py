@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from . import accelerator, autograd, backends, cuda, data, datasets, nn, onnx, optim, utils
 from .autograd import return_types
 from .autograd.creation import (
@@ -134,6 +136,7 @@ from .autograd.mathops import (
     triu,
     trunc,
 )
+from .autograd.sampling import bernoulli, multinomial, normal
 from .autograd.sorting import argsort, sort, topk
 from .autograd.tensor import (
     Tensor,
@@ -149,6 +152,7 @@ from .autograd.tensor import (
     var,
 )
 from .io import CheckpointError, load, load_model, save, save_model
+from .process import get_num_threads, set_num_threads
 from .random import Generator, get_rng_state, manual_seed, set_rng_state
 
 bool = bool_
@@ -200,6 +204,16 @@ def numel(input):
     return input.numel()
 
 
+def finfo(type=None) -> np.finfo:
+    """Limits of a float dtype (``eps``, ``max``, ``tiny``, ...); the default dtype when none."""
+    return np.finfo(np.dtype(get_default_dtype() if type is None else type))
+
+
+def iinfo(type) -> np.iinfo:
+    """Limits of an integer dtype (``min``, ``max``, ``bits``)."""
+    return np.iinfo(np.dtype(type))
+
+
 def is_tensor(obj) -> bool:
     return isinstance(obj, Tensor)
 
@@ -224,4 +238,6 @@ def __getattr__(name: str):
         from .launcher.run import fit
 
         return fit
-    raise AttributeError(f"module 'dtrain' has no attribute {name!r}")
+    from .unsupported import missing
+
+    raise missing(name)
