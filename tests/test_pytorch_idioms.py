@@ -167,3 +167,18 @@ def test_zero_dim_index_on_a_vector():
     agree(one_hot_scatter, [np.eye(10)[3], 3.0, [0, 5, 0], [0, 0, 1], 1.0])
     with pytest.raises(RuntimeError, match="same number of dimensions"):
         dtrain.zeros(2, 3).scatter(0, dtrain.tensor(1), value=1.0)
+
+
+def test_torch_weights_come_over_through_numpy(tmp_path):
+    """A file from torch.save is refused with the way round; numpy.savez carries the weights."""
+    torch = pytest.importorskip("torch")
+    source = torch.nn.Linear(3, 2)
+    torch.save(source.state_dict(), tmp_path / "model.pth")
+    with pytest.raises(dtrain.CheckpointError, match="written by torch.save.*numpy.savez"):
+        dtrain.load(tmp_path / "model.pth")
+    np.savez(tmp_path / "model.npz", **{k: v.numpy() for k, v in source.state_dict().items()})
+    target = dtrain.nn.Linear(3, 2)
+    target.load_state_dict(dict(np.load(tmp_path / "model.npz")))
+    x = np.ones((1, 3), np.float32)
+    np.testing.assert_allclose(target(dtrain.from_numpy(x)).detach().numpy(),
+                               source(torch.from_numpy(x)).detach().numpy(), rtol=1e-6)
