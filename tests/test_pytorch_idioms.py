@@ -182,3 +182,13 @@ def test_torch_weights_come_over_through_numpy(tmp_path):
     x = np.ones((1, 3), np.float32)
     np.testing.assert_allclose(target(dtrain.from_numpy(x)).detach().numpy(),
                                source(torch.from_numpy(x)).detach().numpy(), rtol=1e-6)
+
+
+FLAGS = ("is_cpu", "is_cuda", "is_mps", "is_xpu", "is_meta", "is_sparse", "is_quantized")
+
+
+def test_placement_flags():
+    """dcgan's ``if (input.is_cuda or input.is_xpu) and self.ngpu > 1`` takes the CPU branch."""
+    ours, theirs = both(lambda m: [getattr(m.ones(2), flag) for flag in FLAGS])
+    assert ours == [True] + [False] * (len(FLAGS) - 1)
+    assert theirs is None or theirs == ours

@@ -323,6 +323,14 @@ class Tensor:
     def is_cuda(self) -> bool:
         return False
 
+    # the other placement and layout flags scripts test (`input.is_cuda or input.is_xpu`)
+    is_cpu = property(lambda self: True, doc="True: dtrain tensors live on the CPU.")
+    is_mps = property(lambda self: False, doc="False: no Apple GPU.")
+    is_xpu = property(lambda self: False, doc="False: no Intel GPU.")
+    is_meta = property(lambda self: False, doc="False: every tensor holds data.")
+    is_sparse = property(lambda self: False, doc="False: tensors are dense.")
+    is_quantized = property(lambda self: False, doc="False: no quantized tensors.")
+
     def get_device(self) -> int:
         """-1: the CPU, as torch numbers it."""
         return -1
