@@ -5,7 +5,8 @@ A program in ``examples/ported/`` is a dtrain script; its torch twin is the same
 random numbers, so the dtrain run records its random draws and the torch run replays them:
 
 - every layer's initial parameters (at the end of its ``reset_parameters``, in creation order),
-- tensors from ``rand``/``randn``/``randint``/``*_like`` called on the program's own lines,
+- tensors from ``rand``/``randn``/``randint``/``*_like``/``multinomial``/... and the random
+  fills of ``nn.init`` and ``Tensor.normal_``/``uniform_`` called on the program's own lines,
 - dropout keep-masks, and the index orders of shuffling samplers.
 
 Both runs record the program's ``.item()`` values and backward losses, its stdout and every
@@ -28,7 +29,9 @@ import numpy as np
 PROGRAMS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                         "examples", "ported")
 RANDOM_FACTORIES = ("rand", "randn", "randint", "rand_like", "randn_like", "randint_like",
-                    "randperm", "normal")
+                    "randperm", "normal", "bernoulli", "multinomial")
+RANDOM_INITS = ("uniform_", "normal_", "trunc_normal_", "xavier_uniform_", "xavier_normal_",
+                "kaiming_uniform_", "kaiming_normal_", "orthogonal_")
 
 
 @dataclass
@@ -111,6 +114,11 @@ class _Patcher:
         for name in RANDOM_FACTORIES:
             if hasattr(self.fw, name):
                 self.set(self.fw, name, self._factory(getattr(self.fw, name)))
+        for name in RANDOM_INITS:
+            if hasattr(self.fw.nn.init, name):
+                self.set(self.fw.nn.init, name, self._filled(getattr(self.fw.nn.init, name)))
+        for name in ("uniform_", "normal_"):
+            self.set(self.fw.Tensor, name, self._filled(getattr(self.fw.Tensor, name)))
         self.set(self.fw, "load", self._loading(self.fw.load))
         tensor = self.fw.Tensor
         self.set(tensor, "item", self._value("item", tensor.item))
@@ -157,6 +165,19 @@ class _Patcher:
             self.trace.draws.append(_array(out))
             return out
         return factory
+
+    def _filled(self, original):
+        """In-place random fills the program calls (``nn.init.normal_(m.weight, ...)``,
+        ``m.weight.data.normal_(...)``): recorded, then replayed into the same tensor."""
+        def fill(tensor, *args, **kwargs):
+            out = original(tensor, *args, **kwargs)
+            if _from_program(self.path):
+                if self.replay is not None:
+                    with self.fw.no_grad():
+                        tensor.copy_(self.fw.from_numpy(self.next("draws")))
+                self.trace.draws.append(_array(tensor))
+            return out
+        return fill
 
     def _value(self, what, original):
         def method(tensor, *args, **kwargs):
@@ -217,9 +238,10 @@ def run(name: str, framework: str, workdir: str, argv=(), replay: Trace | None =
     trace = Trace()
     patcher = _Patcher(fw, trace, replay, path)
     out = io.StringIO()
-    old_argv, old_cwd = sys.argv, os.getcwd()
+    old_argv, old_cwd, old_threads = sys.argv, os.getcwd(), fw.get_num_threads()
     sys.argv = [path, *argv]
     os.chdir(workdir)
+    fw.set_num_threads(1)  # torch's own thread pool crawls on a shared 2-core machine
     try:
         patcher.install()
         with contextlib.redirect_stdout(out), warnings.catch_warnings():
@@ -228,6 +250,7 @@ def run(name: str, framework: str, workdir: str, argv=(), replay: Trace | None =
             runpy.run_path(path, run_name="__main__")
     finally:
         patcher.restore()
+        fw.set_num_threads(old_threads)
         sys.argv = old_argv
         os.chdir(old_cwd)
     trace.stdout = out.getvalue()
