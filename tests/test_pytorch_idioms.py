@@ -192,3 +192,20 @@ def test_placement_flags():
     ours, theirs = both(lambda m: [getattr(m.ones(2), flag) for flag in FLAGS])
     assert ours == [True] + [False] * (len(FLAGS) - 1)
     assert theirs is None or theirs == ours
+
+
+INDEX_KEYS = [0, (0, 1), slice(0, 2), (slice(None), 0), (0, slice(1, 3)), (Ellipsis, -1), None,
+              (None, 0), ([0, 1],), (slice(None), slice(None)), (slice(0, 3),),
+              (Ellipsis, slice(1, None)), (0, Ellipsis, None), (slice(None, None, 2),)]
+INDEX_NAMES = ["SelectBackward0", "SelectBackward0", "SliceBackward0", "SelectBackward0",
+               "SliceBackward0", "SelectBackward0", "UnsqueezeBackward0", "SelectBackward0",
+               "IndexBackward0", "AliasBackward0", "AliasBackward0", "SliceBackward0",
+               "UnsqueezeBackward0", "SliceBackward0"]
+
+
+def test_indexing_grad_fn_names():
+    """``print(preds[0])`` shows torch's grad_fn: the last view the index applies."""
+    ours, theirs = both(lambda m: [m.ones(3, 4, 5, requires_grad=True)[k].grad_fn.name()
+                                   for k in INDEX_KEYS])
+    assert ours == INDEX_NAMES
+    assert theirs is None or theirs == ours

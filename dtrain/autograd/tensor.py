@@ -178,6 +178,27 @@ def _is_basic_index(key) -> bool:
     )
 
 
+def _basic_index_name(key, shape: tuple) -> str:
+    """torch's grad_fn for basic indexing: the last view it applies, left to right (``x[0]``
+    selects, ``x[0, 1:3]`` slices, ``x[None]`` unsqueezes; whole-dim slices change nothing)."""
+    parts = key if isinstance(key, tuple) else (key,)
+    consuming = len([k for k in parts if k is not None and k is not Ellipsis])
+    name, dim = "AliasBackward0", 0
+    for k in parts:
+        if k is Ellipsis:
+            dim += len(shape) - consuming
+        elif k is None:
+            name = "UnsqueezeBackward0"
+        elif isinstance(k, slice):
+            start, stop, step = k.indices(shape[dim])
+            if (start, stop, step) != (0, shape[dim], 1):
+                name = "SliceBackward0"
+            dim += 1
+        else:
+            name, dim = "SelectBackward0", dim + 1
+    return name
+
+
 class Tensor:
     """An n-dimensional array with PyTorch's autograd semantics, stored as a NumPy array."""
 
@@ -1769,7 +1790,8 @@ def getitem(a: Tensor, key) -> Tensor:
 
     if basic:
         out = out if isinstance(out, np.ndarray) else np.asarray(out)
-    return _op(np.asarray(out), (a,), backward, "IndexBackward0" if not basic else "SliceBackward0")
+    name = _basic_index_name(key, A.shape) if basic else "IndexBackward0"
+    return _op(np.asarray(out), (a,), backward, name)
 
 
 def index_put(a: Tensor, key, value) -> Tensor:
