@@ -197,13 +197,13 @@ class _Patcher:
             self.trace.masks.append(mask.copy())
             return mask
         self.set(dropout_module, "_keep_mask", recorded_mask)
-        random_iter = sampler.RandomSampler.__iter__
+        epoch_order = sampler.RandomSampler.order  # both the sampler and the loader use it
 
-        def recorded_order(s):
-            order = list(random_iter(s))
-            self.trace.orders.append(order)
-            return iter(order)
-        self.set(sampler.RandomSampler, "__iter__", recorded_order)
+        def recorded_order(s, epoch):
+            order = epoch_order(s, epoch)
+            self.trace.orders.append(order.tolist())
+            return order
+        self.set(sampler.RandomSampler, "order", recorded_order)
 
     def _replay_torch_internals(self):
         fw = self.fw
