@@ -26,6 +26,8 @@ PROGRAMS = {
     "optimization": [],
     "quickstart": [],
     "nn_tutorial": [],
+    "blitz_nn": [],
+    "blitz_cifar10": [],
     "saveload": [],
     "mnist": ["--epochs", "2", "--batch-size", "16", "--test-batch-size", "32",
               "--log-interval", "1", "--save-model"],
@@ -38,7 +40,8 @@ PROGRAMS = {
 # hundreds, so the two BLAS libraries' summation orders move single losses by ~3e-5, and its
 # 900 steps of plain SGD carry such differences into the stopping step.
 RUN_ONLY = {"regression"}
-TRAINING = ("optimization", "quickstart", "nn_tutorial", "mnist", "vae", "dcgan")
+TRAINING = ("optimization", "quickstart", "nn_tutorial", "blitz_cifar10", "mnist", "vae",
+            "dcgan")
 
 
 def test_every_ported_program_is_tested():
