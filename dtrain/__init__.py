@@ -28,6 +28,7 @@ from .autograd.creation import (
     zeros,
     zeros_like,
 )
+from .autograd.anomaly import is_anomaly_enabled
 from .autograd.device import DeviceUnavailableError, device
 from .autograd.dtypes import (
     Size,
@@ -136,7 +137,19 @@ from .autograd.mathops import (
     triu,
     trunc,
 )
+from .autograd.legacy import (
+    BoolTensor,
+    ByteTensor,
+    CharTensor,
+    DoubleTensor,
+    FloatTensor,
+    HalfTensor,
+    IntTensor,
+    LongTensor,
+    ShortTensor,
+)
 from .autograd.sampling import bernoulli, multinomial, normal
+from .autograd.selection import argwhere, bincount, diag, masked_select, nonzero, unique
 from .autograd.sorting import argsort, sort, topk
 from .autograd.tensor import (
     Tensor,
@@ -153,7 +166,17 @@ from .autograd.tensor import (
 )
 from .io import CheckpointError, load, load_model, save, save_model
 from .process import get_num_threads, set_num_threads
-from .random import Generator, get_rng_state, manual_seed, set_rng_state
+from .random import (
+    Generator,
+    are_deterministic_algorithms_enabled,
+    get_rng_state,
+    initial_seed,
+    is_deterministic_algorithms_warn_only_enabled,
+    manual_seed,
+    seed,
+    set_rng_state,
+    use_deterministic_algorithms,
+)
 
 bool = bool_
 float = float32

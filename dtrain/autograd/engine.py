@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import anomaly
 from .grad_mode import no_grad
 from .tensor import Tensor
 
@@ -164,6 +165,8 @@ def run_backward(outputs, grad_outputs, retain_graph: bool, capture=None) -> dic
             if fn is None:
                 raise RuntimeError(_FREED)
             grads = fn(g)
+            if anomaly._enabled[0]:
+                anomaly.check_gradients(node._name, grads)
             if not retain_graph:
                 node.backward_fn = None
             for i, (t, child, gi) in enumerate(zip(node.inputs, node.edges, grads)):

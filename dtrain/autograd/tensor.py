@@ -331,6 +331,10 @@ class Tensor:
     def ndimension(self) -> int:
         return self._data.ndim
 
+    def is_contiguous(self, memory_format=None) -> bool:
+        """True when the elements lie in row-major order (False after ``t()``, as in torch)."""
+        return bool(self._data.flags.c_contiguous)
+
     def element_size(self) -> int:
         """Bytes per element."""
         return self._data.itemsize
@@ -536,8 +540,11 @@ class Tensor:
         """A copy with its own memory that stays in the graph."""
         return _op(self._data.copy(), (self,), lambda g: (g,), "CloneBackward0")
 
-    def contiguous(self) -> Tensor:
-        return self
+    def contiguous(self, memory_format=None) -> Tensor:
+        """Itself when row-major, else a row-major copy (differentiable), as in torch."""
+        if self._data.flags.c_contiguous:
+            return self
+        return _op(np.ascontiguousarray(self._data), (self,), lambda g: (g,), "CloneBackward0")
 
     def is_floating_point(self) -> bool:
         return self._data.dtype.kind == "f"
