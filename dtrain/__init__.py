@@ -125,6 +125,7 @@ from .autograd.mathops import (
     log2,
     log10,
     logsumexp,
+    narrow,
     outer,
     prod,
     reciprocal,

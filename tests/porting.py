@@ -217,6 +217,16 @@ class _Patcher:
             self.trace.masks.append(mask)
             return input * (fw.from_numpy(mask).to(input.dtype) / (1.0 - p))
         self.set(functional, "dropout", replayed_dropout)
+        dropout2d = functional.dropout2d
+
+        def replayed_dropout2d(input, p=0.5, training=True, inplace=False):
+            if not training or p == 0.0:
+                return dropout2d(input, p, training, inplace)
+            mask = self.next("masks")  # one draw per channel
+            self.trace.masks.append(mask)
+            keep = fw.from_numpy(mask.reshape(mask.shape + (1, 1))).to(input.dtype)
+            return input * (keep / (1.0 - p))
+        self.set(functional, "dropout2d", replayed_dropout2d)
 
         def replayed_order(s):
             order = self.next("orders")

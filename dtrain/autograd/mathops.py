@@ -234,6 +234,16 @@ def roll(input: Tensor, shifts, dims=None) -> Tensor:
                   lambda g: (np.roll(g, tuple(-s for s in shifts), axes),), "RollBackward0")
 
 
+def narrow(input: Tensor, dim: int, start: int, length: int) -> Tensor:
+    """The ``length`` entries from ``start`` along ``dim`` (a view-like slice, differentiable)."""
+    d = _t._normalize_dims(dim, input.ndim)[0]
+    size = input.shape[d]
+    start = int(start) + size if int(start) < 0 else int(start)
+    if not 0 <= start <= size or length < 0 or start + length > size:
+        raise RuntimeError(f"start ({start}) + length ({length}) exceeds dimension size ({size}).")
+    return input[(slice(None),) * d + (slice(start, start + length),)]
+
+
 def any(input: Tensor, dim=None, keepdim: bool = False) -> Tensor:
     return input.any(dim, keepdim)
 
@@ -256,6 +266,6 @@ def _flip_method(self, *dims):
 # varargs (``x.flip(0, 1)``).
 for _name in ("sin", "cos", "log1p", "expm1", "log2", "log10", "floor", "ceil", "trunc", "round",
               "square", "reciprocal", "rsqrt", "prod", "logsumexp", "bmm", "outer", "dot",
-              "tril", "triu", "roll", "isclose"):
+              "tril", "triu", "roll", "isclose", "narrow"):
     setattr(Tensor, _name, globals()[_name])
 Tensor.flip = _flip_method

@@ -19,7 +19,7 @@ from .container import Flatten, ModuleDict, ModuleList, Sequential, Unflatten
 from .conv import Conv2d
 from .conv1d import Conv1d
 from .conv_transpose import ConvTranspose1d, ConvTranspose2d
-from .dropout import Dropout, keyed_dropout, keyed_randn
+from .dropout import Dropout, Dropout2d, keyed_dropout, keyed_randn
 from .linear import Identity, Linear
 from .loss import (
     BCELoss,
@@ -48,7 +48,9 @@ from .padding import (
 )
 from .parallel import DataParallel
 from .parameter import Parameter
+from .pointwise import CosineSimilarity, Hardtanh, LogSigmoid, PReLU, ReLU6
 from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from .pooling1d import AvgPool1d, MaxPool1d
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 from .sparse import Embedding
 from .upsampling import PixelShuffle, PixelUnshuffle, Upsample
@@ -123,4 +125,12 @@ __all__ = [
     "keyed_dropout",
     "keyed_randn",
     "utils",
+    "AvgPool1d",
+    "CosineSimilarity",
+    "Dropout2d",
+    "Hardtanh",
+    "LogSigmoid",
+    "MaxPool1d",
+    "PReLU",
+    "ReLU6",
 ]

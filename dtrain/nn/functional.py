@@ -28,6 +28,9 @@ from ._kernels import hardswish as _hardswish
 from ._kernels import mish as _mish
 from ._kernels import silu as _silu
 from .activation import _implicit_dim
+from .dropout import dropout2d
+from .pointwise import cosine_similarity, hardtanh, logsigmoid, prelu, relu6
+from .pooling1d import avg_pool1d, max_pool1d
 from .conv import conv2d
 from .conv1d import conv1d
 from .conv_transpose import conv_transpose1d, conv_transpose2d
@@ -40,6 +43,7 @@ from .upsampling import interpolate, pixel_shuffle, pixel_unshuffle
 
 __all__ = [
     "adaptive_avg_pool2d",
+    "avg_pool1d",
     "avg_pool2d",
     "batch_norm",
     "binary_cross_entropy",
@@ -48,13 +52,16 @@ __all__ = [
     "conv2d",
     "conv_transpose1d",
     "conv_transpose2d",
+    "cosine_similarity",
     "cross_entropy",
     "dropout",
+    "dropout2d",
     "elu",
     "embedding",
     "gelu",
     "group_norm",
     "hardswish",
+    "hardtanh",
     "huber_loss",
     "interpolate",
     "kl_div",
@@ -63,6 +70,8 @@ __all__ = [
     "leaky_relu",
     "linear",
     "log_softmax",
+    "logsigmoid",
+    "max_pool1d",
     "max_pool2d",
     "mish",
     "mse_loss",
@@ -72,7 +81,9 @@ __all__ = [
     "pad",
     "pixel_shuffle",
     "pixel_unshuffle",
+    "prelu",
     "relu",
+    "relu6",
     "sigmoid",
     "silu",
     "smooth_l1_loss",
