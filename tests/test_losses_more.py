@@ -86,3 +86,40 @@ def test_parallel_functions_say_what_to_do():
         parallel.data_parallel(dtrain.nn.Linear(2, 1), dtrain.ones(1, 2))
     with pytest.raises(RuntimeError, match="dtrain.Job"):
         parallel.DistributedDataParallel(dtrain.nn.Linear(2, 1))
+
+
+@pytest.mark.parametrize("size_average, reduce, expected", [
+    (False, None, "sum"), (True, None, "mean"), (None, False, "none"), (True, True, "mean")])
+def test_legacy_size_average_and_reduce(size_average, reduce, expected):
+    """Pre-1.0 code: ``F.nll_loss(output, target, size_average=False)`` sums, with torch's
+    deprecation warning; the modules take the flags in torch's positions too."""
+    logp = dtrain.tensor([[-0.1, -2.4], [-1.6, -0.2], [-0.5, -0.9]])
+    target = dtrain.tensor([0, 1, 1])
+    want = dtrain.nn.functional.nll_loss(logp, target, reduction=expected).tolist()
+    with pytest.warns(UserWarning, match=f"reduction='{expected}' instead"):
+        got = dtrain.nn.functional.nll_loss(logp, target, size_average=size_average,
+                                            reduce=reduce)
+    assert got.tolist() == want
+    with pytest.warns(UserWarning, match="size_average and reduce args will be deprecated"):
+        layer = dtrain.nn.MSELoss(size_average, reduce)
+    assert layer.reduction == expected
+    with pytest.warns(UserWarning, match="deprecated"):
+        assert dtrain.nn.CrossEntropyLoss(None, size_average, -100, reduce).reduction == expected
+
+
+def test_loss_signatures_are_torchs():
+    """Positional arguments land where torch puts them (size_average before ignore_index)."""
+    import inspect
+
+    if torch is None:
+        pytest.skip("needs torch")
+    for name in ("nll_loss", "cross_entropy", "mse_loss", "l1_loss", "binary_cross_entropy",
+                 "binary_cross_entropy_with_logits", "smooth_l1_loss", "huber_loss", "kl_div",
+                 "leaky_relu"):
+        ours = list(inspect.signature(getattr(dtrain.nn.functional, name)).parameters)
+        theirs = list(inspect.signature(getattr(torch.nn.functional, name)).parameters)
+        assert ours == theirs[:len(ours)], name
+    for name in ("CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "SmoothL1Loss", "HuberLoss",
+                 "KLDivLoss", "BCELoss", "BCEWithLogitsLoss"):
+        ours = list(inspect.signature(getattr(dtrain.nn, name)).parameters)
+        assert ours == list(inspect.signature(getattr(torch.nn, name)).parameters), name

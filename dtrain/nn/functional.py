@@ -8,36 +8,31 @@ from ..autograd.tensor import Tensor, sigmoid, tanh
 from ..autograd.tensor import log_softmax as _log_softmax
 from ..autograd.tensor import relu as _relu
 from ..autograd.tensor import softmax as _softmax
-from ._kernels import (
-    binary_cross_entropy,
-    binary_cross_entropy_with_logits,
-    cross_entropy,
-    elu,
-    gelu,
-    huber_loss,
-    kl_div,
-    l1_loss,
-    leaky_relu,
-    linear,
-    mse_loss,
-    nll_loss,
-    smooth_l1_loss,
-    softplus,
-)
+from ._kernels import elu, gelu, linear, softplus
 from ._kernels import hardswish as _hardswish
 from ._kernels import mish as _mish
 from ._kernels import silu as _silu
 from .activation import _implicit_dim
-from .dropout import dropout2d
-from .pointwise import cosine_similarity, hardtanh, logsigmoid, prelu, relu6
-from .pooling1d import avg_pool1d, max_pool1d
 from .conv import conv2d
 from .conv1d import conv1d
 from .conv_transpose import conv_transpose1d, conv_transpose2d
-from .dropout import dropout
+from .dropout import dropout, dropout2d
+from .loss_functions import (
+    binary_cross_entropy,
+    binary_cross_entropy_with_logits,
+    cross_entropy,
+    huber_loss,
+    kl_div,
+    l1_loss,
+    mse_loss,
+    nll_loss,
+    smooth_l1_loss,
+)
 from .normalization import batch_norm, group_norm, layer_norm, normalize
 from .padding import pad
+from .pointwise import cosine_similarity, hardtanh, leaky_relu, logsigmoid, prelu, relu6
 from .pooling import adaptive_avg_pool2d, avg_pool2d, max_pool2d
+from .pooling1d import avg_pool1d, max_pool1d
 from .sparse import embedding
 from .upsampling import interpolate, pixel_shuffle, pixel_unshuffle
 

@@ -1,5 +1,6 @@
 """More elementwise activations: ``ReLU6``, ``Hardtanh``, ``LogSigmoid``, ``PReLU`` (a learned
-slope), and ``cosine_similarity``; each built from differentiable tensor ops."""
+slope), ``F.leaky_relu`` with torch's ``inplace`` argument, and ``cosine_similarity``; each
+built from differentiable tensor ops."""
 
 from __future__ import annotations
 
@@ -21,6 +22,11 @@ def hardtanh(input: Tensor, min_val: float = -1.0, max_val: float = 1.0,
     if min_val > max_val:
         raise ValueError("min_val cannot be greater than max_val")
     return T.clamp(input, min_val, max_val)
+
+
+def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:
+    """``x`` where positive, ``negative_slope * x`` elsewhere (torch's signature)."""
+    return K.leaky_relu(input, negative_slope)
 
 
 def relu6(input: Tensor, inplace: bool = False) -> Tensor:
