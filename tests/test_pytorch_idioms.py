@@ -209,3 +209,19 @@ def test_indexing_grad_fn_names():
                                    for k in INDEX_KEYS])
     assert ours == INDEX_NAMES
     assert theirs is None or theirs == ours
+
+
+def running_count(torch):
+    """Accuracy code that adds 0-d tensors into a Python number, then into itself."""
+    correct = 0
+    for pred, target in (([1, 0, 2], [1, 2, 2]), ([0, 0], [0, 0])):
+        correct += torch.tensor(pred).eq(torch.tensor(target)).sum()
+    total = torch.tensor(5) + 1
+    total += 1
+    return correct, total, type(total.numpy()).__name__
+
+
+def test_zero_dim_results_stay_tensors_that_update_in_place():
+    ours, theirs = both(running_count)
+    assert (ours[0].item(), ours[1].item(), ours[2]) == (4, 7, "ndarray")
+    assert theirs is None or (theirs[0].item(), theirs[1].item(), theirs[2]) == (4, 7, "ndarray")

@@ -232,7 +232,9 @@ class Tensor:
     def _wrap(cls, data: np.ndarray, requires_grad: bool = False, grad_fn=None) -> Tensor:
         """Build a tensor around an existing array without checks or copies."""
         t = object.__new__(cls)
-        t._data = data
+        # NumPy gives scalars, not 0-d arrays, for arithmetic on 0-d arrays; in-place ops and
+        # .numpy() need the array (``correct = 0; correct += pred.eq(y).sum()`` twice)
+        t._data = data if isinstance(data, np.ndarray) else np.asarray(data)
         t.grad = None
         t._requires_grad = requires_grad
         t.grad_fn = grad_fn
