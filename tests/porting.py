@@ -44,6 +44,7 @@ class Trace:
     masks: list = field(default_factory=list)      # dropout keep-masks (bool arrays)
     orders: list = field(default_factory=list)     # sampler index orders
     values: list = field(default_factory=list)     # (what, float): .item() results and losses
+    warnings: list = field(default_factory=list)   # the distinct UserWarning messages
     stdout: str = ""
 
     def final_parameters(self) -> list:
@@ -254,10 +255,12 @@ def run(name: str, framework: str, workdir: str, argv=(), replay: Trace | None =
     fw.set_num_threads(1)  # torch's own thread pool crawls on a shared 2-core machine
     try:
         patcher.install()
-        with contextlib.redirect_stdout(out), warnings.catch_warnings():
-            if framework == "torch":  # torch's own (its __array__ lacks numpy 2's copy=)
-                warnings.simplefilter("ignore", DeprecationWarning)
+        with contextlib.redirect_stdout(out), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             runpy.run_path(path, run_name="__main__")
+        # what the program is warned about (torch also warns that its __array__ lacks copy=)
+        trace.warnings = sorted({str(w.message) for w in caught
+                                 if issubclass(w.category, UserWarning)})
     finally:
         patcher.restore()
         fw.set_num_threads(old_threads)

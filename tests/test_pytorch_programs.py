@@ -31,6 +31,8 @@ PROGRAMS = {
     "saveload": [],
     "mnist": ["--epochs", "2", "--batch-size", "16", "--test-batch-size", "32",
               "--log-interval", "1", "--save-model"],
+    "mnist_2018": ["--epochs", "2", "--batch-size", "16", "--test-batch-size", "16",
+                   "--log-interval", "1"],
     "vae": ["--batch-size", "32", "--epochs", "2", "--log-interval", "1"],
     "dcgan": ["--dataset", "fake", "--workers", "0", "--batchSize", "4", "--nz", "8", "--ngf", "4",
               "--ndf", "4", "--niter", "2", "--manualSeed", "5", "--outf", "out"],
@@ -40,8 +42,8 @@ PROGRAMS = {
 # hundreds, so the two BLAS libraries' summation orders move single losses by ~3e-5, and its
 # 900 steps of plain SGD carry such differences into the stopping step.
 RUN_ONLY = {"regression"}
-TRAINING = ("optimization", "quickstart", "nn_tutorial", "blitz_cifar10", "mnist", "vae",
-            "dcgan")
+TRAINING = ("optimization", "quickstart", "nn_tutorial", "blitz_cifar10", "mnist", "mnist_2018",
+            "vae", "dcgan")
 
 
 def test_every_ported_program_is_tested():
@@ -78,6 +80,7 @@ def test_program_matches_torch(name, tmp_path):
             assert a.shape == b.shape
             assert np.linalg.norm(a - b) <= 1e-5 * max(np.linalg.norm(b), 1.0)
     porting.same_text(ours.stdout, theirs.stdout)
+    assert ours.warnings == theirs.warnings
 
 
 def test_programs_run_without_torch(tmp_path):
