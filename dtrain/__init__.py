@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from . import accelerator, autograd, backends, cuda, data, datasets, nn, onnx, optim, utils
 from .autograd import return_types
 from .autograd.creation import (
@@ -26,6 +28,7 @@ from .autograd.creation import (
     zeros,
     zeros_like,
 )
+from .autograd.anomaly import is_anomaly_enabled
 from .autograd.device import DeviceUnavailableError, device
 from .autograd.dtypes import (
     Size,
@@ -106,6 +109,48 @@ from .autograd.grad_mode import (
 )
 from .autograd.indexing import gather, index_select, masked_fill, scatter, scatter_add
 from .autograd.pieces import chunk, cumsum, norm, split, unbind
+from .autograd.mathops import (
+    all,
+    any,
+    bmm,
+    ceil,
+    cos,
+    dot,
+    einsum,
+    expm1,
+    flip,
+    floor,
+    isclose,
+    log1p,
+    log2,
+    log10,
+    logsumexp,
+    narrow,
+    outer,
+    prod,
+    reciprocal,
+    roll,
+    round,
+    rsqrt,
+    sin,
+    square,
+    tril,
+    triu,
+    trunc,
+)
+from .autograd.legacy import (
+    BoolTensor,
+    ByteTensor,
+    CharTensor,
+    DoubleTensor,
+    FloatTensor,
+    HalfTensor,
+    IntTensor,
+    LongTensor,
+    ShortTensor,
+)
+from .autograd.sampling import bernoulli, multinomial, normal
+from .autograd.selection import argwhere, bincount, diag, masked_select, nonzero, unique
 from .autograd.sorting import argsort, sort, topk
 from .autograd.tensor import (
     Tensor,
@@ -121,7 +166,18 @@ from .autograd.tensor import (
     var,
 )
 from .io import CheckpointError, load, load_model, save, save_model
-from .random import Generator, get_rng_state, manual_seed, set_rng_state
+from .process import get_num_threads, set_num_threads
+from .random import (
+    Generator,
+    are_deterministic_algorithms_enabled,
+    get_rng_state,
+    initial_seed,
+    is_deterministic_algorithms_warn_only_enabled,
+    manual_seed,
+    seed,
+    set_rng_state,
+    use_deterministic_algorithms,
+)
 
 bool = bool_
 float = float32
@@ -172,6 +228,16 @@ def numel(input):
     return input.numel()
 
 
+def finfo(type=None) -> np.finfo:
+    """Limits of a float dtype (``eps``, ``max``, ``tiny``, ...); the default dtype when none."""
+    return np.finfo(np.dtype(get_default_dtype() if type is None else type))
+
+
+def iinfo(type) -> np.iinfo:
+    """Limits of an integer dtype (``min``, ``max``, ``bits``)."""
+    return np.iinfo(np.dtype(type))
+
+
 def is_tensor(obj) -> bool:
     return isinstance(obj, Tensor)
 
@@ -196,4 +262,6 @@ def __getattr__(name: str):
         from .launcher.run import fit
 
         return fit
-    raise AttributeError(f"module 'dtrain' has no attribute {name!r}")
+    from .unsupported import missing
+
+    raise missing(name)

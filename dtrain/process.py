@@ -41,6 +41,23 @@ def blas_threads(n: int):
         yield
 
 
+def set_num_threads(n: int) -> None:
+    """torch.set_num_threads: the BLAS thread count from now on (a job's ``threads`` setting
+    still pins its own computations)."""
+    if int(n) < 1:
+        raise RuntimeError(f"set_num_threads expects a positive integer, got {n}")
+    controller = _blas_controller()
+    if controller is not None:
+        controller.limit(limits=int(n))  # applied at once and kept: nothing restores it
+
+
+def get_num_threads() -> int:
+    """torch.get_num_threads: the BLAS thread count (1 when no BLAS library reports one)."""
+    controller = _blas_controller()
+    counts = [lib.num_threads for lib in controller.lib_controllers] if controller else []
+    return max(counts, default=1)
+
+
 def set_process_title(title: str) -> None:
     """Name this process for ps/top (Linux prctl), so operators can find and signal it."""
     try:

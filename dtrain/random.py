@@ -80,7 +80,38 @@ def manual_seed(seed: int) -> np.random.Generator:
     if seed < 0:
         raise ValueError(f"seed must be non-negative, got {seed}")
     _generator[0] = np.random.Generator(np.random.PCG64(seed))
+    _seed[0] = seed
     return _generator[0]
+
+
+_seed = [0]  # the global generator's seed (it starts as PCG64(0))
+_deterministic = [False, False]  # use_deterministic_algorithms: (mode, warn_only)
+
+
+def seed() -> int:
+    """Reseed the global generator from the operating system's entropy; return the seed."""
+    new = int(np.random.SeedSequence().entropy) % 2**63
+    manual_seed(new)
+    return new
+
+
+def initial_seed() -> int:
+    """The seed the global generator was last seeded with (0 until ``manual_seed``)."""
+    return _seed[0]
+
+
+def use_deterministic_algorithms(mode: bool, *, warn_only: bool = False) -> None:
+    """Recorded for ``are_deterministic_algorithms_enabled``: every dtrain op is deterministic
+    already (NumPy on the CPU, fixed reduction orders), so there is nothing to switch."""
+    _deterministic[:] = [bool(mode), bool(warn_only)]
+
+
+def are_deterministic_algorithms_enabled() -> bool:
+    return _deterministic[0]
+
+
+def is_deterministic_algorithms_warn_only_enabled() -> bool:
+    return _deterministic[1]
 
 
 def default_generator() -> np.random.Generator:

@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 
+from . import anomaly
 from .grad_mode import no_grad
 from .graph_engine import _accumulate as accumulate_graph
 from .graph_engine import run_backward_graph
@@ -168,6 +169,8 @@ def run_backward(outputs, grad_outputs, retain_graph: bool, capture=None) -> dic
             if fn is None:
                 raise RuntimeError(_FREED)
             grads = fn(g)
+            if anomaly._enabled[0]:
+                anomaly.check_gradients(node._name, grads)
             if not retain_graph:
                 node.backward_fn = node.graph_fn = None
             for i, (t, child, gi) in enumerate(zip(node.inputs, node.edges, grads)):

@@ -30,6 +30,12 @@ def _full_index(index: np.ndarray, dim: int) -> tuple:
     return tuple(grids)
 
 
+def _as_vector(index: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """A 0-d index on a 1-d input is one element, as in torch (``zeros(10).scatter_(0, tensor(3),
+    value=1)``, the one-hot idiom of the tutorials)."""
+    return index.reshape(1) if index.ndim == 0 and data.ndim == 1 else index
+
+
 def _check_index(name: str, data: np.ndarray, index: np.ndarray, dim: int) -> None:
     if data.ndim == 0:
         raise RuntimeError(f"{name}(): dtrain needs an input with at least one dimension")
@@ -49,7 +55,8 @@ def _check_index(name: str, data: np.ndarray, index: np.ndarray, dim: int) -> No
 def gather(input: Tensor, dim: int, index) -> Tensor:
     """``out[i][j] = input[index[i][j]][j]`` along ``dim`` (index may be smaller elsewhere)."""
     A = input._data
-    idx = _index_array(index, "gather")
+    given = _index_array(index, "gather")
+    idx = _as_vector(given, A)
     d = _t._normalize_dims(dim, max(A.ndim, 1))[0]
     _check_index("gather", A, idx, d)
     key = _full_index(idx, d)
@@ -59,8 +66,9 @@ def gather(input: Tensor, dim: int, index) -> Tensor:
         np.add.at(grad, key, g)  # repeated indices accumulate
         return (grad,)
 
-    return _t._op(A[key], (input,), backward, "GatherBackward0",
-                  graph=lambda g: (_t._index_add_zeros(A.shape, key, g),))
+    return _t._op(A[key].reshape(given.shape), (input,), lambda g: backward(g.reshape(idx.shape)),
+                  "GatherBackward0",
+                  graph=lambda g: (_t._index_add_zeros(A.shape, key, g.reshape(idx.shape)),))
 
 
 def index_select(input: Tensor, dim: int, index) -> Tensor:
@@ -104,15 +112,16 @@ def scatter(input: Tensor, dim: int, index, src=None, *, value=None, reduce=None
     if src is not None and not isinstance(src, Tensor):
         src, value = None, src  # scatter(dim, index, 2.5): torch's value overload
     A = input._data
-    idx = _index_array(index, "scatter")
+    idx = _as_vector(_index_array(index, "scatter"), A)
     d = _t._normalize_dims(dim, max(A.ndim, 1))[0]
     _check_index("scatter", A, idx, d)
-    if src is not None and any(i > n for i, n in zip(idx.shape, src._data.shape)):
+    src_data = _as_vector(src._data, A) if src is not None else None
+    if src is not None and any(i > n for i, n in zip(idx.shape, src_data.shape)):
         raise RuntimeError(f"scatter(): Expected index {tuple(idx.shape)} to be smaller than "
                            f"src {tuple(src._data.shape)} in every dimension")
     key = _full_index(idx, d)
     if src is not None:
-        S = src._data[tuple(slice(0, n) for n in idx.shape)].astype(A.dtype, copy=False)
+        S = src_data[tuple(slice(0, n) for n in idx.shape)].astype(A.dtype, copy=False)
     else:
         S = np.full(idx.shape, _t._data(value), dtype=A.dtype)
     out = A.copy()
@@ -132,8 +141,9 @@ def scatter(input: Tensor, dim: int, index, src=None, *, value=None, reduce=None
             if reduce is None:
                 ga[key] = 0
         if src is not None and src._requires_grad:
-            gs = np.zeros_like(src._data)
+            gs = np.zeros_like(src_data)
             gs[tuple(slice(0, n) for n in idx.shape)] = g[key]
+            gs = gs.reshape(src._data.shape)
         return ga, gs
 
     def graph(g):

@@ -211,6 +211,27 @@ def _is_basic_index(key) -> bool:
     )
 
 
+def _basic_index_name(key, shape: tuple) -> str:
+    """torch's grad_fn for basic indexing: the last view it applies, left to right (``x[0]``
+    selects, ``x[0, 1:3]`` slices, ``x[None]`` unsqueezes; whole-dim slices change nothing)."""
+    parts = key if isinstance(key, tuple) else (key,)
+    consuming = len([k for k in parts if k is not None and k is not Ellipsis])
+    name, dim = "AliasBackward0", 0
+    for k in parts:
+        if k is Ellipsis:
+            dim += len(shape) - consuming
+        elif k is None:
+            name = "UnsqueezeBackward0"
+        elif isinstance(k, slice):
+            start, stop, step = k.indices(shape[dim])
+            if (start, stop, step) != (0, shape[dim], 1):
+                name = "SliceBackward0"
+            dim += 1
+        else:
+            name, dim = "SelectBackward0", dim + 1
+    return name
+
+
 class Tensor:
     """An n-dimensional array with PyTorch's autograd semantics, stored as a NumPy array."""
 
@@ -244,7 +265,9 @@ class Tensor:
     def _wrap(cls, data: np.ndarray, requires_grad: bool = False, grad_fn=None) -> Tensor:
         """Build a tensor around an existing array without checks or copies."""
         t = object.__new__(cls)
-        t._data = data
+        # NumPy gives scalars, not 0-d arrays, for arithmetic on 0-d arrays; in-place ops and
+        # .numpy() need the array (``correct = 0; correct += pred.eq(y).sum()`` twice)
+        t._data = data if isinstance(data, np.ndarray) else np.asarray(data)
         t.grad = None
         t._requires_grad = requires_grad
         t.grad_fn = grad_fn
@@ -343,6 +366,10 @@ class Tensor:
     def ndimension(self) -> int:
         return self._data.ndim
 
+    def is_contiguous(self, memory_format=None) -> bool:
+        """True when the elements lie in row-major order (False after ``t()``, as in torch)."""
+        return bool(self._data.flags.c_contiguous)
+
     def element_size(self) -> int:
         """Bytes per element."""
         return self._data.itemsize
@@ -355,6 +382,14 @@ class Tensor:
     @property
     def is_cuda(self) -> bool:
         return False
+
+    # the other placement and layout flags scripts test (`input.is_cuda or input.is_xpu`)
+    is_cpu = property(lambda self: True, doc="True: dtrain tensors live on the CPU.")
+    is_mps = property(lambda self: False, doc="False: no Apple GPU.")
+    is_xpu = property(lambda self: False, doc="False: no Intel GPU.")
+    is_meta = property(lambda self: False, doc="False: every tensor holds data.")
+    is_sparse = property(lambda self: False, doc="False: tensors are dense.")
+    is_quantized = property(lambda self: False, doc="False: no quantized tensors.")
 
     def get_device(self) -> int:
         """-1: the CPU, as torch numbers it."""
@@ -421,6 +456,13 @@ class Tensor:
 
     def __hash__(self):
         return id(self)
+
+    def __format__(self, format_spec: str) -> str:
+        """A 0-d tensor formats as its number (``f"{loss:.4f}"``, ``f"Label: {y[0]}"``), as in
+        torch; other tensors accept only the empty format."""
+        if self._data.ndim == 0 and type(self) is Tensor:
+            return self.item().__format__(format_spec)
+        return object.__format__(self, format_spec)
 
     def __repr__(self):
         dtype = self._data.dtype
@@ -536,8 +578,12 @@ class Tensor:
         return _op(self._data.copy(), (self,), lambda g: (g,), "CloneBackward0",
                    graph=lambda g: (g,))
 
-    def contiguous(self) -> Tensor:
-        return self
+    def contiguous(self, memory_format=None) -> Tensor:
+        """Itself when row-major, else a row-major copy (differentiable), as in torch."""
+        if self._data.flags.c_contiguous:
+            return self
+        return _op(np.ascontiguousarray(self._data), (self,), lambda g: (g,), "CloneBackward0",
+                   graph=lambda g: (g,))
 
     def is_floating_point(self) -> bool:
         return self._data.dtype.kind == "f"
@@ -668,11 +714,13 @@ class Tensor:
         A = self._data
         return Tensor._wrap(A.copy() if A.dtype == bool_ else np.sign(A))
 
-    def any(self):
-        return Tensor._wrap(np.asarray(self._data.any()))
+    def any(self, dim=None, keepdim=False):
+        return Tensor._wrap(np.asarray(self._data.any(_normalize_dims(dim, self._data.ndim),
+                                                      keepdims=keepdim)))
 
-    def all(self):
-        return Tensor._wrap(np.asarray(self._data.all()))
+    def all(self, dim=None, keepdim=False):
+        return Tensor._wrap(np.asarray(self._data.all(_normalize_dims(dim, self._data.ndim),
+                                                      keepdims=keepdim)))
 
     # ------------------------------------------------------ method forms of ops
     def add(self, other, *, alpha=1):
@@ -1927,8 +1975,8 @@ def getitem(a: Tensor, key) -> Tensor:
 
     if basic:
         out = out if isinstance(out, np.ndarray) else np.asarray(out)
-    return _op(np.asarray(out), (a,), backward, "IndexBackward0" if not basic else "SliceBackward0",
-               graph=graph)
+    name = _basic_index_name(key, A.shape) if basic else "IndexBackward0"
+    return _op(np.asarray(out), (a,), backward, name, graph=graph)
 
 
 def _index_add_zeros(shape: tuple, key, g: Tensor) -> Tensor:

@@ -176,8 +176,13 @@ def _read_checked(f, where: str, file_size: int | None) -> bytearray:
     if not header.startswith(MAGIC):
         if MAGIC.startswith(header):
             raise CheckpointError(f"{where}: file is truncated inside the header")
+        hint = ""
+        if header.startswith((b"PK\x03\x04", b"\x80")):  # torch.save's zip, or a bare pickle
+            hint = ("; it looks like a file written by torch.save, which dtrain does not read "
+                    "(it never unpickles): in torch, save {name: tensor.numpy()} with "
+                    "numpy.savez and pass dict(numpy.load(file)) to load_state_dict")
         raise CheckpointError(f"{where}: not a dtrain checkpoint (wrong magic bytes "
-                              f"{header[:8]!r}, expected {MAGIC!r})")
+                              f"{header[:8]!r}, expected {MAGIC!r}){hint}")
     if len(header) < _HEADER.size:
         raise CheckpointError(f"{where}: file is truncated inside the header "
                               f"({len(header)} of {_HEADER.size} bytes)")

@@ -19,9 +19,19 @@ from .container import Flatten, ModuleDict, ModuleList, Sequential, Unflatten
 from .conv import Conv2d
 from .conv1d import Conv1d
 from .conv_transpose import ConvTranspose1d, ConvTranspose2d
-from .dropout import Dropout, keyed_dropout, keyed_randn
+from .dropout import Dropout, Dropout2d, keyed_dropout, keyed_randn
 from .linear import Identity, Linear
-from .loss import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss
+from .loss import (
+    BCELoss,
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    HuberLoss,
+    KLDivLoss,
+    L1Loss,
+    MSELoss,
+    NLLLoss,
+    SmoothL1Loss,
+)
 from .module import Module
 from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, collect_batch_stats
 from .padding import (
@@ -36,8 +46,11 @@ from .padding import (
     ZeroPad1d,
     ZeroPad2d,
 )
+from .parallel import DataParallel
 from .parameter import Parameter
+from .pointwise import CosineSimilarity, Hardtanh, LogSigmoid, PReLU, ReLU6
 from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from .pooling1d import AvgPool1d, MaxPool1d
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 from .sparse import Embedding
 from .upsampling import PixelShuffle, PixelUnshuffle, Upsample
@@ -63,13 +76,16 @@ __all__ = [
     "ConvTranspose1d",
     "ConvTranspose2d",
     "CrossEntropyLoss",
+    "DataParallel",
     "Dropout",
     "Embedding",
     "Flatten",
     "GRUCell",
     "GroupNorm",
     "Hardswish",
+    "HuberLoss",
     "Identity",
+    "KLDivLoss",
     "L1Loss",
     "LSTMCell",
     "LayerNorm",
@@ -95,6 +111,7 @@ __all__ = [
     "Sequential",
     "SiLU",
     "Sigmoid",
+    "SmoothL1Loss",
     "Softmax",
     "Softplus",
     "Tanh",
@@ -108,4 +125,12 @@ __all__ = [
     "keyed_dropout",
     "keyed_randn",
     "utils",
+    "AvgPool1d",
+    "CosineSimilarity",
+    "Dropout2d",
+    "Hardtanh",
+    "LogSigmoid",
+    "MaxPool1d",
+    "PReLU",
+    "ReLU6",
 ]

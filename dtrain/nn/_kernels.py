@@ -441,6 +441,87 @@ def l1_loss(input: Tensor, target, reduction: str = "mean") -> Tensor:
                graph=lambda g: vjp_via(decomposition, (input, tgt), g))
 
 
+def _piecewise_loss(input, target, reduction, name, width, scale, grad_name):
+    """Quadratic inside ``|d| < width``, linear outside: smooth L1 (scale 1/width) and Huber
+    (scale 1); ``width`` 0 is the L1 loss."""
+    check_reduction(reduction)
+    X, T, shape = _pair(input, target, name)
+    diff = X - T
+    size = np.abs(diff)
+    inside = size < width
+    quadratic = 0.5 * diff * diff * scale
+    linear = (size - 0.5 * width) * (width * scale)
+    loss, coef = _reduce(np.where(inside, quadratic, linear), reduction)
+    tgt = target if isinstance(target, Tensor) else Tensor._wrap(T)
+
+    def backward(g):
+        slope = np.where(inside, diff * scale, np.sign(diff) * (width * scale))
+        gd = slope * _scale(g, coef, shape)
+        return (_unbroadcast(gd, X.shape) if input._requires_grad else None,
+                _unbroadcast(-gd, T.shape) if tgt._requires_grad else None)
+
+    return _op(loss.astype(X.dtype, copy=False), (input, tgt), backward, grad_name)
+
+
+def smooth_l1_loss(input: Tensor, target, reduction: str = "mean", beta: float = 1.0) -> Tensor:
+    """``0.5 d^2 / beta`` where ``|d| < beta``, else ``|d| - beta / 2`` (``F.smooth_l1_loss``)."""
+    if beta < 0:
+        raise RuntimeError("smooth_l1_loss does not support negative values for beta.")
+    if beta == 0:
+        return l1_loss(input, target, reduction)
+    return _piecewise_loss(input, target, reduction, "smooth_l1_loss", beta, 1.0 / beta,
+                           "SmoothL1LossBackward0")
+
+
+def huber_loss(input: Tensor, target, reduction: str = "mean", delta: float = 1.0) -> Tensor:
+    """``0.5 d^2`` where ``|d| < delta``, else ``delta (|d| - delta / 2)`` (``F.huber_loss``)."""
+    if delta <= 0:
+        raise RuntimeError("huber_loss does not support non-positive values for delta.")
+    return _piecewise_loss(input, target, reduction, "huber_loss", delta, 1.0,
+                           "HuberLossBackward0")
+
+
+def kl_div(input: Tensor, target, reduction: str = "mean", log_target: bool = False) -> Tensor:
+    """KL divergence of ``target`` from the log-probabilities ``input`` (``F.kl_div``):
+    ``target * (log(target) - input)`` pointwise, 0 where the target is 0."""
+    if reduction not in _REDUCTIONS + ("batchmean",):
+        raise ValueError(f"{reduction} is not a valid value for reduction")
+    if reduction == "mean":
+        import warnings
+
+        warnings.warn("reduction: 'mean' divides the total loss by both the batch size and the "
+                      "support size.'batchmean' divides only by the batch size, and aligns with "
+                      "the KL div math definition.'mean' will be changed to behave the same as "
+                      "'batchmean' in the next major release.", UserWarning, stacklevel=2)
+    X, T, shape = _pair(input, target, "kl_div")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if log_target:
+            P = np.exp(T)
+            pointwise = P * (T - X)
+        else:
+            P = T
+            pointwise = np.where(T > 0, T * np.log(np.where(T > 0, T, 1)), 0) - T * X
+    if reduction == "batchmean":
+        loss = np.asarray(pointwise.sum() / (X.shape[0] if X.ndim else 1))
+        coef = 1.0 / (X.shape[0] if X.ndim else 1)
+    else:
+        loss, coef = _reduce(pointwise, reduction)
+    tgt = target if isinstance(target, Tensor) else Tensor._wrap(T)
+
+    def backward(g):
+        gs = _scale(g, coef, shape)
+        gx = -P * gs
+        gt = None
+        if tgt._requires_grad:
+            with np.errstate(divide="ignore", invalid="ignore"):  # nan at zero targets, as torch
+                gt = (P * (T - X + 1) if log_target else
+                      np.where(T > 0, np.log(T) + 1 - X, np.nan)) * gs
+            gt = _unbroadcast(gt, T.shape)
+        return (_unbroadcast(gx, X.shape) if input._requires_grad else None, gt)
+
+    return _op(loss.astype(X.dtype, copy=False), (input, tgt), backward, "KlDivBackward0")
+
+
 def binary_cross_entropy(input: Tensor, target, weight=None, reduction: str = "mean") -> Tensor:
     """BCE on probabilities; logs are clamped at -100 as in PyTorch."""
     check_reduction(reduction)

@@ -91,6 +91,25 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
                graph=lambda g: (_t.mul(g, factor),))
 
 
+def dropout2d(input: Tensor, p: float = 0.5, training: bool = True,
+              inplace: bool = False) -> Tensor:
+    """Zero whole channels of (N, C, H, W) or (C, H, W) with probability ``p``; scale the rest."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    if input.ndim not in (3, 4):
+        raise RuntimeError(f"dropout2d: expected a 3D or 4D input (channels, or a batch of "
+                           f"them), got {input.ndim}D")
+    if not training or p == 0.0:
+        return input
+    X = input._data
+    if p == 1.0:
+        return input * 0.0
+    channels = X.shape[:-2]  # one draw per channel, shared by its H x W elements
+    mask = _keep_mask(channels, 1.0 - p, None).reshape(channels + (1, 1))
+    factor = (mask * (1.0 / (1.0 - p))).astype(X.dtype)
+    return _op(X * factor, (input,), lambda g: (g * factor,), "MulBackward0")
+
+
 class Dropout(Module):
     """Randomly zero activations with probability ``p`` during training (identity in eval)."""
 
@@ -106,6 +125,13 @@ class Dropout(Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}, inplace={self.inplace}"
+
+
+class Dropout2d(Dropout):
+    """Randomly zero whole channels with probability ``p`` during training (identity in eval)."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return dropout2d(input, self.p, self.training)
 
 
 def keyed_randn(n: int, *row_shape: int, dtype=None) -> Tensor:

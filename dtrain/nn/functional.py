@@ -8,19 +8,7 @@ from ..autograd.tensor import Tensor, sigmoid, tanh
 from ..autograd.tensor import log_softmax as _log_softmax
 from ..autograd.tensor import relu as _relu
 from ..autograd.tensor import softmax as _softmax
-from ._kernels import (
-    binary_cross_entropy,
-    binary_cross_entropy_with_logits,
-    cross_entropy,
-    elu,
-    gelu,
-    l1_loss,
-    leaky_relu,
-    linear,
-    mse_loss,
-    nll_loss,
-    softplus,
-)
+from ._kernels import elu, gelu, linear, softplus
 from ._kernels import hardswish as _hardswish
 from ._kernels import mish as _mish
 from ._kernels import silu as _silu
@@ -28,15 +16,29 @@ from .activation import _implicit_dim
 from .conv import conv2d
 from .conv1d import conv1d
 from .conv_transpose import conv_transpose1d, conv_transpose2d
-from .dropout import dropout
+from .dropout import dropout, dropout2d
+from .loss_functions import (
+    binary_cross_entropy,
+    binary_cross_entropy_with_logits,
+    cross_entropy,
+    huber_loss,
+    kl_div,
+    l1_loss,
+    mse_loss,
+    nll_loss,
+    smooth_l1_loss,
+)
 from .normalization import batch_norm, group_norm, layer_norm, normalize
 from .padding import pad
+from .pointwise import cosine_similarity, hardtanh, leaky_relu, logsigmoid, prelu, relu6
 from .pooling import adaptive_avg_pool2d, avg_pool2d, max_pool2d
+from .pooling1d import avg_pool1d, max_pool1d
 from .sparse import embedding
 from .upsampling import interpolate, pixel_shuffle, pixel_unshuffle
 
 __all__ = [
     "adaptive_avg_pool2d",
+    "avg_pool1d",
     "avg_pool2d",
     "batch_norm",
     "binary_cross_entropy",
@@ -45,19 +47,26 @@ __all__ = [
     "conv2d",
     "conv_transpose1d",
     "conv_transpose2d",
+    "cosine_similarity",
     "cross_entropy",
     "dropout",
+    "dropout2d",
     "elu",
     "embedding",
     "gelu",
     "group_norm",
     "hardswish",
+    "hardtanh",
+    "huber_loss",
     "interpolate",
+    "kl_div",
     "l1_loss",
     "layer_norm",
     "leaky_relu",
     "linear",
     "log_softmax",
+    "logsigmoid",
+    "max_pool1d",
     "max_pool2d",
     "mish",
     "mse_loss",
@@ -67,9 +76,12 @@ __all__ = [
     "pad",
     "pixel_shuffle",
     "pixel_unshuffle",
+    "prelu",
     "relu",
+    "relu6",
     "sigmoid",
     "silu",
+    "smooth_l1_loss",
     "softmax",
     "softplus",
     "tanh",
