@@ -75,6 +75,21 @@ CASES = {
                              lambda: (x(6, 5), labels(6, 5))),
     "L1Loss": Case(lambda: nn.L1Loss(reduction="sum"), lambda: (x(3, 4), x(3, 4))),
     "MSELoss": Case(lambda: nn.MSELoss(), lambda: (x(3, 4), x(3, 4))),
+    "HuberLoss": Case(lambda: nn.HuberLoss(delta=0.5), lambda: (x(3, 4), x(3, 4))),
+    "SmoothL1Loss": Case(lambda: nn.SmoothL1Loss(beta=0.5), lambda: (x(3, 4), x(3, 4))),
+    "KLDivLoss": Case(lambda: nn.KLDivLoss(reduction="batchmean", log_target=True),
+                      lambda: (x(3, 4).log_softmax(1), x(3, 4).log_softmax(1))),
+    "CosineSimilarity": Case(lambda: nn.CosineSimilarity(dim=1, eps=1e-6),
+                             lambda: (x(3, 4), x(3, 4))),
+    "PReLU": Case(lambda: nn.PReLU(4, init=0.1), lambda: (x(3, 4),)),
+    "ReLU6": Case(lambda: nn.ReLU6(), lambda: (x(3, 4) * 5,)),
+    "Hardtanh": Case(lambda: nn.Hardtanh(-0.5, 0.5), lambda: (x(3, 4),)),
+    "LogSigmoid": Case(lambda: nn.LogSigmoid(), lambda: (x(3, 4),)),
+    "Dropout2d": Case(lambda: nn.Dropout2d(0.3), lambda: (x(2, 4, 3, 3),)),
+    "MaxPool1d": Case(lambda: nn.MaxPool1d(2, stride=1), lambda: (x(2, 3, 6),)),
+    "AvgPool1d": Case(lambda: nn.AvgPool1d(3, stride=2, padding=1), lambda: (x(2, 3, 7),)),
+    "DataParallel": Case(lambda: nn.DataParallel(nn.Linear(4, 2)), lambda: (x(3, 4),)),
+
     "NLLLoss": Case(lambda: nn.NLLLoss(ignore_index=1), lambda: (x(6, 5), labels(6, 5))),
     "BatchNorm1d": Case(lambda: nn.BatchNorm1d(4, momentum=0.3), lambda: (x(8, 4),)),
     "BatchNorm2d": Case(lambda: nn.BatchNorm2d(3), lambda: (x(4, 3, 5, 5),)),
@@ -168,10 +183,12 @@ def exported_layers() -> dict[str, type]:
 
 
 LAYERS = exported_layers()
+# exported so torch scripts get a clear message, but never built: dtrain is data-parallel itself
+REFUSED = {"DistributedDataParallel"}
 
 
 def test_every_exported_layer_has_a_case():
-    missing = sorted(set(LAYERS) - set(CASES))
+    missing = sorted(set(LAYERS) - set(CASES) - REFUSED)
     assert not missing, (f"dtrain.nn exports {', '.join(missing)} without an entry in "
                          f"tests/test_io_layers.py CASES (constructor and example inputs)")
 
@@ -205,8 +222,14 @@ def check_roundtrip(model, make_inputs, tmp_path, training: bool):
     return loaded
 
 
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_refused_layers_say_why(name):
+    with pytest.raises(RuntimeError, match="dtrain launch"):
+        LAYERS[name](nn.Linear(4, 2))
+
+
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
-@pytest.mark.parametrize("name", sorted(LAYERS))
+@pytest.mark.parametrize("name", sorted(set(LAYERS) - REFUSED))
 def test_layer_whole_model_roundtrip(name, training, tmp_path):
     if name not in CASES:
         pytest.fail(f"no CASES entry for dtrain.nn.{name}: add its constructor and example inputs")
