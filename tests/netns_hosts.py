@@ -91,7 +91,7 @@ class Hosts:
     def shape(self, rate: str) -> None:
         """Limit every host's link to ``rate`` (tc syntax, e.g. '1gbit') in both directions."""
         bits = _bits(rate)
-        burst = max(bits // 8 // 250, 64 * 1024)  # one 4 ms tick of tokens, at least 64 KiB
+        burst = max(bits // 8 // 1000, 64 * 1024)  # 1 ms of tokens, at least a GSO packet
         for _, ns, dev in self._ends():
             must("tc", "-n", ns, "qdisc", "replace", "dev", dev, "root", "tbf", "rate", rate,
                  "burst", str(burst), "latency", "20ms")
