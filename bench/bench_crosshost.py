@@ -5,7 +5,8 @@ Every host is a network namespace whose processes have their own hostname
 token bucket (tc tbf) in both directions at 1 and 10 Gbit/s. The shaping is checked: a TCP
 stream between two hosts must not beat the rate, and the token buckets must have passed the
 bytes the interfaces counted. dtrain runs ``dtrain coordinator`` and worker 1 on host 1 (shared
-memory, as a worker beside its coordinator uses) and worker h on host h (the network); DDP runs
+memory, as a worker beside its coordinator uses) and worker h on host h (the network; the
+coordinator's log is checked for each worker's channel); DDP runs
 rank r on host r + 1 (``GLOO_SOCKET_IFNAME=eth0``). The job is ``dist_mlp_job.MLP512``
 (784-512-512-10, 0.67M parameters), global batch 256, 8 micro-shards, one BLAS thread per
 process, dtrain with CURVE on (its default) and off.
@@ -19,7 +20,8 @@ optimizer; the remote workers' wait, decode, copies, forward/backward and send; 
 time the busiest link needs for its bytes; and encryption as the CURVE step minus the insecure
 one. The machine's cores are shared by every host: compare ratios, not times.
 
-Run (as root): ``python bench/bench_crosshost.py [--quick]``, about 5 minutes (``--quick``: 15 s).
+Run (as root): ``python bench/bench_crosshost.py [--quick] [--hosts 2 4] [--rates 1gbit 10gbit]``,
+about 6 minutes (``--quick``: 2 hosts at 1 Gbit/s, 15 s).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import argparse
 import itertools
 import json
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -84,9 +87,10 @@ class Procs:
             if p.returncode:
                 raise RuntimeError(f"{key} exited {p.returncode}\n{self.tail(key)}")
 
-    def tail(self, key: str) -> str:
+    def tail(self, key: str, lines: int | None = 30) -> str:
+        """The last ``lines`` lines of the process's log (None: all of it)."""
         with open(os.path.join(self.logdir, f"{key}.log"), errors="replace") as f:
-            return "".join(f.readlines()[-30:])
+            return "".join(f.readlines()[-lines if lines else 0:])
 
     def close(self) -> None:
         for p in self.procs.values():
@@ -212,7 +216,7 @@ def run_dtrain(hosts: netns_hosts.Hosts, count: int, warm: int, steps: int, tmp:
             *timed, os.path.join(logdir, "coordinator.json"), str(warm), "coordinator",
             "--bind", f"tcp://0.0.0.0:{port}", "--workers", str(count), *security,
             "--job", "MLP512", "--batch-size", str(BATCH), "--max-steps", str(warm + steps),
-            "--no-progress", "--out", out, JOB], child_env())
+            "--no-progress", "-v", "--out", out, JOB], child_env())
         for h in range(1, count + 1):
             procs.start(f"worker{h}", h, [
                 *timed, os.path.join(logdir, f"worker{h}.json"), str(warm), "worker",
@@ -221,6 +225,7 @@ def run_dtrain(hosts: netns_hosts.Hosts, count: int, warm: int, steps: int, tmp:
         procs.wait()
     finally:
         procs.close()
+    check_channels(procs.tail("coordinator", lines=None), count)
     with open(os.path.join(out, "metrics.jsonl")) as f:
         records = [r for r in map(json.loads, f) if r["type"] == "step"]
     result = {"step": statistics.median(r["seconds"] for r in records[warm:]),
@@ -257,6 +262,14 @@ def worker_parts(steps: list) -> dict:
 
 def medians(records: list) -> dict:
     return {k: statistics.median(r[k] for r in records) for k in records[0]}
+
+
+def check_channels(log: str, count: int) -> None:
+    """Raise unless worker 1 used shared memory and the other workers the network."""
+    channels = sorted(re.findall(r"its arrays travel over ([a-z-]+)", log))
+    if channels != ["network"] * (count - 1) + ["shared-memory"]:
+        raise RuntimeError(f"expected 1 worker on shared memory and {count - 1} on the network, "
+                           f"the coordinator says {channels}")
 
 
 def slowest_compute(records: list) -> list:
@@ -374,6 +387,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps per run")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per run")
     parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats")
+    parser.add_argument("--hosts", type=int, nargs="+", default=None,
+                        help="host counts to measure (default: 2 4)")
+    parser.add_argument("--rates", nargs="+", choices=sorted(RATES), default=None,
+                        help="link rates to measure (default: 1gbit 10gbit)")
     parser.add_argument("--role", choices=("sink", "source"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--address", help=argparse.SUPPRESS)
@@ -390,8 +407,10 @@ def main() -> None:
     args.warmup = args.warmup if args.warmup is not None else (3 if quick else 5)
     args.steps = args.steps if args.steps is not None else (8 if quick else 30)
     args.repeats = args.repeats if args.repeats is not None else (1 if quick else 3)
-    args.hosts = (2,) if quick else (2, 4)
-    args.rates = ("1gbit",) if quick else ("1gbit", "10gbit")
+    args.hosts = args.hosts or ((2,) if quick else (2, 4))
+    args.rates = args.rates or (("1gbit",) if quick else ("1gbit", "10gbit"))
+    if min(args.hosts) < 2:
+        parser.error("--hosts: at least 2 (host 1 runs the coordinator)")
     print(f"cores {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}; every host's "
           "processes share these cores; 1 BLAS thread per process")
     measure(args)
