@@ -6,10 +6,10 @@ token bucket (tc tbf) in both directions at 1 and 10 Gbit/s. The shaping is chec
 stream between two hosts must not beat the rate, and the token buckets must have passed the
 bytes the interfaces counted. dtrain runs ``dtrain coordinator`` and worker 1 on host 1 (shared
 memory, as a worker beside its coordinator uses) and worker h on host h (the network; the
-coordinator's log is checked for each worker's channel); DDP runs
-rank r on host r + 1 (``GLOO_SOCKET_IFNAME=eth0``). The job is ``dist_mlp_job.MLP512``
-(784-512-512-10, 0.67M parameters), global batch 256, 8 micro-shards, one BLAS thread per
-process, dtrain with CURVE on (its default) and off.
+coordinator's log is checked for each worker's channel); DDP runs rank r on host r + 1
+(``GLOO_SOCKET_IFNAME=eth0``). The job is ``dist_mlp_job.MLP512`` (784-512-512-10, 0.67M
+parameters), global batch 256, 8 micro-shards, one BLAS thread per process, dtrain with CURVE
+on (its default) and off.
 
 Printed, per host count and link: the median step time of each (median over the steps after a
 warm-up, then over ``--repeats`` interleaved repeats, min-max shown), dtrain's ratio to DDP,
