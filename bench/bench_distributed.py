@@ -6,23 +6,30 @@ median 'seconds' of the steady-state steps of ``history.steps`` (after a warm-up
 step time and samples/s; the per-worker cumulative ``worker_times`` give each step's worker
 compute and communication. Next to them, measured in the same run:
 
-- the communication floor: a hand-written ZeroMQ round of the same bytes (a DEALER per worker
-  process sends the gradient arrays as raw ``copy=False`` frames, the ROUTER replies with the
-  parameter arrays), median seconds per round;
+- the communication floor of the path the run's arrays take, median seconds per hand-written
+  round with a DEALER per worker process: for local workers (the default) shared memory, as
+  dtrain moves them (each dealer writes its gradients into a slot file and sends a small
+  message, the ROUTER writes the parameters once into a board file and replies with a small
+  message, the dealer copies them out); for the 'net' runs (``shared_memory=False``, the path
+  of workers on other machines) the socket (the gradient arrays as raw ``copy=False`` frames
+  up, the parameter arrays down, over CURVE when the run encrypts);
 - PyTorch DDP (gloo, 2 processes, 1 thread each, same model and global batch) when torch is
   installed (``ddp_reference.py``).
 
 Targets: per-step communication <= 1.10x the floor; 2-worker step time <= 0.90x DDP's. Where
 ``dtrain.fit`` encrypts local traffic with CURVE by default, both the default and the
-``insecure=True`` runs are shown, and the floor is also measured over CURVE, over ipc:// and
+``insecure=True`` runs are shown, and the socket floor is also measured over ipc:// and
 through a worker-style I/O thread (an inproc PAIR hop), to tell the transport's share from
 dtrain's own. A 2-worker run with ``micro_shards=2`` shows the cost of finer micro-shards.
+Nothing here crosses a link: ``bench_crosshost.py`` measures workers on other hosts.
 
 Part 2, MLP 784-2048-2048-2048-10 (10.0M parameters): one exchange (the gradient message up,
 the parameter message down, one worker) measured directly with ``dtrain.distributed.protocol``
 (encode/send/recv/decode through a ROUTER/DEALER pair, with and without ``BufferPool``, and with
 the coordinator's checks and copies) and as step time minus worker compute in a 1-worker
-``dtrain.fit``, against a gloo ``all_reduce`` of the same gradient (2 processes). Target <= 2.0x.
+``dtrain.fit`` (the worker's arrays through shared memory, and with ``shared_memory=False``
+over the socket), against a gloo ``all_reduce`` of the same gradient (2 processes, loopback).
+Target <= 2.0x.
 
 BLAS is pinned to 1 thread in every process (threadpoolctl here and in the DDP ranks, the
 launcher's environment in the workers). On a 2-core machine a 2-worker run has 3 busy processes
@@ -165,23 +172,57 @@ def _hop_thread(ctx: zmq.Context, connect: str, server_key: str | None, rounds: 
     sock.close()
 
 
+def shared_views(path: str, shapes: list) -> list[np.ndarray]:
+    """Arrays of ``shapes`` in one memory-mapped file, each on a 64-byte boundary (as dtrain's)."""
+    offsets, end = [], 0
+    for shape in shapes:
+        end = -(-end // 64) * 64
+        offsets.append(end)
+        end += int(np.prod(shape)) * 4
+    mode = "r+" if os.path.exists(path) else "w+"
+    flat = np.memmap(path, np.uint8, mode, shape=(max(end, 64),))
+    return [flat[o:o + int(np.prod(s)) * 4].view(np.float32).reshape(s)
+            for o, s in zip(offsets, shapes)]
+
+
+def role_shm_floor_dealer(connect: str, model: str, rounds: int, shm: str, slot: int) -> None:
+    """Shared-memory floor worker: gradients into its slot file, a small message up; on the
+    small reply, the parameters copied out of the board file (the path of a local worker)."""
+    ctx = zmq.Context()
+    sock = dealer(ctx, connect, None)
+    shapes = param_shapes(model)
+    grads = [np.full(s, 0.5, np.float32) for s in shapes]
+    params = [np.zeros(s, np.float32) for s in shapes]
+    board = shared_views(os.path.join(shm, "params"), shapes)
+    mine = shared_views(os.path.join(shm, f"grads{slot}"), shapes)
+    for _ in range(rounds):
+        for view, g in zip(mine, grads):
+            np.copyto(view, g)
+        sock.send(b"grads in slot")
+        if not sock.poll(int(ROUND_TIMEOUT * 1000)):
+            raise SystemExit("shm floor dealer: no reply from the router")
+        sock.recv()
+        for p, view in zip(params, board):
+            np.copyto(p, view)
+    del board, mine
+    sock.close()
+    ctx.term()
+
+
 def role_exchange_dealer(connect: str, model: str, rounds: int, checks: bool,
                          server_key: str | None) -> None:
     """Protocol worker: GRADS message up (as a worker encodes it), TASK message down, decoded."""
     from dtrain.distributed import protocol as P
-    from dtrain.distributed.compute import ShardValue
-    from dtrain.workers.worker import grads_message
 
     ctx = zmq.Context()
     sock = dealer(ctx, connect, server_key)
     shapes = param_shapes(model)
-    value = ShardValue(grads=[np.full(s, 0.5, np.float32) for s in shapes], loss_sum=1.0,
-                       count=64)
+    grads = {i: np.full(s, 0.5, np.float32) for i, s in enumerate(shapes)}
     params = [np.zeros(s, np.float32) for s in shapes]
     names = [f"p{i}" for i in range(len(shapes))]
     for step in range(rounds):
-        msg = grads_message("bench", step, 0, (0, 8), value, 0.0)
-        sock.send_multipart(P.encode(msg), copy=False)
+        msg = P.Grads(step, 0, 0, 0, (0, 8), count=64, loss_sum=1.0, grads=grads)
+        sock.send_multipart(P.encode(msg.envelope("bench")), copy=False)
         if not sock.poll(int(ROUND_TIMEOUT * 1000)):
             raise SystemExit("exchange dealer: no reply from the router")
         task = P.decode(sock.recv_multipart(copy=False), job="bench")
@@ -194,12 +235,13 @@ def role_exchange_dealer(connect: str, model: str, rounds: int, checks: bool,
 
 
 def spawn_role(role: str, router: Router, model: str, rounds: int, checks: bool = False,
-               hop: bool = False):
+               hop: bool = False, shm: tuple[str, int] | None = None):
     """Start one helper process of this file in the given role, connecting to ``router``."""
     argv = [sys.executable, os.path.abspath(__file__), "--role", role, "--connect",
             router.address, "--model", model, "--rounds", str(rounds)]
     argv += ["--checks"] if checks else []
     argv += ["--hop"] if hop else []
+    argv += ["--shm", shm[0], "--slot", str(shm[1])] if shm else []
     # "=": a z85 key may begin with "-", which argparse would take for an option
     argv += [f"--server-key={router.public_key.decode()}"] if router.public_key else []
     return subprocess.Popen(argv, env=child_env(), stdin=subprocess.DEVNULL)
@@ -275,6 +317,38 @@ def floor_round(model: str, dealers: int, warmup: int, rounds: int, curve: bool 
     finally:
         reap(procs)
         router.close()
+
+
+def shm_floor_round(model: str, dealers: int, warmup: int, rounds: int) -> float:
+    """Median seconds of one shared-memory round, the path dtrain's local workers take: each
+    dealer writes its gradients into its own slot file and sends a small message; the router
+    writes the parameters once into the board file and replies with a small message to each."""
+    from dtrain.distributed.shared_memory import shm_root
+
+    tmpdir = tempfile.mkdtemp(prefix="dtrain-bench-shm-", dir=shm_root())
+    router = Router()
+    procs = []
+    try:
+        shapes = param_shapes(model)
+        board = shared_views(os.path.join(tmpdir, "params"), shapes)
+        for slot in range(dealers):  # created here, as dtrain's coordinator creates them
+            shared_views(os.path.join(tmpdir, f"grads{slot}"), shapes)
+        params = [np.full(s, 0.25, np.float32) for s in shapes]
+        procs = [spawn_role("shm-floor-dealer", router, model, warmup + rounds,
+                            shm=(tmpdir, slot)) for slot in range(dealers)]
+
+        def one_round():
+            peers = [router.recv(procs)[0] for _ in range(dealers)]
+            for view, p in zip(board, params):
+                np.copyto(view, p)
+            for peer in peers:
+                router.sock.send_multipart([peer, b"params on the board"])
+
+        return statistics.median(timed_rounds(one_round, warmup, rounds))
+    finally:
+        reap(procs)
+        router.close()
+        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 def protocol_exchange(model: str, warmup: int, rounds: int, *, pool: bool, checks: bool,
@@ -433,7 +507,22 @@ def part_one_runs(secure: bool) -> list[tuple[str, int, bool, dict]]:
                  {"micro_shards": 2}))
     if secure:  # the like-for-like comparison with DDP: one shard per worker, no encryption
         runs.append(("2 workers, 2 shards, insecure", 2, False, {"micro_shards": 2}))
+    # every array over the socket, as for workers on other machines (minus the link itself)
+    off = {"shared_memory": False}
+    if secure:
+        runs.append(("2 workers, net, CURVE", 2, True, off))
+    runs.append(("2 workers, net" + (", insecure" if secure else ""), 2, False, off))
     return runs
+
+
+def path_floor(floor: dict, workers: int, curve: bool, extra: dict) -> float | None:
+    """The floor of the path a run's arrays take: shared memory, or the socket (with CURVE when
+    the run encrypts: there every array is encrypted, not only headers)."""
+    if not workers:
+        return None
+    if extra.get("shared_memory", True):
+        return floor.get((workers, "shm"))
+    return floor.get((workers, curve))
 
 
 def part_one(args) -> None:
@@ -455,6 +544,8 @@ def part_one(args) -> None:
             if seconds:
                 ddps.setdefault(batch, []).append(statistics.median(seconds[warm:]))
             for dealers in (1, 2):
+                floors.setdefault((dealers, "shm"), []).append(
+                    shm_floor_round("MLP512", dealers, warm, rounds))
                 for curve in (False, True) if secure else (False,):
                     floors.setdefault((dealers, curve), []).append(
                         floor_round("MLP512", dealers, warm, rounds, curve))
@@ -465,46 +556,51 @@ def part_one(args) -> None:
                 fits.setdefault((batch, label), []).append(
                     fit_run("MLP512", workers, batch, warm, steps, insecure=not curve, **extra))
     floor = {key: min(v) for key, v in floors.items()}
-    head = (f"{'batch':>5} {'run':<24} {'step ms':>8} {'samples/s':>9} {'compute':>8} "
-            f"{'comm':>8} {'floor':>8} {'comm/floor':>11} {'/CURVE floor':>12} "
-            f"{'(step-cmp)/floor':>17} {'step/DDP':>10}")
+    head = (f"{'batch':>5} {'run':<32} {'step ms':>8} {'samples/s':>9} {'compute':>8} "
+            f"{'comm':>8} {'floor':>8} {'comm/floor':>11} {'(step-cmp)/floor':>17} "
+            f"{'step/DDP':>10}")
     print(head + "\n" + "-" * len(head))
     for batch in args.batches:
         ddp_step = min(ddps[batch]) if batch in ddps else None
         for label, workers, curve, extra in runs:
             r = best(fits[(batch, label)])
-            f = floor.get((workers, False))
-            fc = floor.get((workers, True)) if curve else None
+            f = path_floor(floor, workers, curve, extra)
             ddp_x = r["step"] / ddp_step if ddp_step and workers == 2 else None
-            print(f"{batch:>5} {label:<24} {fmt_ms(r['step'])} {batch / r['step']:9.0f} "
+            print(f"{batch:>5} {label:<32} {fmt_ms(r['step'])} {batch / r['step']:9.0f} "
                   f"{fmt_ms(r.get('compute'))} {fmt_ms(r.get('comm'))} {fmt_ms(f)} "
                   f"{fmt_x(ratio(r.get('comm'), f), 1.10):>11} "
-                  f"{fmt_x(ratio(r.get('comm'), fc)):>12} "
                   f"{fmt_x(ratio(r.get('overhead'), f)):>17} "
                   f"{fmt_x(ddp_x, 0.90):>10}")
         if ddp_step:
-            print(f"{batch:>5} {'DDP gloo 2 procs':<24} {fmt_ms(ddp_step)} "
+            print(f"{batch:>5} {'DDP gloo 2 procs':<32} {fmt_ms(ddp_step)} "
                   f"{batch / ddp_step:9.0f}")
         base = best(fits[(batch, "in-process")])["step"]
         ratios = ", ".join(f"{label} {base / best(fits[(batch, label)])['step']:.2f}x"
                            for label, workers, _, _ in runs if workers)
         print(f"{'':>5} speed-up over in-process: {ratios}")
-    print(f"floor through a worker-style I/O thread (inproc PAIR hop), 1 dealer: "
+    for dealers in (1, 2):
+        line = (f"floors, {dealers} dealer(s): shared memory {fmt_ms(floor[(dealers, 'shm')])}, "
+                f"socket {fmt_ms(floor[(dealers, False)])}")
+        if secure:
+            line += f", socket with CURVE {fmt_ms(floor[(dealers, True)])}"
+        print(line + " ms")
+    print(f"socket floor through a worker-style I/O thread (inproc PAIR hop), 1 dealer: "
           f"{fmt_ms(floor['hop']).strip()} ms = {floor['hop'] / floor[(1, False)]:.2f}x the "
-          "raw floor")
-    print(f"floor over ipc:// (Unix socket) instead of tcp://127.0.0.1, 1 dealer: "
+          "raw socket floor")
+    print(f"socket floor over ipc:// (Unix socket) instead of tcp://127.0.0.1, 1 dealer: "
           f"{fmt_ms(floor['ipc']).strip()} ms = {floor['ipc'] / floor[(1, False)]:.2f}x")
-    if secure:
-        print(f"floor with CURVE: 1 dealer {fmt_ms(floor[(1, True)]).strip()} ms, 2 dealers "
-              f"{fmt_ms(floor[(2, True)]).strip()} ms (dtrain.fit encrypts local runs by "
-              "default; the raw floor is the target's)")
     print("compute: the slower worker's forward/backward per step; comm: a worker's TASK-sent "
           "to GRADS-handled time minus its compute\n(the coordinator's measure, mean of "
           "workers); step-cmp: step time minus the slower worker's compute (adds planning,\n"
-          "reduction, optimizer); floor: raw ZeroMQ round of the same bytes with as many "
-          "dealers (best of repeats).\nTargets: comm/floor <= 1.10x; 2-worker step/DDP <= "
-          "0.90x, marked on every 2-worker row: 2 micro-shards is the like-for-like setting "
-          "(one shard per worker, as DDP computes), 8 the default.")
+          "reduction, optimizer); floor: a hand-written round of the same bytes over the path "
+          "the run's arrays take, with as\nmany dealers (best of repeats): shared memory for "
+          "the default runs (gradients into a slot file and the parameters\nout of a board "
+          "file, small ZeroMQ messages), the socket for 'net' runs (every array in raw "
+          "frames, CURVE if the run\nencrypts). 'net' runs are the path of workers on other "
+          "machines without a link in between: bench_crosshost.py adds\nthe link. Targets: "
+          "comm/floor <= 1.10x; 2-worker step/DDP <= 0.90x, marked on every 2-worker row: 2 "
+          "micro-shards\nis the like-for-like setting (one shard per worker, as DDP computes), "
+          "8 the default.")
 
 
 # (label, BufferPool, coordinator work, CURVE) of the protocol exchanges in part 2
@@ -525,9 +621,13 @@ def part_two(args) -> None:
           f"best of {args.repeats} interleaved repeat(s) ==")
     found: dict = {}
     fit_steps = max(3, args.steps // 3)
-    fits = [("dtrain.fit step-compute", False)]
+    # (label, CURVE, shared memory): the local path, and every array over the socket
+    fits = [("dtrain.fit step-compute", False, True), ("  the same, network", False, False)]
     if secure:
-        fits = [("dtrain.fit step-compute, CURVE", True), ("dtrain.fit, insecure", False)]
+        fits = [("dtrain.fit step-compute, CURVE", True, True),
+                ("dtrain.fit, insecure", False, True),
+                ("dtrain.fit, network, CURVE", True, False),
+                ("dtrain.fit, network, insecure", False, False)]
     for _ in range(args.repeats):
         seconds = ddp("allreduce", warm + rounds, numel=numel)
         if seconds:
@@ -541,8 +641,9 @@ def part_two(args) -> None:
         for label, pool, checks, curve in EXCHANGES:
             found.setdefault(label, []).append(
                 protocol_exchange("MLP2048", warm, rounds, pool=pool, checks=checks, curve=curve))
-        for label, curve in fits:
-            r = fit_run("MLP2048", 1, 64, warm, fit_steps, insecure=not curve)
+        for label, curve, shared in fits:
+            r = fit_run("MLP2048", 1, 64, warm, fit_steps, insecure=not curve,
+                        shared_memory=shared)
             note = (f"step {r['step'] * 1e3:.1f} ms, compute {r['compute'] * 1e3:.1f} ms, "
                     f"comm {r['comm'] * 1e3:.1f} ms")
             found.setdefault(label, []).append((r["overhead"], note))
@@ -561,7 +662,9 @@ def part_two(args) -> None:
           "snapshot, expect_arrays, check_finite and owned gradient copies (coordinator) and\n"
           "expect_arrays + copy into the replica (worker). BufferPool only serves arrays split "
           "over several frames\n(> protocol.MAX_FRAME_BYTES). dtrain.fit rows: step time minus "
-          "worker compute (adds the optimizer step).\nTarget: one exchange <= 2.0x the "
+          "worker compute (adds the optimizer step);\nthe local worker's arrays go through "
+          "shared memory, or over the socket in the 'network' rows (shared_memory=False),\n"
+          "the path of a worker on another machine. Target: one exchange <= 2.0x the "
           "all_reduce.")
 
 
@@ -715,10 +818,14 @@ def main() -> None:
     parser.add_argument("--checks", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--server-key", help=argparse.SUPPRESS)
     parser.add_argument("--hop", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--shm", help=argparse.SUPPRESS)
+    parser.add_argument("--slot", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role == "floor-dealer":
         return role_floor_dealer(args.connect, args.model, args.rounds, args.server_key,
                                  args.hop)
+    if args.role == "shm-floor-dealer":
+        return role_shm_floor_dealer(args.connect, args.model, args.rounds, args.shm, args.slot)
     if args.role == "exchange-dealer":
         return role_exchange_dealer(args.connect, args.model, args.rounds, args.checks,
                                     args.server_key)

@@ -1,9 +1,10 @@
-"""PyTorch references for ``bench_distributed.py``: a DDP training run and a gloo all_reduce.
+"""PyTorch references for ``bench_distributed.py`` and ``bench_crosshost.py``: DDP and all_reduce.
 
 Started by the bench as ``world`` separate processes (``--rank 0..world-1``), never through
 multiprocessing, so nothing is pickled. Each rank pins itself to one thread
-(``torch.set_num_threads(1)`` and threadpoolctl), joins a gloo group over loopback TCP, and
-rank 0 prints one JSON line with its timings:
+(``torch.set_num_threads(1)`` and threadpoolctl), joins a gloo group over TCP (loopback, or the
+namespace hosts' links with ``GLOO_SOCKET_IFNAME``), and rank 0 prints one JSON line with its
+timings:
 
 - ``--mode train``: DistributedDataParallel over the bench's MLP and synthetic data, each rank
   computing ``batch // world`` samples of a global batch, SGD; per-step seconds.
@@ -83,7 +84,8 @@ def main() -> None:
     parser.add_argument("--mode", choices=("train", "allreduce"), required=True)
     parser.add_argument("--rank", type=int, required=True)
     parser.add_argument("--world", type=int, default=2)
-    parser.add_argument("--init", required=True, help="tcp://127.0.0.1:PORT of the rendezvous")
+    parser.add_argument("--init", required=True,
+                        help="tcp://HOST:PORT of the rendezvous (rank 0's)")
     parser.add_argument("--model", default="MLP512", help="MLP512 or MLP2048 (train mode)")
     parser.add_argument("--batch", type=int, default=256, help="global batch (train mode)")
     parser.add_argument("--steps", type=int, default=30, help="steps or rounds, warm-up included")
@@ -97,13 +99,14 @@ def main() -> None:
     with threadpool_limits(limits=1):
         dist.init_process_group("gloo", init_method=args.init, rank=args.rank,
                                 world_size=args.world)
-        try:
-            seconds = (train if args.mode == "train" else allreduce)(args, torch, dist)
-            dist.barrier()
-        finally:
-            dist.destroy_process_group()
+        seconds = (train if args.mode == "train" else allreduce)(args, torch, dist)
+        dist.barrier()
     if args.rank == 0:
         print(json.dumps({"mode": args.mode, "seconds": seconds}), flush=True)
+    # Every rank has passed the last barrier: leave without gloo's teardown, which now and then
+    # aborts a rank ("terminate called without an active exception", seen with torch 2.13)
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

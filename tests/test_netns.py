@@ -1,16 +1,17 @@
-"""Several hosts on one machine: a coordinator and two workers in three Linux network namespaces,
-joined by veth pairs on 10.77.0.0/24 that this test creates and deletes. Real TCP between
-separate network stacks, CURVE keys from dtrain keygen; a cut link evicts a worker, a restored
-one lets it rejoin, and the parameters end bit-identical to the single-host run."""
+"""Several machines on one: the coordinator and workers run on hosts made of network namespaces,
+each process with its own hostname (``netns_hosts.py``), joined by a bridge. dtrain sees
+separate machines, so arrays cross the veth links in CURVE-encrypted TCP messages, as between
+real machines, while a worker on the coordinator's own host keeps shared memory. The tests check
+the bytes on every link, that faults on this path (a killed worker, a cut link, a coordinator
+restarted with another worker count) cost time but never bits, and that two workers sharing
+hostname and pid both train."""
 
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
-import uuid
 
 import numpy as np
 import pytest
@@ -20,11 +21,11 @@ import dtrain
 HERE = os.path.dirname(__file__)
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+import netns_hosts
 from procs import dtrain_processes
 
 PORT = 29500
-# one veth pair per worker: (coordinator side, worker side) addresses, /30 subnets of 10.77.0.0/24
-LINKS = {1: ("10.77.0.1", "10.77.0.2"), 2: ("10.77.0.5", "10.77.0.6")}
+HIDDEN = 1024  # wide enough that a step's gradients (57 KB) dwarf headers and heartbeats
 JOB_SOURCE = f"""
 import os
 import sys
@@ -33,6 +34,7 @@ import time
 sys.path.insert(0, {HERE!r})
 import dist_jobs
 import dtrain.nn.functional as F
+from dtrain import nn
 
 
 class NetSteps(dist_jobs.MomentumGroups):
@@ -42,54 +44,30 @@ class NetSteps(dist_jobs.MomentumGroups):
     heartbeat_interval = 0.2
     heartbeat_timeout = 1.5
 
+    def model(self):
+        return nn.Sequential(nn.Linear(10, {HIDDEN}), nn.Tanh(), nn.Linear({HIDDEN}, 3))
+
     def loss(self, output, target):
         delay = os.environ.get("DTRAIN_TEST_SHARD_DELAY")
         if delay:
             time.sleep(float(delay))
         return F.cross_entropy(output, target)
 """
-
-
-def _ip(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=20,
-                          check=False)
-
-
-def _must(*args: str) -> None:
-    result = _ip(*args)
-    assert result.returncode == 0, f"ip {' '.join(args)}: {result.stderr.strip()}"
+GRAD_BYTES = 4 * (10 * HIDDEN + HIDDEN + HIDDEN * 3 + 3)  # float32 parameters = gradients
 
 
 @pytest.fixture(scope="module")
 def hosts():
-    """Three namespaces (coordinator 'c', workers 1 and 2) and a veth pair per worker."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root: the test creates network namespaces and veth pairs")
-    if shutil.which("ip") is None:
-        pytest.skip("needs the ip command (iproute2)")
-    tag = uuid.uuid4().hex[:6]
-    names = {"c": f"dtrain-c-{tag}", 1: f"dtrain-w1-{tag}", 2: f"dtrain-w2-{tag}"}
-    created = []
+    """Three hosts on one bridge, removed at the end (also on failure)."""
+    why = netns_hosts.available()
+    if why:
+        pytest.skip(why)
     try:
-        for ns in names.values():
-            result = _ip("netns", "add", ns)
-            if result.returncode != 0:
-                pytest.skip(f"ip netns add failed: {result.stderr.strip()}")
-            created.append(ns)
-            _must("-n", ns, "link", "set", "lo", "up")
-        for w, (c_addr, w_addr) in LINKS.items():
-            _must("-n", names["c"], "link", "add", f"v{w}", "type", "veth", "peer", "name",
-                  "eth0", "netns", names[w])
-            _must("-n", names["c"], "addr", "add", f"{c_addr}/30", "dev", f"v{w}")
-            _must("-n", names[w], "addr", "add", f"{w_addr}/30", "dev", "eth0")
-            _must("-n", names["c"], "link", "set", f"v{w}", "up")
-            _must("-n", names[w], "link", "set", "eth0", "up")
-        yield names
-    finally:
-        for ns in created:  # deleting a namespace deletes the veth ends inside it
-            _ip("netns", "del", ns)
-        left = set(_ip("netns", "list").stdout.split()) & set(created)
-        assert not left, f"namespaces left behind: {left}"
+        made = netns_hosts.Hosts(3)
+    except netns_hosts.HostsError as e:
+        pytest.skip(f"cannot make network namespaces here: {e}")
+    with made:
+        yield made
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +77,7 @@ def setup(hosts, tmp_path_factory):
     job.write_text(JOB_SOURCE)
     keys = str(base / "keys")
     subprocess.run([sys.executable, "-m", "dtrain", "keygen", keys], check=True,
-                   capture_output=True)
+                   capture_output=True, timeout=60)
     yield {"hosts": hosts, "job": str(job), "keys": keys, "base": base}
     left = dtrain_processes(str(job))
     for pid in left:
@@ -107,65 +85,87 @@ def setup(hosts, tmp_path_factory):
     assert left == [], "processes outlived the test"
 
 
+_references: dict = {}
+
+
 def _reference(job: str, steps: int) -> dict:
-    model, _ = dtrain.fit(job, job_name="NetSteps", workers=0, max_steps=steps)
-    return {k: v.clone() for k, v in model.state_dict().items()}
+    """Parameters of the fault-free single-process run of ``steps`` steps (cached)."""
+    if steps not in _references:
+        model, _ = dtrain.fit(job, job_name="NetSteps", workers=0, max_steps=steps)
+        _references[steps] = {k: v.clone() for k, v in model.state_dict().items()}
+    return _references[steps]
 
 
 class Cluster:
-    """The coordinator and the two workers, each in its namespace; logs in files."""
+    """A coordinator and workers on the hosts, started by the test; logs in files."""
 
-    def __init__(self, setup: dict, name: str, steps: int, delay: float):
+    def __init__(self, setup: dict, name: str, steps: int):
         self.dir = setup["base"] / name
         self.dir.mkdir()
         self.out = str(self.dir / "run")
-        ns, job, keys = setup["hosts"], setup["job"], setup["keys"]
-        self.procs = {}
-        self.logs = {}
-        self._start("c", ns["c"], ["coordinator", "--bind", f"tcp://0.0.0.0:{PORT}",
-                                   "--workers", "2", "--keys", keys, "--job", "NetSteps",
-                                   "--max-steps", str(steps), "--no-progress", "-v",
-                                   "--out", self.out, job])
-        for w, (c_addr, _) in LINKS.items():
-            self._start(w, ns[w], ["worker", "--connect", f"tcp://{c_addr}:{PORT}", "--keys",
-                                   keys, "--rank", str(w), "--name", f"net-w{w}", "--job",
-                                   "NetSteps", job], DTRAIN_TEST_SHARD_DELAY=str(delay))
+        self.hosts, self.job, self.keys = setup["hosts"], setup["job"], setup["keys"]
+        self.steps_total = steps
+        self.procs: dict = {}
+        self.logs: dict = {}
+        self.env = {k: v for k, v in os.environ.items() if not k.endswith("_SHARED_MEMORY")}
 
-    def _start(self, key, ns: str, args: list, **env) -> None:
+    def coordinator(self, workers: int, *extra: str, key: str = "c") -> None:
+        """``dtrain coordinator`` on host 1, listening on every interface."""
+        self._start(key, 1, ["coordinator", "--bind", f"tcp://0.0.0.0:{PORT}", "--workers",
+                             str(workers), "--keys", self.keys, "--job", "NetSteps",
+                             "--max-steps", str(self.steps_total), "--no-progress", "-v",
+                             "--out", self.out, *extra, self.job])
+
+    def worker(self, key, host: int, delay: float, *extra: str, pid_namespace=False) -> None:
+        """``dtrain worker`` on ``host``, dialing the coordinator's address on the bridge."""
+        self._start(key, host, ["worker", "--connect", f"tcp://{self.hosts.addr(1)}:{PORT}",
+                                "--keys", self.keys, "--job", "NetSteps", *extra, self.job],
+                    pid_namespace, DTRAIN_TEST_SHARD_DELAY=str(delay))
+
+    def _start(self, key, host: int, args: list, pid_namespace=False, **env) -> None:
         self.logs[key] = self.dir / f"{key}.log"
+        argv = self.hosts.argv(host, [sys.executable, "-m", "dtrain", *args], pid_namespace)
         with open(self.logs[key], "wb") as log:
-            self.procs[key] = subprocess.Popen(
-                ["ip", "netns", "exec", ns, sys.executable, "-m", "dtrain", *args],
-                cwd=ROOT, env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT)
+            self.procs[key] = subprocess.Popen(argv, cwd=ROOT, env={**self.env, **env},
+                                               stdin=subprocess.DEVNULL, stdout=log,
+                                               stderr=subprocess.STDOUT)
 
     def log(self, key="c") -> str:
         return self.logs[key].read_text()
 
-    def steps(self) -> int:
+    def records(self) -> list:
         try:
             with open(os.path.join(self.out, "metrics.jsonl")) as f:
-                return sum('"type": "step"' in line for line in f)
+                return [json.loads(line) for line in f if '"type": "step"' in line]
         except FileNotFoundError:
-            return 0
+            return []
 
-    def wait_for(self, what: str, condition, timeout: float = 30) -> None:
+    def steps(self) -> int:
+        return len(self.records())
+
+    def wait_for(self, what: str, condition, timeout: float = 40, key="c") -> None:
+        """Poll ``condition`` until it holds; fail if a process dies or the deadline passes."""
         deadline = time.monotonic() + timeout
         while not condition():
-            dead = {k: p.returncode for k, p in self.procs.items() if p.poll() is not None}
-            assert not dead, f"while waiting for {what}: exited {dead}\n{self.log()}"
-            assert time.monotonic() < deadline, f"timed out waiting for {what}\n{self.log()}"
+            dead = {k: p.returncode for k, p in self.procs.items()
+                    if p.poll() is not None and p.returncode != -9}
+            assert not dead, f"while waiting for {what}: exited {dead}\n{self.log(key)}"
+            assert time.monotonic() < deadline, f"timed out waiting for {what}\n{self.log(key)}"
             time.sleep(0.02)
 
     def finish(self, timeout: float = 60) -> dict:
-        codes = {k: p.wait(timeout=timeout) for k, p in self.procs.items()}
-        return codes
+        return {k: p.wait(timeout=timeout) for k, p in self.procs.items()}
 
     def kill(self) -> None:
         for p in self.procs.values():
             if p.poll() is None:
                 p.kill()
-                p.wait()
+                p.wait(timeout=10)
+
+
+def _ids(log: str, name: str) -> list:
+    """Worker ids the coordinator gave to workers named ``name``, in joining order."""
+    return re.findall(rf"worker (\d+) joined: {re.escape(name)} ", log)
 
 
 def _assert_equal_params(out: str, reference: dict, steps: int) -> None:
@@ -174,39 +174,87 @@ def _assert_equal_params(out: str, reference: dict, steps: int) -> None:
     assert all(np.array_equal(final["model"][k], reference[k]) for k in reference)
 
 
-def test_three_hosts_train_bit_identical(setup):
+def test_arrays_cross_the_links_and_the_result_is_bit_identical(setup):
+    """Workers on other hosts use the network; the coordinator's neighbour, shared memory."""
     steps = 30
     reference = _reference(setup["job"], steps)
-    cluster = Cluster(setup, "clean", steps, delay=0.002)
+    hosts = setup["hosts"]
+    cluster = Cluster(setup, "clean", steps)
+    before = hosts.counters()
     try:
+        cluster.coordinator(3)
+        for rank, host in enumerate((1, 2, 3)):
+            cluster.worker(rank, host, 0.002, "--rank", str(rank), "--name", f"net-w{rank}")
         codes = cluster.finish()
     finally:
         cluster.kill()
-    assert codes == {"c": 0, 1: 0, 2: 0}, cluster.log()
+    after = hosts.counters()
+    assert codes == {"c": 0, 0: 0, 1: 0, 2: 0}, cluster.log()
     log = cluster.log()
-    assert "joined: net-w1" in log and "joined: net-w2" in log
     assert "evicted" not in log
+    channels = dict(re.findall(r"worker (\d+) is ready; its arrays travel over ([a-z-]+)", log))
+    assert [channels[_ids(log, f"net-w{r}")[0]] for r in range(3)] == \
+        ["shared-memory", "network", "network"], log
+    for host in (2, 3):  # parameters down and gradients up, every step
+        sent, received = (after[host][d] - before[host][d] for d in ("tx", "rx"))
+        print(f"host {host}: {sent / steps / 1e3:.1f} KB up, {received / steps / 1e3:.1f} KB "
+              f"down per step; gradients {GRAD_BYTES / 1e3:.1f} KB")
+        assert sent >= steps * GRAD_BYTES and received >= steps * GRAD_BYTES
+    _assert_equal_params(cluster.out, reference, steps)
+
+
+def test_killed_worker_on_another_host_costs_no_bits(setup):
+    """SIGKILL a networked worker mid-run (silence evicts it), start a new one that rejoins."""
+    steps = 150  # room for the new process to start on a busy machine before the run ends
+    reference = _reference(setup["job"], steps)
+    cluster = Cluster(setup, "kill", steps)
+    try:
+        cluster.coordinator(2)
+        for rank, host in ((1, 2), (2, 3)):
+            cluster.worker(rank, host, 0.01, "--rank", str(rank), "--name", f"net-w{rank}")
+        cluster.wait_for("step 10", lambda: cluster.steps() >= 10)
+        cluster.procs[1].kill()
+        killed_at = cluster.steps()
+        cluster.wait_for("the eviction", lambda: "(net-w1) evicted" in cluster.log())
+        cluster.worker("again", 2, 0.01, "--rank", "1", "--name", "net-w1")
+        cluster.wait_for("the new worker", lambda: len(_ids(cluster.log(), "net-w1")) == 2)
+        rejoined_at = cluster.steps()
+        codes = cluster.finish()
+    finally:
+        cluster.kill()
+    assert codes == {"c": 0, 1: -9, 2: 0, "again": 0}, cluster.log()
+    assert rejoined_at < steps, "the run ended before the new worker joined"
+    log = cluster.log()
+    print(f"killed at step {killed_at}, new worker joined at {rejoined_at}")
+    assert "(net-w1) evicted: silent for" in log and "(net-w2) evicted" not in log
+    new_id = _ids(log, "net-w1")[-1]
+    assert re.search(rf"worker {new_id} is ready; its arrays travel over network", log)
+    assert any(new_id in r["worker_times"] and r["worker_times"][new_id]["compute_s"] > 0
+               for r in cluster.records()), "the new worker computed nothing"
     _assert_equal_params(cluster.out, reference, steps)
 
 
 def test_cut_link_evicts_worker_and_restored_link_rejoins(setup):
     steps = 150
     reference = _reference(setup["job"], steps)
-    worker_ns = setup["hosts"][1]
-    cluster = Cluster(setup, "cut", steps, delay=0.01)
+    hosts = setup["hosts"]
+    cluster = Cluster(setup, "cut", steps)
     try:
+        cluster.coordinator(2)
+        for rank, host in ((1, 2), (2, 3)):
+            cluster.worker(rank, host, 0.01, "--rank", str(rank), "--name", f"net-w{rank}")
         cluster.wait_for("step 10", lambda: cluster.steps() >= 10)
-        _must("-n", worker_ns, "link", "set", "eth0", "down")
+        hosts.link(2, up=False)
         cut_at = cluster.steps()
         cluster.wait_for("the eviction", lambda: "(net-w1) evicted" in cluster.log())
         cluster.wait_for("steps without the cut worker", lambda: cluster.steps() >= cut_at + 5)
-        _must("-n", worker_ns, "link", "set", "eth0", "up")
+        hosts.link(2, up=True)
         restored_at = cluster.steps()
-        cluster.wait_for("the rejoin", lambda: cluster.log().count("joined: net-w1") >= 2)
+        cluster.wait_for("the rejoin", lambda: len(_ids(cluster.log(), "net-w1")) >= 2)
         rejoined_at = cluster.steps()
         codes = cluster.finish()
     finally:
-        _ip("-n", worker_ns, "link", "set", "eth0", "up")
+        hosts.link(2, up=True)
         cluster.kill()
     assert codes == {"c": 0, 1: 0, 2: 0}, cluster.log()
     assert rejoined_at < steps, "the run ended before the worker could rejoin"
@@ -214,9 +262,66 @@ def test_cut_link_evicts_worker_and_restored_link_rejoins(setup):
     assert "(net-w1) evicted: silent for" in log
     assert "(net-w2) evicted" not in log
     print(f"cut at step {cut_at}, link restored at {restored_at}, rejoined at {rejoined_at}")
-    new_id = re.findall(r"worker (\d+) joined: net-w1", log)[-1]
-    with open(os.path.join(cluster.out, "metrics.jsonl")) as f:
-        records = [json.loads(line) for line in f]
-    assert any(new_id in r["worker_times"] for r in records if r["type"] == "step"
-               and r["step"] > rejoined_at), "the rejoined worker computed nothing"
+    new_id = _ids(log, "net-w1")[-1]
+    assert any(new_id in r["worker_times"] for r in cluster.records()
+               if r["step"] > rejoined_at), "the rejoined worker computed nothing"
+    _assert_equal_params(cluster.out, reference, steps)
+
+
+def test_restarted_coordinator_resumes_with_another_worker_count(setup):
+    """One remote worker; the coordinator is killed, resumes from its checkpoint and waits for
+    two: the first worker rejoins by itself, a second host's worker joins."""
+    steps = 60
+    reference = _reference(setup["job"], steps)
+    cluster = Cluster(setup, "resume", steps)
+    try:
+        cluster.coordinator(1, "--checkpoint-every", "5")
+        cluster.worker(1, 2, 0.005, "--rank", "1", "--name", "net-w1")
+        cluster.wait_for("step 12", lambda: cluster.steps() >= 12)
+        cluster.procs["c"].kill()
+        cluster.procs["c"].wait(timeout=10)
+        killed_at = cluster.steps()
+        cluster.coordinator(2, "--resume", cluster.out, key="c2")
+        cluster.worker(2, 3, 0.005, "--rank", "2", "--name", "net-w2")
+        codes = cluster.finish(timeout=90)
+    finally:
+        cluster.kill()
+    log = cluster.log("c2")
+    assert codes == {"c": -9, "c2": 0, 1: 0, 2: 0}, log
+    print(f"coordinator killed after step {killed_at}")
+    assert "resumed at step" in log, log
+    assert len(_ids(log, "net-w1")) == 1 and len(_ids(log, "net-w2")) == 1, log
+    assert log.count("its arrays travel over network") == 2, log
+    _assert_equal_params(cluster.out, reference, steps)
+
+
+def test_two_workers_with_one_hostname_and_pid_both_train(setup):
+    """Each worker is pid 1 of its own pid namespace on the same host, with the same name: the
+    coordinator tells them apart by instance id, and both compute in every step."""
+    steps = 30
+    reference = _reference(setup["job"], steps)
+    hosts = setup["hosts"]
+    cluster = Cluster(setup, "twins", steps)
+    try:
+        cluster.coordinator(2)
+        for key in ("a", "b"):
+            cluster.worker(key, 2, 0.002, "--rank", "0", pid_namespace=True)
+        codes = cluster.finish()
+    finally:
+        cluster.kill()
+    assert codes == {"c": 0, "a": 0, "b": 0}, cluster.log()
+    log = cluster.log()
+    name = f"{hosts.hostname[2]}-w0"
+    joins = re.findall(rf"worker (\d+) joined: {re.escape(name)} \(pid (\d+) on (\S+)\)", log)
+    assert [(pid, host) for _, pid, host in joins] == [("1", hosts.hostname[2])] * 2, log
+    assert "evicted" not in log, log
+    ids = [worker for worker, _, _ in joins]
+    previous = {worker: 0.0 for worker in ids}
+    records = cluster.records()
+    assert len(records) == steps
+    for r in records:
+        for worker in ids:
+            now = r["worker_times"][worker]["compute_s"]
+            assert now > previous[worker], f"worker {worker} computed nothing in step {r['step']}"
+            previous[worker] = now
     _assert_equal_params(cluster.out, reference, steps)
