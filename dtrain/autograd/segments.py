@@ -1,0 +1,165 @@
+"""Row segments: one forward/backward over several micro-shards, every batch reduction per shard.
+
+Inside ``row_segments(sizes)`` the leading axis of a batch is the concatenation of micro-shards
+of the given sizes. Row-wise ops (elementwise maths, activations, pooling, keyed dropout) need
+nothing: each row's bits are those of a pass over its shard alone. The kernels that mix rows ask
+this module how to stay per-shard:
+
+- a GEMM whose rows are samples (``x @ W.T``, ``g @ W``) runs on the whole batch only where this
+  BLAS was *shown* row-invariant for that exact shape (a probe, cached per shape, compares the
+  whole product with separate per-shard products on random data); elsewhere it runs per shard,
+  as one stacked ``np.matmul`` when the shards are equally sized;
+- a reduction over samples (weight and bias gradients, batch-norm statistics) is formed per
+  shard, and the per-shard gradients of a leaf are handed to ``Segments.deliver`` instead of
+  the autograd engine, so the caller can add them along the fixed reduction tree.
+
+A kernel that cannot keep its reduction per shard marks the pass with ``refuse(reason)``; the
+caller then computes the shards one by one instead.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+
+_local = threading.local()
+_row_invariant: dict = {}  # GEMM signature -> whether whole-batch rows equal per-shard rows
+
+
+class Segments:
+    """The micro-shard layout of one batched pass and the per-shard results it produced."""
+
+    def __init__(self, sizes):
+        self.sizes = tuple(int(s) for s in sizes)
+        if not self.sizes or min(self.sizes) < 1:
+            raise ValueError(f"row_segments needs positive shard sizes, got {self.sizes}")
+        self.count = len(self.sizes)
+        self.rows = sum(self.sizes)
+        ends = np.cumsum(self.sizes)
+        self.bounds = [(int(e - s), int(e)) for s, e in zip(self.sizes, ends)]
+        self.equal = len(set(self.sizes)) == 1
+        self.grads: dict = {}  # id(leaf) -> [leaf, per-shard gradients (shards, *leaf.shape)]
+        self.bn_records: list = [[] for _ in self.sizes]  # per shard: (module, mean, var, n)
+        self.refused: str | None = None
+
+    def covers(self, x: np.ndarray) -> bool:
+        """True when ``x``'s leading axis is this pass's batch (so its rows are the shards)."""
+        return x.ndim >= 1 and x.shape[0] == self.rows
+
+    def stacked(self, x: np.ndarray) -> np.ndarray:
+        """(shards, rows per shard, ...) view of a contiguous batch array (equal shards only)."""
+        return x.reshape((self.count, self.sizes[0]) + x.shape[1:])
+
+    def per_shard(self, fn, *arrays) -> np.ndarray:
+        """``fn`` applied to each shard's rows of ``arrays``, results stacked on a new axis 0."""
+        return np.stack([fn(*(a[lo:hi] for a in arrays)) for lo, hi in self.bounds])
+
+    def refuse(self, reason: str) -> None:
+        """Mark the pass as unable to stand for per-shard passes (the first reason is kept)."""
+        if self.refused is None:
+            self.refused = reason
+
+    def deliver(self, leaf, grads: np.ndarray):
+        """Accept per-shard gradients (shards, *shape) of ``leaf``; returns what autograd gets.
+
+        A leaf's per-shard gradients accumulate here, in the engine's order, exactly as each
+        shard's own pass accumulates into ``.grad``. A non-leaf cannot carry a shard axis
+        through the graph: the pass is refused and autograd gets the plain sum, so it runs on.
+        """
+        if leaf.grad_fn is not None:
+            self.refuse(f"a gradient reduced over samples reaches a non-leaf ({leaf.grad_fn})")
+            return grads.sum(axis=0)
+        from .engine import _hooks
+
+        if id(leaf) in _hooks:
+            self.refuse("a parameter has a gradient hook")
+        if grads.dtype != leaf._data.dtype:
+            grads = grads.astype(leaf._data.dtype)
+        entry = self.grads.get(id(leaf))
+        if entry is None:
+            self.grads[id(leaf)] = [leaf, grads]
+        else:
+            entry[1] = entry[1] + grads
+        return None
+
+
+@contextmanager
+def row_segments(sizes) -> Iterator[Segments]:
+    """Within this block (this thread), batches of ``sum(sizes)`` rows are micro-shards."""
+    previous = getattr(_local, "segments", None)
+    _local.segments = Segments(sizes)
+    try:
+        yield _local.segments
+    finally:
+        _local.segments = previous
+
+
+def active_segments(x: np.ndarray) -> Segments | None:
+    """The active layout when ``x``'s leading axis is its batch; None otherwise (plain pass)."""
+    seg = getattr(_local, "segments", None)
+    if seg is None or seg.count == 1 or not seg.covers(x):
+        return None
+    return seg
+
+
+def _threads() -> int:
+    from ..process import _blas_controller
+
+    controller = _blas_controller()
+    if controller is None or not controller.lib_controllers:
+        return 0
+    return controller.lib_controllers[0].num_threads
+
+
+def _like(a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random values in an array of ``a``'s shape, dtype and memory order."""
+    out = np.empty_like(a, order="K")
+    out[...] = rng.standard_normal(a.shape)
+    return out
+
+
+def row_invariant(a: np.ndarray, b: np.ndarray, sizes: tuple) -> bool:
+    """Whether this BLAS gives ``a @ b``'s rows the bits of per-shard products, for this shape.
+
+    Which kernel a BLAS picks (and so its summation order) depends on the shapes, the operand
+    layouts and the thread count, not on the values; random operands with the same signature
+    therefore tell, and the answer is cached. A shard size of 1 is a GEMV in some BLAS, so
+    every shard size is probed, not just the batch.
+    """
+    key = (a.dtype.str, b.dtype.str, a.shape[1], b.shape[1], a.strides, b.strides, tuple(sizes),
+           _threads())
+    known = _row_invariant.get(key)
+    if known is None:
+        rng = np.random.default_rng(len(_row_invariant))
+        pa, pb = _like(a, rng), _like(b, rng)
+        whole = pa @ pb
+        known = True
+        start = 0
+        for n in sizes:
+            part = np.empty_like(pa[start:start + n], order="K")
+            part[...] = pa[start:start + n]
+            if not np.array_equal(part @ pb, whole[start:start + n]):
+                known = False
+                break
+            start += n
+        _row_invariant[key] = known
+    return known
+
+
+def rows_matmul(seg: Segments | None, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` for a batch ``a`` (rows are samples) with each shard's rows as its own product."""
+    if seg is None or row_invariant(a, b, seg.sizes):
+        return a @ b
+    if seg.equal and a.flags.c_contiguous:
+        return np.matmul(seg.stacked(a), b).reshape(a.shape[0], b.shape[1])
+    return np.concatenate([a[lo:hi] @ b for lo, hi in seg.bounds])
+
+
+def shard_outer(seg: Segments, g: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Per-shard ``g_s.T @ x_s`` (weight gradients), stacked: (shards, g.shape[1], x.shape[1])."""
+    if seg.equal and g.flags.c_contiguous and x.flags.c_contiguous:
+        return np.matmul(seg.stacked(g).transpose(0, 2, 1), seg.stacked(x))
+    return seg.per_shard(lambda gs, xs: gs.T @ xs, g, x)
