@@ -330,9 +330,10 @@ class _BatchNorm(Module):
         if self.training or not has_stats:
             out, mean, var, n = _batch_norm_train(input, self.weight, self.bias, self.eps)
             if self.training and self.track_running_stats and has_stats:
-                seg = active_segments(input._data)
+                seg, records = active_segments(input._data), _active_collector()
                 for shard, (m, v, k) in enumerate(_per_shard(mean, var, n)):
-                    records = seg.bn_records[shard] if seg is not None else _active_collector()
+                    if records is not None and seg is not None:
+                        records = seg.bn_records[shard]  # the computer files them per shard
                     if records is None:
                         self.apply_batch_stats(m, _unbiased(v, k))
                     else:
