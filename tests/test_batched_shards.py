@@ -21,6 +21,7 @@ from dtrain.distributed.shards import BatchPlan
 
 sys.path.insert(0, os.path.dirname(__file__))
 import batched_jobs
+import dist_jobs
 
 SIZES = [(32,) * 8, (8,) * 32, (3, 5, 4), (1, 1, 1), (7, 6, 7, 6, 7), (33, 32)]
 LINEAR_SHAPES = [(784, 512), (512, 512), (512, 10), (64, 10), (128, 64), (10, 3), (3, 1),
@@ -220,3 +221,27 @@ def test_a_pass_that_mixes_shards_is_refused_and_computed_shard_by_shard(job, wh
     assert list(computer.verdicts.values()) == [False]
     assert same_bits(got, computer.node_value(plan, root))
     assert same_bits(computer.node_values(plan, [root])[root], computer.node_value(plan, root))
+
+
+# ------------------------------------------------------------------ whole runs
+GAN = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples", "gan.py")
+
+
+def _state(model):
+    return [v._data.copy() for v in model.state_dict().values()]
+
+
+@pytest.mark.parametrize("job,overrides", [
+    (batched_jobs.MLPDropout, {}),
+    (batched_jobs.MLPOddShards, {}),
+    (batched_jobs.CNNBatchNorm, {}),
+    (GAN, {"max_steps": 6}),
+    (dist_jobs.FullBatchLBFGS, {}),
+], ids=["mlp-dropout", "mlp-7-shards-of-20", "cnn-batchnorm", "gan-phases", "lbfgs-closure"])
+def test_bit_identical_for_0_1_2_3_and_8_workers(job, overrides):
+    reference, history = dtrain.fit(job, workers=0, **overrides)
+    ref = _state(reference)
+    for workers in (1, 2, 3, 8):
+        model, h = dtrain.fit(job, workers=workers, **overrides)
+        assert all(_same(a, b) for a, b in zip(_state(model), ref)), f"{workers} workers differ"
+        assert [r["loss"] for r in h.steps] == [r["loss"] for r in history.steps]
