@@ -29,10 +29,18 @@ _local = threading.local()
 _row_invariant: dict = {}  # GEMM signature -> whether whole-batch rows equal per-shard rows
 
 
-class Segments:
-    """The micro-shard layout of one batched pass and the per-shard results it produced."""
+_BLOCK_BYTES = 1 << 20  # per-shard weight-gradient blocks that stay in cache while added
 
-    def __init__(self, sizes):
+
+class Segments:
+    """The micro-shard layout of one batched pass and the per-shard results it produced.
+
+    ``groups`` are ranges of consecutive shards (positions in ``sizes``), each the shards of one
+    reduction-tree node, whose leaf gradients the caller wants summed along the tree; by
+    default every shard is its own group.
+    """
+
+    def __init__(self, sizes, groups=None):
         self.sizes = tuple(int(s) for s in sizes)
         if not self.sizes or min(self.sizes) < 1:
             raise ValueError(f"row_segments needs positive shard sizes, got {self.sizes}")
@@ -41,9 +49,21 @@ class Segments:
         ends = np.cumsum(self.sizes)
         self.bounds = [(int(e - s), int(e)) for s, e in zip(self.sizes, ends)]
         self.equal = len(set(self.sizes)) == 1
-        self.grads: dict = {}  # id(leaf) -> [leaf, per-shard gradients (shards, *leaf.shape)]
+        self.groups = [(k, k + 1) for k in range(self.count)] if groups is None else \
+            [tuple(g) for g in groups]
+        if [k for lo, hi in self.groups for k in range(lo, hi)] != list(range(self.count)):
+            raise ValueError(f"groups {self.groups} do not split {self.count} shards in order")
+        self.grads: dict = {}  # id(leaf) -> [leaf, per-shard (shards, ...) or per-group list]
         self.bn_records: list = [[] for _ in self.sizes]  # per shard: (module, mean, var, n)
         self.refused: str | None = None
+        self._threads: int | None = None
+
+    @property
+    def threads(self) -> int:
+        """BLAS threads during this pass (read once: threadpoolctl's query is not free)."""
+        if self._threads is None:
+            self._threads = _threads()
+        return self._threads
 
     def covers(self, x: np.ndarray) -> bool:
         """True when ``x``'s leading axis is this pass's batch (so its rows are the shards)."""
@@ -62,6 +82,16 @@ class Segments:
         if self.refused is None:
             self.refused = reason
 
+    def _accepts(self, leaf) -> bool:
+        if leaf.grad_fn is not None:
+            self.refuse(f"a gradient reduced over samples reaches a non-leaf ({leaf.grad_fn})")
+            return False
+        from .engine import _hooks
+
+        if id(leaf) in _hooks:
+            self.refuse("a parameter has a gradient hook")
+        return True
+
     def deliver(self, leaf, grads: np.ndarray):
         """Accept per-shard gradients (shards, *shape) of ``leaf``; returns what autograd gets.
 
@@ -69,28 +99,83 @@ class Segments:
         shard's own pass accumulates into ``.grad``. A non-leaf cannot carry a shard axis
         through the graph: the pass is refused and autograd gets the plain sum, so it runs on.
         """
-        if leaf.grad_fn is not None:
-            self.refuse(f"a gradient reduced over samples reaches a non-leaf ({leaf.grad_fn})")
+        if not self._accepts(leaf):
             return grads.sum(axis=0)
-        from .engine import _hooks
-
-        if id(leaf) in _hooks:
-            self.refuse("a parameter has a gradient hook")
         if grads.dtype != leaf._data.dtype:
             grads = grads.astype(leaf._data.dtype)
         entry = self.grads.get(id(leaf))
         if entry is None:
             self.grads[id(leaf)] = [leaf, grads]
+        elif isinstance(entry[1], list):
+            self.refuse("a parameter is used twice after its tree sums were formed")
         else:
             entry[1] = entry[1] + grads
         return None
 
+    def deliver_outer(self, leaf, g: np.ndarray, x: np.ndarray):
+        """Accept the weight gradient ``sum over each shard of g_s.T @ x_s`` of ``leaf``.
+
+        Where the shards are equal and this BLAS gives row blocks of ``g_s.T @ x_s`` the bits
+        of the whole product (probed), the per-shard products are formed a block of output
+        rows at a time and added along each group's tree while in cache; otherwise they are
+        formed whole (``shard_outer``) and added later.
+        """
+        fused = (self.equal and leaf.grad_fn is None and id(leaf) not in self.grads
+                 and g.flags.c_contiguous and x.flags.c_contiguous and g.dtype == x.dtype
+                 and g.dtype == leaf._data.dtype)
+        if fused:
+            out, width = g.shape[1], x.shape[1]
+            block = max(8, _BLOCK_BYTES // (self.count * width * g.itemsize) // 8 * 8)
+            blocks = tuple(min(block, out - r) for r in range(0, out, block))
+            shard_g = g[:self.sizes[0]]
+            fused = len(blocks) == 1 or _row_invariant_views(shard_g.T, x[:self.sizes[0]],
+                                                              blocks, self.threads)
+        if not fused:
+            return self.deliver(leaf, shard_outer(self, g, x))
+        if not self._accepts(leaf):
+            return None
+        G3, X3 = self.stacked(g), self.stacked(x)
+        sums = [np.empty((g.shape[1], x.shape[1]), dtype=g.dtype) for _ in self.groups]
+        for r in range(0, out, block):
+            part = np.matmul(G3[:, :, r:r + block].transpose(0, 2, 1), X3)
+            for total, (lo, hi) in zip(sums, self.groups):
+                total[r:r + block] = tree_sum(part, lo, hi)
+        self.grads[id(leaf)] = [leaf, sums]
+        return None
+
+    def group_grads(self, leaf) -> list | None:
+        """``leaf``'s gradient summed along each group's tree (None: no gradient reached it)."""
+        entry = self.grads.get(id(leaf))
+        if entry is None:
+            return None
+        if isinstance(entry[1], list):
+            return entry[1]
+        return [tree_sum(entry[1], lo, hi) for lo, hi in self.groups]
+
+
+def tree_sum(stack: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """``stack[lo:hi]`` added along the reduction tree (split at the middle, left + right).
+
+    A power-of-two range is the perfect tree, so it is added a level at a time (one NumPy call
+    per level); the additions, and so the bits, are those of the node-by-node recursion.
+    """
+    n = hi - lo
+    if n == 1:
+        return stack[lo]
+    if n & (n - 1) == 0:
+        level = stack[lo:hi]
+        while len(level) > 1:
+            level = level[0::2] + level[1::2]
+        return level[0]
+    mid = lo + n // 2
+    return tree_sum(stack, lo, mid) + tree_sum(stack, mid, hi)
+
 
 @contextmanager
-def row_segments(sizes) -> Iterator[Segments]:
+def row_segments(sizes, groups=None) -> Iterator[Segments]:
     """Within this block (this thread), batches of ``sum(sizes)`` rows are micro-shards."""
     previous = getattr(_local, "segments", None)
-    _local.segments = Segments(sizes)
+    _local.segments = Segments(sizes, groups)
     try:
         yield _local.segments
     finally:
@@ -128,7 +213,7 @@ def _like(a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 _PROBES = 3  # independent draws; any difference marks the shape as not row-invariant
 
 
-def row_invariant(a: np.ndarray, b: np.ndarray, sizes: tuple) -> bool:
+def row_invariant(a: np.ndarray, b: np.ndarray, sizes: tuple, threads: int | None = None) -> bool:
     """Whether this BLAS gives ``a @ b``'s rows the bits of per-shard products, for this shape.
 
     Which kernel a BLAS picks (and so its summation order) depends on the shapes, the operand
@@ -136,22 +221,36 @@ def row_invariant(a: np.ndarray, b: np.ndarray, sizes: tuple) -> bool:
     therefore tell, and the answer is cached. Some BLAS treat the rows of a short product in
     blocks (a row's bits then depend on the row count), so every shard size is probed.
     """
-    key = (a.dtype.str, b.dtype.str, a.shape[1], b.shape[1], a.strides, b.strides, tuple(sizes),
-           _threads())
+    return _probe(a, b, sizes, threads, fresh=True)
+
+
+def _row_invariant_views(a: np.ndarray, b: np.ndarray, sizes: tuple, threads: int) -> bool:
+    """Whether row blocks of ``a`` (views into it) times ``b`` give the rows of ``a @ b``."""
+    return _probe(a, b, sizes, threads, fresh=False)
+
+
+def _probe(a: np.ndarray, b: np.ndarray, sizes: tuple, threads: int | None, fresh: bool) -> bool:
+    if threads is None:
+        threads = _threads()
+    key = (fresh, a.dtype.str, b.dtype.str, a.shape[1], b.shape[1], a.strides, b.strides,
+           tuple(sizes), threads)
     known = _row_invariant.get(key)
     if known is None:
         rng = np.random.default_rng(len(_row_invariant))
-        known = all(_rows_equal(_like(a, rng), _like(b, rng), sizes) for _ in range(_PROBES))
+        known = all(_rows_equal(_like(a, rng), _like(b, rng), sizes, fresh)
+                    for _ in range(_PROBES))
         _row_invariant[key] = known
     return known
 
 
-def _rows_equal(a: np.ndarray, b: np.ndarray, sizes: tuple) -> bool:
+def _rows_equal(a: np.ndarray, b: np.ndarray, sizes: tuple, fresh: bool) -> bool:
     whole = a @ b
     start = 0
     for n in sizes:
-        part = np.empty_like(a[start:start + n], order="K")
-        part[...] = a[start:start + n]
+        part = a[start:start + n]
+        if fresh:  # a shard's own pass holds its rows in an array of their own
+            part = np.empty_like(part, order="K")
+            part[...] = a[start:start + n]
         if not np.array_equal(part @ b, whole[start:start + n]):
             return False
         start += n
@@ -160,7 +259,7 @@ def _rows_equal(a: np.ndarray, b: np.ndarray, sizes: tuple) -> bool:
 
 def rows_matmul(seg: Segments | None, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a @ b`` for a batch ``a`` (rows are samples) with each shard's rows as its own product."""
-    if seg is None or row_invariant(a, b, seg.sizes):
+    if seg is None or row_invariant(a, b, seg.sizes, seg.threads):
         return a @ b
     if seg.equal and a.flags.c_contiguous:
         return np.matmul(seg.stacked(a), b).reshape(a.shape[0], b.shape[1])

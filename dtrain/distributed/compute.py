@@ -192,26 +192,27 @@ class ShardComputer:
     def node_values(self, plan: BatchPlan, nodes, phase: int = 0) -> dict:
         """The values of several tree nodes (node -> value), their shards in one pass if allowed."""
         nodes = [tuple(node) for node in nodes]
-        shards = [s for node in nodes for s in leaves(node) if len(plan.shard_ids(s))]
+        shards = [s for node in nodes for s in leaves(node)]
         values = None
-        if self.batched and self.phases[phase].output_loss is not None and len(shards) > 1 \
+        if self.batched and self.phases[phase].output_loss is not None \
+                and sum(1 for s in shards if len(plan.shard_ids(s))) > 1 \
                 and len(set(shards)) == len(shards):
-            values = self._checked_batch(plan, shards, phase)
+            values = self._checked_batch(plan, nodes, phase)
         if values is None:
             return {node: self.node_value(plan, node, phase) for node in nodes}
-        return {node: _tree(values, node) for node in nodes}
+        return values
 
-    def _checked_batch(self, plan: BatchPlan, shards: list, phase: int) -> dict | None:
-        """Per-shard values from one pass, or None where that pass is refused or was unequal."""
-        key = (phase, tuple(len(plan.shard_ids(s)) for s in shards))
+    def _checked_batch(self, plan: BatchPlan, nodes: list, phase: int) -> dict | None:
+        """Node values from one pass, or None where that pass is refused or was unequal."""
+        key = (phase, tuple(nodes), tuple(len(plan.shard_ids(s)) for n in nodes for s in leaves(n)))
         verdict = self.verdicts.get(key)
         if verdict is False:
             return None
-        values, refused = self.batch_values(plan, shards, phase)
+        values, refused = self.batch_values(plan, nodes, phase)
         if verdict is None:
             if refused is None:
-                reference = {s: self.shard_value(plan, s, phase) for s in shards}
-                if not all(same_bits(values[s], reference[s]) for s in shards):
+                reference = {node: self.node_value(plan, node, phase) for node in nodes}
+                if not all(same_bits(values[node], reference[node]) for node in nodes):
                     refused = "its values differ from shard-by-shard passes"
             self.verdicts[key] = refused is None
             if refused is not None:
@@ -219,23 +220,29 @@ class ShardComputer:
                          "shards is not exact here (%s)", phase, refused)
         return values if refused is None else None
 
-    def batch_values(self, plan: BatchPlan, shards: list, phase: int = 0) -> tuple:
-        """One forward/backward over several non-empty shards: ({shard: value}, refusal or None).
+    def batch_values(self, plan: BatchPlan, nodes: list, phase: int = 0) -> tuple:
+        """One forward/backward over the shards of several nodes: ({node: value}, refusal).
 
         The model runs once over all the shards' samples inside ``row_segments``; the loss runs
-        once per shard on its rows of the output, each backpropagated with its sample count,
-        so every value has the bits of that shard's own pass unless a kernel refused.
+        once per shard on its rows of the output, each backpropagated with its sample count, so
+        every value has the bits of shard-by-shard passes added along the tree, unless a kernel
+        refused (the refusal says why; the values are then not to be used).
         """
         spec = self.phases[phase]
+        shards = [s for node in nodes for s in leaves(node) if len(plan.shard_ids(s))]
         ids_of = [plan.shard_ids(s) for s in shards]
         sizes = [len(ids) for ids in ids_of]
+        groups = None  # the nodes as ranges of positions in ``shards``, when none is empty
+        if len(shards) == sum(hi - lo for lo, hi in nodes):
+            ends = np.cumsum([hi - lo for lo, hi in nodes])
+            groups = [(int(e) - (hi - lo), int(e)) for e, (lo, hi) in zip(ends, nodes)]
         ids = np.concatenate(ids_of)
         x, y = self.source.fetch(ids)
         for p in self.params:
             p.grad = None
         self.model.train()
         with keyed_dropout(self.settings.seed, plan.step, ids), collect_batch_stats() as stats:
-            with row_segments(sizes) as seg:
+            with row_segments(sizes, groups) as seg:
                 output = self.model(x)
             if stats:
                 seg.refuse("a batch norm saw a batch that is not the shards'")
@@ -260,16 +267,22 @@ class ShardComputer:
                 seg.refuse(f"parameter {i} got a gradient summed over all the shards")
         for p in self.params:
             p.grad = None
-        values = {}
+        summed = {i: seg.group_grads(self.params[i]) for i in spec.param_indices}
+        per_shard = {}
         for k, (shard, n) in enumerate(zip(shards, sizes)):
             grads = [None] * len(self.params)
-            for i in spec.param_indices:
-                entry = seg.grads.get(id(self.params[i]))
-                grads[i] = None if entry is None else entry[1][k]
+            if groups is None:  # the shards' own gradients, added along the tree below
+                for i, arrays in summed.items():
+                    grads[i] = None if arrays is None else arrays[k]
             bn = [(self.bn_index[id(m)], np.array(mean), np.array(var))
                   for m, mean, var, *_ in seg.bn_records[k]]
-            values[shard] = ShardValue(grads=grads, loss_sum=float(losses[k].item()) * n,
-                                       count=n, bn_stats={shard: bn} if bn else {})
+            per_shard[shard] = ShardValue(grads=grads, loss_sum=float(losses[k].item()) * n,
+                                          count=n, bn_stats={shard: bn} if bn else {})
+        values = {node: _tree(per_shard, node) for node in nodes}
+        if groups is not None:  # the gradients were added along each node's tree already
+            for j, node in enumerate(nodes):
+                for i, arrays in summed.items():
+                    values[node].grads[i] = None if arrays is None else arrays[j]
         return values, seg.refused
 
     def node_value(self, plan: BatchPlan, node: Node, phase: int = 0) -> ShardValue | None:

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from ..autograd.segments import active_segments, rows_matmul, shard_outer
+from ..autograd.segments import active_segments, rows_matmul
 from ..autograd.tensor import Tensor, _op, _unbroadcast
 
 _REDUCTIONS = ("none", "mean", "sum")
@@ -68,7 +68,7 @@ def _linear_backward_segments(seg, g, X, input, weight, bias) -> tuple:
     gx = rows_matmul(seg, g, weight._data) if input._requires_grad else None
     gw = gb = None
     if weight._requires_grad:
-        gw = seg.deliver(weight, shard_outer(seg, g, X))
+        gw = seg.deliver_outer(weight, g, X)
     if bias is not None and bias._requires_grad:
         gb = seg.deliver(bias, seg.per_shard(lambda gs: gs.sum(axis=0), g))
     return (gx, gw, gb) if bias is not None else (gx, gw)
