@@ -26,7 +26,7 @@ from contextlib import contextmanager
 import numpy as np
 
 _local = threading.local()
-_row_invariant: dict = {}  # GEMM signature -> whether whole-batch rows equal per-shard rows
+_row_invariant: dict = {}  # GEMM signature -> whether products in pieces equal the whole's
 
 
 _BLOCK_BYTES = 1 << 20  # per-shard weight-gradient blocks that stay in cache while added
@@ -115,9 +115,9 @@ class Segments:
     def deliver_outer(self, leaf, g: np.ndarray, x: np.ndarray):
         """Accept the weight gradient ``sum over each shard of g_s.T @ x_s`` of ``leaf``.
 
-        Where the shards are equal and this BLAS gives row blocks of ``g_s.T @ x_s`` the bits
+        Where the shards are equal and this BLAS gives column blocks of ``g_s.T @ x_s`` the bits
         of the whole product (probed), the per-shard products are formed a block of output
-        rows at a time and added along each group's tree while in cache; otherwise they are
+        columns at a time and added along each group's tree while in cache; otherwise they are
         formed whole (``shard_outer``) and added later.
         """
         fused = (self.equal and leaf.grad_fn is None and id(leaf) not in self.grads
@@ -125,21 +125,26 @@ class Segments:
                  and g.dtype == leaf._data.dtype)
         if fused:
             out, width = g.shape[1], x.shape[1]
-            block = max(8, _BLOCK_BYTES // (self.count * width * g.itemsize) // 8 * 8)
-            blocks = tuple(min(block, out - r) for r in range(0, out, block))
-            shard_g = g[:self.sizes[0]]
-            fused = len(blocks) == 1 or _row_invariant_views(shard_g.T, x[:self.sizes[0]],
-                                                              blocks, self.threads)
+            block = max(8, _BLOCK_BYTES // (self.count * out * g.itemsize) // 8 * 8)
+            blocks = tuple(min(block, width - c) for c in range(0, width, block))
+            n = self.sizes[0]
+            fused = len(blocks) == 1 or _probe(g[:n].T, x[:n], blocks, self.threads, "cols")
         if not fused:
             return self.deliver(leaf, shard_outer(self, g, x))
         if not self._accepts(leaf):
             return None
-        G3, X3 = self.stacked(g), self.stacked(x)
-        sums = [np.empty((g.shape[1], x.shape[1]), dtype=g.dtype) for _ in self.groups]
-        for r in range(0, out, block):
-            part = np.matmul(G3[:, :, r:r + block].transpose(0, 2, 1), X3)
+        G3T, X3 = self.stacked(g).transpose(0, 2, 1), self.stacked(x)
+        sums = [np.empty((out, width), dtype=g.dtype) for _ in self.groups]
+        buffers = {}  # block width -> (shards, out, width) products, reused block after block
+        for c in range(0, width, block):
+            w = min(block, width - c)
+            part = buffers.get(w)
+            if part is None:
+                part = buffers[w] = np.empty((self.count, out, w), dtype=g.dtype)
+            np.matmul(G3T, X3[:, :, c:c + w], out=part)
             for total, (lo, hi) in zip(sums, self.groups):
-                total[r:r + block] = tree_sum(part, lo, hi)
+                tree_sum_into(part, lo, hi)
+                total[:, c:c + w] = part[lo]
         self.grads[id(leaf)] = [leaf, sums]
         return None
 
@@ -151,6 +156,24 @@ class Segments:
         if isinstance(entry[1], list):
             return entry[1]
         return [tree_sum(entry[1], lo, hi) for lo, hi in self.groups]
+
+
+def tree_sum_into(stack: np.ndarray, lo: int, hi: int) -> None:
+    """``tree_sum(stack, lo, hi)`` left in ``stack[lo]``, adding in place (same additions)."""
+    n = hi - lo
+    if n == 1:
+        return
+    if n & (n - 1) == 0:
+        step = 1
+        while step < n:
+            left = stack[lo:hi:2 * step]
+            np.add(left, stack[lo + step:hi:2 * step], out=left)
+            step *= 2
+        return
+    mid = lo + n // 2
+    tree_sum_into(stack, lo, mid)
+    tree_sum_into(stack, mid, hi)
+    np.add(stack[lo], stack[mid], out=stack[lo])
 
 
 def tree_sum(stack: np.ndarray, lo: int, hi: int) -> np.ndarray:
@@ -221,37 +244,39 @@ def row_invariant(a: np.ndarray, b: np.ndarray, sizes: tuple, threads: int | Non
     therefore tell, and the answer is cached. Some BLAS treat the rows of a short product in
     blocks (a row's bits then depend on the row count), so every shard size is probed.
     """
-    return _probe(a, b, sizes, threads, fresh=True)
+    return _probe(a, b, sizes, threads, "rows")
 
 
-def _row_invariant_views(a: np.ndarray, b: np.ndarray, sizes: tuple, threads: int) -> bool:
-    """Whether row blocks of ``a`` (views into it) times ``b`` give the rows of ``a @ b``."""
-    return _probe(a, b, sizes, threads, fresh=False)
+def _probe(a: np.ndarray, b: np.ndarray, sizes: tuple, threads: int | None, mode: str) -> bool:
+    """Whether pieces of ``a @ b`` computed apart have the whole product's bits (cached).
 
-
-def _probe(a: np.ndarray, b: np.ndarray, sizes: tuple, threads: int | None, fresh: bool) -> bool:
+    ``rows``: row blocks of ``a`` copied into arrays of their own (a shard's own pass);
+    ``cols``: column blocks of ``b`` taken as views (a blocked weight gradient).
+    """
     if threads is None:
         threads = _threads()
-    key = (fresh, a.dtype.str, b.dtype.str, a.shape[1], b.shape[1], a.strides, b.strides,
-           tuple(sizes), threads)
+    key = (mode, a.dtype.str, b.dtype.str, a.shape[1], b.shape[1], a.strides, b.strides,
+           a.shape[0] if mode == "cols" else None, tuple(sizes), threads)
     known = _row_invariant.get(key)
     if known is None:
         rng = np.random.default_rng(len(_row_invariant))
-        known = all(_rows_equal(_like(a, rng), _like(b, rng), sizes, fresh)
+        known = all(_pieces_equal(_like(a, rng), _like(b, rng), sizes, mode)
                     for _ in range(_PROBES))
         _row_invariant[key] = known
     return known
 
 
-def _rows_equal(a: np.ndarray, b: np.ndarray, sizes: tuple, fresh: bool) -> bool:
+def _pieces_equal(a: np.ndarray, b: np.ndarray, sizes: tuple, mode: str) -> bool:
     whole = a @ b
     start = 0
     for n in sizes:
-        part = a[start:start + n]
-        if fresh:  # a shard's own pass holds its rows in an array of their own
-            part = np.empty_like(part, order="K")
+        if mode == "rows":
+            part = np.empty_like(a[start:start + n], order="K")
             part[...] = a[start:start + n]
-        if not np.array_equal(part @ b, whole[start:start + n]):
+            piece, expected = part @ b, whole[start:start + n]
+        else:
+            piece, expected = a @ b[:, start:start + n], whole[:, start:start + n]
+        if not np.array_equal(piece, expected):
             return False
         start += n
     return True
