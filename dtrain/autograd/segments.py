@@ -29,7 +29,7 @@ _local = threading.local()
 _row_invariant: dict = {}  # GEMM signature -> whether products in pieces equal the whole's
 
 
-_BLOCK_BYTES = 1 << 20  # per-shard weight-gradient blocks that stay in cache while added
+_BLOCK_BYTES = 1 << 19  # per-shard weight-gradient blocks that stay in cache while added
 
 
 class Segments:
@@ -125,7 +125,7 @@ class Segments:
                  and g.dtype == leaf._data.dtype)
         if fused:
             out, width = g.shape[1], x.shape[1]
-            block = max(8, _BLOCK_BYTES // (self.count * out * g.itemsize) // 8 * 8)
+            block = max(16, _BLOCK_BYTES // (self.count * out * g.itemsize) // 16 * 16)
             blocks = tuple(min(block, width - c) for c in range(0, width, block))
             n = self.sizes[0]
             fused = len(blocks) == 1 or _probe(g[:n].T, x[:n], blocks, self.threads, "cols")
