@@ -71,8 +71,9 @@ def main() -> None:
                 ratios = [t / b for t, b in zip(times[c], base)]
                 verdicts = runs[c].executor.computer.verdicts
                 path = "batched" if c[1] and all(verdicts.values()) else "per-shard"
-                print(f"  {c[0]:>3} micro-shards {path:>9}: {statistics.median(times[c]) * 1e3:7.2f}"
-                      f" ms  {statistics.median(ratios):5.2f}x  (rounds {min(ratios):.2f}-"
+                ms = statistics.median(times[c]) * 1e3
+                print(f"  {c[0]:>3} micro-shards {path:>9}: {ms:7.2f} ms  "
+                      f"{statistics.median(ratios):5.2f}x  (rounds {min(ratios):.2f}-"
                       f"{max(ratios):.2f}x)")
 
 
