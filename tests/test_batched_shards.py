@@ -209,15 +209,20 @@ def test_one_pass_gives_each_shard_the_bits_of_its_own_pass(job):
 
 
 @pytest.mark.parametrize("job,why", [(batched_jobs.LayerNormMLP, "summed over all the shards"),
-                                     (batched_jobs.BatchMeanMLP, None)])
+                                     (batched_jobs.BatchMeanMLP, None),
+                                     (batched_jobs.FixedBatchMLP, RuntimeError)])
 def test_a_pass_that_mixes_shards_is_refused_and_computed_shard_by_shard(job, why):
     computer, source = _computer(job)
     plan = _plan(source, computer, computer.settings.batch_size)
-    _, refused = computer.batch_values(plan, [(0, plan.micro_shards)])
-    if why is None:
-        assert refused is None  # nothing refuses: only the bit-for-bit check can tell
+    if why is RuntimeError:
+        with pytest.raises(RuntimeError):
+            computer.batch_values(plan, [(0, plan.micro_shards)])
     else:
-        assert why in refused
+        _, refused = computer.batch_values(plan, [(0, plan.micro_shards)])
+        if why is None:
+            assert refused is None  # nothing refuses: only the bit-for-bit check can tell
+        else:
+            assert why in refused
     root = (0, plan.micro_shards)
     got = computer.node_values(plan, [root])[root]
     assert list(computer.verdicts.values()) == [False]

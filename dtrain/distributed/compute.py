@@ -152,7 +152,7 @@ class ShardComputer:
                  batched: bool = True):
         self.job = job
         self.batched = batched  # may several shards share one forward/backward
-        self.verdicts: dict = {}  # (phase, shard sizes) -> batched pass checked equal (bool)
+        self.verdicts: dict = {}  # (phase, nodes, shard sizes) -> one pass checked exact (bool)
         self.settings = settings
         self.model = model
         self.params = list(model.parameters())
@@ -208,7 +208,16 @@ class ShardComputer:
         verdict = self.verdicts.get(key)
         if verdict is False:
             return None
-        values, refused = self.batch_values(plan, nodes, phase)
+        if verdict is None:
+            try:
+                values, refused = self.batch_values(plan, nodes, phase)
+            except Exception as e:  # noqa: BLE001 - e.g. a forward that fixes the batch size;
+                # the shard-by-shard passes below raise again if the error is not the batching's
+                values, refused = {}, f"{type(e).__name__}: {e}"
+                for p in self.params:
+                    p.grad = None
+        else:
+            values, refused = self.batch_values(plan, nodes, phase)
         if verdict is None:
             if refused is None:
                 reference = {node: self.node_value(plan, node, phase) for node in nodes}
