@@ -1,9 +1,10 @@
 """One training step of an MLP 784-512-512-10 (float32): dtrain vs hand-written NumPy vs PyTorch.
 
 The floor is a hand-written NumPy forward/backward/SGD of the same network, measured in the same
-run, so the printed ratios (time / floor) are stable on a noisy machine. Targets (issue 2):
-dtrain <= 1.10x the floor at batch 256 and <= 1.35x at batch 32. PyTorch CPU is measured too when
-installed. Run: ``python bench/bench_mlp_step.py [--repeats N]``.
+run, interleaved round by round with dtrain and PyTorch CPU (when installed), so the printed
+ratios (medians of per-round ratios, with their range) are stable on a noisy machine. Targets
+(issue 14): dtrain <= 1.0x PyTorch at batch 256 and <= 1.15x at batch 32, 1 and 2 threads.
+Run: ``python bench/bench_mlp_step.py [--repeats N]``.
 """
 
 from __future__ import annotations
@@ -115,18 +116,18 @@ class TorchMLP:
         return loss.item()
 
 
-def timed(step, inputs, repeats: int) -> float:
-    """Median seconds per step over ``repeats`` rounds of 5 steps (after warm-up)."""
-    for x, y in inputs[:3]:
+def one_round(step, inputs, r: int) -> float:
+    """Mean seconds per step over one round of 5 steps."""
+    start = time.perf_counter()
+    for i in range(5):
+        x, y = inputs[(r * 5 + i) % len(inputs)]
         step(x, y)
-    rounds = []
-    for r in range(repeats):
-        start = time.perf_counter()
-        for i in range(5):
-            x, y = inputs[(r * 5 + i) % len(inputs)]
-            step(x, y)
-        rounds.append((time.perf_counter() - start) / 5)
-    return float(np.median(rounds))
+    return (time.perf_counter() - start) / 5
+
+
+def spread(ratios: list[float]) -> str:
+    """Median ratio and its range over the rounds."""
+    return f"{np.median(ratios):5.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
 
 
 def main() -> None:
@@ -139,7 +140,8 @@ def main() -> None:
         torch = None
     weights = make_weights()
     rng = np.random.default_rng(1)
-    print(f"{'threads':>7} {'batch':>5} {'floor ms':>9} {'dtrain':>8} {'torch':>8}   (ratios to floor)")
+    print(f"{'threads':>7} {'batch':>5} {'floor ms':>9} {'dtrain/floor':>19} {'torch/floor':>19} "
+          f"{'dtrain/torch':>19}   (median of {args.repeats} interleaved rounds, range)")
     for threads in (1, 2):
         if torch is not None:
             torch.set_num_threads(threads)
@@ -148,20 +150,29 @@ def main() -> None:
                 xs = [rng.standard_normal((batch, 784)).astype(np.float32) for _ in range(8)]
                 ys = [rng.integers(0, 10, batch) for _ in range(8)]
                 floor_in = list(zip(xs, ys))
-                dt_in = [(dtrain.from_numpy(x), dtrain.from_numpy(y)) for x, y in floor_in]
-                floor_net, dt_net = NumpyMLP(weights), DtrainMLP(weights)
-                # interleave the measurements so drifting machine load hits both alike
-                f1 = timed(floor_net.step, floor_in, args.repeats)
-                d1 = timed(dt_net.step, dt_in, args.repeats)
-                f2 = timed(floor_net.step, floor_in, args.repeats)
-                d2 = timed(dt_net.step, dt_in, args.repeats)
-                floor, ours = min(f1, f2), min(d1, d2)
-                theirs = ""
+                nets = {"floor": (NumpyMLP(weights).step, floor_in),
+                        "dtrain": (DtrainMLP(weights).step,
+                                   [(dtrain.from_numpy(x), dtrain.from_numpy(y))
+                                    for x, y in floor_in])}
                 if torch is not None:
-                    t_in = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in floor_in]
-                    t = timed(TorchMLP(weights).step, t_in, args.repeats)
-                    theirs = f"{t / floor:7.2f}x"
-                print(f"{threads:>7} {batch:>5} {floor * 1e3:9.3f} {ours / floor:7.2f}x {theirs:>8}")
+                    nets["torch"] = (TorchMLP(weights).step,
+                                     [(torch.from_numpy(x), torch.from_numpy(y))
+                                      for x, y in floor_in])
+                times = {k: [] for k in nets}
+                for step, inputs in nets.values():
+                    for x, y in inputs[:3]:  # warm-up
+                        step(x, y)
+                # rounds interleaved, so drifting machine load hits every contender alike
+                for r in range(args.repeats):
+                    for k, (step, inputs) in nets.items():
+                        times[k].append(one_round(step, inputs, r))
+                floor = times["floor"]
+                cells = [spread([a / b for a, b in zip(times["dtrain"], floor)])]
+                if torch is not None:
+                    cells.append(spread([a / b for a, b in zip(times["torch"], floor)]))
+                    cells.append(spread([a / b for a, b in zip(times["dtrain"], times["torch"])]))
+                print(f"{threads:>7} {batch:>5} {np.median(floor) * 1e3:9.3f} "
+                      + " ".join(f"{c:>19}" for c in cells))
 
 
 if __name__ == "__main__":

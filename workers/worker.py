@@ -131,12 +131,16 @@ class Worker:
         self.watch = None  # says why a CURVE handshake failed (else a rejection is silence)
         self.beacon = None
         self.channel = None  # how arrays travel, chosen at WELCOME
-        self.node_started = None  # monotonic time the current node's computation began
+        self.node_started = None  # monotonic time the current task's computation began
+        self.nodes_busy = 1  # the tree nodes that computation covers
 
     def busy(self) -> float:
-        """Seconds spent on the node being computed now (0 when idle); read by the beacon."""
+        """Seconds per node spent on the task being computed now (0 when idle), comparable with
+        the per-node compute times the coordinator knows; read by the beacon."""
         started = self.node_started
-        return 0.0 if started is None else max(time.monotonic() - started, 0.0)
+        if started is None:
+            return 0.0
+        return max(time.monotonic() - started, 0.0) / self.nodes_busy
 
     def _connect(self, ctx: zmq.Context) -> None:
         """A fresh data socket with a new identity, and a HELLO."""
@@ -278,15 +282,15 @@ class Worker:
             raise RuntimeError("TASK before WELCOME")
         self.channel.read_params(msg, self.names, [p._data for p in self.params])
         plan = self.planner.plan(msg.epoch, msg.batch, msg.step)
-        for node in msg.nodes:
-            started = time.perf_counter()
-            self.node_started = time.monotonic()
-            try:
-                with blas_threads(self.settings.threads):
-                    value = self.computer.node_value(plan, node, msg.phase)
-            finally:
-                self.node_started = None
-            elapsed = time.perf_counter() - started
+        started = time.perf_counter()
+        self.node_started, self.nodes_busy = time.monotonic(), max(len(msg.nodes), 1)
+        try:
+            with blas_threads(self.settings.threads):  # all the task's shards in one pass
+                values = self.computer.node_values(plan, msg.nodes, msg.phase)
+        finally:
+            self.node_started = None
+        elapsed = (time.perf_counter() - started) / max(len(values), 1)
+        for node, value in values.items():
             self._send(self._grads(msg, node, value, elapsed))
 
     def _grads(self, task: P.Task, node, value, elapsed: float) -> P.Grads:

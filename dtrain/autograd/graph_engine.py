@@ -124,6 +124,11 @@ def _runs(node, needed, capture_ids) -> bool:
 
 def run_backward_graph(outputs, grad_outputs, capture=None, retain_graph: bool = True):
     """Propagate Tensor gradients from ``outputs``; as ``engine.run_backward`` otherwise."""
+    from .segments import _local as _segments_local
+
+    seg = getattr(_segments_local, "segments", None)
+    if seg is not None:  # the graph closures reduce over the whole batch, not per micro-shard
+        seg.refuse("create_graph=True inside a micro-shard pass")
     roots_g = _root_tensors(outputs, grad_outputs)
     captured = {} if capture is not None else None
     capture_ids = {id(t) for t in capture} if capture is not None else None

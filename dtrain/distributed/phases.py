@@ -22,6 +22,9 @@ class Phase:
     scheduler: object = None
     param_indices: list = field(default_factory=list)  # positions in model.parameters()
     closure: bool = False
+    # set when ``loss`` is ``output_loss(model(inputs), targets)``: the model may then run once
+    # over several micro-shards and the loss once per shard (see compute.ShardComputer)
+    output_loss: object = None
 
 
 def needs_closure(optimizer) -> bool:
@@ -54,7 +57,7 @@ def build_phases(job, model, *, with_optimizers: bool = True) -> list[Phase]:
             return job.loss(m(x), y)
 
         phase = Phase("train", loss, optimizer, scheduler, _indices(model, optimizer, "job"),
-                      closure=needs_closure(optimizer))
+                      closure=needs_closure(optimizer), output_loss=job.loss)
         if phase.closure and not wants_closure:
             raise ValueError(
                 f"{type(optimizer).__name__}.step() needs a closure that re-evaluates the "

@@ -83,7 +83,7 @@ class InProcessExecutor:
     def compute(self, plan: BatchPlan, trainer, phase: int = 0, round_id: int = 0) -> dict:
         root = (0, plan.micro_shards)
         with blas_threads(trainer.settings.threads):
-            return {root: self.computer.node_value(plan, root, phase)}
+            return self.computer.node_values(plan, [root], phase)
 
     def timings(self) -> dict:
         return {}

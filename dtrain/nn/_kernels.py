@@ -12,6 +12,7 @@ import numpy as np
 
 from ..autograd import tensor as _t
 from ..autograd.graph_engine import vjp_via
+from ..autograd.segments import active_segments, rows_matmul
 from ..autograd.tensor import Tensor, _op, _unbroadcast
 
 _REDUCTIONS = ("none", "mean", "sum")
@@ -32,7 +33,8 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
             f"mat1 and mat2 shapes cannot be multiplied ({int(np.prod(lead))}x{X.shape[-1]} and "
             f"{W.shape[-1]}x{W.shape[0]})"
         )
-    out = X @ W.T
+    seg = active_segments(X) if X.ndim == 2 else None
+    out = rows_matmul(seg, X, W.T)
     if bias is not None:
         out += bias._data
         inputs = (input, weight, bias)
@@ -40,6 +42,8 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         inputs = (input, weight)
 
     def backward(g):
+        if seg is not None:
+            return _linear_backward_segments(seg, g, X, input, weight, bias)
         gx = g @ W if input._requires_grad else None
         gw = gb = None
         if weight._requires_grad:
@@ -65,6 +69,22 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
     return _op(out, inputs, backward, "AddmmBackward0" if bias is not None else "MmBackward0",
                graph=graph)
+
+
+def _linear_backward_segments(seg, g, X, input, weight, bias) -> tuple:
+    """Linear's backward over micro-shards: input rows per shard, weight and bias sums per shard.
+
+    Each shard's gradient pieces are the same NumPy calls as a pass over that shard alone
+    (``g.T @ X`` and ``g.sum(axis=0)`` on its rows), handed to the segments, not to autograd.
+    """
+    g = np.ascontiguousarray(g)
+    gx = rows_matmul(seg, g, weight._data) if input._requires_grad else None
+    gw = gb = None
+    if weight._requires_grad:
+        gw = seg.deliver_outer(weight, g, X)
+    if bias is not None and bias._requires_grad:
+        gb = seg.deliver(bias, seg.per_shard(lambda gs: gs.sum(axis=0), g))
+    return (gx, gw, gb) if bias is not None else (gx, gw)
 
 
 # ------------------------------------------------------------------------- activations

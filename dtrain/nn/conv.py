@@ -20,6 +20,7 @@ from numpy.lib.stride_tricks import as_strided
 from ..autograd import tensor as _t
 from ..autograd.device import check_device
 from ..autograd.graph_engine import vjp_via
+from ..autograd.segments import active_segments
 from ..autograd.tensor import Tensor, _op, get_default_dtype
 from . import init
 from .module import Module
@@ -163,9 +164,20 @@ def _correlate(Xp: np.ndarray, W3: np.ndarray, B: np.ndarray | None, kh: int, kw
     return out
 
 
+def _shard_of(seg, n: int) -> tuple[int, np.ndarray]:
+    """(accumulators, accumulator of each sample): one per micro-shard inside row_segments."""
+    if seg is None:
+        return 1, np.zeros(n, dtype=np.intp)
+    return seg.count, np.repeat(np.arange(seg.count), seg.sizes)
+
+
 def _weight_grad(Xp: np.ndarray, G4: np.ndarray, wshape: tuple, ho: int, wo: int,
-                 stride: tuple, dilation: tuple) -> np.ndarray:
-    """Sum over samples of G @ cols.T, computed as cols @ G.T (the faster BLAS orientation)."""
+                 stride: tuple, dilation: tuple, seg=None) -> np.ndarray:
+    """Sum over samples of G @ cols.T, computed as cols @ G.T (the faster BLAS orientation).
+
+    Samples are added one by one in order, so with ``seg`` each micro-shard's sum (stacked on a
+    leading axis) has the bits of a pass over that shard alone.
+    """
     n, c = Xp.shape[:2]
     _, g, og, hw = G4.shape
     _, cg, kh, kw = wshape
@@ -174,13 +186,15 @@ def _weight_grad(Xp: np.ndarray, G4: np.ndarray, wshape: tuple, ho: int, wo: int
     chunk = _chunk(c * kh * kw * hw * Xp.itemsize, n)
     cols = np.empty((chunk, c, kh, kw, ho, wo), dtype=Xp.dtype)
     cols4 = cols.reshape(chunk, g, ck, hw)
-    gwT = np.zeros((g, ck, og), dtype=Xp.dtype)
+    shards, owner = _shard_of(seg, n)
+    gwT = np.zeros((shards, g, ck, og), dtype=Xp.dtype)
     for n0 in range(0, n, chunk):
         m = min(chunk, n - n0)
         np.copyto(cols[:m], windows[n0:n0 + m])
         for i in range(m):
-            gwT += np.matmul(cols4[i], G4[n0 + i].transpose(0, 2, 1))
-    return np.ascontiguousarray(gwT.transpose(0, 2, 1)).reshape(wshape)
+            gwT[owner[n0 + i]] += np.matmul(cols4[i], G4[n0 + i].transpose(0, 2, 1))
+    gw = np.ascontiguousarray(gwT.transpose(0, 1, 3, 2)).reshape((shards,) + tuple(wshape))
+    return gw if seg is not None else gw[0]
 
 
 def _pad_or_crop(a: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
@@ -194,7 +208,7 @@ def _pad_or_crop(a: np.ndarray, top: int, bottom: int, left: int, right: int) ->
 
 
 def _stride1_grads(G: np.ndarray, grid: np.ndarray, Wt: np.ndarray, groups: int, pads: tuple,
-                   dilation: tuple, full: bool, need_x: bool, need_w: bool):
+                   dilation: tuple, full: bool, need_x: bool, need_w: bool, seg=None):
     """Input and weight gradients of a stride-1 conv from one im2col of the output gradient.
 
     ``grid`` is the padded input when ``full`` (copying padding modes), else the unpadded input.
@@ -220,9 +234,10 @@ def _stride1_grads(G: np.ndarray, grid: np.ndarray, Wt: np.ndarray, groups: int,
         W3 = np.ascontiguousarray(flipped).reshape(g, cg, og * kh * kw)
         gx = np.empty((n, c, rows, cols), dtype=G.dtype)
         gx4 = gx.reshape(n, g, cg, r)
+    shards, owner = _shard_of(seg, n)
     if need_w:
         grid4 = np.ascontiguousarray(grid).reshape(n, g, cg, r)
-        acc = np.zeros((g, og * kh * kw, cg), dtype=G.dtype)
+        acc = np.zeros((shards, g, og * kh * kw, cg), dtype=G.dtype)
     for n0 in range(0, n, chunk):
         m = min(chunk, n - n0)
         np.copyto(buf[:m], windows[n0:n0 + m])
@@ -230,11 +245,13 @@ def _stride1_grads(G: np.ndarray, grid: np.ndarray, Wt: np.ndarray, groups: int,
             np.matmul(W3, buf4[:m], out=gx4[n0:n0 + m])
         if need_w:
             for i in range(m):
-                acc += np.matmul(buf4[i], grid4[n0 + i].transpose(0, 2, 1))
+                acc[owner[n0 + i]] += np.matmul(buf4[i], grid4[n0 + i].transpose(0, 2, 1))
     gw = None
     if need_w:
-        flipped = acc.reshape(g, og, kh, kw, cg)[:, :, ::-1, ::-1, :].transpose(0, 1, 4, 2, 3)
-        gw = np.ascontiguousarray(flipped).reshape(Wt.shape)
+        flipped = acc.reshape(shards, g, og, kh, kw, cg)[:, :, :, ::-1, ::-1, :]
+        gw = np.ascontiguousarray(flipped.transpose(0, 1, 2, 5, 3, 4)).reshape(
+            (shards,) + tuple(Wt.shape))
+        gw = gw if seg is not None else gw[0]
     return gx, gw
 
 
@@ -281,6 +298,7 @@ def _conv2d(input: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple, p
             f"than the dilated kernel ({dh * (kh - 1) + 1} x {dw * (kw - 1) + 1}); input shape "
             f"{tuple(input.shape)}, weight shape {tuple(Wt.shape)}"
         )
+    seg = None if unbatched else active_segments(X)
     Xp = _pad_input(X, pads, padding_mode)
     out = _correlate(Xp, Wt.reshape(groups, o // groups, cg * kh * kw), B, kh, kw, ho, wo, stride,
                      dilation)
@@ -294,21 +312,26 @@ def _conv2d(input: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple, p
         if stride == (1, 1) and need_x and o <= 3 * c:
             full = padding_mode != "zeros"
             gx, gw = _stride1_grads(G, Xp if full else X, Wt, groups, pads, dilation, full,
-                                    need_x, need_w)
+                                    need_x, need_w, seg)
             if full:
                 gx = _unpad_grad(gx, X.shape, pads, padding_mode)
         else:
             if need_w:  # unfolding the input: cheapest when only the weights need a gradient
-                gw = _weight_grad(Xp, G4, Wt.shape, ho, wo, stride, dilation)
+                gw = _weight_grad(Xp, G4, Wt.shape, ho, wo, stride, dilation, seg)
             if need_x:
                 gxp = _input_grad_col2im(G4, Wt, Xp.shape, ho, wo, stride, dilation)
                 gx = _unpad_grad(gxp, X.shape, pads, padding_mode)
         if gx is not None and unbatched:
             gx = gx[0]
+        if seg is not None and gw is not None:
+            gw = seg.deliver(weight, gw)
         if B is None:
             return gx, gw
         if bias._requires_grad:
-            gb = G.sum(axis=(0, 2, 3))
+            if seg is None:
+                gb = G.sum(axis=(0, 2, 3))
+            else:
+                gb = seg.deliver(bias, seg.per_shard(lambda gs: gs.sum(axis=(0, 2, 3)), G))
         return gx, gw, gb
 
     def decomposition(x, wt, b=None):

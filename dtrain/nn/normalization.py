@@ -22,6 +22,7 @@ from ..autograd import tensor as _t
 from ..autograd.device import check_device
 from ..autograd.graph_engine import vjp_via
 from ..autograd.pieces import norm as norm_
+from ..autograd.segments import active_segments
 from ..autograd.tensor import Tensor, _op, get_default_dtype
 from . import init
 from .module import Module
@@ -71,15 +72,9 @@ def _channel_view(X: np.ndarray) -> np.ndarray:
     return X.reshape(X.shape[0], X.shape[1], -1)
 
 
-def _batch_norm_train(input: Tensor, weight, bias, eps: float):
-    """Normalize with batch statistics; returns (output, batch mean, biased batch var, n)."""
-    X = input._data
-    W, B = _data(weight), _data(bias)
-    X3 = _channel_view(X)
+def _bn_normalize(X3: np.ndarray, W, B, eps: float) -> tuple:
+    """Batch-norm forward of (N, C, L) data: (output, xhat, invstd, mean, biased var)."""
     n = X3.shape[0] * X3.shape[2]
-    if n <= 1:
-        raise ValueError(f"batch_norm: expected more than 1 value per channel when training, "
-                         f"got input of shape {tuple(X.shape)}")
     mean = X3.mean(axis=(0, 2))
     xhat = X3 - mean[:, None]
     out = np.square(xhat)
@@ -92,20 +87,50 @@ def _batch_norm_train(input: Tensor, weight, bias, eps: float):
         np.copyto(out, xhat)
     if B is not None:
         out += B[:, None]
+    return out, xhat, invstd, mean, var
+
+
+def _bn_grads(G: np.ndarray, xhat: np.ndarray, invstd: np.ndarray, W, need_x: bool) -> tuple:
+    """Batch-norm backward of (N, C, L) gradients: (input gradient or None, sum g*xhat, sum g)."""
+    n = G.shape[0] * G.shape[2]
+    sum_g = G.sum(axis=(0, 2))
+    sum_gx = (G * xhat).sum(axis=(0, 2))
+    gx = None
+    if need_x:
+        scale = invstd if W is None else invstd * W
+        gx = xhat * (-sum_gx / n)[:, None]
+        gx += G
+        gx -= (sum_g / n)[:, None]
+        gx *= scale[:, None]
+    return gx, sum_gx, sum_g
+
+
+def _check_batch(X: np.ndarray, n: int) -> None:
+    if n <= 1:
+        raise ValueError(f"batch_norm: expected more than 1 value per channel when training, "
+                         f"got input of shape {tuple(X.shape)}")
+
+
+def _batch_norm_train(input: Tensor, weight, bias, eps: float):
+    """Normalize with batch statistics; returns (output, batch mean, biased batch var, n).
+
+    Inside ``row_segments`` each micro-shard is normalized with its own statistics and the
+    mean, var and n returned are per shard (stacked on axis 0, n a tuple).
+    """
+    X = input._data
+    W, B = _data(weight), _data(bias)
+    X3 = _channel_view(X)
+    seg = active_segments(X)
+    if seg is not None:
+        return _batch_norm_train_segments(seg, input, weight, bias, eps)
+    n = X3.shape[0] * X3.shape[2]
+    _check_batch(X, n)
+    out, xhat, invstd, mean, var = _bn_normalize(X3, W, B, eps)
 
     def backward(grad):
-        G = _channel_view(grad)
-        sum_g = G.sum(axis=(0, 2))
-        sum_gx = (G * xhat).sum(axis=(0, 2))
-        gx = None
-        if input._requires_grad:
-            scale = invstd if W is None else invstd * W
-            gx = xhat * (-sum_gx / n)[:, None]
-            gx += G
-            gx -= (sum_g / n)[:, None]
-            gx *= scale[:, None]
-            gx = gx.reshape(X.shape)
-        return _affine_grads(gx, weight, bias, sum_gx, sum_g)
+        gx, sum_gx, sum_g = _bn_grads(_channel_view(grad), xhat, invstd, W, input._requires_grad)
+        return _affine_grads(None if gx is None else gx.reshape(X.shape), weight, bias, sum_gx,
+                             sum_g)
 
     def decomposition(x, *affine):
         x3 = _t.reshape(x, X3.shape)
@@ -116,6 +141,45 @@ def _batch_norm_train(input: Tensor, weight, bias, eps: float):
 
     out = _bn_op(out.reshape(X.shape), input, weight, bias, backward, decomposition)
     return out, mean, var, n
+
+
+def _batch_norm_train_segments(seg, input: Tensor, weight, bias, eps: float):
+    """Batch norm over micro-shards: each shard normalized by, and reduced over, itself alone."""
+    X = input._data
+    W, B = _data(weight), _data(bias)
+    X3 = _channel_view(X)
+    out = np.empty_like(X3)
+    saved, means, variances, counts = [], [], [], []
+    for lo, hi in seg.bounds:
+        part = X3[lo:hi]
+        counts.append(part.shape[0] * part.shape[2])
+        _check_batch(X, counts[-1])
+        out[lo:hi], xhat, invstd, mean, var = _bn_normalize(part, W, B, eps)
+        saved.append((xhat, invstd))
+        means.append(mean)
+        variances.append(var)
+
+    def backward(grad):
+        G = _channel_view(grad)
+        gx = np.empty_like(G) if input._requires_grad else None
+        sums_gx, sums_g = [], []
+        for (lo, hi), (xhat, invstd) in zip(seg.bounds, saved):
+            part, sum_gx, sum_g = _bn_grads(G[lo:hi], xhat, invstd, W, gx is not None)
+            if gx is not None:
+                gx[lo:hi] = part
+            sums_gx.append(sum_gx)
+            sums_g.append(sum_g)
+        gw = gb = None
+        if weight is not None and weight._requires_grad:
+            gw = seg.deliver(weight, np.stack(sums_gx))
+        if bias is not None and bias._requires_grad:
+            gb = seg.deliver(bias, np.stack(sums_g))
+        return _affine_grads(None if gx is None else gx.reshape(X.shape), weight, bias, gw, gb)
+
+    # no graph= here: a segmented pass reduces per shard, which the double backward's
+    # whole-batch decomposition would not (create_graph=True then raises, naming the op)
+    return (_bn_op(out.reshape(X.shape), input, weight, bias, backward, None), np.stack(means),
+            np.stack(variances), tuple(counts))
 
 
 def _batch_norm_eval(input: Tensor, weight, bias, running_mean: np.ndarray,
@@ -168,8 +232,15 @@ def _affine_ops(xhat: Tensor, weight, bias, affine: tuple, shape: tuple) -> Tens
 
 def _bn_op(out, input, weight, bias, backward, decomposition) -> Tensor:
     inputs = (input,) + tuple(t for t in (weight, bias) if t is not None)
-    return _op(out, inputs, backward, "NativeBatchNormBackward0",
-               graph=lambda g: vjp_via(decomposition, inputs, g))
+    graph = None if decomposition is None else (lambda g: vjp_via(decomposition, inputs, g))
+    return _op(out, inputs, backward, "NativeBatchNormBackward0", graph=graph)
+
+
+def _per_shard(mean, var, n) -> list:
+    """(mean, var, n) of each micro-shard: n is a tuple when a segmented pass stacked them."""
+    if isinstance(n, tuple):
+        return list(zip(mean, var, n))
+    return [(mean, var, n)]
 
 
 def _unbiased(var: np.ndarray, n: int) -> np.ndarray:
@@ -210,7 +281,8 @@ def batch_norm(input: Tensor, running_mean, running_var, weight=None, bias=None,
     if training:
         out, mean, var, n = _batch_norm_train(input, weight, bias, eps)
         if rm is not None and rv is not None:
-            _update_running(rm, rv, mean, _unbiased(var, n), momentum)
+            for m, v, k in _per_shard(mean, var, n):
+                _update_running(rm, rv, m, _unbiased(v, k), momentum)
         return out
     if rm is None or rv is None:
         raise RuntimeError("batch_norm: running_mean and running_var must be given when "
@@ -288,12 +360,14 @@ class _BatchNorm(Module):
         if self.training or not has_stats:
             out, mean, var, n = _batch_norm_train(input, self.weight, self.bias, self.eps)
             if self.training and self.track_running_stats and has_stats:
-                var_unbiased = _unbiased(var, n)
-                records = _active_collector()
-                if records is None:
-                    self.apply_batch_stats(mean, var_unbiased)
-                else:
-                    records.append((self, mean, var_unbiased, n))
+                seg, records = active_segments(input._data), _active_collector()
+                for shard, (m, v, k) in enumerate(_per_shard(mean, var, n)):
+                    if records is not None and seg is not None:
+                        records = seg.bn_records[shard]  # the computer files them per shard
+                    if records is None:
+                        self.apply_batch_stats(m, _unbiased(v, k))
+                    else:
+                        records.append((self, m, _unbiased(v, k), k))
             return out
         return _batch_norm_eval(input, self.weight, self.bias, self.running_mean._data,
                                 self.running_var._data, self.eps)

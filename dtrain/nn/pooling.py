@@ -92,6 +92,40 @@ def _window_argmax(Xp: np.ndarray, best: np.ndarray, k, s, d, ho: int, wo: int) 
     return idx
 
 
+def _max_pool_2x2(X: np.ndarray, ho: int, wo: int) -> tuple:
+    """2x2/stride-2 max pooling in two pairwise stages: (output, row maxima of the pairs).
+
+    Maxima of horizontal pairs first, then of vertical pairs of those: two passes instead of
+    three, and the row maxima let the backward find each window's first maximum in two steps.
+    """
+    Xc = X[:, :, :2 * ho, :2 * wo]
+    rows = np.maximum(Xc[..., 0::2], Xc[..., 1::2])
+    return np.maximum(rows[:, :, 0::2], rows[:, :, 1::2]), rows
+
+
+def _max_pool_2x2_grad(X: np.ndarray, rows: np.ndarray, best: np.ndarray,
+                       G: np.ndarray) -> np.ndarray | None:
+    """Input gradient of ``_max_pool_2x2``: each window's first maximum (row-major) takes G.
+
+    The first maximum is in the top row when that row's maximum is the window's, and it is the
+    left element when that equals its row's maximum. None when a window holds NaN or G is not
+    finite (``inf * 0``): the general path handles those.
+    """
+    if not np.isfinite(G).all() or np.isnan(best).any():
+        return None
+    n, c, ho, wo = best.shape
+    top = rows[:, :, 0::2] == best
+    grow = np.empty(rows.shape, dtype=X.dtype)
+    np.multiply(G, top, out=grow[:, :, 0::2])
+    np.multiply(G, ~top, out=grow[:, :, 1::2])
+    Xc = X[:, :, :2 * ho, :2 * wo]
+    left = Xc[..., 0::2] == rows
+    gx = np.empty_like(X) if Xc.shape == X.shape else np.zeros_like(X)
+    np.multiply(grow, left, out=gx[:, :, :2 * ho, 0:2 * wo:2])
+    np.multiply(grow, ~left, out=gx[:, :, :2 * ho, 1:2 * wo:2])
+    return gx
+
+
 def max_pool2d(input: Tensor, kernel_size, stride=None, padding=0, dilation=1,
                ceil_mode: bool = False, return_indices: bool = False):
     """Max over each window; with ``return_indices`` also the argmax as flat H*W indices."""
@@ -101,13 +135,21 @@ def max_pool2d(input: Tensor, kernel_size, stride=None, padding=0, dilation=1,
     k, s, p, d, ho, wo = _pool_geometry(X, kernel_size, stride, padding, dilation, ceil_mode,
                                         "max_pool2d")
     Xp = _padded(X, k, s, p, d, ho, wo, -np.inf)
-    best = None
-    for _, _, sl in _slices(k, s, d, ho, wo):
-        best = Xp[sl].copy() if best is None else np.maximum(best, Xp[sl], out=best)
+    pairs = k == s == (2, 2) and p == (0, 0) and d == (1, 1) and Xp is X
+    if pairs:
+        best, rows = _max_pool_2x2(X, ho, wo)
+    else:
+        best = None
+        for _, _, sl in _slices(k, s, d, ho, wo):
+            best = Xp[sl].copy() if best is None else np.maximum(best, Xp[sl], out=best)
     disjoint = all(s[a] >= d[a] * (k[a] - 1) + 1 for a in range(2))
 
     def backward(grad):
         G = grad[None] if unbatched else grad
+        if pairs:
+            gx = _max_pool_2x2_grad(X, rows, best, G)
+            if gx is not None:
+                return (gx[0] if unbatched else gx,)
         idx = _window_argmax(Xp, best, k, s, d, ho, wo)
         finite = np.isfinite(G).all()  # then G * mask is exact (inf * 0 would be NaN)
         gxp = np.zeros(Xp.shape, dtype=X.dtype)
