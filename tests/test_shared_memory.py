@@ -79,8 +79,34 @@ def test_directories_of_dead_processes_are_removed(tmp_path):
     alive = tmp_path / f"dtrain-grads-{os.getpid()}-def"
     for d in (dead, alive):
         d.mkdir(mode=0o700)
+        (d / S.LOCK_NAME).touch()
     assert S.remove_stale(str(tmp_path)) == [str(dead)]
     assert not dead.exists() and alive.exists()
+
+
+def test_a_live_owner_in_another_pid_namespace_keeps_its_files(tmp_path):
+    """Its pid means nothing here (the process looks gone), but it still holds its lock."""
+    import fcntl
+
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)
+    elsewhere = tmp_path / f"dtrain-params-{child.stdout.strip()}-abc"
+    elsewhere.mkdir(mode=0o700)
+    lock = os.open(elsewhere / S.LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        assert S.remove_stale(str(tmp_path)) == [] and elsewhere.exists()
+    finally:
+        os.close(lock)
+    assert S.remove_stale(str(tmp_path)) == [str(elsewhere)]  # released: gone now
+
+
+def test_a_directory_without_an_owner_lock_is_left_alone(tmp_path):
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)
+    unproven = tmp_path / f"dtrain-grads-{child.stdout.strip()}-abc"
+    unproven.mkdir(mode=0o700)
+    assert S.remove_stale(str(tmp_path)) == [] and unproven.exists()
 
 
 @pytest.mark.parametrize("name", ["dtrain-params-99999999999-x", "dtrain-grads-0-x",

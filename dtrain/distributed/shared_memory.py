@@ -10,11 +10,15 @@ socket, so ordering and validation are unchanged (see ``channels.py`` for the ru
 
 Every file lives in a private directory (0700) of the user running the job, as closed as the
 CURVE-protected socket. Whatever else is found in the shared directory is untrusted input:
-cleanup removes only our own user's directories of our naming whose process is gone.
+cleanup removes only our own user's directories of our naming whose owner is provably gone.
+The owner holds an exclusive ``flock`` on the directory's ``owner.lock`` for its lifetime; the
+kernel drops it when the process dies, however it dies and whatever pid namespace it ran in
+(a pid alone would call a live coordinator in another container "gone").
 """
 
 from __future__ import annotations
 
+import fcntl
 import mmap
 import os
 import re
@@ -29,6 +33,7 @@ ALIGN = 64  # every array starts on a 64-byte boundary, like NumPy's large alloc
 KINDS = ("params", "grads")
 _DIR = re.compile(r"^dtrain-(params|grads)-([0-9]{1,10})-[A-Za-z0-9_]+$")
 _MAX_SLOTS = 1024
+LOCK_NAME = "owner.lock"
 
 
 def machine_id() -> str:
@@ -93,10 +98,25 @@ def remove_stale(root: str | None = None) -> list[str]:
         if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() \
                 or stat.S_IMODE(info.st_mode) != 0o700:
             continue
-        if _process_gone(int(match.group(2))):
+        if _process_gone(int(match.group(2))) and _owner_gone(entry.path):
             shutil.rmtree(entry.path, ignore_errors=True)
             removed.append(entry.path)
     return removed
+
+
+def _owner_gone(folder: str) -> bool:
+    """True only when the folder's owner lock exists and nobody holds it."""
+    try:
+        fd = os.open(os.path.join(folder, LOCK_NAME), os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False  # no lock to prove the owner dead: leave it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # releases the lock if we took it
 
 
 def _normalize(specs: list) -> list:
@@ -115,12 +135,16 @@ class SharedArrays:
         self.specs = _normalize(specs)
         self.offsets, self.slot_size = layout(self.specs)
         self.owner = description is None
+        self._lock = None
         if self.owner:
             if not 0 < slots <= _MAX_SLOTS:
                 raise ValueError(f"slots must be in [1, {_MAX_SLOTS}], got {slots}")
             remove_stale()
             self.slots = slots
             self.dir = tempfile.mkdtemp(prefix=f"dtrain-{kind}-{os.getpid()}-", dir=shm_root())
+            self._lock = os.open(os.path.join(self.dir, LOCK_NAME),
+                                 os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            fcntl.flock(self._lock, fcntl.LOCK_EX)  # held while we live (not inherited)
             self.path = os.path.join(self.dir, "arrays")
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
             try:
@@ -189,3 +213,6 @@ class SharedArrays:
             pass
         if self.owner:
             shutil.rmtree(self.dir, ignore_errors=True)
+            if self._lock is not None:
+                os.close(self._lock)
+                self._lock = None
