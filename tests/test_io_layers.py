@@ -125,6 +125,21 @@ CASES = {
     "LSTMCell": Case(lambda: nn.LSTMCell(3, 4), lambda: (x(2, 3),)),
     "GRUCell": Case(lambda: nn.GRUCell(3, 4), lambda: (x(2, 3),)),
     "RNNCellBase": Case(lambda: nn.GRUCell(3, 4), lambda: (x(2, 3),)),  # abstract: a subclass
+    "ReLU6": Case(lambda: nn.ReLU6(), lambda: (x(3, 4) * 5,)),
+    "Hardtanh": Case(lambda: nn.Hardtanh(-0.5, 2.0), lambda: (x(3, 4),)),
+    "LogSigmoid": Case(lambda: nn.LogSigmoid(), lambda: (x(3, 4),)),
+    "PReLU": Case(lambda: nn.PReLU(3, init=0.1), lambda: (x(2, 3, 4),)),
+    "CosineSimilarity": Case(lambda: nn.CosineSimilarity(dim=0), lambda: (x(3, 4), x(3, 4))),
+    "MaxPool1d": Case(lambda: nn.MaxPool1d(3, stride=2, padding=1), lambda: (x(2, 3, 8),)),
+    "AvgPool1d": Case(lambda: nn.AvgPool1d(2, count_include_pad=False), lambda: (x(2, 3, 8),)),
+    "Dropout2d": Case(lambda: nn.Dropout2d(0.4), lambda: (x(2, 3, 4, 4),)),
+    "DataParallel": Case(lambda: nn.DataParallel(nn.Linear(4, 2), device_ids=[0]),
+                         lambda: (x(3, 4),)),
+    "SmoothL1Loss": Case(lambda: nn.SmoothL1Loss(beta=0.5), lambda: (x(3, 4), x(3, 4))),
+    "HuberLoss": Case(lambda: nn.HuberLoss(reduction="sum", delta=0.7),
+                      lambda: (x(3, 4), x(3, 4))),
+    "KLDivLoss": Case(lambda: nn.KLDivLoss(reduction="batchmean", log_target=True),
+                      lambda: (x(3, 4), x(3, 4))),
 }
 
 

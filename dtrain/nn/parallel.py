@@ -29,8 +29,9 @@ def data_parallel(module: Module, inputs, device_ids=None, output_device=None, d
                        "CPU only; call the module itself")
 
 
-class DistributedDataParallel(Module):
-    """Refused: dtrain parallelizes a ``dtrain.Job`` itself (``dtrain launch``)."""
+class DistributedDataParallel:
+    """Refused: dtrain parallelizes a ``dtrain.Job`` itself (``dtrain launch``); a plain class,
+    so ``isinstance(model, DistributedDataParallel)`` checks stay False."""
 
     def __init__(self, module: Module, *args, **kwargs):
         raise RuntimeError(
