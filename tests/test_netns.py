@@ -3,8 +3,9 @@ each process with its own hostname (``netns_hosts.py``), joined by a bridge. dtr
 separate machines, so arrays cross the veth links in CURVE-encrypted TCP messages, as between
 real machines, while a worker on the coordinator's own host keeps shared memory. The tests check
 the bytes on every link, that faults on this path (a killed worker, a cut link, a coordinator
-restarted with another worker count) cost time but never bits, and that two workers sharing
-hostname and pid both train."""
+restarted with another worker count) cost time but never bits, that two workers sharing
+hostname and pid both train, and that parameters slower to arrive than the heartbeat timeout
+do not make a worker reconnect."""
 
 import json
 import os

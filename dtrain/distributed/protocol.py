@@ -856,7 +856,8 @@ class Grads:
 
 @dataclass
 class Heartbeat:
-    """I am alive. A worker's beacon socket names the data socket it speaks ``of``."""
+    """I am alive. A worker's beacon socket names the data socket it speaks ``of``; the
+    coordinator answers it on the beacon's connection, which large messages do not hold up."""
 
     TYPE: ClassVar[str] = HEARTBEAT
     worker: int = -1
