@@ -31,6 +31,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -351,10 +352,22 @@ def print_tables(results: dict, checks: dict, args) -> None:
 
 
 def measure(args) -> None:
+    """Every host count and rate; the logs and keys are removed unless a run failed."""
+    tmp = tempfile.mkdtemp(prefix="dtrain-crosshost-")
+    try:
+        results, checks = measure_in(args, tmp)
+    except BaseException:
+        print(f"logs kept in {tmp}", file=sys.stderr)
+        raise
+    shutil.rmtree(tmp, ignore_errors=True)
+    print_tables(results, checks, args)
+
+
+def measure_in(args, tmp: str) -> tuple[dict, dict]:
+    """(runs by (hosts, rate), link checks by rate), measured with logs in ``tmp``."""
     results: dict = {}
     checks: dict = {}
     port = iter(range(29500, 30500))
-    tmp = tempfile.mkdtemp(prefix="dtrain-crosshost-")
     keys = os.path.join(tmp, "keys")
     subprocess.run([sys.executable, "-m", "dtrain", "keygen", keys], check=True,
                    capture_output=True, timeout=60)
@@ -378,7 +391,7 @@ def measure(args) -> None:
                 results[(count, rate)] = runs
                 print(f"measured {count} hosts at {rate}: DDP {med(runs['ddp']) * 1e3:.1f} ms, "
                       f"dtrain {med(runs['curve']) * 1e3:.1f} ms", flush=True)
-    print_tables(results, checks, args)
+    return results, checks
 
 
 def main() -> None:

@@ -97,6 +97,12 @@ class Hosts:
                  "burst", str(burst), "latency", "20ms")
         self.rate = rate
 
+    def unshape(self) -> None:
+        """Take the token buckets off every link again."""
+        for _, ns, dev in self._ends():
+            must("tc", "-n", ns, "qdisc", "del", "dev", dev, "root")
+        self.rate = None
+
     def shaped_bytes(self) -> dict:
         """Bytes the token buckets passed, per host: {'up': host -> switch, 'down': back}."""
         out = {}

@@ -3,8 +3,9 @@ each process with its own hostname (``netns_hosts.py``), joined by a bridge. dtr
 separate machines, so arrays cross the veth links in CURVE-encrypted TCP messages, as between
 real machines, while a worker on the coordinator's own host keeps shared memory. The tests check
 the bytes on every link, that faults on this path (a killed worker, a cut link, a coordinator
-restarted with another worker count) cost time but never bits, and that two workers sharing
-hostname and pid both train."""
+restarted with another worker count) cost time but never bits, that two workers sharing
+hostname and pid both train, and that parameters slower to arrive than the heartbeat timeout
+do not make a worker reconnect."""
 
 import json
 import os
@@ -52,6 +53,15 @@ class NetSteps(dist_jobs.MomentumGroups):
         if delay:
             time.sleep(float(delay))
         return F.cross_entropy(output, target)
+
+
+class SlowLink(NetSteps):
+    '''3.7 MB of parameters: on a 10 Mbit/s link one TASK takes longer than the timeout.'''
+
+    heartbeat_timeout = 2.0
+
+    def model(self):
+        return nn.Sequential(nn.Linear(10, 65536), nn.Tanh(), nn.Linear(65536, 3))
 """
 GRAD_BYTES = 4 * (10 * HIDDEN + HIDDEN + HIDDEN * 3 + 3)  # float32 parameters = gradients
 
@@ -88,23 +98,24 @@ def setup(hosts, tmp_path_factory):
 _references: dict = {}
 
 
-def _reference(job: str, steps: int) -> dict:
+def _reference(job: str, steps: int, name: str = "NetSteps") -> dict:
     """Parameters of the fault-free single-process run of ``steps`` steps (cached)."""
-    if steps not in _references:
-        model, _ = dtrain.fit(job, job_name="NetSteps", workers=0, max_steps=steps)
-        _references[steps] = {k: v.clone() for k, v in model.state_dict().items()}
-    return _references[steps]
+    if (name, steps) not in _references:
+        model, _ = dtrain.fit(job, job_name=name, workers=0, max_steps=steps)
+        _references[name, steps] = {k: v.clone() for k, v in model.state_dict().items()}
+    return _references[name, steps]
 
 
 class Cluster:
     """A coordinator and workers on the hosts, started by the test; logs in files."""
 
-    def __init__(self, setup: dict, name: str, steps: int):
+    def __init__(self, setup: dict, name: str, steps: int, job_name: str = "NetSteps"):
         self.dir = setup["base"] / name
         self.dir.mkdir()
         self.out = str(self.dir / "run")
         self.hosts, self.job, self.keys = setup["hosts"], setup["job"], setup["keys"]
         self.steps_total = steps
+        self.job_name = job_name
         self.procs: dict = {}
         self.logs: dict = {}
         self.env = {k: v for k, v in os.environ.items() if not k.endswith("_SHARED_MEMORY")}
@@ -112,14 +123,14 @@ class Cluster:
     def coordinator(self, workers: int, *extra: str, key: str = "c") -> None:
         """``dtrain coordinator`` on host 1, listening on every interface."""
         self._start(key, 1, ["coordinator", "--bind", f"tcp://0.0.0.0:{PORT}", "--workers",
-                             str(workers), "--keys", self.keys, "--job", "NetSteps",
+                             str(workers), "--keys", self.keys, "--job", self.job_name,
                              "--max-steps", str(self.steps_total), "--no-progress", "-v",
                              "--out", self.out, *extra, self.job])
 
     def worker(self, key, host: int, delay: float, *extra: str, pid_namespace=False) -> None:
         """``dtrain worker`` on ``host``, dialing the coordinator's address on the bridge."""
         self._start(key, host, ["worker", "--connect", f"tcp://{self.hosts.addr(1)}:{PORT}",
-                                "--keys", self.keys, "--job", "NetSteps", *extra, self.job],
+                                "--keys", self.keys, "--job", self.job_name, *extra, self.job],
                     pid_namespace, DTRAIN_TEST_SHARD_DELAY=str(delay))
 
     def _start(self, key, host: int, args: list, pid_namespace=False, **env) -> None:
@@ -324,4 +335,26 @@ def test_two_workers_with_one_hostname_and_pid_both_train(setup):
             now = r["worker_times"][worker]["compute_s"]
             assert now > previous[worker], f"worker {worker} computed nothing in step {r['step']}"
             previous[worker] = now
+    _assert_equal_params(cluster.out, reference, steps)
+
+
+def test_a_task_slower_than_the_heartbeat_timeout_still_arrives(setup):
+    """On a 10 Mbit/s link the parameters take longer than the heartbeat timeout to arrive, and
+    the coordinator's heartbeats wait behind them on the data connection; the answers to the
+    worker's beacon, on a connection of their own, tell it the coordinator lives."""
+    steps = 2
+    reference = _reference(setup["job"], steps, "SlowLink")
+    hosts = setup["hosts"]
+    cluster = Cluster(setup, "slow", steps, "SlowLink")
+    hosts.shape("10mbit")
+    try:
+        cluster.coordinator(1)
+        cluster.worker(1, 2, 0.0, "--rank", "1", "--name", "net-w1", "-v")
+        codes = cluster.finish(timeout=60)  # about 10 s; forever when the worker reconnects
+    finally:
+        cluster.kill()
+        hosts.unshape()
+    assert codes == {"c": 0, 1: 0}, cluster.log()
+    assert "evicted" not in cluster.log(), cluster.log()
+    assert "reconnecting" not in cluster.log(1), cluster.log(1)
     _assert_equal_params(cluster.out, reference, steps)

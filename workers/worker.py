@@ -52,7 +52,10 @@ class WorkerConfig:
 
 
 class Beacon(threading.Thread):
-    """Sends this worker's HEARTBEATs on a socket of its own, even mid-computation."""
+    """Sends this worker's HEARTBEATs on a socket of its own, even mid-computation, and notes
+    when the coordinator's answers arrive there: on a slow link a large TASK can take longer
+    than the heartbeat timeout to arrive on the data socket, and the coordinator's heartbeats
+    queued behind it would leave the worker believing it lost the coordinator."""
 
     def __init__(self, ctx: zmq.Context, config: WorkerConfig, busy=lambda: 0.0):
         super().__init__(name="dtrain-worker-beacon", daemon=True)
@@ -62,6 +65,7 @@ class Beacon(threading.Thread):
         self.stop_event = threading.Event()
         self.lock = threading.Lock()
         self.target = None  # (data socket identity, job id, worker id)
+        self.heard = 0.0  # monotonic time of the coordinator's last answer to a beat
 
     def retarget(self, identity: bytes, job_id: str, worker_id: int) -> None:
         """Beat on behalf of the data socket ``identity`` from now on."""
@@ -87,9 +91,21 @@ class Beacon(threading.Thread):
                            job=job_id, flags=zmq.NOBLOCK)
                 except zmq.Again:  # no coordinator right now: nothing to queue
                     pass
+                self._answers(sock, job_id)
         finally:
             if sock is not None:
                 sock.close(0)
+
+    def _answers(self, sock: zmq.Socket, job_id: str) -> None:
+        """Read the coordinator's answers waiting on the beacon socket; note when one came."""
+        while sock.poll(0, zmq.POLLIN):
+            frames = P.recv_frames(sock)
+            try:
+                msg = P.typed(P.decode(frames, job=job_id or None))
+            except P.ProtocolError:
+                continue
+            if isinstance(msg, P.Heartbeat):
+                self.heard = time.monotonic()
 
 
 def _dealer(ctx: zmq.Context, config: WorkerConfig, identity: bytes,
@@ -178,6 +194,7 @@ class Worker:
                         if failure[0]:
                             return 4
                     now = time.monotonic()
+                    heard = max(heard, self.beacon.heard)
                     if now - heard > max(self.config.heartbeat_timeout, backoff):
                         lost_since = lost_since or heard
                         if self.config.give_up_after and \
@@ -202,6 +219,7 @@ class Worker:
                 code = self._dispatch(ctx, msg)
                 if code is not None:
                     return code
+                heard = time.monotonic()  # busy until now (building the replica), not deaf
         finally:
             try:
                 self._send(P.Bye(self.worker_id), zmq.NOBLOCK)

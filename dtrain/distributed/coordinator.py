@@ -336,8 +336,9 @@ class Coordinator:
             self.reject(identity, e.reason, str(e))
 
     def _from_worker(self, identity: bytes, msg) -> None:
+        beacon = None
         if isinstance(msg, P.Heartbeat) and msg.of is not None:
-            identity = msg.of  # a worker's beacon socket speaks for its data socket
+            beacon, identity = identity, msg.of  # a worker's beacon speaks for its data socket
         info = self.workers.get(identity)
         if info is None:
             if isinstance(msg, (P.Heartbeat, P.Bye)):  # a worker evicted earlier: say hello
@@ -346,8 +347,9 @@ class Coordinator:
             raise P.ProtocolError("peer", f"{msg.TYPE} message from an unknown peer")
         info.last_seen = time.monotonic()
         if isinstance(msg, P.Heartbeat):
-            if msg.of is not None:
-                info.busy = msg.busy
+            if beacon is not None:  # answered on the beacon's own connection, which a TASK
+                info.busy = msg.busy  # still in transit cannot hold up
+                self._send(beacon, P.Heartbeat(info.id))
             return
         if isinstance(msg, P.Ready):
             self._ready(info, msg)

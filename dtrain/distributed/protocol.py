@@ -876,8 +876,9 @@ class Grads:
 @dataclass
 class Heartbeat:
     """I am alive. A worker's beacon socket names the data socket it speaks ``of`` and says for
-    how many seconds its compute thread has been ``busy`` on one node (0 when it is idle): a
-    worker that heartbeats but makes no progress is stuck, and its node goes elsewhere."""
+    how many seconds per node its compute thread has been ``busy`` (0 when idle): a worker that
+    heartbeats but makes no progress is stuck, and its nodes go elsewhere. The coordinator
+    answers a beacon on the beacon's own connection, which large messages do not hold up."""
 
     TYPE: ClassVar[str] = HEARTBEAT
     worker: int = -1
