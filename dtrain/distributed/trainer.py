@@ -16,8 +16,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import random as _random
-from ..process import blas_threads
 from ..autograd.tensor import Tensor
+from ..nn.utils import clip_grad_norm_
+from ..optim.lr_scheduler import ReduceLROnPlateau
+from ..process import blas_threads
+
+# Imported here, not when first used: a module imported mid-run opens its file, which fails
+# while a connection flood holds every descriptor the process may have.
+from .checkpoint import CheckpointWriter, checkpoint_path, resume_conflicts
 from .compute import SampleSource, ShardComputer, add_values, batch_norm_modules, evaluate
 from .phases import build_phases
 from .shards import BatchPlan, Planner, batches_per_epoch, tree_sum
@@ -63,8 +69,6 @@ def build_replica(job, settings):
 
 def is_plateau(scheduler) -> bool:
     """True for ReduceLROnPlateau (and its subclasses), which is stepped with a metric."""
-    from ..optim.lr_scheduler import ReduceLROnPlateau
-
     return isinstance(scheduler, ReduceLROnPlateau)
 
 
@@ -163,8 +167,6 @@ class Trainer:
 
     def restore(self, state: dict) -> None:
         """Continue from ``state()`` output; the settings that shape the result must match."""
-        from .checkpoint import resume_conflicts
-
         conflicts = resume_conflicts(state, self.settings)
         if conflicts:
             raise ValueError(f"cannot resume: the checkpoint's run was trained with "
@@ -197,8 +199,6 @@ class Trainer:
         it by. Returns the path it goes to."""
         if not self.checkpoint_dir:
             return None
-        from .checkpoint import CheckpointWriter, checkpoint_path
-
         s = self.settings
         if self.checkpoints is None:
             self.checkpoints = CheckpointWriter(s.keep_checkpoints, keep_best=s.keep_best)
@@ -288,8 +288,6 @@ class Trainer:
         """
         ph = self.phases[phase]
         if self.settings.clip_grad_norm:
-            from ..nn.utils import clip_grad_norm_
-
             clip_grad_norm_([self.params[i] for i in ph.param_indices],
                             self.settings.clip_grad_norm)
         self.job.before_step(self.model, ph.optimizer)
