@@ -236,6 +236,9 @@ def _like(a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 _PROBES = 3  # independent draws; any difference marks the shape as not row-invariant
 
 
+MIN_BATCHED = 64  # narrower products than this never run on the whole batch
+
+
 def row_invariant(a: np.ndarray, b: np.ndarray, sizes: tuple, threads: int | None = None) -> bool:
     """Whether this BLAS gives ``a @ b``'s rows the bits of per-shard products, for this shape.
 
@@ -243,7 +246,13 @@ def row_invariant(a: np.ndarray, b: np.ndarray, sizes: tuple, threads: int | Non
     layouts and the thread count, not on the values; random operands with the same signature
     therefore tell, and the answer is cached. Some BLAS treat the rows of a short product in
     blocks (a row's bits then depend on the row count), so every shard size is probed.
+
+    Narrow products (fewer than ``MIN_BATCHED`` inner or output columns) always run per shard:
+    their kernels (gemv-like, alignment-peeled) were seen to change bits with the operands'
+    memory alignment, which a probe on fresh arrays cannot pin down, and they are cheap anyway.
     """
+    if a.shape[1] < MIN_BATCHED or b.shape[1] < MIN_BATCHED:
+        return False
     return _probe(a, b, sizes, threads, "rows")
 
 
