@@ -21,10 +21,10 @@ from ..autograd import tensor as _t
 from ..autograd.device import check_device
 from ..autograd.graph_engine import vjp_via
 from ..autograd.segments import active_segments
-from ..autograd.tensor import Tensor, _op, get_default_dtype
+from ..autograd.tensor import Tensor, _op
 from . import init
 from .module import Module
-from .parameter import Parameter
+from .parameter import _add_weight_and_bias
 
 _PADDING_MODES = {"zeros": None, "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 _CHUNK_BYTES = 1 << 19  # column buffer per chunk: small enough to stay in L2
@@ -391,6 +391,30 @@ def _check_positive(pair: tuple, name: str) -> None:
         raise ValueError(f"{name} must be positive, got {pair}")
 
 
+def _check_groups(in_channels: int, out_channels: int, groups: int) -> None:
+    """Raises unless ``groups`` is positive and divides both channel counts."""
+    if groups < 1 or in_channels % groups or out_channels % groups:
+        raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) "
+                         f"must be divisible by groups ({groups})")
+
+
+def _check_padding_mode(padding_mode: str) -> None:
+    """Raises unless ``padding_mode`` is one the convolution layers know."""
+    if padding_mode not in _PADDING_MODES:
+        raise ValueError(f"padding_mode must be one of {sorted(_PADDING_MODES)}, got "
+                         f"{padding_mode!r}")
+
+
+def _reset_conv_parameters(weight, bias, kernel_size: tuple) -> None:
+    """PyTorch's conv init: kaiming_uniform_(a=sqrt(5)) weight, U(+-1/sqrt(fan_in)) bias."""
+    init.kaiming_uniform_(weight, a=math.sqrt(5))
+    if bias is not None:
+        fan_in = weight.shape[1] * math.prod(kernel_size)
+        if fan_in:
+            bound = 1 / math.sqrt(fan_in)
+            init.uniform_(bias, -bound, bound)
+
+
 class Conv2d(Module):
     """2-D convolution layer with weight (out, in/groups, kH, kW), as ``torch.nn.Conv2d``."""
 
@@ -399,12 +423,8 @@ class Conv2d(Module):
                  device=None, dtype=None):
         super().__init__()
         check_device(device)
-        if groups < 1 or in_channels % groups or out_channels % groups:
-            raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) "
-                             f"must be divisible by groups ({groups})")
-        if padding_mode not in _PADDING_MODES:
-            raise ValueError(f"padding_mode must be one of {sorted(_PADDING_MODES)}, got "
-                             f"{padding_mode!r}")
+        _check_groups(in_channels, out_channels, groups)
+        _check_padding_mode(padding_mode)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = _pair(kernel_size, "kernel_size")
         self.stride = _pair(stride, "stride")
@@ -415,23 +435,12 @@ class Conv2d(Module):
         self._pads = _resolve_padding(padding, self.kernel_size, self.stride, self.dilation)
         self.padding = padding if isinstance(padding, str) else _pair(padding, "padding")
         self.groups, self.padding_mode = groups, padding_mode
-        dtype = np.dtype(dtype) if dtype is not None else get_default_dtype()
         shape = (out_channels, in_channels // groups, *self.kernel_size)
-        self.weight = Parameter(np.empty(shape, dtype=dtype))
-        if bias:
-            self.bias = Parameter(np.empty((out_channels,), dtype=dtype))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
+        _add_weight_and_bias(self, shape, out_channels, bias, dtype)
 
     def reset_parameters(self) -> None:
         """PyTorch's default: kaiming_uniform_(a=sqrt(5)) weights, U(+-1/sqrt(fan_in)) bias."""
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in = self.weight.shape[1] * self.kernel_size[0] * self.kernel_size[1]
-            if fan_in:
-                bound = 1 / math.sqrt(fan_in)
-                init.uniform_(self.bias, -bound, bound)
+        _reset_conv_parameters(self.weight, self.bias, self.kernel_size)
 
     def forward(self, input: Tensor) -> Tensor:
         if input.ndim not in (3, 4):

@@ -6,16 +6,13 @@ copy, and the im2col/GEMM kernel of ``conv.py`` with its backward does the work.
 
 from __future__ import annotations
 
-import math
 import numbers
 
-import numpy as np
-
-from ..autograd.tensor import Tensor, get_default_dtype
-from . import init
-from .conv import _PADDING_MODES, _conv2d, _resolve_padding
+from ..autograd.tensor import Tensor
+from .conv import (_check_groups, _check_padding_mode, _conv2d, _reset_conv_parameters,
+                   _resolve_padding)
 from .module import Module
-from .parameter import Parameter
+from .parameter import _add_weight_and_bias
 
 
 def _single(value, name: str) -> int:
@@ -36,9 +33,10 @@ def _pads_1d(padding, k: int, s: int, d: int) -> tuple:
     return ((0, 0), (p, p))
 
 
-def _check_1d(input: Tensor, weight: Tensor, name: str) -> None:
+def _check_1d(input: Tensor, weight: Tensor, name: str, layout: str = "out, in/groups") -> None:
+    """Raises unless ``weight`` is 3-D (``layout``, k) and ``input`` is (C, L) or (N, C, L)."""
     if weight.ndim != 3:
-        raise RuntimeError(f"{name}: expected a 3-D weight (out, in/groups, k), got shape "
+        raise RuntimeError(f"{name}: expected a 3-D weight ({layout}, k), got shape "
                            f"{tuple(weight.shape)}")
     if input.ndim not in (2, 3):
         raise RuntimeError(f"{name}: expected a 2-D (C, L) or 3-D (N, C, L) input, got shape "
@@ -75,12 +73,8 @@ class Conv1d(Module):
                  dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
                  dtype=None):
         super().__init__()
-        if groups < 1 or in_channels % groups or out_channels % groups:
-            raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) "
-                             f"must be divisible by groups ({groups})")
-        if padding_mode not in _PADDING_MODES:
-            raise ValueError(f"padding_mode must be one of {sorted(_PADDING_MODES)}, got "
-                             f"{padding_mode!r}")
+        _check_groups(in_channels, out_channels, groups)
+        _check_padding_mode(padding_mode)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = (_single(kernel_size, "kernel_size"),)
         self.stride = (_single(stride, "stride"),)
@@ -92,23 +86,12 @@ class Conv1d(Module):
         self._pads = _pads_1d(padding, self.kernel_size[0], self.stride[0], self.dilation[0])
         self.padding = padding if isinstance(padding, str) else (_single(padding, "padding"),)
         self.groups, self.padding_mode = groups, padding_mode
-        dtype = np.dtype(dtype) if dtype is not None else get_default_dtype()
-        self.weight = Parameter(np.empty((out_channels, in_channels // groups,
-                                          self.kernel_size[0]), dtype=dtype))
-        if bias:
-            self.bias = Parameter(np.empty((out_channels,), dtype=dtype))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
+        shape = (out_channels, in_channels // groups, self.kernel_size[0])
+        _add_weight_and_bias(self, shape, out_channels, bias, dtype)
 
     def reset_parameters(self) -> None:
         """PyTorch's default: kaiming_uniform_(a=sqrt(5)) weights, U(+-1/sqrt(fan_in)) bias."""
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in = self.weight.shape[1] * self.kernel_size[0]
-            if fan_in:
-                bound = 1 / math.sqrt(fan_in)
-                init.uniform_(self.bias, -bound, bound)
+        _reset_conv_parameters(self.weight, self.bias, self.kernel_size)
 
     def forward(self, input: Tensor) -> Tensor:
         _check_1d(input, self.weight, "Conv1d")

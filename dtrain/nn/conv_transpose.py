@@ -9,18 +9,16 @@ run the 2-D kernel on height-1 views.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ..autograd import tensor as _t
 from ..autograd.graph_engine import vjp_via
-from ..autograd.tensor import Tensor, _op, get_default_dtype
-from . import init
-from .conv import _check_positive, _correlate, _input_grad_col2im, _pad_or_crop, _pair, _weight_grad
-from .conv1d import _single
+from ..autograd.tensor import Tensor, _op
+from .conv import (_check_groups, _check_positive, _correlate, _input_grad_col2im, _pad_or_crop,
+                   _pair, _reset_conv_parameters, _weight_grad)
+from .conv1d import _check_1d, _single
 from .module import Module
-from .parameter import Parameter
+from .parameter import _add_weight_and_bias
 
 
 def _check_args(X: np.ndarray, Wt: np.ndarray, B, groups: int) -> None:
@@ -136,12 +134,7 @@ def conv_transpose2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, 
 def _conv_transpose1d(input: Tensor, weight: Tensor, bias, stride: int, padding: int,
                       output_padding: int, groups: int, dilation: int) -> Tensor:
     """The 2-D kernel on height-1 views of (N, C, L) or (C, L) input and (in, out/g, k) weight."""
-    if weight.ndim != 3:
-        raise RuntimeError(f"conv_transpose1d: expected a 3-D weight (in, out/groups, k), got "
-                           f"shape {tuple(weight.shape)}")
-    if input.ndim not in (2, 3):
-        raise RuntimeError(f"conv_transpose1d: expected a 2-D (C, L) or 3-D (N, C, L) input, "
-                           f"got shape {tuple(input.shape)}")
+    _check_1d(input, weight, "conv_transpose1d", "in, out/groups")
     out = _conv_transpose2d(input.unsqueeze(-2), weight.unsqueeze(2), bias, (1, stride),
                             (0, padding), (0, output_padding), groups, (1, dilation))
     return out.squeeze(-2)
@@ -169,9 +162,7 @@ class _ConvTransposeNd(Module):
                  padding_mode: str = "zeros", dtype=None):
         super().__init__()
         kind = type(self).__name__
-        if groups < 1 or in_channels % groups or out_channels % groups:
-            raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) "
-                             f"must be divisible by groups ({groups})")
+        _check_groups(in_channels, out_channels, groups)
         if padding_mode != "zeros":
             raise ValueError(f'Only "zeros" padding mode is supported for {kind}, got '
                              f"{padding_mode!r}")
@@ -187,14 +178,8 @@ class _ConvTransposeNd(Module):
             raise ValueError(f"padding must be non-negative, got {self.padding}")
         self.output_padding = self._tuple(output_padding, "output_padding")
         self.groups, self.padding_mode = groups, padding_mode
-        dtype = np.dtype(dtype) if dtype is not None else get_default_dtype()
         shape = (in_channels, out_channels // groups, *self.kernel_size)
-        self.weight = Parameter(np.empty(shape, dtype=dtype))
-        if bias:
-            self.bias = Parameter(np.empty((out_channels,), dtype=dtype))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
+        _add_weight_and_bias(self, shape, out_channels, bias, dtype)
 
     @classmethod
     def _tuple(cls, value, name: str) -> tuple:
@@ -205,12 +190,7 @@ class _ConvTransposeNd(Module):
 
         As in PyTorch the fan-in is read from the weight's dim 1 (out/groups * kernel size).
         """
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in = self.weight.shape[1] * math.prod(self.kernel_size)
-            if fan_in:
-                bound = 1 / math.sqrt(fan_in)
-                init.uniform_(self.bias, -bound, bound)
+        _reset_conv_parameters(self.weight, self.bias, self.kernel_size)
 
     def _output_padding_for(self, input: Tensor, output_size) -> tuple:
         """The output padding that makes the output ``output_size`` (PyTorch's rule)."""

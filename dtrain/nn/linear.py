@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from ..autograd.device import check_device
-from ..autograd.tensor import Tensor, get_default_dtype
+from ..autograd.tensor import Tensor
 from . import init
 from ._kernels import linear
 from .module import Module
-from .parameter import Parameter
+from .parameter import _add_weight_and_bias
 
 
 class Linear(Module):
@@ -28,13 +26,7 @@ class Linear(Module):
             )
         self.in_features = in_features
         self.out_features = out_features
-        dtype = np.dtype(dtype) if dtype is not None else get_default_dtype()
-        self.weight = Parameter(np.empty((out_features, in_features), dtype=dtype))
-        if bias:
-            self.bias = Parameter(np.empty((out_features,), dtype=dtype))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
+        _add_weight_and_bias(self, (out_features, in_features), out_features, bias, dtype)
 
     def reset_parameters(self) -> None:
         """PyTorch's default: kaiming_uniform_(a=sqrt(5)) weights, U(+-1/sqrt(fan_in)) bias."""

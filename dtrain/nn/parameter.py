@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..autograd.tensor import Tensor
+from ..autograd.tensor import Tensor, get_default_dtype
 
 
 class Parameter(Tensor):
@@ -21,3 +21,14 @@ class Parameter(Tensor):
 
     def __repr__(self):
         return "Parameter containing:\n" + super().__repr__()
+
+
+def _add_weight_and_bias(module, weight_shape: tuple, bias_size: int, bias: bool, dtype) -> None:
+    """Gives ``module`` an uninitialised weight and bias (or ``None``), then resets them."""
+    dtype = np.dtype(dtype) if dtype is not None else get_default_dtype()
+    module.weight = Parameter(np.empty(weight_shape, dtype=dtype))
+    if bias:
+        module.bias = Parameter(np.empty((bias_size,), dtype=dtype))
+    else:
+        module.register_parameter("bias", None)
+    module.reset_parameters()
