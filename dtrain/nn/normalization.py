@@ -290,6 +290,28 @@ def batch_norm(input: Tensor, running_mean, running_var, weight=None, bias=None,
     return _batch_norm_eval(input, weight, bias, rm, rv, eps)
 
 
+def _add_affine(module, shape, affine: bool, bias: bool, dtype) -> None:
+    """Gives ``module`` a weight of ones and a bias of zeros of ``shape`` (or ``None``s)."""
+    dtype = np.dtype(dtype) if dtype is not None else get_default_dtype()
+    if affine:
+        module.weight = Parameter(np.ones(shape, dtype=dtype))
+        if bias:
+            module.bias = Parameter(np.zeros(shape, dtype=dtype))
+        else:
+            module.register_parameter("bias", None)
+    else:
+        module.register_parameter("weight", None)
+        module.register_parameter("bias", None)
+
+
+def _reset_affine(module) -> None:
+    """Sets the module's weight (if any) to 1 and its bias (if any) to 0."""
+    if module.weight is not None:
+        init.ones_(module.weight)
+    if module.bias is not None:
+        init.zeros_(module.bias)
+
+
 # ----------------------------------------------------------------------- batch norm
 class _BatchNorm(Module):
     """Shared body of BatchNorm1d/2d: parameters, buffers, the forward and the stats update."""
@@ -338,10 +360,7 @@ class _BatchNorm(Module):
     def reset_parameters(self) -> None:
         """Reset the running stats, and the affine parameters to weight 1, bias 0."""
         self.reset_running_stats()
-        if self.weight is not None:
-            init.ones_(self.weight)
-        if self.bias is not None:
-            init.zeros_(self.bias)
+        _reset_affine(self)
 
     def _check_input(self, input: Tensor) -> None:
         name = type(self).__name__
@@ -485,23 +504,11 @@ class LayerNorm(Module):
         if any(d < 1 for d in self.normalized_shape):
             raise ValueError(f"normalized_shape must be positive, got {self.normalized_shape}")
         self.eps, self.elementwise_affine = eps, elementwise_affine
-        dtype = np.dtype(dtype) if dtype is not None else get_default_dtype()
-        if elementwise_affine:
-            self.weight = Parameter(np.ones(self.normalized_shape, dtype=dtype))
-            if bias:
-                self.bias = Parameter(np.zeros(self.normalized_shape, dtype=dtype))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _add_affine(self, self.normalized_shape, elementwise_affine, bias, dtype)
 
     def reset_parameters(self) -> None:
         """Weight 1, bias 0."""
-        if self.weight is not None:
-            init.ones_(self.weight)
-        if self.bias is not None:
-            init.zeros_(self.bias)
+        _reset_affine(self)
 
     def forward(self, input: Tensor) -> Tensor:
         return layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
@@ -577,23 +584,11 @@ class GroupNorm(Module):
                              f"({num_groups})")
         self.num_groups, self.num_channels = num_groups, num_channels
         self.eps, self.affine = eps, affine
-        dtype = np.dtype(dtype) if dtype is not None else get_default_dtype()
-        if affine:
-            self.weight = Parameter(np.ones(num_channels, dtype=dtype))
-            if bias:
-                self.bias = Parameter(np.zeros(num_channels, dtype=dtype))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _add_affine(self, num_channels, affine, bias, dtype)
 
     def reset_parameters(self) -> None:
         """Weight 1, bias 0."""
-        if self.weight is not None:
-            init.ones_(self.weight)
-        if self.bias is not None:
-            init.zeros_(self.bias)
+        _reset_affine(self)
 
     def forward(self, input: Tensor) -> Tensor:
         if input.ndim < 2 or input.shape[1] != self.num_channels:
