@@ -184,8 +184,8 @@ def max_pool2d(input: Tensor, kernel_size, stride=None, padding=0, dilation=1,
     return out, Tensor._wrap(flat[0] if unbatched else flat)
 
 
-class MaxPool2d(Module):
-    """2-D max pooling, as ``torch.nn.MaxPool2d`` (stride defaults to the kernel size)."""
+class _MaxPoolNd(Module):
+    """Shared body of MaxPool1d/2d: the sizes as given, the arguments to the pooling function."""
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1,
                  return_indices: bool = False, ceil_mode: bool = False):
@@ -195,13 +195,21 @@ class MaxPool2d(Module):
         self.padding, self.dilation = padding, dilation
         self.return_indices, self.ceil_mode = return_indices, ceil_mode
 
-    def forward(self, input: Tensor):
-        return max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
-                          self.ceil_mode, self.return_indices)
+    def _pool_args(self) -> tuple:
+        """The arguments after the input to ``max_pool1d``/``max_pool2d``."""
+        return (self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode,
+                self.return_indices)
 
     def extra_repr(self) -> str:
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
                 f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
+
+
+class MaxPool2d(_MaxPoolNd):
+    """2-D max pooling, as ``torch.nn.MaxPool2d`` (stride defaults to the kernel size)."""
+
+    def forward(self, input: Tensor):
+        return max_pool2d(input, *self._pool_args())
 
 
 # ---------------------------------------------------------------------------- average

@@ -7,7 +7,7 @@ import numbers
 
 from ..autograd.tensor import Tensor
 from .module import Module
-from .pooling import avg_pool2d, max_pool2d
+from .pooling import _MaxPoolNd, avg_pool2d, max_pool2d
 
 
 def _one(value, name: str) -> int:
@@ -48,24 +48,11 @@ def avg_pool1d(input: Tensor, kernel_size, stride=None, padding=0, ceil_mode: bo
                       ceil_mode, count_include_pad).squeeze(-2)
 
 
-class MaxPool1d(Module):
+class MaxPool1d(_MaxPoolNd):
     """1-D max pooling, as ``torch.nn.MaxPool1d`` (stride defaults to the kernel size)."""
 
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1,
-                 return_indices: bool = False, ceil_mode: bool = False):
-        super().__init__()
-        self.kernel_size = kernel_size
-        self.stride = stride if stride is not None else kernel_size
-        self.padding, self.dilation = padding, dilation
-        self.return_indices, self.ceil_mode = return_indices, ceil_mode
-
     def forward(self, input: Tensor):
-        return max_pool1d(input, self.kernel_size, self.stride, self.padding, self.dilation,
-                          self.ceil_mode, self.return_indices)
-
-    def extra_repr(self) -> str:
-        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
-                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
+        return max_pool1d(input, *self._pool_args())
 
 
 class AvgPool1d(Module):
