@@ -9,6 +9,7 @@ leaf's ``.grad``, so in-place accumulation never leaks from one tensor into anot
 
 from __future__ import annotations
 
+import operator
 import warnings
 
 import numpy as np
@@ -16,7 +17,7 @@ import numpy as np
 from . import anomaly
 from .grad_mode import no_grad
 from .graph_engine import _accumulate as accumulate_graph
-from .graph_engine import run_backward_graph
+from .graph_engine import _add_to, _pass_to, run_backward_graph
 from .tensor import Tensor
 
 _FREED = (
@@ -141,8 +142,7 @@ def run_backward(outputs, grad_outputs, retain_graph: bool, capture=None) -> dic
             store_leaf(out, g, True)
             continue
         roots.append(out.grad_fn)
-        prev = buffers.get(out.grad_fn)
-        buffers[out.grad_fn] = g if prev is None else prev + g
+        _add_to(buffers, out.grad_fn, g, operator.add)
 
     dependents = _topological_nodes(roots)
     ready = [n for n in roots if dependents.get(n, 0) == 0]
@@ -181,14 +181,7 @@ def run_backward(outputs, grad_outputs, retain_graph: bool, capture=None) -> dic
                     shared = gi is g or any(gi is other for other in grads[:i])
                     store_leaf(t, gi, shared)
                     continue
-                prev = buffers.get(child)
-                if prev is None:
-                    buffers[child] = gi
-                else:
-                    buffers[child] = prev + gi
-                dependents[child] -= 1
-                if dependents[child] == 0:
-                    ready.append(child)
+                _pass_to(child, gi, buffers, dependents, ready, operator.add)
             if not retain_graph:
                 node.inputs = node.edges = ()
     return captured

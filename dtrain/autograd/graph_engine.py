@@ -122,6 +122,20 @@ def _runs(node, needed, capture_ids) -> bool:
                for t, c in zip(node.inputs, node.edges) if t.requires_grad)
 
 
+def _add_to(buffers: dict, node, g, add) -> None:
+    """Adds ``g`` to the gradient ``buffers`` holds for ``node`` with ``add``, or starts it."""
+    prev = buffers.get(node)
+    buffers[node] = g if prev is None else add(prev, g)
+
+
+def _pass_to(child, g, buffers: dict, dependents: dict, ready: list, add) -> None:
+    """Adds ``g`` to ``child``'s gradient; ``child`` is ready once its last dependent has run."""
+    _add_to(buffers, child, g, add)
+    dependents[child] -= 1
+    if dependents[child] == 0:
+        ready.append(child)
+
+
 def run_backward_graph(outputs, grad_outputs, capture=None, retain_graph: bool = True):
     """Propagate Tensor gradients from ``outputs``; as ``engine.run_backward`` otherwise."""
     from .segments import _local as _segments_local
@@ -149,8 +163,7 @@ def run_backward_graph(outputs, grad_outputs, capture=None, retain_graph: bool =
             store_leaf(out, g)
             continue
         roots.append(out.grad_fn)
-        prev = buffers.get(out.grad_fn)
-        buffers[out.grad_fn] = g if prev is None else _t.add(prev, g)
+        _add_to(buffers, out.grad_fn, g, _t.add)
 
     order, children = _walk(roots)
     needed = _needed(order, children, capture_ids, set(node_of))
@@ -179,11 +192,7 @@ def run_backward_graph(outputs, grad_outputs, capture=None, retain_graph: bool =
                     continue
                 if child not in needed:
                     continue
-                prev = buffers.get(child)
-                buffers[child] = gi if prev is None else _t.add(prev, gi)
-                dependents[child] -= 1
-                if dependents[child] == 0:
-                    ready.append(child)
+                _pass_to(child, gi, buffers, dependents, ready, _t.add)
             if not retain_graph:
                 node.inputs = node.edges = ()
     return captured
