@@ -640,6 +640,15 @@ def _no_arrays(env: Envelope) -> None:
                             "it takes none")
 
 
+def _choice_and_text(env: Envelope, kind: str, choice: str, choices: tuple, text: str,
+                     limit: int = MAX_TEXT) -> tuple[str, str]:
+    """The fields of a message of one choice and one optional text (``""``), and no arrays."""
+    _only(env.fields, kind, (choice, text))
+    _no_arrays(env)
+    return (_choice(env.fields, choice, kind, choices),
+            _text(env.fields, text, kind, limit, default=""))
+
+
 @dataclass
 class Hello:
     """A worker asks to join: who it is, which script it runs, which machine it is on.
@@ -733,11 +742,8 @@ class Ready:
 
     @classmethod
     def check(cls, env: Envelope, schema=None) -> Ready:
-        f, k = env.fields, "ready"
-        _only(f, k, ("channel", "note"))
-        _no_arrays(env)
-        return cls(worker=env.worker, channel=_choice(f, "channel", k, CHANNELS),
-                   note=_text(f, "note", k, default=""))
+        channel, note = _choice_and_text(env, "ready", "channel", CHANNELS, "note")
+        return cls(worker=env.worker, channel=channel, note=note)
 
 
 @dataclass
@@ -924,11 +930,8 @@ class Stop:
 
     @classmethod
     def check(cls, env: Envelope, schema=None) -> Stop:
-        f, k = env.fields, "stop"
-        _only(f, k, ("reason", "detail"))
-        _no_arrays(env)
-        return cls(worker=env.worker, step=env.step, reason=_choice(f, "reason", k, STOP_REASONS),
-                   detail=_text(f, "detail", k, 4096, default=""))
+        reason, detail = _choice_and_text(env, "stop", "reason", STOP_REASONS, "detail", 4096)
+        return cls(worker=env.worker, step=env.step, reason=reason, detail=detail)
 
 
 @dataclass
