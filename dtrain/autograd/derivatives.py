@@ -145,51 +145,66 @@ def _ones_if_scalar(tensors: tuple, message: str) -> None:
         raise RuntimeError(message)
 
 
+def _inputs(inputs, name: str, create_graph: bool) -> tuple[bool, tuple]:
+    """``inputs`` as a tuple flag and the tuple ``func`` is called with."""
+    inputs_tuple, inputs = _as_tuple(inputs, "inputs", name)
+    return inputs_tuple, _prepare(inputs, create_graph, need_graph=True)
+
+
+def _outputs(func, inputs: tuple, name: str, strict: bool) -> tuple[bool, tuple]:
+    """``func(*inputs)`` as a tuple flag and a tuple, checked to require grad if ``strict``."""
+    outputs_tuple, outputs = _as_tuple(func(*inputs), "outputs of the user-provided function",
+                                       name)
+    _check_requires_grad(outputs, "outputs", strict)
+    return outputs_tuple, outputs
+
+
+def _vjp_along_zeros(ys: tuple, xs: tuple, like: tuple) -> tuple[tuple, tuple]:
+    """The vjp of ``ys`` at ``xs`` along zeros like ``like`` (which it is linear in), and them."""
+    dummies = tuple(Tensor._wrap(np.zeros_like(t._data), requires_grad=True) for t in like)
+    return _grad(ys, xs, dummies, create_graph=True), dummies
+
+
+def _final_grads(ys: tuple, xs: tuple, v, refs: tuple, strict: bool, create_graph: bool,
+                 stage: str) -> tuple:
+    """``ys``'s gradients along ``v`` at ``xs`` (zeros like ``refs``), recorded if create_graph."""
+    with set_grad_enabled(True if create_graph else is_grad_enabled()):
+        grads = _grad(ys, xs, v, create_graph=create_graph)
+        return _fill_zeros(grads, refs, strict, create_graph, stage)
+
+
+def _results(outputs: tuple, outputs_tuple: bool, result: tuple, result_tuple: bool,
+             create_graph: bool) -> tuple:
+    """``(outputs, result)``, finished for ``create_graph`` and unpacked as the user gave them."""
+    return (_unpack(_finish(outputs, create_graph), outputs_tuple),
+            _unpack(_finish(result, create_graph), result_tuple))
+
+
 def vjp(func, inputs, v=None, create_graph=False, strict=False):
     """``(func(inputs), v^T J)``: a vector-Jacobian product, as torch.autograd.functional.vjp."""
     with enable_grad():
-        inputs_tuple, inputs = _as_tuple(inputs, "inputs", "vjp")
-        inputs = _prepare(inputs, create_graph, need_graph=True)
-        outputs_tuple, outputs = _as_tuple(func(*inputs), "outputs of the user-provided function",
-                                           "vjp")
-        _check_requires_grad(outputs, "outputs", strict)
+        inputs_tuple, inputs = _inputs(inputs, "vjp", create_graph)
+        outputs_tuple, outputs = _outputs(func, inputs, "vjp", strict)
         if v is not None:
             v = _prepare(_as_tuple(v, "v", "vjp")[1], create_graph, need_graph=False)
             _check_v(v, outputs, outputs_tuple)
         else:
             _ones_if_scalar(outputs, "The vector v can only be None if the user-provided function "
                                      "returns a single Tensor with a single element.")
-    with set_grad_enabled(True if create_graph else is_grad_enabled()):
-        grads = _grad(outputs, inputs, v, create_graph=create_graph)
-        result = _fill_zeros(grads, inputs, strict, create_graph, "back")
-    return (_unpack(_finish(outputs, create_graph), outputs_tuple),
-            _unpack(_finish(result, create_graph), inputs_tuple))
+    result = _final_grads(outputs, inputs, v, inputs, strict, create_graph, "back")
+    return _results(outputs, outputs_tuple, result, inputs_tuple, create_graph)
 
 
 def jvp(func, inputs, v=None, create_graph=False, strict=False):
     """``(func(inputs), J v)``: a Jacobian-vector product by the double backward trick."""
     with enable_grad():
-        inputs_tuple, inputs = _as_tuple(inputs, "inputs", "jvp")
-        inputs = _prepare(inputs, create_graph, need_graph=True)
-        if v is not None:
-            v = _prepare(_as_tuple(v, "v", "jvp")[1], create_graph, need_graph=False)
-            _check_v(v, inputs, inputs_tuple)
-        else:
-            _ones_if_scalar(inputs, "The vector v can only be None if the input to the "
-                                    "user-provided function is a single Tensor with a single "
-                                    "element.")
-        outputs_tuple, outputs = _as_tuple(func(*inputs), "outputs of the user-provided function",
-                                           "jvp")
-        _check_requires_grad(outputs, "outputs", strict)
+        inputs_tuple, inputs, v = _inputs_and_v(inputs, v, "jvp", create_graph)
+        outputs_tuple, outputs = _outputs(func, inputs, "jvp", strict)
         # the vjp is linear in these zeros; its gradient with respect to them is J v
-        dummies = tuple(Tensor._wrap(np.zeros_like(o._data), requires_grad=True) for o in outputs)
-        grad_inputs = _grad(outputs, inputs, dummies, create_graph=True)
+        grad_inputs, dummies = _vjp_along_zeros(outputs, inputs, outputs)
         _check_requires_grad(grad_inputs, "grad_inputs", strict)
-    with set_grad_enabled(True if create_graph else is_grad_enabled()):
-        grads = _grad(grad_inputs, dummies, v, create_graph=create_graph)
-        result = _fill_zeros(grads, outputs, strict, create_graph, "back_trick")
-    return (_unpack(_finish(outputs, create_graph), outputs_tuple),
-            _unpack(_finish(result, create_graph), outputs_tuple))
+    result = _final_grads(grad_inputs, dummies, v, outputs, strict, create_graph, "back_trick")
+    return _results(outputs, outputs_tuple, result, outputs_tuple, create_graph)
 
 
 def jacobian(func, inputs, create_graph=False, strict=False, vectorize=False,
@@ -209,11 +224,8 @@ def jacobian(func, inputs, create_graph=False, strict=False, vectorize=False,
                                       '`strategy="reverse-mode"`.')
         return _jacobian_forward(func, inputs, strict, vectorize)
     with enable_grad():
-        inputs_tuple, inputs = _as_tuple(inputs, "inputs", "jacobian")
-        inputs = _prepare(inputs, create_graph, need_graph=True)
-        outputs_tuple, outputs = _as_tuple(func(*inputs), "outputs of the user-provided function",
-                                           "jacobian")
-        _check_requires_grad(outputs, "outputs", strict)
+        inputs_tuple, inputs = _inputs(inputs, "jacobian", create_graph)
+        outputs_tuple, outputs = _outputs(func, inputs, "jacobian", strict)
         if vectorize and strict:
             raise RuntimeError("torch.autograd.functional.jacobian: `strict=True` and "
                                "`vectorized=True` are not supported together. Please either set "
@@ -326,9 +338,7 @@ def hessian(func, inputs, create_graph=False, strict=False, vectorize=False,
 
 
 def _scalar_output(func, inputs: tuple, name: str, strict: bool) -> tuple:
-    outputs_tuple, outputs = _as_tuple(func(*inputs), "outputs of the user-provided function",
-                                       name)
-    _check_requires_grad(outputs, "outputs", strict)
+    outputs_tuple, outputs = _outputs(func, inputs, name, strict)
     if outputs_tuple:
         raise RuntimeError(f"The function given to {name} should return a single Tensor")
     if outputs[0].numel() != 1:
@@ -338,8 +348,7 @@ def _scalar_output(func, inputs: tuple, name: str, strict: bool) -> tuple:
 
 
 def _inputs_and_v(inputs, v, name: str, create_graph: bool) -> tuple:
-    inputs_tuple, inputs = _as_tuple(inputs, "inputs", name)
-    inputs = _prepare(inputs, create_graph, need_graph=True)
+    inputs_tuple, inputs = _inputs(inputs, name, create_graph)
     if v is not None:
         v = _prepare(_as_tuple(v, "v", name)[1], create_graph, need_graph=False)
         _check_v(v, inputs, inputs_tuple)
@@ -356,11 +365,8 @@ def vhp(func, inputs, v=None, create_graph=False, strict=False):
         outputs_tuple, outputs = _scalar_output(func, inputs, "vhp", strict)
         jac = _grad(outputs, inputs, create_graph=True)
         _check_requires_grad(jac, "jacobian", strict)
-    with set_grad_enabled(True if create_graph else is_grad_enabled()):
-        grads = _grad(jac, inputs, v, create_graph=create_graph)
-        result = _fill_zeros(grads, inputs, strict, create_graph, "double_back")
-    return (_unpack(_finish(outputs, create_graph), outputs_tuple),
-            _unpack(_finish(result, create_graph), inputs_tuple))
+    result = _final_grads(jac, inputs, v, inputs, strict, create_graph, "double_back")
+    return _results(outputs, outputs_tuple, result, inputs_tuple, create_graph)
 
 
 def hvp(func, inputs, v=None, create_graph=False, strict=False):
@@ -371,11 +377,8 @@ def hvp(func, inputs, v=None, create_graph=False, strict=False):
         outputs_tuple, outputs = _scalar_output(func, inputs, "hvp", strict)
         jac = _grad(outputs, inputs, create_graph=True)
         _check_requires_grad(jac, "jacobian", strict)
-        dummies = tuple(Tensor._wrap(np.zeros_like(t._data), requires_grad=True) for t in inputs)
-        double_back = _grad(jac, inputs, dummies, create_graph=True)
+        double_back, dummies = _vjp_along_zeros(jac, inputs, inputs)
         _check_requires_grad(jac, "hessian", strict)
-    with set_grad_enabled(True if create_graph else is_grad_enabled()):
-        grads = _grad(double_back, dummies, v, create_graph=create_graph)
-        result = _fill_zeros(grads, inputs, strict, create_graph, "double_back_trick")
-    return (_unpack(_finish(outputs, create_graph), outputs_tuple),
-            _unpack(_finish(result, create_graph), inputs_tuple))
+    result = _final_grads(double_back, dummies, v, inputs, strict, create_graph,
+                          "double_back_trick")
+    return _results(outputs, outputs_tuple, result, inputs_tuple, create_graph)
