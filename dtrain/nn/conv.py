@@ -405,6 +405,23 @@ def _check_padding_mode(padding_mode: str) -> None:
                          f"{padding_mode!r}")
 
 
+def _conv_extra_repr(conv, dims: int) -> str:
+    """A Conv1d/Conv2d's settings as PyTorch prints them: those at their defaults left out."""
+    s = (f"{conv.in_channels}, {conv.out_channels}, kernel_size={conv.kernel_size}, "
+         f"stride={conv.stride}")
+    if conv.padding != (0,) * dims:
+        s += f", padding={conv.padding}"
+    if conv.dilation != (1,) * dims:
+        s += f", dilation={conv.dilation}"
+    if conv.groups != 1:
+        s += f", groups={conv.groups}"
+    if conv.bias is None:
+        s += ", bias=False"
+    if conv.padding_mode != "zeros":
+        s += f", padding_mode={conv.padding_mode}"
+    return s
+
+
 def _reset_conv_parameters(weight, bias, kernel_size: tuple) -> None:
     """PyTorch's conv init: kaiming_uniform_(a=sqrt(5)) weight, U(+-1/sqrt(fan_in)) bias."""
     init.kaiming_uniform_(weight, a=math.sqrt(5))
@@ -450,16 +467,4 @@ class Conv2d(Module):
                        self.groups, self.padding_mode)
 
     def extra_repr(self) -> str:
-        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-             f"stride={self.stride}")
-        if self.padding != (0, 0):
-            s += f", padding={self.padding}"
-        if self.dilation != (1, 1):
-            s += f", dilation={self.dilation}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        if self.bias is None:
-            s += ", bias=False"
-        if self.padding_mode != "zeros":
-            s += f", padding_mode={self.padding_mode}"
-        return s
+        return _conv_extra_repr(self, 2)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numbers
 
 from ..autograd.tensor import Tensor
-from .conv import (_check_groups, _check_padding_mode, _conv2d, _reset_conv_parameters,
-                   _resolve_padding)
+from .conv import (_check_groups, _check_padding_mode, _conv2d, _conv_extra_repr,
+                   _reset_conv_parameters, _resolve_padding)
 from .module import Module
 from .parameter import _add_weight_and_bias
 
@@ -99,16 +99,4 @@ class Conv1d(Module):
                        self.dilation[0], self.groups, self.padding_mode)
 
     def extra_repr(self) -> str:
-        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-             f"stride={self.stride}")
-        if self.padding != (0,):
-            s += f", padding={self.padding}"
-        if self.dilation != (1,):
-            s += f", dilation={self.dilation}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        if self.bias is None:
-            s += ", bias=False"
-        if self.padding_mode != "zeros":
-            s += f", padding_mode={self.padding_mode}"
-        return s
+        return _conv_extra_repr(self, 1)

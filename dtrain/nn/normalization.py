@@ -330,15 +330,7 @@ class _BatchNorm(Module):
         self.affine, self.track_running_stats = affine, track_running_stats
         dtype = np.dtype(dtype) if dtype is not None else get_default_dtype()
         shape = (self.num_features,)
-        if affine:
-            self.weight = Parameter(np.empty(shape, dtype=dtype))
-            if bias:
-                self.bias = Parameter(np.empty(shape, dtype=dtype))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _add_affine(self, shape, affine, bias, dtype)  # reset_parameters below sets them again
         if track_running_stats:
             self.register_buffer("running_mean", Tensor._wrap(np.zeros(shape, dtype=dtype)))
             self.register_buffer("running_var", Tensor._wrap(np.ones(shape, dtype=dtype)))
