@@ -103,13 +103,18 @@ def _unpad_grad(gxp: np.ndarray, shape: tuple, pads: tuple, mode: str) -> np.nda
     return np.ascontiguousarray(gxp[:, :, pt:pt + h, pl:pl + w])
 
 
-def _check_conv_args(x: np.ndarray, w: np.ndarray, b, groups: int) -> None:
+def _check_ranks_2d(x: np.ndarray, w: np.ndarray, name: str, layout: str) -> None:
+    """Raises unless the weight is 4-D (``layout``, kH, kW) and the input, batched, 4-D."""
     if w.ndim != 4:
-        raise RuntimeError(f"conv2d: expected a 4-D weight (out, in/groups, kH, kW), got shape "
+        raise RuntimeError(f"{name}: expected a 4-D weight ({layout}, kH, kW), got shape "
                            f"{tuple(w.shape)}")
     if x.ndim != 4:
-        raise RuntimeError(f"conv2d: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, got "
+        raise RuntimeError(f"{name}: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, got "
                            f"shape {tuple(x.shape)}")
+
+
+def _check_conv_args(x: np.ndarray, w: np.ndarray, b, groups: int) -> None:
+    _check_ranks_2d(x, w, "conv2d", "out, in/groups")
     if not isinstance(groups, int) or groups < 1:
         raise ValueError(f"conv2d: groups must be a positive integer, got {groups!r}")
     if x.shape[1] != w.shape[1] * groups:
@@ -278,14 +283,20 @@ def _input_grad_col2im(G4: np.ndarray, Wt: np.ndarray, xp_shape: tuple, ho: int,
     return gxp
 
 
-def _conv2d(input: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple, pads: tuple,
-            dilation: tuple, groups: int, padding_mode: str = "zeros") -> Tensor:
-    """The fused kernel; ``pads`` is ((top, bottom), (left, right)), already validated."""
+def _batched_arrays(input: Tensor, weight: Tensor, bias: Tensor | None) -> tuple:
+    """The input's array with a batch axis, the weight's and bias's, and whether it had none."""
     X, Wt = input._data, weight._data
     B = bias._data if bias is not None else None
     unbatched = X.ndim == 3
     if unbatched:
         X = X[None]
+    return X, Wt, B, unbatched
+
+
+def _conv2d(input: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple, pads: tuple,
+            dilation: tuple, groups: int, padding_mode: str = "zeros") -> Tensor:
+    """The fused kernel; ``pads`` is ((top, bottom), (left, right)), already validated."""
+    X, Wt, B, unbatched = _batched_arrays(input, weight, bias)
     _check_conv_args(X, Wt, B, groups)
     n, c, h, w = X.shape
     o, cg, kh, kw = Wt.shape

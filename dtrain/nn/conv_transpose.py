@@ -14,20 +14,15 @@ import numpy as np
 from ..autograd import tensor as _t
 from ..autograd.graph_engine import vjp_via
 from ..autograd.tensor import Tensor, _op
-from .conv import (_check_groups, _check_positive, _correlate, _input_grad_col2im, _pad_or_crop,
-                   _pair, _reset_conv_parameters, _weight_grad)
+from .conv import (_batched_arrays, _check_groups, _check_positive, _check_ranks_2d, _correlate,
+                   _input_grad_col2im, _pad_or_crop, _pair, _reset_conv_parameters, _weight_grad)
 from .conv1d import _check_1d, _single
 from .module import Module
 from .parameter import _add_weight_and_bias
 
 
 def _check_args(X: np.ndarray, Wt: np.ndarray, B, groups: int) -> None:
-    if Wt.ndim != 4:
-        raise RuntimeError(f"conv_transpose2d: expected a 4-D weight (in, out/groups, kH, kW), "
-                           f"got shape {tuple(Wt.shape)}")
-    if X.ndim != 4:
-        raise RuntimeError(f"conv_transpose2d: expected a 3-D (C, H, W) or 4-D (N, C, H, W) "
-                           f"input, got shape {tuple(X.shape)}")
+    _check_ranks_2d(X, Wt, "conv_transpose2d", "in, out/groups")
     if not isinstance(groups, int) or groups < 1 or Wt.shape[0] % groups:
         raise RuntimeError(f"conv_transpose2d: weight of shape {tuple(Wt.shape)} has "
                            f"{Wt.shape[0]} input channels, not divisible by groups={groups}")
@@ -55,11 +50,7 @@ def _output_padding(op: tuple, stride: tuple, dilation: tuple) -> tuple:
 def _conv_transpose2d(input: Tensor, weight: Tensor, bias, stride: tuple, padding: tuple,
                       output_padding: tuple, groups: int, dilation: tuple) -> Tensor:
     """The fused kernel on checked pairs."""
-    X, Wt = input._data, weight._data
-    B = bias._data if bias is not None else None
-    unbatched = X.ndim == 3
-    if unbatched:
-        X = X[None]
+    X, Wt, B, unbatched = _batched_arrays(input, weight, bias)
     _check_args(X, Wt, B, groups)
     n, cin, h, w = X.shape
     _, cg, kh, kw = Wt.shape
