@@ -290,13 +290,17 @@ def batch_norm(input: Tensor, running_mean, running_var, weight=None, bias=None,
     return _batch_norm_eval(input, weight, bias, rm, rv, eps)
 
 
-def _add_affine(module, shape, affine: bool, bias: bool, dtype) -> None:
-    """Gives ``module`` a weight of ones and a bias of zeros of ``shape`` (or ``None``s)."""
+def _add_affine(module, shape, affine: bool, bias: bool, dtype, filled: bool = True) -> None:
+    """Gives ``module`` a weight of ones and a bias of zeros of ``shape`` (or ``None``s);
+    ``filled=False`` leaves them unwritten for a ``reset_parameters`` that follows, so their
+    memory is only touched after registration (where a loading file's memory budget is
+    enforced)."""
     dtype = np.dtype(dtype) if dtype is not None else get_default_dtype()
+    ones, zeros = (np.ones, np.zeros) if filled else (np.empty, np.empty)
     if affine:
-        module.weight = Parameter(np.ones(shape, dtype=dtype))
+        module.weight = Parameter(ones(shape, dtype=dtype))
         if bias:
-            module.bias = Parameter(np.zeros(shape, dtype=dtype))
+            module.bias = Parameter(zeros(shape, dtype=dtype))
         else:
             module.register_parameter("bias", None)
     else:
@@ -330,7 +334,7 @@ class _BatchNorm(Module):
         self.affine, self.track_running_stats = affine, track_running_stats
         dtype = np.dtype(dtype) if dtype is not None else get_default_dtype()
         shape = (self.num_features,)
-        _add_affine(self, shape, affine, bias, dtype)  # reset_parameters below sets them again
+        _add_affine(self, shape, affine, bias, dtype, filled=False)  # reset_parameters fills
         if track_running_stats:
             self.register_buffer("running_mean", Tensor._wrap(np.zeros(shape, dtype=dtype)))
             self.register_buffer("running_var", Tensor._wrap(np.ones(shape, dtype=dtype)))
