@@ -32,7 +32,8 @@ MANIFEST = "manifest.json"  # which job wrote which checkpoint, with its epoch m
 # Settings that change the bits of the result, which a resumed run must keep; epochs, max_steps
 # and the output and service settings only say how long and how the run goes on.
 RESULT_SETTINGS = ("batch_size", "micro_shards", "seed", "shuffle", "drop_last", "dtype",
-                   "scheduler_step", "accumulate", "clip_grad_norm", "threads")
+                   "scheduler_step", "accumulate", "clip_grad_norm", "param_ranges",
+                   "threads")
 NEW_RUN = "or start a new run (another --out, or --overwrite)"
 
 

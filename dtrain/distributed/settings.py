@@ -84,6 +84,12 @@ SPECS: tuple[Spec, ...] = (
          "count mini-batches).", low=1),
     Spec("clip_grad_norm", float, 0.0, "Scale the gradients so their global L2 norm is at most "
          "this before every optimizer step (0: off).", low=0),
+    Spec("param_ranges", int, 8, "Parameter ranges the reduction and optimizer state are cut "
+         "into (element ranges of the flat parameter vector, balanced by bytes; Adafactor's "
+         "tensors stay whole). Global norms and dot products (clip_grad_norm, LBFGS, "
+         "NonlinearCG) are summed range by range in range order, so this, never the worker or "
+         "reducer count, fixes their bits; 8 matches micro_shards so every worker the default "
+         "uses can own a range, 1 gives the flat single-vector sums.", low=1),
     Spec("threads", int, 1, "BLAS threads per computing process (equal everywhere for equal "
          "bits).", low=1),
     Spec("checkpoint_every", int, 0, "Also checkpoint every N optimizer steps (0: only at "

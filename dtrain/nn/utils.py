@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ..autograd.tensor import Tensor
+from . import global_sums
 
 
 def _grads(parameters) -> list:
@@ -17,19 +16,20 @@ def _grads(parameters) -> list:
 
 def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0,
                     error_if_nonfinite: bool = False) -> Tensor:
-    """Scale all gradients together so their joint ``norm_type`` norm is at most ``max_norm``."""
-    grads = _grads(parameters)
+    """Scale all gradients together so their joint ``norm_type`` norm is at most ``max_norm``.
+
+    The norm is PyTorch's (the norm of the per-tensor norms) unless a trainer has installed
+    its range-wise sums (``dtrain.nn.global_sums``), which fix the bits for any worker count.
+    """
+    with_grad = [p for p in ([parameters] if isinstance(parameters, Tensor) else parameters)
+                 if p.grad is not None]
+    grads = [p.grad for p in with_grad]
     max_norm = float(max_norm)
     norm_type = float(norm_type)
     if not grads:
         return Tensor._make(0.0)
     dtype = grads[0].dtype
-    if norm_type == math.inf:
-        norms = [np.abs(g._data).max() if g._data.size else 0.0 for g in grads]
-        total = np.asarray(max(norms), dtype=dtype)
-    else:
-        per = [np.linalg.norm(g._data.ravel(), norm_type) for g in grads]
-        total = np.asarray(np.linalg.norm(np.asarray(per, dtype=dtype), norm_type), dtype=dtype)
+    total = global_sums.current().grad_norm([g._data for g in grads], with_grad, norm_type)
     if error_if_nonfinite and not np.isfinite(total):
         raise RuntimeError(
             f"The total norm of order {norm_type} for gradients from `parameters` is non-finite, "

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..nn import global_sums
 from .line_search import strong_wolfe
 from .optimizer import Optimizer
 
@@ -36,6 +37,13 @@ class FlatOptimizer(Optimizer):
             self._grad(p, i).reshape(-1) if p.grad is not None
             else np.zeros(p._data.size, p._data.dtype)
             for i, p in enumerate(self._params)])
+
+    def _global_sums(self) -> tuple[Callable, Callable]:
+        """This step's ``dot(a, b)`` and ``total(a)`` over flat vectors, added up the way
+        ``global_sums.current()`` says: flat, as PyTorch does, unless a trainer has installed
+        its range-wise sums."""
+        sums, params = global_sums.current(), self._params
+        return (lambda a, b: sums.dot(a, b, params)), (lambda a: sums.sum(a, params))
 
     def _add_step(self, t, d: np.ndarray) -> None:
         """theta += t * d, with ``d`` split back into the parameters' shapes."""
@@ -73,18 +81,18 @@ class FlatOptimizer(Optimizer):
 
     def _take_step(self, closure: Callable, d: np.ndarray, t, loss: float,
                    flat_grad: np.ndarray, gtd, *, search: bool, last_iter: bool,
-                   tolerance_grad: float, max_ls: int, **search_options):
+                   tolerance_grad: float, max_ls: int, dot: Callable, **search_options):
         """Move along ``d``: a strong-Wolfe search for ``t``, or the fixed step ``t``.
 
         Returns (loss, flat_grad, t, closure evaluations used, gradient below tolerance). A
         fixed step re-evaluates the closure except on the last iteration, whose loss would go
-        unused (as in PyTorch's LBFGS).
+        unused (as in PyTorch's LBFGS). ``dot`` is the step's (``_global_sums``).
         """
         if search:
             x0 = [p._data.copy() for p in self._params]
             loss, flat_grad, t, used = strong_wolfe(
                 lambda step: self._evaluate_at(closure, x0, step, d),
-                t, d, loss, flat_grad, gtd, max_ls=max_ls, **search_options)
+                t, d, loss, flat_grad, gtd, max_ls=max_ls, dot=dot, **search_options)
             self._add_step(t, d)
             return loss, flat_grad, t, used, np.abs(flat_grad).max() <= tolerance_grad
         self._add_step(t, d)

@@ -58,6 +58,7 @@ class LBFGS(FlatOptimizer):
     def step(self, closure: Callable | None = None):
         """Run up to ``max_iter`` L-BFGS iterations; returns the loss before the first one."""
         state, orig_loss, flat_grad = self._start(closure)
+        dot, total = self._global_sums()
         group = self.param_groups[0]
         lr, max_iter, max_eval = float(group["lr"]), group["max_iter"], group["max_eval"]
         tolerance_grad, tolerance_change = group["tolerance_grad"], group["tolerance_change"]
@@ -80,16 +81,16 @@ class LBFGS(FlatOptimizer):
                 old_dirs, old_stps, ro, h_diag = [], [], [], 1
             else:
                 h_diag = lbfgs_update_memory(old_dirs, old_stps, ro, flat_grad - prev_flat_grad,
-                                             d * t, h_diag, history_size=history_size)
+                                             d * t, h_diag, history_size=history_size, dot=dot)
                 al = state.setdefault("al", [None] * history_size)
-                d = lbfgs_direction(flat_grad, old_dirs, old_stps, ro, h_diag, al)
+                d = lbfgs_direction(flat_grad, old_dirs, old_stps, ro, h_diag, al, dot=dot)
             if prev_flat_grad is None:
                 prev_flat_grad = flat_grad.copy()
             else:
                 np.copyto(prev_flat_grad, flat_grad)
             prev_loss = loss
 
-            t = min(1.0, 1.0 / np.abs(flat_grad).sum()) * lr if state["n_iter"] == 1 else lr
+            t = min(1.0, 1.0 / total(np.abs(flat_grad))) * lr if state["n_iter"] == 1 else lr
             gtd = dot(flat_grad, d)
             if gtd > -tolerance_change:  # not a descent direction any more
                 break
@@ -97,7 +98,7 @@ class LBFGS(FlatOptimizer):
             loss, flat_grad, t, used, found_optimum = self._take_step(
                 closure, d, t, loss, flat_grad, gtd,
                 search=group["line_search_fn"] == "strong_wolfe", last_iter=n_iter == max_iter,
-                tolerance_grad=tolerance_grad, max_ls=max_eval - evals)
+                tolerance_grad=tolerance_grad, max_ls=max_eval - evals, dot=dot)
             evals += used
             state["func_evals"] += used
 
@@ -112,7 +113,8 @@ class LBFGS(FlatOptimizer):
 
 
 def lbfgs_update_memory(old_dirs: list[np.ndarray], old_stps: list[np.ndarray], ro: list,
-                        y: np.ndarray, s: np.ndarray, h_diag, *, history_size: int):
+                        y: np.ndarray, s: np.ndarray, h_diag, *, history_size: int,
+                        dot: Callable = dot):
     """Remember the pair (y, s) if it has positive curvature y.s > 1e-10; returns H_diag.
 
     The oldest pair is dropped beyond ``history_size``; ``ro`` holds 1 / y.s; the new H_diag
@@ -130,7 +132,8 @@ def lbfgs_update_memory(old_dirs: list[np.ndarray], old_stps: list[np.ndarray], 
 
 
 def lbfgs_direction(flat_grad: np.ndarray, old_dirs: list[np.ndarray],
-                    old_stps: list[np.ndarray], ro: list, h_diag, al: list) -> np.ndarray:
+                    old_stps: list[np.ndarray], ro: list, h_diag, al: list, *,
+                    dot: Callable = dot) -> np.ndarray:
     """The two-loop recursion: ``-H flat_grad`` for the remembered (y, s) pairs.
 
     ``al`` (at least as long as the memory) receives the first loop's coefficients.

@@ -44,14 +44,15 @@ def cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
 
 def strong_wolfe(obj_func: Objective, t, d: np.ndarray, f: float, g: np.ndarray, gtd, *,
                  c1: float = 1e-4, c2: float = 0.9, tolerance_change: float = 1e-9,
-                 max_ls: int = 25):
+                 max_ls: int = 25, dot: Callable = dot):
     """Find a step ``t`` along ``d`` meeting the strong Wolfe conditions.
 
     ``obj_func(t)`` returns the loss and the flat gradient at ``x + t * d``; ``f``, ``g`` and
     ``gtd`` (= g . d < 0) describe ``x`` itself. Sufficient decrease:
     ``f(t) <= f + c1 * t * gtd``; curvature: ``|g(t) . d| <= -c2 * gtd``. A bracketing phase
     grows the step by cubic extrapolation, then a zoom phase shrinks the bracket by cubic
-    interpolation. Returns ``(f_new, g_new, t, evaluations)``.
+    interpolation. ``dot`` forms the slopes (the flat ``dot`` unless a trainer sums range by
+    range). Returns ``(f_new, g_new, t, evaluations)``.
     """
     d_norm = np.abs(d).max()
     g = np.array(g, copy=True)

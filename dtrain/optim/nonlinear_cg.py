@@ -86,6 +86,7 @@ class NonlinearCG(FlatOptimizer):
     def step(self, closure: Callable | None = None):
         """Run up to ``max_iter`` CG iterations; returns the loss before the first one."""
         state, orig_loss, flat_grad = self._start(closure)
+        dot, total = self._global_sums()
         group = self.param_groups[0]
         lr, max_iter, max_eval = float(group["lr"]), group["max_iter"], group["max_eval"]
         tolerance_grad, tolerance_change = group["tolerance_grad"], group["tolerance_change"]
@@ -106,7 +107,7 @@ class NonlinearCG(FlatOptimizer):
             if d is None or since_restart >= restart_every:
                 d, since_restart = np.negative(flat_grad), 0
             else:
-                d = cg_direction(flat_grad, prev_flat_grad, d, rule=rule)
+                d = cg_direction(flat_grad, prev_flat_grad, d, rule=rule, dot=dot)
             gtd = dot(flat_grad, d)
             if not gtd < 0 and since_restart > 0:  # lost descent (or NaN): steepest descent
                 d, since_restart = np.negative(flat_grad), 0
@@ -123,7 +124,7 @@ class NonlinearCG(FlatOptimizer):
             if group["line_search_fn"] is None:
                 t = lr
             elif first:
-                t = min(1.0, 1.0 / np.abs(flat_grad).sum()) * lr
+                t = min(1.0, 1.0 / total(np.abs(flat_grad))) * lr
             else:
                 t = lr * initial_step(loss, last_loss, gtd)
 
@@ -131,7 +132,7 @@ class NonlinearCG(FlatOptimizer):
                 closure, d, t, loss, flat_grad, gtd,
                 search=group["line_search_fn"] == "strong_wolfe", last_iter=n_iter == max_iter,
                 tolerance_grad=tolerance_grad, max_ls=max_eval - evals,
-                c1=group["c1"], c2=group["c2"])
+                c1=group["c1"], c2=group["c2"], dot=dot)
             evals += used
             state["func_evals"] += used
 
@@ -146,7 +147,7 @@ class NonlinearCG(FlatOptimizer):
 
 
 def cg_direction(flat_grad: np.ndarray, prev_flat_grad: np.ndarray, d: np.ndarray, *,
-                 rule: str) -> np.ndarray:
+                 rule: str, dot: Callable = dot) -> np.ndarray:
     """The next conjugate direction ``-g + beta d`` (a new array), beta by ``rule``.
 
     ``rule`` is 'fletcher_reeves' (g.g / g_prev.g_prev) or 'polak_ribiere' (PR+: the
