@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import random as _random
 from ..autograd.tensor import Tensor
+from ..nn import global_sums
 from ..nn.utils import clip_grad_norm_
 from ..optim.lr_scheduler import ReduceLROnPlateau
 from ..process import blas_threads
@@ -25,7 +26,9 @@ from ..process import blas_threads
 # while a connection flood holds every descriptor the process may have.
 from .checkpoint import CheckpointWriter, checkpoint_path, resume_conflicts
 from .compute import SampleSource, ShardComputer, add_values, batch_norm_modules, evaluate
+from .param_ranges import model_ranges
 from .phases import build_phases
+from .range_sums import RangeSums
 from .shards import BatchPlan, Planner, batches_per_epoch, tree_sum
 
 log = logging.getLogger("dtrain.trainer")
@@ -106,6 +109,10 @@ class Trainer:
         self.model, self.phases = build_master(job, settings)
         self.rounds = 0  # evaluation rounds so far (several per step with closures or phases)
         self.params = list(self.model.parameters())
+        # the job's parameter ranges; global quantities are summed over them in range order
+        self.ranges = model_ranges(self.model, [ph.optimizer for ph in self.phases],
+                                   self.settings.param_ranges)
+        self.range_sums = RangeSums(self.ranges, self.params)
         self.bn_modules = batch_norm_modules(self.model)
         self.train_source = SampleSource(job.train_data(), settings.dtype, "train_data()")
         self.planner = Planner(len(self.train_source), self.settings)
@@ -283,14 +290,16 @@ class Trainer:
     def before_step(self, phase: int) -> None:
         """Clip the phase's gradients (``clip_grad_norm``), then the job's ``before_step`` hook.
 
-        Both see the reduced mean gradients, which are the same bits for any worker count, so
-        the result stays independent of the workers.
+        Both see the reduced mean gradients, which are the same bits for any worker count, and
+        form global norms range by range (``range_sums``, also for ``clip_grad_norm_`` called
+        in the hook), so the result depends on ``param_ranges``, never on the workers.
         """
         ph = self.phases[phase]
-        if self.settings.clip_grad_norm:
-            clip_grad_norm_([self.params[i] for i in ph.param_indices],
-                            self.settings.clip_grad_norm)
-        self.job.before_step(self.model, ph.optimizer)
+        with global_sums.using(self.range_sums):
+            if self.settings.clip_grad_norm:
+                clip_grad_norm_([self.params[i] for i in ph.param_indices],
+                                self.settings.clip_grad_norm)
+            self.job.before_step(self.model, ph.optimizer)
 
     def run_phase(self, plan: BatchPlan, phase: int) -> tuple[float, int]:
         """Compute, reduce and apply one phase; returns (its loss, evaluation rounds used)."""
@@ -304,7 +313,8 @@ class Trainer:
                 self.before_step(phase)
                 return Tensor._wrap(np.asarray(losses[-1], dtype=self.params[0]._data.dtype))
 
-            ph.optimizer.step(closure)
+            with global_sums.using(self.range_sums):  # LBFGS's, NonlinearCG's dot products
+                ph.optimizer.step(closure)
             loss = losses[0]
         else:
             loss = self.evaluate_round(plan, phase)
@@ -313,7 +323,8 @@ class Trainer:
                     return loss, self.rounds - before
                 self._flush_accumulated(phase)
             self.before_step(phase)
-            ph.optimizer.step()
+            with global_sums.using(self.range_sums):
+                ph.optimizer.step()
         if ph.scheduler is not None and self.settings.scheduler_step == "step" \
                 and not is_plateau(ph.scheduler):
             ph.scheduler.step()

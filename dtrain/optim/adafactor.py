@@ -35,6 +35,7 @@ class Adafactor(Optimizer):
     """
 
     _shaped_keys = frozenset({"variance"})
+    updates_whole_tensors = True  # row and column factors, and the RMS of the whole tensor
 
     def __init__(self, params, lr: float = 1e-2, beta2_decay: float = -0.8,
                  eps: tuple[float | None, float] = (None, 1e-3), d: float = 1.0,

@@ -131,6 +131,10 @@ class Optimizer:
     # state entries ``_update`` gets as lists, one each, and replaces (counters and NumPy
     # scalars cannot change in place): in the order of its arguments; ``step`` writes them back
     _rebound_keys: tuple[str, ...] = ("step",)
+    # False: every element of a parameter is updated from its own gradient and state elements
+    # alone (plus per-parameter scalars), so any element slice can be stepped by itself, as a
+    # reducer of one parameter range does; True: the update needs the whole tensor
+    updates_whole_tensors: bool = False
 
     def __init__(self, params, defaults: dict[str, Any]):
         if isinstance(params, Tensor):
