@@ -94,6 +94,8 @@ class RangeSums:
             offset += p._data.size
         layout = []
         for pieces in self.ranges.ranges:
+            # a frozen parameter (requires_grad False) is in no range: its elements, zeros
+            # in a flat gradient, are left out of every partial
             spans = [(offsets[piece.param] + piece.start, offsets[piece.param] + piece.stop)
                      for piece in pieces if piece.param in offsets]
             if not spans:
