@@ -71,14 +71,32 @@ def test_frozen_parameters_are_not_cut():
     assert ranges.sizes[0] == 160
 
 
-def test_impossible_cuts_name_the_setting():
+def test_a_model_smaller_than_its_ranges_gets_empty_ranges():
     model = nn.Linear(2, 1)  # 3 elements in 2 tensors
-    with pytest.raises(ValueError, match=r"param_ranges \(4\).*3 trainable.*at most 3"):
-        model_ranges(model, [], 4)
-    with pytest.raises(ValueError, match=r"param_ranges \(3\).*stay whole.*Adafactor"):
-        model_ranges(model, [optim.Adafactor(model.parameters())], 3)
-    with pytest.raises(ValueError, match=r"param_ranges \(116\).*at most 115"):
-        dtrain.fit(dist_jobs.FullBatchLBFGS, workers=0, param_ranges=116, max_steps=1)
+    ranges = model_ranges(model, [], 8)
+    assert len(ranges) == 8
+    _covered(ranges, ranges.sizes)
+    assert sum(1 for pieces in ranges.ranges if pieces) == 3
+    whole = model_ranges(model, [optim.Adafactor(model.parameters())], 3)
+    assert sum(1 for pieces in whole.ranges if pieces) == 2
+    assert all(whole.is_whole(piece) for pieces in whole.ranges for piece in pieces)
+    frozen = nn.Linear(2, 1).requires_grad_(False)
+    assert model_ranges(frozen, [], 4).ranges == ((),) * 4
+
+
+def test_empty_ranges_leave_the_sums_those_of_the_filled_ones():
+    """More ranges than elements: the result equals cutting into exactly as many as there
+    are elements, so a tiny model trains under the default setting."""
+    model = nn.Linear(2, 1)
+    params = list(model.parameters())
+    a = np.array([1e8, 1.0, -1e8], dtype=np.float32)
+    b = np.array([1.0, 3.0, 1.0], dtype=np.float32)
+    wide = RangeSums(model_ranges(model, [], 8), params)
+    exact = RangeSums(model_ranges(model, [], 3), params)
+    assert wide.dot(a, b, params).tobytes() == exact.dot(a, b, params).tobytes()
+    _, history = dtrain.fit(dist_jobs.FullBatchLBFGS, workers=0, param_ranges=10_000,
+                            max_steps=1)
+    assert np.isfinite(history.loss[0])
 
 
 def _vectors(model, dtype, seed=1):

@@ -179,3 +179,13 @@ def test_a_checkpoint_of_a_run_with_ranges_resumes_on_other_worker_counts(tmp_pa
     with pytest.raises(LaunchError, match="param_ranges=3 \\(this run: 2\\)"):
         dtrain.fit(service_jobs.Clipped, workers=0, resume=out, max_steps=0,
                    **{**settings, "param_ranges": 2})
+
+
+def test_a_checkpoint_from_before_the_setting_counts_as_one_range():
+    """Such a run summed flat: resuming it under the default 8 ranges would change its bits."""
+    from dtrain.distributed.checkpoint import resume_conflicts
+    from dtrain.distributed.settings import Settings
+
+    old = {"settings": {"seed": 0}}
+    assert resume_conflicts(old, Settings(param_ranges=1)) == []
+    assert resume_conflicts(old, Settings()) == ["param_ranges=1 (this run: 8)"]

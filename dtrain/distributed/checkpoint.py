@@ -34,6 +34,9 @@ MANIFEST = "manifest.json"  # which job wrote which checkpoint, with its epoch m
 RESULT_SETTINGS = ("batch_size", "micro_shards", "seed", "shuffle", "drop_last", "dtype",
                    "scheduler_step", "accumulate", "clip_grad_norm", "param_ranges",
                    "threads")
+# What a checkpoint written before a setting existed was trained with (param_ranges came later:
+# such a run summed its global quantities flat, as one range does).
+BEFORE_THE_SETTING = {"param_ranges": 1}
 NEW_RUN = "or start a new run (another --out, or --overwrite)"
 
 
@@ -193,7 +196,8 @@ def resume_conflicts(state: dict, settings) -> list[str]:
     saved = state.get("settings") or {}
     conflicts = []
     for key in RESULT_SETTINGS:
-        was, now = saved.get(key, SPEC_BY_NAME[key].default), getattr(settings, key)
+        was = saved.get(key, BEFORE_THE_SETTING.get(key, SPEC_BY_NAME[key].default))
+        now = getattr(settings, key)
         if was != now:
             conflicts.append(f"{key}={was!r} (this run: {now!r})")
     before, after = saved.get("hyperparameters") or {}, settings.hyperparameters

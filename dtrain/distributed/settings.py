@@ -89,7 +89,8 @@ SPECS: tuple[Spec, ...] = (
          "tensors stay whole). Global norms and dot products (clip_grad_norm, LBFGS, "
          "NonlinearCG) are summed range by range in range order, so this, never the worker or "
          "reducer count, fixes their bits; 8 matches micro_shards so every worker the default "
-         "uses can own a range, 1 gives the flat single-vector sums.", low=1),
+         "uses can own a range, 1 gives the flat single-vector sums; a model with fewer elements "
+         "gets empty ranges.", low=1),
     Spec("threads", int, 1, "BLAS threads per computing process (equal everywhere for equal "
          "bits).", low=1),
     Spec("checkpoint_every", int, 0, "Also checkpoint every N optimizer steps (0: only at "
