@@ -431,12 +431,16 @@ def print_table() -> None:
           "built, not code that exists.")
 
 
+README_DESIGNS = ("star (today)", "sharded (planned)", "sharded, overlapped", "ring bound",
+                  "ring, overlapped")
+
+
 def print_markdown() -> None:
     """The README's table: bytes on the busiest link and step times, one row per model and
     host count (micro-shards = hosts, 8 at least)."""
-    print("| parameters, hosts | MB per step on the busiest link: star / sharded / ring "
-          "| 1 Gbit/s: star / sharded, overlapped / ring bound / ring, overlapped "
-          "| 10 Gbit/s: the same |")
+    steps = " / ".join(README_DESIGNS)
+    print(f"| parameters, hosts | MB each way on the busiest link: star / sharded / ring "
+          f"| step at 1 Gbit/s: {steps} | step at 10 Gbit/s: the same |")
     print("|---|---|---|---|")
     for model in MODELS:
         for hosts in HOST_COUNTS:
@@ -447,14 +451,13 @@ def print_markdown() -> None:
                 if not cells:
                     cells.append(" / ".join(f"{by[d].busiest.busier / MB:.1f}" for d in (
                         "star (today)", "sharded (planned)", "ring bound")))
-                cells.append(" / ".join(seconds_text(by[d].seconds) for d in (
-                    "star (today)", "sharded, overlapped", "ring bound", "ring, overlapped")))
+                cells.append(" / ".join(seconds_text(by[d].seconds) for d in README_DESIGNS))
             size = wb.parameter_count(model) / 1e6
             print(f"| {size:.2g}M, {hosts} | " + " | ".join(cells) + " |")
 
 
 def seconds_text(seconds: float) -> str:
-    return f"{seconds:.2f} s" if seconds >= 1 else f"{seconds * 1e3:.0f} ms"
+    return f"{seconds:.3g} s" if seconds >= 1 else f"{seconds * 1e3:.3g} ms"
 
 
 def testbed(hosts: int, rate: float, curve: bool) -> Setup:
