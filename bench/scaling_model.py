@@ -178,8 +178,7 @@ def star(setup: Setup) -> Step:
     up = [w.valued * grads + (w.nodes - w.valued) * empty for w in asked]
     down_stream, up_stream = len(asked) * task, sum(up)
     coordinator = counted(setup, down_stream, up_stream)
-    remote = [counted(setup, u, task) for u in up] or [Link(0, 0)]
-    typical = sorted(remote, key=lambda link: link.busier)[len(remote) // 2]
+    typical = typical_link([counted(setup, u, task) for u in up] or [Link(0, 0)])
 
     p, c = setup.params, setup.costs
     down = phase_seconds(setup, down_stream, [
@@ -265,6 +264,7 @@ def busiest_host(links: list[Link]) -> int:
 
 
 def typical_link(links: list[Link]) -> Link:
+    """The median link by its busier direction."""
     return sorted(links, key=lambda link: link.busier)[len(links) // 2]
 
 
