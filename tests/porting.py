@@ -28,6 +28,7 @@ import numpy as np
 
 PROGRAMS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                         "examples", "ported")
+HELPERS = ("standins",)  # modules beside the programs that they import, not programs themselves
 RANDOM_FACTORIES = ("rand", "randn", "randint", "rand_like", "randn_like", "randint_like",
                     "randperm", "normal", "bernoulli", "multinomial")
 RANDOM_INITS = ("uniform_", "normal_", "trunc_normal_", "xavier_uniform_", "xavier_normal_",
@@ -251,6 +252,7 @@ def run(name: str, framework: str, workdir: str, argv=(), replay: Trace | None =
     out = io.StringIO()
     old_argv, old_cwd, old_threads = sys.argv, os.getcwd(), fw.get_num_threads()
     sys.argv = [path, *argv]
+    sys.path.insert(0, PROGRAMS)  # the program runs from a copy: its helpers stay importable
     os.chdir(workdir)
     fw.set_num_threads(1)  # torch's own thread pool crawls on a shared 2-core machine
     try:
@@ -265,6 +267,7 @@ def run(name: str, framework: str, workdir: str, argv=(), replay: Trace | None =
         patcher.restore()
         fw.set_num_threads(old_threads)
         sys.argv = old_argv
+        sys.path.remove(PROGRAMS)
         os.chdir(old_cwd)
     trace.stdout = out.getvalue()
     if replay is not None:
