@@ -207,28 +207,23 @@ class _Patcher:
             return order
         self.set(sampler.RandomSampler, "order", recorded_order)
 
+    def _replayed_dropout(self, original, trailing: tuple):
+        """torch's ``original`` dropout with dtrain's keep-mask, whose shape is the input's but
+        for ``trailing`` axes of 1 (dropout2d draws once per channel: ``(1, 1)``)."""
+        def dropout(input, p=0.5, training=True, inplace=False):
+            if not training or p == 0.0:
+                return original(input, p, training, inplace)
+            mask = self.next("masks")
+            self.trace.masks.append(mask)
+            keep = self.fw.from_numpy(mask.reshape(mask.shape + trailing)).to(input.dtype)
+            return input * (keep / (1.0 - p))
+        return dropout
+
     def _replay_torch_internals(self):
         fw = self.fw
         functional = fw.nn.functional
-        dropout = functional.dropout
-
-        def replayed_dropout(input, p=0.5, training=True, inplace=False):
-            if not training or p == 0.0:
-                return dropout(input, p, training, inplace)
-            mask = self.next("masks")
-            self.trace.masks.append(mask)
-            return input * (fw.from_numpy(mask).to(input.dtype) / (1.0 - p))
-        self.set(functional, "dropout", replayed_dropout)
-        dropout2d = functional.dropout2d
-
-        def replayed_dropout2d(input, p=0.5, training=True, inplace=False):
-            if not training or p == 0.0:
-                return dropout2d(input, p, training, inplace)
-            mask = self.next("masks")  # one draw per channel
-            self.trace.masks.append(mask)
-            keep = fw.from_numpy(mask.reshape(mask.shape + (1, 1))).to(input.dtype)
-            return input * (keep / (1.0 - p))
-        self.set(functional, "dropout2d", replayed_dropout2d)
+        self.set(functional, "dropout", self._replayed_dropout(functional.dropout, ()))
+        self.set(functional, "dropout2d", self._replayed_dropout(functional.dropout2d, (1, 1)))
 
         def replayed_order(s):
             order = self.next("orders")
