@@ -156,15 +156,19 @@ class _Patcher:
             self.trace.layers.append(module)
         return reset_parameters
 
+    def _drawn(self, tensor):
+        """A random draw of the program's, now in ``tensor``: the torch run overwrites it with
+        the dtrain run's draw; both record it."""
+        if self.replay is not None:
+            with self.fw.no_grad():
+                tensor.copy_(self.fw.from_numpy(self.next("draws")))
+        self.trace.draws.append(_array(tensor))
+
     def _factory(self, original):
         def factory(*args, **kwargs):
-            if not _from_program(self.path):
-                return original(*args, **kwargs)
             out = original(*args, **kwargs)
-            if self.replay is not None:
-                with self.fw.no_grad():
-                    out.copy_(self.fw.from_numpy(self.next("draws")))
-            self.trace.draws.append(_array(out))
+            if _from_program(self.path):
+                self._drawn(out)
             return out
         return factory
 
@@ -174,10 +178,7 @@ class _Patcher:
         def fill(tensor, *args, **kwargs):
             out = original(tensor, *args, **kwargs)
             if _from_program(self.path):
-                if self.replay is not None:
-                    with self.fw.no_grad():
-                        tensor.copy_(self.fw.from_numpy(self.next("draws")))
-                self.trace.draws.append(_array(tensor))
+                self._drawn(tensor)
             return out
         return fill
 
