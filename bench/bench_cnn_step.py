@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
+from step_timing import SGDStep, median_seconds, softmax_cross_entropy
 from threadpoolctl import threadpool_limits
 
 import dtrain
-from dtrain import nn
 
 LR = 0.01
 EPS = 1e-5
@@ -125,14 +124,7 @@ class NumpyCNN:
         h = self.conv_block(h, 1, caches)
         n = x.shape[0]
         flat = h.reshape(n, -1)
-        logits = flat @ self.w[4].T + self.w[5]
-        logits -= logits.max(axis=1, keepdims=True)
-        e = np.exp(logits)
-        s = e.sum(axis=1, keepdims=True)
-        loss = float(np.log(s).mean() - logits[np.arange(n), y].mean())
-        dz = e / s
-        dz[np.arange(n), y] -= 1
-        dz /= n
+        loss, dz = softmax_cross_entropy(flat @ self.w[4].T + self.w[5], y)
         grads = [None] * 6
         grads[4] = dz.T @ flat
         grads[5] = dz.sum(axis=0)
@@ -157,36 +149,21 @@ def layers(mod, batch_norm: bool) -> list:
     return out + [mod.Flatten(), mod.Linear(64 * 8 * 8, CLASSES)]
 
 
-class Framework:
-    """The CNN on dtrain or PyTorch, weights copied from the floor's."""
-
-    def __init__(self, lib, weights, batch_norm: bool):
-        self.model = lib.nn.Sequential(*layers(lib.nn, batch_norm))
-        convs_and_linear = [m for m in self.model if hasattr(m, "weight") and m.weight.ndim > 1]
-        with lib.no_grad():
-            for m, (w, b) in zip(convs_and_linear, zip(weights[0::2], weights[1::2])):
-                m.weight.copy_(lib.from_numpy(w.copy()))
-                m.bias.copy_(lib.from_numpy(b.copy()))
-        self.loss_fn = lib.nn.CrossEntropyLoss()
-        self.opt = lib.optim.SGD(self.model.parameters(), lr=LR)
-
-    def step(self, x, y):
-        self.opt.zero_grad()
-        loss = self.loss_fn(self.model(x), y)
-        loss.backward()
-        self.opt.step()
-        return loss.item()
+def framework_step(lib, weights, batch_norm: bool):
+    """The CNN's step on dtrain or PyTorch, weights copied from the floor's (and BatchNorm's
+    starting ones and zeros, as the floor's)."""
+    model = lib.nn.Sequential(*layers(lib.nn, batch_norm))
+    ordered = []
+    for k, channels in enumerate(CHANNELS[1:]):
+        ordered += weights[2 * k:2 * k + 2]
+        if batch_norm:
+            ordered += [np.ones(channels, np.float32), np.zeros(channels, np.float32)]
+    return SGDStep(lib, model, ordered + weights[4:], LR).step
 
 
 def timed(step, inputs, steps: int) -> float:
     """Median seconds per step over ``steps`` steps."""
-    times = []
-    for i in range(steps):
-        x, y = inputs[i % len(inputs)]
-        start = time.perf_counter()
-        step(x, y)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_seconds(lambda i: step(*inputs[i % len(inputs)]), steps)
 
 
 def main() -> None:
@@ -207,9 +184,9 @@ def main() -> None:
     with threadpool_limits(limits=1):
         for batch_norm in (False, True):
             nets = {"floor": (NumpyCNN(weights, batch_norm).step, data),
-                    "dtrain": (Framework(dtrain, weights, batch_norm).step,
+                    "dtrain": (framework_step(dtrain, weights, batch_norm),
                                [(dtrain.from_numpy(x), dtrain.from_numpy(y)) for x, y in data]),
-                    "torch": (Framework(torch, weights, batch_norm).step,
+                    "torch": (framework_step(torch, weights, batch_norm),
                               [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in data])}
             times = {k: [] for k in nets}
             for step, inputs in nets.values():

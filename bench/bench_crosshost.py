@@ -47,7 +47,11 @@ DDP = os.path.join(HERE, "ddp_reference.py")
 TIMED = os.path.join(HERE, "timed_dtrain.py")
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 import netns_hosts
+from run_length import add_run_length_options, settle_run_length
 
+RUN_LENGTH = {"warmup": ("untimed steps per run", 3, 5),  # (help, with --quick, without)
+              "steps": ("timed steps per run", 8, 30),
+              "repeats": ("interleaved repeats", 1, 3)}
 RUN_TIMEOUT = 300.0  # seconds one training run may take before the bench gives up on it
 STREAM_SECONDS = 1.0  # length of the TCP stream that checks a link's shaping
 RATES = {"1gbit": 1e9, "10gbit": 1e10}
@@ -396,10 +400,7 @@ def measure_in(args, tmp: str) -> tuple[dict, dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 hosts at 1 Gbit/s, few steps")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed steps per run")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps per run")
-    parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats")
+    add_run_length_options(parser, "2 hosts at 1 Gbit/s, few steps", RUN_LENGTH)
     parser.add_argument("--hosts", type=int, nargs="+", default=None,
                         help="host counts to measure (default: 2 4)")
     parser.add_argument("--rates", nargs="+", choices=sorted(RATES), default=None,
@@ -416,12 +417,9 @@ def main() -> None:
     why = netns_hosts.available()
     if why:
         raise SystemExit(f"bench_crosshost.py {why}")
-    quick = args.quick
-    args.warmup = args.warmup if args.warmup is not None else (3 if quick else 5)
-    args.steps = args.steps if args.steps is not None else (8 if quick else 30)
-    args.repeats = args.repeats if args.repeats is not None else (1 if quick else 3)
-    args.hosts = args.hosts or ((2,) if quick else (2, 4))
-    args.rates = args.rates or (("1gbit",) if quick else ("1gbit", "10gbit"))
+    settle_run_length(args, RUN_LENGTH)
+    args.hosts = args.hosts or ((2,) if args.quick else (2, 4))
+    args.rates = args.rates or (("1gbit",) if args.quick else ("1gbit", "10gbit"))
     if min(args.hosts) < 2:
         parser.error("--hosts: at least 2 (host 1 runs the coordinator)")
     print(f"cores {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}; every host's "

@@ -67,11 +67,17 @@ from threadpoolctl import threadpool_limits
 HERE = os.path.dirname(os.path.abspath(__file__))
 JOB = os.path.join(HERE, "dist_mlp_job.py")
 DDP = os.path.join(HERE, "ddp_reference.py")
+RUN_LENGTH = {"warmup": ("untimed steps per run", 2, 5),  # (help, with --quick, without)
+              "steps": ("timed steps per dtrain run", 4, 30),
+              "rounds": ("timed rounds per exchange", 4, 20),
+              "repeats": ("interleaved repeats of every measurement; the best one is shown",
+                          1, 3)}
 CHILD_TIMEOUT = 300.0  # seconds any helper process may take before the bench gives up on it
 ROUND_TIMEOUT = 60.0  # seconds to wait for one message from a helper process
 
 sys.path.insert(0, HERE)
 from dist_mlp_job import SIZES
+from run_length import add_run_length_options, settle_run_length
 
 
 def param_shapes(model: str) -> list[tuple[int, ...]]:
@@ -799,16 +805,11 @@ def print_top(who: str, stats: pstats.Stats, top: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a short smoke run (few steps)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed steps per run")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps per dtrain run")
-    parser.add_argument("--rounds", type=int, default=None, help="timed rounds per exchange")
+    add_run_length_options(parser, "a short smoke run (few steps)", RUN_LENGTH)
     parser.add_argument("--part", choices=("all", "1", "2", "none"), default="all",
                         help="which tables to measure (none: only --profile)")
     parser.add_argument("--profile", action="store_true",
                         help="also profile the coordinator and workers of a 2-worker run")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="interleaved repeats of every measurement; the best one is shown")
     parser.add_argument("--insecure", action="store_true",
                         help="profile without CURVE encryption (when dtrain.fit has it)")
     parser.add_argument("--top", type=int, default=15, help="functions listed by the profile")
@@ -831,11 +832,7 @@ def main() -> None:
                                     args.server_key)
     if args.role is not None:
         parser.error(f"unknown --role {args.role!r}")
-    quick = args.quick
-    args.warmup = args.warmup if args.warmup is not None else (2 if quick else 5)
-    args.steps = args.steps if args.steps is not None else (4 if quick else 30)
-    args.rounds = args.rounds if args.rounds is not None else (4 if quick else 20)
-    args.repeats = args.repeats if args.repeats is not None else (1 if quick else 3)
+    settle_run_length(args, RUN_LENGTH)
     args.batches = (256, 64)
     print(f"cores {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}; 1 BLAS thread per "
           "process; 2 workers + coordinator = 3 processes on these cores")

@@ -13,10 +13,10 @@ import argparse
 import time
 
 import numpy as np
+from step_timing import SGDStep, softmax_cross_entropy
 from threadpoolctl import threadpool_limits
 
 import dtrain
-from dtrain import nn
 
 SIZES = (784, 512, 512, 10)
 LR = 0.01
@@ -48,14 +48,7 @@ class NumpyMLP:
         a2 = np.maximum(h2, 0)
         z = a2 @ W3.T
         z += b3
-        z -= z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        s = e.sum(axis=1, keepdims=True)
-        n = x.shape[0]
-        loss = float(np.log(s).mean() - z[np.arange(n), y].mean())
-        dz = e / s
-        dz[np.arange(n), y] -= 1
-        dz /= n
+        loss, dz = softmax_cross_entropy(z, y)
         grads = [None] * 6
         grads[4] = dz.T @ a2
         grads[5] = dz.sum(axis=0)
@@ -73,47 +66,12 @@ class NumpyMLP:
         return loss
 
 
-class DtrainMLP:
-    """The same network written as a PyTorch user would, on dtrain."""
-
-    def __init__(self, weights):
-        self.model = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
-                                   nn.Linear(512, 10))
-        for p, w in zip(self.model.parameters(), weights):
-            p._data[...] = w
-        self.loss_fn = nn.CrossEntropyLoss()
-        self.opt = dtrain.optim.SGD(self.model.parameters(), lr=LR)
-
-    def step(self, x, y):
-        self.opt.zero_grad()
-        loss = self.loss_fn(self.model(x), y)
-        loss.backward()
-        self.opt.step()
-        return loss.item()
-
-
-class TorchMLP:
-    """The same network on PyTorch CPU (when installed)."""
-
-    def __init__(self, weights):
-        import torch
-
-        self.torch = torch
-        self.model = torch.nn.Sequential(torch.nn.Linear(784, 512), torch.nn.ReLU(),
-                                         torch.nn.Linear(512, 512), torch.nn.ReLU(),
-                                         torch.nn.Linear(512, 10))
-        with torch.no_grad():
-            for p, w in zip(self.model.parameters(), weights):
-                p.copy_(torch.from_numpy(w))
-        self.loss_fn = torch.nn.CrossEntropyLoss()
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=LR)
-
-    def step(self, x, y):
-        self.opt.zero_grad()
-        loss = self.loss_fn(self.model(x), y)
-        loss.backward()
-        self.opt.step()
-        return loss.item()
+def framework_step(lib, weights):
+    """The same network written as a PyTorch user would, on dtrain or PyTorch CPU: its step."""
+    nn = lib.nn
+    model = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
+                          nn.Linear(512, 10))
+    return SGDStep(lib, model, weights, LR).step
 
 
 def one_round(step, inputs, r: int) -> float:
@@ -151,11 +109,11 @@ def main() -> None:
                 ys = [rng.integers(0, 10, batch) for _ in range(8)]
                 floor_in = list(zip(xs, ys))
                 nets = {"floor": (NumpyMLP(weights).step, floor_in),
-                        "dtrain": (DtrainMLP(weights).step,
+                        "dtrain": (framework_step(dtrain, weights),
                                    [(dtrain.from_numpy(x), dtrain.from_numpy(y))
                                     for x, y in floor_in])}
                 if torch is not None:
-                    nets["torch"] = (TorchMLP(weights).step,
+                    nets["torch"] = (framework_step(torch, weights),
                                      [(torch.from_numpy(x), torch.from_numpy(y))
                                       for x, y in floor_in])
                 times = {k: [] for k in nets}

@@ -17,7 +17,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 from threadpoolctl import threadpool_limits
 
@@ -25,6 +24,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from dist_mlp_job import MLP512  # noqa: E402
+from step_timing import median_seconds  # noqa: E402
 
 from dtrain.distributed.trainer import Trainer  # noqa: E402
 
@@ -42,12 +42,7 @@ def trainer(batch: int, shards: int, batched: bool) -> Trainer:
 
 def step_time(t: Trainer, steps: int) -> float:
     """Median seconds of ``steps`` training steps."""
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        t.train_step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_seconds(lambda _: t.train_step(), steps)
 
 
 def main() -> None:

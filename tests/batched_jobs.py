@@ -1,19 +1,17 @@
-"""Jobs for the batched micro-shard tests (importable by path by worker processes)."""
+"""Jobs for the batched micro-shard tests (importable by path by worker processes, which put
+this folder on sys.path, so ``dist_jobs`` beside it imports)."""
 
 import numpy as np
+from dist_jobs import blobs as dist_blobs
 
 import dtrain
 import dtrain.nn.functional as F
 from dtrain import nn, optim
 
 
-def blobs(n: int, features: int = 12, classes: int = 4, seed: int = 0):
-    """A small, learnable classification set."""
-    rng = np.random.default_rng(seed)
-    centers = rng.standard_normal((classes, features)) * 2
-    y = rng.integers(0, classes, n)
-    x = centers[y] + rng.standard_normal((n, features))
-    return x.astype(np.float32), y.astype(np.int64)
+def blobs(n: int):
+    """A small, learnable classification set: 12 features, 4 classes."""
+    return dist_blobs(n, features=12, classes=4)
 
 
 def images(n: int, seed: int = 0):
@@ -26,20 +24,25 @@ def images(n: int, seed: int = 0):
     return x, y.astype(np.int64)
 
 
-class MLPDropout(dtrain.Job):
+class FourClasses(dtrain.Job):
+    """What every job here shares: cross-entropy over 4 classes, 2 epochs of 8 micro-shards."""
+
+    epochs = 2
+    micro_shards = 8
+
+    def loss(self, output, target):
+        return F.cross_entropy(output, target)
+
+
+class MLPDropout(FourClasses):
     """An MLP with a narrow output layer and dropout, 8 micro-shards of 4."""
 
     batch_size = 32
-    epochs = 2
-    micro_shards = 8
     seed = 11
 
     def model(self):
         return nn.Sequential(nn.Linear(12, 64), nn.ReLU(), nn.Dropout(0.2), nn.Linear(64, 64),
                              nn.Tanh(), nn.Linear(64, 4))
-
-    def loss(self, output, target):
-        return F.cross_entropy(output, target)
 
     def optimizer(self, model):
         return optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
@@ -58,21 +61,16 @@ class MLPOddShards(MLPDropout):
         return blobs(70)
 
 
-class CNNBatchNorm(dtrain.Job):
+class CNNBatchNorm(FourClasses):
     """conv - batch norm - relu - pool - conv - relu - pool - linear, with Adam."""
 
     batch_size = 24
-    epochs = 2
-    micro_shards = 8
     seed = 5
 
     def model(self):
         return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
                              nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
                              nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16 * 2 * 2, 4))
-
-    def loss(self, output, target):
-        return F.cross_entropy(output, target)
 
     def optimizer(self, model):
         return optim.Adam(model.parameters(), lr=1e-2)

@@ -28,6 +28,7 @@ import numpy as np
 
 PROGRAMS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                         "examples", "ported")
+HELPERS = ("standins",)  # modules beside the programs that they import, not programs themselves
 RANDOM_FACTORIES = ("rand", "randn", "randint", "rand_like", "randn_like", "randint_like",
                     "randperm", "normal", "bernoulli", "multinomial")
 RANDOM_INITS = ("uniform_", "normal_", "trunc_normal_", "xavier_uniform_", "xavier_normal_",
@@ -155,15 +156,19 @@ class _Patcher:
             self.trace.layers.append(module)
         return reset_parameters
 
+    def _drawn(self, tensor):
+        """A random draw of the program's, now in ``tensor``: the torch run overwrites it with
+        the dtrain run's draw; both record it."""
+        if self.replay is not None:
+            with self.fw.no_grad():
+                tensor.copy_(self.fw.from_numpy(self.next("draws")))
+        self.trace.draws.append(_array(tensor))
+
     def _factory(self, original):
         def factory(*args, **kwargs):
-            if not _from_program(self.path):
-                return original(*args, **kwargs)
             out = original(*args, **kwargs)
-            if self.replay is not None:
-                with self.fw.no_grad():
-                    out.copy_(self.fw.from_numpy(self.next("draws")))
-            self.trace.draws.append(_array(out))
+            if _from_program(self.path):
+                self._drawn(out)
             return out
         return factory
 
@@ -173,10 +178,7 @@ class _Patcher:
         def fill(tensor, *args, **kwargs):
             out = original(tensor, *args, **kwargs)
             if _from_program(self.path):
-                if self.replay is not None:
-                    with self.fw.no_grad():
-                        tensor.copy_(self.fw.from_numpy(self.next("draws")))
-                self.trace.draws.append(_array(tensor))
+                self._drawn(tensor)
             return out
         return fill
 
@@ -206,28 +208,23 @@ class _Patcher:
             return order
         self.set(sampler.RandomSampler, "order", recorded_order)
 
+    def _replayed_dropout(self, original, trailing: tuple):
+        """torch's ``original`` dropout with dtrain's keep-mask, whose shape is the input's but
+        for ``trailing`` axes of 1 (dropout2d draws once per channel: ``(1, 1)``)."""
+        def dropout(input, p=0.5, training=True, inplace=False):
+            if not training or p == 0.0:
+                return original(input, p, training, inplace)
+            mask = self.next("masks")
+            self.trace.masks.append(mask)
+            keep = self.fw.from_numpy(mask.reshape(mask.shape + trailing)).to(input.dtype)
+            return input * (keep / (1.0 - p))
+        return dropout
+
     def _replay_torch_internals(self):
         fw = self.fw
         functional = fw.nn.functional
-        dropout = functional.dropout
-
-        def replayed_dropout(input, p=0.5, training=True, inplace=False):
-            if not training or p == 0.0:
-                return dropout(input, p, training, inplace)
-            mask = self.next("masks")
-            self.trace.masks.append(mask)
-            return input * (fw.from_numpy(mask).to(input.dtype) / (1.0 - p))
-        self.set(functional, "dropout", replayed_dropout)
-        dropout2d = functional.dropout2d
-
-        def replayed_dropout2d(input, p=0.5, training=True, inplace=False):
-            if not training or p == 0.0:
-                return dropout2d(input, p, training, inplace)
-            mask = self.next("masks")  # one draw per channel
-            self.trace.masks.append(mask)
-            keep = fw.from_numpy(mask.reshape(mask.shape + (1, 1))).to(input.dtype)
-            return input * (keep / (1.0 - p))
-        self.set(functional, "dropout2d", replayed_dropout2d)
+        self.set(functional, "dropout", self._replayed_dropout(functional.dropout, ()))
+        self.set(functional, "dropout2d", self._replayed_dropout(functional.dropout2d, (1, 1)))
 
         def replayed_order(s):
             order = self.next("orders")
@@ -251,6 +248,7 @@ def run(name: str, framework: str, workdir: str, argv=(), replay: Trace | None =
     out = io.StringIO()
     old_argv, old_cwd, old_threads = sys.argv, os.getcwd(), fw.get_num_threads()
     sys.argv = [path, *argv]
+    sys.path.insert(0, PROGRAMS)  # the program runs from a copy: its helpers stay importable
     os.chdir(workdir)
     fw.set_num_threads(1)  # torch's own thread pool crawls on a shared 2-core machine
     try:
@@ -265,6 +263,7 @@ def run(name: str, framework: str, workdir: str, argv=(), replay: Trace | None =
         patcher.restore()
         fw.set_num_threads(old_threads)
         sys.argv = old_argv
+        sys.path.remove(PROGRAMS)
         os.chdir(old_cwd)
     trace.stdout = out.getvalue()
     if replay is not None:

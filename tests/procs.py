@@ -1,4 +1,5 @@
-"""Find processes dtrain started, by a marker on their command line (for leak checks)."""
+"""Watch processes dtrain started: find them by a marker on their command line (for leak
+checks), and count the steps a run has finished (so a test acts at a given step)."""
 
 import os
 import time
@@ -27,3 +28,12 @@ def dtrain_processes(marker: str, settle: float = 3.0) -> list[int]:
         if not found or time.monotonic() > deadline:
             return found
         time.sleep(0.05)
+
+
+def steps_done(metrics: str) -> int:
+    """Training steps a run has written to its ``metrics.jsonl`` so far (0 before the file)."""
+    try:
+        with open(metrics) as f:
+            return sum(1 for line in f if '"type": "step"' in line)
+    except FileNotFoundError:
+        return 0

@@ -28,6 +28,7 @@ HERE = os.path.dirname(__file__)
 sys.path.insert(0, HERE)
 import dist_jobs
 from procs import dtrain_processes
+from procs import steps_done as _steps_done
 
 JOBS = dist_jobs.__file__
 STEPS = 150
@@ -39,14 +40,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _steps_done(metrics: str) -> int:
-    try:
-        with open(metrics) as f:
-            return sum(1 for line in f if '"type": "step"' in line)
-    except FileNotFoundError:
-        return 0
 
 
 def _lower_fd_limit() -> None:

@@ -20,20 +20,14 @@ PROBS = np.array([[0.2, 0.3, 0.5], [0.6, 0.3, 0.1]])
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("beta", [1.0, 0.5, 0.0])
-def test_smooth_l1_loss(reduction, beta):
-    check(lambda m, x, t: m.nn.functional.smooth_l1_loss(x, t, reduction=reduction, beta=beta),
+@pytest.mark.parametrize("function,module,option", [
+    *[("smooth_l1_loss", "SmoothL1Loss", {"beta": beta}) for beta in (1.0, 0.5, 0.0)],
+    *[("huber_loss", "HuberLoss", {"delta": delta}) for delta in (1.0, 0.5, 2.5)],
+])
+def test_smooth_l1_and_huber_loss(reduction, function, module, option):
+    check(lambda m, x, t: getattr(m.nn.functional, function)(x, t, reduction=reduction, **option),
           INPUT.copy(), TARGET.copy())
-    check(lambda m, x, t: m.nn.SmoothL1Loss(reduction=reduction, beta=beta)(x, t),
-          INPUT.copy(), TARGET.copy())
-
-
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("delta", [1.0, 0.5, 2.5])
-def test_huber_loss(reduction, delta):
-    check(lambda m, x, t: m.nn.functional.huber_loss(x, t, reduction=reduction, delta=delta),
-          INPUT.copy(), TARGET.copy())
-    check(lambda m, x, t: m.nn.HuberLoss(reduction=reduction, delta=delta)(x, t),
+    check(lambda m, x, t: getattr(m.nn, module)(reduction=reduction, **option)(x, t),
           INPUT.copy(), TARGET.copy())
 
 

@@ -133,6 +133,13 @@ class Cluster:
                                 "--keys", self.keys, "--job", self.job_name, *extra, self.job],
                     pid_namespace, DTRAIN_TEST_SHARD_DELAY=str(delay))
 
+    def two_remote_workers_past_step_10(self) -> None:
+        """The fault tests' start: the coordinator, workers 1 and 2 on hosts 2 and 3, 10 steps."""
+        self.coordinator(2)
+        for rank, host in ((1, 2), (2, 3)):
+            self.worker(rank, host, 0.01, "--rank", str(rank), "--name", f"net-w{rank}")
+        self.wait_for("step 10", lambda: self.steps() >= 10)
+
     def _start(self, key, host: int, args: list, pid_namespace=False, **env) -> None:
         self.logs[key] = self.dir / f"{key}.log"
         argv = self.hosts.argv(host, [sys.executable, "-m", "dtrain", *args], pid_namespace)
@@ -220,10 +227,7 @@ def test_killed_worker_on_another_host_costs_no_bits(setup):
     reference = _reference(setup["job"], steps)
     cluster = Cluster(setup, "kill", steps)
     try:
-        cluster.coordinator(2)
-        for rank, host in ((1, 2), (2, 3)):
-            cluster.worker(rank, host, 0.01, "--rank", str(rank), "--name", f"net-w{rank}")
-        cluster.wait_for("step 10", lambda: cluster.steps() >= 10)
+        cluster.two_remote_workers_past_step_10()
         cluster.procs[1].kill()
         killed_at = cluster.steps()
         cluster.wait_for("the eviction", lambda: "(net-w1) evicted" in cluster.log())
@@ -251,10 +255,7 @@ def test_cut_link_evicts_worker_and_restored_link_rejoins(setup):
     hosts = setup["hosts"]
     cluster = Cluster(setup, "cut", steps)
     try:
-        cluster.coordinator(2)
-        for rank, host in ((1, 2), (2, 3)):
-            cluster.worker(rank, host, 0.01, "--rank", str(rank), "--name", f"net-w{rank}")
-        cluster.wait_for("step 10", lambda: cluster.steps() >= 10)
+        cluster.two_remote_workers_past_step_10()
         hosts.link(2, up=False)
         cut_at = cluster.steps()
         cluster.wait_for("the eviction", lambda: "(net-w1) evicted" in cluster.log())

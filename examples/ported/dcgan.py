@@ -9,7 +9,7 @@ import argparse
 import os
 import random
 
-import numpy as np
+from standins import RandomImages, save_image
 
 import dtrain as torch
 import dtrain.backends.cudnn as cudnn
@@ -17,26 +17,6 @@ import dtrain.nn as nn
 import dtrain.nn.parallel
 import dtrain.optim as optim
 import dtrain.utils.data
-
-
-class FakeData(torch.utils.data.Dataset):
-    """Stands in for torchvision's FakeData(image_size, transform=ToTensor()): images in [0, 1]."""
-
-    def __init__(self, size=16, image_size=(3, 64, 64)):
-        rng = np.random.default_rng(0)
-        self.images = rng.random((size,) + tuple(image_size), dtype=np.float32)
-        self.labels = rng.integers(0, 10, size).tolist()
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, index):
-        return torch.from_numpy(self.images[index]), self.labels[index]
-
-
-def save_image(tensor, filename, normalize=False):
-    """Stands in for torchvision.utils.save_image: the images as a .npy file."""
-    np.save(filename + '.npy', tensor.numpy())
 
 
 parser = argparse.ArgumentParser()
@@ -82,7 +62,8 @@ else:
 print(f"Using device: {device}")
 
 if opt.dataset == 'fake':
-    dataset = FakeData(image_size=(3, opt.imageSize, opt.imageSize))
+    dataset = RandomImages(16, seed=0, image_size=(3, opt.imageSize, opt.imageSize),
+                           transform=torch.from_numpy)
     nc = 3
 assert dataset
 

@@ -6,29 +6,13 @@ MNIST is replaced by random 1x28x28 images of the same shape, normalized like th
 
 import argparse
 
-import numpy as np
+from standins import RandomImages
 
 import dtrain as torch
 import dtrain.nn as nn
 import dtrain.nn.functional as F
 import dtrain.optim as optim
 from dtrain.optim.lr_scheduler import StepLR
-
-
-class FakeMNIST(torch.utils.data.Dataset):
-    """Stands in for datasets.MNIST(transform=ToTensor() + Normalize((0.1307,), (0.3081,)))."""
-
-    def __init__(self, train, n=64):
-        rng = np.random.default_rng(0 if train else 1)
-        images = rng.random((n, 1, 28, 28), dtype=np.float32)
-        self.images = (images - np.float32(0.1307)) / np.float32(0.3081)
-        self.labels = rng.integers(0, 10, n).tolist()
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, index):
-        return torch.from_numpy(self.images[index]), self.labels[index]
 
 
 class Net(nn.Module):
@@ -131,8 +115,9 @@ def main():
         train_kwargs.update(accel_kwargs)
         test_kwargs.update(accel_kwargs)
 
-    dataset1 = FakeMNIST(train=True)
-    dataset2 = FakeMNIST(train=False)
+    # datasets.MNIST(train=True/False, transform=Compose([ToTensor(), Normalize(...)]))
+    dataset1 = RandomImages(64, seed=0, transform=torch.from_numpy, normalize=(0.1307, 0.3081))
+    dataset2 = RandomImages(64, seed=1, transform=torch.from_numpy, normalize=(0.1307, 0.3081))
     train_loader = torch.utils.data.DataLoader(dataset1, **train_kwargs)
     test_loader = torch.utils.data.DataLoader(dataset2, **test_kwargs)
 

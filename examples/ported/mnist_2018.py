@@ -8,14 +8,14 @@ by random 1x28x28 images of the same shape.
 
 import argparse
 
-import numpy as np
+from standins import RandomImages
 
 import dtrain as torch
 import dtrain.nn as nn
 import dtrain.nn.functional as F
 import dtrain.optim as optim
 from dtrain.autograd import Variable
-from dtrain.utils.data import DataLoader, TensorDataset
+from dtrain.utils.data import DataLoader
 
 
 class Net(nn.Module):
@@ -37,13 +37,6 @@ class Net(nn.Module):
         return F.log_softmax(x, dim=1)
 
 
-def fake_mnist(n, seed):
-    """MNIST's shape and normalization: (n, 1, 28, 28) float32 images, int64 labels."""
-    rng = np.random.default_rng(seed)
-    images = (rng.random((n, 1, 28, 28), dtype=np.float32) - 0.1307) / 0.3081
-    return TensorDataset(torch.from_numpy(images), torch.from_numpy(rng.integers(0, 10, n)))
-
-
 parser = argparse.ArgumentParser(description='PyTorch MNIST Example')
 parser.add_argument('--batch-size', type=int, default=64)
 parser.add_argument('--test-batch-size', type=int, default=1000)
@@ -61,9 +54,10 @@ if args.cuda:
     torch.cuda.manual_seed(args.seed)
 
 kwargs = {'num_workers': 1, 'pin_memory': True} if args.cuda else {}
-train_loader = DataLoader(fake_mnist(64, 0), batch_size=args.batch_size, shuffle=True, **kwargs)
-test_loader = DataLoader(fake_mnist(32, 1), batch_size=args.test_batch_size, shuffle=True,
-                         **kwargs)
+mnist_train = RandomImages(64, seed=0, transform=torch.from_numpy, normalize=(0.1307, 0.3081))
+mnist_test = RandomImages(32, seed=1, transform=torch.from_numpy, normalize=(0.1307, 0.3081))
+train_loader = DataLoader(mnist_train, batch_size=args.batch_size, shuffle=True, **kwargs)
+test_loader = DataLoader(mnist_test, batch_size=args.test_batch_size, shuffle=True, **kwargs)
 
 model = Net()
 if args.cuda:

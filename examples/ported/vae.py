@@ -5,35 +5,13 @@ file (there is no torchvision or download here).
 """
 
 import argparse
-import os
 
-import numpy as np
+from standins import RandomImages, save_image
 
 import dtrain as torch
 import dtrain.utils.data
 from dtrain import nn, optim
 from dtrain.nn import functional as F
-
-
-class FakeMNIST(torch.utils.data.Dataset):
-    """Stands in for datasets.MNIST(transform=transforms.ToTensor())."""
-
-    def __init__(self, train, n=64):
-        rng = np.random.default_rng(0 if train else 1)
-        self.images = rng.random((n, 1, 28, 28), dtype=np.float32)
-        self.labels = rng.integers(0, 10, n).tolist()
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, index):
-        return torch.from_numpy(self.images[index]), self.labels[index]
-
-
-def save_image(tensor, filename, nrow=8):
-    """Stands in for torchvision.utils.save_image: the images as a .npy file."""
-    os.makedirs(os.path.dirname(filename), exist_ok=True)
-    np.save(filename + '.npy', tensor.numpy())
 
 
 parser = argparse.ArgumentParser(description='VAE MNIST Example')
@@ -58,10 +36,12 @@ else:
 print(f"Using device: {device}")
 
 kwargs = {'num_workers': 1, 'pin_memory': True} if use_accel else {}
-train_loader = torch.utils.data.DataLoader(
-    FakeMNIST(train=True), batch_size=args.batch_size, shuffle=True, **kwargs)
+train_loader = torch.utils.data.DataLoader(  # datasets.MNIST(train=True, transform=ToTensor())
+    RandomImages(64, seed=0, transform=torch.from_numpy),
+    batch_size=args.batch_size, shuffle=True, **kwargs)
 test_loader = torch.utils.data.DataLoader(
-    FakeMNIST(train=False), batch_size=args.batch_size, shuffle=False, **kwargs)
+    RandomImages(64, seed=1, transform=torch.from_numpy),
+    batch_size=args.batch_size, shuffle=False, **kwargs)
 
 
 class VAE(nn.Module):
