@@ -56,6 +56,11 @@ class TableError(ValueError):
         self.reason = reason
 
 
+def _label(key: str | int) -> str:
+    """How messages name an array: by its name on the wire (``'w'``), by position in a file."""
+    return repr(key) if type(key) is str else str(key)
+
+
 def _short(value: object, limit: int = 60) -> str:
     """repr of an untrusted value, cut to ``limit`` characters so a message stays readable."""
     text = repr(value)
@@ -63,13 +68,9 @@ def _short(value: object, limit: int = 60) -> str:
 
 
 # ---------------------------------------------------------------------------- dtypes
-def _storable(dtype: np.dtype) -> bool:
-    return dtype.kind in "biufc" and dtype.fields is None and dtype.subdtype is None
-
-
 def dtype_name(dtype: np.dtype) -> str:
     """The files' name for a numeric or bool dtype (byte order included); TypeError otherwise."""
-    if not _storable(dtype):
+    if dtype.kind not in "biufc" or dtype.fields is not None or dtype.subdtype is not None:
         raise TypeError(f"arrays of dtype {dtype} are not supported (numeric or bool only)")
     return dtype.str
 
@@ -160,17 +161,18 @@ def _raw_bytes(a: np.ndarray) -> memoryview:
         return memoryview(a.reshape(-1).view(np.uint8))
 
 
-def _payload(label: str, array, dtypes) -> tuple[list, memoryview]:
-    """([spelled dtype, shape], the bytes as the table stores them): C order, no copy when the
+def _payload(key: str | int, array, dtypes) -> tuple[str, list, memoryview]:
+    """(spelled dtype, shape, the bytes as the table stores them): C order, no copy when the
     array already is in the stored byte order and contiguous. TypeError for other dtypes."""
     a = array if type(array) is np.ndarray else np.asarray(array)
-    if not _storable(a.dtype):
-        raise TypeError(f"array {label} has dtype {a.dtype}, which an array table cannot hold "
+    dtype = a.dtype
+    if dtype.kind not in "biufc" or dtype.fields is not None:  # an array's is no subarray
+        raise TypeError(f"array {_label(key)} has dtype {dtype}, which an array table cannot hold "
                         "(numeric or bool only)")
     a = dtypes.stored(a)
     if not a.flags.c_contiguous:
         a = a.copy(order="C")
-    return [dtypes.spell(a.dtype), list(a.shape)], _raw_bytes(a)
+    return dtypes.spell(a.dtype), list(a.shape), _raw_bytes(a)
 
 
 def aligned_offsets(sizes: Sequence[int]) -> tuple[list[int], int]:
@@ -190,11 +192,11 @@ def encode_packed(arrays: Sequence[np.ndarray]) -> tuple[list[list], list[memory
     Entry ``i`` places buffer ``i`` at its offset, a multiple of ``ALIGN``; the bytes between
     buffers are zero padding. Raises TypeError for arrays that are not numeric or bool.
     """
-    described = [_payload(str(i), a, NUMERIC) for i, a in enumerate(arrays)]
-    buffers = [raw for _, raw in described]
+    described = [_payload(i, a, NUMERIC) for i, a in enumerate(arrays)]
+    buffers = [raw for _, _, raw in described]
     offsets, size = aligned_offsets([raw.nbytes for raw in buffers])
-    table = [[*head, offset, raw.nbytes]
-             for (head, raw), offset in zip(described, offsets)]
+    table = [[spelled, shape, offset, raw.nbytes]
+             for (spelled, shape, raw), offset in zip(described, offsets)]
     return table, buffers, size
 
 
@@ -211,7 +213,7 @@ def encode_frames(arrays: Mapping[str, np.ndarray], max_frame_bytes: int
     payloads: list[memoryview] = []
     for name, array in arrays.items():
         # the class itself spells: ``stored`` and ``spell`` need no allow-list
-        (spelled, shape), raw = _payload(repr(name), array, NamedDtypes)
+        spelled, shape, raw = _payload(name, array, NamedDtypes)
         nbytes = raw.nbytes
         if nbytes <= max_frame_bytes:
             table.append([name, spelled, shape, 1])
@@ -229,12 +231,11 @@ def _check_table(table) -> None:
         raise TableError("arrays", f"array table must be a list, got {_short(table)}")
 
 
-def _check_form(i: int, entry, form: str) -> None:
-    if type(entry) is not list or len(entry) != 4:
-        raise TableError("arrays", f"array entry {i} is {_short(entry)}, not {form}")
+def _bad_form(i: int, entry, form: str) -> TableError:
+    return TableError("arrays", f"array entry {i} is {_short(entry)}, not {form}")
 
 
-def _count(label: str, shape, max_ndim: int) -> int:
+def _count(key: str | int, shape, max_ndim: int) -> int:
     """The element count of a well-formed shape: a list of at most ``max_ndim`` ints >= 0."""
     count = extent = 1
     if type(shape) is list and len(shape) <= max_ndim:
@@ -246,21 +247,21 @@ def _count(label: str, shape, max_ndim: int) -> int:
         else:
             if extent <= MAX_EXTENT:
                 return count
-    raise TableError("shape", f"array {label} has shape {_short(shape)}; need at most {max_ndim} "
-                              "non-negative int dims of reasonable size")
+    raise TableError("shape", f"array {_label(key)} has shape {_short(shape)}; need at most "
+                              f"{max_ndim} non-negative int dims of reasonable size")
 
 
-def _describe(label: str, spelled, shape, dtypes, max_ndim: int) -> tuple[np.dtype, int]:
+def _describe(key: str | int, spelled, shape, dtypes, max_ndim: int) -> tuple[np.dtype, int]:
     """(dtype, byte count) of a described array, its dtype and shape checked."""
     dtype = dtypes.parse(spelled)
     if dtype is None:
-        raise TableError("dtype", f"array {label} has dtype {_short(spelled)}; "
+        raise TableError("dtype", f"array {_label(key)} has dtype {_short(spelled)}; "
                                   f"allowed: {dtypes.allowed}")
-    return dtype, _count(label, shape, max_ndim) * dtype.itemsize
+    return dtype, _count(key, shape, max_ndim) * dtype.itemsize
 
 
-def _wrong_length(label: str, dtype: np.dtype, shape, need: int, got, where: str) -> TableError:
-    return TableError("length", f"array {label} ({dtype.name} {tuple(shape)}) needs {need} "
+def _wrong_length(key: str | int, dtype: np.dtype, shape, need: int, got, where: str) -> TableError:
+    return TableError("length", f"array {_label(key)} ({dtype.name} {tuple(shape)}) needs {need} "
                                 f"bytes, {where} {_short(got)}")
 
 
@@ -292,25 +293,25 @@ def decode_frames(table, payloads: Sequence[memoryview], dtypes: NamedDtypes, *,
     arrays: dict[str, np.ndarray] = {}
     declared, k, n = 0, 0, len(payloads)
     for i, entry in enumerate(table):
-        _check_form(i, entry, "[name, dtype, shape, nframes]")
+        if type(entry) is not list or len(entry) != 4:
+            raise _bad_form(i, entry, "[name, dtype, shape, nframes]")
         name, spelled, shape, nframes = entry
         if type(name) is not str or not name:
             raise TableError("names", f"array {i} is named {_short(name)}; need a non-empty str")
         if name in arrays:
             raise TableError("names", f"array name {name!r} appears twice")
-        label = repr(name)
-        dtype, nbytes = _describe(label, spelled, shape, dtypes, max_ndim)
+        dtype, nbytes = _describe(name, spelled, shape, dtypes, max_ndim)
         declared += nbytes
         if max_bytes is not None and declared > max_bytes:
-            raise TableError("size", f"arrays up to {label} need {declared} bytes, over the "
+            raise TableError("size", f"arrays up to {name!r} need {declared} bytes, over the "
                                      f"{max_bytes} limit")
         if type(nframes) is not int or not 1 <= nframes <= n - k:
-            raise TableError("frames", f"array {label} declares {_short(nframes)} frames, "
+            raise TableError("frames", f"array {name!r} declares {_short(nframes)} frames, "
                                        f"{n - k} frames remain")
         parts = payloads[k : k + nframes]
         got = parts[0].nbytes if nframes == 1 else sum(p.nbytes for p in parts)
         if got != nbytes:
-            raise _wrong_length(label, dtype, shape, nbytes, got, f"its {nframes} frame(s) hold")
+            raise _wrong_length(name, dtype, shape, nbytes, got, f"its {nframes} frame(s) hold")
         if nframes == 1:  # a read-only buffer gives a read-only array: no flag to set
             arrays[name] = np.ndarray(shape, dtype, parts[0].toreadonly())
         else:
@@ -332,14 +333,15 @@ def decode_packed(table, buffer, start: int = 0, *, copy: bool = True) -> list[n
     view = memoryview(buffer).cast("B")
     arrays, end = [], 0
     for i, entry in enumerate(table):
-        _check_form(i, entry, "[dtype, shape, offset, nbytes]")
+        if type(entry) is not list or len(entry) != 4:
+            raise _bad_form(i, entry, "[dtype, shape, offset, nbytes]")
         spelled, shape, offset, nbytes = entry
-        dtype, need = _describe(str(i), spelled, shape, NUMERIC, MAX_NDIM)
+        dtype, need = _describe(i, spelled, shape, NUMERIC, MAX_NDIM)
         if type(offset) is not int or offset < end:
             raise TableError("offset", f"array {i} has offset {_short(offset)}; need an int "
                                        f">= {end}, where the previous array ends")
         if type(nbytes) is not int or nbytes != need:
-            raise _wrong_length(str(i), dtype, shape, need, nbytes, "its entry declares")
+            raise _wrong_length(i, dtype, shape, need, nbytes, "its entry declares")
         first = start + offset
         end = offset + nbytes
         if first + nbytes > len(view):
