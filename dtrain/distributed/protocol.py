@@ -16,12 +16,15 @@ A message travels as a list of frames: ``[header, buffer, buffer, ...]``. The he
 *envelope*) is a msgpack map ``{v, job, type, step, worker, fields, arrays}`` where ``arrays``
 lists ``[name, dtype, shape, nframes]`` for each array, in order; the frames after the header
 hold each array's bytes (C order, little-endian), an array larger than ``MAX_FRAME_BYTES``
-spread over consecutive frames. ``encode``/``decode`` handle the envelope and check everything
-about it; each message class (``Hello`` ... ``Bye``, below) packs its own fields and checks every
-one of them (type, range, names and shapes of its arrays against the ``ModelSchema``). ``pack``
-and ``unpack`` (or ``decode`` then ``typed``) go between frames and typed messages; anything
-untrusted that is wrong raises ``ProtocolError`` (a ``ValueError`` with a short ``reason`` slug
-from ``REASONS``) and nothing else, whatever arrives.
+spread over consecutive frames. That table is the frames layout of the array-table codec the
+checkpoint files share (``dtrain.io.arraytable``): it checks every entry against the frames,
+within the receiver's limits (``max_bytes``, ``allowed_dtypes``, ``MAX_NDIM``), and builds the
+arrays. ``encode``/``decode`` handle the envelope and check everything about it; each message
+class (``Hello`` ... ``Bye``, below) packs its own fields and checks every one of them (type,
+range, names and shapes of its arrays against the ``ModelSchema``). ``pack`` and ``unpack`` (or
+``decode`` then ``typed``) go between frames and typed messages; anything untrusted that is
+wrong raises ``ProtocolError`` (a ``ValueError`` with a short ``reason`` slug from
+``REASONS``) and nothing else, whatever arrives.
 
 Zero copy both ways: ``encode`` hands out memoryviews of the caller's arrays (do not change them
 until the send is done; ``send(..., track=True)`` says when), and ``decode`` returns read-only
@@ -37,13 +40,13 @@ import sys
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import ClassVar
 
 import msgpack
 import numpy as np
 import zmq
 
+from ..io.arraytable import TableError, decode_frames, encode_frames, named_dtypes
 from .shards import is_tree_node
 
 VERSION = 1
@@ -62,8 +65,7 @@ STEP_TYPES = frozenset({TASK, GRADS})  # messages that belong to a training step
 
 MAX_FRAME_BYTES = 16 * 2**20  # arrays larger than this are split into several frames
 MAX_HEADER_BYTES = 4 * 2**20  # a larger header frame is rejected before it is parsed
-MAX_NDIM = 32  # more dims than this is a hostile or broken header
-_MAX_EXTENT = 2**62  # bound on the product of an array's dims (zeros counted as 1)
+MAX_NDIM = 32  # more dims than this is a hostile or broken header (NumPy 1's limit)
 DEFAULT_DTYPES = ("float32", "float64", "int64", "int32", "uint8", "bool")
 
 REASONS = {
@@ -126,7 +128,7 @@ def _same_array(a, b) -> bool:
     a, b = np.asarray(a), np.asarray(b)
     if a.dtype != b.dtype or a.shape != b.shape:
         return False
-    return _byte_view(a).tobytes() == _byte_view(b).tobytes()
+    return a.tobytes() == b.tobytes()
 
 
 class ProtocolError(ValueError):
@@ -149,52 +151,9 @@ def _short(value: object, limit: int = 60) -> str:
 
 
 # ---------------------------------------------------------------------------- encode
-def _byte_view(a: np.ndarray) -> np.ndarray:
-    """The bytes of a C-contiguous array as a flat uint8 view (no copy)."""
-    return a.reshape(-1).view(np.uint8)
-
-
-def _wire_array(name: str, array) -> np.ndarray:
-    """The array as it goes on the wire: little-endian and C-contiguous, copied only if needed."""
-    a = array if type(array) is np.ndarray else np.asarray(array)
-    dtype = a.dtype
-    if dtype.kind not in "biufc":
-        raise TypeError(f"array {name!r} has dtype {dtype}, which cannot cross the wire")
-    if dtype.byteorder == ">" or (dtype.byteorder == "=" and sys.byteorder == "big"):
-        a = a.astype(dtype.newbyteorder("<"))
-    if not a.flags.c_contiguous:
-        a = a.copy(order="C")
-    return a
-
-
-def _raw_bytes(a: np.ndarray) -> memoryview:
-    """A flat byte memoryview of a C-contiguous array (no copy)."""
-    try:
-        return memoryview(a).cast("B")
-    except (TypeError, ValueError, NotImplementedError):  # empty shapes, formats memoryview lacks
-        return memoryview(_byte_view(a))
-
-
-@lru_cache(maxsize=64)
-def _dtype_name(dtype: np.dtype) -> str:
-    return dtype.name  # numpy builds this string in Python on every access: slow in a hot loop
-
-
 def encode(msg: Envelope) -> list:
     """Frames for ``msg``: the msgpack header, then memoryviews of the array bytes (no copies)."""
-    limit = MAX_FRAME_BYTES
-    specs: list[list] = []
-    buffers: list[memoryview] = []
-    for name, array in msg.arrays.items():
-        a = _wire_array(name, array)
-        raw = _raw_bytes(a)
-        nbytes = raw.nbytes
-        if nbytes <= limit:
-            specs.append([name, _dtype_name(a.dtype), list(a.shape), 1])
-            buffers.append(raw)
-        else:
-            specs.append([name, _dtype_name(a.dtype), list(a.shape), -(-nbytes // limit)])
-            buffers.extend(raw[i : i + limit] for i in range(0, nbytes, limit))
+    specs, buffers = encode_frames(msg.arrays, MAX_FRAME_BYTES)
     header = {
         "v": VERSION,
         "job": msg.job,
@@ -354,104 +313,6 @@ def _check_head(header: dict, job: str | None) -> None:
         )
 
 
-@lru_cache(maxsize=16)
-def _dtype_table(allowed: tuple[str, ...]) -> dict[str, np.dtype]:
-    """Allowed dtype names -> the little-endian dtypes they mean on the wire."""
-    return {name: np.dtype(name).newbyteorder("<") for name in allowed}
-
-
-def _check_shape(name: str, shape) -> int:
-    """The element count of a well-formed shape: a list of at most MAX_NDIM dims >= 0."""
-    count = extent = 1
-    if type(shape) is list and len(shape) <= MAX_NDIM:
-        for d in shape:
-            if type(d) is not int or d < 0:
-                break
-            count *= d
-            extent *= d or 1  # bounds the dims numpy multiplies even when one of them is 0
-        else:
-            if extent <= _MAX_EXTENT:
-                return count
-    raise ProtocolError(
-        "shape",
-        f"array {name!r} has shape {_short(shape)}; need at most {MAX_NDIM} "
-        "non-negative int dims of reasonable size",
-    )
-
-
-def _reject_name_or_dtype(i: int, name, dtype_name, seen: dict, dtypes: dict):
-    """Raise the error for an array entry whose name or dtype is not acceptable."""
-    if type(name) is not str or not name:
-        raise ProtocolError("names", f"array {i} is named {_short(name)}; need a non-empty str")
-    if name in seen:
-        raise ProtocolError("names", f"array name {name!r} appears twice")
-    raise ProtocolError(
-        "dtype", f"array {name!r} has dtype {_short(dtype_name)}; allowed: {', '.join(dtypes)}"
-    )
-
-
-def _join(name, dtype, shape, parts: list, buffers: BufferPool | None) -> np.ndarray:
-    """An array split over several frames, copied into one buffer (pooled or fresh)."""
-    buf = buffers.take(name, dtype, shape) if buffers is not None else np.empty(shape, dtype)
-    flat = _byte_view(buf)
-    offset = 0
-    for part in parts:
-        flat[offset : offset + part.nbytes] = np.frombuffer(part, dtype=np.uint8)
-        offset += part.nbytes
-    array = buf.view()
-    array.flags.writeable = False
-    return array
-
-
-def _read_arrays(table, views: list, max_bytes: int, dtypes: dict, buffers) -> dict:
-    """Check the array table against the frames and build the read-only arrays, in one pass.
-
-    A frame holding a whole array becomes a zero-copy view of it. Limits are checked before
-    anything is allocated for an array; a rejected message leaves nothing behind.
-    """
-    if type(table) is not list:
-        raise ProtocolError("arrays", f"array table must be a list, got {_short(table)}")
-    arrays: dict[str, np.ndarray] = {}
-    declared, k, n = 0, 1, len(views)
-    for i, spec in enumerate(table):
-        if type(spec) is not list or len(spec) != 4:
-            raise ProtocolError(
-                "arrays", f"array entry {i} is {_short(spec)}, not [name, dtype, shape, nframes]"
-            )
-        name, dtype_name, shape, nframes = spec
-        dtype = dtypes.get(dtype_name) if type(dtype_name) is str else None
-        if type(name) is not str or not name or name in arrays or dtype is None:
-            _reject_name_or_dtype(i, name, dtype_name, arrays, dtypes)
-        nbytes = _check_shape(name, shape) * dtype.itemsize
-        declared += nbytes
-        if declared > max_bytes:
-            raise ProtocolError(
-                "size", f"arrays up to {name!r} need {declared} bytes, over the {max_bytes} limit"
-            )
-        if type(nframes) is not int or not 1 <= nframes <= n - k:
-            raise ProtocolError(
-                "frames", f"array {name!r} declares {_short(nframes)} frames, {n - k} frames remain"
-            )
-        parts = views[k : k + nframes]
-        got = parts[0].nbytes if nframes == 1 else sum(p.nbytes for p in parts)
-        if got != nbytes:
-            raise ProtocolError(
-                "length",
-                f"array {name!r} ({dtype.name} {tuple(shape)}) needs {nbytes} bytes, "
-                f"its {nframes} frame(s) hold {got}",
-            )
-        if nframes == 1:  # a read-only buffer gives a read-only array: no flag to set
-            arrays[name] = np.ndarray(shape, dtype, parts[0].toreadonly())
-        else:
-            arrays[name] = _join(name, dtype, shape, parts, buffers)
-        k += nframes
-    if k != n:
-        raise ProtocolError(
-            "frames", f"header declares {k - 1} array frames, the message has {n - 1}"
-        )
-    return arrays
-
-
 def decode(
     frames,
     *,
@@ -472,7 +333,12 @@ def decode(
     header = _unpack_header(views[0])
     _check_head(header, job)
     allowed = allowed_dtypes if type(allowed_dtypes) is tuple else tuple(allowed_dtypes)
-    arrays = _read_arrays(header["arrays"], views, max_bytes, _dtype_table(allowed), buffers)
+    allocate = buffers.take if buffers is not None else None
+    try:
+        arrays = decode_frames(header["arrays"], views[1:], named_dtypes(allowed),
+                               max_bytes=max_bytes, max_ndim=MAX_NDIM, allocate=allocate)
+    except TableError as e:  # its reasons are the wire's: arrays, names, dtype, shape, ...
+        raise ProtocolError(e.reason, str(e)) from None
     return Envelope(
         type=header["type"],
         job=header["job"],

@@ -29,7 +29,8 @@ import tempfile
 
 import numpy as np
 
-ALIGN = 64  # every array starts on a 64-byte boundary, like NumPy's large allocations
+from ..io.arraytable import ALIGN, aligned_offsets
+
 KINDS = ("params", "grads")
 _DIR = re.compile(r"^dtrain-(params|grads)-([0-9]{1,10})-[A-Za-z0-9_]+$")
 _MAX_SLOTS = 1024
@@ -47,12 +48,14 @@ def machine_id() -> str:
 
 
 def layout(specs: list) -> tuple[list[int], int]:
-    """Byte offsets of arrays with the given (shape, dtype) specs, and one slot's size."""
-    offsets, end = [], 0
-    for shape, dtype in specs:
-        end = -(-end // ALIGN) * ALIGN
-        offsets.append(end)
-        end += int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    """Byte offsets of arrays with the given (shape, dtype) specs, and one slot's size.
+
+    Arrays sit as in a packed array table (each on an ``ALIGN`` boundary, like NumPy's large
+    allocations); a slot is a whole number of ``ALIGN`` blocks, so every slot is aligned too.
+    """
+    sizes = [int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+             for shape, dtype in specs]
+    offsets, end = aligned_offsets(sizes)
     return offsets, max(-(-end // ALIGN) * ALIGN, ALIGN)
 
 

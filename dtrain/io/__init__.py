@@ -6,7 +6,8 @@ scalars and dtypes, complex numbers); anything else is refused. Array bytes are 
 msgpack tree but follow it, so saving writes each array's memory straight to the file.
 
 Modules: ``container`` (the checksummed file: header, digest, atomic write, bounded reading),
-``arraytable`` (arrays as ``[dtype, shape, offset, nbytes]`` entries plus raw buffers),
+``arraytable`` (the array-table codec files and the wire share: arrays as table entries plus
+raw buffers, packed here as ``[dtype, shape, offset, nbytes]``),
 ``codec`` (the msgpack object codec and its limits), ``models`` (whole models as plain data),
 ``location`` (``map_location``) and ``serialization`` (the public functions).
 """

@@ -6,6 +6,7 @@ File layout (little-endian)::
                        | 32-byte BLAKE2b digest | 8 reserved zero bytes
     payload            u64 table length | u64 tree length
                        | table: msgpack list of [dtype, shape, offset, nbytes], one per array
+                         (the packed layout of ``dtrain.io.arraytable``)
                        | tree: msgpack of the object | zero padding to 64 bytes
                        | the array buffers, each starting on a 64-byte boundary
 
@@ -28,7 +29,7 @@ from typing import BinaryIO
 import msgpack
 import numpy as np
 
-from .arraytable import ALIGN, TableError, decode_arrays, encode_arrays
+from .arraytable import ALIGN, TableError, decode_packed, encode_packed
 
 __all__ = ["FORMAT_VERSION", "MAGIC", "TMP_SUFFIX", "CheckpointError", "build", "describe",
            "malformed", "read", "remove_temporaries", "temporary_path", "write"]
@@ -59,7 +60,7 @@ def _nbytes(chunk) -> int:
 # ------------------------------------------------------------------------------------ writing
 def build(tree: bytes, arrays: list[np.ndarray]) -> list:
     """The file's bytes as a list of chunks, header first; array memory is not copied."""
-    table, buffers, _ = encode_arrays(arrays)
+    table, buffers, _ = encode_packed(arrays)
     table_bytes = msgpack.packb(table, use_bin_type=True)
     head = _SIZES.pack(len(table_bytes), len(tree))
     body_len = len(head) + len(table_bytes) + len(tree)
@@ -207,14 +208,14 @@ def _read_checked(f, where: str, file_size: int | None) -> bytearray:
 def _split(payload: bytearray) -> tuple[memoryview, list[np.ndarray]]:
     view = memoryview(payload)
     if len(payload) < _SIZES.size:
-        raise TableError("payload shorter than its size fields")
+        raise TableError("length", "payload shorter than its size fields")
     table_len, tree_len = _SIZES.unpack_from(payload)
     table_end = _SIZES.size + table_len
     tree_end = table_end + tree_len
     if tree_end > len(payload):
-        raise TableError("table and tree lengths exceed the payload")
+        raise TableError("length", "table and tree lengths exceed the payload")
     table = msgpack.unpackb(view[_SIZES.size:table_end], raw=False, use_list=True)
-    arrays = decode_arrays(table, view, -(-tree_end // ALIGN) * ALIGN)
+    arrays = decode_packed(table, view, -(-tree_end // ALIGN) * ALIGN)
     return view[table_end:tree_end], arrays
 
 
