@@ -31,6 +31,15 @@ _NO_GRAD = "element {} of tensors does not require grad and does not have a grad
 _hooks: dict = {}  # id(tensor) -> (weakref(tensor), [hooks])
 
 
+def _forget_hooks(ref, hooks=_hooks) -> None:
+    """A hooked tensor died: drop its entry (only its own: the id may already be reused).
+
+    ``hooks`` is bound at definition, since at interpreter exit the module global is None."""
+    for key, entry in list(hooks.items()):
+        if entry[0] is ref:
+            del hooks[key]
+
+
 def register_hook(tensor: Tensor, hook):
     """Register ``hook(grad) -> Tensor | None`` on ``tensor``; returns a handle with ``remove()``."""
     import weakref
@@ -40,7 +49,7 @@ def register_hook(tensor: Tensor, hook):
     key = id(tensor)
     entry = _hooks.get(key)
     if entry is None or entry[0]() is not tensor:
-        entry = (weakref.ref(tensor, lambda _: _hooks.pop(key, None)), [])
+        entry = (weakref.ref(tensor, _forget_hooks), [])
         _hooks[key] = entry
         if tensor.grad_fn is not None:
             tensor.grad_fn.retained = tensor.grad_fn.retained or weakref.ref(tensor)
