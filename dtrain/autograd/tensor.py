@@ -232,6 +232,19 @@ def _basic_index_name(key, shape: tuple) -> str:
     return name
 
 
+
+def _unary_inplace(name: str):
+    """The method ``name_`` of Tensor: this module's function ``name`` applied in place
+    (``t.exp_()``). Looked up when called: the functions are defined after the class."""
+    def method(self):
+        op = globals()[name]
+        return self._inplace(lambda t, _: op(t), None)
+
+    method.__name__ = name + "_"
+    method.__qualname__ = f"Tensor.{name}_"
+    method.__doc__ = f"In-place :func:`{name}`."
+    return method
+
 class Tensor:
     """An n-dimensional array with PyTorch's autograd semantics, stored as a NumPy array."""
 
@@ -1053,29 +1066,9 @@ class Tensor:
     def clamp_(self, min=None, max=None):
         return self._inplace(lambda t, _: clamp(t, min, max), None)
 
-    def neg_(self):
-        return self._inplace(lambda t, _: neg(t), None)
-
-    def sqrt_(self):
-        return self._inplace(lambda t, _: sqrt(t), None)
-
-    def exp_(self):
-        return self._inplace(lambda t, _: exp(t), None)
-
-    def log_(self):
-        return self._inplace(lambda t, _: log(t), None)
-
-    def abs_(self):
-        return self._inplace(lambda t, _: abs(t), None)
-
-    def tanh_(self):
-        return self._inplace(lambda t, _: tanh(t), None)
-
-    def sigmoid_(self):
-        return self._inplace(lambda t, _: sigmoid(t), None)
-
-    def relu_(self):
-        return self._inplace(lambda t, _: relu(t), None)
+    # The unary in-place methods: ``t.exp_()`` is ``t = exp(t)`` written into t's storage.
+    neg_, sqrt_, exp_, log_ = map(_unary_inplace, ("neg", "sqrt", "exp", "log"))
+    abs_, tanh_, sigmoid_, relu_ = map(_unary_inplace, ("abs", "tanh", "sigmoid", "relu"))
 
     def zero_(self):
         self._check_inplace()

@@ -8,7 +8,16 @@ from . import _kernels as K
 from .module import Module
 
 
-class _InplaceOption(Module):
+class _Pointwise(Module):
+    """An activation that is one function of its input, the class's ``function``."""
+
+    function = None  # staticmethod(Tensor -> Tensor)
+
+    def forward(self, input: Tensor) -> Tensor:
+        return self.function(input)
+
+
+class _InplaceOption(_Pointwise):
     """An activation whose one option is PyTorch's ``inplace``, kept for its signature and repr."""
 
     def __init__(self, inplace: bool = False):
@@ -22,8 +31,7 @@ class _InplaceOption(Module):
 class ReLU(_InplaceOption):
     """max(0, x)."""
 
-    def forward(self, input: Tensor) -> Tensor:
-        return T.relu(input)
+    function = staticmethod(T.relu)
 
 
 class LeakyReLU(Module):
@@ -41,18 +49,16 @@ class LeakyReLU(Module):
         return f"negative_slope={self.negative_slope}" + (", inplace=True" if self.inplace else "")
 
 
-class Tanh(Module):
+class Tanh(_Pointwise):
     """Hyperbolic tangent."""
 
-    def forward(self, input: Tensor) -> Tensor:
-        return T.tanh(input)
+    function = staticmethod(T.tanh)
 
 
-class Sigmoid(Module):
+class Sigmoid(_Pointwise):
     """Logistic sigmoid 1 / (1 + exp(-x))."""
 
-    def forward(self, input: Tensor) -> Tensor:
-        return T.sigmoid(input)
+    function = staticmethod(T.sigmoid)
 
 
 class GELU(Module):
@@ -131,22 +137,19 @@ class LogSoftmax(Module):
 class SiLU(_InplaceOption):
     """x * sigmoid(x), the swish activation."""
 
-    def forward(self, input: Tensor) -> Tensor:
-        return K.silu(input)
+    function = staticmethod(K.silu)
 
 
 class Mish(_InplaceOption):
     """x * tanh(softplus(x))."""
 
-    def forward(self, input: Tensor) -> Tensor:
-        return K.mish(input)
+    function = staticmethod(K.mish)
 
 
 class Hardswish(_InplaceOption):
     """x * relu6(x + 3) / 6, MobileNetV3's cheap swish."""
 
-    def forward(self, input: Tensor) -> Tensor:
-        return K.hardswish(input)
+    function = staticmethod(K.hardswish)
 
 
 def _implicit_dim(dim, input: Tensor) -> int:

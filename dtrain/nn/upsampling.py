@@ -275,14 +275,20 @@ def _factor(value, name: str) -> int:
     return int(value)
 
 
-def pixel_shuffle(input: Tensor, upscale_factor: int) -> Tensor:
-    """(*, C*r*r, H, W) to (*, C, H*r, W*r): sub-pixel convolution's rearrangement."""
-    r = _factor(upscale_factor, "upscale_factor")
+def _pixel_input(input: Tensor, factor, factor_name: str, op: str):
+    """The factor checked and the input's array split as (r, X, lead dims, C, H, W)."""
+    r = _factor(factor, factor_name)
     X = input._data
     if X.ndim < 3:
-        raise RuntimeError(f"pixel_shuffle expects input to have at least 3 dimensions, but got "
-                           f"input of shape {tuple(X.shape)}")
+        raise RuntimeError(f"{op} expects input to have at least 3 dimensions, but got input "
+                           f"of shape {tuple(X.shape)}")
     *lead, c, h, w = X.shape
+    return r, X, lead, c, h, w
+
+
+def pixel_shuffle(input: Tensor, upscale_factor: int) -> Tensor:
+    """(*, C*r*r, H, W) to (*, C, H*r, W*r): sub-pixel convolution's rearrangement."""
+    r, X, lead, c, h, w = _pixel_input(input, upscale_factor, "upscale_factor", "pixel_shuffle")
     if c % (r * r):
         raise RuntimeError(f"pixel_shuffle expects its input's 'channel' dimension to be "
                            f"divisible by the square of upscale_factor, but input.size(-3)={c} "
@@ -303,12 +309,8 @@ def pixel_shuffle(input: Tensor, upscale_factor: int) -> Tensor:
 
 def pixel_unshuffle(input: Tensor, downscale_factor: int) -> Tensor:
     """(*, C, H*r, W*r) to (*, C*r*r, H, W): the inverse of ``pixel_shuffle``."""
-    r = _factor(downscale_factor, "downscale_factor")
-    X = input._data
-    if X.ndim < 3:
-        raise RuntimeError(f"pixel_unshuffle expects input to have at least 3 dimensions, but "
-                           f"got input of shape {tuple(X.shape)}")
-    *lead, c, h, w = X.shape
+    r, X, lead, c, h, w = _pixel_input(input, downscale_factor, "downscale_factor",
+                                       "pixel_unshuffle")
     if h % r or w % r:
         raise RuntimeError(f"pixel_unshuffle expects height ({h}) and width ({w}) to be "
                            f"divisible by downscale_factor={r}; input of shape {tuple(X.shape)}")
@@ -326,29 +328,36 @@ def pixel_unshuffle(input: Tensor, downscale_factor: int) -> Tensor:
                                   "PixelUnshuffleBackwardBackward0"))
 
 
-class PixelShuffle(Module):
+class _PixelRearrange(Module):
+    """PixelShuffle and PixelUnshuffle: ``function`` with the one factor named ``factor_name``."""
+
+    function = None  # staticmethod(input, factor)
+    factor_name = ""
+
+    def __init__(self, factor: int):
+        super().__init__()
+        setattr(self, self.factor_name, _factor(factor, self.factor_name))
+
+    def forward(self, input: Tensor) -> Tensor:
+        return self.function(input, getattr(self, self.factor_name))
+
+    def extra_repr(self) -> str:
+        return f"{self.factor_name}={getattr(self, self.factor_name)}"
+
+
+class PixelShuffle(_PixelRearrange):
     """Rearrange (*, C*r*r, H, W) into (*, C, H*r, W*r)."""
 
+    function, factor_name = staticmethod(pixel_shuffle), "upscale_factor"
+
     def __init__(self, upscale_factor: int):
-        super().__init__()
-        self.upscale_factor = _factor(upscale_factor, "upscale_factor")
-
-    def forward(self, input: Tensor) -> Tensor:
-        return pixel_shuffle(input, self.upscale_factor)
-
-    def extra_repr(self) -> str:
-        return f"upscale_factor={self.upscale_factor}"
+        super().__init__(upscale_factor)
 
 
-class PixelUnshuffle(Module):
+class PixelUnshuffle(_PixelRearrange):
     """Rearrange (*, C, H*r, W*r) into (*, C*r*r, H, W)."""
 
+    function, factor_name = staticmethod(pixel_unshuffle), "downscale_factor"
+
     def __init__(self, downscale_factor: int):
-        super().__init__()
-        self.downscale_factor = _factor(downscale_factor, "downscale_factor")
-
-    def forward(self, input: Tensor) -> Tensor:
-        return pixel_unshuffle(input, self.downscale_factor)
-
-    def extra_repr(self) -> str:
-        return f"downscale_factor={self.downscale_factor}"
+        super().__init__(downscale_factor)
