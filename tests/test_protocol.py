@@ -60,7 +60,6 @@ def grads_message(**arrays) -> Envelope:
 
 # ---------------------------------------------------------------------------- round trips
 TYPE_FIELDS = {
-    P.REDUCER: {"address": "tcp://10.0.0.2:5001"},
     P.RANGEMAP: {"version": 1, "owners": [0, 0]},
     P.MAPACK: {"version": 1},
     P.RANGESTATE: {"version": 1, "range": 0, "kinds": []},

@@ -170,7 +170,7 @@ def plane():
     peer = ctx.socket(zmq.DEALER)
     peer.setsockopt(zmq.LINGER, 0)
     try:
-        made.hello("job", 0)
+        made.ready("job", P.Ready(0, "network"))
         made.use_map(P.RangeMap(1, [(made.address, "")], [0] * len(ranges)))
         for index in range(len(ranges)):
             part = RangeOptimizer(optimizer, params, ranges, index)

@@ -75,11 +75,12 @@ class RangePlane:
         self.planner = None
         self.computer = None
 
-    def hello(self, job_id: str, worker_id: int) -> P.ReducerUp:
-        """Where this reducer listens, for the coordinator's range maps."""
-        self.job_id, self.worker_id = job_id, worker_id
-        public = self.keys.public.decode() if self.keys is not None else ""
-        return P.ReducerUp(worker_id, self.address, public)
+    def ready(self, job_id: str, ready: P.Ready) -> P.Ready:
+        """``ready`` also saying where this reducer listens, for the coordinator's maps."""
+        self.job_id, self.worker_id = job_id, ready.worker
+        ready.reducer = self.address
+        ready.public = self.keys.public.decode() if self.keys is not None else ""
+        return ready
 
     def use_map(self, msg: P.RangeMap) -> P.MapAck:
         """Admit the job's keys, connect to every reducer, own nothing until RANGESTATE."""

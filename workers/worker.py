@@ -344,13 +344,14 @@ class Worker:
         if self.channel is not None:
             self.channel.close()
         self.channel, note = self._open_channel(msg.shared_memory)
-        self._send(P.Ready(self.worker_id, self.channel.name, note))
+        ready = P.Ready(self.worker_id, self.channel.name, note)
         if self.settings.reduction == "sharded":
-            self._open_plane(ctx)
+            ready = self._open_plane(ctx).ready(self.job_id, ready)
+        self._send(ready)
         log.info("joined as worker %d; arrays travel over %s", msg.worker, self.channel.name)
 
-    def _open_plane(self, ctx: zmq.Context) -> None:
-        """Start (or restart) this worker's reducer and say where it listens."""
+    def _open_plane(self, ctx: zmq.Context) -> RangePlane:
+        """Start (or restart) this worker's reducer."""
         if self.plane is not None:
             self.plane.close()
         model = self.computer.model
@@ -360,7 +361,7 @@ class Worker:
         self.plane = RangePlane(ctx, self.config.keys, self.config.connect, self.schema,
                                 optimizer, self.params, self._send)
         self.plane.computer = lambda plan, nodes: self.computer.node_values(plan, nodes, 0)
-        self._send(self.plane.hello(self.job_id, self.worker_id))
+        return self.plane
 
     def _open_channel(self, offer: dict | None):
         """Shared memory when offered and usable, else the network; and why, for the log."""

@@ -244,16 +244,20 @@ class Coordinator:
         live = self.ready_workers()
         for ident, nodes in assign(plan.micro_shards, [w.identity for w in live]).items():
             self._ask(self.workers[ident], nodes)
+        self.serve_until(lambda: self._complete(state), f"step {plan.step} did not complete")
+        self.state = None
+        return state.values
+
+    def serve_until(self, done, what: str) -> None:
+        """Serve the workers until ``done()``; TimeoutError saying ``what`` after the step
+        timeout."""
         deadline = time.monotonic() + self.settings.step_timeout
-        while not self._complete(state):
+        while not done():
             if time.monotonic() > deadline:
-                raise TimeoutError(f"step {plan.step} did not complete within "
-                                   f"{self.settings.step_timeout:.0f} s")
+                raise TimeoutError(f"{what} within {self.settings.step_timeout:.0f} s")
             self.poll_once(self.settings.heartbeat_interval / 4)
             self.expire()
             self.evict_stalled()
-        self.state = None
-        return state.values
 
     def serve(self, seconds: float) -> None:
         """Answer workers for a while between rounds (the trainer waits on something else)."""
@@ -367,7 +371,7 @@ class Coordinator:
                 self.reject(identity, e.reason, str(e))
                 if e.reason != "stale":  # its other gradients cannot be trusted either
                     self.evict(info, f"sent invalid gradients ({e.reason})")
-        elif isinstance(msg, (P.ReducerUp, P.MapAck, P.RangeDone, P.RangeState)) \
+        elif isinstance(msg, (P.MapAck, P.RangeDone, P.RangeState)) \
                 and self.plane is not None:
             self.plane.receive(info, msg)
         elif isinstance(msg, P.Error):
@@ -421,6 +425,8 @@ class Coordinator:
         else:
             self._drop_channel(info)
             info.channel = NetworkToWorker()
+        if msg.reducer and self.plane is not None:
+            self.plane.reducer_up(info, msg)
         log.info("worker %d is ready; its arrays travel over %s%s", info.id, info.channel.name,
                  f" ({msg.note})" if msg.note else "")
 

@@ -736,15 +736,28 @@ class Ready:
     worker: int
     channel: str
     note: str = ""
+    reducer: str = ""  # sharded reduction: where this worker's reducer listens
+    public: str = ""  # ... and its CURVE public key (z85; empty when insecure)
 
     def envelope(self, job: str) -> Envelope:
-        return Envelope(READY, job, -1, self.worker, {"channel": self.channel,
-                                                      "note": self.note})
+        fields = {"channel": self.channel, "note": self.note}
+        if self.reducer:
+            fields.update(reducer=self.reducer, public=self.public)
+        return Envelope(READY, job, -1, self.worker, fields)
 
     @classmethod
     def check(cls, env: Envelope, schema=None) -> Ready:
-        channel, note = _choice_and_text(env, "ready", "channel", CHANNELS, "note")
-        return cls(worker=env.worker, channel=channel, note=note)
+        f, k = env.fields, "ready"
+        reducer, public = _text(f, "reducer", k, default=""), _text(f, "public", k, 40, "")
+        if (reducer and not reducer.startswith("tcp://")) or len(public) not in (0, 40) or \
+                (public and not reducer):
+            raise ProtocolError("fields", f"ready: bad reducer {_short(reducer)} or key")
+        fields = {key: v for key, v in f.items() if key not in ("reducer", "public")}
+        channel, note = _choice_and_text(Envelope(env.type, env.job, fields=fields,
+                                                  arrays=env.arrays),
+                                         k, "channel", CHANNELS, "note")
+        return cls(worker=env.worker, channel=channel, note=note, reducer=reducer,
+                   public=public)
 
 
 @dataclass
@@ -1064,7 +1077,8 @@ def recv(
 # other workers' DEALERs reach. The conversation, besides the one above (a node's loss, count
 # and batch-norm statistics still reach the coordinator as a GRADS without gradient arrays)::
 #
-#     worker -> coordinator  REDUCER     (the address and CURVE public key its reducer serves)
+#     worker -> coordinator  READY       (also: the address and CURVE public key its reducer
+#                                         serves, in the fields ``reducer`` and ``public``)
 #     coordinator -> worker  RANGEMAP    (version: every reducer, the owner of each range, the
 #                                         keys reducers admit)     worker -> coordinator  MAPACK
 #     coordinator -> worker  RANGESTATE  (a range's parameters and optimizer state to own)
@@ -1079,7 +1093,6 @@ def recv(
 # keeps its shape, a split one is flat. ``version`` numbers the range maps: anything of another
 # version is stale.
 
-REDUCER = "reducer"
 RANGEMAP = "rangemap"
 MAPACK = "mapack"
 RANGESTATE = "rangestate"
@@ -1088,7 +1101,7 @@ RANGEGRADS = "rangegrads"
 RANGEPARAMS = "rangeparams"
 RANGEDONE = "rangedone"
 GATHER = "gather"
-SHARDED_TYPES = frozenset({REDUCER, RANGEMAP, MAPACK, RANGESTATE, STEPTASK, RANGEGRADS,
+SHARDED_TYPES = frozenset({RANGEMAP, MAPACK, RANGESTATE, STEPTASK, RANGEGRADS,
                            RANGEPARAMS, RANGEDONE, GATHER})
 TYPES = TYPES | SHARDED_TYPES
 STEP_TYPES = STEP_TYPES | frozenset({STEPTASK, RANGEGRADS, RANGEPARAMS, RANGEDONE})
@@ -1135,31 +1148,6 @@ def _nodes(value, kind: str, schema, allow_empty: bool) -> list:
                             f"{_short(value)}")
     shards = schema.micro_shards if schema is not None else None
     return [_node(n, kind, shards) for n in value]
-
-
-@dataclass
-class ReducerUp:
-    """A worker's reducer listens at ``address``; CURVE clients reach it with ``public``
-    (z85, empty when the run is insecure)."""
-
-    TYPE: ClassVar[str] = REDUCER
-    worker: int
-    address: str
-    public: str = ""
-
-    def envelope(self, job: str) -> Envelope:
-        return Envelope(REDUCER, job, -1, self.worker, {"address": self.address,
-                                                        "public": self.public})
-
-    @classmethod
-    def check(cls, env: Envelope, schema=None) -> ReducerUp:
-        f, k = env.fields, "reducer"
-        _only(f, k, ("address", "public"))
-        _no_arrays(env)
-        address, public = _text(f, "address", k), _text(f, "public", k, 40)
-        if not address.startswith("tcp://") or len(public) not in (0, 40):
-            raise ProtocolError("fields", f"reducer: bad address {_short(address)} or key")
-        return cls(worker=env.worker, address=address, public=public)
 
 
 @dataclass
@@ -1317,10 +1305,10 @@ class StepTask:
     options: list
 
     def envelope(self, job: str) -> Envelope:
+        nodes, cover = [list(n) for n in self.nodes], [list(n) for n in self.cover]
         return Envelope(STEPTASK, job, self.step, self.worker, {
             "version": self.version, "epoch": self.epoch, "batch": self.batch,
-            "nodes": [list(n) for n in self.nodes], "cover": [list(n) for n in self.cover],
-            "options": self.options})
+            "nodes": nodes, "cover": cover, "options": self.options})
 
     @classmethod
     def check(cls, env: Envelope, schema=None) -> StepTask:
@@ -1402,56 +1390,61 @@ class RangeGrads:
 
 
 @dataclass
-class RangeParams:
-    """Range ``range``'s parameters for step ``step`` (after the step before it)."""
+class _RangeStep:
+    """What a message about one range in one step says first: step, sender, map version,
+    range."""
 
-    TYPE: ClassVar[str] = RANGEPARAMS
     step: int
     worker: int
     version: int
     range: int
-    params: list
 
-    def envelope(self, job: str) -> Envelope:
-        return Envelope(RANGEPARAMS, job, self.step, self.worker, {
-            "version": self.version, "range": self.range},
-            {f"p{j}": p for j, p in enumerate(self.params)})
+    def _envelope(self, job: str, arrays: dict) -> Envelope:
+        return Envelope(self.TYPE, job, self.step, self.worker,
+                        {"version": self.version, "range": self.range}, arrays)
 
     @classmethod
-    def check(cls, env: Envelope, schema: ModelSchema) -> RangeParams:
-        f, k = env.fields, "rangeparams"
-        _only(f, k, ("version", "range"))
-        index = _range_index(f, k, schema)
-        params = _piece_arrays(env, schema, index, "p",
-                               list(range(len(schema.ranges.ranges[index]))))
-        return cls(step=env.step, worker=env.worker, version=_int(f, "version", k),
-                   range=index, params=params)
+    def _head(cls, env: Envelope, schema: ModelSchema) -> dict:
+        f = env.fields
+        _only(f, cls.TYPE, ("version", "range"))
+        return {"step": env.step, "worker": env.worker,
+                "version": _int(f, "version", cls.TYPE),
+                "range": _range_index(f, cls.TYPE, schema)}
 
 
 @dataclass
-class RangeDone:
+class RangeParams(_RangeStep):
+    """Range ``range``'s parameters for step ``step`` (after the step before it)."""
+
+    TYPE: ClassVar[str] = RANGEPARAMS
+    params: list = field(default_factory=list)
+
+    def envelope(self, job: str) -> Envelope:
+        return self._envelope(job, {f"p{j}": p for j, p in enumerate(self.params)})
+
+    @classmethod
+    def check(cls, env: Envelope, schema: ModelSchema) -> RangeParams:
+        head = cls._head(env, schema)
+        pieces = range(len(schema.ranges.ranges[head["range"]]))
+        return cls(**head, params=_piece_arrays(env, schema, head["range"], "p", list(pieces)))
+
+
+@dataclass
+class RangeDone(_RangeStep):
     """The reducer stepped range ``range`` for step ``step`` and sent its new parameters."""
 
     TYPE: ClassVar[str] = RANGEDONE
-    step: int
-    worker: int
-    version: int
-    range: int
 
     def envelope(self, job: str) -> Envelope:
-        return Envelope(RANGEDONE, job, self.step, self.worker, {"version": self.version,
-                                                                 "range": self.range})
+        return self._envelope(job, {})
 
     @classmethod
     def check(cls, env: Envelope, schema: ModelSchema) -> RangeDone:
-        f, k = env.fields, "rangedone"
-        _only(f, k, ("version", "range"))
         _no_arrays(env)
-        return cls(step=env.step, worker=env.worker, version=_int(f, "version", k),
-                   range=_range_index(f, k, schema))
+        return cls(**cls._head(env, schema))
 
 
-MESSAGE_TYPES.update({cls.TYPE: cls for cls in (ReducerUp, RangeMap, MapAck, RangeState,
+MESSAGE_TYPES.update({cls.TYPE: cls for cls in (RangeMap, MapAck, RangeState,
                                                 Gather, StepTask, RangeGrads, RangeParams,
                                                 RangeDone)})
 NEEDS_SCHEMA = NEEDS_SCHEMA | frozenset({RANGESTATE, RANGEGRADS, RANGEPARAMS, RANGEDONE})

@@ -66,7 +66,7 @@ class ShardedPlane:
 
     def __init__(self, coordinator):
         self.co = coordinator
-        self.reducers: dict[bytes, P.ReducerUp] = {}  # worker identity -> its reducer
+        self.reducers: dict[bytes, tuple] = {}  # worker identity -> its (address, key)
         self.version = 0
         self.members: list[bytes] = []  # the map's reducers, by reducer index
         self.owners: list[int] = []
@@ -80,12 +80,7 @@ class ShardedPlane:
     # ------------------------------------------------------------------ messages
     def receive(self, info, msg) -> None:
         """A sharded-reduction message from worker ``info`` (ProtocolError: rejected)."""
-        if isinstance(msg, P.ReducerUp):
-            allowed = self.co.allowed_keys()
-            if allowed is not None and msg.public not in allowed:
-                raise P.ProtocolError("peer", f"worker {info.id}'s reducer key is not allowed")
-            self.reducers[info.identity] = msg
-        elif isinstance(msg, P.MapAck):
+        if isinstance(msg, P.MapAck):
             if msg.version == self.version:
                 self.acks.add(info.identity)
         elif isinstance(msg, P.RangeDone):
@@ -96,6 +91,14 @@ class ShardedPlane:
         elif isinstance(msg, P.RangeState):
             self._check_owner(info, msg.version, msg.range)
             self.states[msg.range] = msg
+
+    def reducer_up(self, info, msg: P.Ready) -> None:
+        """Worker ``info``'s reducer listens where its READY says (ProtocolError: its key is
+        not one of the job's)."""
+        allowed = self.co.allowed_keys()
+        if allowed is not None and msg.public not in allowed:
+            raise P.ProtocolError("peer", f"worker {info.id}'s reducer key is not allowed")
+        self.reducers[info.identity] = (msg.reducer, msg.public)
 
     def _check_owner(self, info, version: int, index: int) -> None:
         if version != self.version or self.owners[index] >= len(self.members) or \
@@ -152,7 +155,7 @@ class ShardedPlane:
         self.members = list(live)
         self.owners = [r % len(live) for r in range(len(self.co.trainer.ranges))]
         self.acks, self.lost, self.loaded = set(), None, False
-        reducers = [(self.reducers[i].address, self.reducers[i].public) for i in live]
+        reducers = [self.reducers[i] for i in live]
         allowed = sorted(self.co.allowed_keys() or ())
         log.info("range map %d: %d ranges over %d reducers", self.version, len(self.owners),
                  len(live))
@@ -213,18 +216,10 @@ class ShardedPlane:
 
     def _wait(self, done, what: str) -> None:
         """Serve the workers until ``done()``; RangesLost if the map breaks meanwhile."""
-        co = self.co
-        deadline = time.monotonic() + co.settings.step_timeout
-        while not done():
+        def finished() -> bool:
             if self.lost:
                 self.loaded = False
                 raise RangesLost(self.lost)
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the reducers did not {what} within "
-                                   f"{co.settings.step_timeout:.0f} s")
-            co.poll_once(co.settings.heartbeat_interval / 4)
-            co.expire()
-            co.evict_stalled()
-        if self.lost:
-            self.loaded = False
-            raise RangesLost(self.lost)
+            return done()
+
+        self.co.serve_until(finished, f"the reducers did not {what}")
