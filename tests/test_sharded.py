@@ -2,6 +2,7 @@
 parameter ranges, and the bits are those of the in-process run and of the coordinator's star,
 for any worker count, after a killed worker and across a resume in either mode."""
 
+import json
 import logging
 import os
 import sys
@@ -66,6 +67,25 @@ def test_a_job_that_cannot_be_sharded_falls_back_and_says_why(caplog):
                               accumulate=2)
     assert FALLBACK in caplog.text and "accumulate" in caplog.text
     assert _same(_state(model), _state(reference))
+
+
+def test_a_job_error_on_the_workers_is_reported(monkeypatch):
+    monkeypatch.setenv("DTRAIN_TEST_FAIL", "1")
+    from dtrain.distributed.coordinator import WorkerError
+
+    with pytest.raises(WorkerError, match="deliberate failure in the training script"):
+        dtrain.fit(dist_jobs.FailsAtStep3, workers=2, reduction="sharded")
+    assert dtrain_processes(dist_jobs.__file__) == []
+
+
+def test_genuinely_diverging_training_continues_like_single_process(caplog):
+    reference, ref_history = dtrain.fit(dist_jobs.Diverges, workers=0)
+    assert not np.isfinite(ref_history.steps[-1]["loss"])
+    with caplog.at_level(logging.WARNING):
+        model, history = dtrain.fit(dist_jobs.Diverges, workers=2, reduction="sharded")
+    assert "the training diverged" in caplog.text and FALLBACK not in caplog.text
+    for p, q in zip(model.parameters(), reference.parameters()):
+        np.testing.assert_array_equal(p._data, q._data)  # NaN == NaN here
 
 
 class _Traffic:
@@ -135,6 +155,9 @@ def test_a_killed_worker_costs_time_not_bits(tmp_path, caplog):
     assert "rolling back to step" in caplog.text
     assert _same(_state(model), _state(reference))
     assert [r["loss"] for r in h.steps] == [r["loss"] for r in history.steps]
+    with open(os.path.join(out, "metrics.jsonl")) as f:  # recomputed steps written once
+        written = [json.loads(line) for line in f]
+    assert [r["step"] for r in written if r["type"] == "step"] == list(range(steps))
     assert dtrain_processes(dist_jobs.__file__) == []
 
 

@@ -71,7 +71,8 @@ class RangePlane:
         self.owners: list = []
         self.reducer: RangeReducer | None = None
         self.incoming: dict = {}  # step -> {range: parameters}
-        self.pending: P.StepTask | None = None  # the task waiting for its parameters
+        self.pending: tuple | None = None  # (task, plan) waiting for its parameters
+        self.computing: P.StepTask | None = None  # the task being computed
         self.planner = None
         self.computer = None
 
@@ -194,7 +195,9 @@ class RangePlane:
         for index, values in held.items():
             self._write(index, values)
         started = time.perf_counter()
+        self.computing = task
         values = self.computer(plan, task.nodes) if task.nodes else {}
+        self.computing = None
         elapsed = (time.perf_counter() - started) / max(len(values), 1)
         for node in task.nodes:
             self._send_node(task, node, values[node], elapsed)

@@ -271,7 +271,7 @@ class Worker:
             text = traceback.format_exc()
             log.error("task failed (the coordinator reports where): %s",
                       text.strip().splitlines()[-1])
-            pending = step or (self.plane.pending or (None,))[0]
+            pending = self.plane.computing or step
             if pending is not None and pending.nodes:
                 self._send(P.Error(self.worker_id, pending.step, text, pending.version,
                                    tuple(pending.nodes[0])))

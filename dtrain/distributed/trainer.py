@@ -140,6 +140,7 @@ class Trainer:
         self.sharded = False  # the workers' reducers own the ranges (reduction = sharded)
         self.stale = False  # sharded: the master model lags the reducers' ranges
         self.snapshot = None  # sharded: (state, steps, epochs) of the last gathered state
+        self.on_rollback = None  # called with (step, epoch) rolled back to: drop later records
         self._acc = [None] * len(self.params)  # gradient sums of an accumulation group
         self._acc_count = 0
         if settings.accumulate > 1 and (len(self.phases) > 1 or self.phases[0].closure):
@@ -356,6 +357,8 @@ class Trainer:
         del self.history.steps[steps:]
         del self.history.epochs[epochs:]
         self.stale = False
+        if self.on_rollback is not None:
+            self.on_rollback(self.step, self.epoch)
 
     def run_phase(self, plan: BatchPlan, phase: int) -> tuple[float, int]:
         """Compute, reduce and apply one phase; returns (its loss, evaluation rounds used)."""
