@@ -140,6 +140,79 @@ def test_the_coordinator_carries_no_gradients_or_parameters_per_step(monkeypatch
     assert sum(moved.values()) <= 6 * params < star_bytes / 4  # however many steps
 
 
+class _HostTraffic:
+    """Bytes each worker thread sends off its host per step message type, and the bytes
+    the coordinator's socket sends and receives (every message counted where it is sent)."""
+
+    def __init__(self, monkeypatch, coordinator: str, workers: list):
+        self.coordinator = coordinator
+        self.workers = workers
+        self.out = [0] * len(workers)  # per worker: bytes to other hosts' reducers
+        self.into = [0] * len(workers)  # per worker: bytes from other hosts' reducers/workers
+        self.co = 0  # step messages through the coordinator's socket
+        send = P.send
+
+        def counting_send(socket, msg, *args, **kwargs):
+            if msg.TYPE in P.STEP_TYPES | {P.GRADS}:
+                self._count(socket, sum(len(f) for f in P.pack(msg, "j")))
+            return send(socket, msg, *args, **kwargs)
+
+        monkeypatch.setattr(P, "send", counting_send)
+
+    def _count(self, socket, nbytes: int) -> None:
+        endpoint = socket.getsockopt(zmq.LAST_ENDPOINT).decode()
+        if endpoint == self.coordinator or socket.type == zmq.ROUTER:
+            self.co += nbytes
+            return
+        for i, w in enumerate(self.workers):  # a peer DEALER: whose, and to whom
+            if w.plane is not None and socket in w.plane.peers.values():
+                if endpoint != w.plane.address:  # its own reducer is on its own host
+                    self.out[i] += nbytes
+                    for j, other in enumerate(self.workers):
+                        if other.plane is not None and other.plane.address == endpoint:
+                            self.into[j] += nbytes
+
+
+def test_each_host_carries_about_2P_N_minus_1_over_N_and_the_coordinator_almost_nothing(
+        tmp_path, monkeypatch):
+    import threading
+
+    from dtrain.distributed.security import client_keys_from_dir, keygen
+    from dtrain.launcher.run import RunConfig, run
+    from dtrain.workers.worker import Worker, WorkerConfig
+    from test_faults import _free_port
+
+    keys = str(tmp_path / "keys")
+    keygen(keys)
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    workers = [Worker(WorkerConfig(connect=address, script=dist_jobs.__file__, job_name="Wide",
+                                   rank=r, name=f"w{r}", keys=client_keys_from_dir(keys)))
+               for r in range(2)]
+    traffic = _HostTraffic(monkeypatch, address, workers)
+    threads = [threading.Thread(target=w.run, daemon=True) for w in workers]
+    for t in threads:
+        t.start()
+    try:
+        model, history = run(RunConfig(job=dist_jobs.Wide, workers=0, remote_workers=2,
+                                       bind=address, keys_dir=keys,
+                                       overrides={"reduction": "sharded"}))
+    finally:
+        for t in threads:
+            t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads)
+    reference, _ = dtrain.fit(dist_jobs.Wide, workers=0)
+    assert _same(_state(model), _state(reference))
+    steps, n = len(history.steps), 2
+    wire = sum(p._data.nbytes for p in model.parameters())  # P * 4
+    # each way, as a ring all-reduce: the other reducers' slices of this worker's gradients
+    # and this reducer's new parameters for the other workers go out; the mirror comes in
+    ideal = 2 * wire * (n - 1) / n
+    for i in range(n):
+        assert 0.9 * ideal <= traffic.out[i] / steps <= 1.2 * ideal, (traffic.out, ideal)
+        assert 0.9 * ideal <= traffic.into[i] / steps <= 1.2 * ideal, (traffic.into, ideal)
+    assert traffic.co / steps < 0.01 * wire
+
+
 def test_a_killed_worker_costs_time_not_bits(tmp_path, caplog):
     steps = 60
     reference, history = dtrain.fit(dist_jobs.SlowSteps, workers=0, max_steps=steps)

@@ -101,7 +101,7 @@ class ShardedPlane:
         self.reducers[info.identity] = (msg.reducer, msg.public)
 
     def _check_owner(self, info, version: int, index: int) -> None:
-        if version != self.version or self.owners[index] >= len(self.members) or \
+        if version != self.version or index >= len(self.owners) or \
                 self.members[self.owners[index]] != info.identity:
             raise P.ProtocolError("stale", f"range {index} of map {version} is not worker "
                                   f"{info.id}'s")
