@@ -117,6 +117,15 @@ class MetricsFile:
             self.on_recreate()
         return True
 
+    def rewind(self, step: int, epoch: int) -> None:
+        """Drop the records from ``step`` and ``epoch`` on: the run rolled back to them
+        (sharded reduction: a reducer was lost) and writes them again."""
+        if self.file is None:
+            return
+        self.file.close()
+        trim_metrics(self.path, step, epoch)
+        self.file = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115
+
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
@@ -254,6 +263,7 @@ def run(config: RunConfig):
         trainer = Trainer(job, settings, executor, on_step=on_step, on_epoch=on_epoch,
                           checkpoint_dir=checkpoints)
         trainer.job_id = job_id  # in-process runs too: checkpoint retention goes by it
+        trainer.on_rollback = metrics.rewind
         trainer.digest = digest  # a resumed run checks it continues the same script
         if resume_state is not None:
             trainer.restore(resume_state)

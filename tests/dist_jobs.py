@@ -241,3 +241,17 @@ class FailsInWorkers(MomentumGroups):
         if os.environ.get("DTRAIN_TEST_FAIL_IN_WORKERS") and sys.argv[1:2] == ["worker"]:
             raise RuntimeError("deliberate failure in the worker's model()")
         return super().model()
+
+
+class Wide(MomentumGroups):
+    """MomentumGroups with about 70k parameters, so per-step traffic dwarfs message headers."""
+
+    epochs = 1
+    micro_shards = 4
+
+    def model(self):
+        return nn.Sequential(nn.Linear(10, 256), nn.Tanh(), nn.Linear(256, 256), nn.Tanh(),
+                             nn.Linear(256, 3))
+
+    def optimizer(self, model):
+        return optim.SGD(model.parameters(), lr=0.01, momentum=0.9)

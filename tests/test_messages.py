@@ -5,11 +5,14 @@ import numpy as np
 import pytest
 
 from dtrain.distributed import protocol as P
+from dtrain.distributed.param_ranges import ParamRanges, Piece
 
 JOB = "job-1"
 SCHEMA = P.ModelSchema(names=("w", "b"), specs=(((3, 2), np.dtype(np.float32)),
                                                 ((2,), np.dtype(np.float32))),
-                       bn_shapes=((2,), None), micro_shards=4, phases=((0, 1), (1,)))
+                       bn_shapes=((2,), None), micro_shards=4, phases=((0, 1), (1,)),
+                       ranges=ParamRanges(((Piece(0, 0, 6),), (Piece(1, 0, 1),),
+                                           (Piece(1, 1, 2),)), (6, 2)))
 W = np.arange(6, dtype=np.float32).reshape(3, 2)
 B = np.array([1.0, -2.0], np.float32)
 MEAN = np.array([0.5, 0.25], np.float32)
@@ -19,7 +22,8 @@ VALID = {
                      rank=3, machine="node-1/boot"),
     P.WELCOME: P.Welcome(worker=2, step=5, settings={"micro_shards": 4, "lr": 0.1},
                          shared_memory={"params": {"path": "/dev/shm/x"}, "grads": {}}),
-    P.READY: P.Ready(worker=2, channel="shared-memory", note=""),
+    P.READY: P.Ready(worker=2, channel="shared-memory", note="",
+                     reducer="tcp://10.0.0.2:5001", public="k" * 40),
     P.TASK: P.Task(step=7, worker=2, epoch=1, batch=3, phase=0, round=9,
                    nodes=[(0, 2), (2, 3)], params={"w": W, "b": B}),
     P.GRADS: P.Grads(step=7, worker=2, round=9, phase=0, node=(0, 2), count=16, loss_sum=3.5,
@@ -30,6 +34,20 @@ VALID = {
     P.ERROR: P.Error(worker=2, step=7, traceback="Traceback ...\nValueError: x", round=9,
                      node=(2, 3)),
     P.BYE: P.Bye(worker=2),
+    P.RANGEMAP: P.RangeMap(version=3, reducers=[("tcp://a:1", "k" * 40), ("tcp://b:2", "")],
+                           owners=[0, 1, 0], allowed=["k" * 40]),
+    P.MAPACK: P.MapAck(worker=2, version=3),
+    P.RANGESTATE: P.RangeState(worker=2, version=3, range=0, step=7, params=[W],
+                               state=[{"exp_avg": ("array", W),
+                                       "step": ("float", np.array(4.0))}]),
+    P.GATHER: P.Gather(version=3, ranges=[0, 2]),
+    P.STEPTASK: P.StepTask(step=7, worker=2, version=3, epoch=1, batch=2, nodes=[(0, 2)],
+                           cover=[(0, 2), (2, 4)], options=[{"lr": 0.1, "betas": [0.9, 0.99],
+                                                             "foreach": None}]),
+    P.RANGEGRADS: P.RangeGrads(step=7, worker=2, version=3, node=(0, 2), range=2, count=8,
+                               grads=[B[1:]]),
+    P.RANGEPARAMS: P.RangeParams(step=7, worker=2, version=3, range=0, params=[W]),
+    P.RANGEDONE: P.RangeDone(step=7, worker=2, version=3, range=1),
 }
 
 
@@ -109,7 +127,14 @@ def _still_valid(kind, field, value) -> bool:
         ("grads", "count"): lambda v: type(v) is int and v >= 16,  # the plan decides
         ("task", "phase"): lambda v: v == 0,
         ("grads", "phase"): lambda v: v == 0,
+        ("gather", "ranges"): lambda v: v == [1],
+        ("rangegrads", "count"): lambda v: type(v) is int and v >= 0,  # the plan decides
+        ("rangestate", "step"): lambda v: type(v) is int and v >= 0,
+        ("steptask", "epoch"): lambda v: type(v) is int and v >= 0,
+        ("steptask", "batch"): lambda v: type(v) is int and v >= 0,
     }
+    if field == "version" and type(value) is int and value >= 0:
+        return True  # the receiver's own version decides
     check = legal.get((kind, field))
     return check is not None and check(value)
 

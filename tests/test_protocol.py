@@ -60,6 +60,14 @@ def grads_message(**arrays) -> Envelope:
 
 # ---------------------------------------------------------------------------- round trips
 TYPE_FIELDS = {
+    P.RANGEMAP: {"version": 1, "owners": [0, 0]},
+    P.MAPACK: {"version": 1},
+    P.RANGESTATE: {"version": 1, "range": 0, "kinds": []},
+    P.GATHER: {"version": 1, "ranges": [0]},
+    P.STEPTASK: {"version": 1, "nodes": [[0, 4]]},
+    P.RANGEGRADS: {"version": 1, "node": [0, 4], "range": 0},
+    P.RANGEPARAMS: {"version": 1, "range": 0},
+    P.RANGEDONE: {"version": 1, "range": 0},
     P.HELLO: {"name": "w0", "pid": 4242, "host": "node-1", "digest": "ab" * 16},
     P.WELCOME: {"settings": {"micro_shards": 8, "lr": 0.1, "tags": ["a", None]}},
     P.READY: {"channel": "network", "note": ""},

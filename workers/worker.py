@@ -6,6 +6,7 @@ small beacon thread heartbeats on a socket of its own. See ``Worker`` for the re
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -23,11 +24,14 @@ from dtrain.distributed import protocol as P
 from dtrain.distributed.channels import NetworkFromCoordinator, SharedMemoryFromCoordinator
 from dtrain.distributed.compute import SampleSource, ShardComputer, batch_norm_modules
 from dtrain.distributed.job import Settings, apply_settings, load_job
+from dtrain.distributed.param_ranges import model_ranges
+from dtrain.distributed.phases import build_phases
 from dtrain.distributed.security import ClientKeys, HandshakeWatch, make_client
 from dtrain.distributed.shards import Planner
 from dtrain.distributed.shared_memory import machine_id
 from dtrain.distributed.trainer import build_replica
 from dtrain.process import blas_threads, set_process_title
+from dtrain.workers.ranges import RangePlane
 
 log = logging.getLogger("dtrain.worker")
 
@@ -149,6 +153,7 @@ class Worker:
         self.channel = None  # how arrays travel, chosen at WELCOME
         self.node_started = None  # monotonic time the current task's computation began
         self.nodes_busy = 1  # the tree nodes that computation covers
+        self.plane: RangePlane | None = None  # the sharded reduction's part, when it is on
 
     def busy(self) -> float:
         """Seconds per node spent on the task being computed now (0 when idle), comparable with
@@ -187,7 +192,7 @@ class Worker:
         lost_since = None
         try:
             while True:
-                if not self.sock.poll(int(self.config.heartbeat_interval * 1000), zmq.POLLIN):
+                if not self._wait(self.config.heartbeat_interval):
                     failure = self.watch.failure() if self.watch is not None else None
                     if failure is not None:
                         log.error("%s", failure[1])
@@ -231,8 +236,64 @@ class Worker:
                 self.watch.close()
             if self.channel is not None:
                 self.channel.close()
+            if self.plane is not None:
+                self.plane.close()
             self.sock.close()
             ctx.term()
+
+    def _wait(self, timeout: float) -> bool:
+        """Serve the mailbox (when the sharded reduction is on) until the coordinator's
+        socket has a message (True) or ``timeout`` seconds pass (False)."""
+        if self.plane is None:
+            return bool(self.sock.poll(int(timeout * 1000), zmq.POLLIN))
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        poller.register(self.plane.mailbox, zmq.POLLIN)
+        deadline = time.monotonic() + timeout
+        while True:
+            ready = dict(poller.poll(max(int((deadline - time.monotonic()) * 1000), 0)))
+            if self.plane.mailbox in ready:
+                self._guarded(None, self.plane.poll)
+            if self.sock in ready:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+
+    def _guarded(self, step: P.StepTask | None, work, *args) -> None:
+        """Run the sharded reduction's ``work``: a bad order is logged and dropped; the job
+        raising is reported to the coordinator and ends the worker (SystemExit 1)."""
+        try:
+            with blas_threads(self.settings.threads):
+                work(*args)
+        except P.ProtocolError as e:
+            log.warning("ignored a sharded-reduction message: %s (%s)", e, e.reason)
+        except Exception:  # noqa: BLE001 - any job error goes to the coordinator
+            text = traceback.format_exc()
+            log.error("task failed (the coordinator reports where): %s",
+                      text.strip().splitlines()[-1])
+            pending = self.plane.computing or step
+            if pending is not None and pending.nodes:
+                self._send(P.Error(self.worker_id, pending.step, text, pending.version,
+                                   tuple(pending.nodes[0])))
+            self.sock.setsockopt(zmq.LINGER, 2000)  # deliver it before exiting
+            raise SystemExit(1) from None
+
+    def _sharded(self, msg) -> bool:
+        """Act on an order of the sharded reduction; False when ``msg`` is none."""
+        plane = self.plane
+        if plane is None or not isinstance(msg, (P.RangeMap, P.RangeState, P.Gather,
+                                                 P.StepTask)):
+            return False
+        if isinstance(msg, P.RangeMap):
+            self._send(plane.use_map(msg))
+        elif isinstance(msg, P.RangeState):
+            self._guarded(None, plane.load, msg)
+        elif isinstance(msg, P.Gather):
+            self._guarded(None, plane.gather, msg)
+        else:
+            plan = self.planner.plan(msg.epoch, msg.batch, msg.step)
+            self._guarded(msg, plane.task, msg, plan)
+        return True
 
     def _dispatch(self, ctx: zmq.Context, msg) -> int | None:
         """Act on one message from the coordinator; an exit code ends the worker."""
@@ -245,7 +306,9 @@ class Worker:
             else:
                 return 0
         elif isinstance(msg, P.Welcome):
-            self._welcome(msg)
+            self._welcome(ctx, msg)
+        elif self._sharded(msg):
+            pass
         elif isinstance(msg, P.Task):
             try:
                 self._task(msg)
@@ -261,7 +324,7 @@ class Worker:
             log.warning("ignored an unexpected %s from the coordinator", msg.TYPE)
         return None
 
-    def _welcome(self, msg: P.Welcome) -> None:
+    def _welcome(self, ctx: zmq.Context, msg: P.Welcome) -> None:
         self.worker_id = msg.worker
         settings = Settings.from_dict(msg.settings)
         self.config.heartbeat_interval = float(settings.heartbeat_interval)
@@ -281,8 +344,24 @@ class Worker:
         if self.channel is not None:
             self.channel.close()
         self.channel, note = self._open_channel(msg.shared_memory)
-        self._send(P.Ready(self.worker_id, self.channel.name, note))
+        ready = P.Ready(self.worker_id, self.channel.name, note)
+        if self.settings.reduction == "sharded":
+            ready = self._open_plane(ctx).ready(self.job_id, ready)
+        self._send(ready)
         log.info("joined as worker %d; arrays travel over %s", msg.worker, self.channel.name)
+
+    def _open_plane(self, ctx: zmq.Context) -> RangePlane:
+        """Start (or restart) this worker's reducer."""
+        if self.plane is not None:
+            self.plane.close()
+        model = self.computer.model
+        optimizer = build_phases(self.job, model)[0].optimizer
+        ranges = model_ranges(model, [optimizer], self.settings.param_ranges)
+        self.schema = dataclasses.replace(self.schema, ranges=ranges)
+        self.plane = RangePlane(ctx, self.config.keys, self.config.connect, self.schema,
+                                optimizer, self.params, self._send)
+        self.plane.computer = lambda plan, nodes: self.computer.node_values(plan, nodes, 0)
+        return self.plane
 
     def _open_channel(self, offer: dict | None):
         """Shared memory when offered and usable, else the network; and why, for the log."""

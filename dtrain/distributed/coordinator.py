@@ -17,6 +17,7 @@ step's result is unchanged. Nothing a peer sends raises out of ``handle``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket as _socket
@@ -37,6 +38,7 @@ from .channels import (
 )
 from .compute import ShardValue, batch_norm_modules
 from .security import make_server, start_authenticator
+from .sharded import ShardedPlane
 from .shards import BatchPlan, assign
 from .shared_memory import machine_id
 
@@ -131,6 +133,7 @@ class Coordinator:
         raise_fd_limit()  # outsiders' connections must not starve the run's own files
         self.own_ctx = ctx is None
         self.ctx = ctx or zmq.Context(io_threads=IO_THREADS)
+        self.keys = keys
         self.auth = start_authenticator(self.ctx, keys) if keys is not None else None
         try:
             self.sock, self.address = make_router(self.ctx, bind, keys)
@@ -161,6 +164,7 @@ class Coordinator:
         self.board: ParameterBoard | None = None
         self.machine = machine_id()
         self.node_seconds: float | None = None  # typical compute time of one node (moving avg)
+        self.plane: ShardedPlane | None = None  # the sharded reduction, when the job asks it
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, trainer) -> None:
@@ -175,6 +179,9 @@ class Coordinator:
         self.schema = P.ModelSchema.of(trainer.model, trainer.phases,
                                        self.settings.micro_shards,
                                        batch_norm_modules(trainer.model))
+        if self.settings.reduction == "sharded":
+            self.schema = dataclasses.replace(self.schema, ranges=trainer.ranges)
+            self.plane = ShardedPlane(self)
         self.max_bytes = self.schema.max_message_bytes()
         largest = max((int(np.prod(s, dtype=np.int64)) * d.itemsize
                        for s, d in self.schema.specs), default=0)
@@ -237,16 +244,20 @@ class Coordinator:
         live = self.ready_workers()
         for ident, nodes in assign(plan.micro_shards, [w.identity for w in live]).items():
             self._ask(self.workers[ident], nodes)
+        self.serve_until(lambda: self._complete(state), f"step {plan.step} did not complete")
+        self.state = None
+        return state.values
+
+    def serve_until(self, done, what: str) -> None:
+        """Serve the workers until ``done()``; TimeoutError saying ``what`` after the step
+        timeout."""
         deadline = time.monotonic() + self.settings.step_timeout
-        while not self._complete(state):
+        while not done():
             if time.monotonic() > deadline:
-                raise TimeoutError(f"step {plan.step} did not complete within "
-                                   f"{self.settings.step_timeout:.0f} s")
+                raise TimeoutError(f"{what} within {self.settings.step_timeout:.0f} s")
             self.poll_once(self.settings.heartbeat_interval / 4)
             self.expire()
             self.evict_stalled()
-        self.state = None
-        return state.values
 
     def serve(self, seconds: float) -> None:
         """Answer workers for a while between rounds (the trainer waits on something else)."""
@@ -360,6 +371,9 @@ class Coordinator:
                 self.reject(identity, e.reason, str(e))
                 if e.reason != "stale":  # its other gradients cannot be trusted either
                     self.evict(info, f"sent invalid gradients ({e.reason})")
+        elif isinstance(msg, (P.MapAck, P.RangeDone, P.RangeState)) \
+                and self.plane is not None:
+            self.plane.receive(info, msg)
         elif isinstance(msg, P.Error):
             self._error(info, msg)
         elif isinstance(msg, P.Bye):
@@ -411,6 +425,8 @@ class Coordinator:
         else:
             self._drop_channel(info)
             info.channel = NetworkToWorker()
+        if msg.reducer and self.plane is not None:
+            self.plane.reducer_up(info, msg)
         log.info("worker %d is ready; its arrays travel over %s%s", info.id, info.channel.name,
                  f" ({msg.note})" if msg.note else "")
 
@@ -473,6 +489,8 @@ class Coordinator:
         state = self.state
         first = state.nonfinite.get(node)
         others = [w for w in self.ready_workers() if w.identity != info.identity]
+        if self.plane is not None and self.plane.step is not None:
+            others = []  # the reducers summed its gradients already: nobody to ask
         if not self.diverged and first is None and others:
             state.nonfinite[node] = info.identity
             self.reject(info.identity, "nonfinite", problem)
@@ -569,6 +587,9 @@ class Coordinator:
         self.on_event("evicted", {"worker": info.id, "why": why})
         self._send(info.identity, P.Stop(info.id, self.current_step, "evicted", why[:4096]))
         self._drop_channel(info)
+        if self.plane is not None and self.plane.forget(info.identity, f"worker {info.id} "
+                                                        f"({info.name}) {why}"):
+            return  # its ranges are lost with it: the trainer rolls back
         if self.state is not None:
             lost = [node for node, ident in self.state.asked.items()
                     if ident == info.identity and node not in self.state.values]
@@ -587,6 +608,12 @@ class Coordinator:
             P.send(self.sock, msg, identity, job=self.job_id)
         except zmq.ZMQError as e:  # peer gone: nothing to tell
             log.debug("could not send %s to %s: %s", msg.TYPE, identity.hex()[:16], e)
+
+    def allowed_keys(self) -> set | None:
+        """The CURVE public keys (z85 text) of the job's workers; None when insecure."""
+        if self.keys is None:
+            return None
+        return {k.decode() if isinstance(k, bytes) else str(k) for k in self.keys.allowed}
 
     # ------------------------------------------------------------------ reporting
     def timings(self) -> dict:

@@ -422,6 +422,7 @@ class ModelSchema:
     bn_shapes: tuple
     micro_shards: int
     phases: tuple
+    ranges: object = None  # the job's ParamRanges, for the sharded reduction's messages
 
     @classmethod
     def of(cls, model, phases, micro_shards: int, bn_modules) -> ModelSchema:
@@ -601,15 +602,28 @@ class Ready:
     worker: int
     channel: str
     note: str = ""
+    reducer: str = ""  # sharded reduction: where this worker's reducer listens
+    public: str = ""  # ... and its CURVE public key (z85; empty when insecure)
 
     def envelope(self, job: str) -> Envelope:
-        return Envelope(READY, job, -1, self.worker, {"channel": self.channel,
-                                                      "note": self.note})
+        fields = {"channel": self.channel, "note": self.note}
+        if self.reducer:
+            fields.update(reducer=self.reducer, public=self.public)
+        return Envelope(READY, job, -1, self.worker, fields)
 
     @classmethod
     def check(cls, env: Envelope, schema=None) -> Ready:
-        channel, note = _choice_and_text(env, "ready", "channel", CHANNELS, "note")
-        return cls(worker=env.worker, channel=channel, note=note)
+        f, k = env.fields, "ready"
+        reducer, public = _text(f, "reducer", k, default=""), _text(f, "public", k, 40, "")
+        if (reducer and not reducer.startswith("tcp://")) or len(public) not in (0, 40) or \
+                (public and not reducer):
+            raise ProtocolError("fields", f"ready: bad reducer {_short(reducer)} or key")
+        fields = {key: v for key, v in f.items() if key not in ("reducer", "public")}
+        channel, note = _choice_and_text(Envelope(env.type, env.job, fields=fields,
+                                                  arrays=env.arrays),
+                                         k, "channel", CHANNELS, "note")
+        return cls(worker=env.worker, channel=channel, note=note, reducer=reducer,
+                   public=public)
 
 
 @dataclass
@@ -922,3 +936,381 @@ def recv(
         e.identity = identity
         raise
     return identity, msg
+
+
+# ---------------------------------------------------------------------------- sharded reduction
+# With ``reduction = sharded`` each worker also runs a reducer: a ROUTER of its own that the
+# other workers' DEALERs reach. The conversation, besides the one above (a node's loss, count
+# and batch-norm statistics still reach the coordinator as a GRADS without gradient arrays)::
+#
+#     worker -> coordinator  READY       (also: the address and CURVE public key its reducer
+#                                         serves, in the fields ``reducer`` and ``public``)
+#     coordinator -> worker  RANGEMAP    (version: every reducer, the owner of each range, the
+#                                         keys reducers admit)     worker -> coordinator  MAPACK
+#     coordinator -> worker  RANGESTATE  (a range's parameters and optimizer state to own)
+#     coordinator -> worker  STEPTASK    (step, its nodes, the step's whole cover, group options)
+#     worker -> reducer      RANGEGRADS  (one node's gradient sums of one range)
+#     reducer -> worker      RANGEPARAMS (the range's parameters after the step, for the next)
+#     reducer -> coordinator RANGEDONE   (the range stepped)
+#     coordinator -> worker  GATHER      (send back these ranges' RANGESTATE: checkpoints, end)
+#
+# A range's arrays are its pieces (``param_ranges``) in order, named ``p{j}`` (parameters),
+# ``g{j}`` (gradients) and ``s{j}.{key}`` (optimizer state); a piece that is a whole parameter
+# keeps its shape, a split one is flat. ``version`` numbers the range maps: anything of another
+# version is stale.
+
+RANGEMAP = "rangemap"
+MAPACK = "mapack"
+RANGESTATE = "rangestate"
+STEPTASK = "steptask"
+RANGEGRADS = "rangegrads"
+RANGEPARAMS = "rangeparams"
+RANGEDONE = "rangedone"
+GATHER = "gather"
+SHARDED_TYPES = frozenset({RANGEMAP, MAPACK, RANGESTATE, STEPTASK, RANGEGRADS,
+                           RANGEPARAMS, RANGEDONE, GATHER})
+TYPES = TYPES | SHARDED_TYPES
+STEP_TYPES = STEP_TYPES | frozenset({STEPTASK, RANGEGRADS, RANGEPARAMS, RANGEDONE})
+MAX_REDUCERS = 4096
+MAX_OPTIONS = 64  # parameter groups in one STEPTASK
+STATE_KINDS = ("array", "float", "int", "scalar")  # how an optimizer state entry travels
+_SCALAR_DTYPES = ("float32", "float64", "int64", "int32")
+
+
+def piece_spec(schema: ModelSchema, piece) -> tuple[tuple, np.dtype]:
+    """(shape, dtype) of one range piece on the wire: whole parameters keep their shape."""
+    shape, dtype = schema.specs[piece.param]
+    whole = schema.ranges.is_whole(piece)
+    return (tuple(shape) if whole else (piece.size,)), dtype
+
+
+def _range_index(fields: dict, kind: str, schema) -> int:
+    """The ``range`` field: an index into the job's ranges (which the schema must know)."""
+    if schema is None or schema.ranges is None:
+        raise ProtocolError("type", f"{kind} message before the parameter ranges are known")
+    return _int(fields, "range", kind, 0, len(schema.ranges) - 1)
+
+
+def _int_list(value, kind: str, name: str, low: int, high: int, limit: int) -> list:
+    if type(value) is not list or len(value) > limit or \
+            not all(type(v) is int and low <= v <= high for v in value):
+        raise ProtocolError("fields", f"{kind}: {name} must be a list of ints in [{low}, "
+                            f"{high}], got {_short(value)}")
+    return value
+
+
+def _text_list(value, kind: str, name: str, limit: int) -> list:
+    if type(value) is not list or len(value) > limit or \
+            not all(type(v) is str and len(v) <= MAX_TEXT for v in value):
+        raise ProtocolError("fields", f"{kind}: {name} must be a list of short strings, got "
+                            f"{_short(value)}")
+    return value
+
+
+def _nodes(value, kind: str, schema, allow_empty: bool) -> list:
+    low = 0 if allow_empty else 1
+    if type(value) is not list or not low <= len(value) <= MAX_NODES:
+        raise ProtocolError("fields", f"{kind}: nodes must be a list of tree nodes, got "
+                            f"{_short(value)}")
+    shards = schema.micro_shards if schema is not None else None
+    return [_node(n, kind, shards) for n in value]
+
+
+@dataclass
+class RangeMap:
+    """Range map ``version``: the reducers (address, public key), each range's owner (an index
+    into them), and the public keys reducers admit (the job's workers')."""
+
+    TYPE: ClassVar[str] = RANGEMAP
+    version: int
+    reducers: list
+    owners: list
+    allowed: list = field(default_factory=list)
+
+    def envelope(self, job: str) -> Envelope:
+        return Envelope(RANGEMAP, job, -1, -1, {
+            "version": self.version, "reducers": [list(r) for r in self.reducers],
+            "owners": list(self.owners), "allowed": list(self.allowed)})
+
+    @classmethod
+    def check(cls, env: Envelope, schema=None) -> RangeMap:
+        f, k = env.fields, "rangemap"
+        _only(f, k, ("version", "reducers", "owners", "allowed"))
+        _no_arrays(env)
+        reducers = f.get("reducers")
+        if type(reducers) is not list or not 0 < len(reducers) <= MAX_REDUCERS or not all(
+                type(r) is list and len(r) == 2 and _text_list(r, k, "reducer", 2)
+                for r in reducers):
+            raise ProtocolError("fields", f"rangemap: bad reducer list {_short(reducers)}")
+        count = len(schema.ranges) if schema is not None and schema.ranges is not None else None
+        owners = _int_list(f.get("owners"), k, "owners", 0, len(reducers) - 1, 1 << 20)
+        if count is not None and len(owners) != count:
+            raise ProtocolError("fields", f"rangemap: {len(owners)} owners for {count} ranges")
+        return cls(version=_int(f, "version", k), reducers=[tuple(r) for r in reducers],
+                   owners=owners,
+                   allowed=_text_list(f.get("allowed"), k, "allowed", 1 << 16))
+
+
+@dataclass
+class MapAck:
+    """The worker uses range map ``version`` (its reducer admits the keys, its DEALERs are
+    connected)."""
+
+    TYPE: ClassVar[str] = MAPACK
+    worker: int
+    version: int
+
+    def envelope(self, job: str) -> Envelope:
+        return Envelope(MAPACK, job, -1, self.worker, {"version": self.version})
+
+    @classmethod
+    def check(cls, env: Envelope, schema=None) -> MapAck:
+        _only(env.fields, "mapack", ("version",))
+        _no_arrays(env)
+        return cls(worker=env.worker, version=_int(env.fields, "version", "mapack"))
+
+
+@dataclass
+class RangeState:
+    """One range's parameters and optimizer state: what its reducer is to own (coordinator to
+    worker), or what it owns now (worker to coordinator, after GATHER). ``state`` lists per
+    piece ``{key: (kind, array)}``, ``kind`` from ``STATE_KINDS`` (numbers travel as 0-d
+    arrays, and the kind brings back their Python type)."""
+
+    TYPE: ClassVar[str] = RANGESTATE
+    worker: int
+    version: int
+    range: int
+    step: int
+    params: list
+    state: list
+
+    def envelope(self, job: str) -> Envelope:
+        arrays = {f"p{j}": p for j, p in enumerate(self.params)}
+        kinds = []
+        for j, entries in enumerate(self.state):
+            kinds.append({key: kind for key, (kind, _) in entries.items()})
+            arrays.update({f"s{j}.{key}": value for key, (_, value) in entries.items()})
+        return Envelope(RANGESTATE, job, -1, self.worker, {
+            "version": self.version, "range": self.range, "step": self.step, "kinds": kinds},
+            arrays)
+
+    @classmethod
+    def check(cls, env: Envelope, schema: ModelSchema) -> RangeState:
+        f, k = env.fields, "rangestate"
+        _only(f, k, ("version", "range", "step", "kinds"))
+        index = _range_index(f, k, schema)
+        pieces = schema.ranges.ranges[index]
+        kinds = f.get("kinds")
+        if type(kinds) is not list or len(kinds) != len(pieces) or not all(
+                isinstance(m, dict) and len(m) <= MAX_TEXT and all(
+                    type(key) is str and 0 < len(key) <= MAX_TEXT and "." not in key
+                    and kind in STATE_KINDS for key, kind in m.items()) for m in kinds):
+            raise ProtocolError("fields", f"rangestate: bad state kinds {_short(kinds)}")
+        spec = {f"p{j}": piece_spec(schema, piece) for j, piece in enumerate(pieces)}
+        scalars = {}
+        for j, (piece, entries) in enumerate(zip(pieces, kinds)):
+            for key, kind in entries.items():
+                name = f"s{j}.{key}"
+                if kind == "array":
+                    spec[name] = piece_spec(schema, piece)
+                else:
+                    scalars[name] = kind
+        expect_arrays(Envelope(env.type, env.job, fields=f, arrays={
+            n: a for n, a in env.arrays.items() if n not in scalars}), spec)
+        for name, kind in scalars.items():
+            a = env.arrays.get(name)
+            want = {"float": ("float64",), "int": ("int64",)}.get(kind, _SCALAR_DTYPES)
+            if a is None or a.shape != () or a.dtype.name not in want:
+                raise ProtocolError("shape", f"rangestate: state {name} must be a 0-d "
+                                    f"{'/'.join(want)} array")
+        if len(env.arrays) != len(spec) + len(scalars):
+            raise ProtocolError("names", "rangestate: unexpected arrays")
+        state = [{key: (kind, env.arrays[f"s{j}.{key}"]) for key, kind in entries.items()}
+                 for j, entries in enumerate(kinds)]
+        return cls(worker=env.worker, version=_int(f, "version", k), range=index,
+                   step=_int(f, "step", k), params=[env.arrays[f"p{j}"]
+                                                   for j in range(len(pieces))], state=state)
+
+
+@dataclass
+class Gather:
+    """Send back the RANGESTATE of these ranges (those this worker's reducer owns)."""
+
+    TYPE: ClassVar[str] = GATHER
+    version: int
+    ranges: list
+
+    def envelope(self, job: str) -> Envelope:
+        return Envelope(GATHER, job, -1, -1, {"version": self.version,
+                                              "ranges": list(self.ranges)})
+
+    @classmethod
+    def check(cls, env: Envelope, schema=None) -> Gather:
+        f, k = env.fields, "gather"
+        _only(f, k, ("version", "ranges"))
+        _no_arrays(env)
+        return cls(version=_int(f, "version", k),
+                   ranges=_int_list(f.get("ranges"), k, "ranges", 0, 1 << 20, 1 << 20))
+
+
+@dataclass
+class StepTask:
+    """Step ``step`` of range map ``version``: compute ``nodes`` (maybe none) with the ranges'
+    parameters for this step; the step's gradient sum covers ``cover``; reducers step with the
+    job's parameter group ``options`` (lr after the scheduler, ...)."""
+
+    TYPE: ClassVar[str] = STEPTASK
+    step: int
+    worker: int
+    version: int
+    epoch: int
+    batch: int
+    nodes: list
+    cover: list
+    options: list
+
+    def envelope(self, job: str) -> Envelope:
+        nodes, cover = [list(n) for n in self.nodes], [list(n) for n in self.cover]
+        return Envelope(STEPTASK, job, self.step, self.worker, {
+            "version": self.version, "epoch": self.epoch, "batch": self.batch,
+            "nodes": nodes, "cover": cover, "options": self.options})
+
+    @classmethod
+    def check(cls, env: Envelope, schema=None) -> StepTask:
+        f, k = env.fields, "steptask"
+        _only(f, k, ("version", "epoch", "batch", "nodes", "cover", "options"))
+        _no_arrays(env)
+        options = f.get("options")
+        if type(options) is not list or not 0 < len(options) <= MAX_OPTIONS or not all(
+                isinstance(o, dict) and len(o) <= MAX_TEXT and all(
+                    type(key) is str and _is_option(v) for key, v in o.items())
+                for o in options):
+            raise ProtocolError("fields", f"steptask: bad group options {_short(options)}")
+        nodes = _nodes(f.get("nodes"), k, schema, allow_empty=True)
+        cover = _nodes(f.get("cover"), k, schema, allow_empty=False)
+        if not set(nodes) <= set(cover):
+            raise ProtocolError("node", "steptask: nodes outside the step's cover")
+        return cls(step=env.step, worker=env.worker, version=_int(f, "version", k),
+                   epoch=_int(f, "epoch", k), batch=_int(f, "batch", k), nodes=nodes,
+                   cover=cover, options=options)
+
+
+def _is_option(value) -> bool:
+    """A parameter group option: None, a number, a bool, a short string or list of numbers."""
+    if value is None or type(value) in (bool, int, float):
+        return True
+    if type(value) is str:
+        return len(value) <= MAX_TEXT
+    return type(value) is list and len(value) <= 16 and \
+        all(type(v) in (int, float) for v in value)
+
+
+def _piece_arrays(env: Envelope, schema: ModelSchema, index: int, prefix: str,
+                  present: list) -> list:
+    """The arrays ``{prefix}{j}`` of range ``index``'s pieces ``present``, checked."""
+    pieces = schema.ranges.ranges[index]
+    expect_arrays(env, {f"{prefix}{j}": piece_spec(schema, pieces[j]) for j in present})
+    return [env.arrays.get(f"{prefix}{j}") for j in range(len(pieces))]
+
+
+@dataclass
+class RangeGrads:
+    """One tree node's gradient sums over range ``range``'s pieces (None where no gradient
+    reached a piece), and its sample count."""
+
+    TYPE: ClassVar[str] = RANGEGRADS
+    step: int
+    worker: int
+    version: int
+    node: tuple
+    range: int
+    count: int
+    grads: list
+
+    def envelope(self, job: str) -> Envelope:
+        present = [j for j, g in enumerate(self.grads) if g is not None]
+        return Envelope(RANGEGRADS, job, self.step, self.worker, {
+            "version": self.version, "node": list(self.node), "range": self.range,
+            "count": self.count, "present": present},
+            {f"g{j}": self.grads[j] for j in present})
+
+    @classmethod
+    def check(cls, env: Envelope, schema: ModelSchema) -> RangeGrads:
+        f, k = env.fields, "rangegrads"
+        _only(f, k, ("version", "node", "range", "count", "present"))
+        index = _range_index(f, k, schema)
+        size = len(schema.ranges.ranges[index])
+        present = _int_list(f.get("present"), k, "present", 0, max(size - 1, 0), size)
+        if present != sorted(set(present)):
+            raise ProtocolError("names", f"rangegrads: bad piece list {_short(present)}")
+        count = _int(f, "count", k)
+        if count == 0 and present:
+            raise ProtocolError("names", "rangegrads: an empty node carries gradients")
+        # non-finite values pass, as a diverged run's do through GRADS: the coordinator
+        # checks every node's loss sum, and the bits must be those of the star's reduction
+        grads = _piece_arrays(env, schema, index, "g", present)
+        return cls(step=env.step, worker=env.worker, version=_int(f, "version", k),
+                   node=_node(f.get("node"), k, schema.micro_shards), range=index,
+                   count=count, grads=grads)
+
+
+@dataclass
+class _RangeStep:
+    """What a message about one range in one step says first: step, sender, map version,
+    range."""
+
+    step: int
+    worker: int
+    version: int
+    range: int
+
+    def _envelope(self, job: str, arrays: dict) -> Envelope:
+        return Envelope(self.TYPE, job, self.step, self.worker,
+                        {"version": self.version, "range": self.range}, arrays)
+
+    @classmethod
+    def _head(cls, env: Envelope, schema: ModelSchema) -> dict:
+        f = env.fields
+        _only(f, cls.TYPE, ("version", "range"))
+        return {"step": env.step, "worker": env.worker,
+                "version": _int(f, "version", cls.TYPE),
+                "range": _range_index(f, cls.TYPE, schema)}
+
+
+@dataclass
+class RangeParams(_RangeStep):
+    """Range ``range``'s parameters for step ``step`` (after the step before it)."""
+
+    TYPE: ClassVar[str] = RANGEPARAMS
+    params: list = field(default_factory=list)
+
+    def envelope(self, job: str) -> Envelope:
+        return self._envelope(job, {f"p{j}": p for j, p in enumerate(self.params)})
+
+    @classmethod
+    def check(cls, env: Envelope, schema: ModelSchema) -> RangeParams:
+        head = cls._head(env, schema)
+        pieces = range(len(schema.ranges.ranges[head["range"]]))
+        return cls(**head, params=_piece_arrays(env, schema, head["range"], "p", list(pieces)))
+
+
+@dataclass
+class RangeDone(_RangeStep):
+    """The reducer stepped range ``range`` for step ``step`` and sent its new parameters."""
+
+    TYPE: ClassVar[str] = RANGEDONE
+
+    def envelope(self, job: str) -> Envelope:
+        return self._envelope(job, {})
+
+    @classmethod
+    def check(cls, env: Envelope, schema: ModelSchema) -> RangeDone:
+        _no_arrays(env)
+        return cls(**cls._head(env, schema))
+
+
+MESSAGE_TYPES.update({cls.TYPE: cls for cls in (RangeMap, MapAck, RangeState,
+                                                Gather, StepTask, RangeGrads, RangeParams,
+                                                RangeDone)})
+NEEDS_SCHEMA = NEEDS_SCHEMA | frozenset({RANGESTATE, RANGEGRADS, RANGEPARAMS, RANGEDONE})

@@ -236,3 +236,10 @@ def make_client(sock: zmq.Socket, keys: ClientKeys) -> None:
     sock.curve_secretkey = keys.secret
     sock.curve_publickey = keys.public
     sock.curve_serverkey = keys.server
+
+
+def allow_only(auth: ThreadAuthenticator, allowed) -> None:
+    """Make a running authenticator admit exactly the CURVE public keys ``allowed`` (z85):
+    a worker's reducer learns the job's keys from each range map."""
+    auth.configure_curve_callback(ZAP_DOMAIN, credentials_provider=_AllowList(
+        {k.encode() if isinstance(k, str) else bytes(k) for k in allowed}))

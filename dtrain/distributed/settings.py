@@ -64,6 +64,7 @@ class Spec:
 
 INT_MAX = 2**63 - 1  # every process gets the settings in msgpack, whose integers are 64-bit
 SCHEDULER_CADENCES = ("epoch", "step")
+REDUCTIONS = ("coordinator", "sharded")
 DTYPES = ("float32", "float64")
 
 SPECS: tuple[Spec, ...] = (
@@ -112,6 +113,12 @@ SPECS: tuple[Spec, ...] = (
          group="service", low=0, low_open=True),
     Spec("shared_memory", bool, True, "Exchange arrays through /dev/shm with workers on the "
          "coordinator's machine; off: always over the socket.", group="service"),
+    Spec("reduction", str, "coordinator", "Where gradients are summed and the optimizer "
+         "steps: coordinator (every gradient through it) or sharded (each worker also reduces "
+         "and steps some parameter ranges, so no host carries every gradient; single-phase jobs "
+         "with elementwise optimizers or Adafactor, no closure, accumulate, clip_grad_norm or "
+         "before_step hook, else the coordinator reduces and says why). Same bits either way.",
+         group="service", choices=REDUCTIONS),
 )
 
 SPEC_BY_NAME = {spec.name: spec for spec in SPECS}

@@ -9,6 +9,7 @@ would. Because only the executor differs, in-process and distributed runs give t
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass, field
@@ -28,7 +29,9 @@ from .checkpoint import CheckpointWriter, checkpoint_path, resume_conflicts
 from .compute import SampleSource, ShardComputer, add_values, batch_norm_modules, evaluate
 from .param_ranges import model_ranges
 from .phases import build_phases
+from .range_optimizer import group_options, record_range_step
 from .range_sums import RangeSums
+from .sharded import RangesLost, sharding_refusal
 from .shards import BatchPlan, Planner, batches_per_epoch, tree_sum
 
 log = logging.getLogger("dtrain.trainer")
@@ -134,6 +137,10 @@ class Trainer:
         self.training = False  # True between the executor's start and the end of the run
         self.stop_requested = False  # set (e.g. by Ctrl-C): checkpoint after this step, stop
         self.stopped = False  # the job's on_epoch_end ended training (early stopping)
+        self.sharded = False  # the workers' reducers own the ranges (reduction = sharded)
+        self.stale = False  # sharded: the master model lags the reducers' ranges
+        self.snapshot = None  # sharded: (state, steps, epochs) of the last gathered state
+        self.on_rollback = None  # called with (step, epoch) rolled back to: drop later records
         self._acc = [None] * len(self.params)  # gradient sums of an accumulation group
         self._acc_count = 0
         if settings.accumulate > 1 and (len(self.phases) > 1 or self.phases[0].closure):
@@ -206,6 +213,7 @@ class Trainer:
         it by. Returns the path it goes to."""
         if not self.checkpoint_dir:
             return None
+        self.sync()
         s = self.settings
         if self.checkpoints is None:
             self.checkpoints = CheckpointWriter(s.keep_checkpoints, keep_best=s.keep_best)
@@ -301,11 +309,64 @@ class Trainer:
                                 self.settings.clip_grad_norm)
             self.job.before_step(self.model, ph.optimizer)
 
+    # ------------------------------------------------------------------ sharded reduction
+    def choose_reduction(self) -> None:
+        """Reduce by range on the workers when the job asks and can; else say why not."""
+        if self.settings.reduction != "sharded":
+            return
+        why = sharding_refusal(self, self.executor)
+        if why is not None:
+            log.warning("reduction = sharded: the coordinator reduces this run instead, "
+                        "because %s", why)
+            if getattr(self.executor, "plane", None) is not None:
+                self.executor.plane = None
+            return
+        self.sharded = True
+        self.take_snapshot()
+
+    def sharded_round(self, plan: BatchPlan) -> float:
+        """One step on the reducers: they sum and step the ranges; here the loss, batch-norm
+        statistics and the step count the scheduler checks."""
+        self.rounds += 1
+        self.stale = True
+        values = self.executor.plane.run_step(plan, group_options(self.optimizer), self)
+        loss = self.reduce(plan, values, 0)
+        record_range_step(self.optimizer)
+        return loss
+
+    def sync(self) -> None:
+        """Gather the reducers' ranges into the master model and optimizer (sharded: before
+        anything reads them), and keep that state to roll back to."""
+        if not (self.sharded and self.stale):
+            return
+        self.executor.plane.gather(self)
+        self.stale = False
+        self.take_snapshot()
+
+    def take_snapshot(self) -> None:
+        self.snapshot = (copy.deepcopy(self.state()), len(self.history.steps),
+                         len(self.history.epochs))
+
+    def roll_back(self, why: str) -> None:
+        """A reducer was lost: continue from the last gathered state; the steps since are
+        recomputed with the same plans, so only time is lost."""
+        state, steps, epochs = self.snapshot
+        log.warning("%s: its parameter ranges are lost; rolling back to step %d and "
+                    "recomputing %d step(s)", why, state["step"], self.step - state["step"])
+        self.restore(copy.deepcopy(state))
+        del self.history.steps[steps:]
+        del self.history.epochs[epochs:]
+        self.stale = False
+        if self.on_rollback is not None:
+            self.on_rollback(self.step, self.epoch)
+
     def run_phase(self, plan: BatchPlan, phase: int) -> tuple[float, int]:
         """Compute, reduce and apply one phase; returns (its loss, evaluation rounds used)."""
         ph = self.phases[phase]
         before = self.rounds
-        if ph.closure:
+        if self.sharded:
+            loss = self.sharded_round(plan)
+        elif ph.closure:
             losses = []
 
             def closure():
@@ -364,6 +425,7 @@ class Trainer:
 
     def end_epoch(self) -> dict:
         """Validation, epoch-cadence scheduling, the epoch record."""
+        self.sync()
         record = {"epoch": self.epoch, "step": self.step,
                   "train_loss": self._epoch_loss[0] / max(self._epoch_loss[1], 1),
                   "lr": [g["lr"] for ph in self.phases for g in ph.optimizer.param_groups]}
@@ -406,23 +468,32 @@ class Trainer:
             if per_epoch == 0:
                 raise ValueError(f"train_data() has {len(self.train_source)} samples: not one "
                                  f"batch of {self.settings.batch_size} with drop_last")
-            while not self.finished():
-                while self.batch < per_epoch:
-                    self.train_step()
-                    if self.stop_requested:
-                        self._stop()
-                    if self.settings.max_steps and self.step >= self.settings.max_steps:
-                        break
-                if self.batch >= per_epoch:
-                    self.end_epoch()
-                elif self.settings.max_steps and self.step >= self.settings.max_steps:
+            self.choose_reduction()
+            while True:
+                try:
+                    while not self.finished():
+                        self.run_epoch(per_epoch)
+                    self.sync()
                     break
+                except RangesLost as e:
+                    self.roll_back(str(e))
         finally:
             self.training = False
             if self.checkpoints is not None:
                 self.checkpoints.close()  # the last checkpoint is on disk before run() returns
             self.executor.close()
         return self.history
+
+    def run_epoch(self, per_epoch: int) -> None:
+        """The rest of the current epoch (or up to max_steps), then its end."""
+        while self.batch < per_epoch:
+            self.train_step()
+            if self.stop_requested:
+                self._stop()
+            if self.settings.max_steps and self.step >= self.settings.max_steps:
+                break
+        if self.batch >= per_epoch:
+            self.end_epoch()
 
     def _stop(self) -> None:
         """Stop as asked between two steps, leaving a checkpoint to resume from."""

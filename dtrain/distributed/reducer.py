@@ -1,0 +1,145 @@
+"""A worker's reducer: sums the gradients of the parameter ranges it owns and steps them.
+
+For each owned range and step it collects one RANGEGRADS per node of the step's cover (the
+nodes the coordinator asked for, named in every STEPTASK), adds them along the fixed tree with
+``tree_sum`` (the trainer's elementwise additions, on the range's slices), divides by the batch
+size as the trainer does and steps the range's ``RangeOptimizer`` with the job's group options.
+So a range's new parameters are the bits the coordinator's whole step would give. It holds no
+socket: ``Mailbox`` (in the worker) moves the messages, this decides and answers with messages.
+Anything wrong in a message raises ``ProtocolError`` and changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import protocol as P
+from .range_optimizer import RangeOptimizer
+from .range_state import load_payload, range_payload
+from .shards import BatchPlan, tree_sum
+
+
+@dataclass
+class StepCover:
+    """What a reducer knows of one step: its plan, the nodes its sum covers, the options."""
+
+    plan: BatchPlan
+    cover: frozenset
+    options: list
+
+
+@dataclass
+class OwnedRange:
+    """A range this reducer owns: its optimizer share and the next step it will take."""
+
+    ranged: RangeOptimizer
+    step: int
+    values: dict = field(default_factory=dict)  # node -> [piece gradients] | None
+
+
+def add_pieces(a: list, b: list) -> list:
+    """The tree's addition of two nodes' piece gradients (``a`` is the left child)."""
+    return [y if x is None else x if y is None else x + y for x, y in zip(a, b)]
+
+
+class RangeReducer:
+    """The ranges of one range map version that this worker's reducer owns."""
+
+    def __init__(self, worker: int, version: int, optimizer, model_params: list, ranges,
+                 micro_shards: int):
+        self.worker = worker
+        self.micro_shards = micro_shards
+        self.version = version
+        self.optimizer = optimizer  # the job's, on this worker: options and class only
+        self.model_params = model_params
+        self.ranges = ranges
+        self.owned: dict[int, OwnedRange] = {}
+        self.steps: dict[int, StepCover] = {}  # step -> its cover, from STEPTASKs
+        self.early: list = []  # RANGEGRADS that came before their step's STEPTASK
+
+    def load(self, msg: P.RangeState) -> P.RangeParams:
+        """Own range ``msg.range`` from ``msg.step`` on, with the state it carries; returns
+        the range's parameters for that step, for every worker."""
+        if msg.version != self.version:
+            raise P.ProtocolError("stale", f"range state of map {msg.version}, not "
+                                  f"{self.version}")
+        ranged = RangeOptimizer(self.optimizer, self.model_params, self.ranges, msg.range)
+        if len(ranged.tensors) != len(msg.params):
+            raise P.ProtocolError("names", f"range {msg.range} holds {len(ranged.tensors)} "
+                                  "trained pieces here")
+        load_payload(ranged, msg.params, msg.state)
+        self.owned[msg.range] = OwnedRange(ranged, msg.step)
+        return self._params(msg.range)
+
+    def state(self, index: int) -> P.RangeState:
+        """RANGESTATE of an owned range (ProtocolError when it is not owned here)."""
+        owned = self._owned(index)
+        params, state = range_payload(owned.ranged)
+        return P.RangeState(self.worker, self.version, index, owned.step, params, state)
+
+    def begin(self, task: P.StepTask, plan: BatchPlan) -> list:
+        """Learn step ``task.step``'s cover and options; returns the answers of the gradients
+        that were waiting for it."""
+        if task.version != self.version:
+            return []
+        self.steps = {s: c for s, c in self.steps.items() if s >= task.step - 1}
+        self.steps[task.step] = StepCover(plan, frozenset(task.cover), task.options)
+        early, self.early = self.early, []
+        out = []
+        for msg in early:
+            out.extend(self.add(msg))
+        return out
+
+    def add(self, msg: P.RangeGrads) -> list:
+        """Take one node's gradients of an owned range; when the step's cover is complete,
+        step the range. Returns the messages to send: ``[RangeParams, RangeDone]`` or none."""
+        if msg.version != self.version:
+            raise P.ProtocolError("stale", f"gradients of map {msg.version}, not {self.version}")
+        owned = self._owned(msg.range)
+        if msg.step != owned.step:
+            raise P.ProtocolError("stale", f"gradients of step {msg.step} for range "
+                                  f"{msg.range}, which is at step {owned.step}")
+        cover = self.steps.get(msg.step)
+        if cover is None:
+            if len(self.early) >= 2 * self.micro_shards * len(self.owned):
+                raise P.ProtocolError("stale", "too many gradients ahead of their step")
+            self.early.append(msg)
+            return []
+        if msg.node not in cover.cover:
+            raise P.ProtocolError("node", f"node {msg.node} is not in step {msg.step}'s cover")
+        if msg.node in owned.values:
+            raise P.ProtocolError("stale", f"node {msg.node} of range {msg.range} already "
+                                  "received")
+        if msg.count != cover.plan.node_count(msg.node):
+            raise P.ProtocolError("count", f"node {msg.node} holds "
+                                  f"{cover.plan.node_count(msg.node)} samples, message says "
+                                  f"{msg.count}")
+        owned.values[msg.node] = None if msg.count == 0 else list(msg.grads)
+        if len(owned.values) < len(cover.cover):
+            return []
+        return self._step(msg.range, owned, cover)
+
+    def _step(self, index: int, owned: OwnedRange, cover: StepCover) -> list:
+        """Sum the cover along the tree, divide by the batch size, step the range."""
+        plan = cover.plan
+        total = tree_sum(owned.values, (0, plan.micro_shards), add_pieces)
+        owned.values = {}
+        grads = [None] * len(owned.ranged.tensors) if total is None else [
+            None if g is None else np.divide(g, plan.size).astype(t._data.dtype, copy=False)
+            for g, t in zip(total, owned.ranged.tensors)]
+        owned.ranged.step(grads, cover.options)
+        owned.step = plan.step + 1
+        return [self._params(index), P.RangeDone(plan.step, self.worker, self.version, index)]
+
+    def _params(self, index: int) -> P.RangeParams:
+        owned = self.owned[index]
+        return P.RangeParams(owned.step, self.worker, self.version, index,
+                             [t._data.copy() for t in owned.ranged.tensors])
+
+    def _owned(self, index: int) -> OwnedRange:
+        owned = self.owned.get(index)
+        if owned is None:
+            raise P.ProtocolError("node", f"range {index} is not owned by this reducer")
+        return owned

@@ -1,0 +1,339 @@
+"""The sharded reduction (``reduction = sharded``): the workers' reducers sum and step the
+parameter ranges, and the bits are those of the in-process run and of the coordinator's star,
+for any worker count, after a killed worker and across a resume in either mode."""
+
+import json
+import logging
+import os
+import sys
+
+import numpy as np
+import pytest
+import zmq
+
+import dtrain
+from dtrain.distributed import protocol as P
+from dtrain.distributed.compute import batch_norm_modules
+from dtrain.distributed.param_ranges import model_ranges
+from dtrain.distributed.range_optimizer import RangeOptimizer
+from dtrain.distributed.range_state import range_payload
+from dtrain.distributed.shards import Planner, assign
+from dtrain.distributed.trainer import build_master
+from dtrain.distributed.job import apply_settings
+from dtrain.workers.ranges import RangePlane
+
+HERE = os.path.dirname(__file__)
+sys.path.insert(0, HERE)
+import batched_jobs
+import dist_jobs
+from procs import dtrain_processes
+from test_faults import FaultInjector, _kill
+
+FALLBACK = "the coordinator reduces this run instead"
+
+
+def _state(model) -> list:
+    return [a.clone() for a in model.state_dict().values()]
+
+
+def _same(a, b) -> bool:
+    return len(a) == len(b) and all(x.dtype == y.dtype and np.array_equal(x, y)
+                                    for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("job", [dist_jobs.MomentumGroups, dist_jobs.AdamDropout,
+                                 batched_jobs.CNNBatchNorm])
+def test_bit_identical_to_in_process_and_to_the_star_for_1_2_3_workers(job, caplog):
+    reference, history = dtrain.fit(job, workers=0)
+    ref = _state(reference)
+    star, star_history = dtrain.fit(job, workers=2, reduction="coordinator")
+    assert _same(_state(star), ref)
+    for workers in (1, 2, 3):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="dtrain"):
+            model, h = dtrain.fit(job, workers=workers, reduction="sharded")
+        assert FALLBACK not in caplog.text
+        assert f"over {workers} reducers" in caplog.text  # the ranges were on the workers
+        assert _same(_state(model), ref), f"{workers} sharded workers differ"
+        assert [r["loss"] for r in h.steps] == [r["loss"] for r in history.steps]
+        assert [r["lr"] for r in h.steps] == [r["lr"] for r in history.steps]
+    assert dtrain_processes(dist_jobs.__file__) == []
+
+
+def test_a_job_that_cannot_be_sharded_falls_back_and_says_why(caplog):
+    reference, _ = dtrain.fit(dist_jobs.MomentumGroups, workers=0, accumulate=2)
+    with caplog.at_level(logging.WARNING):
+        model, _ = dtrain.fit(dist_jobs.MomentumGroups, workers=2, reduction="sharded",
+                              accumulate=2)
+    assert FALLBACK in caplog.text and "accumulate" in caplog.text
+    assert _same(_state(model), _state(reference))
+
+
+def test_a_job_error_on_the_workers_is_reported(monkeypatch):
+    monkeypatch.setenv("DTRAIN_TEST_FAIL", "1")
+    from dtrain.distributed.coordinator import WorkerError
+
+    with pytest.raises(WorkerError, match="deliberate failure in the training script"):
+        dtrain.fit(dist_jobs.FailsAtStep3, workers=2, reduction="sharded")
+    assert dtrain_processes(dist_jobs.__file__) == []
+
+
+def test_genuinely_diverging_training_continues_like_single_process(caplog):
+    reference, ref_history = dtrain.fit(dist_jobs.Diverges, workers=0)
+    assert not np.isfinite(ref_history.steps[-1]["loss"])
+    with caplog.at_level(logging.WARNING):
+        model, history = dtrain.fit(dist_jobs.Diverges, workers=2, reduction="sharded")
+    assert "the training diverged" in caplog.text and FALLBACK not in caplog.text
+    for p, q in zip(model.parameters(), reference.parameters()):
+        np.testing.assert_array_equal(p._data, q._data)  # NaN == NaN here
+
+
+class _Traffic:
+    """Array bytes of the messages the coordinator sends and receives, by type."""
+
+    def __init__(self, monkeypatch):
+        self.bytes: dict = {}
+        self.count: dict = {}
+        send, decode = P.send, P.decode
+
+        def counting_send(socket, msg, *args, **kwargs):
+            env = msg if isinstance(msg, P.Envelope) else msg.envelope("")
+            self._add("sent " + env.type, env.arrays)
+            return send(socket, msg, *args, **kwargs)
+
+        def counting_decode(frames, *args, **kwargs):
+            env = decode(frames, *args, **kwargs)
+            self._add("received " + env.type, env.arrays)
+            return env
+
+        monkeypatch.setattr(P, "send", counting_send)
+        monkeypatch.setattr(P, "decode", counting_decode)
+
+    def _add(self, key: str, arrays: dict) -> None:
+        self.bytes[key] = self.bytes.get(key, 0) + sum(np.asarray(a).nbytes
+                                                       for a in arrays.values())
+        self.count[key] = self.count.get(key, 0) + 1
+
+
+def test_the_coordinator_carries_no_gradients_or_parameters_per_step(monkeypatch):
+    job, steps = dist_jobs.MomentumGroups, 12  # two epochs of 6 steps
+    model, _ = dtrain.fit(job, workers=0)
+    params = sum(p._data.nbytes for p in model.parameters())
+    star = _Traffic(monkeypatch)
+    dtrain.fit(job, workers=2, max_steps=steps, shared_memory=False)
+    star_bytes = star.bytes["sent task"] + star.bytes["received grads"]
+    assert star_bytes >= 2 * 2 * params * steps  # every parameter out, every gradient in
+    monkeypatch.undo()
+
+    sharded = _Traffic(monkeypatch)
+    dtrain.fit(job, workers=2, max_steps=steps, shared_memory=False, reduction="sharded")
+    assert "sent task" not in sharded.count
+    assert sharded.count["sent steptask"] == 2 * steps
+    assert sharded.bytes["received grads"] == 0  # losses, counts: no arrays
+    assert sharded.bytes["sent steptask"] == 0
+    # arrays only at the start (each range's state, once) and at the two epoch ends (the
+    # ranges gathered for validation and the checkpoint): parameters plus momentum
+    moved = {k: v for k, v in sharded.bytes.items() if v}
+    assert set(moved) == {"sent rangestate", "received rangestate"}
+    assert moved["sent rangestate"] <= 2 * params
+    assert moved["received rangestate"] == 2 * 2 * params
+    assert sum(moved.values()) <= 6 * params < star_bytes / 4  # however many steps
+
+
+class _HostTraffic:
+    """Bytes each worker thread sends off its host per step message type, and the bytes
+    the coordinator's socket sends and receives (every message counted where it is sent)."""
+
+    def __init__(self, monkeypatch, coordinator: str, workers: list):
+        self.coordinator = coordinator
+        self.workers = workers
+        self.out = [0] * len(workers)  # per worker: bytes to other hosts' reducers
+        self.into = [0] * len(workers)  # per worker: bytes from other hosts' reducers/workers
+        self.co = 0  # step messages through the coordinator's socket
+        send = P.send
+
+        def counting_send(socket, msg, *args, **kwargs):
+            if msg.TYPE in P.STEP_TYPES | {P.GRADS}:
+                self._count(socket, sum(len(f) for f in P.pack(msg, "j")))
+            return send(socket, msg, *args, **kwargs)
+
+        monkeypatch.setattr(P, "send", counting_send)
+
+    def _count(self, socket, nbytes: int) -> None:
+        endpoint = socket.getsockopt(zmq.LAST_ENDPOINT).decode()
+        if endpoint == self.coordinator or socket.type == zmq.ROUTER:
+            self.co += nbytes
+            return
+        for i, w in enumerate(self.workers):  # a peer DEALER: whose, and to whom
+            if w.plane is not None and socket in w.plane.peers.values():
+                if endpoint != w.plane.address:  # its own reducer is on its own host
+                    self.out[i] += nbytes
+                    for j, other in enumerate(self.workers):
+                        if other.plane is not None and other.plane.address == endpoint:
+                            self.into[j] += nbytes
+
+
+def test_each_host_carries_about_2P_N_minus_1_over_N_and_the_coordinator_almost_nothing(
+        tmp_path, monkeypatch):
+    import threading
+
+    from dtrain.distributed.security import client_keys_from_dir, keygen
+    from dtrain.launcher.run import RunConfig, run
+    from dtrain.workers.worker import Worker, WorkerConfig
+    from test_faults import _free_port
+
+    keys = str(tmp_path / "keys")
+    keygen(keys)
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    workers = [Worker(WorkerConfig(connect=address, script=dist_jobs.__file__, job_name="Wide",
+                                   rank=r, name=f"w{r}", keys=client_keys_from_dir(keys)))
+               for r in range(2)]
+    traffic = _HostTraffic(monkeypatch, address, workers)
+    threads = [threading.Thread(target=w.run, daemon=True) for w in workers]
+    for t in threads:
+        t.start()
+    try:
+        model, history = run(RunConfig(job=dist_jobs.Wide, workers=0, remote_workers=2,
+                                       bind=address, keys_dir=keys,
+                                       overrides={"reduction": "sharded"}))
+    finally:
+        for t in threads:
+            t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads)
+    reference, _ = dtrain.fit(dist_jobs.Wide, workers=0)
+    assert _same(_state(model), _state(reference))
+    steps, n = len(history.steps), 2
+    wire = sum(p._data.nbytes for p in model.parameters())  # P * 4
+    # each way, as a ring all-reduce: the other reducers' slices of this worker's gradients
+    # and this reducer's new parameters for the other workers go out; the mirror comes in
+    ideal = 2 * wire * (n - 1) / n
+    for i in range(n):
+        assert 0.9 * ideal <= traffic.out[i] / steps <= 1.2 * ideal, (traffic.out, ideal)
+        assert 0.9 * ideal <= traffic.into[i] / steps <= 1.2 * ideal, (traffic.into, ideal)
+    assert traffic.co / steps < 0.01 * wire
+
+
+def test_a_killed_worker_costs_time_not_bits(tmp_path, caplog):
+    steps = 60
+    reference, history = dtrain.fit(dist_jobs.SlowSteps, workers=0, max_steps=steps)
+    out = str(tmp_path)
+    injector = FaultInjector(os.path.join(out, "metrics.jsonl"), [(10, _kill(1))])
+    injector.start()
+    with caplog.at_level(logging.WARNING):
+        model, h = dtrain.fit(dist_jobs.SlowSteps, workers=3, out=out, max_steps=steps,
+                              max_restarts=1, reduction="sharded")
+    injector.join(timeout=10)
+    assert injector.error is None, injector.error
+    assert len(injector.done) == 1
+    assert "rolling back to step" in caplog.text
+    assert _same(_state(model), _state(reference))
+    assert [r["loss"] for r in h.steps] == [r["loss"] for r in history.steps]
+    with open(os.path.join(out, "metrics.jsonl")) as f:  # recomputed steps written once
+        written = [json.loads(line) for line in f]
+    assert [r["step"] for r in written if r["type"] == "step"] == list(range(steps))
+    assert dtrain_processes(dist_jobs.__file__) == []
+
+
+@pytest.mark.parametrize("workers,reduction", [(3, "coordinator"), (1, "sharded")])
+def test_a_sharded_checkpoint_resumes_on_other_workers_in_either_mode(tmp_path, workers,
+                                                                      reduction):
+    job = dist_jobs.MomentumGroups
+    reference, _ = dtrain.fit(job, workers=0)
+    out = str(tmp_path)
+    dtrain.fit(job, workers=2, out=out, max_steps=9, checkpoint_every=4, reduction="sharded")
+    os.remove(os.path.join(out, "checkpoint.dtrain"))  # as if killed after step 8
+    model, history = dtrain.fit(job, workers=workers, resume=out, reduction=reduction)
+    assert history.steps[0]["step"] == 8
+    assert _same(_state(model), _state(reference))
+
+
+# ---------------------------------------------------------------------------- bad peers
+@pytest.fixture
+def plane():
+    """A worker's reducer plane, owning every range of MomentumGroups at step 0."""
+    job = dist_jobs.MomentumGroups()
+    settings = job.settings(param_ranges=3)
+    apply_settings(job, settings)
+    model, phases = build_master(job, settings)
+    params, optimizer = list(model.parameters()), phases[0].optimizer
+    ranges = model_ranges(model, [optimizer], settings.param_ranges)
+    schema = P.ModelSchema.of(model, phases, settings.micro_shards, batch_norm_modules(model))
+    schema = P.ModelSchema(schema.names, schema.specs, schema.bn_shapes, schema.micro_shards,
+                           schema.phases, ranges)
+    ctx = zmq.Context()
+    sent = []
+    made = RangePlane(ctx, None, "tcp://127.0.0.1:9", schema, optimizer, params, sent.append)
+    peer = ctx.socket(zmq.DEALER)
+    peer.setsockopt(zmq.LINGER, 0)
+    try:
+        made.ready("job", P.Ready(0, "network"))
+        made.use_map(P.RangeMap(1, [(made.address, "")], [0] * len(ranges)))
+        for index in range(len(ranges)):
+            part = RangeOptimizer(optimizer, params, ranges, index)
+            made.load(P.RangeState(0, 1, index, 0, *range_payload(part)))
+        plan = Planner(110, settings).plan(0, 0, 0)
+        cover = assign(5, ["a"])["a"]
+        made.task(P.StepTask(0, 0, 1, 0, 0, [], cover, [{"lr": 0.1}, {"lr": 0.05}]), plan)
+        peer.connect(made.address)
+        yield made, peer, sent, schema, plan, cover
+    finally:
+        peer.close(0)
+        made.close()
+        ctx.term()
+
+
+def _deliver(plane, peer, msg) -> None:
+    """Send ``msg`` (frames or a message) from a peer and let the plane handle it."""
+    frames = msg if isinstance(msg, list) else P.pack(msg, "job")
+    peer.send_multipart(frames)
+    assert plane.mailbox.poll(10_000), "the message never arrived"
+    plane.poll()
+
+
+def _grads(schema, plan, index: int, node, **change):
+    pieces = schema.ranges.ranges[index]
+    grads = [np.ones(P.piece_spec(schema, p)[0], np.float32) for p in pieces]
+    fields = dict(step=0, worker=1, version=1, node=node, range=index,
+                  count=plan.node_count(node), grads=grads)
+    fields.update(change)
+    return P.RangeGrads(**fields)
+
+
+def test_malformed_reducer_messages_are_rejected_and_logged_and_reduction_goes_on(plane,
+                                                                                  caplog):
+    plane, peer, sent, schema, plan, cover = plane
+    node = cover[0]
+    wrong_shape = _grads(schema, plan, 0, node)
+    wrong_shape.grads[0] = np.ones(wrong_shape.grads[0].size + 1, np.float32)
+    wrong_dtype = _grads(schema, plan, 0, node)
+    wrong_dtype.grads[0] = wrong_dtype.grads[0].astype(np.float64)
+    wrong_range = P.pack(_grads(schema, plan, 0, node), "job")
+    header = P.decode(wrong_range).fields
+    bad = [
+        ([b"not msgpack"], "garbage"),
+        (P.encode(P.Envelope(P.RANGEGRADS, "job", 0, 1, {**header, "range": 99},
+                             P.decode(wrong_range).arrays)), "fields"),
+        (wrong_shape, "shape"),
+        (wrong_dtype, "dtype"),
+        (_grads(schema, plan, 0, node, step=5), "stale"),
+        (_grads(schema, plan, 0, node, version=2), "stale"),
+        (_grads(schema, plan, 0, (0, 1) if node != (0, 1) else (1, 2)), "node"),
+        (_grads(schema, plan, 0, node, count=plan.node_count(node) + 1), "count"),
+        (P.RangeDone(0, 1, 1, 0), "type"),
+    ]
+    for msg, reason in bad:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="dtrain.worker"):
+            _deliver(plane, peer, msg)
+        assert f"({reason})" in caplog.text, (reason, caplog.text)
+        assert not plane.reducer.owned[0].values and not sent
+    for index in range(len(schema.ranges)):  # the good gradients still step every range
+        for n in cover:
+            _deliver(plane, peer, _grads(schema, plan, index, n))
+    done = [m for m in sent if isinstance(m, P.RangeDone)]
+    assert sorted(m.range for m in done) == list(range(len(schema.ranges)))
+    _deliver(plane, peer, _grads(schema, plan, 0, node))  # a repeat of a stepped step
+    assert "(stale)" in caplog.text
+    while len(plane.incoming.get(1, {})) < len(schema.ranges):  # its own new parameters
+        assert plane.mailbox.poll(10_000)
+        plane.poll()

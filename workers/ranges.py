@@ -1,0 +1,234 @@
+"""A worker's part in the sharded reduction: its reducer, and its replica fed by the reducers.
+
+Every worker binds a ROUTER (the *mailbox*) on the interface it reaches the coordinator from
+and connects a DEALER to every reducer of the current range map, itself included; all peer
+traffic goes DEALER to ROUTER, so nobody needs to learn a peer's identity. The mailbox brings
+this worker's reducer the RANGEGRADS of the ranges it owns, and this worker's replica the
+RANGEPARAMS of every range. A STEPTASK is computed once the replica holds every range's
+parameters for its step (never stale ones); each node's gradients then go range by range to
+the ranges' reducers, and its loss, count and batch-norm statistics to the coordinator in a
+GRADS without arrays.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket as _socket
+import time
+
+import zmq
+
+from dtrain.distributed import protocol as P
+from dtrain.distributed.reducer import RangeReducer
+from dtrain.distributed.security import (
+    ClientKeys,
+    ServerKeys,
+    allow_only,
+    make_client,
+    make_server,
+    start_authenticator,
+)
+
+log = logging.getLogger("dtrain.worker")
+
+HEADER_SLACK = 1 << 20
+
+
+def local_address(connect: str) -> str:
+    """The address of this host's interface that routes to the coordinator at ``connect``."""
+    host, port = connect.split("://", 1)[1].rsplit(":", 1)
+    with _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM) as probe:
+        probe.connect((host.strip("[]"), int(port)))  # sends nothing: only picks the route
+        return probe.getsockname()[0]
+
+
+class RangePlane:
+    """The mailbox, the DEALERs to the reducers, this worker's reducer and the replica's
+    incoming ranges. ``send`` sends a message to the coordinator."""
+
+    def __init__(self, ctx: zmq.Context, keys: ClientKeys | None, connect: str, schema,
+                 optimizer, params: list, send):
+        self.ctx = ctx
+        self.keys = keys
+        self.schema = schema
+        self.optimizer = optimizer
+        self.params = params  # the replica's parameters, which RANGEPARAMS overwrite
+        self.send = send
+        self.job_id = ""
+        self.worker_id = -1
+        self.auth = None
+        self.mailbox = ctx.socket(zmq.ROUTER)
+        self.mailbox.setsockopt(zmq.LINGER, 0)
+        self.mailbox.setsockopt(zmq.MAXMSGSIZE, schema.max_message_bytes() + HEADER_SLACK)
+        if keys is not None:
+            self.auth = start_authenticator(ctx, ServerKeys(keys.public, keys.secret,
+                                                            {keys.public}))
+            make_server(self.mailbox, ServerKeys(keys.public, keys.secret))
+        self.mailbox.bind(f"tcp://{local_address(connect)}:0")
+        self.address = self.mailbox.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.peers: dict[tuple, zmq.Socket] = {}  # (address, key) -> DEALER
+        self.reducers: list = []  # the map's (address, key), by reducer index
+        self.owners: list = []
+        self.reducer: RangeReducer | None = None
+        self.incoming: dict = {}  # step -> {range: parameters}
+        self.pending: tuple | None = None  # (task, plan) waiting for its parameters
+        self.computing: P.StepTask | None = None  # the task being computed
+        self.planner = None
+        self.computer = None
+
+    def ready(self, job_id: str, ready: P.Ready) -> P.Ready:
+        """``ready`` also saying where this reducer listens, for the coordinator's maps."""
+        self.job_id, self.worker_id = job_id, ready.worker
+        ready.reducer = self.address
+        ready.public = self.keys.public.decode() if self.keys is not None else ""
+        return ready
+
+    def use_map(self, msg: P.RangeMap) -> P.MapAck:
+        """Admit the job's keys, connect to every reducer, own nothing until RANGESTATE."""
+        if self.auth is not None:
+            allow_only(self.auth, msg.allowed)
+        wanted = set(msg.reducers)
+        for peer in set(self.peers) - wanted:
+            self.peers.pop(peer).close(0)
+        for address, key in msg.reducers:
+            if (address, key) not in self.peers:
+                self.peers[(address, key)] = self._dealer(address, key)
+        self.reducers, self.owners = list(msg.reducers), list(msg.owners)
+        self.reducer = RangeReducer(self.worker_id, msg.version, self.optimizer, self.params,
+                                    self.schema.ranges, self.schema.micro_shards)
+        self.incoming, self.pending = {}, None
+        return P.MapAck(self.worker_id, msg.version)
+
+    def _dealer(self, address: str, key: str) -> zmq.Socket:
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        if self.keys is not None:
+            make_client(sock, ClientKeys(self.keys.public, self.keys.secret, key.encode()))
+        sock.connect(address)
+        return sock
+
+    def _to_reducer(self, index: int, msg) -> None:
+        P.send(self.peers[self.reducers[self.owners[index]]], msg, job=self.job_id)
+
+    def _to_all(self, msg) -> None:
+        for sock in self.peers.values():
+            P.send(sock, msg, job=self.job_id)
+
+    # ------------------------------------------------------------------ coordinator's orders
+    def load(self, msg: P.RangeState) -> None:
+        """Own a range: take its state, send its parameters to every worker."""
+        self._to_all(self._reducer().load(msg))
+
+    def gather(self, msg: P.Gather) -> None:
+        """Send the coordinator the state of the asked ranges this reducer owns."""
+        reducer = self._reducer()
+        if msg.version != reducer.version:
+            raise P.ProtocolError("stale", f"gather of map {msg.version}, not "
+                                  f"{reducer.version}")
+        for index in msg.ranges:
+            self.send(reducer.state(index))
+
+    def task(self, msg: P.StepTask, plan) -> None:
+        """A step: tell the reducer its cover, compute once the parameters are in."""
+        reducer = self._reducer()
+        if msg.version != reducer.version:
+            raise P.ProtocolError("stale", f"step task of map {msg.version}, not "
+                                  f"{reducer.version}")
+        self._answer(reducer.begin(msg, plan))
+        self.pending = (msg, plan)
+        self.try_compute()
+
+    def _reducer(self) -> RangeReducer:
+        if self.reducer is None:
+            raise P.ProtocolError("stale", "no range map yet")
+        return self.reducer
+
+    # ------------------------------------------------------------------ peers
+    def poll(self) -> None:
+        """Handle every message waiting in the mailbox; bad ones are logged and dropped."""
+        while True:
+            try:
+                frames = self.mailbox.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            try:
+                msg = P.typed(P.decode(frames[1:], job=self.job_id), self.schema)
+                self._from_peer(msg)
+            except P.ProtocolError as e:
+                log.warning("rejected a message from a peer: %s (%s)", e, e.reason)
+
+    def _from_peer(self, msg) -> None:
+        reducer = self._reducer()
+        if isinstance(msg, P.RangeGrads):
+            self._answer(reducer.add(msg))
+        elif isinstance(msg, P.RangeParams):
+            if msg.version != reducer.version or \
+                    (self.pending is not None and msg.step < self.pending[0].step):
+                raise P.ProtocolError("stale", f"parameters of step {msg.step}, map "
+                                      f"{msg.version}")
+            if len(self.incoming) > 2 and msg.step not in self.incoming:
+                raise P.ProtocolError("stale", f"parameters of step {msg.step}: too far ahead")
+            self.incoming.setdefault(msg.step, {})[msg.range] = msg.params
+            self.try_compute()
+        else:
+            raise P.ProtocolError("type", f"unexpected {msg.TYPE} from a peer")
+
+    def _answer(self, messages: list) -> None:
+        """Send a reducer's answers: new parameters to every worker, DONE to the coordinator."""
+        for msg in messages:
+            if isinstance(msg, P.RangeParams):
+                self._to_all(msg)
+            else:
+                self.send(msg)
+
+    # ------------------------------------------------------------------ computing
+    def try_compute(self) -> None:
+        """Compute the pending task if every range's parameters for its step are in."""
+        if self.pending is None:
+            return
+        task, plan = self.pending
+        held = self.incoming.get(task.step, {})
+        if len(held) < len(self.schema.ranges):
+            return
+        self.pending = None
+        self.incoming = {s: v for s, v in self.incoming.items() if s > task.step}
+        for index, values in held.items():
+            self._write(index, values)
+        started = time.perf_counter()
+        self.computing = task
+        values = self.computer(plan, task.nodes) if task.nodes else {}
+        self.computing = None
+        elapsed = (time.perf_counter() - started) / max(len(values), 1)
+        for node in task.nodes:
+            self._send_node(task, node, values[node], elapsed)
+
+    def _write(self, index: int, values: list) -> None:
+        """Overwrite the replica's pieces of range ``index``."""
+        for piece, value in zip(self.schema.ranges.ranges[index], values):
+            flat = self.params[piece.param]._data.reshape(-1)
+            flat[piece.start:piece.stop] = value.reshape(-1)
+
+    def _send_node(self, task: P.StepTask, node, value, elapsed: float) -> None:
+        count = 0 if value is None else value.count
+        for index, pieces in enumerate(self.schema.ranges.ranges):
+            grads = [None] * len(pieces)
+            if value is not None:
+                grads = [None if value.grads[p.param] is None else
+                         value.grads[p.param] if self.schema.ranges.is_whole(p) else
+                         value.grads[p.param].reshape(-1)[p.start:p.stop] for p in pieces]
+            self._to_reducer(index, P.RangeGrads(task.step, self.worker_id, task.version,
+                                                 tuple(node), index, count, grads))
+        out = P.Grads(task.step, self.worker_id, task.version, 0, tuple(node), count=count,
+                      compute_s=elapsed)
+        if value is not None:
+            out.loss_sum = float(value.loss_sum)
+            out.bn = [(shard, module, mean, var) for shard in sorted(value.bn_stats)
+                      for module, mean, var in value.bn_stats[shard]]
+        self.send(out)
+
+    def close(self) -> None:
+        for sock in self.peers.values():
+            sock.close(0)
+        self.mailbox.close(0)
+        if self.auth is not None:
+            self.auth.stop()
