@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import re
 import shutil
@@ -208,8 +209,9 @@ def run_ddp(hosts: netns_hosts.Hosts, count: int, warm: int, steps: int, tmp: st
 
 
 def run_dtrain(hosts: netns_hosts.Hosts, count: int, warm: int, steps: int, tmp: str,
-               port: int, keys: str | None) -> dict:
-    """The coordinator and worker 1 on host 1, worker h on host h; CURVE when ``keys``."""
+               port: int, keys: str | None, reduction: str = "coordinator") -> dict:
+    """The coordinator and worker 1 on host 1, worker h on host h; CURVE when ``keys``;
+    ``reduction``: the star (``coordinator``) or the workers' reducers (``sharded``)."""
     logdir = tempfile.mkdtemp(prefix="run-", dir=tmp)
     out = os.path.join(logdir, "out")
     procs = Procs(hosts, logdir)
@@ -221,7 +223,7 @@ def run_dtrain(hosts: netns_hosts.Hosts, count: int, warm: int, steps: int, tmp:
             *timed, os.path.join(logdir, "coordinator.json"), str(warm), "coordinator",
             "--bind", f"tcp://0.0.0.0:{port}", "--workers", str(count), *security,
             "--job", "MLP512", "--batch-size", str(BATCH), "--max-steps", str(warm + steps),
-            "--no-progress", "-v", "--out", out, JOB], child_env())
+            "--reduction", reduction, "--no-progress", "-v", "--out", out, JOB], child_env())
         for h in range(1, count + 1):
             procs.start(f"worker{h}", h, [
                 *timed, os.path.join(logdir, f"worker{h}.json"), str(warm), "worker",
@@ -242,7 +244,8 @@ def run_dtrain(hosts: netns_hosts.Hosts, count: int, warm: int, steps: int, tmp:
     for h in range(2, count + 1):
         with open(os.path.join(logdir, f"worker{h}.json")) as f:
             remote.append(worker_parts(json.load(f)["steps"]))
-    result["remote"] = {k: statistics.mean(w[k] for w in remote) for k in remote[0]}
+    result["remote"] = {k: statistics.mean(w[k] for w in remote) for k in remote[0]} \
+        if remote[0] else {}
     return result
 
 
@@ -266,7 +269,9 @@ def worker_parts(steps: list) -> dict:
 
 
 def medians(records: list) -> dict:
-    return {k: statistics.median(r[k] for r in records) for k in records[0]}
+    """Per key, the median over ``records``; none when nothing was timed (the sharded
+    reduction's workers run step tasks, which timed_dtrain.py does not take apart)."""
+    return {k: statistics.median(r[k] for r in records) for k in records[0]} if records else {}
 
 
 def check_channels(log: str, count: int) -> None:
@@ -317,36 +322,41 @@ def print_tables(results: dict, checks: dict, args) -> None:
     print(f"\n== MLP 784-512-512-10, batch {BATCH}, 8 micro-shards: median step after "
           f"{args.warmup} warm-up steps, median over {args.repeats} repeat(s) (min-max) ==")
     head = (f"{'hosts':>5} {'link':>7} {'DDP gloo ms':>15} {'dtrain CURVE ms':>17} "
-            f"{'/DDP':>6} {'dtrain insecure ms':>19} {'/DDP':>6}  bytes sent per step by each "
-            "host (dtrain CURVE | DDP), MB")
+            f"{'/DDP':>6} {'dtrain insecure ms':>19} {'/DDP':>6} {'sharded CURVE ms':>18} "
+            f"{'/DDP':>6}  bytes sent per step by each host (dtrain CURVE | sharded | DDP), MB")
     print(head + "\n" + "-" * len(head))
     for (count, rate), runs in results.items():
         ddp, curve, plain = runs["ddp"], runs["curve"], runs["insecure"]
+        sharded = runs["sharded"]
         hosts = sorted(curve[0]["sent"])
-        sent = " ".join(f"{statistics.median(r['sent'][h] for r in curve) / 1e6:.2f}"
-                        for h in hosts)
-        dsent = " ".join(f"{statistics.median(r['sent'][h] for r in ddp) / 1e6:.2f}"
-                         for h in hosts)
+
+        def sent(kind: list) -> str:
+            return " ".join(f"{statistics.median(r['sent'][h] for r in kind) / 1e6:.2f}"
+                            for h in hosts)
+
         print(f"{count:>5} {rate:>7} {med(ddp) * 1e3:6.1f} ({spread(ddp):>8}) "
               f"{med(curve) * 1e3:6.1f} ({spread(curve):>9}) {med(curve) / med(ddp):5.2f}x "
-              f"{med(plain) * 1e3:7.1f} ({spread(plain):>10}) {med(plain) / med(ddp):5.2f}x  "
-              f"{sent} | {dsent}")
+              f"{med(plain) * 1e3:7.1f} ({spread(plain):>10}) {med(plain) / med(ddp):5.2f}x "
+              f"{med(sharded) * 1e3:6.1f} ({spread(sharded):>10}) "
+              f"{med(sharded) / med(ddp):5.2f}x  {sent(curve)} | {sent(sharded)} | {sent(ddp)}")
     for rate, text in checks.items():
         print(f"links at {rate}: {text}")
     print("\n== where a dtrain step goes, ms per step (timers in the coordinator's and remote "
           "workers' main threads; medians over repeats) ==")
     rows = []
     for (count, rate), runs in results.items():
-        for label in ("curve", "insecure"):
+        for label in ("curve", "insecure", "sharded"):
             _, wire = busiest(runs[label])
             per = [parts(r, RATES[rate], wire) for r in runs[label]]
-            row = {k: statistics.median(p[k] for p in per) for k in per[0]}
+            row = defaultdict(lambda: math.nan,
+                              {k: statistics.median(p[k] for p in per) for k in per[0]})
             row["encrypt (CURVE - insecure)"] = (med(runs["curve"]) - med(runs["insecure"])) * 1e3
-            name = f"{count}h {rate[:-3]} {'CURVE' if label == 'curve' else 'plain'}"
+            name = f"{count}h {rate[:-3]} " + {"curve": "CURVE", "insecure": "plain",
+                                                "sharded": "sharded"}[label]
             rows.append((name, med(runs[label]) * 1e3, row))
     print(f"{'part':<27}" + "".join(f"{name:>14}" for name, _, _ in rows))
     print(f"{'step (metrics.jsonl)':<27}" + "".join(f"{step:14.1f}" for _, step, _ in rows))
-    for k in rows[0][2]:
+    for k in max((row for _, _, row in rows), key=len):
         print(f"{k:<27}" + "".join(f"{row[k]:14.1f}" for _, _, row in rows))
     print("coordinator: send = TASK encode+send (and the shared board's copy for worker 1), "
           "wait = the round's time on the socket minus send\nand receive (CURVE runs in "
@@ -382,7 +392,7 @@ def measure_in(args, tmp: str) -> tuple[dict, dict]:
                 if rate not in checks:
                     checks[rate] = check_shaped(hosts, rate, tmp, next(port))
                 before, shaped = hosts.counters(), hosts.shaped_bytes()
-                runs: dict = {"ddp": [], "curve": [], "insecure": []}
+                runs: dict = {"ddp": [], "curve": [], "insecure": [], "sharded": []}
                 for _ in range(args.repeats):
                     runs["ddp"].append(run_ddp(hosts, count, args.warmup, args.steps, tmp,
                                                next(port)))
@@ -390,11 +400,14 @@ def measure_in(args, tmp: str) -> tuple[dict, dict]:
                                                     next(port), keys))
                     runs["insecure"].append(run_dtrain(hosts, count, args.warmup, args.steps,
                                                        tmp, next(port), None))
+                    runs["sharded"].append(run_dtrain(hosts, count, args.warmup, args.steps,
+                                                      tmp, next(port), keys, "sharded"))
                 passed = check_buckets(hosts, before, shaped)
                 checks[rate] += f"; {count} hosts: the buckets passed {passed:.0%} of the bytes"
                 results[(count, rate)] = runs
                 print(f"measured {count} hosts at {rate}: DDP {med(runs['ddp']) * 1e3:.1f} ms, "
-                      f"dtrain {med(runs['curve']) * 1e3:.1f} ms", flush=True)
+                      f"dtrain {med(runs['curve']) * 1e3:.1f} ms, sharded "
+                      f"{med(runs['sharded']) * 1e3:.1f} ms", flush=True)
     return results, checks
 
 
