@@ -7,6 +7,10 @@ coordinator now raises its soft descriptor limit to the hard one at start, and t
 server times connections out and serves a bounded number at once.
 
 Every connection goes to 127.0.0.1, is bounded in count and time, and is closed in ``finally``.
+
+The flood counts as in place only when the coordinator holds more descriptors than its old soft
+limit allowed, and the run must then write a checkpoint: a flood the kernel or ZeroMQ never
+handed over tests nothing, so it fails the test instead of passing or skipping it.
 """
 
 import os
@@ -22,6 +26,7 @@ import numpy as np
 import pytest
 
 import dtrain
+from dtrain.distributed.checkpoint import checkpoint_path, list_checkpoints
 from dtrain.distributed.monitor import MAX_CONNECTIONS, Monitor
 
 HERE = os.path.dirname(__file__)
@@ -32,6 +37,7 @@ from procs import steps_done as _steps_done
 
 JOBS = dist_jobs.__file__
 STEPS = 150
+EVERY = 5  # checkpoint every EVERY steps
 FLOOD = 2000
 SOFT_LIMIT = 1024  # the coordinator starts with this soft limit (the hard one stays)
 
@@ -40,6 +46,12 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _checkpointed_after(directory: str, step: int) -> bool:
+    """True once a checkpoint taken after ``step`` is on disk (their names sort by step)."""
+    newest = list_checkpoints(directory)
+    return bool(newest) and newest[0] > checkpoint_path(directory, step)
 
 
 def _lower_fd_limit() -> None:
@@ -53,7 +65,9 @@ class Flood(threading.Thread):
     """Opens ``count`` idle TCP connections to each port and reopens those the servers at
     ``sustain`` drop, until stopped (at most ``limit`` connects in all)."""
 
-    def __init__(self, ports: list, count: int, sustain: tuple = (), limit: int = 8000):
+    SWEEP_SECONDS = 0.25  # a dropped connection is replaced within this
+
+    def __init__(self, ports: list, count: int, sustain: tuple = (), limit: int = 12000):
         super().__init__(daemon=True)
         self.ports, self.count, self.limit = ports, count, limit
         self.sustain = set(sustain)
@@ -63,10 +77,7 @@ class Flood(threading.Thread):
         self.done = threading.Event()
 
     def _open(self, port: int) -> None:
-        s = socket.socket()
-        s.setblocking(False)
-        s.connect_ex(("127.0.0.1", port))
-        self.held.append((port, s))
+        self.held.append((port, _connect(port)))
         self.connects += 1
 
     def run(self) -> None:
@@ -74,15 +85,15 @@ class Flood(threading.Thread):
             for _ in range(self.count):
                 self._open(port)
         self.full.set()
-        # every reopened connection leaves a loopback port in TIME_WAIT for a minute: reopen
-        # once a second, within ``limit``, so neither this test nor others run out of ports
-        while not self.done.wait(1.0) and self.connects < self.limit:
+        # every reopened connection leaves a loopback 4-tuple in TIME_WAIT for a minute: the
+        # ``limit`` keeps this well inside the ephemeral port range
+        while not self.done.wait(self.SWEEP_SECONDS) and self.connects < self.limit:
             for i, (port, s) in enumerate(self.held):
                 if self.connects >= self.limit:
                     break
                 if port in self.sustain and _dropped(s):
                     s.close()
-                    self.held[i] = (port, _reopen(port))
+                    self.held[i] = (port, _connect(port))
                     self.connects += 1
 
     def close(self) -> None:
@@ -93,16 +104,26 @@ class Flood(threading.Thread):
 
 
 def _dropped(s: socket.socket) -> bool:
-    """True when the server closed ``s`` (a connection still being made is not dropped)."""
+    """True when the server closed ``s`` (a connection still being made is not dropped).
+
+    What the server sent first is read and thrown away: ZeroMQ greets every connection at once,
+    so peeking at one byte would see the greeting, never the end of the stream behind it, and a
+    connection dropped at the end of its handshake would never be replaced.
+    """
     try:
-        return s.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-    except (ConnectionResetError, BrokenPipeError):
+        while s.recv(4096, socket.MSG_DONTWAIT):
+            pass
+        return True  # the end of the stream
+    except BlockingIOError:  # open, and nothing more to read
+        return False
+    except (ConnectionError, TimeoutError):  # reset, refused, or the connect timed out
         return True
-    except OSError:  # EAGAIN: open and idle; ENOTCONN: still connecting
+    except OSError:  # ENOTCONN: still connecting
         return False
 
 
-def _reopen(port: int) -> socket.socket:
+def _connect(port: int) -> socket.socket:
+    """A non-blocking connect to 127.0.0.1:``port``, left to complete in the kernel."""
     s = socket.socket()
     s.setblocking(False)
     s.connect_ex(("127.0.0.1", port))
@@ -117,14 +138,16 @@ def _descriptors(pid: int) -> int:
 
 
 def test_a_run_under_a_connection_flood_finishes_bit_identical(tmp_path):
-    """The coordinator starts with a soft limit of 1024, raises it, and the flood fits."""
+    """The coordinator starts with a soft limit of 1024, raises it, holds more connections than
+    that, checkpoints under the flood, and ends with the bits of the single-process run."""
     reference, _ = dtrain.fit(dist_jobs.Throttled, workers=0, max_steps=STEPS)
     port, metrics_port = _free_port(), _free_port()
     out = str(tmp_path / "run")
+    metrics, checkpoints = os.path.join(out, "metrics.jsonl"), os.path.join(out, "checkpoints")
     slow = tmp_path / "slow"
-    slow.touch()  # the run goes slowly until the flood is in place
+    slow.touch()  # the run goes slowly until it has checkpointed under the flood
     argv = [sys.executable, "-m", "dtrain", "launch", "--workers", "2", "--no-progress",
-            "--job", "Throttled", "--max-steps", str(STEPS), "--checkpoint-every", "5",
+            "--job", "Throttled", "--max-steps", str(STEPS), "--checkpoint-every", str(EVERY),
             "--bind", f"tcp://127.0.0.1:{port}", "--metrics-port", str(metrics_port),
             "--out", out, JOBS]
     coordinator = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -133,25 +156,30 @@ def test_a_run_under_a_connection_flood_finishes_bit_identical(tmp_path):
     flood = Flood([port, metrics_port], FLOOD, sustain=(port,))  # past the 5 s handshake
     try:
         deadline = time.monotonic() + 60
-        while _steps_done(os.path.join(out, "metrics.jsonl")) < 3:
+        while _steps_done(metrics) < 3:
             assert coordinator.poll() is None and time.monotonic() < deadline
             time.sleep(0.01)
         flood.start()
-        # in place: the coordinator holds about as many descriptors as its old soft limit
-        while _descriptors(coordinator.pid) < SOFT_LIMIT - 24:
+        # in place: the coordinator holds more descriptors than its old soft limit allowed
+        deadline = time.monotonic() + 60
+        while _descriptors(coordinator.pid) <= SOFT_LIMIT:
             assert coordinator.poll() is None, "the run ended before the flood was in place"
-            if time.monotonic() > deadline + 60:
-                # the kernel or libzmq here did not hand the connections over (loopback ports
-                # in TIME_WAIT after earlier tests, a full accept queue): nothing was tested
-                pytest.skip(f"SKIPPED LOUDLY: the flood could not be put in place on this "
-                            f"machine ({_descriptors(coordinator.pid)} descriptors after "
-                            f"{flood.connects} connects)")
+            assert time.monotonic() < deadline, (
+                f"the flood was never in place: the coordinator holds "
+                f"{_descriptors(coordinator.pid)} descriptors after {flood.connects} connects")
             time.sleep(0.05)
-        assert _steps_done(os.path.join(out, "metrics.jsonl")) < STEPS - 30
+        # under it, the coordinator drops connections that never complete a handshake (the
+        # flood replaces them) and writes a checkpoint: files still open
+        since = _steps_done(metrics)
+        assert since < STEPS - 30
+        while not _checkpointed_after(checkpoints, since) or flood.connects <= 2 * FLOOD:
+            assert coordinator.poll() is None and time.monotonic() < deadline + 60, (
+                f"no checkpoint after step {since}, or no connection dropped and replaced, "
+                f"while the run lasted ({flood.connects} connects)")
+            time.sleep(0.05)
         slow.unlink()
         _, errors = coordinator.communicate(timeout=300)
         assert coordinator.returncode == 0, errors[-3000:]
-        assert flood.connects >= 2 * FLOOD
     finally:
         flood.close()
         if coordinator.poll() is None:
