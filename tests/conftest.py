@@ -7,6 +7,7 @@ import sys
 import pytest
 
 import dtrain
+from dtrain.process import command_line
 
 CHANNELS = ("shared-memory", "network")
 
@@ -56,8 +57,7 @@ def _children() -> set:
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().decode(errors="replace").split("\0")
+            argv = command_line(int(pid))
         except OSError:
             continue
         if fields[0] != "Z" and int(fields[1]) == os.getpid() and _is_dtrain(argv):
