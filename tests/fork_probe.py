@@ -13,24 +13,10 @@ import os
 import socket
 import sys
 
+from procs import children
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 JOBS = os.path.join(HERE, "dist_jobs.py")
-
-
-def children() -> list:
-    """(pid, state) of this process's children."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == os.getpid():
-            found.append((int(pid), fields[0]))
-    return found
 
 
 def main() -> None:
@@ -51,7 +37,7 @@ def main() -> None:
             dtrain.fit(JOBS, job_name=args[0], workers=int(args[1]))
         except Exception as e:  # noqa: BLE001 - reported to the test
             error = str(e)
-        print(json.dumps({"error": error, "children": children()}), flush=True)
+        print(json.dumps({"error": error, "children": children(os.getpid())}), flush=True)
     held.close()
     server.close()
 

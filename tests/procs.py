@@ -1,4 +1,5 @@
-"""Find processes dtrain started, by a marker on their command line (for leak checks)."""
+"""Find processes dtrain started, by a marker on their command line or by their parent (for
+leak checks), and how far their run got."""
 
 import os
 import time
@@ -27,3 +28,28 @@ def dtrain_processes(marker: str, settle: float = 3.0) -> list[int]:
         if not found or time.monotonic() > deadline:
             return found
         time.sleep(0.05)
+
+
+def children(parent: int) -> list[tuple[int, str]]:
+    """(pid, state) of the processes whose parent is ``parent``; zombies (state Z) included."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            found.append((int(pid), fields[0]))
+    return found
+
+
+def steps_done(metrics: str) -> int:
+    """Step records in a run's metrics.jsonl so far (0 before it exists)."""
+    try:
+        with open(metrics) as f:
+            return sum(1 for line in f if '"type": "step"' in line)
+    except FileNotFoundError:
+        return 0

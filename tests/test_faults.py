@@ -19,7 +19,7 @@ from dtrain.process import command_line
 HERE = os.path.dirname(__file__)
 sys.path.insert(0, HERE)
 import dist_jobs
-from procs import dtrain_processes
+from procs import dtrain_processes, steps_done
 
 JOBS = dist_jobs.__file__
 STEPS = 60
@@ -50,14 +50,6 @@ def _start_worker(address: str, rank: int, *options: str,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def _steps_done(metrics: str) -> int:
-    try:
-        with open(metrics) as f:
-            return sum(1 for line in f if '"type": "step"' in line)
-    except FileNotFoundError:
-        return 0
-
-
 class FaultInjector(threading.Thread):
     """Runs ``actions`` [(at_step, callable)] as the run's metrics file reaches each step."""
 
@@ -70,11 +62,11 @@ class FaultInjector(threading.Thread):
         try:
             deadline = time.monotonic() + 120
             for at_step, action in self.actions:
-                while _steps_done(self.metrics) < at_step:
+                while steps_done(self.metrics) < at_step:
                     if time.monotonic() > deadline:
                         raise TimeoutError(f"run never reached step {at_step}")
                     time.sleep(0.005)
-                self.done.append((_steps_done(self.metrics), action()))
+                self.done.append((steps_done(self.metrics), action()))
         except Exception as e:  # noqa: BLE001 - reported by the test
             self.error = e
 
@@ -197,7 +189,7 @@ def test_killed_coordinator_resumes_bit_identical(tmp_path):
     launcher = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics = os.path.join(out, "metrics.jsonl")
     deadline = time.monotonic() + 60
-    while _steps_done(metrics) < 23:
+    while steps_done(metrics) < 23:
         assert time.monotonic() < deadline and launcher.poll() is None
         time.sleep(0.005)
     launcher.kill()  # SIGKILL: no cleanup code runs in the coordinator
@@ -250,7 +242,7 @@ def test_workers_outlive_a_lost_coordinator_and_rejoin_its_successor(tmp_path):
     try:
         metrics = os.path.join(out, "metrics.jsonl")
         deadline = time.monotonic() + 60
-        while _steps_done(metrics) < 17:
+        while steps_done(metrics) < 17:
             assert time.monotonic() < deadline and first.poll() is None
             time.sleep(0.005)
         first.kill()

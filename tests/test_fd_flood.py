@@ -27,7 +27,7 @@ from dtrain.distributed.monitor import MAX_CONNECTIONS, Monitor
 HERE = os.path.dirname(__file__)
 sys.path.insert(0, HERE)
 import dist_jobs
-from procs import dtrain_processes
+from procs import dtrain_processes, steps_done
 
 JOBS = dist_jobs.__file__
 STEPS = 150
@@ -39,14 +39,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _steps_done(metrics: str) -> int:
-    try:
-        with open(metrics) as f:
-            return sum(1 for line in f if '"type": "step"' in line)
-    except FileNotFoundError:
-        return 0
 
 
 def _lower_fd_limit() -> None:
@@ -140,7 +132,7 @@ def test_a_run_under_a_connection_flood_finishes_bit_identical(tmp_path):
     flood = Flood([port, metrics_port], FLOOD, sustain=(port,))  # past the 5 s handshake
     try:
         deadline = time.monotonic() + 60
-        while _steps_done(os.path.join(out, "metrics.jsonl")) < 3:
+        while steps_done(os.path.join(out, "metrics.jsonl")) < 3:
             assert coordinator.poll() is None and time.monotonic() < deadline
             time.sleep(0.01)
         flood.start()
@@ -154,7 +146,7 @@ def test_a_run_under_a_connection_flood_finishes_bit_identical(tmp_path):
                             f"machine ({_descriptors(coordinator.pid)} descriptors after "
                             f"{flood.connects} connects)")
             time.sleep(0.05)
-        assert _steps_done(os.path.join(out, "metrics.jsonl")) < STEPS - 30
+        assert steps_done(os.path.join(out, "metrics.jsonl")) < STEPS - 30
         slow.unlink()
         _, errors = coordinator.communicate(timeout=300)
         assert coordinator.returncode == 0, errors[-3000:]

@@ -19,7 +19,7 @@ HERE = os.path.dirname(__file__)
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import dist_jobs
-from procs import dtrain_processes
+from procs import children, dtrain_processes, steps_done
 
 from dtrain.launcher.local import start_method
 from dtrain.launcher.prefork import fork_hazard
@@ -43,44 +43,22 @@ def _same(a: dict, b: dict) -> bool:
     return list(a) == list(b) and all(np.array_equal(a[k], b[k]) for k in a)
 
 
-def _children(pid: int) -> list:
-    """Live children of ``pid``."""
-    found = []
-    for child in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{child}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (OSError, ValueError):
-            continue
-        if child.isdigit() and int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(child))
-    return found
-
-
 def _workers_of(launcher: int, count: int, deadline: float = 60.0) -> dict:
     """{rank: pid} of the launcher's ``count`` worker processes, once they run."""
     end = time.monotonic() + deadline
     while time.monotonic() < end:
         workers = {}
-        for pid in _children(launcher):
+        for pid, state in children(launcher):
             try:
                 argv = command_line(pid)
             except OSError:
                 continue
-            if "worker" in argv and "--rank" in argv:
+            if state != "Z" and "worker" in argv and "--rank" in argv:
                 workers[int(argv[argv.index("--rank") + 1])] = pid
         if len(workers) == count:
             return workers
         time.sleep(0.02)
     raise AssertionError(f"the launcher {launcher} never ran {count} workers")
-
-
-def _steps_done(metrics: str) -> int:
-    try:
-        with open(metrics) as f:
-            return sum(1 for line in f if '"type": "step"' in line)
-    except FileNotFoundError:
-        return 0
 
 
 def _fds(pid: int) -> dict:
@@ -192,7 +170,7 @@ def test_a_killed_forked_worker_is_restarted_and_the_result_is_unchanged(tmp_pat
         killed = _workers_of(launcher.pid, 2)[1]
         metrics = os.path.join(out, "metrics.jsonl")
         deadline = time.monotonic() + 60
-        while _steps_done(metrics) < 10:
+        while steps_done(metrics) < 10:
             assert time.monotonic() < deadline and launcher.poll() is None
             time.sleep(0.005)
         os.kill(killed, signal.SIGKILL)
