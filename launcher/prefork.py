@@ -53,8 +53,8 @@ def fork_hazard() -> str | None:
     locked in it forever. BLAS thread pools survive (OpenBLAS re-creates its pool after fork),
     but torch's OpenMP pool does not.
     """
-    if not hasattr(os, "fork"):
-        return "this platform cannot fork"
+    if not sys.platform.startswith("linux"):  # macOS system libraries are not fork-safe
+        return f"workers are forked on Linux only, this is {sys.platform}"
     if threading.active_count() != 1:
         return f"{threading.active_count()} Python threads are running"
     if _zeromq_threads():
