@@ -113,6 +113,10 @@ def test_forked_workers_are_named_in_their_own_session_holding_nothing_of_the_la
     try:
         port = int(probe.stdout.readline().split()[1])
         workers = _workers_of(probe.pid, 2)
+        deadline = time.monotonic() + 60
+        while steps_done(os.path.join(out, "metrics.jsonl")) < 1:  # the workers are named
+            assert time.monotonic() < deadline and probe.poll() is None
+            time.sleep(0.01)
         launcher_fds = _fds(probe.pid)
         held = _listening_inodes(port)
         held.add(os.path.abspath(PROBE))  # the probe's open file
