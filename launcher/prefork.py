@@ -216,9 +216,7 @@ def _child_main(orders_fd: int, output_fd: int, launcher: int):
             os._exit(0)
         _reset_signals()
         _keep_only(orders_fd, output_fd)
-        os.write(ORDERS_FD, READY)
-        orders = _read_all(ORDERS_FD)
-        os.close(ORDERS_FD)
+        orders = _wait_for_orders()
         code = _run(msgpack.unpackb(orders)) if orders else 0
     except SystemExit as e:
         code = _exit_code(e)
@@ -237,6 +235,7 @@ def _reset_signals() -> None:
     """The dispositions a new Python process starts with (the launcher may have its own)."""
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as Python sets it at start-up
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
                 signal.SIGALRM, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
@@ -266,10 +265,17 @@ def _unbuffered(fd: int, errors: str = "strict") -> io.TextIOWrapper:
                             line_buffering=True, write_through=True)
 
 
-def _read_all(fd: int) -> bytes:
+def _wait_for_orders() -> bytes:
+    """Say READY, then read the orders to their end; b"" when they were cancelled."""
     chunks = []
-    while chunk := os.read(fd, 1 << 16):
-        chunks.append(chunk)
+    try:
+        os.write(ORDERS_FD, READY)
+        while chunk := os.read(ORDERS_FD, 1 << 16):
+            chunks.append(chunk)
+    except OSError:  # the launcher closed its end before we were ready: cancelled too
+        return b""
+    finally:
+        os.close(ORDERS_FD)
     return b"".join(chunks)
 
 
