@@ -31,6 +31,7 @@ import dtrain
 from dtrain import optim
 from dtrain.distributed.checkpoint import write_checkpoint
 from dtrain.distributed.trainer import Trainer
+from dtrain.process import command_line
 
 JOB_FILE = os.path.join(HERE, "dist_mlp_job.py")
 
@@ -40,12 +41,11 @@ def _worker_pid(rank: int) -> int | None:
         if not pid.isdigit():
             continue
         try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
+            argv = command_line(int(pid))
         except OSError:
             continue
-        if b"worker" in argv and JOB_FILE.encode() in argv and b"--rank" in argv \
-                and argv[argv.index(b"--rank") + 1] == str(rank).encode():
+        if "worker" in argv and JOB_FILE in argv and "--rank" in argv \
+                and argv[argv.index("--rank") + 1] == str(rank):
             return int(pid)
     return None
 

@@ -169,6 +169,10 @@ def _overrides(settings: dict) -> dict:
               help="Address the coordinator listens on (port 0: any free port).")
 @option("--max-restarts", type=click.IntRange(min=0), default=0, show_default=True,
               help="Times a crashed local worker is restarted before the run fails.")
+@option("--start-method", type=click.Choice(["fork", "spawn"]), default=None,
+              envvar="DTRAIN_START_METHOD",
+              help="Local workers are forked from the launcher once it imported dtrain (fork: "
+                   "starts faster), or new interpreters (spawn) [default: fork].")
 @option("--insecure", is_flag=True,
               help="Turn CURVE encryption off (debugging only; prints a warning).")
 @option("--hostfile", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -188,9 +192,9 @@ def _overrides(settings: dict) -> dict:
               help="dtrain keygen directory, needed by Slurm tasks (on a shared filesystem).")
 @_run_options
 @_settings_options
-def launch(script, workers, job_name, out, bind, max_restarts, insecure, resume, metrics_port,
-           metrics_host, hostfile, ssh_command, remote_python, remote_workdir, slurm, port,
-           keys_dir, progress, verbose, quiet, overwrite, tensorboard, **settings):
+def launch(script, workers, job_name, out, bind, max_restarts, start_method, insecure, resume,
+           metrics_port, metrics_host, hostfile, ssh_command, remote_python, remote_workdir,
+           slurm, port, keys_dir, progress, verbose, quiet, overwrite, tensorboard, **settings):
     """Train SCRIPT with a coordinator here and WORKERS local worker processes (plus hostfile
     workers over ssh; under srun, task 0 coordinates and the other tasks are workers)."""
     _setup_logging(verbose, quiet)
@@ -214,8 +218,8 @@ def launch(script, workers, job_name, out, bind, max_restarts, insecure, resume,
         _warn_insecure()
     out = _default_out(script, out, resume, versioned=True, overwrite=overwrite)
     config = RunConfig(job=script, workers=workers, job_name=job_name, out=out, bind=bind,
-                       max_restarts=max_restarts, progress=progress, epoch_lines=True,
-                       resume=resume,
+                       max_restarts=max_restarts, start_method=start_method,
+                       progress=progress, epoch_lines=True, resume=resume,
                        overwrite=overwrite, tensorboard=tensorboard,
                        insecure=insecure, metrics_port=metrics_port, metrics_host=metrics_host,
                        keys_dir=keys_dir, remote_workers=cluster.get("remote_workers", 0),

@@ -6,10 +6,17 @@ every layer can use them without importing a layer above it.
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import signal
 from contextlib import contextmanager
 
 log = logging.getLogger("dtrain.process")
+
+try:  # loaded now: a child between fork and exec (or a forked worker) must not import anything
+    _LIBC = ctypes.CDLL(None)
+except OSError:  # pragma: no cover - not Linux
+    _LIBC = None
 
 _blas = []  # the BLAS libraries threadpoolctl found, looked up once per process
 
@@ -60,13 +67,26 @@ def get_num_threads() -> int:
 
 def set_process_title(title: str) -> None:
     """Name this process for ps/top (Linux prctl), so operators can find and signal it."""
-    try:
-        import ctypes
+    if _LIBC is not None and hasattr(_LIBC, "prctl"):
+        _LIBC.prctl(15, title.encode()[:15], 0, 0, 0)  # PR_SET_NAME
 
-        libc = ctypes.CDLL(None)
-        libc.prctl(15, title.encode()[:15], 0, 0, 0)  # PR_SET_NAME
-    except (OSError, AttributeError):
-        pass
+
+def die_with_parent() -> None:
+    """In a child: ask Linux for SIGTERM when its parent dies, even by SIGKILL."""
+    if _LIBC is not None and hasattr(_LIBC, "prctl"):
+        _LIBC.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
+def command_line(pid: int) -> list[str]:
+    """The arguments in /proc/PID/cmdline, also of a process that renamed itself.
+
+    A process renamed with setproctitle (a forked worker: ``... dtrain worker --rank N ...``)
+    shows one string with spaces where a fresh process shows arguments separated by NULs.
+    Raises OSError when the process is gone.
+    """
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        argv = f.read().rstrip(b"\0").decode(errors="replace").split("\0")
+    return argv[0].split() if len(argv) == 1 else argv
 
 
 def raise_fd_limit() -> tuple[int, int] | None:

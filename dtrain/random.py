@@ -88,6 +88,13 @@ _seed = [0]  # the global generator's seed (it starts as PCG64(0))
 _deterministic = [False, False]  # use_deterministic_algorithms: (mode, warn_only)
 
 
+def reset_process_state() -> None:
+    """Back to the state a new process starts with: a forked worker must not inherit what its
+    launcher drew, nor NumPy's legacy global stream (a fresh process seeds it from entropy)."""
+    manual_seed(0)
+    np.random.seed()
+
+
 def seed() -> int:
     """Reseed the global generator from the operating system's entropy; return the seed."""
     new = int(np.random.SeedSequence().entropy) % 2**63

@@ -30,8 +30,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from dtrain.process import die_with_parent
+
 from .env import is_number
-from .local import GRACE_SECONDS, Supervisor, WorkerProcess, _die_with_parent, worker_argv
+from .local import GRACE_SECONDS, Supervisor, WorkerProcess, worker_argv
 
 log = logging.getLogger("dtrain.launcher")
 
@@ -185,7 +187,7 @@ class HostfileWorkers(Supervisor):
             proc.popen = subprocess.Popen(proc.argv, stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                           start_new_session=True,
-                                          preexec_fn=_die_with_parent)  # noqa: PLW1509
+                                          preexec_fn=die_with_parent)  # noqa: PLW1509
         except OSError as e:
             raise HostfileError(f"cannot run the ssh command {self.ssh_argv[0]!r}: "
                                 f"{e.strerror}") from None
@@ -268,7 +270,7 @@ def serve(argv: list[str], stdin_fd: int = 0) -> int:
     """Remote wrapper: run ``argv`` with the env from stdin; stop it when stdin closes."""
     env = {**os.environ, **_read_env_line(stdin_fd)}
     child = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
-                             preexec_fn=_die_with_parent)  # noqa: PLW1509 - prctl only
+                             preexec_fn=die_with_parent)  # noqa: PLW1509 - prctl only
     stopping = threading.Event()
 
     def stop(*_):

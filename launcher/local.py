@@ -1,15 +1,18 @@
 """Start and supervise worker processes on this machine, and make sure none outlive the run.
 
-Workers are started as ``python -m dtrain worker --rank N ...`` so ``ps`` names them, in their
-own process group; BLAS is pinned to the job's thread count through the environment. The
-supervisor reaps them at the end, on an exception and on Ctrl-C (SIGINT/SIGTERM are turned into
-an orderly shutdown), escalating from SIGTERM to SIGKILL after a grace period. A worker that
-crashes is restarted up to ``max_restarts`` times, like torchrun.
+Workers run ``python -m dtrain worker --rank N ...`` (so ``ps`` names them), each in its own
+session; BLAS is pinned to the job's thread count. They are forked from the launcher before it
+starts any thread (``prefork``: no second interpreter start and import of dtrain), or started
+as new interpreters (``start_method="spawn"``, the fallback when forking is unsafe, and how
+crashed workers are restarted). The supervisor reaps them at the end, on an exception and on
+Ctrl-C (SIGINT/SIGTERM are turned into an orderly shutdown), escalating from SIGTERM to SIGKILL
+after a grace period. A worker that crashes is restarted up to ``max_restarts`` times, like
+torchrun.
 """
 
 from __future__ import annotations
 
-import ctypes
+import importlib
 import logging
 import os
 import signal
@@ -19,9 +22,38 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from dtrain.process import die_with_parent
+
+from .prefork import Prefork, fork_hazard
+
 log = logging.getLogger("dtrain.launcher")
 
 GRACE_SECONDS = 3.0
+START_METHODS = ("fork", "spawn")
+START_METHOD_VARIABLE = "DTRAIN_START_METHOD"  # the default of dtrain.fit and dtrain launch
+WORKER_MODULES = ("dtrain.cli", "dtrain.workers.worker")  # what a worker runs, imported once
+
+
+def start_method(choice: str | None = None) -> str:
+    """``choice``, else DTRAIN_START_METHOD, else "fork"; ValueError for anything else."""
+    method = choice or os.environ.get(START_METHOD_VARIABLE) or "fork"
+    if method not in START_METHODS:
+        raise ValueError(f"start method {method!r}: expected one of {', '.join(START_METHODS)}")
+    return method
+
+
+def prefork_workers(count: int, method: str) -> Prefork | None:
+    """``count`` worker processes forked now, waiting for LocalWorkers to start them; None
+    (LocalWorkers spawns new interpreters) for the spawn method or when forking is unsafe."""
+    if count <= 0 or method != "fork":
+        return None
+    for name in WORKER_MODULES:
+        importlib.import_module(name)
+    hazard = fork_hazard()
+    if hazard is not None:
+        log.debug("local workers start as new interpreters instead of forked: %s", hazard)
+        return None
+    return Prefork(count)
 
 
 def worker_env(threads: int, extra: dict | None = None) -> dict:
@@ -34,18 +66,6 @@ def worker_env(threads: int, extra: dict | None = None) -> dict:
     if extra:
         env.update(extra)
     return env
-
-
-try:  # loaded before any fork: the child must not import anything
-    _LIBC = ctypes.CDLL(None)
-except OSError:  # pragma: no cover - not Linux
-    _LIBC = None
-
-
-def _die_with_parent() -> None:
-    """In the child: ask Linux for SIGTERM when the launcher dies, even by SIGKILL."""
-    if _LIBC is not None and hasattr(_LIBC, "prctl"):
-        _LIBC.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
 def worker_argv(python: list, rank: int, connect: str, job_id: str, script: str, *,
@@ -145,6 +165,7 @@ class LocalWorkers(Supervisor):
     extra_args: list = field(default_factory=list)
     env: dict = field(default_factory=dict)  # extra environment (e.g. the CURVE keys)
     insecure: bool = False
+    forks: Prefork | None = None  # children forked early (prefork_workers), used first
     procs: list = field(default_factory=list)
     failed: list = field(default_factory=list)
     exited: list = field(default_factory=list)
@@ -162,10 +183,15 @@ class LocalWorkers(Supervisor):
             self._spawn(proc)
 
     def _spawn(self, proc: WorkerProcess) -> None:
-        proc.popen = subprocess.Popen(proc.argv, env=proc.env, stdin=subprocess.DEVNULL,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      start_new_session=True,
-                                      preexec_fn=_die_with_parent)  # noqa: PLW1509 - prctl only
+        child = self.forks.take() if self.forks is not None else None
+        if child is not None:
+            child.start(proc.argv, proc.env, self.threads)
+            proc.popen = child
+        else:  # threads may run by now: a new interpreter, never a fork
+            proc.popen = subprocess.Popen(proc.argv, env=proc.env, stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                          start_new_session=True,
+                                          preexec_fn=die_with_parent)  # noqa: PLW1509 - prctl
         self._start_pump(proc, f"[worker {proc.rank}] " if self.log_prefix else "")
 
     def close(self, grace: float = GRACE_SECONDS) -> None:

@@ -25,7 +25,7 @@ from dtrain.distributed.job import (
 from dtrain.distributed.trainer import Trainer
 from dtrain.records import dumps
 
-from .local import Interrupted, LocalWorkers
+from .local import Interrupted, LocalWorkers, prefork_workers, start_method
 from .loggers import TensorBoardLog, write_csv
 from .outdir import (
     CHECKPOINTS,
@@ -75,6 +75,8 @@ class RunConfig:
     starter: object | None = None  # more workers (launcher.hostfile): .count, start(address,
     # job_id, client_keys, threads), poll() -> [(pid, code)], .procs, .failed, close()
     overrides: dict = field(default_factory=dict)  # settings and hyperparameters by name
+    start_method: str | None = None  # local workers: "fork" or "spawn" (None: the default,
+    # DTRAIN_START_METHOD or fork)
     overwrite: bool = False  # replace an earlier run's outputs in ``out``
     tensorboard: bool = False  # also write TensorBoard event files into OUT/tensorboard
     epoch_lines: bool = False  # a line per epoch on stderr even without the progress bar
@@ -160,6 +162,20 @@ def _check_main_guard(script: str | None, workers: int) -> None:
 def run(config: RunConfig):
     """Train; returns (model, history). Raises LaunchError (or the job's error) on failure."""
     _refuse_nested_run()
+    try:
+        method = start_method(config.start_method)
+    except ValueError as e:
+        raise LaunchError(str(e)) from None
+    forks = prefork_workers(config.workers, method)  # first: no thread may run yet
+    try:
+        return _train(config, forks)
+    finally:
+        if forks is not None:
+            forks.close()  # the children a failed run never started
+
+
+def _train(config: RunConfig, forks):
+    """``run`` once the local workers are forked (``forks``, None when they are spawned)."""
     job, digest, script = resolve_job(config.job, config.job_name)
     settings = job.settings(**config.overrides)
     apply_settings(job, settings)
@@ -225,9 +241,10 @@ def run(config: RunConfig):
                                      job_name=type(job).__name__, threads=settings.threads,
                                      max_restarts=config.max_restarts,
                                      env=client_keys.env() if client_keys else {},
-                                     insecure=config.insecure)
+                                     insecure=config.insecure, forks=forks)
                 procs.start()
-                log.info("started %d local worker process(es)", config.workers)
+                log.info("started %d local worker process(es) (%s)", config.workers,
+                         "forked from this process" if forks else "new interpreters")
             if config.starter is not None:
                 config.starter.start(executor.address, job_id, client_keys, settings.threads)
             groups = [g for g in (procs, config.starter) if g is not None]

@@ -7,6 +7,8 @@ import sys
 import pytest
 
 import dtrain
+from dtrain.process import command_line
+from procs import children
 
 CHANNELS = ("shared-memory", "network")
 
@@ -50,18 +52,13 @@ def _is_dtrain(argv: list) -> bool:
 def _children() -> set:
     """Live (non-zombie) dtrain processes that are children of this pytest process."""
     found = set()
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
+    for pid, state in children(os.getpid()):
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().decode(errors="replace").split("\0")
+            argv = command_line(pid)
         except OSError:
             continue
-        if fields[0] != "Z" and int(fields[1]) == os.getpid() and _is_dtrain(argv):
-            found.add(int(pid))
+        if state != "Z" and _is_dtrain(argv):
+            found.add(pid)
     return found
 
 

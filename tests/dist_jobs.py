@@ -108,6 +108,13 @@ class FailsAtStep3(MomentumGroups):
         return F.cross_entropy(output, target)
 
 
+class LossRaises(MomentumGroups):
+    """The loss always raises: the launcher's preflight check fails before any worker runs."""
+
+    def loss(self, output, target):
+        raise ValueError("deliberate failure in the loss")
+
+
 class Slow(MomentumGroups):
     """Many steps, so a test can interrupt it mid-run."""
 

@@ -1,5 +1,5 @@
-"""Watch processes dtrain started: find them by a marker on their command line (for leak
-checks), and count the steps a run has finished (so a test acts at a given step)."""
+"""Find processes dtrain started, by a marker on their command line or by their parent (for
+leak checks), and how far their run got."""
 
 import os
 import time
@@ -30,8 +30,24 @@ def dtrain_processes(marker: str, settle: float = 3.0) -> list[int]:
         time.sleep(0.05)
 
 
+def children(parent: int) -> list[tuple[int, str]]:
+    """(pid, state) of the processes whose parent is ``parent``; zombies (state Z) included."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            found.append((int(pid), fields[0]))
+    return found
+
+
 def steps_done(metrics: str) -> int:
-    """Training steps a run has written to its ``metrics.jsonl`` so far (0 before the file)."""
+    """Step records in a run's metrics.jsonl so far (0 before it exists)."""
     try:
         with open(metrics) as f:
             return sum(1 for line in f if '"type": "step"' in line)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import dtrain
+from dtrain.process import command_line
 
 HERE = os.path.dirname(__file__)
 sys.path.insert(0, HERE)
@@ -31,9 +32,11 @@ def _worker_pid(rank: int, deadline: float = 20.0) -> int:
     end = time.monotonic() + deadline
     while time.monotonic() < end:
         for pid in dtrain_processes(JOBS, settle=0):
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-            if b"worker" in argv and argv[argv.index(b"--rank") + 1] == str(rank).encode():
+            try:
+                argv = command_line(pid)
+            except OSError:
+                continue
+            if "worker" in argv and argv[argv.index("--rank") + 1] == str(rank):
                 return pid
         time.sleep(0.02)
     raise TimeoutError(f"no worker of rank {rank}")
