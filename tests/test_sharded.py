@@ -337,3 +337,18 @@ def test_malformed_reducer_messages_are_rejected_and_logged_and_reduction_goes_o
     while len(plane.incoming.get(1, {})) < len(schema.ranges):  # its own new parameters
         assert plane.mailbox.poll(10_000)
         plane.poll()
+
+
+def test_a_reducer_restarted_at_once_gets_its_zap_handler():
+    """A worker that rejoins restarts its reducer, whose ZAP handler binds the address the old
+    one released only asynchronously: the bind failed most times (a rejoining worker then hung
+    on exit), so a cut link that healed cost the run its worker. Now the bind waits."""
+    from dtrain.distributed.security import ServerKeys, start_authenticator
+
+    public, secret = zmq.curve_keypair()
+    ctx = zmq.Context()
+    try:
+        for _ in range(50):
+            start_authenticator(ctx, ServerKeys(public, secret, {public})).stop()
+    finally:
+        ctx.destroy(linger=0)

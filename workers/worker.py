@@ -239,7 +239,7 @@ class Worker:
             if self.plane is not None:
                 self.plane.close()
             self.sock.close()
-            ctx.term()
+            ctx.destroy()  # also closes what a failed start left open (term() would wait on it)
 
     def _wait(self, timeout: float) -> bool:
         """Serve the mailbox (when the sharded reduction is on) until the coordinator's
