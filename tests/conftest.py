@@ -11,21 +11,41 @@ from dtrain.process import command_line
 from procs import children
 
 CHANNELS = ("shared-memory", "network")
+SHARDED = "network-sharded"  # the sharded reduction, every array over the socket
 
 
 @pytest.fixture(params=CHANNELS)
 def array_channel(request, monkeypatch):
     """Run a test once with same-machine workers on shared memory and once with every array
-    over the socket (the path workers on other machines take), for every round of the run.
+    over the socket (the path workers on other machines take), for every round of the run;
+    a test marked ``with_sharded`` also runs a third time with ``reduction = sharded`` over the
+    socket (the workers reduce and step the parameter ranges).
 
-    Jobs inherit the setting from ``dtrain.Job``; coordinators started as subprocesses get it
-    from the environment (click's DTRAIN_<COMMAND>_<OPTION> variables).
+    Jobs inherit the settings from ``dtrain.Job``; coordinators started as subprocesses get
+    them from the environment (click's DTRAIN_<COMMAND>_<OPTION> variables).
     """
     on = request.param == "shared-memory"
+    reduction = "sharded" if request.param == SHARDED else "coordinator"
     monkeypatch.setattr(dtrain.Job, "shared_memory", on)
+    monkeypatch.setattr(dtrain.Job, "reduction", reduction)
     for command in ("LAUNCH", "COORDINATOR"):
         monkeypatch.setenv(f"DTRAIN_{command}_SHARED_MEMORY", "1" if on else "0")
+        monkeypatch.setenv(f"DTRAIN_{command}_REDUCTION", reduction)
     return request.param
+
+
+with_sharded = pytest.mark.parametrize("array_channel", (*CHANNELS, SHARDED), indirect=True)
+
+
+def assert_reduced_as_asked(array_channel: str, log_text: str) -> None:
+    """The run reduced as the fixture asked: sharded runs cut range maps over the reducers
+    (not the coordinator's fallback, which would test the star twice), the others none. The
+    text is a log with the coordinator's INFO records."""
+    if array_channel == SHARDED:
+        assert "range map" in log_text, "the run never cut a range map"
+        assert "reduces this run instead" not in log_text
+    else:
+        assert "range map" not in log_text
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -17,6 +17,7 @@ from dtrain.distributed import checkpoint as C
 
 sys.path.insert(0, os.path.dirname(__file__))
 import dist_jobs
+from conftest import assert_reduced_as_asked, with_sharded
 from procs import dtrain_processes
 
 pytestmark = pytest.mark.usefixtures("array_channel")
@@ -27,17 +28,21 @@ def _same(a, b) -> bool:
                                                       b.state_dict().values()))
 
 
-def test_a_stuck_worker_is_evicted_and_its_nodes_recomputed(tmp_path, monkeypatch, caplog):
+@with_sharded
+def test_a_stuck_worker_is_evicted_and_its_nodes_recomputed(tmp_path, monkeypatch, caplog,
+                                                             array_channel):
     """Issue 18.4: a worker spinning in loss() kept heartbeating from its beacon thread, was
-    never evicted, and step_timeout then failed the run."""
-    reference, _ = dtrain.fit(dist_jobs.StuckOnce, workers=0)
+    never evicted, and step_timeout then failed the run. Sharded, the stuck worker's ranges go
+    with it: the run rolls back and recomputes over the others."""
+    reference, _ = dtrain.fit(dist_jobs.StuckOnce, workers=0, reduction="coordinator")
     marker = tmp_path / "stuck"
     monkeypatch.setenv("DTRAIN_TEST_STUCK", str(marker))
     started = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="dtrain.coordinator"):
+    with caplog.at_level(logging.INFO, logger="dtrain.coordinator"):
         model, history = dtrain.fit(dist_jobs.StuckOnce, workers=3, step_timeout=600)
     assert marker.exists(), "no worker got stuck: the test did not test anything"
     assert "stuck" in caplog.text and "evicted" in caplog.text
+    assert_reduced_as_asked(array_channel, caplog.text)
     assert _same(model, reference)
     # a few heartbeat timeouts, not the step timeout
     assert time.monotonic() - started < 600

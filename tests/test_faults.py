@@ -1,5 +1,10 @@
 """Faults during training: killed, hung and late workers, a killed coordinator. Surviving a fault
-may cost time but never changes the result: every run ends bit-identical to the fault-free one."""
+may cost time but never changes the result: every run ends bit-identical to the fault-free one.
+
+The faults that cost the sharded reduction something of its own (a killed or hung worker is a
+lost reducer: the run rolls back and re-cuts the ranges; a joining worker re-cuts them after a
+gather; a restarted coordinator loads them again) also run with ``reduction = sharded``
+(``with_sharded``)."""
 
 import logging
 import os
@@ -19,6 +24,7 @@ from dtrain.process import command_line
 HERE = os.path.dirname(__file__)
 sys.path.insert(0, HERE)
 import dist_jobs
+from conftest import SHARDED, assert_reduced_as_asked, with_sharded
 from procs import dtrain_processes, steps_done
 
 JOBS = dist_jobs.__file__
@@ -72,7 +78,10 @@ class FaultInjector(threading.Thread):
 
 
 def _reference():
-    model, history = dtrain.fit(dist_jobs.SlowSteps, workers=0, max_steps=STEPS)
+    """The fault-free single-process run (which reduces in its one process whatever the
+    fixture asks)."""
+    model, history = dtrain.fit(dist_jobs.SlowSteps, workers=0, max_steps=STEPS,
+                                reduction="coordinator")
     return [a.clone() for a in model.state_dict().values()], [r["loss"] for r in history.steps]
 
 
@@ -90,13 +99,14 @@ def _kill(rank, sig=signal.SIGKILL):
     return action
 
 
-def test_sigkill_two_workers_mid_epoch_result_unchanged(tmp_path, caplog):
+@with_sharded
+def test_sigkill_two_workers_mid_epoch_result_unchanged(tmp_path, caplog, array_channel):
     reference = _reference()
     out = str(tmp_path)
     injector = FaultInjector(os.path.join(out, "metrics.jsonl"),
                              [(10, _kill(1)), (30, _kill(2))])
     injector.start()
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.INFO, logger="dtrain"):
         model, history = dtrain.fit(dist_jobs.SlowSteps, workers=3, out=out, max_steps=STEPS,
                                     max_restarts=1)
     injector.join(timeout=10)
@@ -104,11 +114,13 @@ def test_sigkill_two_workers_mid_epoch_result_unchanged(tmp_path, caplog):
     assert len(injector.done) == 2
     assert caplog.text.count("evicted") >= 2
     assert "restarting (1/1)" in caplog.text
+    assert_reduced_as_asked(array_channel, caplog.text)
     _assert_same(model, history, reference)
     assert dtrain_processes(JOBS) == []
 
 
-def test_hung_worker_is_evicted_and_rejoins_when_it_wakes(tmp_path, caplog):
+@with_sharded
+def test_hung_worker_is_evicted_and_rejoins_when_it_wakes(tmp_path, caplog, array_channel):
     reference = _reference()
     out = str(tmp_path)
     stopped = []
@@ -129,6 +141,7 @@ def test_hung_worker_is_evicted_and_rejoins_when_it_wakes(tmp_path, caplog):
     assert injector.error is None, injector.error
     assert "silent for" in caplog.text  # evicted by heartbeat timeout
     assert caplog.text.count("joined") >= 3  # two workers, then the woken one again
+    assert_reduced_as_asked(array_channel, caplog.text)
     _assert_same(model, history, reference)
     assert dtrain_processes(JOBS) == []
 
@@ -139,7 +152,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_below_min_workers_pauses_until_a_new_worker_joins(tmp_path, caplog):
+@with_sharded
+def test_below_min_workers_pauses_until_a_new_worker_joins(tmp_path, caplog, array_channel):
     reference = _reference()
     out = str(tmp_path)
     address = f"tcp://127.0.0.1:{_free_port()}"
@@ -153,7 +167,7 @@ def test_below_min_workers_pauses_until_a_new_worker_joins(tmp_path, caplog):
                              [(10, _kill(1)), (10, start_new_worker)])
     injector.start()
     try:
-        with caplog.at_level(logging.WARNING, logger="dtrain.coordinator"):
+        with caplog.at_level(logging.INFO, logger="dtrain.coordinator"):
             model, history = dtrain.fit(dist_jobs.SlowSteps, workers=2, out=out,
                                         max_steps=STEPS, min_workers=2, bind=address,
                                         insecure=True, worker_wait_timeout=60.0)
@@ -164,6 +178,7 @@ def test_below_min_workers_pauses_until_a_new_worker_joins(tmp_path, caplog):
     assert injector.error is None, injector.error
     assert "below min_workers=2" in caplog.text
     assert late[0].returncode == 0  # told to stop at the end
+    assert_reduced_as_asked(array_channel, caplog.text)
     _assert_same(model, history, reference)
 
 
@@ -180,13 +195,14 @@ def test_below_min_workers_fails_clearly_after_the_timeout(tmp_path):
     assert dtrain_processes(JOBS) == []
 
 
-def test_killed_coordinator_resumes_bit_identical(tmp_path):
+@with_sharded
+def test_killed_coordinator_resumes_on_another_worker_count_bit_identical(tmp_path,
+                                                                          array_channel):
     reference = _reference()
     out = str(tmp_path / "run")
-    argv = [sys.executable, "-m", "dtrain", "launch", "--workers", "2", "--no-progress",
-            "--job", "SlowSteps", "--max-steps", str(STEPS), "--checkpoint-every", "5",
-            "--out", out, JOBS]
-    launcher = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    argv = [sys.executable, "-m", "dtrain", "launch", "--no-progress", "--job", "SlowSteps",
+            "--max-steps", str(STEPS), "--checkpoint-every", "5", "--out", out, JOBS]
+    launcher = subprocess.Popen(argv + ["--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics = os.path.join(out, "metrics.jsonl")
     deadline = time.monotonic() + 60
     while steps_done(metrics) < 23:
@@ -195,10 +211,11 @@ def test_killed_coordinator_resumes_bit_identical(tmp_path):
     launcher.kill()  # SIGKILL: no cleanup code runs in the coordinator
     launcher.wait(timeout=10)
     assert dtrain_processes(JOBS) == []  # its workers followed it (parent-death signal)
-    resumed = subprocess.run(argv + ["--resume", out], capture_output=True, text=True,
-                             timeout=120, check=False)
+    resumed = subprocess.run(argv + ["--workers", "3", "--resume", out], capture_output=True,
+                             text=True, timeout=120, check=False)
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed at step" in resumed.stderr
+    assert_reduced_as_asked(array_channel, resumed.stderr)
     final = dtrain.load(os.path.join(out, "checkpoint.dtrain"))
     params, _ = reference
     assert final["step"] == STEPS
@@ -225,7 +242,8 @@ def test_processes_are_named_in_ps(tmp_path):
     assert names["comm"] == "dtrain-w0"
 
 
-def test_workers_outlive_a_lost_coordinator_and_rejoin_its_successor(tmp_path):
+@with_sharded
+def test_workers_outlive_a_lost_coordinator_and_rejoin_its_successor(tmp_path, array_channel):
     """Cluster mode: keys from dtrain keygen, coordinator killed, restarted with --resume on the
     same address; the same worker processes reconnect and the result is unchanged."""
     reference = _reference()
@@ -252,6 +270,7 @@ def test_workers_outlive_a_lost_coordinator_and_rejoin_its_successor(tmp_path):
         second = subprocess.run(coordinator + ["--resume", out], capture_output=True, text=True,
                                 timeout=120, check=False)
         assert second.returncode == 0, second.stderr
+        assert_reduced_as_asked(array_channel, second.stderr)
         for w in workers:
             assert w.wait(timeout=20) == 0
     finally:
@@ -280,7 +299,8 @@ def _took_work(metrics: str, worker: str) -> bool:
     return False
 
 
-def test_a_worker_added_mid_run_takes_work(tmp_path, monkeypatch):
+@with_sharded
+def test_a_worker_added_mid_run_takes_work(tmp_path, monkeypatch, caplog, array_channel):
     """The run goes slowly (Throttled) until the newcomer has computed micro-shards: the join
     is awaited, not raced against the end of the run (it used to fail under load)."""
     reference = _reference()
@@ -307,8 +327,9 @@ def test_a_worker_added_mid_run_takes_work(tmp_path, monkeypatch):
     injector = FaultInjector(metrics, [(10, add_worker), (10, await_work)])
     injector.start()
     try:
-        model, history = dtrain.fit(dist_jobs.Throttled, workers=2, out=out, max_steps=STEPS,
-                                    bind=address, insecure=True)
+        with caplog.at_level(logging.INFO, logger="dtrain.coordinator"):
+            model, history = dtrain.fit(dist_jobs.Throttled, workers=2, out=out,
+                                        max_steps=STEPS, bind=address, insecure=True)
         injector.join(timeout=10)
         assert injector.error is None, injector.error
         assert extra and extra[0].wait(timeout=20) == 0
@@ -320,6 +341,9 @@ def test_a_worker_added_mid_run_takes_work(tmp_path, monkeypatch):
     last = history.steps[-1]
     assert last["workers"] == 3
     assert last["worker_times"]["2"]["compute_s"] > 0  # the newcomer computed micro-shards
+    assert_reduced_as_asked(array_channel, caplog.text)
+    if array_channel == SHARDED:  # the ranges were gathered and cut again over three reducers
+        assert "ranges over 3 reducers" in caplog.text
     _assert_same(model, history, reference)
 
 

@@ -109,7 +109,8 @@ def _reference(job: str, steps: int, name: str = "NetSteps") -> dict:
 class Cluster:
     """A coordinator and workers on the hosts, started by the test; logs in files."""
 
-    def __init__(self, setup: dict, name: str, steps: int, job_name: str = "NetSteps"):
+    def __init__(self, setup: dict, name: str, steps: int, job_name: str = "NetSteps",
+                 reduction: str = "coordinator"):
         self.dir = setup["base"] / name
         self.dir.mkdir()
         self.out = str(self.dir / "run")
@@ -119,6 +120,7 @@ class Cluster:
         self.procs: dict = {}
         self.logs: dict = {}
         self.env = {k: v for k, v in os.environ.items() if not k.endswith("_SHARED_MEMORY")}
+        self.env["DTRAIN_COORDINATOR_REDUCTION"] = reduction
 
     def coordinator(self, workers: int, *extra: str, key: str = "c") -> None:
         """``dtrain coordinator`` on host 1, listening on every interface."""
@@ -192,6 +194,15 @@ def _assert_equal_params(out: str, reference: dict, steps: int) -> None:
     assert all(np.array_equal(final["model"][k], reference[k]) for k in reference)
 
 
+def _assert_reduced(log: str, reduction: str) -> None:
+    """The coordinator reduced as asked: sharded, by range maps over the workers' reducers
+    (never the fallback to the star), else none."""
+    if reduction == "sharded":
+        assert "range map" in log and "reduces this run instead" not in log, log
+    else:
+        assert "range map" not in log, log
+
+
 def test_arrays_cross_the_links_and_the_result_is_bit_identical(setup):
     """Workers on other hosts use the network; the coordinator's neighbour, shared memory."""
     steps = 30
@@ -249,11 +260,14 @@ def test_killed_worker_on_another_host_costs_no_bits(setup):
     _assert_equal_params(cluster.out, reference, steps)
 
 
-def test_cut_link_evicts_worker_and_restored_link_rejoins(setup):
+@pytest.mark.parametrize("reduction", ["coordinator", "sharded"])
+def test_cut_link_evicts_worker_and_restored_link_rejoins(setup, reduction):
+    """Sharded, the cut worker's reducer is cut off with it: the run rolls back, re-cuts the
+    ranges over the other reducer, and again over both when the worker rejoins."""
     steps = 150
     reference = _reference(setup["job"], steps)
     hosts = setup["hosts"]
-    cluster = Cluster(setup, "cut", steps)
+    cluster = Cluster(setup, f"cut-{reduction}", steps, reduction=reduction)
     try:
         cluster.two_remote_workers_past_step_10()
         hosts.link(2, up=False)
@@ -273,6 +287,7 @@ def test_cut_link_evicts_worker_and_restored_link_rejoins(setup):
     log = cluster.log()
     assert "(net-w1) evicted: silent for" in log
     assert "(net-w2) evicted" not in log
+    _assert_reduced(log, reduction)
     print(f"cut at step {cut_at}, link restored at {restored_at}, rejoined at {rejoined_at}")
     new_id = _ids(log, "net-w1")[-1]
     assert any(new_id in r["worker_times"] for r in cluster.records()
@@ -280,12 +295,14 @@ def test_cut_link_evicts_worker_and_restored_link_rejoins(setup):
     _assert_equal_params(cluster.out, reference, steps)
 
 
-def test_restarted_coordinator_resumes_with_another_worker_count(setup):
+@pytest.mark.parametrize("reduction", ["coordinator", "sharded"])
+def test_restarted_coordinator_resumes_with_another_worker_count(setup, reduction):
     """One remote worker; the coordinator is killed, resumes from its checkpoint and waits for
-    two: the first worker rejoins by itself, a second host's worker joins."""
+    two: the first worker rejoins by itself, a second host's worker joins (sharded: the
+    checkpoint's whole state is cut over two reducers on two hosts)."""
     steps = 60
     reference = _reference(setup["job"], steps)
-    cluster = Cluster(setup, "resume", steps)
+    cluster = Cluster(setup, f"resume-{reduction}", steps, reduction=reduction)
     try:
         cluster.coordinator(1, "--checkpoint-every", "5")
         cluster.worker(1, 2, 0.005, "--rank", "1", "--name", "net-w1")
@@ -304,6 +321,9 @@ def test_restarted_coordinator_resumes_with_another_worker_count(setup):
     assert "resumed at step" in log, log
     assert len(_ids(log, "net-w1")) == 1 and len(_ids(log, "net-w2")) == 1, log
     assert log.count("its arrays travel over network") == 2, log
+    _assert_reduced(log, reduction)
+    if reduction == "sharded":
+        assert "8 ranges over 2 reducers" in log, log
     _assert_equal_params(cluster.out, reference, steps)
 
 

@@ -239,7 +239,7 @@ class Worker:
             if self.plane is not None:
                 self.plane.close()
             self.sock.close()
-            ctx.term()
+            ctx.destroy()  # also closes what a failed start left open (term() would wait on it)
 
     def _wait(self, timeout: float) -> bool:
         """Serve the mailbox (when the sharded reduction is on) until the coordinator's
@@ -360,7 +360,7 @@ class Worker:
         self.schema = dataclasses.replace(self.schema, ranges=ranges)
         self.plane = RangePlane(ctx, self.config.keys, self.config.connect, self.schema,
                                 optimizer, self.params, self._send)
-        self.plane.computer = lambda plan, nodes: self.computer.node_values(plan, nodes, 0)
+        self.plane.computer = lambda plan, nodes: self._node_values(plan, nodes, 0)
         return self.plane
 
     def _open_channel(self, offer: dict | None):
@@ -380,15 +380,21 @@ class Worker:
         self.channel.read_params(msg, self.names, [p._data for p in self.params])
         plan = self.planner.plan(msg.epoch, msg.batch, msg.step)
         started = time.perf_counter()
-        self.node_started, self.nodes_busy = time.monotonic(), max(len(msg.nodes), 1)
-        try:
-            with blas_threads(self.settings.threads):  # all the task's shards in one pass
-                values = self.computer.node_values(plan, msg.nodes, msg.phase)
-        finally:
-            self.node_started = None
+        values = self._node_values(plan, msg.nodes, msg.phase)
         elapsed = (time.perf_counter() - started) / max(len(values), 1)
         for node, value in values.items():
             self._send(self._grads(msg, node, value, elapsed))
+
+    def _node_values(self, plan, nodes: list, phase: int) -> dict:
+        """Compute tree nodes (all of a task's shards in one pass), timed for the beacon's
+        ``busy`` report, so the coordinator sees a compute thread stuck in the job, whether the
+        task came as a TASK or as a sharded STEPTASK."""
+        self.node_started, self.nodes_busy = time.monotonic(), max(len(nodes), 1)
+        try:
+            with blas_threads(self.settings.threads):
+                return self.computer.node_values(plan, nodes, phase)
+        finally:
+            self.node_started = None
 
     def _grads(self, task: P.Task, node, value, elapsed: float) -> P.Grads:
         """The GRADS message of one node, its gradients placed by the channel."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 
 import zmq
@@ -24,6 +25,7 @@ ENV_SERVER_KEY = "DTRAIN_CURVE_SERVERKEY"
 ENV_PUBLIC_KEY = "DTRAIN_CURVE_PUBLICKEY"
 ENV_SECRET_KEY = "DTRAIN_CURVE_SECRETKEY"
 ZAP_DOMAIN = "dtrain"
+ZAP_REBIND_SECONDS = 2.0  # how long a new ZAP handler waits for a stopped one's address
 
 
 class SecurityError(RuntimeError):
@@ -216,9 +218,23 @@ class HandshakeWatch:
 
 
 def start_authenticator(ctx: zmq.Context, keys: ServerKeys) -> ThreadAuthenticator:
-    """Run the ZAP handler that enforces the allow-list (stop it with ``.stop()``)."""
-    auth = ThreadAuthenticator(ctx, log=logging.getLogger("dtrain.zap"))
-    auth.start()
+    """Run the ZAP handler that enforces the allow-list (stop it with ``.stop()``).
+
+    A handler just stopped on the same context (a worker restarting its reducer when it
+    rejoins) releases the ZAP address only once ZeroMQ's reaper thread has closed its socket,
+    a moment later: until then the bind is retried, rather than the worker failing.
+    """
+    deadline = time.monotonic() + ZAP_REBIND_SECONDS
+    while True:
+        auth = ThreadAuthenticator(ctx, log=logging.getLogger("dtrain.zap"))
+        try:
+            auth.start()
+            break
+        except zmq.ZMQError as e:
+            auth.stop()  # closes the ZAP socket it made
+            if e.errno != zmq.EADDRINUSE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
     auth.configure_curve_callback(ZAP_DOMAIN, credentials_provider=_AllowList(keys.allowed))
     return auth
 

@@ -119,6 +119,11 @@ SPECS: tuple[Spec, ...] = (
          "with elementwise optimizers or Adafactor, no closure, accumulate, clip_grad_norm or "
          "before_step hook, else the coordinator reduces and says why). Same bits either way.",
          group="service", choices=REDUCTIONS),
+    Spec("gather_every", int, 0, "Sharded reduction: also gather the ranges into the "
+         "coordinator every N optimizer steps, the state a lost reducer rolls back to, so it "
+         "costs at most N recomputed steps (0: gathered only at the start, epoch ends and "
+         "checkpoints); each gather moves the parameters and optimizer state once.",
+         group="service", low=0),
 )
 
 SPEC_BY_NAME = {spec.name: spec for spec in SPECS}

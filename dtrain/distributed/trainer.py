@@ -421,6 +421,9 @@ class Trainer:
         every = self.settings.checkpoint_every
         if every and self.step % every == 0:
             self.save_checkpoint()
+        gather = self.settings.gather_every
+        if gather and self.step % gather == 0:
+            self.sync()  # a state to roll back to (sharded only; a no-op otherwise)
         return record
 
     def end_epoch(self) -> dict:
