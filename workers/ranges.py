@@ -5,9 +5,12 @@ and connects a DEALER to every reducer of the current range map, itself included
 traffic goes DEALER to ROUTER, so nobody needs to learn a peer's identity. The mailbox brings
 this worker's reducer the RANGEGRADS of the ranges it owns, and this worker's replica the
 RANGEPARAMS of every range. A STEPTASK is computed once the replica holds every range's
-parameters for its step (never stale ones); each node's gradients then go range by range to
-the ranges' reducers, and its loss, count and batch-norm statistics to the coordinator in a
-GRADS without arrays.
+parameters for its step (never stale ones); each node's gradients go range by range to the
+ranges' reducers, and its loss, count and batch-norm statistics to the coordinator in a GRADS
+without arrays. A range leaves as soon as backward has finished every parameter it covers
+(``FinishedRanges``; the last layers' ranges first), so ZeroMQ's I/O threads send it while
+backward goes on to the first layers; ranges the computation could not report early (a first
+pass of a layout, shard by shard) leave after it, as before.
 """
 
 from __future__ import annotations
@@ -40,6 +43,31 @@ def local_address(connect: str) -> str:
     with _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM) as probe:
         probe.connect((host.strip("[]"), int(port)))  # sends nothing: only picks the route
         return probe.getsockname()[0]
+
+
+class FinishedRanges:
+    """Which ranges of a step's nodes have every parameter's gradient final, as backward goes.
+
+    ``hear`` takes one parameter's node gradients (from ``ShardComputer.node_values``'
+    ``on_final``) and names the ranges that just became complete; ``sent`` are the ranges
+    named so far, which the worker does not send again after the computation.
+    """
+
+    def __init__(self, ranges):
+        self.needs = [{piece.param for piece in pieces} for pieces in ranges.ranges]
+        self.grads: dict = {}  # node -> {param: gradient or None}
+        self.heard: set = set()
+        self.sent: set = set()
+
+    def hear(self, param: int, node_grads: dict) -> list[int]:
+        """Record ``param``'s final gradient of every node; the ranges now complete."""
+        self.heard.add(param)
+        for node, grad in node_grads.items():
+            self.grads.setdefault(node, {})[param] = grad
+        done = [index for index, needs in enumerate(self.needs)
+                if index not in self.sent and needs <= self.heard]
+        self.sent.update(done)
+        return done
 
 
 class RangePlane:
@@ -196,11 +224,19 @@ class RangePlane:
             self._write(index, values)
         started = time.perf_counter()
         self.computing = task
-        values = self.computer(plan, task.nodes) if task.nodes else {}
+        finished = FinishedRanges(self.schema.ranges)
+
+        def on_final(param: int, node_grads: dict) -> None:
+            for index in finished.hear(param, node_grads):
+                for node in task.nodes:
+                    self._send_range(task, node, index, plan.node_count(node),
+                                     finished.grads[node])
+
+        values = self.computer(plan, task.nodes, on_final) if task.nodes else {}
         self.computing = None
         elapsed = (time.perf_counter() - started) / max(len(values), 1)
         for node in task.nodes:
-            self._send_node(task, node, values[node], elapsed)
+            self._send_node(task, node, values[node], elapsed, finished.sent)
 
     def _write(self, index: int, values: list) -> None:
         """Overwrite the replica's pieces of range ``index``."""
@@ -208,16 +244,25 @@ class RangePlane:
             flat = self.params[piece.param]._data.reshape(-1)
             flat[piece.start:piece.stop] = value.reshape(-1)
 
-    def _send_node(self, task: P.StepTask, node, value, elapsed: float) -> None:
+    def _send_range(self, task: P.StepTask, node, index: int, count: int, grads) -> None:
+        """One node's slices of range ``index`` to its reducer; ``grads[param]`` is that
+        parameter's gradient of the node (None where none flowed)."""
+        pieces = self.schema.ranges.ranges[index]
+        slices = [None] * len(pieces)
+        if count:
+            slices = [None if grads[p.param] is None else
+                      grads[p.param] if self.schema.ranges.is_whole(p) else
+                      grads[p.param].reshape(-1)[p.start:p.stop] for p in pieces]
+        self._to_reducer(index, P.RangeGrads(task.step, self.worker_id, task.version,
+                                             tuple(node), index, count, slices))
+
+    def _send_node(self, task: P.StepTask, node, value, elapsed: float, sent: set) -> None:
+        """The node's ranges not ``sent`` during backward, then its GRADS to the coordinator."""
         count = 0 if value is None else value.count
-        for index, pieces in enumerate(self.schema.ranges.ranges):
-            grads = [None] * len(pieces)
-            if value is not None:
-                grads = [None if value.grads[p.param] is None else
-                         value.grads[p.param] if self.schema.ranges.is_whole(p) else
-                         value.grads[p.param].reshape(-1)[p.start:p.stop] for p in pieces]
-            self._to_reducer(index, P.RangeGrads(task.step, self.worker_id, task.version,
-                                                 tuple(node), index, count, grads))
+        for index in range(len(self.schema.ranges)):
+            if index not in sent:
+                self._send_range(task, node, index, count, None if value is None else
+                                 value.grads)
         out = P.Grads(task.step, self.worker_id, task.version, 0, tuple(node), count=count,
                       compute_s=elapsed)
         if value is not None:

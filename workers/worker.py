@@ -360,7 +360,8 @@ class Worker:
         self.schema = dataclasses.replace(self.schema, ranges=ranges)
         self.plane = RangePlane(ctx, self.config.keys, self.config.connect, self.schema,
                                 optimizer, self.params, self._send)
-        self.plane.computer = lambda plan, nodes: self.computer.node_values(plan, nodes, 0)
+        self.plane.computer = lambda plan, nodes, on_final: self.computer.node_values(
+            plan, nodes, 0, on_final)
         return self.plane
 
     def _open_channel(self, offer: dict | None):
