@@ -2,8 +2,8 @@
 
 The autograd engine reports each leaf as soon as its gradient is final
 (``when_gradient_final``); a worker's ``RangePlane`` sends a range once every parameter it
-covers is final, so the last layers' ranges are on the wire before the first layer's gradient
-exists. The bits stay those of the sequential path (``test_sharded.py`` compares whole runs).
+covers is final, so the last layers' ranges are on the wire, and stepped by a reducer that has
+the other nodes' slices, before the first layer's gradient exists. The bits stay those of the sequential path (``test_sharded.py`` compares whole runs).
 """
 
 import os
@@ -64,10 +64,19 @@ def test_the_engine_reports_a_leaf_once_its_last_use_has_run():
     assert heard == []
 
 
-def test_a_last_layer_slice_is_sent_before_the_first_layer_gradient_is_final():
+def _ones(schema, plan, index: int, node) -> P.RangeGrads:
+    """Another worker's slices of range ``index`` for ``node`` (all ones)."""
+    grads = [np.ones(P.piece_spec(schema, p)[0], np.float32)
+             for p in schema.ranges.ranges[index]]
+    return P.RangeGrads(0, 1, 1, node, index, plan.node_count(node), grads)
+
+
+def test_slices_and_new_parameters_of_the_last_layer_leave_before_the_first_layer_is_final():
     ctx = zmq.Context()
     job = ThreeLayers()
     plane, model, phases, settings = owning_plane(ctx, job, lambda msg: None)
+    peer = ctx.socket(zmq.DEALER)
+    peer.setsockopt(zmq.LINGER, 0)
     try:
         source = SampleSource(job.train_data(), settings.dtype)
         computer = ShardComputer(job, settings, model, source, phases)
@@ -75,12 +84,23 @@ def test_a_last_layer_slice_is_sent_before_the_first_layer_gradient_is_final():
         halves = assign(plan.micro_shards, ["a", "b"])  # two workers: this one computes "a"
         nodes, cover = halves["a"], halves["a"] + halves["b"]
         computer.node_values(plan, nodes)  # the layout's first pass, checked against shards
+        peer.connect(plane.address)
+        for index in range(len(ranges)):  # the other worker's slices are in already
+            for node in halves["b"]:
+                peer.send_multipart(P.pack(_ones(plane.schema, plan, index, node), "job"))
+        while len(plane.reducer.early) < len(ranges) * len(halves["b"]):
+            assert plane.mailbox.poll(10_000), "the other worker's slices never arrived"
+            plane.poll()
         events = []
-        send = plane._send_range
+        send, take = plane._send_range, plane._take_params
 
         def recording_send(task, node, index, count, grads):
             events.append(("sent", index))
             send(task, node, index, count, grads)
+
+        def recording_take(msg):
+            events.append(("params", msg.range))
+            take(msg)
 
         def computing(plan, nodes, on_final):
             def heard(param, node_grads):
@@ -88,19 +108,19 @@ def test_a_last_layer_slice_is_sent_before_the_first_layer_gradient_is_final():
                 on_final(param, node_grads)
             return computer.node_values(plan, nodes, 0, heard)
 
-        plane._send_range, plane.computer = recording_send, computing
+        plane._send_range, plane._take_params = recording_send, recording_take
+        plane.computer = computing
         plane.task(P.StepTask(0, 0, 1, 0, 0, nodes, cover, [{"lr": 0.1}]), plan)
-        while plane.computing is not None or not any(e[0] == "sent" for e in events):
-            assert plane.mailbox.poll(10_000), "the step's parameters never arrived"
-            plane.poll()
         last_layer = {i for i, pieces in enumerate(ranges.ranges)  # holds its weight
                       if any(p.param == 4 for p in pieces)}
         assert last_layer, ranges
-        first_weight_final = events.index(("final", 0))
-        early = [index for kind, index in events[:first_weight_final] if kind == "sent"]
-        assert set(early) & last_layer, events
+        before = events[:events.index(("final", 0))]
+        assert {index for kind, index in before if kind == "sent"} & last_layer, events
+        assert {index for kind, index in before if kind == "params"} & last_layer, events
         sent = [index for kind, index in events if kind == "sent"]
         assert sorted(sent) == sorted(list(range(len(ranges))) * len(nodes))  # each once
+        assert sorted(i for kind, i in events if kind == "params") == list(range(len(ranges)))
     finally:
+        peer.close(0)
         plane.close()
         ctx.term()

@@ -10,7 +10,11 @@ ranges' reducers, and its loss, count and batch-norm statistics to the coordinat
 without arrays. A range leaves as soon as backward has finished every parameter it covers
 (``FinishedRanges``; the last layers' ranges first), so ZeroMQ's I/O threads send it while
 backward goes on to the first layers; ranges the computation could not report early (a first
-pass of a layout, shard by shard) leave after it, as before.
+pass of a layout, shard by shard) leave after it, as before. Each time ranges leave during
+backward the mailbox is served too, so this reducer steps the ranges whose slices are all in
+and their new parameters leave while backward still runs. What this worker sends its own
+reducer or replica is handed over in the process, never through a socket (which would only
+encrypt it to decrypt it again).
 """
 
 from __future__ import annotations
@@ -103,6 +107,7 @@ class RangePlane:
         self.computing: P.StepTask | None = None  # the task being computed
         self.planner = None
         self.computer = None
+        self.me: tuple = ()  # this reducer's (address, key) in the range map
 
     def ready(self, job_id: str, ready: P.Ready) -> P.Ready:
         """``ready`` also saying where this reducer listens, for the coordinator's maps."""
@@ -122,6 +127,7 @@ class RangePlane:
             if (address, key) not in self.peers:
                 self.peers[(address, key)] = self._dealer(address, key)
         self.reducers, self.owners = list(msg.reducers), list(msg.owners)
+        self.me = (self.address, self.keys.public.decode() if self.keys is not None else "")
         self.reducer = RangeReducer(self.worker_id, msg.version, self.optimizer, self.params,
                                     self.schema.ranges, self.schema.micro_shards)
         self.incoming, self.pending = {}, None
@@ -136,11 +142,27 @@ class RangePlane:
         return sock
 
     def _to_reducer(self, index: int, msg) -> None:
-        P.send(self.peers[self.reducers[self.owners[index]]], msg, job=self.job_id)
+        peer = self.reducers[self.owners[index]]
+        if peer == self.me:
+            self._locally(self._answer_grads, msg)
+        else:
+            P.send(self.peers[peer], msg, job=self.job_id)
 
     def _to_all(self, msg) -> None:
-        for sock in self.peers.values():
-            P.send(sock, msg, job=self.job_id)
+        for peer, sock in self.peers.items():
+            if peer == self.me:
+                self._locally(self._take_params, msg)
+            else:
+                P.send(sock, msg, job=self.job_id)
+
+    @staticmethod
+    def _locally(handle, msg) -> None:
+        """Hand one of this worker's own messages over; refused, it is logged as a peer's
+        would be (and never aborts the computation that sent it)."""
+        try:
+            handle(msg)
+        except P.ProtocolError as e:
+            log.warning("rejected a message of this worker: %s (%s)", e, e.reason)
 
     # ------------------------------------------------------------------ coordinator's orders
     def load(self, msg: P.RangeState) -> None:
@@ -173,11 +195,14 @@ class RangePlane:
 
     # ------------------------------------------------------------------ peers
     def poll(self) -> None:
-        """Handle every message waiting in the mailbox; bad ones are logged and dropped."""
+        """Handle every message waiting in the mailbox; bad ones are logged and dropped. Then
+        compute the pending task if its parameters are in (some may have come from this
+        worker's own reducer, in the process)."""
         while True:
             try:
                 frames = self.mailbox.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
+                self.try_compute()
                 return
             try:
                 msg = P.typed(P.decode(frames[1:], job=self.job_id), self.schema)
@@ -186,20 +211,25 @@ class RangePlane:
                 log.warning("rejected a message from a peer: %s (%s)", e, e.reason)
 
     def _from_peer(self, msg) -> None:
-        reducer = self._reducer()
         if isinstance(msg, P.RangeGrads):
-            self._answer(reducer.add(msg))
+            self._answer_grads(msg)
         elif isinstance(msg, P.RangeParams):
-            if msg.version != reducer.version or \
-                    (self.pending is not None and msg.step < self.pending[0].step):
-                raise P.ProtocolError("stale", f"parameters of step {msg.step}, map "
-                                      f"{msg.version}")
-            if len(self.incoming) > 2 and msg.step not in self.incoming:
-                raise P.ProtocolError("stale", f"parameters of step {msg.step}: too far ahead")
-            self.incoming.setdefault(msg.step, {})[msg.range] = msg.params
-            self.try_compute()
+            self._take_params(msg)
         else:
             raise P.ProtocolError("type", f"unexpected {msg.TYPE} from a peer")
+
+    def _answer_grads(self, msg: P.RangeGrads) -> None:
+        self._answer(self._reducer().add(msg))
+
+    def _take_params(self, msg: P.RangeParams) -> None:
+        """Keep a range's parameters for its step (computed with once all are in)."""
+        if msg.version != self._reducer().version or \
+                (self.pending is not None and msg.step < self.pending[0].step):
+            raise P.ProtocolError("stale", f"parameters of step {msg.step}, map "
+                                  f"{msg.version}")
+        if len(self.incoming) > 2 and msg.step not in self.incoming:
+            raise P.ProtocolError("stale", f"parameters of step {msg.step}: too far ahead")
+        self.incoming.setdefault(msg.step, {})[msg.range] = msg.params
 
     def _answer(self, messages: list) -> None:
         """Send a reducer's answers: new parameters to every worker, DONE to the coordinator."""
@@ -227,10 +257,13 @@ class RangePlane:
         finished = FinishedRanges(self.schema.ranges)
 
         def on_final(param: int, node_grads: dict) -> None:
-            for index in finished.hear(param, node_grads):
+            done = finished.hear(param, node_grads)
+            for index in done:
                 for node in task.nodes:
                     self._send_range(task, node, index, plan.node_count(node),
                                      finished.grads[node])
+            if done:
+                self.poll()  # the other nodes' slices of those ranges may be in
 
         values = self.computer(plan, task.nodes, on_final) if task.nodes else {}
         self.computing = None
