@@ -232,12 +232,16 @@ class RangePlane:
         self.incoming.setdefault(msg.step, {})[msg.range] = msg.params
 
     def _answer(self, messages: list) -> None:
-        """Send a reducer's answers: new parameters to every worker, DONE to the coordinator."""
+        """Send a reducer's answers: DONE to the coordinator, then the new parameters to
+        every worker. DONE first: the coordinator's bookkeeping and the next STEPTASK then
+        travel while the parameters do (a worker computes only once they are all in), not
+        after them, queued behind their bytes on the host's link."""
+        for msg in messages:
+            if not isinstance(msg, P.RangeParams):
+                self.send(msg)
         for msg in messages:
             if isinstance(msg, P.RangeParams):
                 self._to_all(msg)
-            else:
-                self.send(msg)
 
     # ------------------------------------------------------------------ computing
     def try_compute(self) -> None:
