@@ -260,17 +260,19 @@ def coordinator_parts(steps: list) -> dict:
 
 
 def worker_parts(steps: list) -> dict:
-    """Median seconds per step of each part of a worker's tasks (timed_dtrain.py)."""
+    """Median seconds per step of each part of a worker's tasks (timed_dtrain.py); wait is
+    the rest of the step (task and gap)."""
     def part(s: dict) -> dict:
         s = defaultdict(float, s)
-        return {"wait": s["gap"] - s["decode"], "decode": s["decode"],
-                "copy": s["copy in"] + s["copy out"], "compute": s["compute"], "send": s["send"]}
+        out = {"decode": s["decode"], "copy": s["copy in"] + s["copy out"],
+               "compute": s["compute"], "send": s["send"], "reduce": s["reduce"],
+               "send params": s["send params"]}
+        return {"wait": s["gap"] + s["task"] - sum(out.values()), **out}
     return medians([part(s) for s in steps])
 
 
 def medians(records: list) -> dict:
-    """Per key, the median over ``records``; none when nothing was timed (the sharded
-    reduction's workers run step tasks, which timed_dtrain.py does not take apart)."""
+    """Per key, the median over ``records``; none when nothing was timed."""
     return {k: statistics.median(r[k] for r in records) for k in records[0]} if records else {}
 
 
@@ -361,8 +363,10 @@ def print_tables(results: dict, checks: dict, args) -> None:
     print("coordinator: send = TASK encode+send (and the shared board's copy for worker 1), "
           "wait = the round's time on the socket minus send\nand receive (CURVE runs in "
           "ZeroMQ's I/O threads, so it shows up here), receive = GRADS decode and checks; "
-          "workers (hosts 2..n, mean):\nwait = between TASKs minus decode, copy = parameters "
-          "into the replica; wire = the busiest host's bytes per step at the link's rate.")
+          "workers (hosts 2..n, mean):\nwait = the step minus the worker's other parts, copy = "
+          "parameters into the replica, compute = forward/backward (sharded: with the range "
+          "slices sent\nduring backward), send = after it, reduce = the reducer's sums and "
+          "steps; wire = the busiest host's bytes per step at the link's rate.")
 
 
 def measure(args) -> None:

@@ -11,7 +11,11 @@ so their work shows up as waiting. ``bench_crosshost.py`` reads the files:
   ``reduce`` (tree sum and mean), ``step`` (the whole step: exchange, reduce, optimizer);
 - worker: ``decode`` (every message), ``copy in`` (the parameters into the replica),
   ``compute`` (forward/backward), ``copy out`` (gradients into a shared slot, if any),
-  ``send`` (GRADS encode and send), ``task`` (all of a TASK), ``gap`` (between two TASKs).
+  ``send`` (GRADS encode and send), ``task`` (all of a TASK), ``gap`` (between two TASKs);
+  with the sharded reduction a step is a STEPTASK and the computation runs once the ranges'
+  parameters are in, so ``task`` + ``gap`` is the whole step; ``compute`` then includes the
+  range slices sent while backward runs, ``send`` is those sent after it, ``reduce`` the
+  reducer's tree sums and optimizer steps and ``send params`` its new ranges for every worker.
 """
 
 from __future__ import annotations
@@ -106,18 +110,25 @@ def instrument(role: str, timers: Timers) -> None:
         timers.wrap(Coordinator, "_ask", "send")
         timers.wrap(Coordinator, "handle", "receive")
     elif role == "worker":
+        from dtrain.workers.ranges import RangePlane
         from dtrain.workers.worker import Worker
 
         from dtrain.distributed import channels
         from dtrain.distributed.compute import ShardComputer
+        from dtrain.distributed.reducer import RangeReducer
 
         timers.wrap_task(Worker, "_task")
+        timers.wrap_task(RangePlane, "task")
         timers.wrap(protocol, "decode", "decode")
         timers.wrap(channels.NetworkFromCoordinator, "read_params", "copy in")
         timers.wrap(channels.SharedMemoryFromCoordinator, "read_params", "copy in")
-        timers.wrap(ShardComputer, "node_value", "compute")
+        timers.wrap(RangePlane, "_write", "copy in")
+        timers.wrap(ShardComputer, "node_values", "compute")
         timers.wrap(Worker, "_grads", "copy out")
         timers.wrap(Worker, "_send", "send")
+        timers.wrap(RangePlane, "_send_node", "send")
+        timers.wrap(RangeReducer, "add", "reduce")
+        timers.wrap(RangePlane, "_answer", "send params")
     else:
         raise SystemExit(f"timed_dtrain.py: expected coordinator or worker, not {role!r}")
 

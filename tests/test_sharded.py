@@ -14,20 +14,14 @@ import zmq
 
 import dtrain
 from dtrain.distributed import protocol as P
-from dtrain.distributed.compute import batch_norm_modules
-from dtrain.distributed.param_ranges import model_ranges
-from dtrain.distributed.range_optimizer import RangeOptimizer
-from dtrain.distributed.range_state import range_payload
 from dtrain.distributed.shards import Planner, assign
-from dtrain.distributed.trainer import build_master
-from dtrain.distributed.job import apply_settings
-from dtrain.workers.ranges import RangePlane
 
 HERE = os.path.dirname(__file__)
 sys.path.insert(0, HERE)
 import batched_jobs
 import dist_jobs
 from procs import dtrain_processes
+from range_planes import owning_plane
 from test_faults import FaultInjector, _kill
 
 FALLBACK = "the coordinator reduces this run instead"
@@ -268,26 +262,14 @@ def test_a_sharded_checkpoint_resumes_on_other_workers_in_either_mode(tmp_path, 
 @pytest.fixture
 def plane():
     """A worker's reducer plane, owning every range of MomentumGroups at step 0."""
-    job = dist_jobs.MomentumGroups()
-    settings = job.settings(param_ranges=3)
-    apply_settings(job, settings)
-    model, phases = build_master(job, settings)
-    params, optimizer = list(model.parameters()), phases[0].optimizer
-    ranges = model_ranges(model, [optimizer], settings.param_ranges)
-    schema = P.ModelSchema.of(model, phases, settings.micro_shards, batch_norm_modules(model))
-    schema = P.ModelSchema(schema.names, schema.specs, schema.bn_shapes, schema.micro_shards,
-                           schema.phases, ranges)
     ctx = zmq.Context()
     sent = []
-    made = RangePlane(ctx, None, "tcp://127.0.0.1:9", schema, optimizer, params, sent.append)
+    made, _, _, settings = owning_plane(ctx, dist_jobs.MomentumGroups(), sent.append,
+                                        param_ranges=3)
+    schema = made.schema
     peer = ctx.socket(zmq.DEALER)
     peer.setsockopt(zmq.LINGER, 0)
     try:
-        made.ready("job", P.Ready(0, "network"))
-        made.use_map(P.RangeMap(1, [(made.address, "")], [0] * len(ranges)))
-        for index in range(len(ranges)):
-            part = RangeOptimizer(optimizer, params, ranges, index)
-            made.load(P.RangeState(0, 1, index, 0, *range_payload(part)))
         plan = Planner(110, settings).plan(0, 0, 0)
         cover = assign(5, ["a"])["a"]
         made.task(P.StepTask(0, 0, 1, 0, 0, [], cover, [{"lr": 0.1}, {"lr": 0.05}]), plan)

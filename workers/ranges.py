@@ -5,9 +5,16 @@ and connects a DEALER to every reducer of the current range map, itself included
 traffic goes DEALER to ROUTER, so nobody needs to learn a peer's identity. The mailbox brings
 this worker's reducer the RANGEGRADS of the ranges it owns, and this worker's replica the
 RANGEPARAMS of every range. A STEPTASK is computed once the replica holds every range's
-parameters for its step (never stale ones); each node's gradients then go range by range to
-the ranges' reducers, and its loss, count and batch-norm statistics to the coordinator in a
-GRADS without arrays.
+parameters for its step (never stale ones); each node's gradients go range by range to the
+ranges' reducers, and its loss, count and batch-norm statistics to the coordinator in a GRADS
+without arrays. A range leaves as soon as backward has finished every parameter it covers
+(``FinishedRanges``; the last layers' ranges first), so ZeroMQ's I/O threads send it while
+backward goes on to the first layers; ranges the computation could not report early (a first
+pass of a layout, shard by shard) leave after it, as before. Each time ranges leave during
+backward the mailbox is served too, so this reducer steps the ranges whose slices are all in
+and their new parameters leave while backward still runs. What this worker sends its own
+reducer or replica is handed over in the process, never through a socket (which would only
+encrypt it to decrypt it again).
 """
 
 from __future__ import annotations
@@ -40,6 +47,31 @@ def local_address(connect: str) -> str:
     with _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM) as probe:
         probe.connect((host.strip("[]"), int(port)))  # sends nothing: only picks the route
         return probe.getsockname()[0]
+
+
+class FinishedRanges:
+    """Which ranges of a step's nodes have every parameter's gradient final, as backward goes.
+
+    ``hear`` takes one parameter's node gradients (from ``ShardComputer.node_values``'
+    ``on_final``) and names the ranges that just became complete; ``sent`` are the ranges
+    named so far, which the worker does not send again after the computation.
+    """
+
+    def __init__(self, ranges):
+        self.needs = [{piece.param for piece in pieces} for pieces in ranges.ranges]
+        self.grads: dict = {}  # node -> {param: gradient or None}
+        self.heard: set = set()
+        self.sent: set = set()
+
+    def hear(self, param: int, node_grads: dict) -> list[int]:
+        """Record ``param``'s final gradient of every node; the ranges now complete."""
+        self.heard.add(param)
+        for node, grad in node_grads.items():
+            self.grads.setdefault(node, {})[param] = grad
+        done = [index for index, needs in enumerate(self.needs)
+                if index not in self.sent and needs <= self.heard]
+        self.sent.update(done)
+        return done
 
 
 class RangePlane:
@@ -75,6 +107,7 @@ class RangePlane:
         self.computing: P.StepTask | None = None  # the task being computed
         self.planner = None
         self.computer = None
+        self.me: tuple = ()  # this reducer's (address, key) in the range map
 
     def ready(self, job_id: str, ready: P.Ready) -> P.Ready:
         """``ready`` also saying where this reducer listens, for the coordinator's maps."""
@@ -94,6 +127,7 @@ class RangePlane:
             if (address, key) not in self.peers:
                 self.peers[(address, key)] = self._dealer(address, key)
         self.reducers, self.owners = list(msg.reducers), list(msg.owners)
+        self.me = (self.address, self.keys.public.decode() if self.keys is not None else "")
         self.reducer = RangeReducer(self.worker_id, msg.version, self.optimizer, self.params,
                                     self.schema.ranges, self.schema.micro_shards)
         self.incoming, self.pending = {}, None
@@ -108,11 +142,27 @@ class RangePlane:
         return sock
 
     def _to_reducer(self, index: int, msg) -> None:
-        P.send(self.peers[self.reducers[self.owners[index]]], msg, job=self.job_id)
+        peer = self.reducers[self.owners[index]]
+        if peer == self.me:
+            self._locally(self._answer_grads, msg)
+        else:
+            P.send(self.peers[peer], msg, job=self.job_id)
 
     def _to_all(self, msg) -> None:
-        for sock in self.peers.values():
-            P.send(sock, msg, job=self.job_id)
+        for peer, sock in self.peers.items():
+            if peer == self.me:
+                self._locally(self._take_params, msg)
+            else:
+                P.send(sock, msg, job=self.job_id)
+
+    @staticmethod
+    def _locally(handle, msg) -> None:
+        """Hand one of this worker's own messages over; refused, it is logged as a peer's
+        would be (and never aborts the computation that sent it)."""
+        try:
+            handle(msg)
+        except P.ProtocolError as e:
+            log.warning("rejected a message of this worker: %s (%s)", e, e.reason)
 
     # ------------------------------------------------------------------ coordinator's orders
     def load(self, msg: P.RangeState) -> None:
@@ -145,11 +195,14 @@ class RangePlane:
 
     # ------------------------------------------------------------------ peers
     def poll(self) -> None:
-        """Handle every message waiting in the mailbox; bad ones are logged and dropped."""
+        """Handle every message waiting in the mailbox; bad ones are logged and dropped. Then
+        compute the pending task if its parameters are in (some may have come from this
+        worker's own reducer, in the process)."""
         while True:
             try:
                 frames = self.mailbox.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
+                self.try_compute()
                 return
             try:
                 msg = P.typed(P.decode(frames[1:], job=self.job_id), self.schema)
@@ -158,28 +211,37 @@ class RangePlane:
                 log.warning("rejected a message from a peer: %s (%s)", e, e.reason)
 
     def _from_peer(self, msg) -> None:
-        reducer = self._reducer()
         if isinstance(msg, P.RangeGrads):
-            self._answer(reducer.add(msg))
+            self._answer_grads(msg)
         elif isinstance(msg, P.RangeParams):
-            if msg.version != reducer.version or \
-                    (self.pending is not None and msg.step < self.pending[0].step):
-                raise P.ProtocolError("stale", f"parameters of step {msg.step}, map "
-                                      f"{msg.version}")
-            if len(self.incoming) > 2 and msg.step not in self.incoming:
-                raise P.ProtocolError("stale", f"parameters of step {msg.step}: too far ahead")
-            self.incoming.setdefault(msg.step, {})[msg.range] = msg.params
-            self.try_compute()
+            self._take_params(msg)
         else:
             raise P.ProtocolError("type", f"unexpected {msg.TYPE} from a peer")
 
+    def _answer_grads(self, msg: P.RangeGrads) -> None:
+        self._answer(self._reducer().add(msg))
+
+    def _take_params(self, msg: P.RangeParams) -> None:
+        """Keep a range's parameters for its step (computed with once all are in)."""
+        if msg.version != self._reducer().version or \
+                (self.pending is not None and msg.step < self.pending[0].step):
+            raise P.ProtocolError("stale", f"parameters of step {msg.step}, map "
+                                  f"{msg.version}")
+        if len(self.incoming) > 2 and msg.step not in self.incoming:
+            raise P.ProtocolError("stale", f"parameters of step {msg.step}: too far ahead")
+        self.incoming.setdefault(msg.step, {})[msg.range] = msg.params
+
     def _answer(self, messages: list) -> None:
-        """Send a reducer's answers: new parameters to every worker, DONE to the coordinator."""
+        """Send a reducer's answers: DONE to the coordinator, then the new parameters to
+        every worker. DONE first: the coordinator's bookkeeping and the next STEPTASK then
+        travel while the parameters do (a worker computes only once they are all in), not
+        after them, queued behind their bytes on the host's link."""
+        for msg in messages:
+            if not isinstance(msg, P.RangeParams):
+                self.send(msg)
         for msg in messages:
             if isinstance(msg, P.RangeParams):
                 self._to_all(msg)
-            else:
-                self.send(msg)
 
     # ------------------------------------------------------------------ computing
     def try_compute(self) -> None:
@@ -196,11 +258,22 @@ class RangePlane:
             self._write(index, values)
         started = time.perf_counter()
         self.computing = task
-        values = self.computer(plan, task.nodes) if task.nodes else {}
+        finished = FinishedRanges(self.schema.ranges)
+
+        def on_final(param: int, node_grads: dict) -> None:
+            done = finished.hear(param, node_grads)
+            for index in done:
+                for node in task.nodes:
+                    self._send_range(task, node, index, plan.node_count(node),
+                                     finished.grads[node])
+            if done:
+                self.poll()  # the other nodes' slices of those ranges may be in
+
+        values = self.computer(plan, task.nodes, on_final) if task.nodes else {}
         self.computing = None
         elapsed = (time.perf_counter() - started) / max(len(values), 1)
         for node in task.nodes:
-            self._send_node(task, node, values[node], elapsed)
+            self._send_node(task, node, values[node], elapsed, finished.sent)
 
     def _write(self, index: int, values: list) -> None:
         """Overwrite the replica's pieces of range ``index``."""
@@ -208,16 +281,25 @@ class RangePlane:
             flat = self.params[piece.param]._data.reshape(-1)
             flat[piece.start:piece.stop] = value.reshape(-1)
 
-    def _send_node(self, task: P.StepTask, node, value, elapsed: float) -> None:
+    def _send_range(self, task: P.StepTask, node, index: int, count: int, grads) -> None:
+        """One node's slices of range ``index`` to its reducer; ``grads[param]`` is that
+        parameter's gradient of the node (None where none flowed)."""
+        pieces = self.schema.ranges.ranges[index]
+        slices = [None] * len(pieces)
+        if count:
+            slices = [None if grads[p.param] is None else
+                      grads[p.param] if self.schema.ranges.is_whole(p) else
+                      grads[p.param].reshape(-1)[p.start:p.stop] for p in pieces]
+        self._to_reducer(index, P.RangeGrads(task.step, self.worker_id, task.version,
+                                             tuple(node), index, count, slices))
+
+    def _send_node(self, task: P.StepTask, node, value, elapsed: float, sent: set) -> None:
+        """The node's ranges not ``sent`` during backward, then its GRADS to the coordinator."""
         count = 0 if value is None else value.count
-        for index, pieces in enumerate(self.schema.ranges.ranges):
-            grads = [None] * len(pieces)
-            if value is not None:
-                grads = [None if value.grads[p.param] is None else
-                         value.grads[p.param] if self.schema.ranges.is_whole(p) else
-                         value.grads[p.param].reshape(-1)[p.start:p.stop] for p in pieces]
-            self._to_reducer(index, P.RangeGrads(task.step, self.worker_id, task.version,
-                                                 tuple(node), index, count, grads))
+        for index in range(len(self.schema.ranges)):
+            if index not in sent:
+                self._send_range(task, node, index, count, None if value is None else
+                                 value.grads)
         out = P.Grads(task.step, self.worker_id, task.version, 0, tuple(node), count=count,
                       compute_s=elapsed)
         if value is not None:

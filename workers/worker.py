@@ -360,7 +360,8 @@ class Worker:
         self.schema = dataclasses.replace(self.schema, ranges=ranges)
         self.plane = RangePlane(ctx, self.config.keys, self.config.connect, self.schema,
                                 optimizer, self.params, self._send)
-        self.plane.computer = lambda plan, nodes: self._node_values(plan, nodes, 0)
+        self.plane.computer = lambda plan, nodes, on_final: self._node_values(
+            plan, nodes, 0, on_final)
         return self.plane
 
     def _open_channel(self, offer: dict | None):
@@ -385,14 +386,15 @@ class Worker:
         for node, value in values.items():
             self._send(self._grads(msg, node, value, elapsed))
 
-    def _node_values(self, plan, nodes: list, phase: int) -> dict:
+    def _node_values(self, plan, nodes: list, phase: int, on_final=None) -> dict:
         """Compute tree nodes (all of a task's shards in one pass), timed for the beacon's
         ``busy`` report, so the coordinator sees a compute thread stuck in the job, whether the
-        task came as a TASK or as a sharded STEPTASK."""
+        task came as a TASK or as a sharded STEPTASK (``on_final``: see
+        ``ShardComputer.node_values``)."""
         self.node_started, self.nodes_busy = time.monotonic(), max(len(nodes), 1)
         try:
             with blas_threads(self.settings.threads):
-                return self.computer.node_values(plan, nodes, phase)
+                return self.computer.node_values(plan, nodes, phase, on_final)
         finally:
             self.node_started = None
 

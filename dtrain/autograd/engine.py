@@ -10,7 +10,9 @@ leaf's ``.grad``, so in-place accumulation never leaks from one tensor into anot
 from __future__ import annotations
 
 import operator
+import threading
 import warnings
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -29,6 +31,44 @@ _FREED = (
 _NO_GRAD = "element {} of tensors does not require grad and does not have a grad_fn"
 
 _hooks: dict = {}  # id(tensor) -> (weakref(tensor), [hooks])
+_final = threading.local()  # .listener: the callback of ``when_gradient_final``, per thread
+
+
+@contextmanager
+def when_gradient_final(listener):
+    """Within this block (this thread), ``listener(leaf)`` runs as soon as a backward pass has
+    run every node that feeds gradient into ``leaf``: its gradient for this pass is final.
+
+    PyTorch's ``register_post_accumulate_grad_hook`` for a whole pass: a caller can ship a
+    parameter's gradient while backward goes on to earlier layers. The gradient is wherever
+    the pass put it (``.grad``, or a ``row_segments`` pass's per-shard sums). Leaves that are
+    themselves outputs, and ``autograd.grad`` (which writes no leaf), are not reported.
+    """
+    previous = getattr(_final, "listener", None)
+    _final.listener = listener
+    try:
+        yield
+    finally:
+        _final.listener = previous
+
+
+def _leaf_uses(nodes) -> dict:
+    """id(leaf) -> how many input slots of ``nodes`` pass gradient to that leaf."""
+    uses: dict = {}
+    for node in nodes:
+        for t, child in zip(node.inputs, node.edges):
+            if child is None and t.requires_grad:
+                uses[id(t)] = uses.get(id(t), 0) + 1
+    return uses
+
+
+def _count_down(node, uses: dict, listener) -> None:
+    """``node`` has run: report the leaves it was the last to feed."""
+    for t, child in zip(node.inputs, node.edges):
+        if child is None and t.requires_grad:
+            uses[id(t)] -= 1
+            if uses[id(t)] == 0:
+                listener(t)
 
 
 def _forget_hooks(ref, hooks=_hooks) -> None:
@@ -154,6 +194,8 @@ def run_backward(outputs, grad_outputs, retain_graph: bool, capture=None) -> dic
         _add_to(buffers, out.grad_fn, g, operator.add)
 
     dependents = _topological_nodes(roots)
+    listener = getattr(_final, "listener", None) if captured is None else None
+    uses = _leaf_uses(dependents) if listener is not None else None
     ready = [n for n in roots if dependents.get(n, 0) == 0]
     ready = list(dict.fromkeys(ready))
     # inf and nan in gradients (sqrt at 0, division by 0) come silently, as in torch
@@ -191,6 +233,8 @@ def run_backward(outputs, grad_outputs, retain_graph: bool, capture=None) -> dic
                     store_leaf(t, gi, shared)
                     continue
                 _pass_to(child, gi, buffers, dependents, ready, operator.add)
+            if uses is not None:
+                _count_down(node, uses, listener)
             if not retain_graph:
                 node.inputs = node.edges = ()
     return captured

@@ -149,13 +149,17 @@ class Segments:
         return None
 
     def group_grads(self, leaf) -> list | None:
-        """``leaf``'s gradient summed along each group's tree (None: no gradient reached it)."""
+        """``leaf``'s gradient summed along each group's tree (None: no gradient reached it).
+
+        The sums are kept, so asking again (once while backward runs, once after) adds once;
+        a later delivery to ``leaf`` then refuses the pass, as after ``deliver_outer``.
+        """
         entry = self.grads.get(id(leaf))
         if entry is None:
             return None
-        if isinstance(entry[1], list):
-            return entry[1]
-        return [tree_sum(entry[1], lo, hi) for lo, hi in self.groups]
+        if not isinstance(entry[1], list):
+            entry[1] = [tree_sum(entry[1], lo, hi) for lo, hi in self.groups]
+        return entry[1]
 
 
 def tree_sum_into(stack: np.ndarray, lo: int, hi: int) -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..autograd.engine import backward as _backward
+from ..autograd.engine import when_gradient_final
 from ..autograd.grad_mode import no_grad
 from ..autograd.segments import row_segments
 from ..autograd.tensor import Tensor
@@ -189,20 +190,27 @@ class ShardComputer:
         return ShardValue(grads=grads, loss_sum=float(loss.item()) * n, count=n,
                           bn_stats={shard: bn} if bn else {})
 
-    def node_values(self, plan: BatchPlan, nodes, phase: int = 0) -> dict:
-        """The values of several tree nodes (node -> value), their shards in one pass if allowed."""
+    def node_values(self, plan: BatchPlan, nodes, phase: int = 0, on_final=None) -> dict:
+        """The values of several tree nodes (node -> value), their shards in one pass if allowed.
+
+        ``on_final(param, {node: gradient or None})``, if given, hears each parameter's node
+        gradients (the bits the values will hold) as soon as backward has finished them, so
+        they can leave while backward goes on; only in a batched pass of a layout already
+        shown exact (a first pass may still be refused), so it may hear some or none.
+        """
         nodes = [tuple(node) for node in nodes]
         shards = [s for node in nodes for s in leaves(node)]
         values = None
         if self.batched and self.phases[phase].output_loss is not None \
                 and sum(1 for s in shards if len(plan.shard_ids(s))) > 1 \
                 and len(set(shards)) == len(shards):
-            values = self._checked_batch(plan, nodes, phase)
+            values = self._checked_batch(plan, nodes, phase, on_final)
         if values is None:
             return {node: self.node_value(plan, node, phase) for node in nodes}
         return values
 
-    def _checked_batch(self, plan: BatchPlan, nodes: list, phase: int) -> dict | None:
+    def _checked_batch(self, plan: BatchPlan, nodes: list, phase: int,
+                       on_final=None) -> dict | None:
         """Node values from one pass, or None where that pass is refused or was unequal."""
         key = (phase, tuple(nodes), tuple(len(plan.shard_ids(s)) for n in nodes for s in leaves(n)))
         verdict = self.verdicts.get(key)
@@ -217,7 +225,7 @@ class ShardComputer:
                 for p in self.params:
                     p.grad = None
         else:
-            values, refused = self.batch_values(plan, nodes, phase)
+            values, refused = self.batch_values(plan, nodes, phase, on_final)
         if verdict is None:
             if refused is None:
                 reference = {node: self.node_value(plan, node, phase) for node in nodes}
@@ -229,13 +237,15 @@ class ShardComputer:
                          "shards is not exact here (%s)", phase, refused)
         return values if refused is None else None
 
-    def batch_values(self, plan: BatchPlan, nodes: list, phase: int = 0) -> tuple:
+    def batch_values(self, plan: BatchPlan, nodes: list, phase: int = 0,
+                     on_final=None) -> tuple:
         """One forward/backward over the shards of several nodes: ({node: value}, refusal).
 
         The model runs once over all the shards' samples inside ``row_segments``; the loss runs
         once per shard on its rows of the output, each backpropagated with its sample count, so
         every value has the bits of shard-by-shard passes added along the tree, unless a kernel
-        refused (the refusal says why; the values are then not to be used).
+        refused (the refusal says why; the values are then not to be used). ``on_final``: as
+        in ``node_values``, heard only when every node holds samples.
         """
         spec = self.phases[phase]
         shards = [s for node in nodes for s in leaves(node) if len(plan.shard_ids(s))]
@@ -270,7 +280,10 @@ class ShardComputer:
                           [Tensor._wrap(np.asarray(n, dtype=t._data.dtype)) for t, n in trained])
             if output.requires_grad:
                 seed = [np.zeros_like(p._data) if p.grad is None else p.grad._data for p in pieces]
-                output.backward(Tensor._wrap(np.concatenate(seed)))
+                final = None if on_final is None or groups is None else \
+                    self._final_listener(seg, spec, nodes, on_final)
+                with when_gradient_final(final):
+                    output.backward(Tensor._wrap(np.concatenate(seed)))
         for i in spec.param_indices:
             if self.params[i].grad is not None:
                 seg.refuse(f"parameter {i} got a gradient summed over all the shards")
@@ -293,6 +306,21 @@ class ShardComputer:
                 for i, arrays in summed.items():
                     values[node].grads[i] = None if arrays is None else arrays[j]
         return values, seg.refused
+
+    def _final_listener(self, seg, spec, nodes: list, on_final):
+        """The engine's listener for a batched pass: a trained parameter whose gradient is
+        final goes to ``on_final`` with its node sums, unless the pass is already refused or
+        the gradient bypassed the per-shard sums (which refuses the pass at its end)."""
+        position = {id(self.params[i]): i for i in spec.param_indices}
+
+        def final(leaf) -> None:
+            i = position.get(id(leaf))
+            if i is None or seg.refused is not None or leaf.grad is not None:
+                return
+            sums = seg.group_grads(leaf)
+            on_final(i, {node: None if sums is None else sums[j] for j, node in enumerate(nodes)})
+
+        return final
 
     def node_value(self, plan: BatchPlan, node: Node, phase: int = 0) -> ShardValue | None:
         """The value of a tree node, computed depth-first (at most log2(shards) values alive)."""
