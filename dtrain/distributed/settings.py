@@ -115,9 +115,11 @@ SPECS: tuple[Spec, ...] = (
          "coordinator's machine; off: always over the socket.", group="service"),
     Spec("reduction", str, "coordinator", "Where gradients are summed and the optimizer "
          "steps: coordinator (every gradient through it) or sharded (each worker also reduces "
-         "and steps some parameter ranges, so no host carries every gradient; single-phase jobs "
-         "with elementwise optimizers or Adafactor, no closure, accumulate, clip_grad_norm or "
-         "before_step hook, else the coordinator reduces and says why). Same bits either way.",
+         "and steps some parameter ranges, so no host carries every gradient: the faster choice "
+         "when workers are on other machines; for single-phase jobs whose optimizer updates "
+         "elementwise (not a closure optimizer or Adafactor) without accumulate, clip_grad_norm "
+         "or a before_step hook, else the coordinator reduces and says why). Same bits either "
+         "way.",
          group="service", choices=REDUCTIONS),
     Spec("gather_every", int, 0, "Sharded reduction: also gather the ranges into the "
          "coordinator every N optimizer steps, the state a lost reducer rolls back to, so it "
