@@ -83,6 +83,32 @@ def test_genuinely_diverging_training_continues_like_single_process(caplog):
         np.testing.assert_array_equal(p._data, q._data)  # NaN == NaN here
 
 
+@pytest.mark.parametrize("what", ["grads", "loss"])
+@pytest.mark.parametrize("reduction", ["coordinator", "sharded"])
+def test_one_workers_nonfinite_values_cost_time_not_bits(tmp_path, monkeypatch, caplog, what,
+                                                         reduction):
+    """A worker whose node comes out NaN (only its gradients, or its loss too) while no other
+    worker reproduces it: checked by another worker, the faulty one is evicted and the run
+    ends with the clean bits, as in the star. Sharded, its gradients had already been summed
+    by the reducers (its loss alone was checked, and taken as the training diverging): the
+    run went on with NaN parameters."""
+    reference, history = dtrain.fit(dist_jobs.CorruptsOnce, workers=0)
+    marker = tmp_path / "corrupt"
+    monkeypatch.setenv("DTRAIN_TEST_CORRUPT", str(marker))
+    monkeypatch.setenv("DTRAIN_TEST_CORRUPT_WHAT", what)
+    with caplog.at_level(logging.INFO, logger="dtrain"):
+        model, h = dtrain.fit(dist_jobs.CorruptsOnce, workers=3, reduction=reduction,
+                              step_timeout=600)
+    assert marker.exists(), "no worker corrupted anything: the test did not test anything"
+    assert "(nonfinite)" in caplog.text and "evicted" in caplog.text
+    assert "the training diverged" not in caplog.text
+    assert (FALLBACK not in caplog.text) and ("range map" in caplog.text) == (
+        reduction == "sharded")
+    assert _same(_state(model), _state(reference))
+    assert [r["loss"] for r in h.steps] == [r["loss"] for r in history.steps]
+    assert dtrain_processes(dist_jobs.__file__) == []
+
+
 class _Traffic:
     """Array bytes of the messages the coordinator sends and receives, by type."""
 
