@@ -47,7 +47,7 @@ VALID = {
     P.RANGEGRADS: P.RangeGrads(step=7, worker=2, version=3, node=(0, 2), range=2, count=8,
                                grads=[B[1:]]),
     P.RANGEPARAMS: P.RangeParams(step=7, worker=2, version=3, range=0, params=[W]),
-    P.RANGEDONE: P.RangeDone(step=7, worker=2, version=3, range=1),
+    P.RANGEDONE: P.RangeDone(step=7, worker=2, version=3, range=1, nonfinite=[(0, 2), (3, 4)]),
 }
 
 

@@ -493,11 +493,11 @@ class Coordinator:
         diverged, and the value is accepted, as a single-process run would carry on with it.
         A finite recomputation gets the first reporter evicted (in ``_grads``).
         """
+        if self.plane is not None and self.plane.step is not None:
+            return self.plane.nonfinite(info, node, problem)  # its reducers' way
         state = self.state
         first = state.nonfinite.get(node)
         others = [w for w in self.ready_workers() if w.identity != info.identity]
-        if self.plane is not None and self.plane.step is not None:
-            others = []  # the reducers summed its gradients already: nobody to ask
         if not self.diverged and first is None and others:
             state.nonfinite[node] = info.identity
             self.reject(info.identity, "nonfinite", problem)

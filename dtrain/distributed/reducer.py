@@ -44,6 +44,12 @@ def add_pieces(a: list, b: list) -> list:
     return [y if x is None else x if y is None else x + y for x, y in zip(a, b)]
 
 
+def _finite(pieces: list | None) -> bool:
+    """No NaN or infinity in a node's (or a sum's) piece gradients. A sum is finite only if
+    every node added into it is, so checking the sum first costs one pass per step."""
+    return pieces is None or all(g is None or np.isfinite(g).all() for g in pieces)
+
+
 class RangeReducer:
     """The ranges of one range map version that this worker's reducer owns."""
 
@@ -125,13 +131,16 @@ class RangeReducer:
         """Sum the cover along the tree, divide by the batch size, step the range."""
         plan = cover.plan
         total = tree_sum(owned.values, (0, plan.micro_shards), add_pieces)
+        nonfinite = [] if _finite(total) else sorted(
+            node for node, pieces in owned.values.items() if not _finite(pieces))
         owned.values = {}
         grads = [None] * len(owned.ranged.tensors) if total is None else [
             None if g is None else np.divide(g, plan.size).astype(t._data.dtype, copy=False)
             for g, t in zip(total, owned.ranged.tensors)]
         owned.ranged.step(grads, cover.options)
         owned.step = plan.step + 1
-        return [self._params(index), P.RangeDone(plan.step, self.worker, self.version, index)]
+        return [self._params(index), P.RangeDone(plan.step, self.worker, self.version, index,
+                                                 nonfinite)]
 
     def _params(self, index: int) -> P.RangeParams:
         owned = self.owned[index]
