@@ -377,3 +377,21 @@ def test_a_reducer_restarted_at_once_gets_its_zap_handler():
             start_authenticator(ctx, ServerKeys(public, secret, {public})).stop()
     finally:
         ctx.destroy(linger=0)
+
+
+def test_parameters_far_ahead_are_rejected_and_never_crowd_out_the_next_steps(plane, caplog):
+    """A peer's RANGEPARAMS for steps no reducer can have reached yet used to be kept: three
+    of them filled the replica's window, after which the real parameters of the next step
+    were refused as too far ahead and the worker never computed again (the run timed out)."""
+    plane, peer, sent, schema, plan, cover = plane
+    pieces = [[np.zeros(P.piece_spec(schema, p)[0], np.float32) for p in schema.ranges.ranges[i]]
+              for i in range(len(schema.ranges))]
+    for step in (50, 51, 52):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="dtrain.worker"):
+            _deliver(plane, peer, P.RangeParams(step, 1, 1, 0, pieces[0]))
+        assert "(stale)" in caplog.text, step
+    assert set(plane.incoming) <= {1, 2}
+    for index in range(len(schema.ranges)):  # the next step's parameters, as a reducer sends
+        _deliver(plane, peer, P.RangeParams(1, 1, 1, index, pieces[index]))
+    assert sorted(plane.incoming[1]) == list(range(len(schema.ranges)))
