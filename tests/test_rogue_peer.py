@@ -403,3 +403,77 @@ def test_reducers_refuse_strangers_and_reject_bad_messages_and_the_result_is_unc
         assert np.array_equal(p._data, q._data)
     assert [r["loss"] for r in history.steps] == [r["loss"] for r in clean_history.steps]
     assert dtrain_processes(dist_jobs.__file__) == []
+
+
+class ShardedImpostor(threading.Thread):
+    """In a sharded run, joins as a worker that names no reducer, then sends the coordinator
+    the sharded reduction's messages for ranges that are not its own, or mistyped; once the
+    coordinator has answered a heartbeat sent after them (so it handled them all), it lets
+    the run go on (removes ``slow``) and heartbeats on, never silent."""
+
+    def __init__(self, address: str, digest: str, slow: str):
+        super().__init__(daemon=True)
+        self.address, self.digest, self.slow = address, digest, slow
+        self.done = []
+        self.error = None
+        self.stop = threading.Event()
+
+    def run(self):
+        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IDENTITY, b"impostor")
+        sock.connect(self.address)
+        try:
+            sock.send_multipart([b"\x00\xffgarbage"])
+            sock.send_multipart(P.pack(P.Hello(instance="impostor", name="impostor", pid=0,
+                                               host="nowhere", digest=self.digest), ""))
+            welcome = Rogue._recv(self, sock, {P.WELCOME})
+            job, me = welcome.job, welcome.worker
+            sock.send_multipart(P.pack(P.Ready(me, "network"), job))  # and no reducer
+            self.done.append("ready")
+            sock.send_multipart(P.pack(P.RangeDone(0, me, 1, 0), job))
+            sock.send_multipart(P.encode(P.Envelope(P.MAPACK, job, -1, me, {"version": "1"})))
+            sock.send_multipart(P.encode(P.Envelope(P.RANGESTATE, job, -1, me, {
+                "version": 1, "range": 0, "step": 0, "kinds": [[]]})))
+            sock.send_multipart(P.pack(P.Heartbeat(me, of=b"impostor"), job))
+            Rogue._recv(self, sock, {P.HEARTBEAT}, timeout=120)
+            self.done.append("handled")
+            os.remove(self.slow)
+            while not self.stop.wait(0.2):  # alive, never evicted for silence
+                sock.send_multipart(P.pack(P.Heartbeat(me), job))
+        except Exception as e:  # noqa: BLE001 - reported by the test
+            self.error = e
+        finally:
+            sock.close(0)
+
+
+@pytest.mark.parametrize("array_channel", [SHARDED], indirect=True)
+def test_an_impostor_without_a_reducer_cannot_stall_a_sharded_run(tmp_path, monkeypatch,
+                                                                  caplog, array_channel):
+    """A peer that joined and said READY without a reducer was a ready worker whose reducer
+    every range map waited for: heartbeating, it was never evicted, and the run ended when
+    worker_wait_timeout ran out."""
+    steps = 12
+    clean, _ = dtrain.fit(dist_jobs.Throttled, workers=0, max_steps=steps)
+    slow = str(tmp_path / "slow")
+    open(slow, "w").close()
+    monkeypatch.setenv("DTRAIN_TEST_SLOW", slow)  # held until the impostor is done
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    impostor = ShardedImpostor(address, file_digest(dist_jobs.__file__), slow)
+    impostor.start()
+    caplog.clear()
+    try:
+        with caplog.at_level(logging.DEBUG, logger="dtrain.coordinator"):  # stale: DEBUG
+            model, _ = dtrain.fit(dist_jobs.Throttled, workers=2, bind=address, insecure=True,
+                                  max_steps=steps, worker_wait_timeout=30)
+    finally:
+        impostor.stop.set()
+        impostor.join(timeout=30)
+    assert impostor.error is None, impostor.error
+    assert impostor.done == ["ready", "handled"]
+    assert "range map" in caplog.text and "reduces this run instead" not in caplog.text
+    for reason in ("(garbage)", "runs no reducer", "(stale)", "(fields)"):
+        assert reason in caplog.text, reason
+    for p, q in zip(model.parameters(), clean.parameters()):
+        assert np.array_equal(p._data, q._data)
+    assert dtrain_processes(dist_jobs.__file__) == []

@@ -424,6 +424,9 @@ class Coordinator:
     def _ready(self, info: WorkerInfo, msg: P.Ready) -> None:
         if info.ready:
             raise P.ProtocolError("fields", f"worker {info.id} said READY twice")
+        if self.plane is not None and not msg.reducer:  # every range map would wait for it
+            raise P.ProtocolError("fields", f"worker {info.id} runs no reducer, which this "
+                                  "sharded run needs")
         if msg.channel == SHARED_MEMORY:
             if info.offered is None:
                 raise P.ProtocolError("fields", f"worker {info.id} chose shared memory, which "
