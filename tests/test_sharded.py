@@ -395,3 +395,37 @@ def test_parameters_far_ahead_are_rejected_and_never_crowd_out_the_next_steps(pl
     for index in range(len(schema.ranges)):  # the next step's parameters, as a reducer sends
         _deliver(plane, peer, P.RangeParams(1, 1, 1, index, pieces[index]))
     assert sorted(plane.incoming[1]) == list(range(len(schema.ranges)))
+
+
+def test_a_bad_message_waiting_for_its_step_does_not_cost_the_step(caplog):
+    """Gradients that come before their step's STEPTASK wait unchecked against its plan. One
+    with a wrong count used to raise out of the STEPTASK's handling: the task was dropped
+    with the good gradients waiting beside it, and the worker never computed the step."""
+    ctx = zmq.Context()
+    sent = []
+    made, _, _, settings = owning_plane(ctx, dist_jobs.MomentumGroups(), sent.append,
+                                        param_ranges=3)
+    peer = ctx.socket(zmq.DEALER)
+    peer.setsockopt(zmq.LINGER, 0)
+    try:
+        schema = made.schema
+        plan = Planner(110, settings).plan(0, 0, 0)
+        node = assign(5, ["a"])["a"][0]
+        peer.connect(made.address)
+        bad = _grads(schema, plan, 0, node, count=plan.node_count(node) + 1)
+        _deliver(made, peer, bad)  # kept until the step is known
+        for index in range(1, len(schema.ranges)):
+            _deliver(made, peer, _grads(schema, plan, index, node))
+        with caplog.at_level(logging.WARNING):
+            made.task(P.StepTask(0, 0, 1, 0, 0, [], [node], [{"lr": 0.1}, {"lr": 0.05}]), plan)
+        assert "(count)" in caplog.text
+        assert made.pending is None, "the step was never computed"
+        done = sorted(m.range for m in sent if isinstance(m, P.RangeDone))
+        assert done == list(range(1, len(schema.ranges)))  # the good ones stepped their ranges
+        _deliver(made, peer, _grads(schema, plan, 0, node))  # the right one steps range 0
+        assert sorted(m.range for m in sent if isinstance(m, P.RangeDone)) == \
+            list(range(len(schema.ranges)))
+    finally:
+        peer.close(0)
+        made.close()
+        ctx.term()

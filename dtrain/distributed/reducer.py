@@ -11,6 +11,7 @@ Anything wrong in a message raises ``ProtocolError`` and changes nothing.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +20,8 @@ from . import protocol as P
 from .range_optimizer import RangeOptimizer
 from .range_state import load_payload, range_payload
 from .shards import BatchPlan, tree_sum
+
+log = logging.getLogger("dtrain.worker")  # the reducer runs in a worker
 
 
 @dataclass
@@ -94,8 +97,11 @@ class RangeReducer:
         self.steps[task.step] = StepCover(plan, frozenset(task.cover), task.options)
         early, self.early = self.early, []
         out = []
-        for msg in early:
-            out.extend(self.add(msg))
+        for msg in early:  # checked against the plan only now: a bad one costs only itself
+            try:
+                out.extend(self.add(msg))
+            except P.ProtocolError as e:
+                log.warning("rejected a message from a peer: %s (%s)", e, e.reason)
         return out
 
     def add(self, msg: P.RangeGrads) -> list:
