@@ -494,10 +494,11 @@ class Coordinator:
         The first report is rejected and the node recomputed elsewhere; a second non-finite
         result from another worker (or no other worker to ask) means the training itself
         diverged, and the value is accepted, as a single-process run would carry on with it.
-        A finite recomputation gets the first reporter evicted (in ``_grads``).
+        A finite recomputation gets the first reporter evicted (in ``_grads``). Sharded, the
+        reducers have summed its gradients already: ``ShardedPlane.nonfinite`` decides.
         """
         if self.plane is not None and self.plane.step is not None:
-            return self.plane.nonfinite(info, node, problem)  # its reducers' way
+            return self.plane.nonfinite(info, node, problem)
         state = self.state
         first = state.nonfinite.get(node)
         others = [w for w in self.ready_workers() if w.identity != info.identity]
