@@ -11,7 +11,10 @@ model and optimizer.
 
 A lost worker is a lost reducer, whose ranges' state is gone: ``RangesLost`` tells the trainer
 to roll back to its last gathered state and recompute the steps since (plans are
-deterministic, so only time is lost).
+deterministic, so only time is lost). A worker whose node comes out NaN or infinite (its
+loss in GRADS, or its slices, which the reducers name in RANGEDONE) is evicted the same way and
+the step recomputed without it, unless another worker's node of that step is non-finite too:
+then the training itself diverged and carries on as a single process would.
 """
 
 from __future__ import annotations
