@@ -234,9 +234,9 @@ class RangePlane:
         self.incoming.setdefault(msg.step, {})[msg.range] = msg.params
 
     def _near(self, step: int) -> bool:
-        """Parameters of ``step`` can come from a reducer now: no reducer steps a range twice
-        before this worker has taken the step's task (an impostor's far steps would otherwise
-        fill the window and crowd out the real ones)."""
+        """A reducer can have sent parameters of ``step`` by now: from the step of this
+        worker's latest task on, at most two ahead (the window the replica keeps; an
+        impostor's far steps would otherwise fill it and crowd out the real ones)."""
         return self.floor is None or self.floor <= step <= self.floor + 2
 
     def _answer(self, messages: list) -> None:
