@@ -589,3 +589,28 @@ def test_every_field_of_every_sharded_message_with_typed_garbage(sharded, data):
     except (OverflowError, TypeError, ValueError):
         return  # not representable in msgpack: a peer cannot send it either
     sharded.deliver(WORKERS[0], frames)  # raises nothing
+
+
+def test_a_nonfinite_node_is_checked_by_recomputing_the_step_without_its_worker(sharded):
+    """Sharded, a worker's NaN node has been summed by the reducers when it is seen: the
+    worker is evicted (its ranges lost, so the step is recomputed from the last gathered
+    state without it); another worker's non-finite node of that step confirms the training
+    diverged, and is accepted as a single process would."""
+    a, b = WORKERS
+    node_a, node_b = sharded.nodes[a][0], sharded.nodes[b][0]
+    b_id = sharded.registered[b].id
+    sharded.reset()
+    sharded.ex.handle([b] + P.pack(P.RangeDone(0, b_id, 1, 1, [node_a]), JOB_ID))
+    assert a not in sharded.ex.workers and sharded.plane.lost  # the step goes back
+    assert sharded.plane.suspects == {0: a.hex()} and not sharded.ex.diverged
+    suspects = dict(sharded.plane.suspects)
+    sharded.reset()  # the recomputation, without a (here: a is not asked again)
+    sharded.plane.suspects = suspects
+    del sharded.ex.workers[a]
+    sharded.ex.handle([b] + P.pack(P.RangeDone(0, b_id, 1, 1, [node_b]), JOB_ID))
+    assert sharded.ex.diverged and b in sharded.ex.workers and not sharded.plane.lost
+    assert not sharded.plane.suspects
+    sharded.reset()
+    sharded.ex.diverged = True  # diverged: every later non-finite node is the training's
+    sharded.ex.handle([b] + P.pack(P.RangeDone(0, b_id, 1, 1, [node_a]), JOB_ID))
+    assert a in sharded.ex.workers and not sharded.plane.lost
