@@ -223,6 +223,38 @@ class StuckOnce(MomentumGroups):
         return F.cross_entropy(output, target)
 
 
+class CorruptsOnce(MomentumGroups):
+    """A faulty worker: once, one micro-shard's loss (``DTRAIN_TEST_CORRUPT_WHAT=loss``) or only
+    its gradients (``grads``: the loss stays finite) come out NaN; the first process to claim
+    the marker file named by DTRAIN_TEST_CORRUPT is that worker, and no other reproduces it.
+    One declared phase, so the loss runs once per micro-shard (no batched pass re-checks it)."""
+
+    def phases(self, model):
+        optimizer = self.optimizer(model)
+        return [dtrain.Phase("train", self.shard_loss, optimizer, self.scheduler(optimizer))]
+
+    @staticmethod
+    def shard_loss(model, x, y):
+        import os
+
+        output = model(x)
+        loss = F.cross_entropy(output, y)
+        marker = os.environ.get("DTRAIN_TEST_CORRUPT")
+        if marker and dtrain.is_grad_enabled():
+            CorruptsOnce.calls = getattr(CorruptsOnce, "calls", 0) + 1
+            if CorruptsOnce.calls > 12:
+                try:
+                    os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                except FileExistsError:
+                    pass
+                else:
+                    if os.environ.get("DTRAIN_TEST_CORRUPT_WHAT") == "loss":
+                        return loss * float("nan")
+                    # 0 forward, NaN backward: sqrt'(0) is infinite, times 0
+                    return loss + (output * 0.0).sqrt().sum()
+        return loss
+
+
 class Throttled(SlowSteps):
     """SlowSteps (the same bits), but each micro-shard takes 0.25 s while the file named by
     DTRAIN_TEST_SLOW exists, so a test can hold a run in its middle until an event it awaits

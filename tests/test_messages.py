@@ -47,7 +47,7 @@ VALID = {
     P.RANGEGRADS: P.RangeGrads(step=7, worker=2, version=3, node=(0, 2), range=2, count=8,
                                grads=[B[1:]]),
     P.RANGEPARAMS: P.RangeParams(step=7, worker=2, version=3, range=0, params=[W]),
-    P.RANGEDONE: P.RangeDone(step=7, worker=2, version=3, range=1),
+    P.RANGEDONE: P.RangeDone(step=7, worker=2, version=3, range=1, nonfinite=[(0, 2), (3, 4)]),
 }
 
 
@@ -158,7 +158,7 @@ def test_every_malformed_field_is_rejected(kind, field, value):
                                                                  "fields")
 
 
-@pytest.mark.parametrize("kind", [P.TASK, P.GRADS])
+@pytest.mark.parametrize("kind", [P.TASK, P.GRADS, P.RANGESTATE, P.RANGEGRADS, P.RANGEPARAMS])
 def test_arrays_of_the_wrong_shape_dtype_or_name_are_rejected(kind):
     env = VALID[kind].envelope(JOB)
     name = sorted(env.arrays)[0]
@@ -181,3 +181,12 @@ def test_nodes_outside_the_tree_and_foreign_phases_are_rejected():
                                loss_sum=1.0, grads={0: W})
     with pytest.raises(P.ProtocolError, match="phase 1"):
         _round_trip(grads_of_phase_0)
+
+
+def test_rangedone_names_only_distinct_nodes_of_the_tree_as_nonfinite():
+    for nodes in ([[0, 2], [0, 2]], [[0, 3]], [[4, 5]], [[0, 2, 3]], [0, 2], "0,2"):
+        env = VALID[P.RANGEDONE].envelope(JOB)
+        env.fields["nonfinite"] = nodes
+        with pytest.raises(P.ProtocolError) as caught:
+            P.unpack(P.encode(env), job=JOB, schema=SCHEMA)
+        assert caught.value.reason in ("node", "fields"), nodes

@@ -19,6 +19,7 @@ from dtrain.distributed.job import file_digest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import dist_jobs
+from conftest import SHARDED
 from procs import dtrain_processes
 
 STEPS = 120
@@ -229,3 +230,248 @@ def test_allow_list_admits_only_listed_keys(caplog):
     assert len(ex.workers) == 1  # only the allowed key joined
     assert spies[0].received == [] and spies[1].received
     assert "refused a CURVE client" in caplog.text
+
+
+# ---------------------------------------------------------------------------- the reducers
+HANDSHAKE_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH \
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+# what the admitted rogue sends a reducer, and the reason its rejection must name
+BAD_FOR_A_REDUCER = ("garbage", "version", "job", "type", "fields", "node", "shape")
+
+
+class ReducerRogue(threading.Thread):
+    """Knocks on a reducer of a sharded run without a key and with a stranger's key, then
+    connects with a job key (the test's own key files) and sends it bad messages of every
+    sort; waits until the reducers' workers logged each rejection, then lets the run go on."""
+
+    def __init__(self, maps, lines: list, job_key, slow: str):
+        super().__init__(daemon=True)
+        self.maps, self.lines, self.job_key, self.slow = maps, lines, job_key, slow
+        self.outcomes = {}  # who -> the handshake event seen
+        self.error = None
+        self.stop = threading.Event()
+
+    def _knock(self, address: str, keys, frames: list, timeout: float = 60.0) -> int:
+        """Connect (a CURVE client when ``keys``), send ``frames``, return the first handshake
+        event; the socket stays open (for sending more) in ``self.sock`` when it succeeded."""
+        from dtrain.distributed.security import make_client
+        from zmq.utils.monitor import recv_monitor_message
+
+        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        if keys is not None:
+            make_client(sock, keys)
+        monitor = sock.get_monitor_socket(HANDSHAKE_EVENTS)
+        try:
+            sock.connect(address)
+            sock.send_multipart(frames)
+            if not monitor.poll(int(timeout * 1000)):
+                raise TimeoutError(f"no handshake outcome from {address}")
+            event = recv_monitor_message(monitor)["event"]
+        finally:
+            sock.disable_monitor()
+            monitor.close(0)
+        if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            self.sock = sock
+        else:
+            sock.close(0)
+        return event
+
+    def _bad_messages(self, job: str, ranges: int) -> list:
+        frames = P.pack(P.RangeGrads(0, 0, 1, (0, 1), 0, 0, []), job)  # arrays: none
+        grads = P.RangeGrads(0, 0, 1, (0, 1), 0, 1, [np.ones((3, 3, 3), np.float32)])
+        return [
+            [b"\x00\xffgarbage", b"more"],
+            _with_header(frames, v=P.VERSION + 1),
+            P.pack(grads, "not-this-job"),
+            P.pack(P.RangeDone(0, 0, 1, 0), job),
+            _with_header(P.pack(P.Heartbeat(0), job), fields={"count": "abc"}),
+            _with_fields(frames, count="abc"),
+            _with_fields(frames, range=ranges + 5),
+            _with_fields(frames, version="1"),
+            _with_fields(frames, node=[0, 999]),
+            P.pack(grads, job),
+            P.pack(P.RangeParams(1, 0, 1, 0, [np.ones((7, 7, 7), np.float32)] * 9), job),
+        ]
+
+    def run(self):
+        from dtrain.distributed.security import ClientKeys
+
+        try:
+            if not self.maps["cut"].wait(120):
+                raise TimeoutError("no range map was cut")
+            (address, key), job = self.maps["reducers"][0], self.maps["job"]
+            ranges = self.maps["ranges"]
+            hello = self._bad_messages(job, ranges)[0]
+            self.outcomes["no key"] = self._knock(address, None, hello)
+            public, secret = zmq.curve_keypair()
+            stranger = ClientKeys(public, secret, key.encode())
+            self.outcomes["stranger"] = self._knock(address, stranger, hello)
+            admitted = ClientKeys(self.job_key.public, self.job_key.secret, key.encode())
+            self.outcomes["job key"] = self._knock(address, admitted, hello)
+            if self.outcomes["job key"] != zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                return
+            try:
+                for frames in self._bad_messages(job, ranges)[1:]:
+                    self.sock.send_multipart(frames)
+                deadline = time.monotonic() + 120
+                while not all(self._rejected(r) for r in BAD_FOR_A_REDUCER):
+                    if time.monotonic() > deadline or self.stop.wait(0.05):
+                        missing = [r for r in BAD_FOR_A_REDUCER if not self._rejected(r)]
+                        raise TimeoutError(f"the reducer did not log these rejections: {missing}")
+            finally:
+                self.sock.close(0)
+        except Exception as e:  # noqa: BLE001 - reported by the test
+            self.error = e
+        finally:
+            if os.path.exists(self.slow):
+                os.remove(self.slow)  # the run may finish now
+
+    def _rejected(self, reason: str) -> bool:
+        return any("rejected a message from a peer" in line and f"({reason})" in line
+                   for line in list(self.lines))
+
+
+def _with_fields(frames, **changes):
+    header = msgpack.unpackb(bytes(frames[0]), raw=False)
+    header["fields"].update(changes)
+    return [msgpack.packb(header, use_bin_type=True)] + list(frames[1:])
+
+
+@pytest.mark.parametrize("array_channel", [SHARDED], indirect=True)
+def test_reducers_refuse_strangers_and_reject_bad_messages_and_the_result_is_unchanged(
+        tmp_path, monkeypatch, caplog, array_channel):
+    """In a sharded run every worker listens too (its reducer): a peer without a key or with
+    a key not of the job never gets through; an admitted peer's garbage, mistyped fields,
+    foreign job and version, wrong shapes and message types are rejected and logged, no
+    reducer falls over, and the run ends with the clean bits."""
+    from dtrain.distributed.security import client_keys_from_dir, keygen
+    from dtrain.distributed.sharded import ShardedPlane
+    from dtrain.launcher import local
+    from dtrain.launcher.run import RunConfig, run
+
+    steps = 60
+    clean, clean_history = dtrain.fit(dist_jobs.Throttled, workers=0, max_steps=steps)
+    keys = str(tmp_path / "keys")
+    keygen(keys)  # the job's keys: the workers' key file is the rogue's way in
+    maps = {"cut": threading.Event()}
+    real_new_map = ShardedPlane._new_map
+
+    def new_map(plane, live):
+        real_new_map(plane, live)
+        if not maps["cut"].is_set():
+            maps.update(reducers=[plane.reducers[i] for i in live], job=plane.co.job_id,
+                        ranges=len(plane.owners))
+            maps["cut"].set()
+
+    lines = []
+
+    def pump(popen, prefix):
+        for line in iter(popen.stdout.readline, b""):
+            text = line.decode(errors="replace")
+            lines.append(text)
+            sys.stderr.write(prefix + text)
+        popen.stdout.close()
+
+    monkeypatch.setattr(ShardedPlane, "_new_map", new_map)
+    monkeypatch.setattr(local, "pump_output", pump)
+    slow = str(tmp_path / "slow")
+    open(slow, "w").close()
+    monkeypatch.setenv("DTRAIN_TEST_SLOW", slow)
+    rogue = ReducerRogue(maps, lines, client_keys_from_dir(keys), slow)
+    rogue.start()
+    caplog.clear()
+    try:
+        with caplog.at_level(logging.INFO):
+            model, history = run(RunConfig(job=dist_jobs.Throttled, workers=2, keys_dir=keys,
+                                           overrides={"max_steps": steps}))
+    finally:
+        rogue.stop.set()
+        rogue.join(timeout=30)
+        if os.path.exists(slow):
+            os.remove(slow)
+    assert rogue.error is None, rogue.error
+    assert rogue.outcomes["no key"] != zmq.EVENT_HANDSHAKE_SUCCEEDED
+    assert rogue.outcomes["stranger"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    assert rogue.outcomes["job key"] == zmq.EVENT_HANDSHAKE_SUCCEEDED
+    text = caplog.text + "".join(lines)
+    assert "range map" in caplog.text and "reduces this run instead" not in caplog.text
+    assert "Traceback" not in text and "evicted" not in text and "rolling back" not in text
+    for p, q in zip(model.parameters(), clean.parameters()):
+        assert np.array_equal(p._data, q._data)
+    assert [r["loss"] for r in history.steps] == [r["loss"] for r in clean_history.steps]
+    assert dtrain_processes(dist_jobs.__file__) == []
+
+
+class ShardedImpostor(threading.Thread):
+    """In a sharded run, joins as a worker that names no reducer, then sends the coordinator
+    the sharded reduction's messages for ranges that are not its own, or mistyped; once the
+    coordinator has answered a heartbeat sent after them (so it handled them all), it lets
+    the run go on (removes ``slow``) and heartbeats on, never silent."""
+
+    def __init__(self, address: str, digest: str, slow: str):
+        super().__init__(daemon=True)
+        self.address, self.digest, self.slow = address, digest, slow
+        self.done = []
+        self.error = None
+        self.stop = threading.Event()
+
+    def run(self):
+        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IDENTITY, b"impostor")
+        sock.connect(self.address)
+        try:
+            sock.send_multipart([b"\x00\xffgarbage"])
+            sock.send_multipart(P.pack(P.Hello(instance="impostor", name="impostor", pid=0,
+                                               host="nowhere", digest=self.digest), ""))
+            welcome = Rogue._recv(self, sock, {P.WELCOME})
+            job, me = welcome.job, welcome.worker
+            sock.send_multipart(P.pack(P.Ready(me, "network"), job))  # and no reducer
+            self.done.append("ready")
+            sock.send_multipart(P.pack(P.RangeDone(0, me, 1, 0), job))
+            sock.send_multipart(P.encode(P.Envelope(P.MAPACK, job, -1, me, {"version": "1"})))
+            sock.send_multipart(P.encode(P.Envelope(P.RANGESTATE, job, -1, me, {
+                "version": 1, "range": 0, "step": 0, "kinds": [[]]})))
+            sock.send_multipart(P.pack(P.Heartbeat(me, of=b"impostor"), job))
+            Rogue._recv(self, sock, {P.HEARTBEAT}, timeout=120)
+            self.done.append("handled")
+            os.remove(self.slow)
+            while not self.stop.wait(0.2):  # alive, never evicted for silence
+                sock.send_multipart(P.pack(P.Heartbeat(me), job))
+        except Exception as e:  # noqa: BLE001 - reported by the test
+            self.error = e
+        finally:
+            sock.close(0)
+
+
+@pytest.mark.parametrize("array_channel", [SHARDED], indirect=True)
+def test_an_impostor_without_a_reducer_cannot_stall_a_sharded_run(tmp_path, monkeypatch,
+                                                                  caplog, array_channel):
+    """A peer that joined and said READY without a reducer was a ready worker whose reducer
+    every range map waited for: heartbeating, it was never evicted, and the run ended when
+    worker_wait_timeout ran out."""
+    steps = 12
+    clean, _ = dtrain.fit(dist_jobs.Throttled, workers=0, max_steps=steps)
+    slow = str(tmp_path / "slow")
+    open(slow, "w").close()
+    monkeypatch.setenv("DTRAIN_TEST_SLOW", slow)  # held until the impostor is done
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    impostor = ShardedImpostor(address, file_digest(dist_jobs.__file__), slow)
+    impostor.start()
+    caplog.clear()
+    try:
+        with caplog.at_level(logging.DEBUG, logger="dtrain.coordinator"):  # stale: DEBUG
+            model, _ = dtrain.fit(dist_jobs.Throttled, workers=2, bind=address, insecure=True,
+                                  max_steps=steps, worker_wait_timeout=30)
+    finally:
+        impostor.stop.set()
+        impostor.join(timeout=30)
+    assert impostor.error is None, impostor.error
+    assert impostor.done == ["ready", "handled"]
+    assert "range map" in caplog.text and "reduces this run instead" not in caplog.text
+    for reason in ("(garbage)", "runs no reducer", "(stale)", "(fields)"):
+        assert reason in caplog.text, reason
+    for p, q in zip(model.parameters(), clean.parameters()):
+        assert np.array_equal(p._data, q._data)
+    assert dtrain_processes(dist_jobs.__file__) == []

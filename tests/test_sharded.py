@@ -83,6 +83,32 @@ def test_genuinely_diverging_training_continues_like_single_process(caplog):
         np.testing.assert_array_equal(p._data, q._data)  # NaN == NaN here
 
 
+@pytest.mark.parametrize("what", ["grads", "loss"])
+@pytest.mark.parametrize("reduction", ["coordinator", "sharded"])
+def test_one_workers_nonfinite_values_cost_time_not_bits(tmp_path, monkeypatch, caplog, what,
+                                                         reduction):
+    """A worker whose node comes out NaN (only its gradients, or its loss too) while no other
+    worker reproduces it: checked by another worker, the faulty one is evicted and the run
+    ends with the clean bits, as in the star. Sharded, its gradients had already been summed
+    by the reducers (its loss alone was checked, and taken as the training diverging): the
+    run went on with NaN parameters."""
+    reference, history = dtrain.fit(dist_jobs.CorruptsOnce, workers=0)
+    marker = tmp_path / "corrupt"
+    monkeypatch.setenv("DTRAIN_TEST_CORRUPT", str(marker))
+    monkeypatch.setenv("DTRAIN_TEST_CORRUPT_WHAT", what)
+    with caplog.at_level(logging.INFO, logger="dtrain"):
+        model, h = dtrain.fit(dist_jobs.CorruptsOnce, workers=3, reduction=reduction,
+                              step_timeout=600)
+    assert marker.exists(), "no worker corrupted anything: the test did not test anything"
+    assert "(nonfinite)" in caplog.text and "evicted" in caplog.text
+    assert "the training diverged" not in caplog.text
+    assert (FALLBACK not in caplog.text) and ("range map" in caplog.text) == (
+        reduction == "sharded")
+    assert _same(_state(model), _state(reference))
+    assert [r["loss"] for r in h.steps] == [r["loss"] for r in history.steps]
+    assert dtrain_processes(dist_jobs.__file__) == []
+
+
 class _Traffic:
     """Array bytes of the messages the coordinator sends and receives, by type."""
 
@@ -351,3 +377,55 @@ def test_a_reducer_restarted_at_once_gets_its_zap_handler():
             start_authenticator(ctx, ServerKeys(public, secret, {public})).stop()
     finally:
         ctx.destroy(linger=0)
+
+
+def test_parameters_far_ahead_are_rejected_and_never_crowd_out_the_next_steps(plane, caplog):
+    """A peer's RANGEPARAMS for steps no reducer can have reached yet used to be kept: three
+    of them filled the replica's window, after which the real parameters of the next step
+    were refused as too far ahead and the worker never computed again (the run timed out)."""
+    plane, peer, sent, schema, plan, cover = plane
+    pieces = [[np.zeros(P.piece_spec(schema, p)[0], np.float32) for p in schema.ranges.ranges[i]]
+              for i in range(len(schema.ranges))]
+    for step in (50, 51, 52):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="dtrain.worker"):
+            _deliver(plane, peer, P.RangeParams(step, 1, 1, 0, pieces[0]))
+        assert "(stale)" in caplog.text, step
+    assert set(plane.incoming) <= {1, 2}
+    for index in range(len(schema.ranges)):  # the next step's parameters, as a reducer sends
+        _deliver(plane, peer, P.RangeParams(1, 1, 1, index, pieces[index]))
+    assert sorted(plane.incoming[1]) == list(range(len(schema.ranges)))
+
+
+def test_a_bad_message_waiting_for_its_step_does_not_cost_the_step(caplog):
+    """Gradients that come before their step's STEPTASK wait unchecked against its plan. One
+    with a wrong count used to raise out of the STEPTASK's handling: the task was dropped
+    with the good gradients waiting beside it, and the worker never computed the step."""
+    ctx = zmq.Context()
+    sent = []
+    made, _, _, settings = owning_plane(ctx, dist_jobs.MomentumGroups(), sent.append,
+                                        param_ranges=3)
+    peer = ctx.socket(zmq.DEALER)
+    peer.setsockopt(zmq.LINGER, 0)
+    try:
+        schema = made.schema
+        plan = Planner(110, settings).plan(0, 0, 0)
+        node = assign(5, ["a"])["a"][0]
+        peer.connect(made.address)
+        bad = _grads(schema, plan, 0, node, count=plan.node_count(node) + 1)
+        _deliver(made, peer, bad)  # kept until the step is known
+        for index in range(1, len(schema.ranges)):
+            _deliver(made, peer, _grads(schema, plan, index, node))
+        with caplog.at_level(logging.WARNING):
+            made.task(P.StepTask(0, 0, 1, 0, 0, [], [node], [{"lr": 0.1}, {"lr": 0.05}]), plan)
+        assert "(count)" in caplog.text
+        assert made.pending is None, "the step was never computed"
+        done = sorted(m.range for m in sent if isinstance(m, P.RangeDone))
+        assert done == list(range(1, len(schema.ranges)))  # the good ones stepped their ranges
+        _deliver(made, peer, _grads(schema, plan, 0, node))  # the right one steps range 0
+        assert sorted(m.range for m in sent if isinstance(m, P.RangeDone)) == \
+            list(range(len(schema.ranges)))
+    finally:
+        peer.close(0)
+        made.close()
+        ctx.term()

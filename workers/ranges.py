@@ -104,6 +104,7 @@ class RangePlane:
         self.reducer: RangeReducer | None = None
         self.incoming: dict = {}  # step -> {range: parameters}
         self.pending: tuple | None = None  # (task, plan) waiting for its parameters
+        self.floor: int | None = None  # the first step whose parameters the replica may need
         self.computing: P.StepTask | None = None  # the task being computed
         self.planner = None
         self.computer = None
@@ -130,7 +131,7 @@ class RangePlane:
         self.me = (self.address, self.keys.public.decode() if self.keys is not None else "")
         self.reducer = RangeReducer(self.worker_id, msg.version, self.optimizer, self.params,
                                     self.schema.ranges, self.schema.micro_shards)
-        self.incoming, self.pending = {}, None
+        self.incoming, self.pending, self.floor = {}, None, None
         return P.MapAck(self.worker_id, msg.version)
 
     def _dealer(self, address: str, key: str) -> zmq.Socket:
@@ -185,7 +186,8 @@ class RangePlane:
             raise P.ProtocolError("stale", f"step task of map {msg.version}, not "
                                   f"{reducer.version}")
         self._answer(reducer.begin(msg, plan))
-        self.pending = (msg, plan)
+        self.pending, self.floor = (msg, plan), msg.step
+        self.incoming = {s: v for s, v in self.incoming.items() if self._near(s)}
         self.try_compute()
 
     def _reducer(self) -> RangeReducer:
@@ -227,9 +229,15 @@ class RangePlane:
                 (self.pending is not None and msg.step < self.pending[0].step):
             raise P.ProtocolError("stale", f"parameters of step {msg.step}, map "
                                   f"{msg.version}")
-        if len(self.incoming) > 2 and msg.step not in self.incoming:
+        if not self._near(msg.step) or len(self.incoming) > 2 and msg.step not in self.incoming:
             raise P.ProtocolError("stale", f"parameters of step {msg.step}: too far ahead")
         self.incoming.setdefault(msg.step, {})[msg.range] = msg.params
+
+    def _near(self, step: int) -> bool:
+        """A reducer can have sent parameters of ``step`` by now: from the step of this
+        worker's latest task on, at most two ahead (the window the replica keeps; an
+        impostor's far steps would otherwise fill it and crowd out the real ones)."""
+        return self.floor is None or self.floor <= step <= self.floor + 2
 
     def _answer(self, messages: list) -> None:
         """Send a reducer's answers: DONE to the coordinator, then the new parameters to
@@ -252,7 +260,7 @@ class RangePlane:
         held = self.incoming.get(task.step, {})
         if len(held) < len(self.schema.ranges):
             return
-        self.pending = None
+        self.pending, self.floor = None, task.step + 1
         self.incoming = {s: v for s, v in self.incoming.items() if s > task.step}
         for index, values in held.items():
             self._write(index, values)

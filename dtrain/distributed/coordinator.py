@@ -424,6 +424,9 @@ class Coordinator:
     def _ready(self, info: WorkerInfo, msg: P.Ready) -> None:
         if info.ready:
             raise P.ProtocolError("fields", f"worker {info.id} said READY twice")
+        if self.plane is not None and not msg.reducer:  # every range map would wait for it
+            raise P.ProtocolError("fields", f"worker {info.id} runs no reducer, which this "
+                                  "sharded run needs")
         if msg.channel == SHARED_MEMORY:
             if info.offered is None:
                 raise P.ProtocolError("fields", f"worker {info.id} chose shared memory, which "
@@ -491,13 +494,14 @@ class Coordinator:
         The first report is rejected and the node recomputed elsewhere; a second non-finite
         result from another worker (or no other worker to ask) means the training itself
         diverged, and the value is accepted, as a single-process run would carry on with it.
-        A finite recomputation gets the first reporter evicted (in ``_grads``).
+        A finite recomputation gets the first reporter evicted (in ``_grads``). Sharded, the
+        reducers have summed its gradients already: ``ShardedPlane.nonfinite`` decides.
         """
+        if self.plane is not None and self.plane.step is not None:
+            return self.plane.nonfinite(info, node, problem)
         state = self.state
         first = state.nonfinite.get(node)
         others = [w for w in self.ready_workers() if w.identity != info.identity]
-        if self.plane is not None and self.plane.step is not None:
-            others = []  # the reducers summed its gradients already: nobody to ask
         if not self.diverged and first is None and others:
             state.nonfinite[node] = info.identity
             self.reject(info.identity, "nonfinite", problem)

@@ -1297,17 +1297,27 @@ class RangeParams(_RangeStep):
 
 @dataclass
 class RangeDone(_RangeStep):
-    """The reducer stepped range ``range`` for step ``step`` and sent its new parameters."""
+    """The reducer stepped range ``range`` for step ``step`` and sent its new parameters;
+    ``nonfinite`` names the nodes whose slices held NaN or infinity (the coordinator decides
+    between a faulty worker and a diverged run, as it does for GRADS)."""
 
     TYPE: ClassVar[str] = RANGEDONE
+    nonfinite: list = field(default_factory=list)
 
     def envelope(self, job: str) -> Envelope:
-        return self._envelope(job, {})
+        env = self._envelope(job, {})
+        env.fields["nonfinite"] = [list(node) for node in self.nonfinite]
+        return env
 
     @classmethod
     def check(cls, env: Envelope, schema: ModelSchema) -> RangeDone:
         _no_arrays(env)
-        return cls(**cls._head(env, schema))
+        fields = dict(env.fields)
+        nodes = _nodes(fields.pop("nonfinite", None), cls.TYPE, schema, allow_empty=True)
+        if len(set(nodes)) != len(nodes):
+            raise ProtocolError("node", f"{cls.TYPE}: a node named twice in nonfinite")
+        head = cls._head(Envelope(env.type, env.job, env.step, env.worker, fields), schema)
+        return cls(**head, nonfinite=nodes)
 
 
 MESSAGE_TYPES.update({cls.TYPE: cls for cls in (RangeMap, MapAck, RangeState,

@@ -11,6 +11,7 @@ Anything wrong in a message raises ``ProtocolError`` and changes nothing.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +20,8 @@ from . import protocol as P
 from .range_optimizer import RangeOptimizer
 from .range_state import load_payload, range_payload
 from .shards import BatchPlan, tree_sum
+
+log = logging.getLogger("dtrain.worker")  # the reducer runs in a worker
 
 
 @dataclass
@@ -42,6 +45,12 @@ class OwnedRange:
 def add_pieces(a: list, b: list) -> list:
     """The tree's addition of two nodes' piece gradients (``a`` is the left child)."""
     return [y if x is None else x if y is None else x + y for x, y in zip(a, b)]
+
+
+def _finite(pieces: list | None) -> bool:
+    """No NaN or infinity in a node's (or a sum's) piece gradients. A sum is finite only if
+    every node added into it is, so checking the sum first costs one pass per step."""
+    return pieces is None or all(g is None or np.isfinite(g).all() for g in pieces)
 
 
 class RangeReducer:
@@ -88,8 +97,11 @@ class RangeReducer:
         self.steps[task.step] = StepCover(plan, frozenset(task.cover), task.options)
         early, self.early = self.early, []
         out = []
-        for msg in early:
-            out.extend(self.add(msg))
+        for msg in early:  # checked against the plan only now: a bad one costs only itself
+            try:
+                out.extend(self.add(msg))
+            except P.ProtocolError as e:
+                log.warning("rejected a message from a peer: %s (%s)", e, e.reason)
         return out
 
     def add(self, msg: P.RangeGrads) -> list:
@@ -125,13 +137,16 @@ class RangeReducer:
         """Sum the cover along the tree, divide by the batch size, step the range."""
         plan = cover.plan
         total = tree_sum(owned.values, (0, plan.micro_shards), add_pieces)
+        nonfinite = [] if _finite(total) else sorted(
+            node for node, pieces in owned.values.items() if not _finite(pieces))
         owned.values = {}
         grads = [None] * len(owned.ranged.tensors) if total is None else [
             None if g is None else np.divide(g, plan.size).astype(t._data.dtype, copy=False)
             for g, t in zip(total, owned.ranged.tensors)]
         owned.ranged.step(grads, cover.options)
         owned.step = plan.step + 1
-        return [self._params(index), P.RangeDone(plan.step, self.worker, self.version, index)]
+        return [self._params(index), P.RangeDone(plan.step, self.worker, self.version, index,
+                                                 nonfinite)]
 
     def _params(self, index: int) -> P.RangeParams:
         owned = self.owned[index]

@@ -11,7 +11,10 @@ model and optimizer.
 
 A lost worker is a lost reducer, whose ranges' state is gone: ``RangesLost`` tells the trainer
 to roll back to its last gathered state and recompute the steps since (plans are
-deterministic, so only time is lost).
+deterministic, so only time is lost). A worker whose node comes out NaN or infinite (its
+loss in GRADS, or its slices, which the reducers name in RANGEDONE) is evicted the same way and
+the step recomputed without it, unless another worker's node of that step is non-finite too:
+then the training itself diverged and carries on as a single process would.
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ class ShardedPlane:
         self.done: set = set()  # ranges stepped in the step in flight
         self.step: int | None = None
         self.states: dict = {}  # range -> RangeState, while gathering
+        self.suspects: dict[int, str] = {}  # step -> instance whose non-finite node is checked
 
     # ------------------------------------------------------------------ messages
     def receive(self, info, msg) -> None:
@@ -88,6 +92,12 @@ class ShardedPlane:
             if msg.step != self.step or msg.range in self.done:
                 raise P.ProtocolError("stale", f"range {msg.range} done for step {msg.step}")
             self.done.add(msg.range)
+            for node in msg.nonfinite:
+                who = self.co.workers.get(self.co.state.asked.get(node))
+                if who is not None and not self.nonfinite(
+                        who, node, f"range {msg.range} of node {node} summed by worker "
+                        f"{info.id} holds NaN or infinity"):
+                    break
         elif isinstance(msg, P.RangeState):
             self._check_owner(info, msg.version, msg.range)
             self.states[msg.range] = msg
@@ -195,7 +205,37 @@ class ShardedPlane:
                        f"finish step {plan.step}")
         finally:
             co.state, self.step = None, None
+        if self.suspects.pop(plan.step, None) is not None:
+            log.warning("step %d: recomputed without the worker whose node was non-finite, "
+                        "every value is finite: the fault was that worker's", plan.step)
         return state.values
+
+    def nonfinite(self, info, node, problem: str) -> bool:
+        """Worker ``info``'s node of the step in flight holds NaN or infinity (its loss, or
+        slices a reducer summed): a faulty worker, or the training diverging?
+
+        True (accept, as a single process would carry on) when another worker's node of this
+        step was non-finite too, or nobody else is left to ask. Otherwise the worker is
+        evicted: its ranges go with it and the step is recomputed without it from the last
+        gathered state (the reducers summed its values already), where finite values show
+        the fault was its own.
+        """
+        co = self.co
+        first = self.suspects.get(self.step)
+        others = [w for w in co.ready_workers() if w.instance != info.instance]
+        if co.diverged or (first is not None and first != info.instance) or not others:
+            if not co.diverged:
+                log.warning("step %d: non-finite values in node %s confirmed (%s): the "
+                            "training diverged; carrying on as a single process would",
+                            self.step, node, problem)
+            co.diverged = True
+            self.suspects.pop(self.step, None)
+            return True
+        self.suspects[self.step] = info.instance
+        co.reject(info.identity, "nonfinite", problem)
+        co.evict(info, f"its node {node} of step {self.step} is non-finite; the others "
+                 "recompute the step to check")
+        return False
 
     def gather(self, trainer) -> None:
         """Write the reducers' ranges into the trainer's model and optimizer."""
