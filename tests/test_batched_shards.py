@@ -80,6 +80,27 @@ def test_linear_over_shards_has_per_shard_bits(shape, dtype):
         _check_kernel(layer, list(layer.parameters()), x, g, sizes)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("width", [1, 2, 3, 7, 10, 17, 64, 512])
+def test_row_sums_have_each_shards_own_bits(width, dtype):
+    """A bias gradient's per-shard sums, taken in one reduction where the shards are equal, are
+    each shard's own ``sum(axis=0)`` on an array of its own; magnitudes spread over many
+    binades, so another order of additions would show."""
+    rng = np.random.default_rng(width)
+    for sizes in SIZES + [(64,) * 4, (100, 101), (300,), (17,) * 6, (2,) * 16]:
+        n = sum(sizes)
+        g = (rng.standard_normal((n, width)) * np.exp2(rng.integers(-12, 13, (n, width))))
+        g = g.astype(dtype)
+        with row_segments(sizes) as seg:
+            sums = seg.row_sums(g)
+        assert sums.shape == (len(sizes), width) and sums.dtype == g.dtype
+        start = 0
+        for k, rows in enumerate(sizes):
+            own = g[start:start + rows].copy().sum(axis=0)
+            assert _same(sums[k], own), f"shard {k} of {sizes}, width {width}"
+            start += rows
+
+
 @pytest.mark.parametrize("shape", LINEAR_SHAPES)
 def test_the_row_invariance_rule_holds_on_fresh_operands(shape):
     """Where the probe says whole-batch rows are per-shard rows, they are, for other data too;

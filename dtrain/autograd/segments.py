@@ -77,6 +77,17 @@ class Segments:
         """``fn`` applied to each shard's rows of ``arrays``, results stacked on a new axis 0."""
         return np.stack([fn(*(a[lo:hi] for a in arrays)) for lo, hi in self.bounds])
 
+    def row_sums(self, x: np.ndarray) -> np.ndarray:
+        """Each shard's ``x_s.sum(axis=0)`` (a bias gradient), stacked: (shards, ...).
+
+        Equal shards take one reduction over the (shards, rows, ...) view, which adds each
+        shard's rows in the order its own ``sum(axis=0)`` does (tests check the bits; NumPy's
+        ``add.reduceat`` does not, so unequal shards are summed one by one).
+        """
+        if self.equal and x.flags.c_contiguous:
+            return self.stacked(x).sum(axis=1)
+        return self.per_shard(lambda xs: xs.sum(axis=0), x)
+
     def refuse(self, reason: str) -> None:
         """Mark the pass as unable to stand for per-shard passes (the first reason is kept)."""
         if self.refused is None:

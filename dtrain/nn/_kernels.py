@@ -83,7 +83,7 @@ def _linear_backward_segments(seg, g, X, input, weight, bias) -> tuple:
     if weight._requires_grad:
         gw = seg.deliver_outer(weight, g, X)
     if bias is not None and bias._requires_grad:
-        gb = seg.deliver(bias, seg.per_shard(lambda gs: gs.sum(axis=0), g))
+        gb = seg.deliver(bias, seg.row_sums(g))
     return (gx, gw, gb) if bias is not None else (gx, gw)
 
 
