@@ -108,7 +108,8 @@ def test_weight_gradient_node_sums_have_the_trees_bits(shape, sizes, nodes, dtyp
         seg.deliver_outer(weight, g, x)
     sums = seg.group_grads(weight)
     starts = np.cumsum((0,) + sizes[:-1])
-    own = {k: g[s:s + m].copy().T @ x[s:s + m].copy() for k, (s, m) in enumerate(zip(starts, sizes))}
+    own = {k: g[s:s + m].copy().T @ x[s:s + m].copy()
+           for k, (s, m) in enumerate(zip(starts, sizes))}
     for (lo, hi), total in zip(nodes, sums):
         assert _same(total, _node_sum(own, lo, hi)), f"node {(lo, hi)} of {sizes}"
 
