@@ -17,7 +17,7 @@ import dtrain.nn as nn
 import dtrain.nn.functional as F
 from dtrain.autograd.segments import row_invariant, row_segments
 from dtrain.distributed.compute import SampleSource, ShardComputer, same_bits
-from dtrain.distributed.shards import BatchPlan
+from dtrain.distributed.shards import BatchPlan, split_point
 
 sys.path.insert(0, os.path.dirname(__file__))
 import batched_jobs
@@ -78,6 +78,61 @@ def test_linear_over_shards_has_per_shard_bits(shape, dtype):
         x = rng.standard_normal((n, shape[0])).astype(dtype)
         g = rng.standard_normal((n, shape[1])).astype(dtype)
         _check_kernel(layer, list(layer.parameters()), x, g, sizes)
+
+
+def _node_sum(values: dict, lo: int, hi: int):
+    """A node's value from its shards' arrays along the reduction tree (the trainer's order)."""
+    if hi - lo == 1:
+        return values[lo]
+    mid = split_point(lo, hi)
+    return _node_sum(values, lo, mid) + _node_sum(values, mid, hi)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(784, 512), (512, 512), (512, 10), (300, 37)])
+@pytest.mark.parametrize("sizes,nodes", [
+    ((32,) * 8, [(0, 8)]), ((8,) * 32, [(0, 32)]), ((8,) * 32, [(0, 16), (16, 24), (24, 32)]),
+    ((5,) * 12, [(0, 3), (3, 8), (8, 9), (9, 12)]), ((3,) * 6, [(0, 6)])])
+def test_weight_gradient_node_sums_have_the_trees_bits(shape, sizes, nodes, dtype):
+    """The blocked weight gradient (per-shard products a block of rows at a time, added along
+    each node's tree in cache) equals products on each shard's own arrays added node by node,
+    byte for byte: power-of-two and other node sizes, several blocks per product."""
+    rng = np.random.default_rng(sum(shape) + len(sizes))
+    n = sum(sizes)
+    x = (rng.standard_normal((n, shape[0])) * np.exp2(rng.integers(-8, 9, (n, shape[0]))))
+    g = (rng.standard_normal((n, shape[1])) * np.exp2(rng.integers(-8, 9, (n, shape[1]))))
+    x, g = x.astype(dtype), g.astype(dtype)
+    weight = _leaf(np.zeros((shape[1], shape[0]), dtype))
+    groups = [(lo - nodes[0][0], hi - nodes[0][0]) for lo, hi in nodes]
+    with row_segments(sizes, groups) as seg:
+        seg.deliver_outer(weight, g, x)
+    sums = seg.group_grads(weight)
+    starts = np.cumsum((0,) + sizes[:-1])
+    own = {k: g[s:s + m].copy().T @ x[s:s + m].copy()
+           for k, (s, m) in enumerate(zip(starts, sizes))}
+    for (lo, hi), total in zip(nodes, sums):
+        assert _same(total, _node_sum(own, lo, hi)), f"node {(lo, hi)} of {sizes}"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("width", [1, 2, 3, 7, 10, 17, 64, 512])
+def test_row_sums_have_each_shards_own_bits(width, dtype):
+    """A bias gradient's per-shard sums, taken in one reduction where the shards are equal, are
+    each shard's own ``sum(axis=0)`` on an array of its own; magnitudes spread over many
+    binades, so another order of additions would show."""
+    rng = np.random.default_rng(width)
+    for sizes in SIZES + [(64,) * 4, (100, 101), (300,), (17,) * 6, (2,) * 16]:
+        n = sum(sizes)
+        g = (rng.standard_normal((n, width)) * np.exp2(rng.integers(-12, 13, (n, width))))
+        g = g.astype(dtype)
+        with row_segments(sizes) as seg:
+            sums = seg.row_sums(g)
+        assert sums.shape == (len(sizes), width) and sums.dtype == g.dtype
+        start = 0
+        for k, rows in enumerate(sizes):
+            own = g[start:start + rows].copy().sum(axis=0)
+            assert _same(sums[k], own), f"shard {k} of {sizes}, width {width}"
+            start += rows
 
 
 @pytest.mark.parametrize("shape", LINEAR_SHAPES)

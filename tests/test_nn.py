@@ -53,6 +53,35 @@ def test_cross_entropy_gradient_matches_finite_differences(reduction, smoothing,
                                        label_smoothing=smoothing), x)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_plain_cross_entropy_gradient_matches_finite_differences(reduction):
+    x = RNG.standard_normal((5, 4))
+    target = dtrain.tensor([0, 3, 1, 1, 2])  # nothing ignored or weighted: the fast path
+    check_fd(lambda x: F.cross_entropy(x, target, reduction=reduction), x)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("n,c", [(1, 2), (8, 10), (32, 10), (256, 10), (7, 300)])
+def test_plain_cross_entropy_has_the_general_paths_bits(n, c, reduction, dtype):
+    """Without ignored or weighted targets cross_entropy skips the one-hot matrix; an
+    ignore_index that no target holds takes the general path, which must give the same bits
+    (loss and gradient), for extreme logits too."""
+    rng = np.random.default_rng(n * c)
+    x = (rng.standard_normal((n, c)) * np.exp2(rng.integers(-8, 8, (n, c)))).astype(dtype)
+    target = rng.integers(0, c - 1, n)  # class c-1 never a target
+    results = []
+    for ignore_index in (-100, c - 1):
+        xt = dtrain.tensor(x, requires_grad=True)
+        loss = F.cross_entropy(xt, dtrain.tensor(target), ignore_index=ignore_index,
+                               reduction=reduction)
+        loss.backward(dtrain.tensor(np.asarray(n, dtype=dtype)))
+        results.append((loss._data, xt.grad._data))
+    (loss, grad), (general_loss, general_grad) = results
+    assert loss.dtype == general_loss.dtype and loss.tobytes() == general_loss.tobytes()
+    assert grad.dtype == general_grad.dtype and grad.tobytes() == general_grad.tobytes()
+
+
 def test_cross_entropy_soft_targets_and_kdim_match_finite_differences():
     x = RNG.standard_normal((2, 3, 4))
     probs = RNG.dirichlet(np.ones(3), size=(2, 4)).transpose(0, 2, 1)

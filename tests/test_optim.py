@@ -257,6 +257,29 @@ def test_sgd_first_steps_by_hand():
     np.testing.assert_allclose(p._data, [0.93, -1.985] - 0.1 * buf, rtol=1e-14)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(3,), (512, 784), (1 << 16,), ((1 << 16) + 1,), (300, 301)])
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_sgd_update_in_pieces_has_the_whole_updates_bits(shape, momentum, dtype):
+    """SGD's ``param += grad * -lr`` goes through a cache-sized scratch a piece at a time; each
+    element must get exactly the bits of the one-pass update, across pieces and remainders."""
+    rng = np.random.default_rng(shape[0])
+    start = (rng.standard_normal(shape) * np.exp2(rng.integers(-20, 20, shape))).astype(dtype)
+    grads = [(rng.standard_normal(shape) * np.exp2(rng.integers(-20, 20, shape))).astype(dtype)
+             for _ in range(2)]
+    p = nn.Parameter(start.copy())
+    opt = optim.SGD([p], lr=0.0123, momentum=momentum)
+    expected, buf = start.copy(), None
+    for g in grads:
+        p.grad = dtrain.tensor(g.copy())
+        opt.step()
+        if momentum:
+            buf = g.copy() if buf is None else buf * momentum + g
+        expected += (g if not momentum else buf) * -0.0123
+        assert p._data.dtype == expected.dtype and p._data.tobytes() == expected.tobytes()
+        assert np.array_equal(p.grad._data, g), "the gradient was written into"
+
+
 def test_sgd_nesterov_and_dampening_by_hand():
     p = param([0.0], [1.0])
     opt = optim.SGD([p], lr=1.0, momentum=0.5, nesterov=True)

@@ -29,7 +29,7 @@ _local = threading.local()
 _row_invariant: dict = {}  # GEMM signature -> whether products in pieces equal the whole's
 
 
-_BLOCK_BYTES = 1 << 19  # per-shard weight-gradient blocks that stay in cache while added
+_BLOCK_BYTES = 3 << 18  # per-shard weight-gradient blocks that stay in cache while added
 
 
 class Segments:
@@ -77,6 +77,17 @@ class Segments:
         """``fn`` applied to each shard's rows of ``arrays``, results stacked on a new axis 0."""
         return np.stack([fn(*(a[lo:hi] for a in arrays)) for lo, hi in self.bounds])
 
+    def row_sums(self, x: np.ndarray) -> np.ndarray:
+        """Each shard's ``x_s.sum(axis=0)`` (a bias gradient), stacked: (shards, ...).
+
+        Equal shards take one reduction over the (shards, rows, ...) view, which adds each
+        shard's rows in the order its own ``sum(axis=0)`` does (tests check the bits; NumPy's
+        ``add.reduceat`` does not, so unequal shards are summed one by one).
+        """
+        if self.equal and x.flags.c_contiguous:
+            return self.stacked(x).sum(axis=1)
+        return self.per_shard(lambda xs: xs.sum(axis=0), x)
+
     def refuse(self, reason: str) -> None:
         """Mark the pass as unable to stand for per-shard passes (the first reason is kept)."""
         if self.refused is None:
@@ -115,36 +126,36 @@ class Segments:
     def deliver_outer(self, leaf, g: np.ndarray, x: np.ndarray):
         """Accept the weight gradient ``sum over each shard of g_s.T @ x_s`` of ``leaf``.
 
-        Where the shards are equal and this BLAS gives column blocks of ``g_s.T @ x_s`` the bits
+        Where the shards are equal and this BLAS gives row blocks of ``g_s.T @ x_s`` the bits
         of the whole product (probed), the per-shard products are formed a block of output
-        columns at a time and added along each group's tree while in cache; otherwise they are
-        formed whole (``shard_outer``) and added later.
+        rows at a time and added along each group's tree while in cache, the last addition
+        writing the node's rows; otherwise they are formed whole (``shard_outer``) and added
+        later.
         """
         fused = (self.equal and leaf.grad_fn is None and id(leaf) not in self.grads
                  and g.flags.c_contiguous and x.flags.c_contiguous and g.dtype == x.dtype
                  and g.dtype == leaf._data.dtype)
         if fused:
             out, width = g.shape[1], x.shape[1]
-            block = max(16, _BLOCK_BYTES // (self.count * out * g.itemsize) // 16 * 16)
-            blocks = tuple(min(block, width - c) for c in range(0, width, block))
+            block = max(8, _BLOCK_BYTES // (self.count * width * g.itemsize) // 8 * 8)
+            blocks = tuple(min(block, out - r) for r in range(0, out, block))
             n = self.sizes[0]
-            fused = len(blocks) == 1 or _probe(g[:n].T, x[:n], blocks, self.threads, "cols")
+            fused = len(blocks) == 1 or _probe(g[:n].T, x[:n], blocks, self.threads, "blocks")
         if not fused:
             return self.deliver(leaf, shard_outer(self, g, x))
         if not self._accepts(leaf):
             return None
         G3T, X3 = self.stacked(g).transpose(0, 2, 1), self.stacked(x)
         sums = [np.empty((out, width), dtype=g.dtype) for _ in self.groups]
-        buffers = {}  # block width -> (shards, out, width) products, reused block after block
-        for c in range(0, width, block):
-            w = min(block, width - c)
-            part = buffers.get(w)
+        buffers = {}  # block height -> (shards, height, width) products, reused block to block
+        for r in range(0, out, block):
+            h = min(block, out - r)
+            part = buffers.get(h)
             if part is None:
-                part = buffers[w] = np.empty((self.count, out, w), dtype=g.dtype)
-            np.matmul(G3T, X3[:, :, c:c + w], out=part)
+                part = buffers[h] = np.empty((self.count, h, width), dtype=g.dtype)
+            np.matmul(G3T[:, r:r + h], X3, out=part)
             for total, (lo, hi) in zip(sums, self.groups):
-                tree_sum_into(part, lo, hi)
-                total[:, c:c + w] = part[lo]
+                tree_sum_into(part, lo, hi, total[r:r + h])
         self.grads[id(leaf)] = [leaf, sums]
         return None
 
@@ -162,22 +173,29 @@ class Segments:
         return entry[1]
 
 
-def tree_sum_into(stack: np.ndarray, lo: int, hi: int) -> None:
-    """``tree_sum(stack, lo, hi)`` left in ``stack[lo]``, adding in place (same additions)."""
+def tree_sum_into(stack: np.ndarray, lo: int, hi: int, out: np.ndarray | None = None) -> None:
+    """``tree_sum(stack, lo, hi)`` formed in place in ``stack`` (same additions, same bits).
+
+    The sum is left in ``stack[lo]``, or, given ``out``, the last addition writes it there
+    (a node's rows of the caller's array: no copy afterwards).
+    """
     n = hi - lo
     if n == 1:
+        if out is not None:
+            out[...] = stack[lo]
         return
     if n & (n - 1) == 0:
         step = 1
-        while step < n:
+        while 2 * step < n:
             left = stack[lo:hi:2 * step]
             np.add(left, stack[lo + step:hi:2 * step], out=left)
             step *= 2
+        np.add(stack[lo], stack[lo + step], out=stack[lo] if out is None else out)
         return
     mid = lo + n // 2
     tree_sum_into(stack, lo, mid)
     tree_sum_into(stack, mid, hi)
-    np.add(stack[lo], stack[mid], out=stack[lo])
+    np.add(stack[lo], stack[mid], out=stack[lo] if out is None else out)
 
 
 def tree_sum(stack: np.ndarray, lo: int, hi: int) -> np.ndarray:
@@ -264,12 +282,12 @@ def _probe(a: np.ndarray, b: np.ndarray, sizes: tuple, threads: int | None, mode
     """Whether pieces of ``a @ b`` computed apart have the whole product's bits (cached).
 
     ``rows``: row blocks of ``a`` copied into arrays of their own (a shard's own pass);
-    ``cols``: column blocks of ``b`` taken as views (a blocked weight gradient).
+    ``blocks``: row blocks of ``a`` taken as views (a weight gradient formed a block at a time).
     """
     if threads is None:
         threads = _threads()
     key = (mode, a.dtype.str, b.dtype.str, a.shape[1], b.shape[1], a.strides, b.strides,
-           a.shape[0] if mode == "cols" else None, tuple(sizes), threads)
+           a.shape[0] if mode == "blocks" else None, tuple(sizes), threads)
     known = _row_invariant.get(key)
     if known is None:
         rng = np.random.default_rng(len(_row_invariant))
@@ -286,10 +304,9 @@ def _pieces_equal(a: np.ndarray, b: np.ndarray, sizes: tuple, mode: str) -> bool
         if mode == "rows":
             part = np.empty_like(a[start:start + n], order="K")
             part[...] = a[start:start + n]
-            piece, expected = part @ b, whole[start:start + n]
         else:
-            piece, expected = a @ b[:, start:start + n], whole[:, start:start + n]
-        if not np.array_equal(piece, expected):
+            part = a[start:start + n]
+        if not np.array_equal(part @ b, whole[start:start + n]):
             return False
         start += n
     return True

@@ -83,7 +83,7 @@ def _linear_backward_segments(seg, g, X, input, weight, bias) -> tuple:
     if weight._requires_grad:
         gw = seg.deliver_outer(weight, g, X)
     if bias is not None and bias._requires_grad:
-        gb = seg.deliver(bias, seg.per_shard(lambda gs: gs.sum(axis=0), g))
+        gb = seg.deliver(bias, seg.row_sums(g))
     return (gx, gw, gb) if bias is not None else (gx, gw)
 
 
@@ -316,6 +316,9 @@ def cross_entropy(input: Tensor, target, weight: Tensor | None = None, ignore_in
     else:
         _check_targets(X, T, "cross_entropy")
         out_shape = T.shape
+        t = _plain_targets(T, c, X.ndim, W, ignore_index, reduction, label_smoothing)
+        if t is not None:
+            return _plain_cross_entropy(input, shifted, exps, sums, logp, t, reduction)
         loss, q, coef = _weighted_class_loss(logp, T, W, ignore_index, reduction,
                                              label_smoothing, out_shape, "cross_entropy")
     loss = loss.astype(X.dtype, copy=False)
@@ -333,6 +336,45 @@ def cross_entropy(input: Tensor, target, weight: Tensor | None = None, ignore_in
         return _weighted_sum(_t.log_softmax(_class_last_tensor(x), 1), q, coef, out_shape)
 
     return _op(loss, (input,), backward, "NllLossBackward0",
+               graph=lambda g: vjp_via(decomposition, (input,), g))
+
+
+def _plain_targets(T, c, ndim, W, ignore_index, reduction, label_smoothing):
+    """Class indices as int64 when the loss is the plain mean (or sum) over (N, C) logits with
+    every target a class (none ignored); None sends the call down the general path."""
+    if ndim != 2 or W is not None or label_smoothing or reduction == "none" or not T.size:
+        return None
+    t = T.astype(np.int64, copy=False)
+    if t.min() < 0 or t.max() >= c or 0 <= ignore_index < c:
+        return None  # out-of-range targets raise, and ignored ones are weighted, there
+    return t
+
+
+def _plain_cross_entropy(input, shifted, exps, sums, logp, t, reduction):
+    """``cross_entropy`` of (N, C) logits and in-range class indices, nothing weighted or
+    ignored: the general path's arithmetic without its one-hot target matrix (same bits)."""
+    n, c = logp.shape
+    rows = np.arange(n)
+    total = -logp[rows, t]
+    total = total.sum()
+    if reduction == "mean":  # a NumPy int64 count, as the general path's: the same promotion
+        count = np.int64(n)
+        loss, coef = np.asarray(total / count), 1.0 / count
+    else:
+        loss, coef = np.asarray(total), 1.0
+    dtype = input._data.dtype
+
+    def backward(g):
+        grad = exps / sums
+        grad[rows, t] -= 1  # probs - one_hot: its row sums are exactly 1
+        return ((grad * (g * coef)).astype(dtype, copy=False),)
+
+    def decomposition(x):
+        q = np.zeros_like(logp)
+        q[rows, t] = 1.0
+        return _weighted_sum(_t.log_softmax(x, 1), q, coef, (n,))
+
+    return _op(loss.astype(dtype, copy=False), (input,), backward, "NllLossBackward0",
                graph=lambda g: vjp_via(decomposition, (input,), g))
 
 

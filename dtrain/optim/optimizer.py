@@ -52,6 +52,28 @@ class Scratch:
         return buf[: like.size].reshape(like.shape)
 
 
+_PIECE = 1 << 16  # elements per piece of ``add_scaled``: its scratch stays in cache
+
+
+def add_scaled(param: np.ndarray, g: np.ndarray, alpha: float, scratch: Scratch) -> None:
+    """``param += g * alpha`` in place: each product rounded, then added (PyTorch's ``add_``).
+
+    Contiguous arrays go a cache-sized piece at a time through a small scratch (the same
+    operations per element, so the same bits), instead of through a parameter-sized scratch
+    that evicts the parameter and gradient from the cache on its way.
+    """
+    if param.size <= _PIECE or not (param.flags.c_contiguous and g.flags.c_contiguous
+                                    and g.shape == param.shape):
+        param += np.multiply(g, alpha, out=scratch.get(param, 1))
+        return
+    flat_param, flat_g = param.reshape(-1), g.reshape(-1)
+    piece = scratch.get(flat_param[:_PIECE], 1)
+    for start in range(0, flat_param.size, _PIECE):
+        g_part = flat_g[start:start + _PIECE]
+        product = np.multiply(g_part, alpha, out=piece[:g_part.size])
+        flat_param[start:start + _PIECE] += product
+
+
 def effective_grad(param: np.ndarray, grad: np.ndarray, weight_decay: float, maximize: bool,
                    scratch: Scratch) -> np.ndarray:
     """The gradient an update uses: ``-grad`` when maximizing, plus ``weight_decay * param``.

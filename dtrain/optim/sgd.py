@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .flags import check_flags
-from .optimizer import Optimizer, Scratch, check_non_negative, effective_grad
+from .optimizer import Optimizer, Scratch, add_scaled, check_non_negative, effective_grad
 
 
 class SGD(Optimizer):
@@ -95,4 +95,4 @@ def sgd(params: list[np.ndarray], grads: list[np.ndarray],
                 g = tmp
             else:
                 g = buf
-        param += np.multiply(g, -lr, out=scratch.get(param, 1))
+        add_scaled(param, g, -lr, scratch)
