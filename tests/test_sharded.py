@@ -145,11 +145,15 @@ class _HostTraffic:
         self.out = [0] * len(workers)  # per worker: bytes to other hosts' reducers
         self.into = [0] * len(workers)  # per worker: bytes from other hosts' reducers/workers
         self.co = 0  # step messages through the coordinator's socket
+        self.frame = 0  # the largest array frame a worker sent a peer
         send = P.send
 
         def counting_send(socket, msg, *args, **kwargs):
             if msg.TYPE in P.STEP_TYPES | {P.GRADS}:
-                self._count(socket, sum(len(f) for f in P.pack(msg, "j")))
+                frames = P.pack(msg, "j", kwargs.get("frame_bytes"))
+                self._count(socket, sum(len(f) for f in frames))
+                if socket.type == zmq.DEALER and msg.TYPE in (P.RANGEGRADS, P.RANGEPARAMS):
+                    self.frame = max(self.frame, *(len(f) for f in frames[1:]))
             return send(socket, msg, *args, **kwargs)
 
         monkeypatch.setattr(P, "send", counting_send)
@@ -170,13 +174,17 @@ class _HostTraffic:
 
 def test_each_host_carries_about_2P_N_minus_1_over_N_and_the_coordinator_almost_nothing(
         tmp_path, monkeypatch):
+    """Over CURVE, range arrays travel in frames of at most CURVE_FRAME_BYTES (cut small here
+    so the ranges are split) and are joined with the same bits."""
     import threading
 
     from dtrain.distributed.security import client_keys_from_dir, keygen
     from dtrain.launcher.run import RunConfig, run
+    from dtrain.workers import ranges
     from dtrain.workers.worker import Worker, WorkerConfig
     from test_faults import _free_port
 
+    monkeypatch.setattr(ranges, "CURVE_FRAME_BYTES", 4096)
     keys = str(tmp_path / "keys")
     keygen(keys)
     address = f"tcp://127.0.0.1:{_free_port()}"
@@ -206,6 +214,7 @@ def test_each_host_carries_about_2P_N_minus_1_over_N_and_the_coordinator_almost_
         assert 0.9 * ideal <= traffic.out[i] / steps <= 1.2 * ideal, (traffic.out, ideal)
         assert 0.9 * ideal <= traffic.into[i] / steps <= 1.2 * ideal, (traffic.into, ideal)
     assert traffic.co / steps < 0.01 * wire
+    assert traffic.frame == 4096
 
 
 def test_a_killed_worker_costs_time_not_bits(tmp_path, caplog, monkeypatch):
