@@ -15,9 +15,9 @@ stream). Measured, interleaved, ``--repeats`` times per link:
   alone (``timed_dtrain.py``: the range slices sent and the mailbox served during backward are
   not compute), so it holds what the step spends on top of computing: the slices to the ranges'
   reducers, their sums and optimizer steps, the new ranges back to every worker and the waits;
-- with ``--before REF``, the sharded CURVE run again from the dtrain sources of git revision
-  ``REF`` (extracted to a temporary directory, put first on ``PYTHONPATH``): before/after figures
-  of a change, from the same run.
+- with ``--before REF...``, the sharded CURVE run again from the dtrain sources of each git
+  revision ``REF`` (extracted to a temporary directory, put first on ``PYTHONPATH``): before and
+  after figures of each change, from the same run.
 
 Every run's bytes are checked to have crossed the link: each host's interface must have sent at
 least 90% of the ring bound 2·P·4·(N-1)/N bytes a step (40 MB for 2 hosts), which both gloo and
@@ -27,7 +27,7 @@ the CPU each dtrain worker process spent per step, in its ZeroMQ I/O threads (wh
 encrypts and decrypts) and in all. All hosts share the machine's cores: compare ratios.
 
 Run (as root): ``python bench/bench_exchange10m.py [--quick] [--rates none 10gbit]
-[--before REF]``, about 4 minutes (``--quick``: unshaped, 1 repeat, about 1 minute).
+[--before REF...]``, about 4 minutes (``--quick``: unshaped, 1 repeat, about 1 minute).
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def snapshot(ref: str, tmp: str) -> str:
         os.symlink(os.path.join(dest, sub), os.path.join(dest, "dtrain", sub))
     probe = subprocess.run([sys.executable, "-c", "import dtrain.workers.ranges as r; "
                             "print(r.__file__)"], env=bc.child_env(PYTHONPATH=dest),
-                           capture_output=True, text=True, check=True, timeout=60)
+                           cwd=tmp, capture_output=True, text=True, check=True, timeout=60)
     if not probe.stdout.startswith(dest):
         raise RuntimeError(f"the {ref} sources are not the ones imported: {probe.stdout}")
     return dest
@@ -130,8 +130,7 @@ def snapshot(ref: str, tmp: str) -> str:
 def paths(args) -> list:
     """(label, CURVE, source directory or None) of the dtrain paths measured."""
     out = [("sharded, CURVE", True, None), ("sharded, insecure", False, None)]
-    if args.before:
-        out.append((f"sharded, CURVE, at {args.before}", True, args.source))
+    out += [(f"sharded, CURVE, at {ref}", True, args.sources[ref]) for ref in args.before]
     return out
 
 
@@ -141,8 +140,7 @@ def measure(args, tmp: str) -> dict:
     keys = os.path.join(tmp, "keys")
     subprocess.run([sys.executable, "-m", "dtrain", "keygen", keys], check=True,
                    capture_output=True, timeout=60)
-    if args.before:
-        args.source = snapshot(args.before, tmp)
+    args.sources = {ref: snapshot(ref, tmp) for ref in args.before}
     results: dict = {}
     with netns_hosts.Hosts(HOSTS, prefix="dtx") as hosts:
         for rate in args.rates:
@@ -224,8 +222,8 @@ def main() -> None:
     add_run_length_options(parser, "the unshaped link, 1 repeat", RUN_LENGTH)
     parser.add_argument("--rates", nargs="+", choices=sorted(LINKS), default=None,
                         help="links: none (unshaped veth) and/or 10gbit (default: both)")
-    parser.add_argument("--before", metavar="REF", default=None,
-                        help="also run the sharded CURVE path from git revision REF's sources")
+    parser.add_argument("--before", metavar="REF", nargs="+", default=[],
+                        help="also run the sharded CURVE path from each git revision's sources")
     args = parser.parse_args()
     why = netns_hosts.available()
     if why:
