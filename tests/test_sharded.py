@@ -360,3 +360,25 @@ def test_a_reducer_restarted_at_once_gets_its_zap_handler():
             start_authenticator(ctx, ServerKeys(public, secret, {public})).stop()
     finally:
         ctx.destroy(linger=0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_reducer_divides_its_own_sums_in_place_with_the_same_bits(dtype):
+    """The batch mean of a range goes into the sum the reducer made (no new array of the
+    range's size), never into an array it received, and has the bits of a fresh division."""
+    from dtrain.distributed.reducer import mean
+
+    rng = np.random.default_rng(0)
+    total = rng.standard_normal(1000).astype(dtype) * 37
+    want = np.divide(total, 48).astype(dtype, copy=False)
+    mine = total.copy()
+    assert mean(mine, 48, np.dtype(dtype), owned=True) is mine
+    assert mine.tobytes() == want.tobytes()
+    received = total.copy()
+    got = mean(received, 48, np.dtype(dtype), owned=False)
+    assert got is not received and got.tobytes() == want.tobytes()
+    assert received.tobytes() == total.tobytes()
+    narrowed = mean(total.astype(np.float64), 48, np.dtype(np.float32), owned=True)
+    assert narrowed.dtype == np.float32
+    assert narrowed.tobytes() == np.divide(total.astype(np.float64), 48).astype(
+        np.float32).tobytes()

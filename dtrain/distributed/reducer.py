@@ -44,6 +44,14 @@ def add_pieces(a: list, b: list) -> list:
     return [y if x is None else x if y is None else x + y for x, y in zip(a, b)]
 
 
+def mean(total: np.ndarray, size: int, dtype, owned: bool) -> np.ndarray:
+    """``total / size`` as ``dtype``, the trainer's bits; into ``total`` itself when it is an
+    ``owned`` sum of the right dtype (no new array: a range is megabytes)."""
+    if owned and total.dtype == dtype and total.flags.writeable:
+        return np.divide(total, size, out=total)
+    return np.divide(total, size).astype(dtype, copy=False)
+
+
 class RangeReducer:
     """The ranges of one range map version that this worker's reducer owns."""
 
@@ -125,9 +133,10 @@ class RangeReducer:
         """Sum the cover along the tree, divide by the batch size, step the range."""
         plan = cover.plan
         total = tree_sum(owned.values, (0, plan.micro_shards), add_pieces)
+        received = {id(g) for pieces in owned.values.values() if pieces for g in pieces}
         owned.values = {}
         grads = [None] * len(owned.ranged.tensors) if total is None else [
-            None if g is None else np.divide(g, plan.size).astype(t._data.dtype, copy=False)
+            None if g is None else mean(g, plan.size, t._data.dtype, id(g) not in received)
             for g, t in zip(total, owned.ranged.tensors)]
         owned.ranged.step(grads, cover.options)
         owned.step = plan.step + 1
