@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -382,3 +383,46 @@ def test_a_reducer_divides_its_own_sums_in_place_with_the_same_bits(dtype):
     assert narrowed.dtype == np.float32
     assert narrowed.tobytes() == np.divide(total.astype(np.float64), 48).astype(
         np.float32).tobytes()
+
+
+def test_a_reducer_steps_parameters_in_place_only_once_nothing_holds_them():
+    """RANGEPARAMS carry the reducer's own arrays (no copy of a range each step): before it
+    steps a range in place, an array that a send ZeroMQ has not finished still holds (or a
+    worker's parameters not yet copied) is replaced by a copy, so the bytes on their way
+    never change; an array nothing holds is stepped where it is."""
+    from dtrain.autograd.tensor import Tensor
+    from dtrain.distributed.reducer import unshare
+
+    ctx = zmq.Context()
+    try:
+        stuck = ctx.socket(zmq.DEALER)  # nobody listens: the message waits in ZeroMQ's queue
+        stuck.setsockopt(zmq.LINGER, 0)
+        stuck.connect("tcp://127.0.0.1:9")
+        router = ctx.socket(zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 0)
+        dealer = ctx.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.LINGER, 0)
+        dealer.connect(f"tcp://127.0.0.1:{router.bind_to_random_port('tcp://127.0.0.1')}")
+        for sock, delivered in ((stuck, False), (dealer, True)):
+            tensor = Tensor._wrap(np.arange(100_000, dtype=np.float32))
+            address = tensor._data.__array_interface__["data"][0]
+            P.send(sock, P.RangeParams(1, 0, 1, 0, [tensor._data]), job="j")
+            if delivered:  # received, then released by ZeroMQ (its I/O thread, soon after)
+                assert router.poll(10_000)
+                router.recv_multipart(copy=False)
+                deadline = time.monotonic() + 10
+                while sys.getrefcount(tensor._data) > 2 and time.monotonic() < deadline:
+                    time.sleep(0.001)
+            unshare(tensor)
+            kept = tensor._data.__array_interface__["data"][0] == address
+            assert kept == delivered
+            np.testing.assert_array_equal(tensor._data, np.arange(100_000, dtype=np.float32))
+            held = tensor._data
+            unshare(tensor)
+            assert tensor._data is not held
+            del held
+            address = tensor._data.__array_interface__["data"][0]
+            unshare(tensor)  # nothing holds it any more
+            assert tensor._data.__array_interface__["data"][0] == address
+    finally:
+        ctx.destroy(linger=0)

@@ -266,6 +266,8 @@ class RangePlane:
         self.incoming = {s: v for s, v in self.incoming.items() if s > task.step}
         for index, values in held.items():
             self._write(index, values)
+        # the reducer's own ranges come as its arrays, which it unshares before stepping them
+        del held, values
         started = time.perf_counter()
         self.computing = task
         finished = FinishedRanges(self.schema.ranges)

@@ -11,6 +11,7 @@ Anything wrong in a message raises ``ProtocolError`` and changes nothing.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,6 +43,22 @@ class OwnedRange:
 def add_pieces(a: list, b: list) -> list:
     """The tree's addition of two nodes' piece gradients (``a`` is the left child)."""
     return [y if x is None else x if y is None else x + y for x, y in zip(a, b)]
+
+
+def _refs(values: list) -> int:
+    return sys.getrefcount(values[0])
+
+
+_PROBE = [np.empty(0)]  # held once, as a tensor holds its array
+FREE_REFS = _refs([_PROBE[0]])  # the count of an array only its tensor (and the list) holds
+
+
+def unshare(tensor) -> None:
+    """Give ``tensor`` values of its own if anything else still holds its array (a send of
+    RANGEPARAMS ZeroMQ has not finished, parameters a worker has not copied yet), so an
+    optimizer step in place never changes bytes on their way."""
+    if _refs([tensor._data]) > FREE_REFS:
+        tensor._data = tensor._data.copy()
 
 
 def mean(total: np.ndarray, size: int, dtype, owned: bool) -> np.ndarray:
@@ -138,14 +155,18 @@ class RangeReducer:
         grads = [None] * len(owned.ranged.tensors) if total is None else [
             None if g is None else mean(g, plan.size, t._data.dtype, id(g) not in received)
             for g, t in zip(total, owned.ranged.tensors)]
+        for tensor in owned.ranged.tensors:
+            unshare(tensor)
         owned.ranged.step(grads, cover.options)
         owned.step = plan.step + 1
         return [self._params(index), P.RangeDone(plan.step, self.worker, self.version, index)]
 
     def _params(self, index: int) -> P.RangeParams:
+        """The range's parameters, the owned arrays themselves: the next step is taken once
+        every worker computed with them, so their sends are over by then (``unshare``)."""
         owned = self.owned[index]
         return P.RangeParams(owned.step, self.worker, self.version, index,
-                             [t._data.copy() for t in owned.ranged.tensors])
+                             [t._data for t in owned.ranged.tensors])
 
     def _owned(self, index: int) -> OwnedRange:
         owned = self.owned.get(index)
