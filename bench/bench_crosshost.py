@@ -269,7 +269,8 @@ def worker_parts(steps: list) -> dict:
     """Median seconds per step of each part of a worker's tasks (timed_dtrain.py), disjoint:
     compute is forward/backward alone, the range slices sent and the mailbox served during
     backward are parts of their own, decode, reduce and send params count what they did
-    outside backward; wait is the rest of the step (task and gap)."""
+    outside backward; wait is the rest of the step (task and gap). The ``(all ...)`` entries,
+    outside that sum, are those three wherever they ran."""
     def outside(s: dict, label: str) -> float:
         return s[label] - s[f"{label} in compute"]
 
@@ -280,7 +281,9 @@ def worker_parts(steps: list) -> dict:
                "send during backward": s["send range in compute"],
                "serve during backward": s["poll in compute"], "send": s["send"],
                "reduce": outside(s, "reduce"), "send params": outside(s, "send params")}
-        return {"wait": s["gap"] + s["task"] - sum(out.values()), **out}
+        return {"wait": s["gap"] + s["task"] - sum(out.values()), **out,
+                "(all decode)": s["decode"], "(all reduce)": s["reduce"],
+                "(all send params)": s["send params"]}
     return medians([part(s) for s in steps])
 
 
