@@ -104,9 +104,6 @@ class RangePlane:
         self.address = self.mailbox.getsockopt(zmq.LAST_ENDPOINT).decode()
         # plaintext keeps whole arrays in one frame: a split one is joined by a copy
         self.frame_bytes = CURVE_FRAME_BYTES if keys is not None else None
-        # receive buffers of the arrays split over frames, used again once released: a
-        # range's megabytes then skip fresh pages each step
-        self.buffers = P.BufferPool()
         self.peers: dict[tuple, zmq.Socket] = {}  # (address, key) -> DEALER
         self.reducers: list = []  # the map's (address, key), by reducer index
         self.owners: list = []
@@ -214,8 +211,7 @@ class RangePlane:
                 self.try_compute()
                 return
             try:
-                msg = P.typed(P.decode(frames[1:], job=self.job_id, buffers=self.buffers),
-                              self.schema)
+                msg = P.typed(P.decode(frames[1:], job=self.job_id), self.schema)
                 self._from_peer(msg)
             except P.ProtocolError as e:
                 log.warning("rejected a message from a peer: %s (%s)", e, e.reason)
