@@ -255,15 +255,10 @@ class RangePlane:
         if self.pending is None:
             return
         task, plan = self.pending
-        held = self.incoming.get(task.step, {})
-        if len(held) < len(self.schema.ranges):
+        if len(self.incoming.get(task.step, {})) < len(self.schema.ranges):
             return
         self.pending = None
-        self.incoming = {s: v for s, v in self.incoming.items() if s > task.step}
-        for index, values in held.items():
-            self._write(index, values)
-        # the reducer's own ranges come as its arrays, which it unshares before stepping them
-        del held, values
+        self._write_step(task.step)
         started = time.perf_counter()
         self.computing = task
         finished = FinishedRanges(self.schema.ranges)
@@ -282,6 +277,15 @@ class RangePlane:
         elapsed = (time.perf_counter() - started) / max(len(values), 1)
         for node in task.nodes:
             self._send_node(task, node, values[node], elapsed, finished.sent)
+
+    def _write_step(self, step: int) -> None:
+        """Overwrite the replica with every range's parameters for ``step``, and let go of
+        them and of older ones (this reducer's own ranges come as its arrays, which it gives a
+        copy before stepping them in place while anything still holds them)."""
+        held = self.incoming.pop(step, {})
+        self.incoming = {s: v for s, v in self.incoming.items() if s > step}
+        for index, values in held.items():
+            self._write(index, values)
 
     def _write(self, index: int, values: list) -> None:
         """Overwrite the replica's pieces of range ``index``."""
