@@ -380,9 +380,10 @@ def print_tables(results: dict, checks: dict, args) -> None:
           "wait = the round's time on the socket minus send\nand receive (CURVE runs in "
           "ZeroMQ's I/O threads, so it shows up here), receive = GRADS decode and checks; "
           "workers (hosts 2..n, mean):\nwait = the step minus the worker's other parts, copy = "
-          "parameters into the replica, compute = forward/backward (sharded: with the range "
-          "slices sent\nduring backward), send = after it, reduce = the reducer's sums and "
-          "steps; wire = the busiest host's bytes per step at the link's rate.")
+          "parameters into the replica, compute = forward/backward alone (sharded: the range "
+          "slices sent\nand the mailbox served during backward are their own rows), send = "
+          "after it, reduce = the reducer's sums and steps\n(outside backward; '(all ...)': "
+          "wherever they ran); wire = the busiest host's bytes per step at the link's rate.")
 
 
 def measure(args) -> None:

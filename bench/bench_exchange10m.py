@@ -171,8 +171,9 @@ def measure(args, tmp: str) -> dict:
 
 
 def report(results: dict, args) -> None:
-    print(f"\n== 10M-parameter exchange across 2 hosts (MLP 784-2048-2048-2048-10, {NUMEL / 1e6:.2f}M "
-          f"float32, batch {BATCH}, 8 micro-shards, 8 ranges): median over {args.steps} steps "
+    print(f"\n== 10M-parameter exchange across 2 hosts (MLP 784-2048-2048-2048-10, "
+          f"{NUMEL / 1e6:.2f}M float32, batch {BATCH}, 8 micro-shards, 8 ranges): median over "
+          f"{args.steps} steps "
           f"after {args.warmup}, median of {args.repeats} interleaved repeat(s) (min-max) ==")
     head = (f"{'link':<14} {'path':<34} {'exchange ms':>20} {'/all_reduce':>12} "
             f"{'step ms':>8} {'compute ms':>11} {'MB/step h1 h2':>14} "
