@@ -209,9 +209,11 @@ def run_ddp(hosts: netns_hosts.Hosts, count: int, warm: int, steps: int, tmp: st
 
 
 def run_dtrain(hosts: netns_hosts.Hosts, count: int, warm: int, steps: int, tmp: str,
-               port: int, keys: str | None, reduction: str = "coordinator") -> dict:
+               port: int, keys: str | None, reduction: str = "coordinator", job: str = "MLP512",
+               batch: int = BATCH, env: dict | None = None) -> dict:
     """The coordinator and worker 1 on host 1, worker h on host h; CURVE when ``keys``;
-    ``reduction``: the star (``coordinator``) or the workers' reducers (``sharded``)."""
+    ``reduction``: the star (``coordinator``) or the workers' reducers (``sharded``); ``job``
+    a class of ``dist_mlp_job.py``; ``env``: more environment for every process."""
     logdir = tempfile.mkdtemp(prefix="run-", dir=tmp)
     out = os.path.join(logdir, "out")
     procs = Procs(hosts, logdir)
@@ -222,13 +224,14 @@ def run_dtrain(hosts: netns_hosts.Hosts, count: int, warm: int, steps: int, tmp:
         procs.start("coordinator", 1, [
             *timed, os.path.join(logdir, "coordinator.json"), str(warm), "coordinator",
             "--bind", f"tcp://0.0.0.0:{port}", "--workers", str(count), *security,
-            "--job", "MLP512", "--batch-size", str(BATCH), "--max-steps", str(warm + steps),
-            "--reduction", reduction, "--no-progress", "-v", "--out", out, JOB], child_env())
+            "--job", job, "--batch-size", str(batch), "--max-steps", str(warm + steps),
+            "--reduction", reduction, "--no-progress", "-v", "--out", out, JOB],
+            child_env(**(env or {})))
         for h in range(1, count + 1):
             procs.start(f"worker{h}", h, [
                 *timed, os.path.join(logdir, f"worker{h}.json"), str(warm), "worker",
                 "--connect", f"tcp://{hosts.addr(1)}:{port}", *security, "--rank", str(h),
-                "--job", "MLP512", JOB], child_env())
+                "--job", job, JOB], child_env(**(env or {})))
         procs.wait()
     finally:
         procs.close()
@@ -240,10 +243,13 @@ def run_dtrain(hosts: netns_hosts.Hosts, count: int, warm: int, steps: int, tmp:
               "sent": sent_per_step(hosts, before, len(records))}
     with open(os.path.join(logdir, "coordinator.json")) as f:
         result["coordinator"] = coordinator_parts(json.load(f)["steps"])
-    remote = []
-    for h in range(2, count + 1):
+    result["workers"], result["threads"] = {}, {}
+    for h in range(1, count + 1):
         with open(os.path.join(logdir, f"worker{h}.json")) as f:
-            remote.append(worker_parts(json.load(f)["steps"]))
+            timed = json.load(f)["steps"]
+        result["workers"][h] = worker_parts(timed)
+        result["threads"][h] = [s["threads"] for s in timed if "threads" in s]
+    remote = [result["workers"][h] for h in range(2, count + 1)]
     result["remote"] = {k: statistics.mean(w[k] for w in remote) for k in remote[0]} \
         if remote[0] else {}
     return result
@@ -260,14 +266,24 @@ def coordinator_parts(steps: list) -> dict:
 
 
 def worker_parts(steps: list) -> dict:
-    """Median seconds per step of each part of a worker's tasks (timed_dtrain.py); wait is
-    the rest of the step (task and gap)."""
+    """Median seconds per step of each part of a worker's tasks (timed_dtrain.py), disjoint:
+    compute is forward/backward alone, the range slices sent and the mailbox served during
+    backward are parts of their own, decode, reduce and send params count what they did
+    outside backward; wait is the rest of the step (task and gap). The ``(all ...)`` entries,
+    outside that sum, are those three wherever they ran."""
+    def outside(s: dict, label: str) -> float:
+        return s[label] - s[f"{label} in compute"]
+
     def part(s: dict) -> dict:
         s = defaultdict(float, s)
-        out = {"decode": s["decode"], "copy": s["copy in"] + s["copy out"],
-               "compute": s["compute"], "send": s["send"], "reduce": s["reduce"],
-               "send params": s["send params"]}
-        return {"wait": s["gap"] + s["task"] - sum(out.values()), **out}
+        out = {"decode": outside(s, "decode"), "copy": s["copy in"] + s["copy out"],
+               "compute": s["compute"] - s["send range in compute"] - s["poll in compute"],
+               "send during backward": s["send range in compute"],
+               "serve during backward": s["poll in compute"], "send": s["send"],
+               "reduce": outside(s, "reduce"), "send params": outside(s, "send params")}
+        return {"wait": s["gap"] + s["task"] - sum(out.values()), **out,
+                "(all decode)": s["decode"], "(all reduce)": s["reduce"],
+                "(all send params)": s["send params"]}
     return medians([part(s) for s in steps])
 
 
@@ -364,9 +380,10 @@ def print_tables(results: dict, checks: dict, args) -> None:
           "wait = the round's time on the socket minus send\nand receive (CURVE runs in "
           "ZeroMQ's I/O threads, so it shows up here), receive = GRADS decode and checks; "
           "workers (hosts 2..n, mean):\nwait = the step minus the worker's other parts, copy = "
-          "parameters into the replica, compute = forward/backward (sharded: with the range "
-          "slices sent\nduring backward), send = after it, reduce = the reducer's sums and "
-          "steps; wire = the busiest host's bytes per step at the link's rate.")
+          "parameters into the replica, compute = forward/backward alone (sharded: the range "
+          "slices sent\nand the mailbox served during backward are their own rows), send = "
+          "after it, reduce = the reducer's sums and steps\n(outside backward; '(all ...)': "
+          "wherever they ran); wire = the busiest host's bytes per step at the link's rate.")
 
 
 def measure(args) -> None:

@@ -15,13 +15,20 @@ so their work shows up as waiting. ``bench_crosshost.py`` reads the files:
   with the sharded reduction a step is a STEPTASK and the computation runs once the ranges'
   parameters are in, so ``task`` + ``gap`` is the whole step; ``compute`` then includes the
   range slices sent while backward runs, ``send`` is those sent after it, ``reduce`` the
-  reducer's tree sums and optimizer steps and ``send params`` its new ranges for every worker.
+  reducer's tree sums and optimizer steps and ``send params`` its new ranges for every worker;
+  ``send range`` (one range's slices) and ``poll`` (serving the mailbox) are timed too, and
+  every label's calls made during ``compute`` are also summed under ``LABEL in compute``: so
+  ``compute`` minus ``send range in compute`` and ``poll in compute`` is forward/backward alone;
+- every process, per step (task) after the warm-up: ``threads``, the CPU seconds of each of its
+  threads by name (``/proc/self/task``; ZeroMQ's I/O threads are ``ZMQbg/IO/N``, where CURVE
+  encrypts and decrypts), from one step's start to the next.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import threading
 import time
@@ -31,15 +38,19 @@ from collections import defaultdict
 class Timers:
     """Seconds per label and per step, counted only in the main thread and only once ``on``.
 
-    A call nested in a call under the same label (``node_value`` recurses) is not counted twice.
+    A call nested in a call under the same label (``node_value`` recurses) is not counted twice,
+    except across a call under ``outer``; a call made while one under ``outer`` runs is also
+    summed under ``LABEL in OUTER``.
     """
 
-    def __init__(self, warmup: int):
+    def __init__(self, warmup: int, outer: str = "compute"):
         self.warmup = warmup
+        self.outer = outer
         self.seen = 0  # steps (coordinator) or tasks (worker) started so far
         self.steps: list[dict] = []  # one {label: seconds} per timed step
         self.active: set = set()
         self.last_end = None
+        self.cpu: list[dict] = []  # thread CPU seconds by name at each timed step's start
 
     @property
     def on(self) -> bool:
@@ -49,6 +60,7 @@ class Timers:
         self.seen += 1
         if self.on:
             self.steps.append(defaultdict(float))
+            self.cpu.append(thread_cpu())
 
     def wrap(self, owner, name: str, label: str, counts: bool = False) -> None:
         """Time every call of ``owner.name`` under ``label``; ``counts``: it starts a step."""
@@ -64,12 +76,18 @@ class Timers:
             if not self.on:
                 return original(*args, **kwargs)
             began = time.perf_counter()
-            self.active.add(label)
+            nested = self.outer in self.active
+            saved = self.active
+            # calls under ``outer`` start afresh: a poll that computes polls again inside
+            self.active = {label} if label == self.outer else self.active | {label}
             try:
                 return original(*args, **kwargs)
             finally:
-                self.active.discard(label)
-                self.steps[-1][label] += time.perf_counter() - began
+                self.active = saved
+                seconds = time.perf_counter() - began
+                self.steps[-1][label] += seconds
+                if nested:
+                    self.steps[-1][f"{label} in {self.outer}"] += seconds
 
         setattr(owner, name, timed)
 
@@ -93,7 +111,27 @@ class Timers:
         setattr(owner, name, timed)
 
     def report(self) -> dict:
+        """Each timed step's seconds by label, with its threads' CPU seconds (but the last
+        step's, which has no next start)."""
+        for step, (now, then) in zip(self.steps, zip(self.cpu, self.cpu[1:])):
+            step["threads"] = {name: then[name] - now.get(name, 0.0) for name in then}
         return {"steps": [dict(step) for step in self.steps]}
+
+
+def thread_cpu() -> dict:
+    """CPU seconds (user + system) of this process's threads, summed by thread name."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict = defaultdict(float)
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:  # the thread ended meanwhile
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[name] += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return dict(out)
 
 
 def instrument(role: str, timers: Timers) -> None:
@@ -127,6 +165,8 @@ def instrument(role: str, timers: Timers) -> None:
         timers.wrap(Worker, "_grads", "copy out")
         timers.wrap(Worker, "_send", "send")
         timers.wrap(RangePlane, "_send_node", "send")
+        timers.wrap(RangePlane, "_send_range", "send range")
+        timers.wrap(RangePlane, "poll", "poll")
         timers.wrap(RangeReducer, "add", "reduce")
         timers.wrap(RangePlane, "_answer", "send params")
     else:

@@ -159,6 +159,16 @@ def test_arrays_over_the_frame_limit_span_consecutive_frames(monkeypatch):
     assert not got.arrays["big"].flags.writeable
 
 
+def test_a_sender_may_ask_for_smaller_frames_than_the_limit():
+    big = sample("float32", (1000,))  # 4000 bytes: 4 frames of <= 1024 bytes
+    msg = grads_message(small=np.arange(3.0), big=big)
+    frames = encode(msg, 1024)
+    assert [spec[3] for spec in header_of(frames)["arrays"]] == [1, 4]
+    assert [f.nbytes for f in frames[1:]] == [24, 1024, 1024, 1024, 928]
+    assert decode(as_bytes(frames)) == msg
+    assert len(encode(msg)) == 3  # by default the limit decides
+
+
 def test_buffer_pool_reuses_a_buffer_once_nothing_holds_it(monkeypatch):
     monkeypatch.setattr(P, "MAX_FRAME_BYTES", 100)
     pool = BufferPool()

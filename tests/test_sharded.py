@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -171,11 +172,15 @@ class _HostTraffic:
         self.out = [0] * len(workers)  # per worker: bytes to other hosts' reducers
         self.into = [0] * len(workers)  # per worker: bytes from other hosts' reducers/workers
         self.co = 0  # step messages through the coordinator's socket
+        self.frame = 0  # the largest array frame a worker sent a peer
         send = P.send
 
         def counting_send(socket, msg, *args, **kwargs):
             if msg.TYPE in P.STEP_TYPES | {P.GRADS}:
-                self._count(socket, sum(len(f) for f in P.pack(msg, "j")))
+                frames = P.pack(msg, "j", kwargs.get("frame_bytes"))
+                self._count(socket, sum(len(f) for f in frames))
+                if socket.type == zmq.DEALER and msg.TYPE in (P.RANGEGRADS, P.RANGEPARAMS):
+                    self.frame = max(self.frame, *(len(f) for f in frames[1:]))
             return send(socket, msg, *args, **kwargs)
 
         monkeypatch.setattr(P, "send", counting_send)
@@ -196,13 +201,17 @@ class _HostTraffic:
 
 def test_each_host_carries_about_2P_N_minus_1_over_N_and_the_coordinator_almost_nothing(
         tmp_path, monkeypatch):
+    """Over CURVE, range arrays travel in frames of at most CURVE_FRAME_BYTES (cut small here
+    so the ranges are split) and are joined with the same bits."""
     import threading
 
     from dtrain.distributed.security import client_keys_from_dir, keygen
     from dtrain.launcher.run import RunConfig, run
+    from dtrain.workers import ranges
     from dtrain.workers.worker import Worker, WorkerConfig
     from test_faults import _free_port
 
+    monkeypatch.setattr(ranges, "CURVE_FRAME_BYTES", 4096)
     keys = str(tmp_path / "keys")
     keygen(keys)
     address = f"tcp://127.0.0.1:{_free_port()}"
@@ -232,6 +241,7 @@ def test_each_host_carries_about_2P_N_minus_1_over_N_and_the_coordinator_almost_
         assert 0.9 * ideal <= traffic.out[i] / steps <= 1.2 * ideal, (traffic.out, ideal)
         assert 0.9 * ideal <= traffic.into[i] / steps <= 1.2 * ideal, (traffic.into, ideal)
     assert traffic.co / steps < 0.01 * wire
+    assert traffic.frame == 4096
 
 
 def test_a_killed_worker_costs_time_not_bits(tmp_path, caplog, monkeypatch):
@@ -429,3 +439,68 @@ def test_a_bad_message_waiting_for_its_step_does_not_cost_the_step(caplog):
         peer.close(0)
         made.close()
         ctx.term()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_reducer_divides_its_own_sums_in_place_with_the_same_bits(dtype):
+    """The batch mean of a range goes into the sum the reducer made (no new array of the
+    range's size), never into an array it received, and has the bits of a fresh division."""
+    from dtrain.distributed.reducer import mean
+
+    rng = np.random.default_rng(0)
+    total = rng.standard_normal(1000).astype(dtype) * 37
+    want = np.divide(total, 48).astype(dtype, copy=False)
+    mine = total.copy()
+    assert mean(mine, 48, np.dtype(dtype), owned=True) is mine
+    assert mine.tobytes() == want.tobytes()
+    received = total.copy()
+    got = mean(received, 48, np.dtype(dtype), owned=False)
+    assert got is not received and got.tobytes() == want.tobytes()
+    assert received.tobytes() == total.tobytes()
+    narrowed = mean(total.astype(np.float64), 48, np.dtype(np.float32), owned=True)
+    assert narrowed.dtype == np.float32
+    assert narrowed.tobytes() == np.divide(total.astype(np.float64), 48).astype(
+        np.float32).tobytes()
+
+
+def test_a_reducer_steps_parameters_in_place_only_once_nothing_holds_them():
+    """RANGEPARAMS carry the reducer's own arrays (no copy of a range each step): before it
+    steps a range in place, an array that a send ZeroMQ has not finished still holds (or a
+    worker's parameters not yet copied) is replaced by a copy, so the bytes on their way
+    never change; an array nothing holds is stepped where it is."""
+    from dtrain.autograd.tensor import Tensor
+    from dtrain.distributed.reducer import unshare
+
+    ctx = zmq.Context()
+    try:
+        stuck = ctx.socket(zmq.DEALER)  # nobody listens: the message waits in ZeroMQ's queue
+        stuck.setsockopt(zmq.LINGER, 0)
+        stuck.connect("tcp://127.0.0.1:9")
+        router = ctx.socket(zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 0)
+        dealer = ctx.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.LINGER, 0)
+        dealer.connect(f"tcp://127.0.0.1:{router.bind_to_random_port('tcp://127.0.0.1')}")
+        for sock, delivered in ((stuck, False), (dealer, True)):
+            tensor = Tensor._wrap(np.arange(100_000, dtype=np.float32))
+            address = tensor._data.__array_interface__["data"][0]
+            P.send(sock, P.RangeParams(1, 0, 1, 0, [tensor._data]), job="j")
+            if delivered:  # received, then released by ZeroMQ (its I/O thread, soon after)
+                assert router.poll(10_000)
+                router.recv_multipart(copy=False)
+                deadline = time.monotonic() + 10
+                while sys.getrefcount(tensor._data) > 2 and time.monotonic() < deadline:
+                    time.sleep(0.001)
+            unshare(tensor)
+            kept = tensor._data.__array_interface__["data"][0] == address
+            assert kept == delivered
+            np.testing.assert_array_equal(tensor._data, np.arange(100_000, dtype=np.float32))
+            held = tensor._data
+            unshare(tensor)
+            assert tensor._data is not held
+            del held
+            address = tensor._data.__array_interface__["data"][0]
+            unshare(tensor)  # nothing holds it any more
+            assert tensor._data.__array_interface__["data"][0] == address
+    finally:
+        ctx.destroy(linger=0)

@@ -37,6 +37,9 @@ log = logging.getLogger("dtrain.worker")
 
 BACKOFF_START = 0.25  # seconds before the first reconnect
 BACKOFF_MAX = 8.0  # reconnect attempts back off up to this interval
+# ZeroMQ I/O threads of a worker's context: with the sharded reduction over CURVE one encrypts
+# what the peer DEALERs send while another decrypts what the mailbox receives
+IO_THREADS = 2
 
 
 @dataclass
@@ -183,7 +186,7 @@ class Worker:
 
     def run(self) -> int:
         """Serve until STOP; returns the process exit code."""
-        ctx = zmq.Context()
+        ctx = zmq.Context(io_threads=IO_THREADS)
         self.beacon = Beacon(ctx, self.config, self.busy)
         self.beacon.start()
         self._connect(ctx)

@@ -151,9 +151,10 @@ def _short(value: object, limit: int = 60) -> str:
 
 
 # ---------------------------------------------------------------------------- encode
-def encode(msg: Envelope) -> list:
-    """Frames for ``msg``: the msgpack header, then memoryviews of the array bytes (no copies)."""
-    specs, buffers = encode_frames(msg.arrays, MAX_FRAME_BYTES)
+def encode(msg: Envelope, frame_bytes: int | None = None) -> list:
+    """Frames for ``msg``: the msgpack header, then memoryviews of the array bytes (no copies),
+    an array larger than ``frame_bytes`` (default ``MAX_FRAME_BYTES``) over several frames."""
+    specs, buffers = encode_frames(msg.arrays, frame_bytes or MAX_FRAME_BYTES)
     header = {
         "v": VERSION,
         "job": msg.job,
@@ -863,9 +864,9 @@ MESSAGE_TYPES = {cls.TYPE: cls for cls in (Hello, Welcome, Ready, Task, Grads, H
 NEEDS_SCHEMA = frozenset({GRADS})
 
 
-def pack(message, job: str) -> list:
+def pack(message, job: str, frame_bytes: int | None = None) -> list:
     """The frames of a typed message (zero-copy views of its arrays)."""
-    return encode(message.envelope(job))
+    return encode(message.envelope(job), frame_bytes)
 
 
 def typed(env: Envelope, schema: ModelSchema | None = None):
@@ -883,14 +884,15 @@ def unpack(frames, *, job: str | None = None, schema: ModelSchema | None = None,
 
 # ---------------------------------------------------------------------------- sockets
 def send(socket: zmq.Socket, msg, identity: bytes | None = None, *, job: str | None = None,
-         flags: int = 0, track: bool = False):
+         flags: int = 0, track: bool = False, frame_bytes: int | None = None):
     """Encode and send ``msg`` (an Envelope, or a typed message of job ``job``) without copying
-    arrays; ``identity`` first for a ROUTER socket.
+    arrays, none in frames over ``frame_bytes``; ``identity`` first for a ROUTER socket.
 
     The arrays must not change until ZeroMQ has sent them: with ``track=True`` the returned
     MessageTracker says when (``tracker.wait()``); otherwise returns None.
     """
-    frames = encode(msg) if isinstance(msg, Envelope) else pack(msg, job)
+    frames = encode(msg, frame_bytes) if isinstance(msg, Envelope) else \
+        pack(msg, job, frame_bytes)
     if identity is not None:
         frames.insert(0, identity)
     tracker = socket.send_multipart(frames, flags, copy=False, track=track)

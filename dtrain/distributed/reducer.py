@@ -12,6 +12,7 @@ Anything wrong in a message raises ``ProtocolError`` and changes nothing.
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,6 +52,30 @@ def _finite(pieces: list | None) -> bool:
     """No NaN or infinity in a node's (or a sum's) piece gradients. A sum is finite only if
     every node added into it is, so checking the sum first costs one pass per step."""
     return pieces is None or all(g is None or np.isfinite(g).all() for g in pieces)
+
+
+def _refs(values: list) -> int:
+    return sys.getrefcount(values[0])
+
+
+_PROBE = [np.empty(0)]  # held once, as a tensor holds its array
+FREE_REFS = _refs([_PROBE[0]])  # the count of an array only its tensor (and the list) holds
+
+
+def unshare(tensor) -> None:
+    """Give ``tensor`` values of its own if anything else still holds its array (a send of
+    RANGEPARAMS ZeroMQ has not finished, parameters a worker has not copied yet), so an
+    optimizer step in place never changes bytes on their way."""
+    if _refs([tensor._data]) > FREE_REFS:
+        tensor._data = tensor._data.copy()
+
+
+def mean(total: np.ndarray, size: int, dtype, owned: bool) -> np.ndarray:
+    """``total / size`` as ``dtype``, the trainer's bits; into ``total`` itself when it is an
+    ``owned`` sum of the right dtype (no new array: a range is megabytes)."""
+    if owned and total.dtype == dtype and total.flags.writeable:
+        return np.divide(total, size, out=total)
+    return np.divide(total, size).astype(dtype, copy=False)
 
 
 class RangeReducer:
@@ -139,19 +164,24 @@ class RangeReducer:
         total = tree_sum(owned.values, (0, plan.micro_shards), add_pieces)
         nonfinite = [] if _finite(total) else sorted(
             node for node, pieces in owned.values.items() if not _finite(pieces))
+        received = {id(g) for pieces in owned.values.values() if pieces for g in pieces}
         owned.values = {}
         grads = [None] * len(owned.ranged.tensors) if total is None else [
-            None if g is None else np.divide(g, plan.size).astype(t._data.dtype, copy=False)
+            None if g is None else mean(g, plan.size, t._data.dtype, id(g) not in received)
             for g, t in zip(total, owned.ranged.tensors)]
+        for tensor in owned.ranged.tensors:
+            unshare(tensor)
         owned.ranged.step(grads, cover.options)
         owned.step = plan.step + 1
         return [self._params(index), P.RangeDone(plan.step, self.worker, self.version, index,
                                                  nonfinite)]
 
     def _params(self, index: int) -> P.RangeParams:
+        """The range's parameters, the owned arrays themselves: the next step is taken once
+        every worker computed with them, so their sends are over by then (``unshare``)."""
         owned = self.owned[index]
         return P.RangeParams(owned.step, self.worker, self.version, index,
-                             [t._data.copy() for t in owned.ranged.tensors])
+                             [t._data for t in owned.ranged.tensors])
 
     def _owned(self, index: int) -> OwnedRange:
         owned = self.owned.get(index)
