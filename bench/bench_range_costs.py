@@ -4,7 +4,7 @@ The parts behind ``bench_exchange10m.py``'s figures, each beside the way it was 
 the same run (interleaved, median of ``--repeats``):
 
 - CURVE over loopback: one 5 MB range (1/8 of the 10.02M-parameter MLP, float32) sent DEALER to
-  ROUTER in one frame, and in 1 MiB, 256 KiB (``workers.ranges.CURVE_FRAME_BYTES``) and 64 KiB
+  ROUTER in one frame, and in 1 MiB, 256 KiB (``protocol.CURVE_FRAME_BYTES``) and 64 KiB
   frames; plaintext for the floor;
 - ZeroMQ I/O threads: two contexts, each a worker's (a ROUTER mailbox, a DEALER to the other's),
   both sending 8 such ranges to the other at once over CURVE, with 1 and 2 I/O threads each;
@@ -31,7 +31,7 @@ import zmq
 from dtrain.autograd.tensor import Tensor
 from dtrain.distributed import protocol as P
 from dtrain.distributed.reducer import mean, unshare
-from dtrain.workers.ranges import CURVE_FRAME_BYTES
+from dtrain.distributed.protocol import CURVE_FRAME_BYTES
 
 RANGE = 10_020_362 // 8  # elements of one of the 8 ranges of MLP 784-2048-2048-2048-10
 RANGES_PER_STEP = 8  # what each of 2 workers sends the other a step: 4 ranges of slices, 4 new

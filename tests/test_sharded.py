@@ -177,7 +177,7 @@ class _HostTraffic:
 
         def counting_send(socket, msg, *args, **kwargs):
             if msg.TYPE in P.STEP_TYPES | {P.GRADS}:
-                frames = P.pack(msg, "j", kwargs.get("frame_bytes"))
+                frames = P.pack(msg, "j", kwargs.get("frame_bytes") or P.frame_bytes_for(socket))
                 self._count(socket, sum(len(f) for f in frames))
                 if socket.type == zmq.DEALER and msg.TYPE in (P.RANGEGRADS, P.RANGEPARAMS):
                     self.frame = max(self.frame, *(len(f) for f in frames[1:]))
@@ -207,11 +207,10 @@ def test_each_host_carries_about_2P_N_minus_1_over_N_and_the_coordinator_almost_
 
     from dtrain.distributed.security import client_keys_from_dir, keygen
     from dtrain.launcher.run import RunConfig, run
-    from dtrain.workers import ranges
     from dtrain.workers.worker import Worker, WorkerConfig
     from test_faults import _free_port
 
-    monkeypatch.setattr(ranges, "CURVE_FRAME_BYTES", 4096)
+    monkeypatch.setattr(P, "CURVE_FRAME_BYTES", 4096)
     keys = str(tmp_path / "keys")
     keygen(keys)
     address = f"tcp://127.0.0.1:{_free_port()}"

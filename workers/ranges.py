@@ -39,10 +39,6 @@ from dtrain.distributed.security import (
 log = logging.getLogger("dtrain.worker")
 
 HEADER_SLACK = 1 << 20
-# Range arrays travel to peers over CURVE in frames of at most this size: ZeroMQ encrypts and
-# decrypts a frame at once, through buffers as large as it, and a 5 MB frame costs about twice
-# the CPU of the same bytes in frames that stay in cache (measured with pyzmq, loopback)
-CURVE_FRAME_BYTES = 256 * 1024
 
 
 def local_address(connect: str) -> str:
@@ -102,8 +98,6 @@ class RangePlane:
             make_server(self.mailbox, ServerKeys(keys.public, keys.secret))
         self.mailbox.bind(f"tcp://{local_address(connect)}:0")
         self.address = self.mailbox.getsockopt(zmq.LAST_ENDPOINT).decode()
-        # plaintext keeps whole arrays in one frame: a split one is joined by a copy
-        self.frame_bytes = CURVE_FRAME_BYTES if keys is not None else None
         self.peers: dict[tuple, zmq.Socket] = {}  # (address, key) -> DEALER
         self.reducers: list = []  # the map's (address, key), by reducer index
         self.owners: list = []
@@ -153,14 +147,14 @@ class RangePlane:
         if peer == self.me:
             self._locally(self._answer_grads, msg)
         else:
-            P.send(self.peers[peer], msg, job=self.job_id, frame_bytes=self.frame_bytes)
+            P.send(self.peers[peer], msg, job=self.job_id)  # small frames under CURVE
 
     def _to_all(self, msg) -> None:
         for peer, sock in self.peers.items():
             if peer == self.me:
                 self._locally(self._take_params, msg)
             else:
-                P.send(sock, msg, job=self.job_id, frame_bytes=self.frame_bytes)
+                P.send(sock, msg, job=self.job_id)
 
     @staticmethod
     def _locally(handle, msg) -> None:

@@ -64,6 +64,10 @@ TYPES = frozenset({HELLO, WELCOME, READY, TASK, GRADS, HEARTBEAT, STOP, ERROR, B
 STEP_TYPES = frozenset({TASK, GRADS})  # messages that belong to a training step (step >= 0)
 
 MAX_FRAME_BYTES = 16 * 2**20  # arrays larger than this are split into several frames
+# Over CURVE, ZeroMQ encrypts a frame whole, through buffers as large as the frame: 5 MB frames
+# cost twice what 256 KiB ones do (bench/bench_range_costs.py), so a CURVE socket's arrays travel
+# in pieces of this size; plaintext sockets keep one frame per array up to MAX_FRAME_BYTES.
+CURVE_FRAME_BYTES = 256 * 1024
 MAX_HEADER_BYTES = 4 * 2**20  # a larger header frame is rejected before it is parsed
 MAX_NDIM = 32  # more dims than this is a hostile or broken header (NumPy 1's limit)
 DEFAULT_DTYPES = ("float32", "float64", "int64", "int32", "uint8", "bool")
@@ -886,17 +890,27 @@ def unpack(frames, *, job: str | None = None, schema: ModelSchema | None = None,
 def send(socket: zmq.Socket, msg, identity: bytes | None = None, *, job: str | None = None,
          flags: int = 0, track: bool = False, frame_bytes: int | None = None):
     """Encode and send ``msg`` (an Envelope, or a typed message of job ``job``) without copying
-    arrays, none in frames over ``frame_bytes``; ``identity`` first for a ROUTER socket.
+    arrays, none in frames over ``frame_bytes`` (by default ``CURVE_FRAME_BYTES`` on a CURVE
+    socket, else ``MAX_FRAME_BYTES``); ``identity`` first for a ROUTER socket.
 
     The arrays must not change until ZeroMQ has sent them: with ``track=True`` the returned
     MessageTracker says when (``tracker.wait()``); otherwise returns None.
     """
+    if frame_bytes is None:
+        frame_bytes = frame_bytes_for(socket)
     frames = encode(msg, frame_bytes) if isinstance(msg, Envelope) else \
         pack(msg, job, frame_bytes)
     if identity is not None:
         frames.insert(0, identity)
     tracker = socket.send_multipart(frames, flags, copy=False, track=track)
     return tracker if track else None
+
+
+def frame_bytes_for(socket: zmq.Socket) -> int:
+    """The largest array frame worth sending on ``socket``: smaller under CURVE."""
+    if socket.getsockopt(zmq.MECHANISM) == zmq.CURVE:
+        return CURVE_FRAME_BYTES
+    return MAX_FRAME_BYTES
 
 
 def recv_frames(socket: zmq.Socket, flags: int = 0) -> list:
