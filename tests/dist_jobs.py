@@ -198,6 +198,25 @@ class Diverges(MomentumGroups):
         return None
 
 
+def _claims_the_fault(job: type, variable: str, after: int = 12) -> bool:
+    """True in exactly one process of a run, once: the first whose ``job`` has computed more
+    than ``after`` losses with gradients and then creates the marker file named by the
+    environment variable ``variable`` (unset: never)."""
+    import os
+
+    marker = os.environ.get(variable)
+    if not marker or not dtrain.is_grad_enabled():
+        return False
+    job.calls = getattr(job, "calls", 0) + 1
+    if job.calls <= after:
+        return False
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
 class StuckOnce(MomentumGroups):
     """One worker's compute thread loops forever in loss() (its beacon keeps heartbeating);
     the first process to claim the marker file named by DTRAIN_TEST_STUCK is that worker."""
@@ -207,19 +226,9 @@ class StuckOnce(MomentumGroups):
     heartbeat_timeout = 1.5
 
     def loss(self, output, target):
-        import os
-
-        marker = os.environ.get("DTRAIN_TEST_STUCK")
-        if marker and dtrain.is_grad_enabled():
-            StuckOnce.calls = getattr(StuckOnce, "calls", 0) + 1
-            if StuckOnce.calls > 12:
-                try:
-                    os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-                except FileExistsError:
-                    pass
-                else:
-                    while True:  # a bug in user code: busy forever, holding the node
-                        pass
+        if _claims_the_fault(StuckOnce, "DTRAIN_TEST_STUCK"):
+            while True:  # a bug in user code: busy forever, holding the node
+                pass
         return F.cross_entropy(output, target)
 
 
@@ -239,19 +248,11 @@ class CorruptsOnce(MomentumGroups):
 
         output = model(x)
         loss = F.cross_entropy(output, y)
-        marker = os.environ.get("DTRAIN_TEST_CORRUPT")
-        if marker and dtrain.is_grad_enabled():
-            CorruptsOnce.calls = getattr(CorruptsOnce, "calls", 0) + 1
-            if CorruptsOnce.calls > 12:
-                try:
-                    os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-                except FileExistsError:
-                    pass
-                else:
-                    if os.environ.get("DTRAIN_TEST_CORRUPT_WHAT") == "loss":
-                        return loss * float("nan")
-                    # 0 forward, NaN backward: sqrt'(0) is infinite, times 0
-                    return loss + (output * 0.0).sqrt().sum()
+        if _claims_the_fault(CorruptsOnce, "DTRAIN_TEST_CORRUPT"):
+            if os.environ.get("DTRAIN_TEST_CORRUPT_WHAT") == "loss":
+                return loss * float("nan")
+            # 0 forward, NaN backward: sqrt'(0) is infinite, times 0
+            return loss + (output * 0.0).sqrt().sum()
         return loss
 
 

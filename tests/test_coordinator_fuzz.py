@@ -33,24 +33,31 @@ JOB_ID = "fuzzed-job"
 WORKERS = [b"worker-a", b"worker-b"]
 
 
+def _two_workers_joined(harness, job, settings, ready) -> None:
+    """Give ``harness`` a coordinator of ``job`` (its ``ex``, ``trainer``, ``settings``) that
+    both WORKERS have joined, each saying ``ready(ex, identity)``; ``registered`` and
+    ``channels`` remember them for resets."""
+    harness.settings = settings
+    harness.ex = Coordinator("tcp://127.0.0.1:0", job_id=JOB_ID, digest="digest",
+                             settings=settings)
+    harness.trainer = Trainer(job, settings, harness.ex)
+    harness.ex.attach(harness.trainer)
+    for ident in WORKERS:
+        harness.ex.handle([ident] + P.pack(P.Hello(
+            instance=ident.hex(), name=ident.decode(), pid=1000 + len(harness.ex.workers),
+            host="h", digest="digest"), ""))
+        harness.ex.handle([ident] + P.pack(ready(harness.ex, ident), JOB_ID))
+    harness.registered = dict(harness.ex.workers)
+    harness.channels = {ident: info.channel for ident, info in harness.registered.items()}
+
+
 class Harness:
     """A coordinator with two registered workers and one step in flight."""
 
     def __init__(self):
         job = dist_jobs.MomentumGroups()
-        self.settings = job.settings()
-        self.ex = Coordinator("tcp://127.0.0.1:0", job_id=JOB_ID, digest="digest",
-                              settings=self.settings)
-        self.trainer = Trainer(job, self.settings, self.ex)
-        self.ex.attach(self.trainer)
-        for ident in WORKERS:
-            self.ex.handle([ident] + P.pack(P.Hello(
-                instance=ident.hex(), name=ident.decode(), pid=1000 + len(self.ex.workers),
-                host="h", digest="digest"), ""))
-            self.ex.handle([ident] + P.pack(P.Ready(self.ex.workers[ident].id, "network"),
-                                            JOB_ID))
-        self.registered = dict(self.ex.workers)
-        self.channels = {ident: info.channel for ident, info in self.registered.items()}
+        _two_workers_joined(self, job, job.settings(),
+                            lambda ex, ident: P.Ready(ex.workers[ident].id, "network"))
         self.plan = self.trainer.plan(0, 0, 0)
         computer = ShardComputer(job, self.settings, self.trainer.model,
                                  self.trainer.train_source)
@@ -395,16 +402,10 @@ def test_a_reducer_takes_valid_gradients_and_parameters(reducer):
         assert reducer.deliver(P.pack(messages[kind], "job")), kind  # not a peer's to send
 
 
-@settings(max_examples=3000, deadline=None, derandomize=True,
-          suppress_health_check=list(HealthCheck))
-@given(data=st.data())
-def test_every_field_of_every_peer_message_with_typed_garbage(reducer, data):
-    """A peer holding a job key sends a reducer every message type with one header entry or
-    field replaced by typed garbage: nothing escapes the mailbox's handling, and a rejected
-    message changes nothing in the reducer."""
-    messages = _peer_messages(reducer)
-    kind = data.draw(st.sampled_from(sorted(messages)))
-    frames = [bytes(f) for f in P.pack(messages[kind], "job")]
+def _garbled(frames: list, data) -> list | None:
+    """``frames`` with one header entry or message field replaced by typed garbage (None when
+    msgpack cannot carry the garbage: no peer can send that either)."""
+    frames = [bytes(f) for f in frames]
     header = msgpack.unpackb(frames[0], raw=False)
     keys = [k for k in sorted(header) if k != "fields"] + \
         [("fields", k) for k in sorted(header["fields"]) + ["unexpected"]]
@@ -417,7 +418,22 @@ def test_every_field_of_every_peer_message_with_typed_garbage(reducer, data):
     try:
         frames[0] = msgpack.packb(header, use_bin_type=True)
     except (OverflowError, TypeError, ValueError):
-        return  # not representable in msgpack: a peer cannot send it either
+        return None
+    return frames
+
+
+@settings(max_examples=3000, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_every_field_of_every_peer_message_with_typed_garbage(reducer, data):
+    """A peer holding a job key sends a reducer every message type with one header entry or
+    field replaced by typed garbage: nothing escapes the mailbox's handling, and a rejected
+    message changes nothing in the reducer."""
+    messages = _peer_messages(reducer)
+    kind = data.draw(st.sampled_from(sorted(messages)))
+    frames = _garbled(P.pack(messages[kind], "job"), data)
+    if frames is None:
+        return
     if not reducer.deliver(frames):  # accepted (a value as good as the original): start over
         reducer.close()
         reducer.__init__()
@@ -470,20 +486,10 @@ class ShardedHarness:
         from dtrain.distributed.range_state import range_payload
 
         job = dist_jobs.MomentumGroups()
-        self.settings = job.settings(reduction="sharded", param_ranges=3)
-        self.ex = Coordinator("tcp://127.0.0.1:0", job_id=JOB_ID, digest="digest",
-                              settings=self.settings)
-        self.trainer = Trainer(job, self.settings, self.ex)
-        self.ex.attach(self.trainer)
-        for ident in WORKERS:
-            self.ex.handle([ident] + P.pack(P.Hello(
-                instance=ident.hex(), name=ident.decode(), pid=1000 + len(self.ex.workers),
-                host="h", digest="digest"), ""))
-            ready = P.Ready(self.ex.workers[ident].id, "network", "",
-                            reducer=f"tcp://127.0.0.1:{9000 + len(self.ex.workers)}")
-            self.ex.handle([ident] + P.pack(ready, JOB_ID))
-        self.registered = dict(self.ex.workers)
-        self.channels = {ident: info.channel for ident, info in self.registered.items()}
+        _two_workers_joined(self, job, job.settings(reduction="sharded", param_ranges=3),
+                            lambda ex, ident: P.Ready(
+                                ex.workers[ident].id, "network", "",
+                                reducer=f"tcp://127.0.0.1:{9000 + len(ex.workers)}"))
         self.plane = self.ex.plane
         self.plan = self.trainer.plan(0, 0, 0)
         self.nodes = assign(self.settings.micro_shards, WORKERS)
@@ -574,20 +580,9 @@ def test_every_field_of_every_sharded_message_with_typed_garbage(sharded, data):
     garbage: ``handle`` raises nothing and a rejected one leaves the step's bookkeeping."""
     messages = sharded.messages()
     kind = data.draw(st.sampled_from(sorted(messages)))
-    frames = [bytes(f) for f in P.pack(messages[kind], JOB_ID)]
-    header = msgpack.unpackb(frames[0], raw=False)
-    keys = [k for k in sorted(header) if k != "fields"] + \
-        [("fields", k) for k in sorted(header["fields"]) + ["unexpected"]]
-    key = data.draw(st.sampled_from(keys))
-    value = data.draw(TYPED_GARBAGE)
-    if isinstance(key, tuple):
-        header["fields"][key[1]] = value
-    else:
-        header[key] = value
-    try:
-        frames[0] = msgpack.packb(header, use_bin_type=True)
-    except (OverflowError, TypeError, ValueError):
-        return  # not representable in msgpack: a peer cannot send it either
+    frames = _garbled(P.pack(messages[kind], JOB_ID), data)
+    if frames is None:
+        return
     sharded.deliver(WORKERS[0], frames)  # raises nothing
 
 
