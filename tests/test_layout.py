@@ -107,7 +107,9 @@ def test_importing_the_library_loads_no_runtime_module():
 
 
 def test_no_process_builds_or_parses_frames_by_hand():
-    for path in ("dtrain/distributed/coordinator.py", "workers/worker.py"):
+    runtime = ("dtrain/distributed/coordinator.py", "dtrain/distributed/sharded.py",
+               "dtrain/distributed/reducer.py", "workers/worker.py", "workers/ranges.py")
+    for path in runtime:
         with open(os.path.join(ROOT, path), encoding="utf-8") as f:
             text = f.read()
         for call in ("send_multipart", "recv_multipart", "msgpack", "P.encode(", "P.Envelope("):

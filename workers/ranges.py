@@ -202,7 +202,7 @@ class RangePlane:
         worker's own reducer, in the process)."""
         while True:
             try:
-                frames = self.mailbox.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = P.recv_frames(self.mailbox, zmq.NOBLOCK)
             except zmq.Again:
                 self.try_compute()
                 return
