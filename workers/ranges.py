@@ -147,7 +147,7 @@ class RangePlane:
         if peer == self.me:
             self._locally(self._answer_grads, msg)
         else:
-            P.send(self.peers[peer], msg, job=self.job_id)  # small frames under CURVE
+            P.send(self.peers[peer], msg, job=self.job_id)
 
     def _to_all(self, msg) -> None:
         for peer, sock in self.peers.items():

@@ -55,6 +55,7 @@ def _finite(pieces: list | None) -> bool:
 
 
 def _refs(values: list) -> int:
+    """References to ``values[0]`` as seen from here (a list keeps the probe's own call out)."""
     return sys.getrefcount(values[0])
 
 
