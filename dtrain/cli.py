@@ -224,6 +224,7 @@ def launch(script, workers, job_name, out, bind, max_restarts, start_method, ins
                        insecure=insecure, metrics_port=metrics_port, metrics_host=metrics_host,
                        keys_dir=keys_dir, remote_workers=cluster.get("remote_workers", 0),
                        job_id=cluster.get("job_id"), starter=cluster.get("starter"),
+                       slurm_nodes=cluster.get("slurm_nodes", ()),
                        overrides=_overrides(settings))
     _run_or_exit("dtrain launch", config, run, verbose, out)
 
@@ -269,7 +270,7 @@ def _cluster_setup(script, job_name, insecure, keys_dir, hostfile, ssh_command, 
         raise click.UsageError("under Slurm the workers need CURVE keys: dtrain keygen DIR on a "
                                "shared filesystem, then --keys DIR (or --insecure)")
     return {"remote_workers": task.ntasks - 1, "job_id": task.run_id(),
-            "bind": f"tcp://0.0.0.0:{port}"}
+            "bind": f"tcp://0.0.0.0:{port}", "slurm_nodes": task.nodes}
 
 
 def _worker_keys(keys_dir, insecure):

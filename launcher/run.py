@@ -40,6 +40,7 @@ from .outdir import (
     trim_metrics,
     write_settings,
 )
+from .placement import bind_elsewhere, choose_reduction, hostfile_elsewhere, slurm_elsewhere
 from .preflight import check_job
 from .progress import Progress
 
@@ -67,6 +68,7 @@ class RunConfig:
     job_id: str | None = None  # fixed id (so restarted coordinators keep their workers)
     job_id_given: bool = False  # job_id is the user's (--job-id): resume only that job's files
     remote_workers: int = 0  # workers started elsewhere (dtrain worker --connect ...)
+    slurm_nodes: tuple = ()  # a Slurm step's nodes (reduction = auto shards over several)
     keys_dir: str | None = None  # coordinator.key_secret (+ allowed *.key) for remote workers
     allow_dir: str | None = None  # allowed workers' public keys, if not in keys_dir
     metrics_port: int | None = None  # serve /metrics and /status on this port (0: any)
@@ -178,6 +180,8 @@ def _train(config: RunConfig, forks):
     """``run`` once the local workers are forked (``forks``, None when they are spawned)."""
     job, digest, script = resolve_job(config.job, config.job_name)
     settings = job.settings(**config.overrides)
+    auto_reduction = settings.reduction == "auto"
+    settings = choose_reduction(settings, _workers_elsewhere(config))
     apply_settings(job, settings)
     if config.workers < 0 or config.remote_workers < 0:
         raise ValueError(f"workers must be >= 0, got {config.workers}/{config.remote_workers}")
@@ -280,6 +284,7 @@ def _train(config: RunConfig, forks):
         trainer = Trainer(job, settings, executor, on_step=on_step, on_epoch=on_epoch,
                           checkpoint_dir=checkpoints)
         trainer.job_id = job_id  # in-process runs too: checkpoint retention goes by it
+        trainer.reduction_auto = auto_reduction
         trainer.on_rollback = metrics.rewind
         trainer.digest = digest  # a resumed run checks it continues the same script
         if resume_state is not None:
@@ -324,6 +329,19 @@ def _train(config: RunConfig, forks):
             procs.close()
         if config.starter is not None:
             config.starter.close()
+
+
+def _workers_elsewhere(config: RunConfig) -> str | None:
+    """Which of the run's workers are on other machines than this one, as text (None: none);
+    what ``reduction = auto`` goes by."""
+    if config.slurm_nodes:
+        return slurm_elsewhere(config.slurm_nodes)
+    hosts = getattr(config.starter, "hosts", None)
+    if hosts:
+        return hostfile_elsewhere(hosts)
+    if config.remote_workers:
+        return bind_elsewhere(config.bind)
+    return None
 
 
 def _check_resumable(path: str, state: dict, settings, digest: str,

@@ -216,6 +216,9 @@ def test_hostfile_two_hosts_bit_identical_with_host_prefixed_logs(tmp_path, jobs
     assert any(line.startswith("[hostA:0] ") and "joined as worker" in line for line in lines)
     assert any(line.startswith("[hostB:1] ") and "joined as worker" in line for line in lines)
     assert sorted((tmp_path / "ssh_hosts.log").read_text().split()) == ["hostA", "hostB"]
+    # other hosts: the default reduction = auto shards, over both workers' reducers
+    assert "reduction = auto: sharded, since hosts hostA, hostB (hostfile)" in result.stderr
+    assert "range map" in result.stderr and "instead" not in result.stderr, result.stderr
 
 
 def test_hostfile_sigint_stops_every_local_and_remote_process(tmp_path, jobs, fake_ssh):

@@ -119,8 +119,10 @@ class Cluster:
         self.job_name = job_name
         self.procs: dict = {}
         self.logs: dict = {}
-        self.env = {k: v for k, v in os.environ.items() if not k.endswith("_SHARED_MEMORY")}
-        self.env["DTRAIN_COORDINATOR_REDUCTION"] = reduction
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.endswith(("_SHARED_MEMORY", "_REDUCTION"))}
+        if reduction != "auto":  # auto: the default, left to the coordinator's choice
+            self.env["DTRAIN_COORDINATOR_REDUCTION"] = reduction
 
     def coordinator(self, workers: int, *extra: str, key: str = "c") -> None:
         """``dtrain coordinator`` on host 1, listening on every interface."""
@@ -295,11 +297,12 @@ def test_cut_link_evicts_worker_and_restored_link_rejoins(setup, reduction):
     _assert_equal_params(cluster.out, reference, steps)
 
 
-@pytest.mark.parametrize("reduction", ["coordinator", "sharded"])
+@pytest.mark.parametrize("reduction", ["coordinator", "auto"])
 def test_restarted_coordinator_resumes_with_another_worker_count(setup, reduction):
     """One remote worker; the coordinator is killed, resumes from its checkpoint and waits for
-    two: the first worker rejoins by itself, a second host's worker joins (sharded: the
-    checkpoint's whole state is cut over two reducers on two hosts)."""
+    two: the first worker rejoins by itself, a second host's worker joins. With the default
+    ``reduction = auto`` the coordinator, listening beyond loopback for workers on other hosts,
+    shards: the checkpoint's whole state is cut over two reducers on two hosts."""
     steps = 60
     reference = _reference(setup["job"], steps)
     cluster = Cluster(setup, f"resume-{reduction}", steps, reduction=reduction)
@@ -321,9 +324,12 @@ def test_restarted_coordinator_resumes_with_another_worker_count(setup, reductio
     assert "resumed at step" in log, log
     assert len(_ids(log, "net-w1")) == 1 and len(_ids(log, "net-w2")) == 1, log
     assert log.count("its arrays travel over network") == 2, log
-    _assert_reduced(log, reduction)
-    if reduction == "sharded":
+    if reduction == "auto":
+        assert "reduction = auto: sharded, since workers connecting to" in log, log
+        _assert_reduced(log, "sharded")
         assert "8 ranges over 2 reducers" in log, log
+    else:
+        _assert_reduced(log, reduction)
     _assert_equal_params(cluster.out, reference, steps)
 
 

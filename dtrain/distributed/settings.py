@@ -64,7 +64,7 @@ class Spec:
 
 INT_MAX = 2**63 - 1  # every process gets the settings in msgpack, whose integers are 64-bit
 SCHEDULER_CADENCES = ("epoch", "step")
-REDUCTIONS = ("coordinator", "sharded")
+REDUCTIONS = ("auto", "coordinator", "sharded")
 DTYPES = ("float32", "float64")
 
 SPECS: tuple[Spec, ...] = (
@@ -113,13 +113,15 @@ SPECS: tuple[Spec, ...] = (
          group="service", low=0, low_open=True),
     Spec("shared_memory", bool, True, "Exchange arrays through /dev/shm with workers on the "
          "coordinator's machine; off: always over the socket.", group="service"),
-    Spec("reduction", str, "coordinator", "Where gradients are summed and the optimizer "
-         "steps: coordinator (every gradient through it) or sharded (each worker also reduces "
-         "and steps some parameter ranges, so no host carries every gradient: the faster choice "
-         "when workers are on other machines; for single-phase jobs whose optimizer updates "
-         "elementwise (not a closure optimizer or Adafactor) without accumulate, clip_grad_norm "
-         "or a before_step hook, else the coordinator reduces and says why). Same bits either "
-         "way.",
+    Spec("reduction", str, "auto", "Where gradients are summed and the optimizer steps: "
+         "coordinator (every gradient through it), sharded (each worker also reduces and steps "
+         "some parameter ranges, so no host carries every gradient: the faster choice when "
+         "workers are on other machines), or auto (sharded when the launcher starts or awaits "
+         "workers on other machines: a hostfile naming other hosts, a Slurm step on several "
+         "nodes, dtrain coordinator listening beyond loopback; coordinator otherwise). Sharding "
+         "needs a single-phase job whose optimizer updates elementwise (not a closure optimizer "
+         "or Adafactor) without accumulate, clip_grad_norm or a before_step hook; otherwise the "
+         "coordinator reduces and says why. Same bits either way.",
          group="service", choices=REDUCTIONS),
     Spec("gather_every", int, 0, "Sharded reduction: also gather the ranges into the "
          "coordinator every N optimizer steps, the state a lost reducer rolls back to, so it "

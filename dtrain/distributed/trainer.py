@@ -138,6 +138,7 @@ class Trainer:
         self.stop_requested = False  # set (e.g. by Ctrl-C): checkpoint after this step, stop
         self.stopped = False  # the job's on_epoch_end ended training (early stopping)
         self.sharded = False  # the workers' reducers own the ranges (reduction = sharded)
+        self.reduction_auto = False  # sharded was reduction = auto's choice, not the user's
         self.stale = False  # sharded: the master model lags the reducers' ranges
         self.snapshot = None  # sharded: (state, steps, epochs) of the last gathered state
         self.on_rollback = None  # called with (step, epoch) rolled back to: drop later records
@@ -316,8 +317,9 @@ class Trainer:
             return
         why = sharding_refusal(self, self.executor)
         if why is not None:
-            log.warning("reduction = sharded: the coordinator reduces this run instead, "
-                        "because %s", why)
+            log.log(logging.INFO if self.reduction_auto else logging.WARNING,
+                    "reduction = %s: the coordinator reduces this run instead, because %s",
+                    "auto" if self.reduction_auto else "sharded", why)
             if getattr(self.executor, "plane", None) is not None:
                 self.executor.plane = None
             return
