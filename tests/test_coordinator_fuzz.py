@@ -389,6 +389,8 @@ def _peer_messages(h: ReducerHarness) -> dict:
         P.GRADS: P.Grads(0, 1, 1, 0, h.node, count=count, loss_sum=1.0),
         P.STEPTASK: P.StepTask(0, 1, 1, 0, 0, [h.node], [h.node], [{"lr": 0.1}]),
         P.HEARTBEAT: P.Heartbeat(1),
+        P.RANGENORM: P.RangeNorm(0, 1, 1, 1, 2.0),
+        P.CLIPSCALE: P.ClipScale(0, 1, 0.5),
     }
 
 
@@ -398,7 +400,8 @@ def test_a_reducer_takes_valid_gradients_and_parameters(reducer):
     assert sorted(reducer.plane.incoming[1]) == [1]
     assert not reducer.deliver(P.pack(messages[P.RANGEGRADS], "job"))
     assert any(isinstance(m, P.RangeDone) and m.range == 1 for m in reducer.sent)
-    for kind in (P.RANGEDONE, P.RANGESTATE, P.GRADS, P.STEPTASK, P.HEARTBEAT):
+    for kind in (P.RANGEDONE, P.RANGESTATE, P.GRADS, P.STEPTASK, P.HEARTBEAT, P.RANGENORM,
+                 P.CLIPSCALE):
         assert reducer.deliver(P.pack(messages[kind], "job")), kind  # not a peer's to send
 
 
@@ -544,6 +547,8 @@ class ShardedHarness:
             P.STEPTASK: P.StepTask(0, info.id, 1, 0, 0, [node], [node], [{"lr": 0.1}]),
             P.GATHER: P.Gather(1, [0]),
             P.RANGEMAP: P.RangeMap(1, [("tcp://127.0.0.1:1", "")], [0, 0, 0]),
+            P.RANGENORM: P.RangeNorm(0, info.id, 1, 0, 2.0),
+            P.CLIPSCALE: P.ClipScale(0, 1, 0.5),
         }
 
     def close(self):
@@ -566,7 +571,9 @@ def test_the_sharded_messages_of_a_worker_are_taken(sharded):
                         (P.GRADS, lambda: len(sharded.ex.state.values) == 1)):
         assert not sharded.deliver(ident, [bytes(f) for f in P.pack(messages[kind], JOB_ID)])
         assert check(), kind
-    for kind in (P.RANGEGRADS, P.RANGEPARAMS, P.STEPTASK, P.GATHER, P.RANGEMAP):
+    # a RANGENORM is refused while the job does not clip; a CLIPSCALE is never a worker's
+    for kind in (P.RANGEGRADS, P.RANGEPARAMS, P.STEPTASK, P.GATHER, P.RANGEMAP, P.RANGENORM,
+                 P.CLIPSCALE):
         assert sharded.deliver(ident, [bytes(f) for f in P.pack(messages[kind], JOB_ID)]), kind
     other = sharded.registered[WORKERS[1]].id  # range 0 is worker a's: b cannot report it
     assert sharded.deliver(WORKERS[1], P.pack(P.RangeDone(0, other, 1, 0), JOB_ID))

@@ -48,6 +48,8 @@ VALID = {
                                grads=[B[1:]]),
     P.RANGEPARAMS: P.RangeParams(step=7, worker=2, version=3, range=0, params=[W]),
     P.RANGEDONE: P.RangeDone(step=7, worker=2, version=3, range=1, nonfinite=[(0, 2), (3, 4)]),
+    P.RANGENORM: P.RangeNorm(step=7, worker=2, version=3, range=1, partial=0.125),
+    P.CLIPSCALE: P.ClipScale(step=7, version=3, coef=0.5),
 }
 
 
@@ -132,6 +134,9 @@ def _still_valid(kind, field, value) -> bool:
         ("rangestate", "step"): lambda v: type(v) is int and v >= 0,
         ("steptask", "epoch"): lambda v: type(v) is int and v >= 0,
         ("steptask", "batch"): lambda v: type(v) is int and v >= 0,
+        # a range without gradient sends None; NaN is a diverging step's, not an error
+        ("rangenorm", "partial"): lambda v: v is None or type(v) is float and not v < 0,
+        ("clipscale", "coef"): lambda v: type(v) is float and (0 <= v <= 1 or v != v),
     }
     if field == "version" and type(value) is int and value >= 0:
         return True  # the receiver's own version decides

@@ -68,6 +68,8 @@ TYPE_FIELDS = {
     P.RANGEGRADS: {"version": 1, "node": [0, 4], "range": 0},
     P.RANGEPARAMS: {"version": 1, "range": 0},
     P.RANGEDONE: {"version": 1, "range": 0},
+    P.RANGENORM: {"version": 1, "range": 0, "partial": 2.5},
+    P.CLIPSCALE: {"version": 1, "coef": 0.25},
     P.HELLO: {"name": "w0", "pid": 4242, "host": "node-1", "digest": "ab" * 16},
     P.WELCOME: {"settings": {"micro_shards": 8, "lr": 0.1, "tags": ["a", None]}},
     P.READY: {"channel": "network", "note": ""},

@@ -56,6 +56,24 @@ def test_bit_identical_to_in_process_and_to_the_star_for_1_2_3_workers(job, capl
     assert dtrain_processes(dist_jobs.__file__) == []
 
 
+@pytest.mark.parametrize("max_norm", [0.05, 1e9], ids=["clips", "never-clips"])
+def test_clip_grad_norm_is_sharded_with_the_in_process_bits(max_norm, caplog):
+    """Each reducer sends its ranges' sums of squares, the coordinator adds them in range order
+    and sends the factor: the bits of the trainer's range-wise clip_grad_norm_."""
+    reference, history = dtrain.fit(dist_jobs.MomentumGroups, workers=0,
+                                    clip_grad_norm=max_norm)
+    unclipped, _ = dtrain.fit(dist_jobs.MomentumGroups, workers=0)
+    assert _same(_state(reference), _state(unclipped)) == (max_norm > 1)  # it did clip
+    for workers in (1, 2, 3):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="dtrain"):
+            model, h = dtrain.fit(dist_jobs.MomentumGroups, workers=workers,
+                                  reduction="sharded", clip_grad_norm=max_norm)
+        assert FALLBACK not in caplog.text and f"over {workers} reducers" in caplog.text
+        assert _same(_state(model), _state(reference)), f"{workers} sharded workers differ"
+        assert [r["loss"] for r in h.steps] == [r["loss"] for r in history.steps]
+
+
 def test_a_job_that_cannot_be_sharded_falls_back_and_says_why(caplog):
     reference, _ = dtrain.fit(dist_jobs.MomentumGroups, workers=0, accumulate=2)
     with caplog.at_level(logging.WARNING):
@@ -243,13 +261,19 @@ def test_each_host_carries_about_2P_N_minus_1_over_N_and_the_coordinator_almost_
     assert traffic.frame == 4096
 
 
-def test_a_killed_worker_costs_time_not_bits(tmp_path, caplog, monkeypatch):
+@pytest.mark.parametrize("clip", [0.0, 0.01], ids=["plain", "clip_grad_norm"])
+def test_a_killed_worker_costs_time_not_bits(tmp_path, caplog, monkeypatch, clip):
     """With gather_every = 4 the ranges are gathered every 4 steps besides the epoch ends
-    (every 6 steps here), so the rollback recomputes at most 3 steps."""
+    (every 6 steps here), so the rollback recomputes at most 3 steps. With clip_grad_norm the
+    reducers also wait for the coordinator's factor in every step."""
     from dtrain.distributed.sharded import ShardedPlane
 
     steps = 60
-    reference, history = dtrain.fit(dist_jobs.SlowSteps, workers=0, max_steps=steps)
+    reference, history = dtrain.fit(dist_jobs.SlowSteps, workers=0, max_steps=steps,
+                                     clip_grad_norm=clip)
+    if clip:
+        unclipped, _ = dtrain.fit(dist_jobs.SlowSteps, workers=0, max_steps=steps)
+        assert not _same(_state(reference), _state(unclipped))  # it did clip
     gathered = []
     real_gather = ShardedPlane.gather
 
@@ -263,7 +287,8 @@ def test_a_killed_worker_costs_time_not_bits(tmp_path, caplog, monkeypatch):
     injector.start()
     with caplog.at_level(logging.WARNING):
         model, h = dtrain.fit(dist_jobs.SlowSteps, workers=3, out=out, max_steps=steps,
-                              max_restarts=1, reduction="sharded", gather_every=4)
+                              max_restarts=1, reduction="sharded", gather_every=4,
+                              clip_grad_norm=clip)
     injector.join(timeout=10)
     assert injector.error is None, injector.error
     assert len(injector.done) == 1
@@ -294,13 +319,14 @@ def test_a_sharded_checkpoint_resumes_on_other_workers_in_either_mode(tmp_path, 
 
 
 # ---------------------------------------------------------------------------- bad peers
-@pytest.fixture
-def plane():
-    """A worker's reducer plane, owning every range of MomentumGroups at step 0."""
+@pytest.fixture(params=[0.0], ids=["plain"])
+def plane(request):
+    """A worker's reducer plane, owning every range of MomentumGroups at step 0 (clipping the
+    gradient norm to ``request.param`` when a test asks)."""
     ctx = zmq.Context()
     sent = []
     made, _, _, settings = owning_plane(ctx, dist_jobs.MomentumGroups(), sent.append,
-                                        param_ranges=3)
+                                        param_ranges=3, clip_grad_norm=request.param)
     schema = made.schema
     peer = ctx.socket(zmq.DEALER)
     peer.setsockopt(zmq.LINGER, 0)
@@ -371,6 +397,34 @@ def test_malformed_reducer_messages_are_rejected_and_logged_and_reduction_goes_o
     while len(plane.incoming.get(1, {})) < len(schema.ranges):  # its own new parameters
         assert plane.mailbox.poll(10_000)
         plane.poll()
+
+
+@pytest.mark.parametrize("plane", [0.5], ids=["clipping"], indirect=True)
+def test_a_clipping_reducer_steps_its_ranges_only_on_the_coordinators_scale(plane, caplog):
+    """With clip_grad_norm a reducer sends each range's sum of squares and steps nothing until
+    the CLIPSCALE of that step and map; a stale or repeated one is refused and logged."""
+    plane, peer, sent, schema, plan, cover = plane
+    for index in range(len(schema.ranges)):
+        for n in cover:
+            _deliver(plane, peer, _grads(schema, plan, index, n))
+    norms = [m for m in sent if isinstance(m, P.RangeNorm)]
+    assert sorted(m.range for m in norms) == list(range(len(schema.ranges)))
+    elements = sum(int(np.prod(P.piece_spec(schema, p)[0])) for p in schema.ranges.ranges[0])
+    mean = len(cover) / plan.size  # every node sent ones
+    assert norms[0].partial == pytest.approx(elements * mean * mean)
+    assert not any(isinstance(m, (P.RangeParams, P.RangeDone)) for m in sent)
+    for wrong, reason in ((P.ClipScale(1, 1, 0.5), "stale"), (P.ClipScale(0, 2, 0.5), "stale")):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="dtrain.worker"):
+            plane._locally(plane.clip, wrong)
+        assert f"({reason})" in caplog.text
+    assert not any(isinstance(m, P.RangeDone) for m in sent) and 1 not in plane.incoming
+    plane.clip(P.ClipScale(0, 1, 0.5))
+    done = [m for m in sent if isinstance(m, P.RangeDone)]
+    assert sorted(m.range for m in done) == list(range(len(schema.ranges)))
+    assert sorted(plane.incoming[1]) == list(range(len(schema.ranges)))  # step 1's parameters
+    with pytest.raises(P.ProtocolError, match="no range of it waits"):
+        plane.clip(P.ClipScale(0, 1, 0.5))  # stepped once only
 
 
 def test_a_reducer_restarted_at_once_gets_its_zap_handler():

@@ -79,8 +79,9 @@ class RangePlane:
     incoming ranges. ``send`` sends a message to the coordinator."""
 
     def __init__(self, ctx: zmq.Context, keys: ClientKeys | None, connect: str, schema,
-                 optimizer, params: list, send):
+                 optimizer, params: list, send, clip_grad_norm: float = 0.0):
         self.ctx = ctx
+        self.clip_grad_norm = clip_grad_norm
         self.keys = keys
         self.schema = schema
         self.optimizer = optimizer
@@ -130,7 +131,8 @@ class RangePlane:
         self.reducers, self.owners = list(msg.reducers), list(msg.owners)
         self.me = (self.address, self.keys.public.decode() if self.keys is not None else "")
         self.reducer = RangeReducer(self.worker_id, msg.version, self.optimizer, self.params,
-                                    self.schema.ranges, self.schema.micro_shards)
+                                    self.schema.ranges, self.schema.micro_shards,
+                                    self.clip_grad_norm)
         self.incoming, self.pending, self.floor = {}, None, None
         return P.MapAck(self.worker_id, msg.version)
 
@@ -178,6 +180,10 @@ class RangePlane:
                                   f"{reducer.version}")
         for index in msg.ranges:
             self.send(reducer.state(index))
+
+    def clip(self, msg: P.ClipScale) -> None:
+        """Every range's norm is in: scale this reducer's ranges and step them."""
+        self._answer(self._reducer().clip(msg))
 
     def task(self, msg: P.StepTask, plan) -> None:
         """A step: tell the reducer its cover, compute once the parameters are in."""

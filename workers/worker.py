@@ -285,7 +285,7 @@ class Worker:
         """Act on an order of the sharded reduction; False when ``msg`` is none."""
         plane = self.plane
         if plane is None or not isinstance(msg, (P.RangeMap, P.RangeState, P.Gather,
-                                                 P.StepTask)):
+                                                 P.StepTask, P.ClipScale)):
             return False
         if isinstance(msg, P.RangeMap):
             self._send(plane.use_map(msg))
@@ -293,6 +293,8 @@ class Worker:
             self._guarded(None, plane.load, msg)
         elif isinstance(msg, P.Gather):
             self._guarded(None, plane.gather, msg)
+        elif isinstance(msg, P.ClipScale):
+            self._guarded(None, plane.clip, msg)
         else:
             plan = self.planner.plan(msg.epoch, msg.batch, msg.step)
             self._guarded(msg, plane.task, msg, plan)
@@ -362,7 +364,8 @@ class Worker:
         ranges = model_ranges(model, [optimizer], self.settings.param_ranges)
         self.schema = dataclasses.replace(self.schema, ranges=ranges)
         self.plane = RangePlane(ctx, self.config.keys, self.config.connect, self.schema,
-                                optimizer, self.params, self._send)
+                                optimizer, self.params, self._send,
+                                self.settings.clip_grad_norm)
         self.plane.computer = lambda plan, nodes, on_final: self._node_values(
             plan, nodes, 0, on_final)
         return self.plane

@@ -378,7 +378,7 @@ class Coordinator:
                 self.reject(identity, e.reason, str(e))
                 if e.reason != "stale":  # its other gradients cannot be trusted either
                     self.evict(info, f"sent invalid gradients ({e.reason})")
-        elif isinstance(msg, (P.MapAck, P.RangeDone, P.RangeState)) \
+        elif isinstance(msg, (P.MapAck, P.RangeDone, P.RangeState, P.RangeNorm)) \
                 and self.plane is not None:
             self.plane.receive(info, msg)
         elif isinstance(msg, P.Error):

@@ -967,6 +967,10 @@ def recv(
 #     coordinator -> worker  STEPTASK    (step, its nodes, the step's whole cover, group options)
 #     worker -> reducer      RANGEGRADS  (one node's gradient sums of one range)
 #     reducer -> worker      RANGEPARAMS (the range's parameters after the step, for the next)
+#     reducer -> coordinator RANGENORM   (with clip_grad_norm: the range's squared norm, before
+#                                         it steps)     coordinator -> worker  CLIPSCALE  (the
+#                                         factor every range's gradient is scaled by, once the
+#                                         coordinator has added every range's norm)
 #     reducer -> coordinator RANGEDONE   (the range stepped)
 #     coordinator -> worker  GATHER      (send back these ranges' RANGESTATE: checkpoints, end)
 #
@@ -983,10 +987,13 @@ RANGEGRADS = "rangegrads"
 RANGEPARAMS = "rangeparams"
 RANGEDONE = "rangedone"
 GATHER = "gather"
+RANGENORM = "rangenorm"
+CLIPSCALE = "clipscale"
 SHARDED_TYPES = frozenset({RANGEMAP, MAPACK, RANGESTATE, STEPTASK, RANGEGRADS,
-                           RANGEPARAMS, RANGEDONE, GATHER})
+                           RANGEPARAMS, RANGEDONE, GATHER, RANGENORM, CLIPSCALE})
 TYPES = TYPES | SHARDED_TYPES
-STEP_TYPES = STEP_TYPES | frozenset({STEPTASK, RANGEGRADS, RANGEPARAMS, RANGEDONE})
+STEP_TYPES = STEP_TYPES | frozenset({STEPTASK, RANGEGRADS, RANGEPARAMS, RANGEDONE, RANGENORM,
+                                     CLIPSCALE})
 MAX_REDUCERS = 4096
 MAX_OPTIONS = 64  # parameter groups in one STEPTASK
 STATE_KINDS = ("array", "float", "int", "scalar")  # how an optimizer state entry travels
@@ -1336,7 +1343,62 @@ class RangeDone(_RangeStep):
         return cls(**head, nonfinite=nodes)
 
 
+@dataclass
+class RangeNorm(_RangeStep):
+    """With ``clip_grad_norm``: range ``range``'s part of step ``step``'s gradient norm, the
+    sum of its mean gradient's squares (``partial``; None when no gradient reached the range),
+    sent before the reducer steps it. The coordinator adds every range's part in range order."""
+
+    TYPE: ClassVar[str] = RANGENORM
+    partial: float | None = None
+
+    def envelope(self, job: str) -> Envelope:
+        env = self._envelope(job, {})
+        env.fields["partial"] = None if self.partial is None else float(self.partial)
+        return env
+
+    @classmethod
+    def check(cls, env: Envelope, schema: ModelSchema) -> RangeNorm:
+        _no_arrays(env)
+        fields = dict(env.fields)
+        partial = fields.pop("partial", None)
+        if partial is not None:  # NaN and infinity mean something: a diverging step
+            partial = _float({"partial": partial}, "partial", cls.TYPE, finite=False)
+            if partial < 0:
+                raise ProtocolError("fields", f"{cls.TYPE}: a sum of squares cannot be "
+                                    f"negative, got {_short(partial)}")
+        head = cls._head(Envelope(env.type, env.job, env.step, env.worker, fields), schema)
+        return cls(**head, partial=partial)
+
+
+@dataclass
+class ClipScale:
+    """Scale every owned range's gradient of step ``step`` (map ``version``) by ``coef``
+    (``clip_grad_norm``'s factor, in [0, 1], NaN when the norm is), then step the ranges."""
+
+    TYPE: ClassVar[str] = CLIPSCALE
+    step: int
+    version: int
+    coef: float
+
+    def envelope(self, job: str) -> Envelope:
+        return Envelope(CLIPSCALE, job, self.step, -1, {"version": self.version,
+                                                        "coef": float(self.coef)})
+
+    @classmethod
+    def check(cls, env: Envelope, schema=None) -> ClipScale:
+        f, k = env.fields, CLIPSCALE
+        _only(f, k, ("version", "coef"))
+        _no_arrays(env)
+        coef = _float(f, "coef", k, finite=False)
+        if not (0.0 <= coef <= 1.0 or math.isnan(coef)):
+            raise ProtocolError("fields", f"{k}: field 'coef' must be in [0, 1] or NaN, got "
+                                f"{_short(coef)}")
+        return cls(step=env.step, version=_int(f, "version", k), coef=coef)
+
+
 MESSAGE_TYPES.update({cls.TYPE: cls for cls in (RangeMap, MapAck, RangeState,
                                                 Gather, StepTask, RangeGrads, RangeParams,
-                                                RangeDone)})
-NEEDS_SCHEMA = NEEDS_SCHEMA | frozenset({RANGESTATE, RANGEGRADS, RANGEPARAMS, RANGEDONE})
+                                                RangeDone, RangeNorm, ClipScale)})
+NEEDS_SCHEMA = NEEDS_SCHEMA | frozenset({RANGESTATE, RANGEGRADS, RANGEPARAMS, RANGEDONE,
+                                         RANGENORM})

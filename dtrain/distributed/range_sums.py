@@ -33,6 +33,23 @@ def add_in_range_order(partials: list, dtype: np.dtype):
     return dtype.type(total)
 
 
+def two_norm(partials: list, dtype: np.dtype) -> np.ndarray:
+    """The 2-norm from range partials (sums of squares, in range order) as a 0-d array of
+    ``dtype``: the root of their sum. The in-process trainer and the sharded reduction's
+    coordinator (adding the reducers' RANGENORMs) both go through here."""
+    return np.asarray(np.sqrt(add_in_range_order(partials, dtype)), dtype=dtype)
+
+
+def squares(pieces: list):
+    """A range's partial of the squared 2-norm: ``g . g`` over its pieces laid end to end
+    (``einsum``, as ``RangeSums.dot`` forms each range's partial); None when it has none."""
+    flat = [g.ravel() for g in pieces if g is not None]
+    if not flat:
+        return None
+    flat = np.concatenate(flat) if len(flat) > 1 else flat[0]
+    return np.einsum("i,i->", flat, flat)
+
+
 class RangeSums:
     """``FlatSums``' methods, summed per range of ``ranges`` and added in range order.
 
@@ -65,7 +82,9 @@ class RangeSums:
                               dtype=dtype)
         flat = np.concatenate([g.ravel() for g in grads])
         if norm_type == 2.0:
-            return np.asarray(np.sqrt(self.dot(flat, flat, params)), dtype=dtype)
+            layout = self._layout(params)
+            return two_norm([np.einsum("i,i->", flat[index], flat[index]) for index in layout],
+                            dtype)
         powered = np.power(np.abs(flat), dtype.type(norm_type))
         return np.asarray(np.power(self.sum(powered, params), dtype.type(1.0 / norm_type)),
                           dtype=dtype)

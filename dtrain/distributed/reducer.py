@@ -4,7 +4,10 @@ For each owned range and step it collects one RANGEGRADS per node of the step's 
 nodes the coordinator asked for, named in every STEPTASK), adds them along the fixed tree with
 ``tree_sum`` (the trainer's elementwise additions, on the range's slices), divides by the batch
 size as the trainer does and steps the range's ``RangeOptimizer`` with the job's group options.
-So a range's new parameters are the bits the coordinator's whole step would give. It holds no
+With ``clip_grad_norm`` it first sends the range's sum of squares (RANGENORM) and steps once the
+coordinator, having added every range's, says by how much to scale (CLIPSCALE), as the trainer's
+range-wise ``clip_grad_norm_`` does. So a range's new parameters are the bits the coordinator's
+whole step would give. It holds no
 socket: ``Mailbox`` (in the worker) moves the messages, this decides and answers with messages.
 Anything wrong in a message raises ``ProtocolError`` and changes nothing.
 """
@@ -19,6 +22,7 @@ import numpy as np
 
 from . import protocol as P
 from .range_optimizer import RangeOptimizer
+from .range_sums import squares
 from .range_state import load_payload, range_payload
 from .shards import BatchPlan, tree_sum
 
@@ -41,6 +45,7 @@ class OwnedRange:
     ranged: RangeOptimizer
     step: int
     values: dict = field(default_factory=dict)  # node -> [piece gradients] | None
+    clipping: tuple | None = None  # (mean gradients, cover, non-finite nodes) awaiting CLIPSCALE
 
 
 def add_pieces(a: list, b: list) -> list:
@@ -83,9 +88,10 @@ class RangeReducer:
     """The ranges of one range map version that this worker's reducer owns."""
 
     def __init__(self, worker: int, version: int, optimizer, model_params: list, ranges,
-                 micro_shards: int):
+                 micro_shards: int, clip_grad_norm: float = 0.0):
         self.worker = worker
         self.micro_shards = micro_shards
+        self.clip_grad_norm = clip_grad_norm  # the job's setting: 0 steps without RANGENORM
         self.version = version
         self.optimizer = optimizer  # the job's, on this worker: options and class only
         self.model_params = model_params
@@ -160,7 +166,8 @@ class RangeReducer:
         return self._step(msg.range, owned, cover)
 
     def _step(self, index: int, owned: OwnedRange, cover: StepCover) -> list:
-        """Sum the cover along the tree, divide by the batch size, step the range."""
+        """Sum the cover along the tree, divide by the batch size, step the range (with
+        ``clip_grad_norm``: send its sum of squares and wait for the scale first)."""
         plan = cover.plan
         total = tree_sum(owned.values, (0, plan.micro_shards), add_pieces)
         nonfinite = [] if _finite(total) else sorted(
@@ -170,6 +177,41 @@ class RangeReducer:
         grads = [None] * len(owned.ranged.tensors) if total is None else [
             None if g is None else mean(g, plan.size, t._data.dtype, id(g) not in received)
             for g, t in zip(total, owned.ranged.tensors)]
+        if self.clip_grad_norm:
+            # scaled in place later, as the trainer's are (``mean`` gives arrays of its own)
+            grads = [g if g is None or g.flags.writeable else g.copy() for g in grads]
+            owned.clipping = (grads, cover, nonfinite)
+            partial = squares(grads)
+            return [P.RangeNorm(plan.step, self.worker, self.version, index,
+                                None if partial is None else float(partial))]
+        return self._apply(index, owned, grads, cover, nonfinite)
+
+    def clip(self, msg: P.ClipScale) -> list:
+        """Scale each owned range's gradients of step ``msg.step`` by the coordinator's factor
+        and step them; returns their ``RangeParams`` and ``RangeDone``."""
+        if msg.version != self.version:
+            raise P.ProtocolError("stale", f"clip scale of map {msg.version}, not "
+                                  f"{self.version}")
+        waiting = [(index, owned) for index, owned in sorted(self.owned.items())
+                   if owned.clipping is not None and owned.clipping[1].plan.step == msg.step]
+        if not waiting:
+            raise P.ProtocolError("stale", f"clip scale of step {msg.step}: no range of it "
+                                  "waits here")
+        out = []
+        for index, owned in waiting:
+            grads, cover, nonfinite = owned.clipping
+            owned.clipping = None
+            for g in grads:
+                if g is not None:
+                    g *= np.asarray(msg.coef, dtype=g.dtype)
+            out.extend(self._apply(index, owned, grads, cover, nonfinite))
+        return out
+
+    def _apply(self, index: int, owned: OwnedRange, grads: list, cover: StepCover,
+               nonfinite: list) -> list:
+        """Step the range with its (mean, maybe clipped) gradients; its new parameters and
+        RANGEDONE for the coordinator."""
+        plan = cover.plan
         for tensor in owned.ranged.tensors:
             unshare(tensor)
         owned.ranged.step(grads, cover.options)

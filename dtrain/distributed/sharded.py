@@ -5,7 +5,9 @@ training. It cuts the job's ranges over the live workers' reducers (range ``r`` 
 ``r mod n``-th reducer in worker id order: any fixed rule, the bits do not depend on it),
 sends each reducer its ranges' state, and per step sends every worker a STEPTASK (its nodes,
 the whole cover, the group options after the scheduler). A step is done when every node's
-GRADS (loss, count, batch-norm statistics: no arrays) and every range's RANGEDONE are in. For
+GRADS (loss, count, batch-norm statistics: no arrays) and every range's RANGEDONE are in. With
+``clip_grad_norm`` each reducer first sends its ranges' sums of squares (RANGENORM); once all are
+in, the coordinator adds them in range order and sends every reducer the clipping factor. For
 checkpoints, validation and the end of the run it gathers the ranges back into the whole
 model and optimizer.
 
@@ -22,9 +24,13 @@ from __future__ import annotations
 import logging
 import time
 
+import numpy as np
+
+from ..nn.utils import clip_coefficient
 from . import protocol as P
 from .range_optimizer import RangeOptimizer, gather
 from .range_state import load_payload, range_payload
+from .range_sums import two_norm
 from .shards import assign
 
 log = logging.getLogger("dtrain.coordinator")
@@ -48,8 +54,6 @@ def sharding_refusal(trainer, executor) -> str | None:
         return f"{type(phase.optimizer).__name__}'s factored state does not travel by range"
     if s.accumulate > 1:
         return "accumulate > 1 sums several mini-batches in the coordinator"
-    if s.clip_grad_norm:
-        return "clip_grad_norm needs the whole gradient's norm"
     if _overrides_before_step(trainer.job):
         return "the job's before_step hook needs the whole gradients"
     trained = {i for i, p in enumerate(trainer.params) if p.requires_grad}
@@ -80,6 +84,7 @@ class ShardedPlane:
         self.step: int | None = None
         self.states: dict = {}  # range -> RangeState, while gathering
         self.suspects: dict[int, str] = {}  # step -> instance whose non-finite node is checked
+        self.norms: dict = {}  # range -> its RANGENORM partial, in the step in flight (clipping)
 
     # ------------------------------------------------------------------ messages
     def receive(self, info, msg) -> None:
@@ -101,6 +106,25 @@ class ShardedPlane:
         elif isinstance(msg, P.RangeState):
             self._check_owner(info, msg.version, msg.range)
             self.states[msg.range] = msg
+        elif isinstance(msg, P.RangeNorm):
+            self._check_owner(info, msg.version, msg.range)
+            if not self.co.settings.clip_grad_norm or msg.step != self.step or \
+                    msg.range in self.norms:
+                raise P.ProtocolError("stale", f"range {msg.range}'s norm for step {msg.step}")
+            self.norms[msg.range] = msg.partial
+            if len(self.norms) == len(self.owners):
+                self._send_clip_scale()
+
+    def _send_clip_scale(self) -> None:
+        """Every range's part of the norm is in: add them in range order, as the trainer's
+        range-wise ``clip_grad_norm_`` does, and tell every reducer the factor."""
+        dtype = np.dtype(self.co.settings.dtype)
+        partials = [dtype.type(self.norms[r]) for r in range(len(self.owners))
+                    if self.norms[r] is not None]
+        total = two_norm(partials, dtype)
+        coef = clip_coefficient(total, self.co.settings.clip_grad_norm, dtype)
+        for ident in self.members:
+            self.co._send(ident, P.ClipScale(self.step, self.version, float(coef)))
 
     def reducer_up(self, info, msg: P.Ready) -> None:
         """Worker ``info``'s reducer listens where its READY says (ProtocolError: its key is
@@ -190,7 +214,7 @@ class ShardedPlane:
         co = self.co
         state = StepState(plan=plan, phase=0, round=self.version)
         co.state, co.current_step = state, plan.step
-        self.step, self.done = plan.step, set()
+        self.step, self.done, self.norms = plan.step, set(), {}
         nodes = assign(plan.micro_shards, list(self.members))
         cover = sorted(n for ns in nodes.values() for n in ns)
         for ident in self.members:

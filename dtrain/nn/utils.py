@@ -36,11 +36,18 @@ def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0,
             "so it cannot be clipped. To disable this error and scale the gradients by the "
             "non-finite norm anyway, set `error_if_nonfinite=False`"
         )
-    coef = np.asarray(max_norm / (total + 1e-6), dtype=dtype)
-    coef = np.minimum(coef, np.asarray(1.0, dtype=dtype))
+    coef = clip_coefficient(total, max_norm, dtype)
     for g in grads:
         g._data *= coef
     return Tensor._wrap(total)
+
+
+def clip_coefficient(total: np.ndarray, max_norm: float, dtype) -> np.ndarray:
+    """The factor ``clip_grad_norm_`` scales every gradient by, PyTorch's
+    ``min(max_norm / (total + 1e-6), 1)`` in the gradients' dtype (``total``: a 0-d array of
+    it). One function, so the sharded reduction's coordinator computes the same bits."""
+    coef = np.asarray(max_norm / (total + 1e-6), dtype=dtype)
+    return np.minimum(coef, np.asarray(1.0, dtype=dtype))
 
 
 def clip_grad_value_(parameters, clip_value: float) -> None:
