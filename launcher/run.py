@@ -26,7 +26,7 @@ from dtrain.distributed.trainer import Trainer
 from dtrain.records import dumps
 
 from .local import Interrupted, LocalWorkers, prefork_workers, start_method
-from .loggers import TensorBoardLog, write_csv
+from .loggers import CsvLog, TensorBoardLog
 from .outdir import (
     CHECKPOINTS,
     CSV,
@@ -86,21 +86,31 @@ class MetricsFile:
     """Append-only JSON lines: one per step and one per epoch (strict JSON: ``dtrain.records``).
 
     The file stays open for reading too, so when the output directory is deleted mid-run
-    ``check`` recreates it with every record written so far, and says so.
+    ``check`` recreates it with every record written so far, and says so. Each line is flushed
+    as written (tests and users follow the file live) and handed to ``csv`` (a ``CsvLog``),
+    which is told when the lines change otherwise (``rewind``, a recreated file).
     """
 
-    def __init__(self, path: str | None, append: bool = False, on_recreate=None):
+    def __init__(self, path: str | None, append: bool = False, on_recreate=None,
+                 csv: CsvLog | None = None):
         self.path = path
         self.file = None
         self.on_recreate = on_recreate  # called after the file had to be recreated
+        self.csv = csv
         if path:
-            self.file = open(path, "a+" if append else "w+", encoding="utf-8")  # noqa: SIM115
+            self._open("a+" if append else "w+")
+
+    def _open(self, mode: str) -> None:
+        self.file = open(self.path, mode, encoding="utf-8")  # noqa: SIM115
 
     def write(self, kind: str, record: dict) -> None:
         if self.file is not None:
+            line = dumps({"type": kind, **record})
             self.check()
-            self.file.write(dumps({"type": kind, **record}) + "\n")
+            self.file.write(line + "\n")
             self.file.flush()
+            if self.csv is not None:
+                self.csv.add(line)
 
     def check(self) -> bool:
         """Recreate the file (and its directory) if it was removed; True when it was."""
@@ -108,11 +118,13 @@ class MetricsFile:
             return False
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         self.file.seek(0)
-        fresh = open(self.path, "w+", encoding="utf-8")  # noqa: SIM115
-        shutil.copyfileobj(self.file, fresh)
-        fresh.flush()
-        self.file.close()
-        self.file = fresh
+        old = self.file
+        self._open("w+")
+        shutil.copyfileobj(old, self.file)
+        self.file.flush()
+        old.close()
+        if self.csv is not None:
+            self.csv.invalidate()
         log.warning("%s was removed during the run (was the output directory deleted?): "
                     "recreated with the records so far; earlier checkpoints are lost", self.path)
         if self.on_recreate is not None:
@@ -126,7 +138,9 @@ class MetricsFile:
             return
         self.file.close()
         trim_metrics(self.path, step, epoch)
-        self.file = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115
+        self._open("a+")
+        if self.csv is not None:
+            self.csv.invalidate()
 
     def close(self) -> None:
         if self.file is not None:
@@ -210,9 +224,11 @@ def _train(config: RunConfig, forks):
     if config.out and resume_state is not None:
         trim_metrics(os.path.join(config.out, METRICS), resume_state["step"],
                      resume_state["epoch"])
+    table = (CsvLog(os.path.join(config.out, METRICS), os.path.join(config.out, CSV))
+             if config.out else None)
     metrics = MetricsFile(os.path.join(config.out, METRICS) if config.out else None,
                           append=resume_state is not None,
-                          on_recreate=lambda: write_settings(config.out, settings))
+                          on_recreate=lambda: write_settings(config.out, settings), csv=table)
     procs = None
     executor = None
     monitor = None
@@ -273,8 +289,8 @@ def _train(config: RunConfig, forks):
             progress.epoch(r)
             if board is not None:
                 board.epoch(r)
-            if config.out:
-                _refresh_csv(config.out)
+            if table is not None:
+                _refresh_csv(table)
 
         checkpoints = os.path.join(config.out, CHECKPOINTS) if config.out else None
         trainer = Trainer(job, settings, executor, on_step=on_step, on_epoch=on_epoch,
@@ -309,7 +325,7 @@ def _train(config: RunConfig, forks):
             save({"format": "dtrain-checkpoint", **trainer.state()},
                  os.path.join(config.out, FINAL))
             metrics.close()
-            write_csv(os.path.join(config.out, METRICS), os.path.join(config.out, CSV))
+            table.flush()
         return trainer.model, history
     finally:
         stopper.restore()
@@ -337,11 +353,12 @@ def _check_resumable(path: str, state: dict, settings, digest: str,
         raise LaunchError(str(e)) from None
 
 
-def _refresh_csv(out: str) -> None:
-    """Rewrite OUT/metrics.csv at an epoch end; a failure (no descriptor or disk space left)
-    costs this copy, never the run: the next epoch end and the end of the run write it again."""
+def _refresh_csv(table: CsvLog) -> None:
+    """Bring OUT/metrics.csv up to date at an epoch end; a failure (no descriptor or disk space
+    left) costs this copy, never the run: the next epoch end and the end of the run write it
+    again (``CsvLog`` regenerates it after a failed write)."""
     try:
-        write_csv(os.path.join(out, METRICS), os.path.join(out, CSV))
+        table.flush()
     except OSError as e:
         log.warning("%s not updated (%s); the next epoch end tries again", CSV, e)
 
