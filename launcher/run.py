@@ -95,6 +95,7 @@ class MetricsFile:
                  csv: CsvLog | None = None):
         self.path = path
         self.file = None
+        self.identity = None  # (st_dev, st_ino) of the open file
         self.on_recreate = on_recreate  # called after the file had to be recreated
         self.csv = csv
         if path:
@@ -102,6 +103,8 @@ class MetricsFile:
 
     def _open(self, mode: str) -> None:
         self.file = open(self.path, mode, encoding="utf-8")  # noqa: SIM115
+        stat = os.fstat(self.file.fileno())
+        self.identity = stat.st_dev, stat.st_ino
 
     def write(self, kind: str, record: dict) -> None:
         if self.file is not None:
@@ -114,7 +117,7 @@ class MetricsFile:
 
     def check(self) -> bool:
         """Recreate the file (and its directory) if it was removed; True when it was."""
-        if self.file is None or _same_file(self.path, self.file):
+        if self.file is None or _names(self.path, self.identity):
             return False
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         self.file.seek(0)
@@ -148,12 +151,13 @@ class MetricsFile:
             self.file = None
 
 
-def _same_file(path: str, file) -> bool:
-    """True while ``path`` still names the open ``file``."""
+def _names(path: str, identity: tuple) -> bool:
+    """True while ``path`` still names the file of ``identity`` (st_dev, st_ino): one stat()."""
     try:
-        return os.path.samestat(os.stat(path), os.fstat(file.fileno()))
+        stat = os.stat(path)
     except OSError:
         return False
+    return (stat.st_dev, stat.st_ino) == identity
 
 
 def _refuse_nested_run() -> None:
