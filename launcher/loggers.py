@@ -75,8 +75,9 @@ def write_csv(jsonl_path: str, csv_path: str) -> None:
 
 
 def _stamp(stat: os.stat_result) -> tuple:
-    """What tells a file we wrote from one changed or replaced since."""
-    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
+    """What tells the file we wrote from one removed, replaced, truncated or appended to since
+    (no mtime: on network file systems the server may set it after our last stat)."""
+    return stat.st_dev, stat.st_ino, stat.st_size
 
 
 class CsvLog:
@@ -87,8 +88,9 @@ class CsvLog:
     the JSON lines instead, atomically, when it must be: at the first flush (a resumed run's
     CSV is the earlier run's), when a row brings a column not seen before (the header and the
     column order change), after ``invalidate`` (the JSON lines were trimmed or recreated),
-    when a write failed, or when the CSV is not the file last written (removed, replaced or
-    changed by someone else). Either way the file then has the bytes ``write_csv`` gives.
+    when a write failed, or when the CSV is not the file last written (removed, replaced,
+    truncated or appended to by someone else). Either way the file then has the bytes
+    ``write_csv`` gives.
     """
 
     def __init__(self, jsonl_path: str, csv_path: str):

@@ -115,15 +115,22 @@ def test_the_incremental_csv_has_write_csvs_bytes_through_a_runs_events(tmp_path
     assert os.path.isfile(resumed.jsonl)
     resumed.epoch(8)
 
-    os.remove(resumed.csv)  # the CSV alone removed, then changed by someone else
+    os.remove(resumed.csv)  # the CSV alone removed, then appended to and replaced by others
     resumed.steps(9)
     resumed.epoch(9)
     with open(resumed.csv, "a", encoding="utf-8") as f:
         f.write("edited\n")
     resumed.steps(10)
     resumed.epoch(10)
+    with open(resumed.csv, "rb") as f:  # replaced by a file of the same size
+        stale = f.read().replace(b"step,", b"STEP,", 1)
+    with open(resumed.csv + ".new", "wb") as f:
+        f.write(stale)
+    os.replace(resumed.csv + ".new", resumed.csv)
+    resumed.steps(11, count=1)
+    resumed.epoch(11)
 
-    resumed.steps(11, count=2)  # the end of the run, mid-epoch
+    resumed.steps(12, count=2)  # the end of the run, mid-epoch
     resumed.metrics.close()
     resumed.table.flush()
     assert_like_write_csv(out)
