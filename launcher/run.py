@@ -26,7 +26,7 @@ from dtrain.distributed.trainer import Trainer
 from dtrain.records import dumps
 
 from .local import Interrupted, LocalWorkers, prefork_workers, start_method
-from .loggers import TensorBoardLog, write_csv
+from .loggers import CsvLog, TensorBoardLog
 from .outdir import (
     CHECKPOINTS,
     CSV,
@@ -88,33 +88,48 @@ class MetricsFile:
     """Append-only JSON lines: one per step and one per epoch (strict JSON: ``dtrain.records``).
 
     The file stays open for reading too, so when the output directory is deleted mid-run
-    ``check`` recreates it with every record written so far, and says so.
+    ``check`` recreates it with every record written so far, and says so. Each line is flushed
+    as written (tests and users follow the file live) and handed to ``csv`` (a ``CsvLog``),
+    which is told when the lines change otherwise (``rewind``, a recreated file).
     """
 
-    def __init__(self, path: str | None, append: bool = False, on_recreate=None):
+    def __init__(self, path: str | None, append: bool = False, on_recreate=None,
+                 csv: CsvLog | None = None):
         self.path = path
         self.file = None
+        self.identity = None  # (st_dev, st_ino) of the open file
         self.on_recreate = on_recreate  # called after the file had to be recreated
+        self.csv = csv
         if path:
-            self.file = open(path, "a+" if append else "w+", encoding="utf-8")  # noqa: SIM115
+            self._open("a+" if append else "w+")
+
+    def _open(self, mode: str) -> None:
+        self.file = open(self.path, mode, encoding="utf-8")  # noqa: SIM115
+        stat = os.fstat(self.file.fileno())
+        self.identity = stat.st_dev, stat.st_ino
 
     def write(self, kind: str, record: dict) -> None:
         if self.file is not None:
+            line = dumps({"type": kind, **record})
             self.check()
-            self.file.write(dumps({"type": kind, **record}) + "\n")
+            self.file.write(line + "\n")
             self.file.flush()
+            if self.csv is not None:
+                self.csv.add(line)
 
     def check(self) -> bool:
         """Recreate the file (and its directory) if it was removed; True when it was."""
-        if self.file is None or _same_file(self.path, self.file):
+        if self.file is None or _names(self.path, self.identity):
             return False
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         self.file.seek(0)
-        fresh = open(self.path, "w+", encoding="utf-8")  # noqa: SIM115
-        shutil.copyfileobj(self.file, fresh)
-        fresh.flush()
-        self.file.close()
-        self.file = fresh
+        old = self.file
+        self._open("w+")
+        shutil.copyfileobj(old, self.file)
+        self.file.flush()
+        old.close()
+        if self.csv is not None:
+            self.csv.invalidate()
         log.warning("%s was removed during the run (was the output directory deleted?): "
                     "recreated with the records so far; earlier checkpoints are lost", self.path)
         if self.on_recreate is not None:
@@ -128,7 +143,9 @@ class MetricsFile:
             return
         self.file.close()
         trim_metrics(self.path, step, epoch)
-        self.file = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115
+        self._open("a+")
+        if self.csv is not None:
+            self.csv.invalidate()
 
     def close(self) -> None:
         if self.file is not None:
@@ -136,12 +153,13 @@ class MetricsFile:
             self.file = None
 
 
-def _same_file(path: str, file) -> bool:
-    """True while ``path`` still names the open ``file``."""
+def _names(path: str, identity: tuple) -> bool:
+    """True while ``path`` still names the file of ``identity`` (st_dev, st_ino): one stat()."""
     try:
-        return os.path.samestat(os.stat(path), os.fstat(file.fileno()))
+        stat = os.stat(path)
     except OSError:
         return False
+    return (stat.st_dev, stat.st_ino) == identity
 
 
 def _refuse_nested_run() -> None:
@@ -214,9 +232,11 @@ def _train(config: RunConfig, forks):
     if config.out and resume_state is not None:
         trim_metrics(os.path.join(config.out, METRICS), resume_state["step"],
                      resume_state["epoch"])
+    table = (CsvLog(os.path.join(config.out, METRICS), os.path.join(config.out, CSV))
+             if config.out else None)
     metrics = MetricsFile(os.path.join(config.out, METRICS) if config.out else None,
                           append=resume_state is not None,
-                          on_recreate=lambda: write_settings(config.out, settings))
+                          on_recreate=lambda: write_settings(config.out, settings), csv=table)
     procs = None
     executor = None
     monitor = None
@@ -277,8 +297,8 @@ def _train(config: RunConfig, forks):
             progress.epoch(r)
             if board is not None:
                 board.epoch(r)
-            if config.out:
-                _refresh_csv(config.out)
+            if table is not None:
+                _refresh_csv(table)
 
         checkpoints = os.path.join(config.out, CHECKPOINTS) if config.out else None
         trainer = Trainer(job, settings, executor, on_step=on_step, on_epoch=on_epoch,
@@ -314,7 +334,7 @@ def _train(config: RunConfig, forks):
             save({"format": "dtrain-checkpoint", **trainer.state()},
                  os.path.join(config.out, FINAL))
             metrics.close()
-            write_csv(os.path.join(config.out, METRICS), os.path.join(config.out, CSV))
+            table.flush()
         return trainer.model, history
     finally:
         stopper.restore()
@@ -355,11 +375,12 @@ def _check_resumable(path: str, state: dict, settings, digest: str,
         raise LaunchError(str(e)) from None
 
 
-def _refresh_csv(out: str) -> None:
-    """Rewrite OUT/metrics.csv at an epoch end; a failure (no descriptor or disk space left)
-    costs this copy, never the run: the next epoch end and the end of the run write it again."""
+def _refresh_csv(table: CsvLog) -> None:
+    """Bring OUT/metrics.csv up to date at an epoch end; a failure (no descriptor or disk space
+    left) costs this copy, never the run: the next epoch end and the end of the run write it
+    again (``CsvLog`` regenerates it after a failed write)."""
     try:
-        write_csv(os.path.join(out, METRICS), os.path.join(out, CSV))
+        table.flush()
     except OSError as e:
         log.warning("%s not updated (%s); the next epoch end tries again", CSV, e)
 
