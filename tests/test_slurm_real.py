@@ -6,6 +6,7 @@ while it runs, a killed worker task costs time only, and scancel leaves nothing 
 Skips where Slurm is not installed (or not as root); under CI=true it fails instead, since
 .ci/run installs the engines."""
 
+import json
 import os
 import re
 import shutil
@@ -239,6 +240,8 @@ def test_sbatch_trains_bit_identical_across_nodes(slurm, jobs, tmp_path, options
     assert "[" in info["NodeList"]  # a compressed list reached the launcher
     assert len(expand_hostlist(info["NodeList"])) == nodes
     _assert_same_bits(job.out, reference, STEPS)
+    with open(os.path.join(job.out, "settings.json"), encoding="utf-8") as f:
+        assert json.load(f)["reduction"] == "sharded"  # several nodes: auto shards
     # one line per finished epoch (6 steps each), then the summary
     assert [int(e) for e in EPOCH_LINE.findall(log)] == list(range(1, STEPS // 6 + 1)), log
     assert f"done: {STEPS} steps" in log
