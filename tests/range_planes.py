@@ -31,7 +31,7 @@ def owning_plane(ctx: zmq.Context, job, send, **overrides) -> tuple:
     schema = P.ModelSchema(schema.names, schema.specs, schema.bn_shapes, schema.micro_shards,
                            schema.phases, ranges)
     plane = RangePlane(ctx, None, "tcp://127.0.0.1:9", schema, optimizer, params, send,
-                       settings.clip_grad_norm)
+                       settings.clip_grad_norm, settings.accumulate)
     try:
         plane.ready("job", P.Ready(0, "network"))
         plane.use_map(P.RangeMap(1, [(plane.address, "")], [0] * len(ranges)))

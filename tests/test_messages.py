@@ -76,6 +76,28 @@ def test_every_message_type_round_trips(kind):
         assert _same(getattr(msg, name), getattr(got, name)), name
 
 
+@pytest.mark.parametrize("msg", [
+    P.RangeState(worker=2, version=3, range=0, step=7, params=[W], state=[{}], acc=[W * 2],
+                 acc_count=12),
+    P.RangeState(worker=2, version=3, range=0, step=7, params=[W], state=[{}], acc=[None],
+                 acc_count=12),
+    P.StepTask(step=7, worker=2, version=3, epoch=1, batch=2, nodes=[(0, 2)], cover=[(0, 2)],
+               options=[{"lr": 0.1}], hold=True),
+], ids=["accumulated", "accumulated-no-gradient", "hold"])
+def test_accumulation_fields_round_trip(msg):
+    got = _round_trip(msg)
+    for name in msg.__dataclass_fields__:
+        assert _same(getattr(msg, name), getattr(got, name)), name
+
+
+def test_accumulated_gradients_need_a_sample_count():
+    env = P.RangeState(worker=2, version=3, range=0, step=7, params=[W], state=[{}],
+                       acc=[W], acc_count=1).envelope(JOB)
+    env.fields["acc_count"] = 0
+    with pytest.raises(P.ProtocolError, match="of no samples"):
+        P.unpack([bytes(f) for f in P.encode(env)], job=JOB, schema=SCHEMA)
+
+
 def test_gradients_in_a_slot_carry_no_arrays():
     msg = P.Grads(step=1, worker=0, round=1, phase=1, node=(3, 4), count=4, loss_sum=1.0,
                   indices=[1], slot=2)
@@ -135,6 +157,8 @@ def _still_valid(kind, field, value) -> bool:
         ("steptask", "epoch"): lambda v: type(v) is int and v >= 0,
         ("steptask", "batch"): lambda v: type(v) is int and v >= 0,
         # a range without gradient sends None; NaN is a diverging step's, not an error
+        ("steptask", "hold"): lambda v: type(v) is bool,
+        ("rangestate", "acc_count"): lambda v: type(v) is int and v >= 0,
         ("rangenorm", "partial"): lambda v: v is None or type(v) is float and not v < 0,
         ("clipscale", "coef"): lambda v: type(v) is float and (0 <= v <= 1 or v != v),
     }

@@ -74,12 +74,32 @@ def test_clip_grad_norm_is_sharded_with_the_in_process_bits(max_norm, caplog):
         assert [r["loss"] for r in h.steps] == [r["loss"] for r in history.steps]
 
 
+@pytest.mark.parametrize("clip", [0.0, 0.05], ids=["plain", "clip_grad_norm"])
+def test_accumulate_is_sharded_with_the_in_process_bits(clip, caplog):
+    """accumulate = 4: reducers add each mini-batch's range sums to buffers of their own and
+    step on a group's last mini-batch (the epoch's last group is shorter), as the trainer does
+    with whole gradients; the steps in between leave the parameters as they are."""
+    settings = dict(accumulate=4, clip_grad_norm=clip)
+    reference, history = dtrain.fit(dist_jobs.MomentumGroups, workers=0, **settings)
+    assert len(history.steps) // len(history.epochs) % 4 != 0  # a short last group
+    single, _ = dtrain.fit(dist_jobs.MomentumGroups, workers=0, clip_grad_norm=clip)
+    assert not _same(_state(reference), _state(single))  # accumulating changed something
+    for workers in (1, 2, 3):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="dtrain"):
+            model, h = dtrain.fit(dist_jobs.MomentumGroups, workers=workers,
+                                  reduction="sharded", **settings)
+        assert FALLBACK not in caplog.text and f"over {workers} reducers" in caplog.text
+        assert _same(_state(model), _state(reference)), f"{workers} sharded workers differ"
+        assert [r["loss"] for r in h.steps] == [r["loss"] for r in history.steps]
+        assert [r["lr"] for r in h.steps] == [r["lr"] for r in history.steps]
+
+
 def test_a_job_that_cannot_be_sharded_falls_back_and_says_why(caplog):
-    reference, _ = dtrain.fit(dist_jobs.MomentumGroups, workers=0, accumulate=2)
+    reference, _ = dtrain.fit(dist_jobs.FullBatchLBFGS, workers=0)
     with caplog.at_level(logging.WARNING):
-        model, _ = dtrain.fit(dist_jobs.MomentumGroups, workers=2, reduction="sharded",
-                              accumulate=2)
-    assert FALLBACK in caplog.text and "accumulate" in caplog.text
+        model, _ = dtrain.fit(dist_jobs.FullBatchLBFGS, workers=2, reduction="sharded")
+    assert FALLBACK in caplog.text and "closure" in caplog.text
     assert _same(_state(model), _state(reference))
 
 
@@ -261,19 +281,20 @@ def test_each_host_carries_about_2P_N_minus_1_over_N_and_the_coordinator_almost_
     assert traffic.frame == 4096
 
 
-@pytest.mark.parametrize("clip", [0.0, 0.01], ids=["plain", "clip_grad_norm"])
-def test_a_killed_worker_costs_time_not_bits(tmp_path, caplog, monkeypatch, clip):
+@pytest.mark.parametrize("extra", [{}, {"clip_grad_norm": 0.01}, {"accumulate": 4}],
+                         ids=["plain", "clip_grad_norm", "accumulate"])
+def test_a_killed_worker_costs_time_not_bits(tmp_path, caplog, monkeypatch, extra):
     """With gather_every = 4 the ranges are gathered every 4 steps besides the epoch ends
     (every 6 steps here), so the rollback recomputes at most 3 steps. With clip_grad_norm the
-    reducers also wait for the coordinator's factor in every step."""
+    reducers also wait for the coordinator's factor in every step; with accumulate = 4 some
+    gathers (steps 8, 20, ...) fall inside a group and carry its accumulated sums."""
     from dtrain.distributed.sharded import ShardedPlane
 
     steps = 60
-    reference, history = dtrain.fit(dist_jobs.SlowSteps, workers=0, max_steps=steps,
-                                     clip_grad_norm=clip)
-    if clip:
-        unclipped, _ = dtrain.fit(dist_jobs.SlowSteps, workers=0, max_steps=steps)
-        assert not _same(_state(reference), _state(unclipped))  # it did clip
+    reference, history = dtrain.fit(dist_jobs.SlowSteps, workers=0, max_steps=steps, **extra)
+    if extra:
+        plain, _ = dtrain.fit(dist_jobs.SlowSteps, workers=0, max_steps=steps)
+        assert not _same(_state(reference), _state(plain))  # the setting did something
     gathered = []
     real_gather = ShardedPlane.gather
 
@@ -287,8 +308,7 @@ def test_a_killed_worker_costs_time_not_bits(tmp_path, caplog, monkeypatch, clip
     injector.start()
     with caplog.at_level(logging.WARNING):
         model, h = dtrain.fit(dist_jobs.SlowSteps, workers=3, out=out, max_steps=steps,
-                              max_restarts=1, reduction="sharded", gather_every=4,
-                              clip_grad_norm=clip)
+                              max_restarts=1, reduction="sharded", gather_every=4, **extra)
     injector.join(timeout=10)
     assert injector.error is None, injector.error
     assert len(injector.done) == 1
@@ -305,15 +325,22 @@ def test_a_killed_worker_costs_time_not_bits(tmp_path, caplog, monkeypatch, clip
     assert dtrain_processes(dist_jobs.__file__) == []
 
 
+@pytest.mark.parametrize("accumulate", [1, 3])
 @pytest.mark.parametrize("workers,reduction", [(3, "coordinator"), (1, "sharded")])
 def test_a_sharded_checkpoint_resumes_on_other_workers_in_either_mode(tmp_path, workers,
-                                                                      reduction):
+                                                                      reduction, accumulate):
+    """With accumulate = 3 the checkpoint of step 8 falls inside a group (epoch 1's batches
+    0-2 are steps 6-8): it carries one mini-batch's sums, which the resumed run adds to."""
     job = dist_jobs.MomentumGroups
-    reference, _ = dtrain.fit(job, workers=0)
+    reference, _ = dtrain.fit(job, workers=0, accumulate=accumulate)
     out = str(tmp_path)
-    dtrain.fit(job, workers=2, out=out, max_steps=9, checkpoint_every=4, reduction="sharded")
+    dtrain.fit(job, workers=2, out=out, max_steps=9, checkpoint_every=4, reduction="sharded",
+               accumulate=accumulate)
     os.remove(os.path.join(out, "checkpoint.dtrain"))  # as if killed after step 8
-    model, history = dtrain.fit(job, workers=workers, resume=out, reduction=reduction)
+    state = dtrain.load(os.path.join(out, "checkpoints", "step-000000008.dtrain"))
+    assert (state["accumulated"]["count"] > 0) == (accumulate > 1)
+    model, history = dtrain.fit(job, workers=workers, resume=out, reduction=reduction,
+                                accumulate=accumulate)
     assert history.steps[0]["step"] == 8
     assert _same(_state(model), _state(reference))
 

@@ -79,9 +79,11 @@ class RangePlane:
     incoming ranges. ``send`` sends a message to the coordinator."""
 
     def __init__(self, ctx: zmq.Context, keys: ClientKeys | None, connect: str, schema,
-                 optimizer, params: list, send, clip_grad_norm: float = 0.0):
+                 optimizer, params: list, send, clip_grad_norm: float = 0.0,
+                 accumulate: int = 1):
         self.ctx = ctx
         self.clip_grad_norm = clip_grad_norm
+        self.accumulate = accumulate
         self.keys = keys
         self.schema = schema
         self.optimizer = optimizer
@@ -132,7 +134,7 @@ class RangePlane:
         self.me = (self.address, self.keys.public.decode() if self.keys is not None else "")
         self.reducer = RangeReducer(self.worker_id, msg.version, self.optimizer, self.params,
                                     self.schema.ranges, self.schema.micro_shards,
-                                    self.clip_grad_norm)
+                                    self.clip_grad_norm, self.accumulate)
         self.incoming, self.pending, self.floor = {}, None, None
         return P.MapAck(self.worker_id, msg.version)
 

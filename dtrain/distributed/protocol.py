@@ -964,7 +964,8 @@ def recv(
 #     coordinator -> worker  RANGEMAP    (version: every reducer, the owner of each range, the
 #                                         keys reducers admit)     worker -> coordinator  MAPACK
 #     coordinator -> worker  RANGESTATE  (a range's parameters and optimizer state to own)
-#     coordinator -> worker  STEPTASK    (step, its nodes, the step's whole cover, group options)
+#     coordinator -> worker  STEPTASK    (step, its nodes, the step's whole cover, group options;
+#                                         ``hold``: accumulate the sums, do not step)
 #     worker -> reducer      RANGEGRADS  (one node's gradient sums of one range)
 #     reducer -> worker      RANGEPARAMS (the range's parameters after the step, for the next)
 #     reducer -> coordinator RANGENORM   (with clip_grad_norm: the range's squared norm, before
@@ -972,7 +973,8 @@ def recv(
 #                                         factor every range's gradient is scaled by, once the
 #                                         coordinator has added every range's norm)
 #     reducer -> coordinator RANGEDONE   (the range stepped)
-#     coordinator -> worker  GATHER      (send back these ranges' RANGESTATE: checkpoints, end)
+#     coordinator -> worker  GATHER      (send back these ranges' RANGESTATE: checkpoints, end;
+#                                         with accumulate, the group's sums so far travel too)
 #
 # A range's arrays are its pieces (``param_ranges``) in order, named ``p{j}`` (parameters),
 # ``g{j}`` (gradients) and ``s{j}.{key}`` (optimizer state); a piece that is a whole parameter
@@ -1098,7 +1100,9 @@ class RangeState:
     """One range's parameters and optimizer state: what its reducer is to own (coordinator to
     worker), or what it owns now (worker to coordinator, after GATHER). ``state`` lists per
     piece ``{key: (kind, array)}``, ``kind`` from ``STATE_KINDS`` (numbers travel as 0-d
-    arrays, and the kind brings back their Python type)."""
+    arrays, and the kind brings back their Python type). With ``accumulate`` > 1, the gradient
+    sums accumulated so far in the current group: ``acc`` per piece (None: no gradient reached
+    it; an empty list: nothing accumulated) over ``acc_count`` samples."""
 
     TYPE: ClassVar[str] = RANGESTATE
     worker: int
@@ -1107,6 +1111,8 @@ class RangeState:
     step: int
     params: list
     state: list
+    acc: list = field(default_factory=list)
+    acc_count: int = 0
 
     def envelope(self, job: str) -> Envelope:
         arrays = {f"p{j}": p for j, p in enumerate(self.params)}
@@ -1114,16 +1120,21 @@ class RangeState:
         for j, entries in enumerate(self.state):
             kinds.append({key: kind for key, (kind, _) in entries.items()})
             arrays.update({f"s{j}.{key}": value for key, (_, value) in entries.items()})
+        arrays.update({f"a{j}": a for j, a in enumerate(self.acc) if a is not None})
         return Envelope(RANGESTATE, job, -1, self.worker, {
-            "version": self.version, "range": self.range, "step": self.step, "kinds": kinds},
-            arrays)
+            "version": self.version, "range": self.range, "step": self.step, "kinds": kinds,
+            "acc_count": self.acc_count}, arrays)
 
     @classmethod
     def check(cls, env: Envelope, schema: ModelSchema) -> RangeState:
         f, k = env.fields, "rangestate"
-        _only(f, k, ("version", "range", "step", "kinds"))
+        _only(f, k, ("version", "range", "step", "kinds", "acc_count"))
         index = _range_index(f, k, schema)
         pieces = schema.ranges.ranges[index]
+        acc_count = _int(f, "acc_count", k)
+        accumulated = [j for j in range(len(pieces)) if f"a{j}" in env.arrays]
+        if accumulated and not acc_count:
+            raise ProtocolError("names", "rangestate: accumulated gradients of no samples")
         kinds = f.get("kinds")
         if type(kinds) is not list or len(kinds) != len(pieces) or not all(
                 isinstance(m, dict) and len(m) <= MAX_TEXT and all(
@@ -1131,6 +1142,7 @@ class RangeState:
                     and kind in STATE_KINDS for key, kind in m.items()) for m in kinds):
             raise ProtocolError("fields", f"rangestate: bad state kinds {_short(kinds)}")
         spec = {f"p{j}": piece_spec(schema, piece) for j, piece in enumerate(pieces)}
+        spec.update({f"a{j}": piece_spec(schema, pieces[j]) for j in accumulated})
         scalars = {}
         for j, (piece, entries) in enumerate(zip(pieces, kinds)):
             for key, kind in entries.items():
@@ -1151,9 +1163,11 @@ class RangeState:
             raise ProtocolError("names", "rangestate: unexpected arrays")
         state = [{key: (kind, env.arrays[f"s{j}.{key}"]) for key, kind in entries.items()}
                  for j, entries in enumerate(kinds)]
+        acc = [env.arrays.get(f"a{j}") for j in range(len(pieces))] if acc_count else []
         return cls(worker=env.worker, version=_int(f, "version", k), range=index,
                    step=_int(f, "step", k), params=[env.arrays[f"p{j}"]
-                                                   for j in range(len(pieces))], state=state)
+                                                   for j in range(len(pieces))], state=state,
+                   acc=acc, acc_count=acc_count)
 
 
 @dataclass
@@ -1181,7 +1195,9 @@ class Gather:
 class StepTask:
     """Step ``step`` of range map ``version``: compute ``nodes`` (maybe none) with the ranges'
     parameters for this step; the step's gradient sum covers ``cover``; reducers step with the
-    job's parameter group ``options`` (lr after the scheduler, ...)."""
+    job's parameter group ``options`` (lr after the scheduler, ...). ``hold`` (accumulate > 1,
+    not the last mini-batch of its group): reducers add the sums to their accumulation buffers
+    and do not step."""
 
     TYPE: ClassVar[str] = STEPTASK
     step: int
@@ -1192,18 +1208,23 @@ class StepTask:
     nodes: list
     cover: list
     options: list
+    hold: bool = False
 
     def envelope(self, job: str) -> Envelope:
         nodes, cover = [list(n) for n in self.nodes], [list(n) for n in self.cover]
         return Envelope(STEPTASK, job, self.step, self.worker, {
             "version": self.version, "epoch": self.epoch, "batch": self.batch,
-            "nodes": nodes, "cover": cover, "options": self.options})
+            "nodes": nodes, "cover": cover, "options": self.options, "hold": self.hold})
 
     @classmethod
     def check(cls, env: Envelope, schema=None) -> StepTask:
         f, k = env.fields, "steptask"
-        _only(f, k, ("version", "epoch", "batch", "nodes", "cover", "options"))
+        _only(f, k, ("version", "epoch", "batch", "nodes", "cover", "options", "hold"))
         _no_arrays(env)
+        hold = f.get("hold")
+        if type(hold) is not bool:
+            raise ProtocolError("fields", f"steptask: field 'hold' must be a bool, got "
+                                f"{_short(hold)}")
         options = f.get("options")
         if type(options) is not list or not 0 < len(options) <= MAX_OPTIONS or not all(
                 isinstance(o, dict) and len(o) <= MAX_TEXT and all(
@@ -1216,7 +1237,7 @@ class StepTask:
             raise ProtocolError("node", "steptask: nodes outside the step's cover")
         return cls(step=env.step, worker=env.worker, version=_int(f, "version", k),
                    epoch=_int(f, "epoch", k), batch=_int(f, "batch", k), nodes=nodes,
-                   cover=cover, options=options)
+                   cover=cover, options=options, hold=hold)
 
 
 def _is_option(value) -> bool:

@@ -144,6 +144,22 @@ def gather(optimizer, model_params: list, range_optimizers: list[RangeOptimizer]
                                       for key in states[0]}
 
 
+def gather_accumulated(model_params: list, range_optimizers: list[RangeOptimizer],
+                       accs: list) -> list:
+    """The trainer's per-parameter accumulation buffers (None where no gradient reached a
+    parameter) joined from each range's ``acc`` pieces (an empty list: nothing yet)."""
+    joined: list = [None] * len(model_params)
+    for ranged, acc in zip(range_optimizers, accs):
+        for piece, tensor, a in zip(ranged.pieces, ranged.tensors, acc):
+            if a is None:
+                continue
+            param = model_params[piece.param]
+            if joined[piece.param] is None:
+                joined[piece.param] = np.zeros(param._data.shape, dtype=tensor._data.dtype)
+            joined[piece.param].reshape(-1)[piece.start:piece.stop] = np.asarray(a).reshape(-1)
+    return joined
+
+
 def _joined(values: list, param: np.ndarray):
     """One state entry from its range shares: slices concatenated into the parameter's shape,
     per-parameter scalars (equal in every share) taken once."""

@@ -6,8 +6,9 @@ nodes the coordinator asked for, named in every STEPTASK), adds them along the f
 size as the trainer does and steps the range's ``RangeOptimizer`` with the job's group options.
 With ``clip_grad_norm`` it first sends the range's sum of squares (RANGENORM) and steps once the
 coordinator, having added every range's, says by how much to scale (CLIPSCALE), as the trainer's
-range-wise ``clip_grad_norm_`` does. So a range's new parameters are the bits the coordinator's
-whole step would give. It holds no
+range-wise ``clip_grad_norm_`` does. With ``accumulate`` > 1 it adds each mini-batch's sums to
+the range's buffers (the trainer's ``_accumulate``) and steps only on a group's last mini-batch.
+So a range's new parameters are the bits the coordinator's whole step would give. It holds no
 socket: ``Mailbox`` (in the worker) moves the messages, this decides and answers with messages.
 Anything wrong in a message raises ``ProtocolError`` and changes nothing.
 """
@@ -36,6 +37,7 @@ class StepCover:
     plan: BatchPlan
     cover: frozenset
     options: list
+    hold: bool = False  # accumulate the sums, do not step (not the group's last mini-batch)
 
 
 @dataclass
@@ -46,6 +48,8 @@ class OwnedRange:
     step: int
     values: dict = field(default_factory=dict)  # node -> [piece gradients] | None
     clipping: tuple | None = None  # (mean gradients, cover, non-finite nodes) awaiting CLIPSCALE
+    acc: list | None = None  # accumulate > 1: the group's gradient sums so far, per piece
+    acc_count: int = 0  # the samples they hold
 
 
 def add_pieces(a: list, b: list) -> list:
@@ -88,10 +92,11 @@ class RangeReducer:
     """The ranges of one range map version that this worker's reducer owns."""
 
     def __init__(self, worker: int, version: int, optimizer, model_params: list, ranges,
-                 micro_shards: int, clip_grad_norm: float = 0.0):
+                 micro_shards: int, clip_grad_norm: float = 0.0, accumulate: int = 1):
         self.worker = worker
         self.micro_shards = micro_shards
         self.clip_grad_norm = clip_grad_norm  # the job's setting: 0 steps without RANGENORM
+        self.accumulate = accumulate  # the job's setting: > 1 sums mini-batches before a step
         self.version = version
         self.optimizer = optimizer  # the job's, on this worker: options and class only
         self.model_params = model_params
@@ -111,14 +116,19 @@ class RangeReducer:
             raise P.ProtocolError("names", f"range {msg.range} holds {len(ranged.tensors)} "
                                   "trained pieces here")
         load_payload(ranged, msg.params, msg.state)
-        self.owned[msg.range] = OwnedRange(ranged, msg.step)
+        owned = self.owned[msg.range] = OwnedRange(ranged, msg.step)
+        if msg.acc_count:
+            owned.acc = [None if a is None else np.array(a, dtype=t._data.dtype).reshape(
+                t._data.shape) for a, t in zip(msg.acc, ranged.tensors)]
+            owned.acc_count = msg.acc_count
         return self._params(msg.range)
 
     def state(self, index: int) -> P.RangeState:
         """RANGESTATE of an owned range (ProtocolError when it is not owned here)."""
         owned = self._owned(index)
         params, state = range_payload(owned.ranged)
-        return P.RangeState(self.worker, self.version, index, owned.step, params, state)
+        return P.RangeState(self.worker, self.version, index, owned.step, params, state,
+                            list(owned.acc or []), owned.acc_count)
 
     def begin(self, task: P.StepTask, plan: BatchPlan) -> list:
         """Learn step ``task.step``'s cover and options; returns the answers of the gradients
@@ -126,7 +136,7 @@ class RangeReducer:
         if task.version != self.version:
             return []
         self.steps = {s: c for s, c in self.steps.items() if s >= task.step - 1}
-        self.steps[task.step] = StepCover(plan, frozenset(task.cover), task.options)
+        self.steps[task.step] = StepCover(plan, frozenset(task.cover), task.options, task.hold)
         early, self.early = self.early, []
         out = []
         for msg in early:  # checked against the plan only now: a bad one costs only itself
@@ -174,9 +184,17 @@ class RangeReducer:
             node for node, pieces in owned.values.items() if not _finite(pieces))
         received = {id(g) for pieces in owned.values.values() if pieces for g in pieces}
         owned.values = {}
-        grads = [None] * len(owned.ranged.tensors) if total is None else [
-            None if g is None else mean(g, plan.size, t._data.dtype, id(g) not in received)
-            for g, t in zip(total, owned.ranged.tensors)]
+        if self.accumulate > 1:
+            self._accumulate(owned, total, plan.size)
+            if cover.hold:
+                owned.step = plan.step + 1  # the same parameters serve the next mini-batch
+                return [self._params(index), P.RangeDone(plan.step, self.worker, self.version,
+                                                         index, nonfinite)]
+            grads = self._flush(owned)
+        else:
+            grads = [None] * len(owned.ranged.tensors) if total is None else [
+                None if g is None else mean(g, plan.size, t._data.dtype, id(g) not in received)
+                for g, t in zip(total, owned.ranged.tensors)]
         if self.clip_grad_norm:
             # scaled in place later, as the trainer's are (``mean`` gives arrays of its own)
             grads = [g if g is None or g.flags.writeable else g.copy() for g in grads]
@@ -185,6 +203,32 @@ class RangeReducer:
             return [P.RangeNorm(plan.step, self.worker, self.version, index,
                                 None if partial is None else float(partial))]
         return self._apply(index, owned, grads, cover, nonfinite)
+
+    @staticmethod
+    def _accumulate(owned: OwnedRange, total: list | None, size: int) -> None:
+        """Add a mini-batch's range sums to the group's buffers, as the trainer's
+        ``_accumulate`` adds whole gradients (a first sum is copied in the parameters' dtype)."""
+        if owned.acc is None:
+            owned.acc = [None] * len(owned.ranged.tensors)
+        for j, (g, tensor) in enumerate(zip(total or [None] * len(owned.acc),
+                                            owned.ranged.tensors)):
+            if g is None:
+                continue
+            if owned.acc[j] is None:
+                owned.acc[j] = np.array(g, dtype=tensor._data.dtype).reshape(tensor._data.shape)
+            else:
+                np.add(owned.acc[j], g.reshape(owned.acc[j].shape), out=owned.acc[j])
+        owned.acc_count += size
+
+    @staticmethod
+    def _flush(owned: OwnedRange) -> list:
+        """The group's mean gradients (the trainer's ``_flush_accumulated``); empties it."""
+        acc = owned.acc or [None] * len(owned.ranged.tensors)
+        grads = [None if a is None else
+                 np.divide(a, owned.acc_count).astype(t._data.dtype, copy=False)
+                 for a, t in zip(acc, owned.ranged.tensors)]
+        owned.acc, owned.acc_count = None, 0
+        return grads
 
     def clip(self, msg: P.ClipScale) -> list:
         """Scale each owned range's gradients of step ``msg.step`` by the coordinator's factor

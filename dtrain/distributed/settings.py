@@ -120,7 +120,7 @@ SPECS: tuple[Spec, ...] = (
          "workers on other machines: a hostfile naming other hosts, a Slurm step on several "
          "nodes, dtrain coordinator listening beyond loopback; coordinator otherwise). Sharding "
          "needs a single-phase job whose optimizer updates elementwise (not a closure optimizer "
-         "or Adafactor) without accumulate or a before_step hook; otherwise the "
+         "or Adafactor) without a before_step hook; otherwise the "
          "coordinator reduces and says why. Same bits either way.",
          group="service", choices=REDUCTIONS),
     Spec("gather_every", int, 0, "Sharded reduction: also gather the ranges into the "

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..nn.utils import clip_coefficient
 from . import protocol as P
-from .range_optimizer import RangeOptimizer, gather
+from .range_optimizer import RangeOptimizer, gather, gather_accumulated
 from .range_state import load_payload, range_payload
 from .range_sums import two_norm
 from .shards import assign
@@ -52,8 +52,6 @@ def sharding_refusal(trainer, executor) -> str | None:
         return f"{type(phase.optimizer).__name__} needs a closure over all parameters"
     if getattr(phase.optimizer, "updates_whole_tensors", False):
         return f"{type(phase.optimizer).__name__}'s factored state does not travel by range"
-    if s.accumulate > 1:
-        return "accumulate > 1 sums several mini-batches in the coordinator"
     if _overrides_before_step(trainer.job):
         return "the job's before_step hook needs the whole gradients"
     trained = {i for i, p in enumerate(trainer.params) if p.requires_grad}
@@ -201,13 +199,18 @@ class ShardedPlane:
         for index in range(len(self.owners)):
             ranged = RangeOptimizer(trainer.optimizer, trainer.params, trainer.ranges, index)
             params, state = range_payload(ranged)
+            acc = [None if a is None else a.reshape(t._data.shape) for a, t in
+                   zip(ranged.grads_of(trainer._acc), ranged.tensors)] \
+                if trainer._acc_count else []
             self.co._send(self.members[self.owners[index]],
-                          P.RangeState(-1, self.version, index, trainer.step, params, state))
+                          P.RangeState(-1, self.version, index, trainer.step, params, state,
+                                       acc, trainer._acc_count))
         self.loaded = True
 
     # ------------------------------------------------------------------ steps
-    def run_step(self, plan, options: list, trainer) -> dict:
-        """Step ``plan`` on the reducers; returns every node's value (no gradients)."""
+    def run_step(self, plan, options: list, trainer, hold: bool = False) -> dict:
+        """Step ``plan`` on the reducers (``hold``: they only accumulate its sums); returns
+        every node's value (no gradients)."""
         from .coordinator import StepState
 
         self.ensure(trainer)
@@ -222,7 +225,7 @@ class ShardedPlane:
                 state.asked[node] = ident
             info = co.workers[ident]
             P.send(co.sock, P.StepTask(plan.step, info.id, self.version, plan.epoch,
-                                       plan.batch, nodes[ident], cover, options), ident,
+                                       plan.batch, nodes[ident], cover, options, hold), ident,
                    job=co.job_id)
         try:
             self._wait(lambda: co._complete(state) and len(self.done) == len(self.owners),
@@ -268,7 +271,7 @@ class ShardedPlane:
             mine = [r for r, owner in enumerate(self.owners) if self.members[owner] == ident]
             self.co._send(ident, P.Gather(self.version, mine))
         self._wait(lambda: len(self.states) == len(self.owners), "return their ranges")
-        ranged = []
+        ranged, accumulated = [], []
         for index in range(len(self.owners)):
             msg = self.states.pop(index)
             if msg.step != trainer.step:
@@ -276,7 +279,13 @@ class ShardedPlane:
             part = RangeOptimizer(trainer.optimizer, trainer.params, trainer.ranges, index)
             load_payload(part, msg.params, msg.state)
             ranged.append(part)
+            accumulated.append(msg)
+        counts = {msg.acc_count for msg in accumulated}
+        if len(counts) != 1:
+            raise RangesLost(f"the ranges accumulated different sample counts {sorted(counts)}")
         gather(trainer.optimizer, trainer.params, ranged)
+        trainer._acc = gather_accumulated(trainer.params, ranged, [m.acc for m in accumulated])
+        trainer._acc_count = counts.pop()
 
     def _wait(self, done, what: str) -> None:
         """Serve the workers until ``done()``; RangesLost if the map breaks meanwhile."""

@@ -247,7 +247,7 @@ class Trainer:
             raise RuntimeError(f"step {plan.step}: reduced {0 if total is None else total.count} "
                                f"samples, expected {plan.size}")
         count = total.count
-        if self.settings.accumulate > 1:
+        if self.settings.accumulate > 1 and not self.sharded:  # sharded: the reducers do
             self._accumulate(total, phase)
         for i in self.phases[phase].param_indices if self.settings.accumulate == 1 else ():
             p, g = self.params[i], total.grads[i]
@@ -326,14 +326,16 @@ class Trainer:
         self.sharded = True
         self.take_snapshot()
 
-    def sharded_round(self, plan: BatchPlan) -> float:
-        """One step on the reducers: they sum and step the ranges; here the loss, batch-norm
-        statistics and the step count the scheduler checks."""
+    def sharded_round(self, plan: BatchPlan, hold: bool) -> float:
+        """One step on the reducers: they sum and step the ranges (``hold``: only add the sums
+        to their accumulation buffers); here the loss, batch-norm statistics and the step count
+        the scheduler checks."""
         self.rounds += 1
         self.stale = True
-        values = self.executor.plane.run_step(plan, group_options(self.optimizer), self)
+        values = self.executor.plane.run_step(plan, group_options(self.optimizer), self, hold)
         loss = self.reduce(plan, values, 0)
-        record_range_step(self.optimizer)
+        if not hold:
+            record_range_step(self.optimizer)
         return loss
 
     def sync(self) -> None:
@@ -367,7 +369,10 @@ class Trainer:
         ph = self.phases[phase]
         before = self.rounds
         if self.sharded:
-            loss = self.sharded_round(plan)
+            hold = self.settings.accumulate > 1 and not self._ends_group()
+            loss = self.sharded_round(plan, hold)
+            if hold:
+                return loss, self.rounds - before
         elif ph.closure:
             losses = []
 
