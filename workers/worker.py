@@ -30,7 +30,7 @@ from dtrain.distributed.security import ClientKeys, HandshakeWatch, make_client
 from dtrain.distributed.shards import Planner
 from dtrain.distributed.shared_memory import machine_id
 from dtrain.distributed.trainer import build_replica
-from dtrain.process import blas_threads, set_process_title
+from dtrain.process import blas_threads, keep_freed_memory, set_process_title
 from dtrain.workers.ranges import RangePlane
 
 log = logging.getLogger("dtrain.worker")
@@ -421,6 +421,7 @@ class Worker:
 def main(config: WorkerConfig) -> int:
     """Entry point of ``dtrain worker``."""
     set_process_title(f"dtrain-w{config.rank}")
+    keep_freed_memory()
     # SIGTERM (the launcher stopping us, or its death) unwinds normally, so the worker says
     # goodbye and removes its shared-memory board instead of leaving it in /dev/shm
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
