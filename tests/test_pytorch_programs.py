@@ -67,12 +67,17 @@ def test_program_matches_torch(name, tmp_path):
     assert [what for what, _ in ours.values] == [what for what, _ in theirs.values]
     np.testing.assert_allclose([v for _, v in ours.values], [v for _, v in theirs.values],
                                rtol=1e-5, atol=1e-5)
-    # weights agree to 1e-5 in norm: where a gradient is ~0, Adam's step (grad / sqrt(v)) turns
-    # float32 rounding into a visible move of that one element (seen: 2e-5 in 313600)
+    # The weights: where a gradient is ~0, Adam's step (grad / sqrt(v)) turns float32 rounding
+    # (another BLAS's summation order) into a move of up to lr for that one element. Seen: one
+    # element off by 2e-5 in 313600 on an Intel machine; on an AMD EPYC one (OpenBLAS's Haswell
+    # kernels) 855 of VAE's 313600 first-layer weights off by up to 1.4e-4, 2.8e-5 in norm,
+    # while every logged loss agreed to 1.1e-7. So: 1e-4 in norm, and all but 1 % of the
+    # elements to 1e-5 (a wrong gradient moves most elements, and the losses above).
     for mine, torchs in zip(ours.final_parameters(), theirs.final_parameters(), strict=True):
         for a, b in zip(mine, torchs, strict=True):
             assert a.shape == b.shape
-            assert np.linalg.norm(a - b) <= 1e-5 * max(np.linalg.norm(b), 1.0)
+            assert np.linalg.norm(a - b) <= 1e-4 * max(np.linalg.norm(b), 1.0)
+            assert np.isclose(a, b, rtol=1e-5, atol=1e-5).mean() >= 0.99
     porting.same_text(ours.stdout, theirs.stdout)
     assert ours.warnings == theirs.warnings
 
