@@ -6,7 +6,9 @@ other namespace hosts (tests/test_netns.py), and local workers below.
 """
 
 import logging
+import os
 import socket
+import sys
 
 import numpy as np
 import pytest
@@ -22,6 +24,9 @@ from dtrain.launcher.placement import (
     slurm_elsewhere,
 )
 from dtrain.launcher.run import RunConfig, _workers_elsewhere
+
+sys.path.insert(0, os.path.dirname(__file__))
+import dist_jobs  # noqa: E402
 
 
 @pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "127.0.1.1", "::1", "[::1]",
@@ -93,33 +98,11 @@ def test_the_launcher_reads_the_placement_from_its_config():
                                         slurm_nodes=("n1", "n2"))) == "2 Slurm nodes"
 
 
-class TwoLayers(dtrain.Job):
-    batch_size = 16
-    epochs = 1
-    micro_shards = 4
-    max_steps = 4
-
-    def model(self):
-        return dtrain.nn.Sequential(dtrain.nn.Linear(4, 8), dtrain.nn.ReLU(),
-                                    dtrain.nn.Linear(8, 2))
-
-    def loss(self, output, target):
-        return dtrain.nn.functional.cross_entropy(output, target)
-
-    def optimizer(self, model):
-        return dtrain.optim.SGD(model.parameters(), lr=0.1)
-
-    def train_data(self):
-        rng = np.random.default_rng(0)
-        return (rng.standard_normal((64, 4)).astype(np.float32),
-                rng.integers(0, 2, 64))
-
-
 def test_local_workers_take_the_star_by_default(caplog):
     """workers=2 on this machine: auto keeps the coordinator's reduction (shared memory)."""
-    reference, _ = dtrain.fit(TwoLayers, workers=0)
+    reference, _ = dtrain.fit(dist_jobs.MomentumGroups, workers=0)
     with caplog.at_level(logging.INFO):
-        model, _ = dtrain.fit(TwoLayers, workers=2)
+        model, _ = dtrain.fit(dist_jobs.MomentumGroups, workers=2)
     assert "range map" not in caplog.text and "reduction = auto" not in caplog.text
     for (name, a), b in zip(model.state_dict().items(), reference.state_dict().values()):
         assert np.array_equal(a.numpy(), b.numpy()), name
