@@ -114,6 +114,28 @@ def test_weight_gradient_node_sums_have_the_trees_bits(shape, sizes, nodes, dtyp
         assert _same(total, _node_sum(own, lo, hi)), f"node {(lo, hi)} of {sizes}"
 
 
+def test_weight_gradient_blocks_follow_the_row_tiles_this_blas_keeps_exact(monkeypatch):
+    """A BLAS that tiles rows by 24 (OpenBLAS's Haswell kernels on AMD EPYC) gives 8-row blocks
+    other bits than the whole product: the next tile whose blocks the probe finds exact is used,
+    and with none the products are formed whole (None)."""
+    from dtrain.autograd import segments
+
+    asked = []
+
+    def probe(a, b, blocks, threads, mode):
+        asked.append(blocks)
+        return all(h % 24 == 0 for h in blocks[:-1])
+
+    monkeypatch.setattr(segments, "_probe", probe)
+    gT, x = np.zeros((512, 8), np.float32), np.zeros((8, 784), np.float32)
+    assert segments._block_height(gT, x, 7, 1) == 24
+    assert asked[0][0] == 8 and asked[-1][0] == 24
+    assert segments._block_height(gT, x, 100, 1) == 96  # the budget's multiple of 8 is one
+    assert segments._block_height(gT, x, 600, 1) == 512  # one block: nothing to probe
+    monkeypatch.setattr(segments, "_probe", lambda *args: False)
+    assert segments._block_height(gT, x, 7, 1) is None
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("width", [1, 2, 3, 7, 10, 17, 64, 512])
 def test_row_sums_have_each_shards_own_bits(width, dtype):

@@ -137,10 +137,10 @@ class Segments:
                  and g.dtype == leaf._data.dtype)
         if fused:
             out, width = g.shape[1], x.shape[1]
-            block = max(8, _BLOCK_BYTES // (self.count * width * g.itemsize) // 8 * 8)
-            blocks = tuple(min(block, out - r) for r in range(0, out, block))
-            n = self.sizes[0]
-            fused = len(blocks) == 1 or _probe(g[:n].T, x[:n], blocks, self.threads, "blocks")
+            block = _block_height(g[:self.sizes[0]].T, x[:self.sizes[0]],
+                                  _BLOCK_BYTES // (self.count * width * g.itemsize),
+                                  self.threads)
+            fused = block is not None
         if not fused:
             return self.deliver(leaf, shard_outer(self, g, x))
         if not self._accepts(leaf):
@@ -171,6 +171,31 @@ class Segments:
         if not isinstance(entry[1], list):
             entry[1] = [tree_sum(entry[1], lo, hi) for lo, hi in self.groups]
         return entry[1]
+
+
+_TILES = (8, 24, 16, 32, 48, 64)  # block heights tried in turn, as multiples (see below)
+
+
+def _block_height(gT: np.ndarray, x: np.ndarray, budget: int, threads: int) -> int | None:
+    """Rows per block of a weight gradient ``gT @ x`` formed a block at a time: the largest
+    multiple of the first tile in ``_TILES`` within ``budget`` rows (at least one tile) whose
+    blocks this BLAS computes with the whole product's bits (probed); None if none does.
+
+    A BLAS treats the rows of a product in tiles (OpenBLAS's Haswell kernels on AMD EPYC: 24),
+    and rows past the last whole tile in a tail kernel that sums differently, so blocks are
+    exact only at the right multiples; 8 comes first, as it suits most kernels.
+    """
+    out = gT.shape[0]
+    if out <= max(8, budget):
+        return out  # one block: the whole product itself
+    for tile in _TILES:
+        block = max(tile, budget // tile * tile)
+        if block >= out:
+            return out
+        blocks = tuple(min(block, out - r) for r in range(0, out, block))
+        if _probe(gT, x, blocks, threads, "blocks"):
+            return block
+    return None
 
 
 def tree_sum_into(stack: np.ndarray, lo: int, hi: int, out: np.ndarray | None = None) -> None:
