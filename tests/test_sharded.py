@@ -123,21 +123,24 @@ def test_genuinely_diverging_training_continues_like_single_process(caplog):
 
 
 @pytest.mark.parametrize("what", ["grads", "loss"])
-@pytest.mark.parametrize("reduction", ["coordinator", "sharded"])
+@pytest.mark.parametrize("reduction", ["coordinator", "sharded", "sharded-clip"])
 def test_one_workers_nonfinite_values_cost_time_not_bits(tmp_path, monkeypatch, caplog, what,
                                                          reduction):
     """A worker whose node comes out NaN (only its gradients, or its loss too) while no other
     worker reproduces it: checked by another worker, the faulty one is evicted and the run
     ends with the clean bits, as in the star. Sharded, its gradients had already been summed
     by the reducers (its loss alone was checked, and taken as the training diverging): the
-    run went on with NaN parameters."""
-    reference, history = dtrain.fit(dist_jobs.CorruptsOnce, workers=0)
+    run went on with NaN parameters. With clip_grad_norm the NaN reaches every range through
+    the norm's factor before the reducer that summed it names the node."""
+    clip = 0.05 if reduction == "sharded-clip" else 0.0
+    reduction = reduction.removesuffix("-clip")
+    reference, history = dtrain.fit(dist_jobs.CorruptsOnce, workers=0, clip_grad_norm=clip)
     marker = tmp_path / "corrupt"
     monkeypatch.setenv("DTRAIN_TEST_CORRUPT", str(marker))
     monkeypatch.setenv("DTRAIN_TEST_CORRUPT_WHAT", what)
     with caplog.at_level(logging.INFO, logger="dtrain"):
         model, h = dtrain.fit(dist_jobs.CorruptsOnce, workers=3, reduction=reduction,
-                              step_timeout=600)
+                              step_timeout=600, clip_grad_norm=clip)
     assert marker.exists(), "no worker corrupted anything: the test did not test anything"
     assert "(nonfinite)" in caplog.text and "evicted" in caplog.text
     assert "the training diverged" not in caplog.text
