@@ -26,7 +26,7 @@ from dtrain.launcher.placement import (
 from dtrain.launcher.run import RunConfig, _workers_elsewhere
 
 sys.path.insert(0, os.path.dirname(__file__))
-import dist_jobs  # noqa: E402
+import dist_jobs
 
 
 @pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "127.0.1.1", "::1", "[::1]",

@@ -23,8 +23,8 @@ import numpy as np
 
 from . import protocol as P
 from .range_optimizer import RangeOptimizer
-from .range_sums import squares
 from .range_state import load_payload, range_payload
+from .range_sums import squares
 from .shards import BatchPlan, tree_sum
 
 log = logging.getLogger("dtrain.worker")  # the reducer runs in a worker

@@ -42,7 +42,6 @@ class RangesLost(RuntimeError):
 
 def sharding_refusal(trainer, executor) -> str | None:
     """Why this run cannot reduce by range (None: it can)."""
-    s = trainer.settings
     if not hasattr(executor, "plane"):
         return f"the {executor.name} executor computes in one process"
     if len(trainer.phases) != 1:
