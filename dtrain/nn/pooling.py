@@ -93,16 +93,18 @@ def _window_argmax(Xp: np.ndarray, best: np.ndarray, k, s, d, ho: int, wo: int) 
 
 
 def _max_pool_2x2(X: np.ndarray, ho: int, wo: int) -> np.ndarray:
-    """2x2/stride-2 max pooling as max(max(a, b), max(c, d)) for each window (a b / c d).
+    """2x2/stride-2 max pooling: the maximum of each window (a b / c d), folded a, b, c, d.
 
-    The four corners are quarter-size strided views of X, so the only arrays written are the
-    output and one quarter-size temporary: the half-size row maxima the two-stage version
-    made (and kept for backward) cost more in fresh memory than they saved. The same pairing
-    as before keeps every bit, signed zeros and NaN payloads included.
+    The four corners are quarter-size strided views of X folded into the output in place, so
+    the output is the only array written: half-size row maxima (kept for backward, as an
+    earlier version did) cost more in fresh memory than they saved. The row-major fold is the
+    general loop's order, and gives the bits of the earlier pairing max(max(a, b), max(c, d))
+    too, signed zeros and NaN payloads included (tests/test_fast_kernels.py).
     """
     Xc = X[:, :, :2 * ho, :2 * wo]
     best = np.maximum(Xc[:, :, 0::2, 0::2], Xc[:, :, 0::2, 1::2])
-    return np.maximum(best, np.maximum(Xc[:, :, 1::2, 0::2], Xc[:, :, 1::2, 1::2]), out=best)
+    np.maximum(best, Xc[:, :, 1::2, 0::2], out=best)
+    return np.maximum(best, Xc[:, :, 1::2, 1::2], out=best)
 
 
 def _max_pool_2x2_grad(X: np.ndarray, best: np.ndarray, G: np.ndarray) -> np.ndarray | None:
