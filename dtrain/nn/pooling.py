@@ -92,37 +92,45 @@ def _window_argmax(Xp: np.ndarray, best: np.ndarray, k, s, d, ho: int, wo: int) 
     return idx
 
 
-def _max_pool_2x2(X: np.ndarray, ho: int, wo: int) -> tuple:
-    """2x2/stride-2 max pooling in two pairwise stages: (output, row maxima of the pairs).
+def _max_pool_2x2(X: np.ndarray, ho: int, wo: int) -> np.ndarray:
+    """2x2/stride-2 max pooling: the maximum of each window (a b / c d), folded a, b, c, d.
 
-    Maxima of horizontal pairs first, then of vertical pairs of those: two passes instead of
-    three, and the row maxima let the backward find each window's first maximum in two steps.
+    The four corners are quarter-size strided views of X folded into the output in place, so
+    the output is the only array written: half-size row maxima (kept for backward, as an
+    earlier version did) cost more in fresh memory than they saved. The row-major fold is the
+    general loop's order, and gives the bits of the earlier pairing max(max(a, b), max(c, d))
+    too, signed zeros and NaN payloads included (tests/test_fast_kernels.py).
     """
     Xc = X[:, :, :2 * ho, :2 * wo]
-    rows = np.maximum(Xc[..., 0::2], Xc[..., 1::2])
-    return np.maximum(rows[:, :, 0::2], rows[:, :, 1::2]), rows
+    best = np.maximum(Xc[:, :, 0::2, 0::2], Xc[:, :, 0::2, 1::2])
+    np.maximum(best, Xc[:, :, 1::2, 0::2], out=best)
+    return np.maximum(best, Xc[:, :, 1::2, 1::2], out=best)
 
 
-def _max_pool_2x2_grad(X: np.ndarray, rows: np.ndarray, best: np.ndarray,
-                       G: np.ndarray) -> np.ndarray | None:
+def _max_pool_2x2_grad(X: np.ndarray, best: np.ndarray, G: np.ndarray) -> np.ndarray | None:
     """Input gradient of ``_max_pool_2x2``: each window's first maximum (row-major) takes G.
 
-    The first maximum is in the top row when that row's maximum is the window's, and it is the
-    left element when that equals its row's maximum. None when a window holds NaN or G is not
-    finite (``inf * 0``): the general path handles those.
+    Corners are tried in row-major order, each taking G where it equals the maximum and no
+    earlier corner did; the last takes the rest. G times a mask keeps G's bits where it routes
+    and gives G * 0 elsewhere, as before. None when a window holds NaN or G is not finite
+    (``inf * 0``): the general path handles those.
     """
     if not np.isfinite(G).all() or np.isnan(best).any():
         return None
-    n, c, ho, wo = best.shape
-    top = rows[:, :, 0::2] == best
-    grow = np.empty(rows.shape, dtype=X.dtype)
-    np.multiply(G, top, out=grow[:, :, 0::2])
-    np.multiply(G, ~top, out=grow[:, :, 1::2])
+    ho, wo = best.shape[2:]
     Xc = X[:, :, :2 * ho, :2 * wo]
-    left = Xc[..., 0::2] == rows
     gx = np.empty_like(X) if Xc.shape == X.shape else np.zeros_like(X)
-    np.multiply(grow, left, out=gx[:, :, :2 * ho, 0:2 * wo:2])
-    np.multiply(grow, ~left, out=gx[:, :, :2 * ho, 1:2 * wo:2])
+    gc = gx[:, :, :2 * ho, :2 * wo]
+    rest = None  # windows whose maximum no corner tried so far holds
+    for i, j in ((0, 0), (0, 1), (1, 0)):
+        hit = Xc[:, :, i::2, j::2] == best
+        if rest is None:
+            rest = ~hit
+        else:
+            hit &= rest
+            rest &= ~hit
+        np.multiply(G, hit, out=gc[:, :, i::2, j::2])
+    np.multiply(G, rest, out=gc[:, :, 1::2, 1::2])
     return gx
 
 
@@ -137,7 +145,7 @@ def max_pool2d(input: Tensor, kernel_size, stride=None, padding=0, dilation=1,
     Xp = _padded(X, k, s, p, d, ho, wo, -np.inf)
     pairs = k == s == (2, 2) and p == (0, 0) and d == (1, 1) and Xp is X
     if pairs:
-        best, rows = _max_pool_2x2(X, ho, wo)
+        best = _max_pool_2x2(X, ho, wo)
     else:
         best = None
         for _, _, sl in _slices(k, s, d, ho, wo):
@@ -147,7 +155,7 @@ def max_pool2d(input: Tensor, kernel_size, stride=None, padding=0, dilation=1,
     def backward(grad):
         G = grad[None] if unbatched else grad
         if pairs:
-            gx = _max_pool_2x2_grad(X, rows, best, G)
+            gx = _max_pool_2x2_grad(X, best, G)
             if gx is not None:
                 return (gx[0] if unbatched else gx,)
         idx = _window_argmax(Xp, best, k, s, d, ho, wo)
