@@ -166,7 +166,7 @@ from .autograd.tensor import (
     var,
 )
 from .io import CheckpointError, load, load_model, save, save_model
-from .process import get_num_threads, set_num_threads
+from .process import get_num_threads, keep_freed_memory_by_default, set_num_threads
 from .random import (
     Generator,
     are_deterministic_algorithms_enabled,
@@ -253,6 +253,9 @@ def equal(a, b) -> bool:
 from .distributed.job import EarlyStopping, Job, Settings
 from .distributed.phases import Phase
 from .inference import load_trained, predict
+
+
+keep_freed_memory_by_default()  # a step's freed temporaries serve the next (dtrain.process)
 
 
 def __getattr__(name: str):

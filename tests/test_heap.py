@@ -9,6 +9,7 @@ The child process below reproduces the pattern (a freed 1 MiB block, then ten 1 
 allocated and freed a step); without the call it must fault, so the test cannot pass vacuously.
 """
 
+import os
 import platform
 import subprocess
 import sys
@@ -31,18 +32,30 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-def _faults(mode: str) -> int:
-    """Minor page faults of the child's last three steps."""
+def _faults(mode: str, by_default: str = "0") -> int:
+    """Minor page faults of the child's last three steps (``by_default``: the value of
+    DTRAIN_KEEP_FREED_MEMORY, which decides what ``import dtrain`` does)."""
+    env = {**os.environ, "DTRAIN_KEEP_FREED_MEMORY": by_default}
     out = subprocess.run([sys.executable, "-c", CHILD, mode], capture_output=True, text=True,
-                         timeout=60, check=True)
+                         timeout=60, check=True, env=env)
     return int(out.stdout)
 
 
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's heap thresholds")
+GLIBC = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's heap thresholds")
+
+
+@GLIBC
 def test_steps_reuse_freed_memory():
     plain = _faults("plain")
     assert plain > 1000, f"the pattern did not fault without keep_freed_memory ({plain})"
     assert _faults("keep") < 50
+
+
+@GLIBC
+def test_importing_dtrain_keeps_freed_memory_unless_told_not_to():
+    """A loop written by hand (no fit, no worker) gets the same heap; =0 leaves glibc's own."""
+    assert _faults("plain", by_default="1") < 50
+    assert _faults("plain", by_default=" 0") > 1000
 
 
 def test_worker_processes_keep_freed_memory(monkeypatch):
