@@ -82,9 +82,7 @@ class RangeSums:
                               dtype=dtype)
         flat = np.concatenate([g.ravel() for g in grads])
         if norm_type == 2.0:
-            layout = self._layout(params)
-            return two_norm([np.einsum("i,i->", flat[index], flat[index]) for index in layout],
-                            dtype)
+            return two_norm([squares([flat[index]]) for index in self._layout(params)], dtype)
         powered = np.power(np.abs(flat), dtype.type(norm_type))
         return np.asarray(np.power(self.sum(powered, params), dtype.type(1.0 / norm_type)),
                           dtype=dtype)

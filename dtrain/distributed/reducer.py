@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import protocol as P
+from .accumulation import add_to_buffer, buffer_mean
 from .range_optimizer import RangeOptimizer
 from .range_state import load_payload, range_payload
 from .range_sums import squares
@@ -195,9 +196,7 @@ class RangeReducer:
             grads = [None] * len(owned.ranged.tensors) if total is None else [
                 None if g is None else mean(g, plan.size, t._data.dtype, id(g) not in received)
                 for g, t in zip(total, owned.ranged.tensors)]
-        if self.clip_grad_norm:
-            # scaled in place later, as the trainer's are (``mean`` gives arrays of its own)
-            grads = [g if g is None or g.flags.writeable else g.copy() for g in grads]
+        if self.clip_grad_norm:  # scaled in place later: ``mean`` gives arrays of its own
             owned.clipping = (grads, cover, nonfinite)
             partial = squares(grads)
             return [P.RangeNorm(plan.step, self.worker, self.version, index,
@@ -212,20 +211,16 @@ class RangeReducer:
             owned.acc = [None] * len(owned.ranged.tensors)
         for j, (g, tensor) in enumerate(zip(total or [None] * len(owned.acc),
                                             owned.ranged.tensors)):
-            if g is None:
-                continue
-            if owned.acc[j] is None:
-                owned.acc[j] = np.array(g, dtype=tensor._data.dtype).reshape(tensor._data.shape)
-            else:
-                np.add(owned.acc[j], g.reshape(owned.acc[j].shape), out=owned.acc[j])
+            if g is not None:
+                owned.acc[j] = add_to_buffer(owned.acc[j], g.reshape(tensor._data.shape),
+                                             tensor._data.dtype)
         owned.acc_count += size
 
     @staticmethod
     def _flush(owned: OwnedRange) -> list:
         """The group's mean gradients (the trainer's ``_flush_accumulated``); empties it."""
         acc = owned.acc or [None] * len(owned.ranged.tensors)
-        grads = [None if a is None else
-                 np.divide(a, owned.acc_count).astype(t._data.dtype, copy=False)
+        grads = [None if a is None else buffer_mean(a, owned.acc_count, t._data.dtype)
                  for a, t in zip(acc, owned.ranged.tensors)]
         owned.acc, owned.acc_count = None, 0
         return grads

@@ -25,6 +25,7 @@ from ..process import blas_threads
 
 # Imported here, not when first used: a module imported mid-run opens its file, which fails
 # while a connection flood holds every descriptor the process may have.
+from .accumulation import add_to_buffer, buffer_mean
 from .checkpoint import CheckpointWriter, checkpoint_path, resume_conflicts
 from .compute import SampleSource, ShardComputer, add_values, batch_norm_modules, evaluate
 from .param_ranges import model_ranges
@@ -268,12 +269,8 @@ class Trainer:
         """Add a mini-batch's gradient sums to the accumulation buffers (``accumulate`` > 1)."""
         for i in self.phases[phase].param_indices:
             g = total.grads[i]
-            if g is None:
-                continue
-            if self._acc[i] is None:
-                self._acc[i] = np.array(g, dtype=self.params[i].dtype)
-            else:
-                np.add(self._acc[i], g, out=self._acc[i])
+            if g is not None:
+                self._acc[i] = add_to_buffer(self._acc[i], g, self.params[i].dtype)
         self._acc_count += total.count
 
     def _flush_accumulated(self, phase: int) -> None:
@@ -281,7 +278,7 @@ class Trainer:
         for i in self.phases[phase].param_indices:
             g = self._acc[i]
             self.params[i].grad = None if g is None else Tensor._wrap(
-                np.divide(g, self._acc_count).astype(self.params[i].dtype, copy=False))
+                buffer_mean(g, self._acc_count, self.params[i].dtype))
         self._acc = [None] * len(self.params)
         self._acc_count = 0
 
