@@ -242,11 +242,17 @@ BAD_FOR_A_REDUCER = ("garbage", "version", "job", "type", "fields", "node", "sha
 class ReducerRogue(threading.Thread):
     """Knocks on a reducer of a sharded run without a key and with a stranger's key, then
     connects with a job key (the test's own key files) and sends it bad messages of every
-    sort; waits until the reducers' workers logged each rejection, then lets the run go on."""
+    sort; waits until the reducers' workers logged each rejection, then lets the run go on.
 
-    def __init__(self, maps, lines: list, job_key, slow: str):
+    With ``cipher`` aes-gcm the mailbox has no ZeroMQ mechanism: every connection succeeds,
+    and what a stranger sends (in the clear, sealed under another key, a sealed message
+    changed in a bit, its frames reordered or cut) must fail to open; the job's key holder
+    (``maps["seal"]``, the map's key) seals the bad messages of every sort."""
+
+    def __init__(self, maps, lines: list, job_key, slow: str, cipher: str = "curve"):
         super().__init__(daemon=True)
         self.maps, self.lines, self.job_key, self.slow = maps, lines, job_key, slow
+        self.cipher = cipher
         self.outcomes = {}  # who -> the handshake event seen
         self.error = None
         self.stop = threading.Event()
@@ -294,7 +300,23 @@ class ReducerRogue(threading.Thread):
             P.pack(P.RangeParams(1, 0, 1, 0, [np.ones((7, 7, 7), np.float32)] * 9), job),
         ]
 
+    def _strangers_messages(self, job: str) -> list:
+        """Sealed-plane messages that must not open: each is rejected as ``sealed``."""
+        from dtrain.distributed.sealing import Sealer, new_key
+
+        good = P.pack(P.RangeGrads(0, 0, 1, (0, 1), 0, 1, [np.ones(4, np.float32)]), job)
+        real = Sealer(self.maps["seal"]).seal(good)
+        flipped = bytearray(real[2])
+        flipped[5] ^= 1
+        return [good,  # in the clear
+                Sealer(new_key()).seal(good),  # under another key
+                [real[0], real[1], bytes(flipped)],  # a bit changed on the way
+                [real[0], real[2], real[1]],  # frames reordered
+                real[:2],  # a frame cut off
+                [real[0][:10], *real[1:]]]  # the seal header cut
+
     def run(self):
+        from dtrain.distributed.sealing import Sealer
         from dtrain.distributed.security import ClientKeys
 
         try:
@@ -303,6 +325,9 @@ class ReducerRogue(threading.Thread):
             (address, key), job = self.maps["reducers"][0], self.maps["job"]
             ranges = self.maps["ranges"]
             hello = self._bad_messages(job, ranges)[0]
+            if self.cipher == "aes-gcm":
+                self._sealed_plane(address, job, ranges, Sealer(self.maps["seal"]))
+                return
             self.outcomes["no key"] = self._knock(address, None, hello)
             public, secret = zmq.curve_keypair()
             stranger = ClientKeys(public, secret, key.encode())
@@ -327,9 +352,31 @@ class ReducerRogue(threading.Thread):
             if os.path.exists(self.slow):
                 os.remove(self.slow)  # the run may finish now
 
-    def _rejected(self, reason: str) -> bool:
-        return any("rejected a message from a peer" in line and f"({reason})" in line
-                   for line in list(self.lines))
+    def _sealed_plane(self, address: str, job: str, ranges: int, sealer) -> None:
+        strangers = self._strangers_messages(job)
+        self.outcomes["no key"] = self._knock(address, None, strangers[0])
+        if self.outcomes["no key"] != zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            return
+        try:
+            for frames in strangers[1:]:
+                self.sock.send_multipart(frames)
+            self._await_rejections({"sealed": len(strangers)})
+            for frames in self._bad_messages(job, ranges):
+                self.sock.send_multipart(sealer.seal(frames))
+            self._await_rejections({r: 1 for r in BAD_FOR_A_REDUCER})
+        finally:
+            self.sock.close(0)
+
+    def _await_rejections(self, counts: dict) -> None:
+        deadline = time.monotonic() + 120
+        while not all(self._rejected(r, n) for r, n in counts.items()):
+            if time.monotonic() > deadline or self.stop.wait(0.05):
+                missing = [r for r, n in counts.items() if not self._rejected(r, n)]
+                raise TimeoutError(f"the reducer did not log these rejections: {missing}")
+
+    def _rejected(self, reason: str, times: int = 1) -> bool:
+        return sum("rejected a message from a peer" in line and f"({reason})" in line
+                   for line in list(self.lines)) >= times
 
 
 def _with_fields(frames, **changes):
@@ -338,13 +385,16 @@ def _with_fields(frames, **changes):
     return [msgpack.packb(header, use_bin_type=True)] + list(frames[1:])
 
 
+@pytest.mark.parametrize("cipher", ["aes-gcm", "curve"])
 @pytest.mark.parametrize("array_channel", [SHARDED], indirect=True)
 def test_reducers_refuse_strangers_and_reject_bad_messages_and_the_result_is_unchanged(
-        tmp_path, monkeypatch, caplog, array_channel):
+        tmp_path, monkeypatch, caplog, array_channel, cipher):
     """In a sharded run every worker listens too (its reducer): a peer without a key or with
-    a key not of the job never gets through; an admitted peer's garbage, mistyped fields,
-    foreign job and version, wrong shapes and message types are rejected and logged, no
-    reducer falls over, and the run ends with the clean bits."""
+    a key not of the job never gets through (under CURVE, at the handshake; sealed, no
+    message of its opens); an admitted peer's garbage, mistyped fields, foreign job and
+    version, wrong shapes and message types are rejected and logged, no reducer falls over,
+    and the run ends with the clean bits."""
+    from dtrain.distributed import sharded
     from dtrain.distributed.security import client_keys_from_dir, keygen
     from dtrain.distributed.sharded import ShardedPlane
     from dtrain.launcher import local
@@ -356,6 +406,12 @@ def test_reducers_refuse_strangers_and_reject_bad_messages_and_the_result_is_unc
     keygen(keys)  # the job's keys: the workers' key file is the rogue's way in
     maps = {"cut": threading.Event()}
     real_new_map = ShardedPlane._new_map
+
+    real_new_key = sharded.new_key
+
+    def new_key():
+        maps.setdefault("seal", real_new_key())
+        return maps["seal"]
 
     def new_map(plane, live):
         real_new_map(plane, live)
@@ -374,26 +430,33 @@ def test_reducers_refuse_strangers_and_reject_bad_messages_and_the_result_is_unc
         popen.stdout.close()
 
     monkeypatch.setattr(ShardedPlane, "_new_map", new_map)
+    monkeypatch.setattr(sharded, "new_key", new_key)
     monkeypatch.setattr(local, "pump_output", pump)
     slow = str(tmp_path / "slow")
     open(slow, "w").close()
     monkeypatch.setenv("DTRAIN_TEST_SLOW", slow)
-    rogue = ReducerRogue(maps, lines, client_keys_from_dir(keys), slow)
+    rogue = ReducerRogue(maps, lines, client_keys_from_dir(keys), slow, cipher)
     rogue.start()
     caplog.clear()
     try:
         with caplog.at_level(logging.INFO):
             model, history = run(RunConfig(job=dist_jobs.Throttled, workers=2, keys_dir=keys,
-                                           overrides={"max_steps": steps}))
+                                           overrides={"max_steps": steps,
+                                                      "peer_cipher": cipher}))
     finally:
         rogue.stop.set()
         rogue.join(timeout=30)
         if os.path.exists(slow):
             os.remove(slow)
     assert rogue.error is None, rogue.error
-    assert rogue.outcomes["no key"] != zmq.EVENT_HANDSHAKE_SUCCEEDED
-    assert rogue.outcomes["stranger"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH
-    assert rogue.outcomes["job key"] == zmq.EVENT_HANDSHAKE_SUCCEEDED
+    if cipher == "curve":
+        assert rogue.outcomes["no key"] != zmq.EVENT_HANDSHAKE_SUCCEEDED
+        assert rogue.outcomes["stranger"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH
+        assert rogue.outcomes["job key"] == zmq.EVENT_HANDSHAKE_SUCCEEDED
+        assert "peers seal" not in caplog.text
+    else:  # no mechanism at the mailbox: the connection succeeds, the messages do not open
+        assert rogue.outcomes["no key"] == zmq.EVENT_HANDSHAKE_SUCCEEDED
+        assert "peers seal with AES-256-GCM" in caplog.text
     text = caplog.text + "".join(lines)
     assert "range map" in caplog.text and "reduces this run instead" not in caplog.text
     assert "Traceback" not in text and "evicted" not in text and "rolling back" not in text

@@ -16,6 +16,7 @@ import zmq
 import dtrain
 from dtrain.distributed import protocol as P
 from dtrain.distributed.shards import Planner, assign
+from dtrain.workers.ranges import RangePlane
 
 HERE = os.path.dirname(__file__)
 sys.path.insert(0, HERE)
@@ -213,21 +214,30 @@ class _HostTraffic:
         self.out = [0] * len(workers)  # per worker: bytes to other hosts' reducers
         self.into = [0] * len(workers)  # per worker: bytes from other hosts' reducers/workers
         self.co = 0  # step messages through the coordinator's socket
+        self.mechanisms = set()  # ZeroMQ mechanisms of the peers' sockets
         self.frame = 0  # the largest array frame a worker sent a peer
-        send = P.send
+        send, to_peer = P.send, RangePlane._to_peer
 
-        def counting_send(socket, msg, *args, **kwargs):
+        def counting_send(socket, msg, *args, **kwargs):  # the coordinator's and to it
             if msg.TYPE in P.STEP_TYPES | {P.GRADS}:
                 frames = P.pack(msg, "j", kwargs.get("frame_bytes") or P.frame_bytes_for(socket))
                 self._count(socket, sum(len(f) for f in frames))
-                if socket.type == zmq.DEALER and msg.TYPE in (P.RANGEGRADS, P.RANGEPARAMS):
-                    self.frame = max(self.frame, *(len(f) for f in frames[1:]))
             return send(socket, msg, *args, **kwargs)
 
+        def counting_to_peer(plane, socket, msg, frames=None):  # as sent: sealed or not
+            sent = to_peer(plane, socket, msg, frames)
+            self._count(socket, sum(memoryview(f).nbytes for f in sent))
+            if not plane.sealers:  # a sealed message's frames are the ciphertexts
+                self.frame = max(self.frame, *(memoryview(f).nbytes for f in sent[1:]))
+            return sent
+
         monkeypatch.setattr(P, "send", counting_send)
+        monkeypatch.setattr(RangePlane, "_to_peer", counting_to_peer)
 
     def _count(self, socket, nbytes: int) -> None:
         endpoint = socket.getsockopt(zmq.LAST_ENDPOINT).decode()
+        if socket.type == zmq.DEALER and endpoint != self.coordinator:
+            self.mechanisms.add(socket.getsockopt(zmq.MECHANISM))
         if endpoint == self.coordinator or socket.type == zmq.ROUTER:
             self.co += nbytes
             return
@@ -240,10 +250,12 @@ class _HostTraffic:
                             self.into[j] += nbytes
 
 
+@pytest.mark.parametrize("cipher", ["aes-gcm", "curve"])
 def test_each_host_carries_about_2P_N_minus_1_over_N_and_the_coordinator_almost_nothing(
-        tmp_path, monkeypatch):
-    """Over CURVE, range arrays travel in frames of at most CURVE_FRAME_BYTES (cut small here
-    so the ranges are split) and are joined with the same bits."""
+        tmp_path, monkeypatch, cipher):
+    """Counted as sent, sealed or not. Under CURVE, range arrays travel in frames of at most
+    CURVE_FRAME_BYTES (cut small here so the ranges are split) and are joined with the same
+    bits; sealed (aes-gcm), peers' sockets carry no mechanism."""
     import threading
 
     from dtrain.distributed.security import client_keys_from_dir, keygen
@@ -265,11 +277,13 @@ def test_each_host_carries_about_2P_N_minus_1_over_N_and_the_coordinator_almost_
     try:
         model, history = run(RunConfig(job=dist_jobs.Wide, workers=0, remote_workers=2,
                                        bind=address, keys_dir=keys,
-                                       overrides={"reduction": "sharded"}))
+                                       overrides={"reduction": "sharded",
+                                                  "peer_cipher": cipher}))
     finally:
         for t in threads:
             t.join(timeout=30)
     assert not any(t.is_alive() for t in threads)
+    assert traffic.mechanisms == {zmq.CURVE if cipher == "curve" else zmq.NULL}
     reference, _ = dtrain.fit(dist_jobs.Wide, workers=0)
     assert _same(_state(model), _state(reference))
     steps, n = len(history.steps), 2
@@ -281,7 +295,7 @@ def test_each_host_carries_about_2P_N_minus_1_over_N_and_the_coordinator_almost_
         assert 0.9 * ideal <= traffic.out[i] / steps <= 1.2 * ideal, (traffic.out, ideal)
         assert 0.9 * ideal <= traffic.into[i] / steps <= 1.2 * ideal, (traffic.into, ideal)
     assert traffic.co / steps < 0.01 * wire
-    assert traffic.frame == 4096
+    assert traffic.frame == (4096 if cipher == "curve" else 0)
 
 
 @pytest.mark.parametrize("extra", [{}, {"clip_grad_norm": 0.01}, {"accumulate": 4}],

@@ -14,7 +14,9 @@ pass of a layout, shard by shard) leave after it, as before. Each time ranges le
 backward the mailbox is served too, so this reducer steps the ranges whose slices are all in
 and their new parameters leave while backward still runs. What this worker sends its own
 reducer or replica is handed over in the process, never through a socket (which would only
-encrypt it to decrypt it again).
+encrypt it to decrypt it again). Under CURVE, peers seal their messages with AES-256-GCM under
+the range map's key (``sealing``; ``peer_cipher = aes-gcm``, the default) on sockets without a
+ZeroMQ mechanism, or use CURVE on these sockets too (``peer_cipher = curve``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import zmq
 
 from dtrain.distributed import protocol as P
 from dtrain.distributed.reducer import RangeReducer
+from dtrain.distributed.sealing import Sealer
 from dtrain.distributed.security import (
     ClientKeys,
     ServerKeys,
@@ -76,12 +79,15 @@ class FinishedRanges:
 
 class RangePlane:
     """The mailbox, the DEALERs to the reducers, this worker's reducer and the replica's
-    incoming ranges. ``send`` sends a message to the coordinator."""
+    incoming ranges. ``send`` sends a message to the coordinator; ``peer_cipher`` is the
+    run's setting (it matters only with ``keys``)."""
 
     def __init__(self, ctx: zmq.Context, keys: ClientKeys | None, connect: str, schema,
                  optimizer, params: list, send, clip_grad_norm: float = 0.0,
-                 accumulate: int = 1):
+                 accumulate: int = 1, peer_cipher: str = "aes-gcm"):
         self.ctx = ctx
+        self.sealed = keys is not None and peer_cipher == "aes-gcm"
+        self.sealers: list[Sealer] = []  # the current map's, then the one before, if sealed
         self.clip_grad_norm = clip_grad_norm
         self.accumulate = accumulate
         self.keys = keys
@@ -95,7 +101,7 @@ class RangePlane:
         self.mailbox = ctx.socket(zmq.ROUTER)
         self.mailbox.setsockopt(zmq.LINGER, 0)
         self.mailbox.setsockopt(zmq.MAXMSGSIZE, schema.max_message_bytes() + HEADER_SLACK)
-        if keys is not None:
+        if keys is not None and not self.sealed:
             self.auth = start_authenticator(ctx, ServerKeys(keys.public, keys.secret,
                                                             {keys.public}))
             make_server(self.mailbox, ServerKeys(keys.public, keys.secret))
@@ -121,7 +127,14 @@ class RangePlane:
         return ready
 
     def use_map(self, msg: P.RangeMap) -> P.MapAck:
-        """Admit the job's keys, connect to every reducer, own nothing until RANGESTATE."""
+        """Admit the job's keys (or take its seal key), connect to every reducer, own nothing
+        until RANGESTATE."""
+        if self.sealed:
+            if not msg.seal:
+                raise P.ProtocolError("fields", f"range map {msg.version} carries no seal key, "
+                                      "and this worker's peers seal (peer_cipher = aes-gcm)")
+            self.sealers = [Sealer(msg.seal), *self.sealers[:1]]  # the last map's opens its
+            # messages still on the way, which the reducer then drops as stale
         if self.auth is not None:
             allow_only(self.auth, msg.allowed)
         wanted = set(msg.reducers)
@@ -141,7 +154,7 @@ class RangePlane:
     def _dealer(self, address: str, key: str) -> zmq.Socket:
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
-        if self.keys is not None:
+        if self.keys is not None and not self.sealed:
             make_client(sock, ClientKeys(self.keys.public, self.keys.secret, key.encode()))
         sock.connect(address)
         return sock
@@ -151,14 +164,25 @@ class RangePlane:
         if peer == self.me:
             self._locally(self._answer_grads, msg)
         else:
-            P.send(self.peers[peer], msg, job=self.job_id)
+            self._to_peer(self.peers[peer], msg)
 
     def _to_all(self, msg) -> None:
+        frames = None  # sealed once for every peer (the same bytes to each)
         for peer, sock in self.peers.items():
             if peer == self.me:
                 self._locally(self._take_params, msg)
             else:
-                P.send(sock, msg, job=self.job_id)
+                frames = self._to_peer(sock, msg, frames)
+
+    def _to_peer(self, sock: zmq.Socket, msg, frames: list | None = None) -> list:
+        """Send ``msg`` to a peer (sealed under the map's key when peers seal); returns the
+        frames sent, which another peer may be sent as they are."""
+        if frames is None:
+            frames = P.pack(msg, self.job_id, P.frame_bytes_for(sock))
+            if self.sealers:
+                frames = self.sealers[0].seal(frames)
+        P.send_packed(sock, frames)
+        return frames
 
     @staticmethod
     def _locally(handle, msg) -> None:
@@ -215,10 +239,23 @@ class RangePlane:
                 self.try_compute()
                 return
             try:
-                msg = P.typed(P.decode(frames[1:], job=self.job_id), self.schema)
+                msg = P.typed(P.decode(self._open(frames[1:]), job=self.job_id), self.schema)
                 self._from_peer(msg)
             except P.ProtocolError as e:
                 log.warning("rejected a message from a peer: %s (%s)", e, e.reason)
+
+    def _open(self, frames: list) -> list:
+        """A peer message's plaintext frames (ProtocolError: not sealed under the map's key)."""
+        if not self.sealed:
+            return frames
+        if not self.sealers:
+            raise P.ProtocolError("stale", "a peer message before the first range map")
+        try:
+            return self.sealers[0].open(frames)
+        except P.ProtocolError:
+            if len(self.sealers) == 1:
+                raise
+        return self.sealers[1].open(frames)
 
     def _from_peer(self, msg) -> None:
         if isinstance(msg, P.RangeGrads):

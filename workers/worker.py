@@ -365,7 +365,8 @@ class Worker:
         self.schema = dataclasses.replace(self.schema, ranges=ranges)
         self.plane = RangePlane(ctx, self.config.keys, self.config.connect, self.schema,
                                 optimizer, self.params, self._send,
-                                self.settings.clip_grad_norm, self.settings.accumulate)
+                                self.settings.clip_grad_norm, self.settings.accumulate,
+                                self.settings.peer_cipher)
         self.plane.computer = lambda plan, nodes, on_final: self._node_values(
             plan, nodes, 0, on_final)
         return self.plane

@@ -906,6 +906,12 @@ def send(socket: zmq.Socket, msg, identity: bytes | None = None, *, job: str | N
     return tracker if track else None
 
 
+def send_packed(socket: zmq.Socket, frames: list) -> None:
+    """Send a message already packed (``pack``), and maybe sealed (``sealing``), without
+    copies: one message sent to several peers is packed and sealed once."""
+    socket.send_multipart(frames, copy=False)
+
+
 def frame_bytes_for(socket: zmq.Socket) -> int:
     """The largest array frame worth sending on ``socket``: smaller under CURVE."""
     if socket.getsockopt(zmq.MECHANISM) == zmq.CURVE:
@@ -1044,23 +1050,26 @@ def _nodes(value, kind: str, schema, allow_empty: bool) -> list:
 @dataclass
 class RangeMap:
     """Range map ``version``: the reducers (address, public key), each range's owner (an index
-    into them), and the public keys reducers admit (the job's workers')."""
+    into them), the public keys reducers admit (the job's workers'), and ``seal``: the key
+    peers seal their messages with under ``peer_cipher = aes-gcm`` (``sealing``; empty when
+    they use CURVE or nothing)."""
 
     TYPE: ClassVar[str] = RANGEMAP
     version: int
     reducers: list
     owners: list
     allowed: list = field(default_factory=list)
+    seal: bytes = b""
 
     def envelope(self, job: str) -> Envelope:
         return Envelope(RANGEMAP, job, -1, -1, {
             "version": self.version, "reducers": [list(r) for r in self.reducers],
-            "owners": list(self.owners), "allowed": list(self.allowed)})
+            "owners": list(self.owners), "allowed": list(self.allowed), "seal": self.seal})
 
     @classmethod
     def check(cls, env: Envelope, schema=None) -> RangeMap:
         f, k = env.fields, "rangemap"
-        _only(f, k, ("version", "reducers", "owners", "allowed"))
+        _only(f, k, ("version", "reducers", "owners", "allowed", "seal"))
         _no_arrays(env)
         reducers = f.get("reducers")
         if type(reducers) is not list or not 0 < len(reducers) <= MAX_REDUCERS or not all(
@@ -1073,7 +1082,19 @@ class RangeMap:
             raise ProtocolError("fields", f"rangemap: {len(owners)} owners for {count} ranges")
         return cls(version=_int(f, "version", k), reducers=[tuple(r) for r in reducers],
                    owners=owners,
-                   allowed=_text_list(f.get("allowed"), k, "allowed", 1 << 16))
+                   allowed=_text_list(f.get("allowed"), k, "allowed", 1 << 16),
+                   seal=_seal_key(f.get("seal", b""), k))
+
+
+SEAL_KEY_BYTES = 32
+
+
+def _seal_key(value, kind: str) -> bytes:
+    if type(value) is not bytes or len(value) not in (0, SEAL_KEY_BYTES):
+        got = f"{len(value)} bytes" if type(value) is bytes else f"a {type(value).__name__}"
+        raise ProtocolError("fields", f"{kind}: seal must be empty or {SEAL_KEY_BYTES} bytes, "
+                            f"got {got}")
+    return value
 
 
 @dataclass

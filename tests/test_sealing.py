@@ -1,0 +1,99 @@
+"""Sealed peer messages (``dtrain/distributed/sealing.py``): a sealed message opens to the very
+frames it was made of, under its key only; any change on the way (a bit, the frames' order or
+number, the seal header) makes it fail to open with a ProtocolError, never an exception of the
+cipher's; and no two frames are ever sealed under the same nonce."""
+
+import numpy as np
+import pytest
+
+from dtrain.distributed import protocol as P
+from dtrain.distributed.sealing import NONCE_BYTES, Sealer, new_key
+
+
+def _message():
+    grads = [np.arange(1000, dtype=np.float32) * 0.25, None, np.full((3, 4), -2.5, np.float32)]
+    return P.RangeGrads(7, 1, 3, (0, 2), 1, 2, grads)
+
+
+def test_a_sealed_message_opens_to_the_same_message_and_hides_its_arrays():
+    sealer = Sealer(new_key())
+    msg = _message()
+    plain = P.decode(P.pack(msg, "job"), job="job")
+    sealed = sealer.seal(P.pack(msg, "job"))
+    arrays = msg.grads[0].tobytes()
+    assert all(arrays[:64] not in bytes(frame) for frame in sealed)  # no plaintext on the wire
+    got = P.decode(sealer.open(sealed), job="job")
+    assert got == plain and (got.type, got.step, got.fields) == (P.RANGEGRADS, 7, plain.fields)
+    assert sorted(got.arrays) == ["g0", "g2"]
+    for name, want in zip(("g0", "g2"), msg.grads[::2]):
+        assert got.arrays[name].tobytes() == want.tobytes()
+
+
+def test_every_frame_gets_a_fresh_nonce():
+    sealer = Sealer(new_key())
+    frames = P.pack(_message(), "job")
+    nonces = set()
+    for _ in range(50):
+        head = sealer.seal(frames)[0]
+        count = len(frames)
+        for i in range(count):
+            nonces.add(head[-NONCE_BYTES * (count - i):][:NONCE_BYTES])
+    assert len(nonces) == 50 * len(frames)
+
+
+def _tampered(sealed):
+    flipped = bytearray(sealed[1])
+    flipped[3] ^= 0x10
+    header = bytearray(sealed[0])
+    header[-1] ^= 1  # the last frame's nonce
+    return {
+        "a bit of a frame": [sealed[0], bytes(flipped), *sealed[2:]],
+        "a nonce": [bytes(header), *sealed[1:]],
+        "frames reordered": [sealed[0], sealed[2], sealed[1], *sealed[3:]],
+        "a frame dropped": sealed[:-1],
+        "a frame added": [*sealed, sealed[-1]],
+        "header cut": [sealed[0][:12], *sealed[1:]],
+        "not sealed at all": P.pack(_message(), "job"),
+        "nothing": [],
+        "a tag's worth of bytes missing": [sealed[0], sealed[1][:8], *sealed[2:]],
+    }
+
+
+@pytest.mark.parametrize("case", list(_tampered([b"x" * 80] * 4)))
+def test_a_changed_message_fails_to_open_with_a_protocol_error(case):
+    sealer = Sealer(new_key())
+    sealed = sealer.seal(P.pack(_message(), "job"))
+    assert len(sealed) >= 4
+    with pytest.raises(P.ProtocolError) as e:
+        sealer.open(_tampered(sealed)[case])
+    assert e.value.reason == "sealed"
+
+
+def test_frames_of_another_message_do_not_open_in_this_one():
+    sealer = Sealer(new_key())
+    one, two = (sealer.seal(P.pack(_message(), "job")) for _ in range(2))
+    with pytest.raises(P.ProtocolError, match="failed authentication"):
+        sealer.open([one[0], one[1], two[2], *one[3:]])
+
+
+def test_only_the_key_it_was_sealed_under_opens_it():
+    sealed = Sealer(new_key()).seal(P.pack(_message(), "job"))
+    with pytest.raises(P.ProtocolError, match="not sealed under this range map's key"):
+        Sealer(new_key()).open(sealed)
+
+
+@pytest.mark.parametrize("key", [b"", b"k" * 31, "k" * 32, None])
+def test_a_seal_key_must_be_32_bytes(key):
+    with pytest.raises(ValueError, match="32 bytes"):
+        Sealer(key)
+
+
+@pytest.mark.parametrize("seal", [b"k" * 31, "k" * 32, 5])
+def test_a_range_map_with_a_malformed_seal_key_is_rejected(seal):
+    env = P.decode(P.pack(P.RangeMap(1, [("tcp://1.2.3.4:5", "")], [0], [], b"k" * 32), "j"))
+    env.fields["seal"] = seal
+    with pytest.raises(P.ProtocolError, match="seal must be empty or 32 bytes") as e:
+        P.RangeMap.check(env)
+    assert "k" * 31 not in str(e.value)  # a key's bytes never reach a log
+    env.fields["seal"] = b"s" * 32
+    assert P.RangeMap.check(env).seal == b"s" * 32
