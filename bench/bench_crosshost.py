@@ -9,7 +9,8 @@ memory, as a worker beside its coordinator uses) and worker h on host h (the net
 coordinator's log is checked for each worker's channel); DDP runs rank r on host r + 1
 (``GLOO_SOCKET_IFNAME=eth0``). The job is ``dist_mlp_job.MLP512`` (784-512-512-10, 0.67M
 parameters), global batch 256, 8 micro-shards, one BLAS thread per process, dtrain with CURVE
-on (its default) and off.
+on (its default) and off, the star and the sharded reduction (whose peers seal their messages
+with AES-256-GCM when keys are on: ``peer_cipher``'s default).
 
 Printed, per host count and link: the median step time of each (median over the steps after a
 warm-up, then over ``--repeats`` interleaved repeats, min-max shown), dtrain's ratio to DDP,
@@ -17,8 +18,8 @@ and the bytes each host sent per step (interface counters over the whole run, di
 steps); then where a step's time goes, from timers around the coordinator's and the workers'
 parts (``timed_dtrain.py``): send, wait and receive on the coordinator, the tree sum, the
 optimizer; the remote workers' wait, decode, copies, forward/backward and send; the least
-time the busiest link needs for its bytes; and encryption as the CURVE step minus the insecure
-one. The machine's cores are shared by every host: compare ratios, not times.
+time the busiest link needs for its bytes; and encryption as the secure step minus the
+insecure one, for each reduction. The machine's cores are shared by every host: compare ratios, not times.
 
 Run (as root): ``python bench/bench_crosshost.py [--quick] [--hosts 2 4] [--rates 1gbit 10gbit]``,
 about 6 minutes (``--quick``: 2 hosts at 1 Gbit/s, 15 s).
@@ -341,11 +342,12 @@ def print_tables(results: dict, checks: dict, args) -> None:
           f"{args.warmup} warm-up steps, median over {args.repeats} repeat(s) (min-max) ==")
     head = (f"{'hosts':>5} {'link':>7} {'DDP gloo ms':>15} {'dtrain CURVE ms':>17} "
             f"{'/DDP':>6} {'dtrain insecure ms':>19} {'/DDP':>6} {'sharded CURVE ms':>18} "
-            f"{'/DDP':>6}  bytes sent per step by each host (dtrain CURVE | sharded | DDP), MB")
+            f"{'/DDP':>6} {'sharded insecure ms':>19} {'/DDP':>6}  bytes sent per step by each "
+            "host (dtrain CURVE | sharded | DDP), MB")
     print(head + "\n" + "-" * len(head))
     for (count, rate), runs in results.items():
         ddp, curve, plain = runs["ddp"], runs["curve"], runs["insecure"]
-        sharded = runs["sharded"]
+        sharded, sharded_plain = runs["sharded"], runs["sharded insecure"]
         hosts = sorted(curve[0]["sent"])
 
         def sent(kind: list) -> str:
@@ -356,21 +358,26 @@ def print_tables(results: dict, checks: dict, args) -> None:
               f"{med(curve) * 1e3:6.1f} ({spread(curve):>9}) {med(curve) / med(ddp):5.2f}x "
               f"{med(plain) * 1e3:7.1f} ({spread(plain):>10}) {med(plain) / med(ddp):5.2f}x "
               f"{med(sharded) * 1e3:6.1f} ({spread(sharded):>10}) "
-              f"{med(sharded) / med(ddp):5.2f}x  {sent(curve)} | {sent(sharded)} | {sent(ddp)}")
+              f"{med(sharded) / med(ddp):5.2f}x {med(sharded_plain) * 1e3:7.1f} "
+              f"({spread(sharded_plain):>10}) {med(sharded_plain) / med(ddp):5.2f}x  "
+              f"{sent(curve)} | {sent(sharded)} | {sent(ddp)}")
     for rate, text in checks.items():
         print(f"links at {rate}: {text}")
     print("\n== where a dtrain step goes, ms per step (timers in the coordinator's and remote "
           "workers' main threads; medians over repeats) ==")
     rows = []
     for (count, rate), runs in results.items():
-        for label in ("curve", "insecure", "sharded"):
+        for label in ("curve", "insecure", "sharded", "sharded insecure"):
             _, wire = busiest(runs[label])
             per = [parts(r, RATES[rate], wire) for r in runs[label]]
             row = defaultdict(lambda: math.nan,
                               {k: statistics.median(p[k] for p in per) for k in per[0]})
-            row["encrypt (CURVE - insecure)"] = (med(runs["curve"]) - med(runs["insecure"])) * 1e3
+            secure, plain = ("sharded", "sharded insecure") if "sharded" in label else \
+                ("curve", "insecure")
+            row["encrypt (secure - insecure)"] = (med(runs[secure]) - med(runs[plain])) * 1e3
             name = f"{count}h {rate[:-3]} " + {"curve": "CURVE", "insecure": "plain",
-                                                "sharded": "sharded"}[label]
+                                                "sharded": "sharded",
+                                                "sharded insecure": "sh. plain"}[label]
             rows.append((name, med(runs[label]) * 1e3, row))
     print(f"{'part':<27}" + "".join(f"{name:>14}" for name, _, _ in rows))
     print(f"{'step (metrics.jsonl)':<27}" + "".join(f"{step:14.1f}" for _, step, _ in rows))
@@ -383,7 +390,9 @@ def print_tables(results: dict, checks: dict, args) -> None:
           "parameters into the replica, compute = forward/backward alone (sharded: the range "
           "slices sent\nand the mailbox served during backward are their own rows), send = "
           "after it, reduce = the reducer's sums and steps\n(outside backward; '(all ...)': "
-          "wherever they ran); wire = the busiest host's bytes per step at the link's rate.")
+          "wherever they ran); wire = the busiest host's bytes per step at the link's rate;\n"
+          "encrypt = the secure step minus the insecure one (the star: CURVE on every socket; "
+          "sharded: peers seal with AES-256-GCM, the coordinator's sockets CURVE).")
 
 
 def measure(args) -> None:
@@ -413,7 +422,8 @@ def measure_in(args, tmp: str) -> tuple[dict, dict]:
                 if rate not in checks:
                     checks[rate] = check_shaped(hosts, rate, tmp, next(port))
                 before, shaped = hosts.counters(), hosts.shaped_bytes()
-                runs: dict = {"ddp": [], "curve": [], "insecure": [], "sharded": []}
+                runs: dict = {"ddp": [], "curve": [], "insecure": [], "sharded": [],
+                              "sharded insecure": []}
                 for _ in range(args.repeats):
                     runs["ddp"].append(run_ddp(hosts, count, args.warmup, args.steps, tmp,
                                                next(port)))
@@ -423,6 +433,8 @@ def measure_in(args, tmp: str) -> tuple[dict, dict]:
                                                        tmp, next(port), None))
                     runs["sharded"].append(run_dtrain(hosts, count, args.warmup, args.steps,
                                                       tmp, next(port), keys, "sharded"))
+                    runs["sharded insecure"].append(run_dtrain(
+                        hosts, count, args.warmup, args.steps, tmp, next(port), None, "sharded"))
                 passed = check_buckets(hosts, before, shaped)
                 checks[rate] += f"; {count} hosts: the buckets passed {passed:.0%} of the bytes"
                 results[(count, rate)] = runs
