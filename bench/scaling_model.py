@@ -23,7 +23,8 @@ few costs measured on this machine (``Costs``). The designs:
   its 2·(N-1) steps paying the latency and a message's CPU; plaintext, as gloo and NCCL send.
 
 A phase (one exchange) costs the latency plus the larger of its wire time and the CPU of the
-busiest process in it (encoding, checks, CURVE), which run alongside the wire. Bytes are
+busiest process in it (encoding, checks, CURVE on the coordinator's sockets, AES-256-GCM
+sealing between the sharded reduction's peers), which run alongside the wire. Bytes are
 reported as the link carries them (TCP/IP headers per MSS-sized packet, acknowledgements
 included); the issue's formulas count the arrays alone, so the model's figures sit ~5% above.
 
@@ -65,6 +66,10 @@ class Costs:
     # CURVE minus insecure step: 4.7 ms for the 5.4 MB through the coordinator at 2 hosts
     # (quiet), 14-34 ms for 16 MB at 4 hosts (README, loaded machine)
     curve_byte_s: float = 1.0e-9
+    # peers sealing with AES-256-GCM (sealing.py), in the workers' main threads: 23 ms of CPU a
+    # worker-step for 86 MB sent and received (bench_exchange10m, Intel Xeon, 2026-12-07 night;
+    # 0.12 ns a byte alone)
+    seal_byte_s: float = 0.27e-9
     cores: int | None = None  # None: every host has its own cores; n: all hosts share n cores
 
 
@@ -77,7 +82,8 @@ class Setup:
     batch: int
     micro_shards: int
     rate_bps: float
-    curve: bool = True
+    curve: bool = True  # keys on: CURVE on the coordinator's sockets, peers as peer_cipher says
+    peer_cipher: str = "aes-gcm"  # the sharded peers': sealed (AES-256-GCM) or curve
     latency_s: float = 50e-6  # one way, per exchange
     costs: Costs = field(default_factory=Costs)
     counting: wb.Counting = wb.ON_THE_WIRE  # how reported bytes count packets
@@ -153,11 +159,20 @@ def phase_seconds(setup: Setup, wire_stream: int, cpu: list[float]) -> float:
     return setup.latency_s + max(wire, on_cores(cpu, setup.costs.cores))
 
 
-def handling_seconds(setup: Setup, stream: int, messages: int, curve: bool | None = None) -> float:
-    """CPU of one process sending or receiving ``messages`` totalling ``stream`` bytes."""
+def handling_seconds(setup: Setup, stream: int, messages: int, curve: bool | None = None,
+                     peers: bool = False) -> float:
+    """CPU of one process sending or receiving ``messages`` totalling ``stream`` bytes
+    (``peers``: between the sharded reduction's workers, which seal under ``peer_cipher``)."""
     c = setup.costs
-    crypto = c.curve_byte_s if (setup.curve if curve is None else curve) else 0.0
+    crypto = 0.0
+    if setup.curve if curve is None else curve:
+        crypto = c.seal_byte_s if peers and sealed(setup) else c.curve_byte_s
     return stream * (c.handle_byte_s + crypto) + messages * c.message_s
+
+
+def sealed(setup: Setup) -> bool:
+    """The sharded reduction's peers seal their messages (keys on, peer_cipher aes-gcm)."""
+    return setup.curve and setup.peer_cipher == "aes-gcm"
 
 
 def counted(setup: Setup, sent: int, received: int) -> Link:
@@ -202,7 +217,10 @@ def ranges(values: int, owners: int) -> list[int]:
 
 def slice_stream(values: int, setup: Setup) -> int:
     """Stream bytes of one message holding a slice of ``values`` parameters."""
-    return wb.zmq_bytes(wb.slice_frames(values), setup.curve)
+    frames = wb.slice_frames(values)
+    if sealed(setup):
+        return wb.zmq_bytes(wb.sealed_frames(frames), curve=False)
+    return wb.zmq_bytes(frames, setup.curve)
 
 
 def slices_stream(sizes: Counter, setup: Setup) -> int:
@@ -247,8 +265,8 @@ def exchange_seconds(setup: Setup, ex: Exchange) -> float:
     """Both directions at once: the busier one on the wire; the sending and the receiving
     process each handle their side."""
     return phase_seconds(setup, max(ex.sent, ex.received), [
-        handling_seconds(setup, ex.sent, ex.messages_out),
-        handling_seconds(setup, ex.received, ex.messages_in)])
+        handling_seconds(setup, ex.sent, ex.messages_out, peers=True),
+        handling_seconds(setup, ex.received, ex.messages_in, peers=True)])
 
 
 def sharded_links(setup: Setup, work: list[Work]) -> list[Link]:
@@ -438,7 +456,7 @@ README_DESIGNS = ("star (today)", "sharded (planned)", "sharded, overlapped", "r
 def print_markdown() -> None:
     """The README's table: bytes on the busiest link and step times, one row per model and
     host count (micro-shards = hosts, 8 at least)."""
-    steps = " / ".join(README_DESIGNS)
+    steps = " / ".join(d.split(" (")[0] for d in README_DESIGNS)
     print(f"| parameters, hosts | MB each way on the busiest link: star / sharded / ring "
           f"| step at 1 Gbit/s: {steps} | step at 10 Gbit/s: the same |")
     print("|---|---|---|---|")

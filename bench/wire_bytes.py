@@ -4,7 +4,9 @@ The frames come from ``protocol.pack``, the encoder the coordinator and workers 
 msgpack header is exactly today's. ZMTP 3 puts a flags byte and a 1- or 8-byte length before
 every frame; CURVE (RFC 26) sends every frame as a MESSAGE command instead: the command name
 (8 bytes), a short nonce (8), a 16-byte MAC and the frame's flags byte (1) around the frame's
-bytes. TCP/IP adds one header per packet (66 bytes: Ethernet, IPv4, TCP with timestamps), and
+bytes. Sealed peer messages (``sealing.py``: the sharded reduction's default under CURVE) travel
+without a ZeroMQ mechanism as a seal header frame (magic, count, message id, a 12-byte nonce per
+frame) and each frame with a 16-byte tag. TCP/IP adds one header per packet (66 bytes: Ethernet, IPv4, TCP with timestamps), and
 the receiver sends one bare acknowledgement per two packets. What a packet is depends on who
 counts: the wire carries MSS-sized segments; a veth interface's counters see the kernel's
 64 KiB GSO packets, one header each (``bench_crosshost.py`` reads those counters).
@@ -46,6 +48,14 @@ class Counting:
 
 ON_THE_WIRE = Counting()
 VETH_COUNTERS = Counting(segment=GSO_PACKET)
+
+
+def sealed_frames(frame_sizes: tuple) -> tuple:
+    """The frames of a message sealed by ``sealing.Sealer``: its header, then each frame and tag."""
+    from dtrain.distributed import sealing
+
+    head = len(sealing.MAGIC) + 4 + sealing.ID_BYTES + sealing.NONCE_BYTES * len(frame_sizes)
+    return (head, *(n + sealing.TAG_BYTES for n in frame_sizes))
 
 
 def zmq_bytes(frame_sizes: tuple, curve: bool) -> int:
