@@ -305,11 +305,11 @@ class ReducerRogue(threading.Thread):
         from dtrain.distributed.sealing import Sealer, new_key
 
         good = P.pack(P.RangeGrads(0, 0, 1, (0, 1), 0, 1, [np.ones(4, np.float32)]), job)
-        real = Sealer(self.maps["seal"]).seal(good)
+        real = Sealer(self.maps["seal"], 0).seal(good)
         flipped = bytearray(real[2])
         flipped[5] ^= 1
         return [good,  # in the clear
-                Sealer(new_key()).seal(good),  # under another key
+                Sealer(new_key(), 0).seal(good),  # under another key
                 [real[0], real[1], bytes(flipped)],  # a bit changed on the way
                 [real[0], real[2], real[1]],  # frames reordered
                 real[:2],  # a frame cut off
@@ -326,7 +326,7 @@ class ReducerRogue(threading.Thread):
             ranges = self.maps["ranges"]
             hello = self._bad_messages(job, ranges)[0]
             if self.cipher == "aes-gcm":
-                self._sealed_plane(address, job, ranges, Sealer(self.maps["seal"]))
+                self._sealed_plane(address, job, ranges, Sealer(self.maps["seal"], 0))
                 return
             self.outcomes["no key"] = self._knock(address, None, hello)
             public, secret = zmq.curve_keypair()

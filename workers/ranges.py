@@ -133,8 +133,10 @@ class RangePlane:
             if not msg.seal:
                 raise P.ProtocolError("fields", f"range map {msg.version} carries no seal key, "
                                       "and this worker's peers seal (peer_cipher = aes-gcm)")
-            self.sealers = [Sealer(msg.seal), *self.sealers[:1]]  # the last map's opens its
-            # messages still on the way, which the reducer then drops as stale
+            if self.worker_id < 0:
+                raise P.ProtocolError("stale", "a range map before this worker said READY")
+            # the last map's key still opens its messages on the way (the reducer drops them)
+            self.sealers = [Sealer(msg.seal, self.worker_id), *self.sealers[:1]]
         if self.auth is not None:
             allow_only(self.auth, msg.allowed)
         wanted = set(msg.reducers)
