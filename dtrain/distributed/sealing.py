@@ -72,8 +72,9 @@ class Sealer:
 
     def __init__(self, key: bytes, sender: int):
         if type(key) is not bytes or len(key) != KEY_BYTES:
-            raise ValueError(f"a seal key is {KEY_BYTES} bytes, got "
-                             f"{len(key) if isinstance(key, (bytes, bytearray)) else key!r}")
+            got = f"{len(key)} bytes" if isinstance(key, (bytes, bytearray)) else \
+                f"a {type(key).__name__}"  # never the value: it may be a key
+            raise ValueError(f"a seal key is {KEY_BYTES} bytes, got {got}")
         if type(sender) is not int or not 0 <= sender <= MAX_SENDER:
             raise ValueError(f"a sender is a worker id in 0..{MAX_SENDER}, got {sender!r}")
         self._key = key
