@@ -1,7 +1,8 @@
 #!/bin/bash
 # Build deploy/Dockerfile with podman on this machine and run it: dtrain --help as the image's
 # unprivileged user, then a coordinator container and two worker containers that train
-# examples/digits.py with CURVE keys mounted read-only, as deploy/k8s/ mounts its Secrets.
+# examples/digits.py with the sharded reduction (the default across pods: the workers seal their
+# messages to each other) and CURVE keys mounted read-only, as deploy/k8s/ mounts its Secrets.
 #
 #   deploy/container-smoke.sh          # build (if needed) and run the smoke test
 #   deploy/container-smoke.sh build    # only build; prints the image name
@@ -100,12 +101,13 @@ print(s.getsockname()[1])')
     mkdir -m 0775 "$WORK/runs" && chown 10001:10001 "$WORK/runs"
     local tag=$$ job="smoke-$$"
     NAMES=("dtrain-smoke-coordinator-$tag" "dtrain-smoke-worker0-$tag" "dtrain-smoke-worker1-$tag")
-    say "a coordinator and two workers on examples/digits.py (2 epochs)"
+    say "a coordinator and two workers on examples/digits.py (2 epochs, sharded as across pods)"
     # host networking (containers.conf), each container with a host name of its own, as pods
     podman run -d --name "${NAMES[0]}" --hostname dtrain-coordinator \
         -v "$WORK/coordinator:/keys:ro" -v "$WORK/runs:/runs" \
         "$image" dtrain coordinator --bind "tcp://127.0.0.1:$port" --workers 2 --keys /keys \
-        --job-id "$job" --epochs 2 --no-progress --out /runs/digits examples/digits.py >/dev/null
+        --job-id "$job" --epochs 2 --reduction sharded --no-progress --out /runs/digits \
+        examples/digits.py >/dev/null
     for rank in 0 1; do
         podman run -d --name "${NAMES[$((rank + 1))]}" --hostname "dtrain-worker-$rank" \
             -v "$WORK/worker:/keys:ro" -e "DTRAIN_COORDINATOR=tcp://127.0.0.1:$port" "$image" \
@@ -113,8 +115,12 @@ print(s.getsockname()[1])')
     done
     local code
     code=$(timeout 600 podman wait "${NAMES[0]}")
-    podman logs "${NAMES[0]}" >&2
+    local logs
+    logs=$(podman logs "${NAMES[0]}" 2>&1)
+    echo "$logs" >&2
     [ "$code" = 0 ] || die "the coordinator exited with code $code"
+    grep -q "peers seal with AES-256-GCM" <<<"$logs" \
+        || die "the workers did not reduce by range with sealed messages (no 'peers seal' logged)"
     [ -f "$WORK/runs/digits/checkpoint.dtrain" ] || die "no checkpoint written"
     for name in "${NAMES[@]:1}"; do
         [ "$(timeout 60 podman wait "$name")" = 0 ] || die "$name did not exit cleanly"
