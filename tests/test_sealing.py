@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from dtrain.distributed import protocol as P
+from dtrain.distributed import sealing
 from dtrain.distributed.sealing import MAGIC, NONCE_BYTES, Sealer, new_key, sender_key
 
 sys.path.insert(0, os.path.dirname(__file__))  # dist_jobs, range_planes
@@ -108,10 +109,26 @@ def test_each_sender_seals_under_a_key_of_its_own_that_every_peer_opens():
     sealed = Sealer(key, 1).seal(P.pack(_message(), "job"))
     assert Sealer(key, 2).open(sealed) == Sealer(key, 1).open(sealed)
     assert sender_key(key, 1) != sender_key(key, 2) != key
-    claimed = bytearray(sealed[0])
-    claimed[len(MAGIC):len(MAGIC) + 4] = (2).to_bytes(4, "big")
-    with pytest.raises(P.ProtocolError, match="failed authentication"):
-        Sealer(key, 2).open([bytes(claimed), *sealed[1:]])
+    for at in (0, 4):  # the sender, then the generation, claimed otherwise
+        claimed = bytearray(sealed[0])
+        claimed[len(MAGIC) + at:len(MAGIC) + at + 4] = (2).to_bytes(4, "big")
+        with pytest.raises(P.ProtocolError, match="failed authentication"):
+            Sealer(key, 2).open([bytes(claimed), *sealed[1:]])
+
+
+def test_a_sender_moves_to_a_new_key_before_it_seals_too_many_frames(monkeypatch):
+    """After FRAMES_PER_KEY frames a sender's next message is sealed under its next
+    generation's key; every peer still opens both generations' messages."""
+    monkeypatch.setattr(sealing, "FRAMES_PER_KEY", 10)
+    key = new_key()
+    sender, peer = Sealer(key, 5), Sealer(key, 6)
+    frames = P.pack(_message(), "job")  # 3 frames: 3 messages fit in a generation
+    sealed = [sender.seal(frames) for _ in range(7)]
+    generations = [int.from_bytes(s[0][len(MAGIC) + 4:len(MAGIC) + 8], "big") for s in sealed]
+    assert generations == [0, 0, 0, 1, 1, 1, 2]
+    assert sender_key(key, 5, 0) != sender_key(key, 5, 1)
+    for s in sealed:
+        assert peer.open(s) == [bytes(f) for f in frames]
 
 
 @pytest.mark.parametrize("seal", [b"k" * 31, "k" * 32, 5])

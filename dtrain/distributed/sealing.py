@@ -17,15 +17,16 @@ moved between messages or changed in a bit fail to open. A replayed message is a
 the job sent under the same map; the reducers' checks (a node's slices once per step and
 range, parameters of the step in flight only) drop it, and a new map brings a new key.
 
-Each sender seals under a key of its own, derived from the map's key and its worker id
-(HMAC-SHA256), so the random nonces of one key are drawn only by one sender: AES-GCM's limit
-of 2^32 random nonces per key is then a sender's frames, not the whole job's (512 workers
-exchange ~500,000 frames a step).
+Each sender seals under a key of its own, derived from the map's key, its worker id and a
+generation (HMAC-SHA256), so the random nonces of one key are drawn only by one sender, and
+only ``FRAMES_PER_KEY`` of them: a sender moves to its next generation's key before that.
+AES-GCM's bound for random 96-bit nonces (2^32 frames per key) then holds in any run, however
+long or wide (512 workers exchange ~500,000 frames a step; one range map may last all run).
 
-Layout: frame 0, in the clear, is ``MAGIC``, the sender's id, the frame count, a random
-message id and one random 96-bit nonce per frame; then each plaintext frame encrypted, with
-its 16-byte tag. Each frame's associated data is ``MAGIC``, the sender, the message id, its
-index and the count.
+Layout: frame 0, in the clear, is ``MAGIC``, the sender's id and generation, the frame count,
+a random message id and one random 96-bit nonce per frame; then each plaintext frame
+encrypted, with its 16-byte tag. Each frame's associated data is ``MAGIC``, the sender and
+generation, the message id, its index and the count.
 """
 
 from __future__ import annotations
@@ -47,9 +48,11 @@ NONCE_BYTES = 12
 TAG_BYTES = 16
 MAX_FRAMES = 1 << 16  # more than any message of the protocol has
 MAX_SENDER = (1 << 32) - 1
+FRAMES_PER_KEY = 1 << 30  # frames a sender seals under one generation's key (GCM: <= 2^32)
 _KEYS_KEPT = 4096  # senders' keys cached by an opener (any more are derived each time)
 _COUNT = struct.Struct("!I")
-_HEAD = len(MAGIC) + 2 * _COUNT.size + ID_BYTES
+_ORIGIN = struct.Struct("!II")  # sender, generation
+_HEAD = len(MAGIC) + _ORIGIN.size + _COUNT.size + ID_BYTES
 
 
 def new_key() -> bytes:
@@ -57,13 +60,15 @@ def new_key() -> bytes:
     return os.urandom(KEY_BYTES)
 
 
-def _aad(sender: bytes, msg_id: bytes, index: int, count: int) -> bytes:
-    return MAGIC + sender + msg_id + _COUNT.pack(index) + _COUNT.pack(count)
+def _aad(origin: bytes, msg_id: bytes, index: int, count: int) -> bytes:
+    return MAGIC + origin + msg_id + _COUNT.pack(index) + _COUNT.pack(count)
 
 
-def sender_key(key: bytes, sender: int) -> bytes:
-    """The key worker ``sender`` seals under: HMAC-SHA256 of its id under the map's key."""
-    return hmac.new(key, b"dtrain seal sender " + _COUNT.pack(sender), hashlib.sha256).digest()
+def sender_key(key: bytes, sender: int, generation: int = 0) -> bytes:
+    """The key worker ``sender`` seals under in ``generation``: HMAC-SHA256 of both under the
+    map's key."""
+    return hmac.new(key, b"dtrain seal sender " + _ORIGIN.pack(sender, generation),
+                    hashlib.sha256).digest()
 
 
 class Sealer:
@@ -78,27 +83,35 @@ class Sealer:
         if type(sender) is not int or not 0 <= sender <= MAX_SENDER:
             raise ValueError(f"a sender is a worker id in 0..{MAX_SENDER}, got {sender!r}")
         self._key = key
-        self._sender = _COUNT.pack(sender)
-        self._aead = AESGCM(sender_key(key, sender))
-        self._openers: dict[bytes, AESGCM] = {self._sender: self._aead}
+        self._sender = sender
+        self._openers: dict[bytes, AESGCM] = {}
+        self._use_generation(0)
+
+    def _use_generation(self, generation: int) -> None:
+        self.generation, self._sealed = generation, 0
+        self._origin = _ORIGIN.pack(self._sender, generation)
+        self._aead = self._opener(self._origin)
 
     def seal(self, frames: list) -> list:
         """The sealed frames of a message (``frames``: buffers, e.g. ``protocol.pack``'s)."""
         count = len(frames)
+        if self._sealed + count > FRAMES_PER_KEY:
+            self._use_generation(self.generation + 1)
+        self._sealed += count
         msg_id = os.urandom(ID_BYTES)
         nonces = os.urandom(NONCE_BYTES * count)
-        sealed = [MAGIC + self._sender + _COUNT.pack(count) + msg_id + nonces]
+        sealed = [MAGIC + self._origin + _COUNT.pack(count) + msg_id + nonces]
         for i, frame in enumerate(frames):
             nonce = nonces[i * NONCE_BYTES:(i + 1) * NONCE_BYTES]
-            sealed.append(self._aead.encrypt(nonce, frame, _aad(self._sender, msg_id, i, count)))
+            sealed.append(self._aead.encrypt(nonce, frame, _aad(self._origin, msg_id, i, count)))
         return sealed
 
-    def _opener(self, sender: bytes) -> AESGCM:
-        aead = self._openers.get(sender)
+    def _opener(self, origin: bytes) -> AESGCM:
+        aead = self._openers.get(origin)
         if aead is None:
-            aead = AESGCM(sender_key(self._key, _COUNT.unpack(sender)[0]))
+            aead = AESGCM(sender_key(self._key, *_ORIGIN.unpack(origin)))
             if len(self._openers) < _KEYS_KEPT:
-                self._openers[sender] = aead
+                self._openers[origin] = aead
         return aead
 
     def open(self, frames: list) -> list:
@@ -110,14 +123,14 @@ class Sealer:
         if head.nbytes < _HEAD or bytes(head[:len(MAGIC)]) != MAGIC:
             raise ProtocolError("sealed", "a peer message that is not sealed (peers seal with "
                                 "AES-256-GCM under the range map's key)")
-        sender = bytes(head[len(MAGIC):len(MAGIC) + _COUNT.size])
-        (count,) = _COUNT.unpack_from(head, len(MAGIC) + _COUNT.size)
+        origin = bytes(head[len(MAGIC):len(MAGIC) + _ORIGIN.size])
+        (count,) = _COUNT.unpack_from(head, len(MAGIC) + _ORIGIN.size)
         if not 0 < count <= MAX_FRAMES or count != len(frames) - 1 or \
                 head.nbytes != _HEAD + NONCE_BYTES * count:
             raise ProtocolError("sealed", f"a sealed peer message names {count} frames, holds "
                                 f"{len(frames) - 1} and {head.nbytes} bytes of seal header")
-        msg_id = bytes(head[len(MAGIC) + 2 * _COUNT.size:_HEAD])
-        aead = self._opener(sender)
+        msg_id = bytes(head[_HEAD - ID_BYTES:_HEAD])
+        aead = self._opener(origin)
         opened = []
         for i, frame in enumerate(frames[1:]):
             at = _HEAD + i * NONCE_BYTES
@@ -127,7 +140,7 @@ class Sealer:
                                     "than its tag")
             try:
                 opened.append(aead.decrypt(bytes(head[at:at + NONCE_BYTES]), view,
-                                           _aad(sender, msg_id, i, count)))
+                                           _aad(origin, msg_id, i, count)))
             except InvalidTag:
                 raise ProtocolError("sealed", f"frame {i} of a peer message failed "
                                     "authentication: not sealed under this range map's key, "
