@@ -54,8 +54,8 @@ def sealed_frames(frame_sizes: tuple) -> tuple:
     """The frames of a message sealed by ``sealing.Sealer``: its header, then each frame and tag."""
     from dtrain.distributed import sealing
 
-    head = len(sealing.MAGIC) + 4 + sealing.ID_BYTES + sealing.NONCE_BYTES * len(frame_sizes)
-    return (head, *(n + sealing.TAG_BYTES for n in frame_sizes))
+    return (sealing.header_bytes(len(frame_sizes)),
+            *(n + sealing.TAG_BYTES for n in frame_sizes))
 
 
 def zmq_bytes(frame_sizes: tuple, curve: bool) -> int:

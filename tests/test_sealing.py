@@ -182,3 +182,14 @@ def test_a_sealing_worker_opens_only_sealed_peer_messages_and_needs_a_map_key(ca
         peer.close(0)
         plane.close()
         ctx.term()
+
+
+def test_the_wire_model_counts_a_sealed_message_as_sent():
+    """bench/wire_bytes.py's sealed frames are the sizes a Sealer really produces."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "bench"))
+    import wire_bytes
+
+    frames = P.pack(_message(), "job")
+    sealed = Sealer(new_key(), 1).seal(frames)
+    assert wire_bytes.sealed_frames(tuple(memoryview(f).nbytes for f in frames)) == \
+        tuple(len(f) for f in sealed)

@@ -60,6 +60,11 @@ def new_key() -> bytes:
     return os.urandom(KEY_BYTES)
 
 
+def header_bytes(frames: int) -> int:
+    """Bytes of the seal header (frame 0) of a message of ``frames`` frames."""
+    return _HEAD + NONCE_BYTES * frames
+
+
 def _aad(origin: bytes, msg_id: bytes, index: int, count: int) -> bytes:
     return MAGIC + origin + msg_id + _COUNT.pack(index) + _COUNT.pack(count)
 
@@ -126,7 +131,7 @@ class Sealer:
         origin = bytes(head[len(MAGIC):len(MAGIC) + _ORIGIN.size])
         (count,) = _COUNT.unpack_from(head, len(MAGIC) + _ORIGIN.size)
         if not 0 < count <= MAX_FRAMES or count != len(frames) - 1 or \
-                head.nbytes != _HEAD + NONCE_BYTES * count:
+                head.nbytes != header_bytes(count):
             raise ProtocolError("sealed", f"a sealed peer message names {count} frames, holds "
                                 f"{len(frames) - 1} and {head.nbytes} bytes of seal header")
         msg_id = bytes(head[_HEAD - ID_BYTES:_HEAD])
