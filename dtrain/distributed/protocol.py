@@ -968,7 +968,8 @@ def recv(
 #     worker -> coordinator  READY       (also: the address and CURVE public key its reducer
 #                                         serves, in the fields ``reducer`` and ``public``)
 #     coordinator -> worker  RANGEMAP    (version: every reducer, the owner of each range, the
-#                                         keys reducers admit)     worker -> coordinator  MAPACK
+#                                         keys reducers admit, the key peers seal with)
+#     worker -> coordinator  MAPACK
 #     coordinator -> worker  RANGESTATE  (a range's parameters and optimizer state to own)
 #     coordinator -> worker  STEPTASK    (step, its nodes, the step's whole cover, group options;
 #                                         ``hold``: accumulate the sums, do not step)
@@ -985,7 +986,8 @@ def recv(
 # A range's arrays are its pieces (``param_ranges``) in order, named ``p{j}`` (parameters),
 # ``g{j}`` (gradients) and ``s{j}.{key}`` (optimizer state); a piece that is a whole parameter
 # keeps its shape, a split one is flat. ``version`` numbers the range maps: anything of another
-# version is stale.
+# version is stale. Under CURVE, what workers send each other (RANGEGRADS, RANGEPARAMS) is
+# sealed with the map's key (``sealing.py``) unless ``peer_cipher = curve``.
 
 RANGEMAP = "rangemap"
 MAPACK = "mapack"
