@@ -9,13 +9,15 @@ stream). Measured, interleaved, ``--repeats`` times per link:
 
 - gloo: ``dist.all_reduce`` of one float32 tensor of the model's 10.0M elements, rank 0 on host 1
   and rank 1 on host 2 (``ddp_reference.py --mode allreduce``): median seconds per round;
-- dtrain ``reduction = sharded`` with CURVE (its default) and insecure: ``dtrain coordinator`` and
+- dtrain ``reduction = sharded`` with keys (its default: CURVE on the coordinator's sockets, the
+  workers' messages to each other sealed with AES-256-GCM, ``peer_cipher``) and insecure,
+  labelled "keys on" and "insecure": ``dtrain coordinator`` and
   worker 1 on host 1, worker 2 on host 2, global batch 64, 8 micro-shards and 8 parameter ranges;
   exchange = the median step (metrics.jsonl) minus the slower worker's median forward/backward
   alone (``timed_dtrain.py``: the range slices sent and the mailbox served during backward are
   not compute), so it holds what the step spends on top of computing: the slices to the ranges'
   reducers, their sums and optimizer steps, the new ranges back to every worker and the waits;
-- with ``--before REF...``, the sharded CURVE run again from the dtrain sources of each git
+- with ``--before REF...``, the sharded run with keys again from the dtrain sources of each git
   revision ``REF`` (extracted to a temporary directory, put first on ``PYTHONPATH``): before and
   after figures of each change, from the same run.
 
@@ -24,7 +26,7 @@ least 90% of the ring bound 2·P·4·(N-1)/N bytes a step (40 MB for 2 hosts), w
 the sharded reduction move. Printed: per link and path the median (min-max over repeats), the
 ratio to the all_reduce of the same run, the MB each host sent per step, the workers' compute, and
 the CPU each dtrain worker process spent per step, in its ZeroMQ I/O threads (where CURVE
-encrypts and decrypts) and in all. All hosts share the machine's cores: compare ratios.
+encrypts and decrypts; sealing runs in the main thread) and in all. All hosts share the machine's cores: compare ratios.
 
 Run (as root): ``python bench/bench_exchange10m.py [--quick] [--rates none 10gbit]
 [--before REF...]``, about 4 minutes (``--quick``: unshaped, 1 repeat, about 1 minute).
@@ -82,7 +84,7 @@ def run_allreduce(hosts: netns_hosts.Hosts, warm: int, rounds: int, tmp: str, po
 
 def run_sharded(hosts: netns_hosts.Hosts, warm: int, steps: int, tmp: str, port: int,
                 keys: str | None, source: str | None) -> dict:
-    """One sharded run (CURVE when ``keys``; dtrain from ``source`` when given): exchange =
+    """One sharded run (keys on when ``keys``; dtrain from ``source`` when given): exchange =
     median step minus the slower worker's median forward/backward."""
     env = {"PYTHONPATH": source} if source else None
     r = bc.run_dtrain(hosts, HOSTS, warm, steps, tmp, port, keys, "sharded", JOB, BATCH, env)
@@ -128,9 +130,9 @@ def snapshot(ref: str, tmp: str) -> str:
 
 
 def paths(args) -> list:
-    """(label, CURVE, source directory or None) of the dtrain paths measured."""
-    out = [("sharded, CURVE", True, None), ("sharded, insecure", False, None)]
-    out += [(f"sharded, CURVE, at {ref}", True, args.sources[ref]) for ref in args.before]
+    """(label, keys on, source directory or None) of the dtrain paths measured."""
+    out = [("sharded, keys on", True, None), ("sharded, insecure", False, None)]
+    out += [(f"sharded, keys on, at {ref}", True, args.sources[ref]) for ref in args.before]
     return out
 
 
@@ -224,7 +226,7 @@ def main() -> None:
     parser.add_argument("--rates", nargs="+", choices=sorted(LINKS), default=None,
                         help="links: none (unshaped veth) and/or 10gbit (default: both)")
     parser.add_argument("--before", metavar="REF", nargs="+", default=[],
-                        help="also run the sharded CURVE path from each git revision's sources")
+                        help="also run the sharded path with keys from each git revision's sources")
     args = parser.parse_args()
     why = netns_hosts.available()
     if why:
