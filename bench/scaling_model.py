@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import wire_bytes as wb
 
+from dtrain.distributed.sealing import peers_seal
 from dtrain.distributed.shards import BatchPlan, assign
 
 
@@ -172,7 +173,7 @@ def handling_seconds(setup: Setup, stream: int, messages: int, curve: bool | Non
 
 def sealed(setup: Setup) -> bool:
     """The sharded reduction's peers seal their messages (keys on, peer_cipher aes-gcm)."""
-    return setup.curve and setup.peer_cipher == "aes-gcm"
+    return peers_seal(setup.curve, setup.peer_cipher)
 
 
 def counted(setup: Setup, sent: int, received: int) -> Link:

@@ -29,7 +29,7 @@ import zmq
 
 from dtrain.distributed import protocol as P
 from dtrain.distributed.reducer import RangeReducer
-from dtrain.distributed.sealing import Sealer
+from dtrain.distributed.sealing import Sealer, peers_seal
 from dtrain.distributed.security import (
     ClientKeys,
     ServerKeys,
@@ -86,7 +86,7 @@ class RangePlane:
                  optimizer, params: list, send, clip_grad_norm: float = 0.0,
                  accumulate: int = 1, peer_cipher: str = "aes-gcm"):
         self.ctx = ctx
-        self.sealed = keys is not None and peer_cipher == "aes-gcm"
+        self.sealed = peers_seal(keys is not None, peer_cipher)
         self.sealers: list[Sealer] = []  # the current map's, then the one before, if sealed
         self.clip_grad_norm = clip_grad_norm
         self.accumulate = accumulate

@@ -55,6 +55,12 @@ _ORIGIN = struct.Struct("!II")  # sender, generation
 _HEAD = len(MAGIC) + _ORIGIN.size + _COUNT.size + ID_BYTES
 
 
+def peers_seal(keys_on: bool, peer_cipher: str) -> bool:
+    """Whether the sharded reduction's peers seal their messages: with keys, under
+    ``peer_cipher = aes-gcm`` (the coordinator, the workers and the scaling model ask here)."""
+    return keys_on and peer_cipher == "aes-gcm"
+
+
 def new_key() -> bytes:
     """A fresh random key for one range map."""
     return os.urandom(KEY_BYTES)

@@ -31,7 +31,7 @@ from . import protocol as P
 from .range_optimizer import RangeOptimizer, gather, gather_accumulated
 from .range_state import load_payload, range_payload
 from .range_sums import two_norm
-from .sealing import new_key
+from .sealing import new_key, peers_seal
 from .shards import assign
 
 log = logging.getLogger("dtrain.coordinator")
@@ -189,7 +189,7 @@ class ShardedPlane:
         self.acks, self.lost, self.loaded = set(), None, False
         reducers = [self.reducers[i] for i in live]
         allowed = sorted(self.co.allowed_keys() or ())
-        seal = new_key() if allowed and self.co.settings.peer_cipher == "aes-gcm" else b""
+        seal = new_key() if peers_seal(bool(allowed), self.co.settings.peer_cipher) else b""
         log.info("range map %d: %d ranges over %d reducers%s", self.version, len(self.owners),
                  len(live), "; peers seal with AES-256-GCM" if seal else "")
         for ident in live:
