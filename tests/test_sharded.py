@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
 
 import numpy as np
@@ -206,9 +207,10 @@ def test_the_coordinator_carries_no_gradients_or_parameters_per_step(monkeypatch
 
 class _HostTraffic:
     """Bytes each worker thread sends off its host per step message type, and the bytes
-    the coordinator's socket sends and receives (every message counted where it is sent)."""
+    the coordinator's socket sends and receives (every message counted where it is sent: the
+    peers' on their senders' threads)."""
 
-    def __init__(self, monkeypatch, coordinator: str, workers: list):
+    def __init__(self, monkeypatch, coordinator: str, workers: list, sealed: bool):
         self.coordinator = coordinator
         self.workers = workers
         self.out = [0] * len(workers)  # per worker: bytes to other hosts' reducers
@@ -216,7 +218,8 @@ class _HostTraffic:
         self.co = 0  # step messages through the coordinator's socket
         self.mechanisms = set()  # ZeroMQ mechanisms of the peers' sockets
         self.frame = 0  # the largest array frame a worker sent a peer
-        send, to_peer = P.send, RangePlane._to_peer
+        self.lock = threading.Lock()  # the workers' sender threads count too
+        send, send_packed = P.send, P.send_packed
 
         def counting_send(socket, msg, *args, **kwargs):  # the coordinator's and to it
             if msg.TYPE in P.STEP_TYPES | {P.GRADS}:
@@ -224,30 +227,31 @@ class _HostTraffic:
                 self._count(socket, sum(len(f) for f in frames))
             return send(socket, msg, *args, **kwargs)
 
-        def counting_to_peer(plane, socket, msg, frames=None):  # as sent: sealed or not
-            sent = to_peer(plane, socket, msg, frames)
-            self._count(socket, sum(memoryview(f).nbytes for f in sent))
-            if not plane.sealers:  # a sealed message's frames are the ciphertexts
-                self.frame = max(self.frame, *(memoryview(f).nbytes for f in sent[1:]))
-            return sent
+        def counting_send_packed(socket, frames):  # to peers, as sent: sealed or not
+            self._count(socket, sum(memoryview(f).nbytes for f in frames))
+            if not sealed:  # a sealed message's frames are the ciphertexts
+                with self.lock:
+                    self.frame = max(self.frame, *(memoryview(f).nbytes for f in frames[1:]))
+            return send_packed(socket, frames)
 
         monkeypatch.setattr(P, "send", counting_send)
-        monkeypatch.setattr(RangePlane, "_to_peer", counting_to_peer)
+        monkeypatch.setattr(P, "send_packed", counting_send_packed)
 
     def _count(self, socket, nbytes: int) -> None:
         endpoint = socket.getsockopt(zmq.LAST_ENDPOINT).decode()
-        if socket.type == zmq.DEALER and endpoint != self.coordinator:
-            self.mechanisms.add(socket.getsockopt(zmq.MECHANISM))
-        if endpoint == self.coordinator or socket.type == zmq.ROUTER:
-            self.co += nbytes
-            return
-        for i, w in enumerate(self.workers):  # a peer DEALER: whose, and to whom
-            if w.plane is not None and socket in w.plane.peers.values():
-                if endpoint != w.plane.address:  # its own reducer is on its own host
-                    self.out[i] += nbytes
-                    for j, other in enumerate(self.workers):
-                        if other.plane is not None and other.plane.address == endpoint:
-                            self.into[j] += nbytes
+        with self.lock:
+            if socket.type == zmq.DEALER and endpoint != self.coordinator:
+                self.mechanisms.add(socket.getsockopt(zmq.MECHANISM))
+            if endpoint == self.coordinator or socket.type == zmq.ROUTER:
+                self.co += nbytes
+                return
+            for i, w in enumerate(self.workers):  # a peer DEALER: whose, and to whom
+                if w.plane is not None and socket in w.plane.sender.sockets.values():
+                    if endpoint != w.plane.address:  # its own reducer is on its own host
+                        self.out[i] += nbytes
+                        for j, other in enumerate(self.workers):
+                            if other.plane is not None and other.plane.address == endpoint:
+                                self.into[j] += nbytes
 
 
 @pytest.mark.parametrize("cipher", ["aes-gcm", "curve"])
@@ -270,7 +274,7 @@ def test_each_host_carries_about_2P_N_minus_1_over_N_and_the_coordinator_almost_
     workers = [Worker(WorkerConfig(connect=address, script=dist_jobs.__file__, job_name="Wide",
                                    rank=r, name=f"w{r}", keys=client_keys_from_dir(keys)))
                for r in range(2)]
-    traffic = _HostTraffic(monkeypatch, address, workers)
+    traffic = _HostTraffic(monkeypatch, address, workers, sealed=cipher == "aes-gcm")
     threads = [threading.Thread(target=w.run, daemon=True) for w in workers]
     for t in threads:
         t.start()

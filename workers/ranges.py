@@ -34,10 +34,11 @@ from dtrain.distributed.security import (
     ClientKeys,
     ServerKeys,
     allow_only,
-    make_client,
     make_server,
     start_authenticator,
 )
+
+from .peer_sender import PeerSender
 
 log = logging.getLogger("dtrain.worker")
 
@@ -107,7 +108,8 @@ class RangePlane:
             make_server(self.mailbox, ServerKeys(keys.public, keys.secret))
         self.mailbox.bind(f"tcp://{local_address(connect)}:0")
         self.address = self.mailbox.getsockopt(zmq.LAST_ENDPOINT).decode()
-        self.peers: dict[tuple, zmq.Socket] = {}  # (address, key) -> DEALER
+        self.sender = PeerSender(ctx, keys if keys is not None and not self.sealed else None)
+        self.peers: set[tuple] = set()  # the map's reducers, (address, key), the sender's DEALERs
         self.reducers: list = []  # the map's (address, key), by reducer index
         self.owners: list = []
         self.reducer: RangeReducer | None = None
@@ -139,12 +141,12 @@ class RangePlane:
             self.sealers = [Sealer(msg.seal, self.worker_id), *self.sealers[:1]]
         if self.auth is not None:
             allow_only(self.auth, msg.allowed)
-        wanted = set(msg.reducers)
-        for peer in set(self.peers) - wanted:
-            self.peers.pop(peer).close(0)
-        for address, key in msg.reducers:
-            if (address, key) not in self.peers:
-                self.peers[(address, key)] = self._dealer(address, key)
+        wanted = {tuple(peer) for peer in msg.reducers}
+        for peer in self.peers - wanted:
+            self.sender.drop(peer)
+        for peer in wanted - self.peers:
+            self.sender.connect(peer)
+        self.peers = wanted
         self.reducers, self.owners = list(msg.reducers), list(msg.owners)
         self.me = (self.address, self.keys.public.decode() if self.keys is not None else "")
         self.reducer = RangeReducer(self.worker_id, msg.version, self.optimizer, self.params,
@@ -153,38 +155,24 @@ class RangePlane:
         self.incoming, self.pending, self.floor = {}, None, None
         return P.MapAck(self.worker_id, msg.version)
 
-    def _dealer(self, address: str, key: str) -> zmq.Socket:
-        sock = self.ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        if self.keys is not None and not self.sealed:
-            make_client(sock, ClientKeys(self.keys.public, self.keys.secret, key.encode()))
-        sock.connect(address)
-        return sock
-
     def _to_reducer(self, index: int, msg) -> None:
         peer = self.reducers[self.owners[index]]
         if peer == self.me:
             self._locally(self._answer_grads, msg)
         else:
-            self._to_peer(self.peers[peer], msg)
+            self._to_peers([peer], msg)
 
     def _to_all(self, msg) -> None:
-        frames = None  # sealed once for every peer (the same bytes to each)
-        for peer, sock in self.peers.items():
-            if peer == self.me:
-                self._locally(self._take_params, msg)
-            else:
-                frames = self._to_peer(sock, msg, frames)
+        others = [peer for peer in self.peers if peer != self.me]
+        if len(others) < len(self.peers):
+            self._locally(self._take_params, msg)
+        if others:
+            self._to_peers(others, msg)
 
-    def _to_peer(self, sock: zmq.Socket, msg, frames: list | None = None) -> list:
-        """Send ``msg`` to a peer (sealed under the map's key when peers seal); returns the
-        frames sent, which another peer may be sent as they are."""
-        if frames is None:
-            frames = P.pack(msg, self.job_id, P.frame_bytes_for(sock))
-            if self.sealers:
-                frames = self.sealers[0].seal(frames)
-        P.send_packed(sock, frames)
-        return frames
+    def _to_peers(self, peers: list, msg) -> None:
+        """Queue ``msg`` for ``peers`` on the sender's thread (sealed under the map's key when
+        peers seal, once for all of them)."""
+        self.sender.send(peers, msg, self.job_id, self.sealers[0] if self.sealers else None)
 
     @staticmethod
     def _locally(handle, msg) -> None:
@@ -370,8 +358,7 @@ class RangePlane:
         self.send(out)
 
     def close(self) -> None:
-        for sock in self.peers.values():
-            sock.close(0)
+        self.sender.close()
         self.mailbox.close(0)
         if self.auth is not None:
             self.auth.stop()
