@@ -17,7 +17,6 @@ import zmq
 import dtrain
 from dtrain.distributed import protocol as P
 from dtrain.distributed.shards import Planner, assign
-from dtrain.workers.ranges import RangePlane
 
 HERE = os.path.dirname(__file__)
 sys.path.insert(0, HERE)
@@ -260,7 +259,6 @@ def test_each_host_carries_about_2P_N_minus_1_over_N_and_the_coordinator_almost_
     """Counted as sent, sealed or not. Under CURVE, range arrays travel in frames of at most
     CURVE_FRAME_BYTES (cut small here so the ranges are split) and are joined with the same
     bits; sealed (aes-gcm), peers' sockets carry no mechanism."""
-    import threading
 
     from dtrain.distributed.security import client_keys_from_dir, keygen
     from dtrain.launcher.run import RunConfig, run
