@@ -333,7 +333,7 @@ class ReducerHarness:
         checks that nothing changed)."""
         before = self.rejected
         self.peer.send_multipart(frames)
-        assert self.plane.inbox.poll(10_000), "the message never arrived"
+        assert self.plane.mailbox.poll(10_000), "the message never arrived"
         self.plane.poll()  # raises nothing but a test failure
         rejected = self.rejected > before
         now = self.state()

@@ -89,7 +89,7 @@ def test_slices_and_new_parameters_of_the_last_layer_leave_before_the_first_laye
             for node in halves["b"]:
                 peer.send_multipart(P.pack(_ones(plane.schema, plan, index, node), "job"))
         while len(plane.reducer.early) < len(ranges) * len(halves["b"]):
-            assert plane.inbox.poll(10_000), "the other worker's slices never arrived"
+            assert plane.mailbox.poll(10_000), "the other worker's slices never arrived"
             plane.poll()
         events = []
         send, take = plane._send_range, plane._take_params

@@ -162,7 +162,7 @@ def test_a_sealing_worker_opens_only_sealed_peer_messages_and_needs_a_map_key(ca
     peer = ctx.socket(zmq.DEALER)
     peer.setsockopt(zmq.LINGER, 0)
     try:
-        assert plane.receiver.mechanism == zmq.NULL and plane.auth is None
+        assert plane.mailbox.getsockopt(zmq.MECHANISM) == zmq.NULL and plane.auth is None
         peer.connect(plane.address)
         grads = [np.zeros(P.piece_spec(plane.schema, p)[0], np.float32)
                  for p in plane.schema.ranges.ranges[0]]
@@ -170,7 +170,7 @@ def test_a_sealing_worker_opens_only_sealed_peer_messages_and_needs_a_map_key(ca
         with caplog.at_level(logging.WARNING, logger="dtrain.worker"):
             for frames in (P.pack(msg, "job"), Sealer(key, 1).seal(P.pack(msg, "job"))):
                 peer.send_multipart(frames)
-                assert plane.inbox.poll(10_000), "the message never arrived"
+                assert plane.mailbox.poll(10_000), "the message never arrived"
                 plane.poll()
         rejected = [r.getMessage() for r in caplog.records if "rejected" in r.getMessage()]
         assert len(rejected) == 1 and "(sealed)" in rejected[0], rejected

@@ -392,7 +392,7 @@ def _deliver(plane, peer, msg) -> None:
     """Send ``msg`` (frames or a message) from a peer and let the plane handle it."""
     frames = msg if isinstance(msg, list) else P.pack(msg, "job")
     peer.send_multipart(frames)
-    assert plane.inbox.poll(10_000), "the message never arrived"
+    assert plane.mailbox.poll(10_000), "the message never arrived"
     plane.poll()
 
 
@@ -441,7 +441,7 @@ def test_malformed_reducer_messages_are_rejected_and_logged_and_reduction_goes_o
     _deliver(plane, peer, _grads(schema, plan, 0, node))  # a repeat of a stepped step
     assert "(stale)" in caplog.text
     while len(plane.incoming.get(1, {})) < len(schema.ranges):  # its own new parameters
-        assert plane.inbox.poll(10_000)
+        assert plane.mailbox.poll(10_000)
         plane.poll()
 
 

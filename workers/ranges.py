@@ -38,7 +38,6 @@ from dtrain.distributed.security import (
     start_authenticator,
 )
 
-from .peer_receiver import PeerReceiver
 from .peer_sender import PeerSender
 
 log = logging.getLogger("dtrain.worker")
@@ -110,8 +109,6 @@ class RangePlane:
         self.mailbox.bind(f"tcp://{local_address(connect)}:0")
         self.address = self.mailbox.getsockopt(zmq.LAST_ENDPOINT).decode()
         self.sender = PeerSender(ctx, keys if keys is not None and not self.sealed else None)
-        self.receiver = PeerReceiver(ctx, self.mailbox, self._open)  # the mailbox is its now
-        self.inbox = self.receiver.inbox  # what the main thread polls for peer messages
         self.peers: set[tuple] = set()  # the map's reducers, (address, key), the sender's DEALERs
         self.reducers: list = []  # the map's (address, key), by reducer index
         self.owners: list = []
@@ -227,17 +224,18 @@ class RangePlane:
         worker's own reducer, in the process)."""
         while True:
             try:
-                frames = self.receiver.take()
-                if frames is None:
-                    self.try_compute()
-                    return
-                self._from_peer(P.typed(P.decode(frames, job=self.job_id), self.schema))
+                frames = P.recv_frames(self.mailbox, zmq.NOBLOCK)
+            except zmq.Again:
+                self.try_compute()
+                return
+            try:
+                msg = P.typed(P.decode(self._open(frames[1:]), job=self.job_id), self.schema)
+                self._from_peer(msg)
             except P.ProtocolError as e:
                 log.warning("rejected a message from a peer: %s (%s)", e, e.reason)
 
     def _open(self, frames: list) -> list:
-        """A peer message's plaintext frames (ProtocolError: not sealed under the map's key);
-        called on the receiver's thread."""
+        """A peer message's plaintext frames (ProtocolError: not sealed under the map's key)."""
         if not self.sealed:
             return frames
         if not self.sealers:
@@ -361,6 +359,6 @@ class RangePlane:
 
     def close(self) -> None:
         self.sender.close()
-        self.receiver.close()
+        self.mailbox.close(0)
         if self.auth is not None:
             self.auth.stop()

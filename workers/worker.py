@@ -251,11 +251,11 @@ class Worker:
             return bool(self.sock.poll(int(timeout * 1000), zmq.POLLIN))
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
-        poller.register(self.plane.inbox, zmq.POLLIN)
+        poller.register(self.plane.mailbox, zmq.POLLIN)
         deadline = time.monotonic() + timeout
         while True:
             ready = dict(poller.poll(max(int((deadline - time.monotonic()) * 1000), 0)))
-            if self.plane.inbox in ready:
+            if self.plane.mailbox in ready:
                 self._guarded(None, self.plane.poll)
             if self.sock in ready:
                 return True
