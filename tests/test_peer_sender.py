@@ -3,6 +3,7 @@ queued, sealed once for all the peers they go to; one that cannot be sent is log
 next ones still leave; closing stops the thread and its sockets."""
 
 import logging
+import threading
 
 import numpy as np
 import pytest
@@ -56,7 +57,7 @@ def test_messages_leave_in_order_sealed_once_for_every_peer(mailboxes):
         for step, frames in enumerate(got[0]):
             msg = P.decode(opener.open(frames), job="job")
             assert msg.step == step and (msg.arrays["g0"] == step).all()
-        assert sender.wait_idle(10)
+        sender.flush()
     finally:
         sender.close()
 
@@ -73,7 +74,7 @@ def test_a_message_that_cannot_be_sent_is_logged_and_the_next_leaves(mailboxes, 
             sender.send([peers[0]], bad, "job")
             sender.send([peers[0]], _grads(2), "job")
             assert P.decode(_receive(routers[0]), job="job").step == 2
-            assert sender.wait_idle(10)
+            sender.flush()
         warnings = [r.getMessage() for r in caplog.records]
         assert any("no connection to peer tcp://127.0.0.1:1" in w for w in warnings), warnings
         assert any("not sent" in w and "dtype object" in w for w in warnings), warnings
@@ -86,10 +87,35 @@ def test_a_dropped_peer_gets_nothing_more_and_close_stops_the_thread(mailboxes):
     sender = PeerSender(ctx, None)
     sender.connect(peers[0])
     sender.send([peers[0]], _grads(0), "job")
+    assert P.decode(_receive(routers[0]), job="job").step == 0
     sender.drop(peers[0])
     sender.send([peers[0]], _grads(1), "job")
-    assert sender.wait_idle(10)
-    assert P.decode(_receive(routers[0]), job="job").step == 0
-    assert not routers[0].poll(200)
+    sender.flush()
+    assert not sender.sockets and not routers[0].poll(200)
     sender.close()
     assert not sender._thread.is_alive() and not sender.sockets
+
+
+def test_a_foreground_send_has_left_when_it_returns_a_background_one_leaves_alone(
+        mailboxes, monkeypatch):
+    ctx, routers, peers = mailboxes
+    threads = []
+    send_packed = P.send_packed
+
+    def recording(sock, frames):
+        threads.append(threading.current_thread().name)
+        return send_packed(sock, frames)
+
+    monkeypatch.setattr(P, "send_packed", recording)
+    sender = PeerSender(ctx, None)
+    try:
+        sender.connect(peers[0])
+        sender.send([peers[0]], _grads(0), "job")
+        sender.send([peers[0]], _grads(1), "job", background=False)
+        assert len(threads) == 2  # both sent when it returns (by whichever thread got there)
+        assert [P.decode(_receive(routers[0]), job="job").step for _ in range(2)] == [0, 1]
+        sender.send([peers[0]], _grads(2), "job")
+        assert P.decode(_receive(routers[0]), job="job").step == 2
+        assert threads[2] == "dtrain-peer-sender"
+    finally:
+        sender.close()

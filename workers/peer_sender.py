@@ -1,25 +1,26 @@
 """A worker's sends to its peers, packed, sealed and sent on a thread of their own.
 
-A worker's range slices leave during backward, and its reducer's new parameters while the next
-step's tasks travel: both on the critical path of a step when the main thread packs and seals
-them itself (AES-GCM is a pass over every byte, about a quarter of a worker's remote traffic
-time on 2-core hosts). Here the main thread only queues a message; this thread packs it, seals
-it once (``sealing``) and sends the same frames to every peer it goes to. ``cryptography`` and
-ZeroMQ release the GIL while they work, so a host's spare core takes the bytes while backward
-goes on; with none spare the work costs what it did.
+A worker's range slices leave during backward: packing and sealing them on the main thread
+(AES-GCM is a pass over every byte) would hold backward up. Here the main thread only queues a
+message and this thread packs it, seals it once (``sealing``) and sends the same frames to every
+peer it goes to; ``cryptography`` and ZeroMQ release the GIL while they work, so a spare core
+takes the bytes while backward goes on. When the main thread has nothing else to do it carries
+out what is queued itself (``flush``): handing work to a thread costs a wake-up and a GIL
+hand-over, which at 10 Gbit/s on busy cores is more than the sealing it would save.
 
-The thread owns the DEALERs to the reducers: connecting, sending and closing them are queued
-in order with the messages, so a message queued under a range map leaves on that map's sockets.
-A message that cannot be packed, sealed or sent is logged and dropped, as a lost message is (the
-reducers' checks and the coordinator's deadlines cover it); nothing here ends the worker.
-Arrays in a queued message stay referenced until it is sent, so a reducer that steps its
-parameters in place copies them first (``reducer.unshare``), as for ZeroMQ's zero-copy sends.
+The DEALERs to the reducers are used only under the sender's lock, by whichever thread carries
+out a command; connecting, sending and closing them are queued in order with the messages, so
+a message queued under a range map leaves on that map's sockets. A message that cannot be
+packed, sealed or sent is logged and dropped, as a lost message is (the reducers' checks and
+the coordinator's deadlines cover it); nothing here ends the worker. Arrays in a queued message
+stay referenced until it is sent, so a reducer that steps its parameters in place copies them
+first (``reducer.unshare``), as for ZeroMQ's zero-copy sends.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
-import queue
 import threading
 
 import zmq
@@ -29,7 +30,6 @@ from dtrain.distributed.security import ClientKeys, make_client
 
 log = logging.getLogger("dtrain.worker")
 
-_STOP = object()
 JOIN_SECONDS = 5.0
 
 
@@ -41,10 +41,11 @@ class PeerSender:
     def __init__(self, ctx: zmq.Context, keys: ClientKeys | None):
         self.ctx = ctx
         self.keys = keys
-        self.sockets: dict[tuple, zmq.Socket] = {}  # the thread's; read elsewhere only by tests
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._idle = threading.Condition()
-        self._queued = 0  # commands not yet carried out
+        self.sockets: dict[tuple, zmq.Socket] = {}  # used under _lock only (tests read it)
+        self._queue: collections.deque = collections.deque()
+        self._lock = threading.Lock()  # held while a command is carried out
+        self._wake = threading.Condition()
+        self._stopping = False
         self._thread = threading.Thread(target=self._run, name="dtrain-peer-sender",
                                         daemon=True)
         self._thread.start()
@@ -52,57 +53,67 @@ class PeerSender:
     # ------------------------------------------------------------------ the main thread's side
     def connect(self, peer: tuple) -> None:
         """Open a DEALER to ``peer`` = (address, server public key, '' without keys)."""
-        self._put(self._connect, peer)
+        self._put((self._connect, peer))
 
     def drop(self, peer: tuple) -> None:
-        """Close the DEALER to ``peer`` (messages queued before it have left)."""
-        self._put(self._drop, peer)
+        """Close the DEALER to ``peer`` after the commands queued before; what ZeroMQ still
+        holds for it is discarded (a new range map left it out: those messages are stale)."""
+        self._put((self._drop, peer))
 
-    def send(self, peers: list, msg, job_id: str, sealer=None) -> None:
+    def send(self, peers: list, msg, job_id: str, sealer=None, background: bool = True) -> None:
         """Send ``msg`` to every one of ``peers``: packed, and sealed with ``sealer`` if given,
-        once for all of them."""
-        self._put(self._send, list(peers), msg, job_id, sealer)
+        once for all of them; on the sender's thread, or (``background`` False) on this one,
+        after everything queued before it."""
+        self._put((self._send, list(peers), msg, job_id, sealer), wake=background)
+        if not background:
+            self.flush()
 
-    def wait_idle(self, timeout: float | None = None) -> bool:
-        """Whether everything queued so far was carried out within ``timeout`` seconds."""
-        with self._idle:
-            return self._idle.wait_for(lambda: self._queued == 0, timeout)
+    def flush(self) -> None:
+        """Carry out everything queued so far, on this thread if the sender's is not already
+        at it (then wait for it)."""
+        self._carry_out()
 
     def close(self) -> None:
         """Send what is queued, stop the thread, close the sockets."""
-        if not self._thread.is_alive():
-            return
-        self._queue.put(_STOP)
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
         self._thread.join(JOIN_SECONDS)
         if self._thread.is_alive():
             log.warning("the peer sender did not stop within %.0f s; leaving it", JOIN_SECONDS)
-
-    def _put(self, *command) -> None:
-        with self._idle:
-            self._queued += 1
-        self._queue.put(command)
-
-    # ------------------------------------------------------------------ the thread's side
-    def _run(self) -> None:
-        try:
-            while True:
-                command = self._queue.get()
-                if command is _STOP:
-                    return
-                try:
-                    command[0](*command[1:])
-                except zmq.ContextTerminated:
-                    return
-                except Exception as e:  # noqa: BLE001 - a message lost, never the worker
-                    log.warning("a message to a peer was not sent: %s", e)
-                finally:
-                    with self._idle:
-                        self._queued -= 1
-                        self._idle.notify_all()
-        finally:
+            return
+        with self._lock:
             for sock in self.sockets.values():
                 sock.close(0)
             self.sockets.clear()
+
+    def _put(self, command: tuple, wake: bool = True) -> None:
+        self._queue.append(command)
+        if wake:
+            with self._wake:
+                self._wake.notify()
+
+    # ------------------------------------------------------------------ either thread
+    def _carry_out(self) -> None:
+        """Carry out the queued commands in order, one thread at a time."""
+        with self._lock:
+            while self._queue:
+                command = self._queue.popleft()
+                try:
+                    command[0](*command[1:])
+                except zmq.ContextTerminated:
+                    self._queue.clear()
+                    return
+                except Exception as e:  # noqa: BLE001 - a message lost, never the worker
+                    log.warning("a message to a peer was not sent: %s", e)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                self._wake.wait_for(lambda: self._queue or self._stopping)
+            self._carry_out()
+            if self._stopping:
+                return
 
     def _connect(self, peer: tuple) -> None:
         if peer in self.sockets:

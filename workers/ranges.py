@@ -170,9 +170,11 @@ class RangePlane:
             self._to_peers(others, msg)
 
     def _to_peers(self, peers: list, msg) -> None:
-        """Queue ``msg`` for ``peers`` on the sender's thread (sealed under the map's key when
-        peers seal, once for all of them)."""
-        self.sender.send(peers, msg, self.job_id, self.sealers[0] if self.sealers else None)
+        """Send ``msg`` to ``peers``, sealed under the map's key when peers seal (once for all
+        of them): on the sender's thread while backward runs, else on this one, which would
+        only wait otherwise."""
+        self.sender.send(peers, msg, self.job_id, self.sealers[0] if self.sealers else None,
+                         background=self.computing is not None)
 
     @staticmethod
     def _locally(handle, msg) -> None:
