@@ -8,8 +8,8 @@ RANGEPARAMS of every range. A STEPTASK is computed once the replica holds every 
 parameters for its step (never stale ones); each node's gradients go range by range to the
 ranges' reducers, and its loss, count and batch-norm statistics to the coordinator in a GRADS
 without arrays. A range leaves as soon as backward has finished every parameter it covers
-(``FinishedRanges``; the last layers' ranges first), so ZeroMQ's I/O threads send it while
-backward goes on to the first layers; ranges the computation could not report early (a first
+(``FinishedRanges``; the last layers' ranges first), handed to the ``PeerSender``'s thread,
+which packs, seals and sends it while backward goes on to the first layers; ranges the computation could not report early (a first
 pass of a layout, shard by shard) leave after it, as before. Each time ranges leave during
 backward the mailbox is served too, so this reducer steps the ranges whose slices are all in
 and their new parameters leave while backward still runs. What this worker sends its own
