@@ -102,9 +102,9 @@ def test_a_foreground_send_has_left_when_it_returns_a_background_one_leaves_alon
     threads = []
     send_packed = P.send_packed
 
-    def recording(sock, frames):
+    def recording(sock, frames, flags=0):
         threads.append(threading.current_thread().name)
-        return send_packed(sock, frames)
+        return send_packed(sock, frames, flags)
 
     monkeypatch.setattr(P, "send_packed", recording)
     sender = PeerSender(ctx, None)
@@ -117,5 +117,39 @@ def test_a_foreground_send_has_left_when_it_returns_a_background_one_leaves_alon
         sender.send([peers[0]], _grads(2), "job")
         assert P.decode(_receive(routers[0]), job="job").step == 2
         assert threads[2] == "dtrain-peer-sender"
+    finally:
+        sender.close()
+
+
+def test_a_peer_that_takes_nothing_costs_dropped_messages_not_a_blocked_worker(
+        mailboxes, monkeypatch, caplog):
+    """Nobody listens at the stuck peer's address, so ZeroMQ queues what is sent to it until
+    SNDHWM messages wait; the next ones are dropped (and logged), and a message to another
+    peer still leaves."""
+    from dtrain.workers import peer_sender
+    from test_faults import _free_port
+
+    ctx, routers, peers = mailboxes
+    monkeypatch.setattr(peer_sender, "SNDHWM", 2)
+    stuck = (f"tcp://127.0.0.1:{_free_port()}", "")
+    sender = PeerSender(ctx, None)
+    try:
+        sender.connect(stuck)
+        sender.connect(peers[0])
+        def sends():
+            for step in range(5):
+                sender.send([stuck], _grads(step), "job", background=False)
+            sender.send([peers[0]], _grads(9), "job", background=False)
+
+        with caplog.at_level(logging.WARNING, logger="dtrain.worker"):
+            caller = threading.Thread(target=sends, daemon=True)
+            caller.start()
+            caller.join(60)  # returns at once unless a send blocks
+            assert not caller.is_alive(), "a send to the stuck peer blocked the worker"
+        assert P.decode(_receive(routers[0]), job="job").step == 9
+        dropped = [r.getMessage() for r in caplog.records
+                   if "not taking messages" in r.getMessage()]
+        assert len(dropped) == 3 and all(stuck[0] in d for d in dropped), dropped
+        assert "dropped a rangegrads of step 4" in dropped[-1]
     finally:
         sender.close()

@@ -226,12 +226,12 @@ class _HostTraffic:
                 self._count(socket, sum(len(f) for f in frames))
             return send(socket, msg, *args, **kwargs)
 
-        def counting_send_packed(socket, frames):  # to peers, as sent: sealed or not
+        def counting_send_packed(socket, frames, flags=0):  # to peers, as sent: sealed or not
             self._count(socket, sum(memoryview(f).nbytes for f in frames))
             if not sealed:  # a sealed message's frames are the ciphertexts
                 with self.lock:
                     self.frame = max(self.frame, *(memoryview(f).nbytes for f in frames[1:]))
-            return send_packed(socket, frames)
+            return send_packed(socket, frames, flags)
 
         monkeypatch.setattr(P, "send", counting_send)
         monkeypatch.setattr(P, "send_packed", counting_send_packed)

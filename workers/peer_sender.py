@@ -12,7 +12,10 @@ The DEALERs to the reducers are used only under the sender's lock, by whichever 
 out a command; connecting, sending and closing them are queued in order with the messages, so
 a message queued under a range map leaves on that map's sockets. A message that cannot be
 packed, sealed or sent is logged and dropped, as a lost message is (the reducers' checks and
-the coordinator's deadlines cover it); nothing here ends the worker. Arrays in a queued message
+the coordinator's deadlines cover it); nothing here ends the worker. Nor does a peer that stops
+reading (stopped, stuck, or gone before a new range map says so): once ``SNDHWM`` messages wait
+for it, the next ones to it are dropped instead of blocking every send of this worker, which
+would stall its own steps and heartbeats and turn one stuck process into two. Arrays in a queued message
 stay referenced until it is sent, so a reducer that steps its parameters in place copies them
 first (``reducer.unshare``), as for ZeroMQ's zero-copy sends.
 """
@@ -31,6 +34,7 @@ from dtrain.distributed.security import ClientKeys, make_client
 log = logging.getLogger("dtrain.worker")
 
 JOIN_SECONDS = 5.0
+SNDHWM = 1000  # messages queued for one peer (ZeroMQ's default) before more are dropped
 
 
 class PeerSender:
@@ -121,6 +125,7 @@ class PeerSender:
         address, key = peer
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, SNDHWM)
         if self.keys is not None:
             make_client(sock, ClientKeys(self.keys.public, self.keys.secret, key.encode()))
         sock.connect(address)
@@ -142,4 +147,8 @@ class PeerSender:
                 frames = P.pack(msg, job_id, P.frame_bytes_for(sock))
                 if sealer is not None:
                     frames = sealer.seal(frames)
-            P.send_packed(sock, frames)
+            try:
+                P.send_packed(sock, frames, zmq.NOBLOCK)
+            except zmq.Again:  # a stuck or dead peer must not stop this worker's other sends
+                log.warning("peer %s is not taking messages (%d queued for it): dropped a %s "
+                            "of step %s", peer[0], SNDHWM, msg.TYPE, msg.step)

@@ -906,10 +906,10 @@ def send(socket: zmq.Socket, msg, identity: bytes | None = None, *, job: str | N
     return tracker if track else None
 
 
-def send_packed(socket: zmq.Socket, frames: list) -> None:
+def send_packed(socket: zmq.Socket, frames: list, flags: int = 0) -> None:
     """Send a message already packed (``pack``), and maybe sealed (``sealing``), without
     copies: one message sent to several peers is packed and sealed once."""
-    socket.send_multipart(frames, copy=False)
+    socket.send_multipart(frames, flags, copy=False)
 
 
 def frame_bytes_for(socket: zmq.Socket) -> int:
