@@ -238,3 +238,59 @@ def test_the_coordinator_raises_its_soft_descriptor_limit(caplog):
         assert f"from {low} to {hard}" in caplog.text
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_sealing_workers_mailbox_drops_connections_that_never_greet(monkeypatch):
+    """Peers that seal leave the workers' mailboxes without a ZeroMQ mechanism, so strangers
+    can connect. Connections that never finish ZeroMQ's greeting (the cheap flood) are dropped
+    after the handshake interval, as the coordinator drops them, and a sealed message from a
+    peer still gets in; the worker also raised its open-file limit."""
+    import zmq
+
+    from dtrain.distributed import protocol as P
+    from dtrain.distributed import security
+    from dtrain.distributed.sealing import Sealer, new_key
+    from range_planes import owning_plane
+
+    monkeypatch.setattr(security, "HANDSHAKE_SECONDS", 0.5)
+    low = min(SOFT_LIMIT, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    before = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (low, before[1]))
+    ctx = zmq.Context()
+    key = new_key()
+    _, keys = security.ephemeral_pair()
+    plane = peer = None
+    held = []
+    try:
+        plane, _, _, _ = owning_plane(ctx, dist_jobs.MomentumGroups(), lambda msg: None,
+                                      keys=keys, seal=key)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == before[1]
+        port = int(plane.address.rsplit(":", 1)[1])
+        held = [_connect(port) for _ in range(50)]
+        open_ones = list(held)
+        for _ in range(200):  # each is dropped half a second after it was accepted (ZeroMQ's
+            # default is 30 s: without the worker's own interval this fails)
+            open_ones = [s for s in open_ones if not _dropped(s)]
+            if not open_ones:
+                break
+            time.sleep(0.05)
+        assert not open_ones, f"{len(open_ones)} of 50 idle connections were never dropped"
+        peer = ctx.socket(zmq.DEALER)
+        peer.setsockopt(zmq.LINGER, 0)
+        peer.connect(plane.address)
+        grads = [np.zeros(P.piece_spec(plane.schema, p)[0], np.float32)
+                 for p in plane.schema.ranges.ranges[0]]
+        msg = P.RangeGrads(0, 1, 1, (0, 1), 0, 1, grads)
+        peer.send_multipart(Sealer(key, 1).seal(P.pack(msg, "job")))
+        assert plane.mailbox.poll(10_000), "the sealed message never arrived"
+        plane.poll()
+        assert len(plane.reducer.early) == 1
+    finally:
+        for s in held:
+            s.close()
+        if peer is not None:
+            peer.close(0)
+        if plane is not None:
+            plane.close()
+        ctx.term()
+        resource.setrlimit(resource.RLIMIT_NOFILE, before)

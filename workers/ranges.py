@@ -34,9 +34,11 @@ from dtrain.distributed.security import (
     ClientKeys,
     ServerKeys,
     allow_only,
+    harden_listener,
     make_server,
     start_authenticator,
 )
+from dtrain.process import raise_fd_limit
 
 from .peer_sender import PeerSender
 
@@ -102,6 +104,8 @@ class RangePlane:
         self.mailbox = ctx.socket(zmq.ROUTER)
         self.mailbox.setsockopt(zmq.LINGER, 0)
         self.mailbox.setsockopt(zmq.MAXMSGSIZE, schema.max_message_bytes() + HEADER_SLACK)
+        harden_listener(self.mailbox)  # sealed, it has no ZeroMQ mechanism to keep strangers out
+        raise_fd_limit()
         if keys is not None and not self.sealed:
             self.auth = start_authenticator(ctx, ServerKeys(keys.public, keys.secret,
                                                             {keys.public}))

@@ -37,7 +37,7 @@ from .channels import (
     offer_shared_memory,
 )
 from .compute import ShardValue, batch_norm_modules
-from .security import make_server, start_authenticator
+from .security import harden_listener, make_server, start_authenticator
 from .sharded import ShardedPlane
 from .shards import BatchPlan, assign
 from .shared_memory import machine_id
@@ -46,13 +46,6 @@ log = logging.getLogger("dtrain.coordinator")
 
 IO_THREADS = 2  # ZeroMQ I/O threads of the coordinator's context
 HEADER_SLACK = 1 << 20  # a frame may exceed the largest array by this much (headers)
-HANDSHAKE_SECONDS = 5.0  # an unauthenticated connection is dropped after this (ZeroMQ: 30 s)
-# Connections the kernel may hold for the ROUTER to accept (capped by net.core.somaxconn,
-# 4096 by default since Linux 5.4). ZeroMQ's 100 let a burst of a few hundred connects overflow
-# the queue: the kernel then drops SYNs and final ACKs, and a worker reconnecting behind an
-# outsider's burst waits seconds of TCP retries, or holds a connection the coordinator never
-# accepted, until its first bytes are answered with a reset.
-LISTEN_BACKLOG = 4096
 STALL_FACTOR = 10.0  # a node this many times slower than usual means a stuck compute thread
 
 
@@ -115,8 +108,7 @@ def make_router(ctx: zmq.Context, bind: str, keys=None) -> tuple[zmq.Socket, str
     sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted worker may reuse its identity
     sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
     sock.setsockopt(zmq.MAXMSGSIZE, P.MAX_FRAME_BYTES + HEADER_SLACK)
-    sock.setsockopt(zmq.HANDSHAKE_IVL, int(HANDSHAKE_SECONDS * 1000))
-    sock.setsockopt(zmq.BACKLOG, LISTEN_BACKLOG)
+    harden_listener(sock)
     if keys is not None:
         make_server(sock, keys)
     try:

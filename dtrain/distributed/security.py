@@ -239,6 +239,24 @@ def start_authenticator(ctx: zmq.Context, keys: ServerKeys) -> ThreadAuthenticat
     return auth
 
 
+HANDSHAKE_SECONDS = 5.0  # a connection that has not finished its handshake is dropped (ZeroMQ: 30 s)
+# Connections the kernel may hold for a listener to accept (capped by net.core.somaxconn,
+# 4096 by default since Linux 5.4). ZeroMQ's 100 let a burst of a few hundred connects overflow
+# the queue: the kernel then drops SYNs and final ACKs, and a worker reconnecting behind an
+# outsider's burst waits seconds of TCP retries, or holds a connection never accepted, until
+# its first bytes are answered with a reset.
+LISTEN_BACKLOG = 4096
+
+
+def harden_listener(sock: zmq.Socket) -> None:
+    """Set a listening socket against a flood of idle connections (before it binds): those
+    that never finish their handshake are dropped after HANDSHAKE_SECONDS, and a burst of
+    connects does not overflow the kernel's accept queue. Each process that listens also
+    raises its open-file limit (``process.raise_fd_limit``)."""
+    sock.setsockopt(zmq.HANDSHAKE_IVL, int(HANDSHAKE_SECONDS * 1000))
+    sock.setsockopt(zmq.BACKLOG, LISTEN_BACKLOG)
+
+
 def make_server(sock: zmq.Socket, keys: ServerKeys) -> None:
     """Turn a socket into a CURVE server under dtrain's ZAP domain (before bind)."""
     sock.zap_domain = ZAP_DOMAIN.encode()
