@@ -9,8 +9,9 @@ parameters for its step (never stale ones); each node's gradients go range by ra
 ranges' reducers, and its loss, count and batch-norm statistics to the coordinator in a GRADS
 without arrays. A range leaves as soon as backward has finished every parameter it covers
 (``FinishedRanges``; the last layers' ranges first), handed to the ``PeerSender``'s thread,
-which packs, seals and sends it while backward goes on to the first layers; ranges the computation could not report early (a first
-pass of a layout, shard by shard) leave after it, as before. Each time ranges leave during
+which packs, seals and sends it while backward goes on to the first layers; ranges the
+computation could not report early (a first pass of a layout, shard by shard) leave after it,
+as before. Each time ranges leave during
 backward the mailbox is served too, so this reducer steps the ranges whose slices are all in
 and their new parameters leave while backward still runs. What this worker sends its own
 reducer or replica is handed over in the process, never through a socket (which would only
@@ -167,8 +168,8 @@ class RangePlane:
             self._to_peers([peer], msg)
 
     def _to_all(self, msg) -> None:
-        others = [peer for peer in self.peers if peer != self.me]
-        if len(others) < len(self.peers):
+        others = [peer for peer in dict.fromkeys(self.reducers) if peer != self.me]  # map order
+        if self.me in self.peers:
             self._locally(self._take_params, msg)
         if others:
             self._to_peers(others, msg)
