@@ -15,9 +15,10 @@ packed, sealed or sent is logged and dropped, as a lost message is (the reducers
 the coordinator's deadlines cover it); nothing here ends the worker. Nor does a peer that stops
 reading (stopped, stuck, or gone before a new range map says so): once ``SNDHWM`` messages wait
 for it, the next ones to it are dropped instead of blocking every send of this worker, which
-would stall its own steps and heartbeats and turn one stuck process into two. Arrays in a queued message
-stay referenced until it is sent, so a reducer that steps its parameters in place copies them
-first (``reducer.unshare``), as for ZeroMQ's zero-copy sends.
+would stall its own steps and heartbeats and turn one stuck process into two.
+
+Arrays in a queued message stay referenced until it is sent, so a reducer that steps its
+parameters in place copies them first (``reducer.unshare``), as for ZeroMQ's zero-copy sends.
 """
 
 from __future__ import annotations

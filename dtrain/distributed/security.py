@@ -239,7 +239,7 @@ def start_authenticator(ctx: zmq.Context, keys: ServerKeys) -> ThreadAuthenticat
     return auth
 
 
-HANDSHAKE_SECONDS = 5.0  # a connection that has not finished its handshake is dropped (ZeroMQ: 30 s)
+HANDSHAKE_SECONDS = 5.0  # a connection still in its handshake is dropped then (ZeroMQ: 30 s)
 # Connections the kernel may hold for a listener to accept (capped by net.core.somaxconn,
 # 4096 by default since Linux 5.4). ZeroMQ's 100 let a burst of a few hundred connects overflow
 # the queue: the kernel then drops SYNs and final ACKs, and a worker reconnecting behind an
