@@ -74,9 +74,18 @@ class PeerSender:
             self.flush()
 
     def flush(self) -> None:
-        """Carry out everything queued so far, on this thread if the sender's is not already
-        at it (then wait for it)."""
-        self._carry_out()
+        """Carry out everything queued so far, in order, on this thread if the sender's is not
+        already at it (then wait for it): one thread at a time."""
+        with self._lock:
+            while self._queue:
+                command = self._queue.popleft()
+                try:
+                    command[0](*command[1:])
+                except zmq.ContextTerminated:
+                    self._queue.clear()
+                    return
+                except Exception as e:  # noqa: BLE001 - a message lost, never the worker
+                    log.warning("a message to a peer was not sent: %s", e)
 
     def close(self) -> None:
         """Send what is queued, stop the thread, close the sockets."""
@@ -98,25 +107,12 @@ class PeerSender:
             with self._wake:
                 self._wake.notify()
 
-    # ------------------------------------------------------------------ either thread
-    def _carry_out(self) -> None:
-        """Carry out the queued commands in order, one thread at a time."""
-        with self._lock:
-            while self._queue:
-                command = self._queue.popleft()
-                try:
-                    command[0](*command[1:])
-                except zmq.ContextTerminated:
-                    self._queue.clear()
-                    return
-                except Exception as e:  # noqa: BLE001 - a message lost, never the worker
-                    log.warning("a message to a peer was not sent: %s", e)
-
+    # ------------------------------------------------------------------ the sender's thread
     def _run(self) -> None:
         while True:
             with self._wake:
                 self._wake.wait_for(lambda: self._queue or self._stopping)
-            self._carry_out()
+            self.flush()
             if self._stopping:
                 return
 

@@ -11,9 +11,9 @@ without arrays. A range leaves as soon as backward has finished every parameter 
 (``FinishedRanges``; the last layers' ranges first), handed to the ``PeerSender``'s thread,
 which packs, seals and sends it while backward goes on to the first layers; ranges the
 computation could not report early (a first pass of a layout, shard by shard) leave after it,
-as before. Each time ranges leave during
-backward the mailbox is served too, so this reducer steps the ranges whose slices are all in
-and their new parameters leave while backward still runs. What this worker sends its own
+as before. Each time ranges leave during backward the mailbox is served too, so this reducer
+steps the ranges whose slices are all in and their new parameters leave while backward still
+runs. What this worker sends its own
 reducer or replica is handed over in the process, never through a socket (which would only
 encrypt it to decrypt it again). Under CURVE, peers seal their messages with AES-256-GCM under
 the range map's key (``sealing``; ``peer_cipher = aes-gcm``, the default) on sockets without a
@@ -39,7 +39,6 @@ from dtrain.distributed.security import (
     make_server,
     start_authenticator,
 )
-from dtrain.process import raise_fd_limit
 
 from .peer_sender import PeerSender
 
@@ -106,15 +105,14 @@ class RangePlane:
         self.mailbox.setsockopt(zmq.LINGER, 0)
         self.mailbox.setsockopt(zmq.MAXMSGSIZE, schema.max_message_bytes() + HEADER_SLACK)
         harden_listener(self.mailbox)  # sealed, it has no ZeroMQ mechanism to keep strangers out
-        raise_fd_limit()
-        if keys is not None and not self.sealed:
+        curve_peers = keys is not None and not self.sealed
+        if curve_peers:
             self.auth = start_authenticator(ctx, ServerKeys(keys.public, keys.secret,
                                                             {keys.public}))
             make_server(self.mailbox, ServerKeys(keys.public, keys.secret))
         self.mailbox.bind(f"tcp://{local_address(connect)}:0")
         self.address = self.mailbox.getsockopt(zmq.LAST_ENDPOINT).decode()
-        self.sender = PeerSender(ctx, keys if keys is not None and not self.sealed else None)
-        self.peers: set[tuple] = set()  # the map's reducers, (address, key), the sender's DEALERs
+        self.sender = PeerSender(ctx, keys if curve_peers else None)  # DEALERs to the reducers
         self.reducers: list = []  # the map's (address, key), by reducer index
         self.owners: list = []
         self.reducer: RangeReducer | None = None
@@ -146,12 +144,11 @@ class RangePlane:
             self.sealers = [Sealer(msg.seal, self.worker_id), *self.sealers[:1]]
         if self.auth is not None:
             allow_only(self.auth, msg.allowed)
-        wanted = {tuple(peer) for peer in msg.reducers}
-        for peer in self.peers - wanted:
+        before, wanted = set(self.reducers), set(msg.reducers)
+        for peer in before - wanted:
             self.sender.drop(peer)
-        for peer in wanted - self.peers:
+        for peer in wanted - before:
             self.sender.connect(peer)
-        self.peers = wanted
         self.reducers, self.owners = list(msg.reducers), list(msg.owners)
         self.me = (self.address, self.keys.public.decode() if self.keys is not None else "")
         self.reducer = RangeReducer(self.worker_id, msg.version, self.optimizer, self.params,
@@ -169,7 +166,7 @@ class RangePlane:
 
     def _to_all(self, msg) -> None:
         others = [peer for peer in dict.fromkeys(self.reducers) if peer != self.me]  # map order
-        if self.me in self.peers:
+        if self.me in self.reducers:
             self._locally(self._take_params, msg)
         if others:
             self._to_peers(others, msg)

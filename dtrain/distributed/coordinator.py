@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import zmq
 
-from ..process import raise_fd_limit
 from . import protocol as P
 from .channels import (
     SHARED_MEMORY,
@@ -129,7 +128,6 @@ class Coordinator:
                  keys=None, on_event=None):
         # Two I/O threads move the TASK bytes to two workers at once (measured on loopback:
         # about 1 ms less per 2-worker step of the MLP 784-512-512-10 than one thread).
-        raise_fd_limit()  # outsiders' connections must not starve the run's own files
         self.own_ctx = ctx is None
         self.ctx = ctx or zmq.Context(io_threads=IO_THREADS)
         self.keys = keys

@@ -19,6 +19,8 @@ import zmq.auth
 import zmq.utils.z85
 from zmq.auth.thread import ThreadAuthenticator
 
+from ..process import raise_fd_limit
+
 log = logging.getLogger("dtrain.security")
 
 ENV_SERVER_KEY = "DTRAIN_CURVE_SERVERKEY"
@@ -250,11 +252,12 @@ LISTEN_BACKLOG = 4096
 
 def harden_listener(sock: zmq.Socket) -> None:
     """Set a listening socket against a flood of idle connections (before it binds): those
-    that never finish their handshake are dropped after HANDSHAKE_SECONDS, and a burst of
-    connects does not overflow the kernel's accept queue. Each process that listens also
-    raises its open-file limit (``process.raise_fd_limit``)."""
+    that never finish their handshake are dropped after HANDSHAKE_SECONDS, a burst of
+    connects does not overflow the kernel's accept queue, and the process's open-file limit
+    is raised (``process.raise_fd_limit``), so held connections cannot starve its files."""
     sock.setsockopt(zmq.HANDSHAKE_IVL, int(HANDSHAKE_SECONDS * 1000))
     sock.setsockopt(zmq.BACKLOG, LISTEN_BACKLOG)
+    raise_fd_limit()
 
 
 def make_server(sock: zmq.Socket, keys: ServerKeys) -> None:
