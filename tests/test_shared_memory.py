@@ -185,7 +185,7 @@ class _Harness:
         self.co = Coordinator("tcp://127.0.0.1:0", job_id="j", digest="d", settings=settings)
         self.co.attach(Trainer(job, settings, self.co))
         self.sent = []
-        self.co._send = lambda identity, msg: self.sent.append(msg)
+        self.co._send = lambda identity, msg, info=None: self.sent.append(msg)
 
     def hello(self, ident: bytes, machine: str, instance: str | None = None):
         hello = P.Hello(instance=instance or ident.hex(), name=ident.decode(), pid=7,

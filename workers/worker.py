@@ -21,9 +21,14 @@ from dataclasses import dataclass
 import zmq
 
 from dtrain.distributed import protocol as P
-from dtrain.distributed.channels import NetworkFromCoordinator, SharedMemoryFromCoordinator
+from dtrain.distributed.channels import (
+    SHARED_MEMORY,
+    NetworkFromCoordinator,
+    SharedMemoryFromCoordinator,
+)
 from dtrain.distributed.compute import SampleSource, ShardComputer, batch_norm_modules
 from dtrain.distributed.job import Settings, apply_settings, load_job
+from dtrain.distributed.local_link import LinkClosed, LinkFull, connect_link
 from dtrain.distributed.param_ranges import model_ranges
 from dtrain.distributed.phases import build_phases
 from dtrain.distributed.security import ClientKeys, HandshakeWatch, make_client
@@ -154,6 +159,7 @@ class Worker:
         self.watch = None  # says why a CURVE handshake failed (else a rejection is silence)
         self.beacon = None
         self.channel = None  # how arrays travel, chosen at WELCOME
+        self.link = None  # the local link to the coordinator, when shared memory came with one
         self.node_started = None  # monotonic time the current task's computation began
         self.nodes_busy = 1  # the tree nodes that computation covers
         self.plane: RangePlane | None = None  # the sharded reduction's part, when it is on
@@ -172,6 +178,7 @@ class Worker:
             self.watch.close()
         if self.sock is not None:
             self.sock.close(0)
+        self._close_link()  # it belongs to the identity being replaced
         identity = f"{self.config.name}-{uuid.uuid4().hex[:8]}".encode()
         self.sock = _dealer(ctx, self.config, identity)  # the HELLO waits for the connection
         self.watch = HandshakeWatch(self.sock) if self.config.keys is not None else None
@@ -182,7 +189,41 @@ class Worker:
         self.beacon.retarget(identity, self.job_id, self.worker_id)
 
     def _send(self, msg, flags: int = 0) -> None:
+        """Send ``msg`` on the local link if there is one and it takes it, else the socket."""
+        if self.link is not None:
+            try:
+                if self.link.send(P.pack(msg, self.job_id)):
+                    return
+            except LinkFull:
+                pass  # the coordinator is not reading now: the socket queues it
+            except LinkClosed:
+                self._close_link()
         P.send(self.sock, msg, job=self.job_id, flags=flags)
+
+    def _receive(self) -> list | None:
+        """The frames of the next message, from the local link or the socket; None if none
+        is waiting after all (the link ended, or brought a bad packet)."""
+        if self.link is not None:
+            try:
+                frames = self.link.receive()
+            except LinkClosed:
+                log.warning("the coordinator closed the local link; messages go over the socket")
+                self._close_link()
+                frames = None
+            except P.ProtocolError as e:
+                log.warning("ignored a bad packet from the coordinator: %s", e)
+                return None
+            if frames is not None:
+                return frames
+        try:
+            return P.recv_frames(self.sock, zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+
+    def _close_link(self) -> None:
+        if self.link is not None:
+            self.link.close()
+            self.link = None
 
     def run(self) -> int:
         """Serve until STOP; returns the process exit code."""
@@ -214,7 +255,9 @@ class Worker:
                         heard = now
                         backoff = min(backoff * 2, BACKOFF_MAX)
                     continue
-                frames = P.recv_frames(self.sock)
+                frames = self._receive()
+                if frames is None:
+                    continue
                 heard, lost_since, backoff = time.monotonic(), None, BACKOFF_START
                 try:
                     env = P.decode(frames, job=self.job_id or None)
@@ -239,6 +282,7 @@ class Worker:
                 self.watch.close()
             if self.channel is not None:
                 self.channel.close()
+            self._close_link()
             if self.plane is not None:
                 self.plane.close()
             self.sock.close()
@@ -246,18 +290,21 @@ class Worker:
 
     def _wait(self, timeout: float) -> bool:
         """Serve the mailbox (when the sharded reduction is on) until the coordinator's
-        socket has a message (True) or ``timeout`` seconds pass (False)."""
-        if self.plane is None:
+        socket or local link has a message (True) or ``timeout`` seconds pass (False)."""
+        if self.plane is None and self.link is None:
             return bool(self.sock.poll(int(timeout * 1000), zmq.POLLIN))
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
-        poller.register(self.plane.mailbox, zmq.POLLIN)
+        if self.plane is not None:
+            poller.register(self.plane.mailbox, zmq.POLLIN)
+        if self.link is not None:
+            poller.register(self.link.fileno(), zmq.POLLIN)
         deadline = time.monotonic() + timeout
         while True:
             ready = dict(poller.poll(max(int((deadline - time.monotonic()) * 1000), 0)))
-            if self.plane.mailbox in ready:
+            if self.plane is not None and self.plane.mailbox in ready:
                 self._guarded(None, self.plane.poll)
-            if self.sock in ready:
+            if self.sock in ready or (self.link is not None and self.link.fileno() in ready):
                 return True
             if time.monotonic() >= deadline:
                 return False
@@ -348,11 +395,18 @@ class Worker:
                                            batch_norm_modules(model))
         if self.channel is not None:
             self.channel.close()
+        self._close_link()
         self.channel, note = self._open_channel(msg.shared_memory)
+        if self.channel.name == SHARED_MEMORY and msg.shared_memory.get("link"):
+            try:  # connected before READY, so the coordinator finds it when READY arrives
+                self.link = connect_link(msg.shared_memory["link"])
+            except OSError as e:
+                log.info("no local link to the coordinator (%s): messages go over the socket", e)
         ready = P.Ready(self.worker_id, self.channel.name, note)
         if self.settings.reduction == "sharded":
             ready = self._open_plane(ctx).ready(self.job_id, ready)
-        self._send(ready)
+        # on the socket: the coordinator takes the link up only once READY says so
+        P.send(self.sock, ready, job=self.job_id)
         log.info("joined as worker %d; arrays travel over %s", msg.worker, self.channel.name)
 
     def _open_plane(self, ctx: zmq.Context) -> RangePlane:

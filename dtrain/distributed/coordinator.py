@@ -8,7 +8,9 @@ messages at its high-water mark and miss workers in the slow-joiner gap, while a
 carries the same zero-copy frames and lets each TASK name that worker's micro-shards.
 
 A worker joins with HELLO, is offered shared memory in WELCOME when it runs on this machine, and
-names its array channel in READY; only ready workers get tasks. Every message is decoded and
+names its array channel in READY; only ready workers get tasks. A worker that takes shared memory
+also gets a local link (``local_link.py``) for its messages, unless the sharded reduction is on
+(whose messages must keep their order on the one socket). Every message is decoded and
 checked by ``protocol.py``; a bad one is logged with its reason and counted, and leaves the
 training state untouched. A worker that sends invalid gradients, goes silent past the heartbeat
 timeout or disconnects is evicted and its tree nodes are recomputed by the others, so the
@@ -36,6 +38,7 @@ from .channels import (
     offer_shared_memory,
 )
 from .compute import ShardValue, batch_norm_modules
+from .local_link import LinkClosed, LinkFull, LinkListener
 from .security import harden_listener, make_server, start_authenticator
 from .sharded import ShardedPlane
 from .shards import BatchPlan, assign
@@ -75,6 +78,8 @@ class WorkerInfo:
     machine: str = ""
     channel: object = None  # set by READY; until then the worker gets no tasks
     offered: object = None  # gradient slots offered in WELCOME, until READY
+    listener: object = None  # the local link offered in WELCOME, until READY
+    link: object = None  # the local link its messages travel on, once READY took it
     compute_seconds: float = 0.0
     comm_seconds: float = 0.0
     answered: float = 0.0  # when its last TASK went out or its last answer came in
@@ -162,6 +167,9 @@ class Coordinator:
         self.machine = machine_id()
         self.node_seconds: float | None = None  # typical compute time of one node (moving avg)
         self.plane: ShardedPlane | None = None  # the sharded reduction, when the job asks it
+        self.poller = zmq.Poller()  # the socket and every local link
+        self.poller.register(self.sock, zmq.POLLIN)
+        self.links: dict[int, WorkerInfo] = {}  # link descriptor -> its worker
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, trainer) -> None:
@@ -275,7 +283,8 @@ class Coordinator:
         task = P.Task(plan.step, info.id, plan.epoch, plan.batch, state.phase, state.round,
                       list(nodes), info.channel.task_params(state.round, state.params))
         info.answered = time.monotonic()
-        P.send(self.sock, task, info.identity, job=self.job_id)
+        if not self._by_link(info, task):
+            P.send(self.sock, task, info.identity, job=self.job_id)
 
     def _reassign(self, nodes: list) -> None:
         """Give the nodes of an evicted worker to the ready workers, least loaded first."""
@@ -319,7 +328,15 @@ class Coordinator:
             if reason:
                 raise WorkersLost(reason)
         self.beat()
-        if not self.sock.poll(int(timeout * 1000), zmq.POLLIN):
+        if self.links:
+            ready = dict(self.poller.poll(int(timeout * 1000)))
+            for fd in [fd for fd in ready if fd in self.links]:
+                info = self.links.get(fd)  # gone if a message before it evicted its worker
+                if info is not None:
+                    self._serve_link(info)
+            if self.sock not in ready:
+                return
+        elif not self.sock.poll(int(timeout * 1000), zmq.POLLIN):
             return
         while True:
             try:
@@ -327,6 +344,22 @@ class Coordinator:
             except zmq.Again:
                 return
             self.handle(frames)
+
+    def _serve_link(self, info: WorkerInfo) -> None:
+        """Handle what waits on a worker's local link; its end means the worker is gone."""
+        while info.link is not None:
+            try:
+                frames = info.link.receive()
+            except LinkClosed:
+                self._close_link(info)
+                self.evict(info, "its process closed its local link")
+                return
+            except P.ProtocolError as e:
+                self.reject(info.identity, e.reason, str(e))
+                continue
+            if frames is None:
+                return
+            self.handle([info.identity, *frames])
 
     def handle(self, frames: list) -> None:
         """Check one message and act on it; an invalid one is logged and counted, no more."""
@@ -405,6 +438,12 @@ class Coordinator:
                                                           self.settings.micro_shards)
             except OSError as e:
                 log.info("worker %d gets no shared memory: %s", info.id, e)
+            if offer is not None and self.plane is None:
+                try:
+                    info.listener = LinkListener(info.offered.dir)
+                    offer["link"] = info.listener.path
+                except OSError as e:
+                    log.info("worker %d gets no local link: %s", info.id, e)
         self.workers[identity] = info
         self._send(identity, P.Welcome(info.id, self.current_step, self.settings.to_dict(),
                                        offer))
@@ -422,12 +461,22 @@ class Coordinator:
                 raise P.ProtocolError("fields", f"worker {info.id} chose shared memory, which "
                                       "it was not offered")
             info.channel, info.offered = SharedMemoryToWorker(self.board, info.offered), None
+            if info.listener is not None:
+                info.link, why = info.listener.accept(info.pid)
+                info.listener.close()
+                info.listener = None
+                if info.link is not None:
+                    self.links[info.link.fileno()] = info
+                    self.poller.register(info.link.fileno(), zmq.POLLIN)
+                else:
+                    log.info("worker %d has no local link: %s", info.id, why)
         else:
             self._drop_channel(info)
             info.channel = NetworkToWorker()
         if msg.reducer and self.plane is not None:
             self.plane.reducer_up(info, msg)
-        log.info("worker %d is ready; its arrays travel over %s%s", info.id, info.channel.name,
+        log.info("worker %d is ready; its arrays travel over %s%s%s", info.id,
+                 info.channel.name, ", its messages over a local link" if info.link else "",
                  f" ({msg.note})" if msg.note else "")
 
     def _grads(self, info: WorkerInfo, msg: P.Grads) -> None:
@@ -586,7 +635,8 @@ class Coordinator:
         self.evictions += 1
         log.warning("worker %d (%s) evicted: %s", info.id, info.name, why)
         self.on_event("evicted", {"worker": info.id, "why": why})
-        self._send(info.identity, P.Stop(info.id, self.current_step, "evicted", why[:4096]))
+        self._send(info.identity, P.Stop(info.id, self.current_step, "evicted", why[:4096]),
+                   info)
         self._drop_channel(info)
         if self.plane is not None and self.plane.forget(info.identity, f"worker {info.id} "
                                                         f"({info.name}) {why}"):
@@ -596,15 +646,43 @@ class Coordinator:
                     if ident == info.identity and node not in self.state.values]
             self._reassign(lost)
 
-    @staticmethod
-    def _drop_channel(info: WorkerInfo) -> None:
-        """Close the worker's channel and any unanswered offer (removing its shared files)."""
-        for held in (info.channel, info.offered):
+    def _drop_channel(self, info: WorkerInfo) -> None:
+        """Close the worker's channel, link and any unanswered offer (removing its shared
+        files)."""
+        self._close_link(info)
+        for held in (info.channel, info.offered, info.listener):
             if held is not None:
                 held.close()
-        info.channel = info.offered = None
+        info.channel = info.offered = info.listener = None
 
-    def _send(self, identity: bytes, msg) -> None:
+    def _close_link(self, info: WorkerInfo) -> None:
+        if info.link is not None:
+            self.links.pop(info.link.fileno(), None)
+            self.poller.unregister(info.link.fileno())
+            info.link.close()
+            info.link = None
+
+    def _by_link(self, info: WorkerInfo, msg) -> bool:
+        """Send ``msg`` on the worker's local link: True if it went, or was dropped because the
+        worker is not reading (as ZeroMQ drops at its high-water mark); False when the socket
+        must carry it (no link, or a message too large for one packet)."""
+        if info.link is None:
+            return False
+        try:
+            return info.link.send(P.pack(msg, self.job_id))
+        except LinkFull:
+            log.warning("worker %d is not reading its local link: dropped a %s of step %d",
+                        info.id, msg.TYPE, self.current_step)
+            return True
+        except LinkClosed:  # it exited: the link's end, read by the poll, evicts it
+            return True
+
+    def _send(self, identity: bytes, msg, info: WorkerInfo | None = None) -> None:
+        """Send ``msg`` to ``identity`` (the worker ``info``, by default the one it names) on
+        its local link if it has one, else on the socket."""
+        info = info or self.workers.get(identity)
+        if info is not None and self._by_link(info, msg):
+            return
         try:
             P.send(self.sock, msg, identity, job=self.job_id)
         except zmq.ZMQError as e:  # peer gone: nothing to tell

@@ -562,8 +562,9 @@ class Welcome:
     """The coordinator admits a worker: its id, the run's settings, and a shared-memory offer.
 
     ``shared_memory`` (when the worker is on the coordinator's machine and the job allows it)
-    describes the parameter board and this worker's gradient board; the worker answers READY
-    saying which array channel it will use.
+    describes the parameter board and this worker's gradient board, and may name a local link
+    (``local_link.py``) for the messages; the worker answers READY saying which array channel
+    it will use, having connected the link first if it takes it.
     """
 
     TYPE: ClassVar[str] = WELCOME
@@ -587,8 +588,10 @@ class Welcome:
         if not isinstance(settings, dict):
             raise ProtocolError("fields", f"welcome: settings must be a map, got "
                                 f"{_short(settings)}")
-        if offer is not None and not (isinstance(offer, dict) and set(offer) == {"params",
-                                                                                "grads"}):
+        if offer is not None and not (
+                isinstance(offer, dict) and {"params", "grads"} <= set(offer)
+                <= {"params", "grads", "link"}
+                and isinstance(offer.get("link", ""), str)):
             raise ProtocolError("fields", f"welcome: malformed shared-memory offer "
                                 f"{_short(offer)}")
         if env.worker < 0:
