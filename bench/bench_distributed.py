@@ -7,10 +7,11 @@ step time and samples/s; the per-worker cumulative ``worker_times`` give each st
 compute and communication. Next to them, measured in the same run:
 
 - the communication floor of the path the run's arrays take, median seconds per hand-written
-  round with a DEALER per worker process: for local workers (the default) shared memory, as
-  dtrain moves them (each dealer writes its gradients into a slot file and sends a small
-  message, the ROUTER writes the parameters once into a board file and replies with a small
-  message, the dealer copies them out); for the 'net' runs (``shared_memory=False``, the path
+  round with a helper per worker process: for local workers (the default) shared memory, as
+  dtrain moves them (each helper writes its gradients into a slot file and sends a small
+  message over a Unix socket, as a local link does; the other side writes the parameters once
+  into a board file and replies with a small message, the helper copies them out); for the
+  'net' runs (``shared_memory=False``, the path
   of workers on other machines) the socket (the gradient arrays as raw ``copy=False`` frames
   up, the parameter arrays down, over CURVE when the run encrypts);
 - PyTorch DDP (gloo, 2 processes, 1 thread each, same model and global batch) when torch is
@@ -51,6 +52,7 @@ import itertools
 import json
 import os
 import pstats
+import select
 import shutil
 import socket
 import statistics
@@ -192,10 +194,12 @@ def shared_views(path: str, shapes: list) -> list[np.ndarray]:
 
 
 def role_shm_floor_dealer(connect: str, model: str, rounds: int, shm: str, slot: int) -> None:
-    """Shared-memory floor worker: gradients into its slot file, a small message up; on the
-    small reply, the parameters copied out of the board file (the path of a local worker)."""
-    ctx = zmq.Context()
-    sock = dealer(ctx, connect, None)
+    """Shared-memory floor worker: gradients into its slot file, a small message up its Unix
+    socket (``connect`` is the socket's path); on the small reply, the parameters copied out of
+    the board file (the path of a local worker and its local link)."""
+    link = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    link.connect(connect)
+    link.settimeout(ROUND_TIMEOUT)
     shapes = param_shapes(model)
     grads = [np.full(s, 0.5, np.float32) for s in shapes]
     params = [np.zeros(s, np.float32) for s in shapes]
@@ -204,15 +208,15 @@ def role_shm_floor_dealer(connect: str, model: str, rounds: int, shm: str, slot:
     for _ in range(rounds):
         for view, g in zip(mine, grads):
             np.copyto(view, g)
-        sock.send(b"grads in slot")
-        if not sock.poll(int(ROUND_TIMEOUT * 1000)):
-            raise SystemExit("shm floor dealer: no reply from the router")
-        sock.recv()
+        link.send(b"grads in slot")
+        try:
+            link.recv(64)
+        except TimeoutError:
+            raise SystemExit("shm floor dealer: no reply from the router") from None
         for p, view in zip(params, board):
             np.copyto(p, view)
     del board, mine
-    sock.close()
-    ctx.term()
+    link.close()
 
 
 def role_exchange_dealer(connect: str, model: str, rounds: int, checks: bool,
@@ -325,35 +329,63 @@ def floor_round(model: str, dealers: int, warmup: int, rounds: int, curve: bool 
         router.close()
 
 
+class LinkEnd:
+    """Where the shared-memory floor's dealers connect: a Unix SOCK_SEQPACKET socket (the
+    transport of dtrain's local links), for ``spawn_role``."""
+
+    def __init__(self, path: str):
+        self.address, self.public_key = path, None
+
+
 def shm_floor_round(model: str, dealers: int, warmup: int, rounds: int) -> float:
     """Median seconds of one shared-memory round, the path dtrain's local workers take: each
-    dealer writes its gradients into its own slot file and sends a small message; the router
-    writes the parameters once into the board file and replies with a small message to each."""
+    dealer writes its gradients into its own slot file and sends a small message over its Unix
+    socket; the router side writes the parameters once into the board file and replies with a
+    small message to each."""
     from dtrain.distributed.shared_memory import shm_root
 
     tmpdir = tempfile.mkdtemp(prefix="dtrain-bench-shm-", dir=shm_root())
-    router = Router()
-    procs = []
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(os.path.join(tmpdir, "link"))
+    listener.listen(dealers)
+    listener.settimeout(ROUND_TIMEOUT)
+    procs, links = [], []
     try:
         shapes = param_shapes(model)
         board = shared_views(os.path.join(tmpdir, "params"), shapes)
         for slot in range(dealers):  # created here, as dtrain's coordinator creates them
             shared_views(os.path.join(tmpdir, f"grads{slot}"), shapes)
         params = [np.full(s, 0.25, np.float32) for s in shapes]
-        procs = [spawn_role("shm-floor-dealer", router, model, warmup + rounds,
+        end = LinkEnd(os.path.join(tmpdir, "link"))
+        procs = [spawn_role("shm-floor-dealer", end, model, warmup + rounds,
                             shm=(tmpdir, slot)) for slot in range(dealers)]
+        links = [listener.accept()[0] for _ in range(dealers)]
+        poller = select.poll()
+        for link in links:
+            poller.register(link, select.POLLIN)
+        by_fd = {link.fileno(): link for link in links}
 
         def one_round():
-            peers = [router.recv(procs)[0] for _ in range(dealers)]
+            waiting, deadline = set(by_fd), time.monotonic() + ROUND_TIMEOUT
+            while waiting:
+                for fd, _ in poller.poll(100):
+                    if fd in waiting:
+                        by_fd[fd].recv(64)
+                        waiting.discard(fd)
+                if waiting and (time.monotonic() > deadline
+                                or any(p.poll() not in (None, 0) for p in procs)):
+                    raise RuntimeError("a helper process died or fell silent")
             for view, p in zip(board, params):
                 np.copyto(view, p)
-            for peer in peers:
-                router.sock.send_multipart([peer, b"params on the board"])
+            for link in links:
+                link.send(b"params on the board")
 
         return statistics.median(timed_rounds(one_round, warmup, rounds))
     finally:
         reap(procs)
-        router.close()
+        for link in links:
+            link.close()
+        listener.close()
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
