@@ -257,3 +257,37 @@ def test_a_stranger_that_connects_first_is_turned_away():
         if ours is not None:
             ours.close()
         co.close()
+
+
+def test_a_worker_ignores_a_bad_packet_and_falls_back_to_the_socket_when_the_link_ends(
+        pair, caplog):
+    from types import SimpleNamespace
+
+    import zmq
+
+    from dtrain.workers.worker import Worker
+
+    coordinator, worker_end = pair
+    ctx = zmq.Context()
+    pull, push = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+    pull.bind("inproc://coordinator-socket")
+    push.connect("inproc://coordinator-socket")
+    worker = SimpleNamespace(link=worker_end, sock=pull)
+    worker._close_link = lambda: Worker._close_link(worker)
+    try:
+        coordinator.sock.send(b"\x00\x00")  # not a frame table
+        coordinator.send([b"good"])
+        with caplog.at_level(logging.WARNING, logger="dtrain.worker"):
+            assert Worker._receive(worker) is None
+        assert "ignored a bad packet" in caplog.text
+        assert [bytes(f) for f in Worker._receive(worker)] == [b"good"]
+        coordinator.close()
+        push.send(b"over the socket")
+        with caplog.at_level(logging.WARNING, logger="dtrain.worker"):
+            frames = Worker._receive(worker)
+        assert worker.link is None and "closed the local link" in caplog.text
+        assert [bytes(f) for f in frames] == [b"over the socket"]
+    finally:
+        pull.close(0)
+        push.close(0)
+        ctx.term()
