@@ -8,9 +8,11 @@ import socket
 import struct
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import zmq
 
 import dtrain
 from dtrain.distributed import local_link as L
@@ -261,10 +263,6 @@ def test_a_stranger_that_connects_first_is_turned_away():
 
 def test_a_worker_ignores_a_bad_packet_and_falls_back_to_the_socket_when_the_link_ends(
         pair, caplog):
-    from types import SimpleNamespace
-
-    import zmq
-
     from dtrain.workers.worker import Worker
 
     coordinator, worker_end = pair
