@@ -347,6 +347,54 @@ def test_a_worker_added_mid_run_takes_work(tmp_path, monkeypatch, caplog, array_
     _assert_same(model, history, reference)
 
 
+@pytest.mark.parametrize("array_channel", ("shared-memory",), indirect=True)  # the link's path
+def test_a_worker_no_launcher_watches_is_evicted_when_its_local_link_ends(tmp_path, monkeypatch,
+                                                                          caplog):
+    """A ``dtrain worker`` started on its own (no launcher watches its pid), SIGKILLed while it
+    computes, is evicted as soon as its local link ends: the heartbeat timeout is 10 minutes
+    here, so nothing else could evict it in time. The result is unchanged."""
+    reference = _reference()
+    out = str(tmp_path / "run")
+    metrics = os.path.join(out, "metrics.jsonl")
+    slow = tmp_path / "slow"
+    slow.touch()
+    monkeypatch.setenv("DTRAIN_TEST_SLOW", str(slow))
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    apart = []
+
+    def add_worker():
+        apart.append(_start_worker(address, 9, "--insecure", job="Throttled"))
+        return apart[0].pid
+
+    def kill_it_once_working():
+        deadline = time.monotonic() + 120
+        while not _took_work(metrics, "1"):  # the local worker is 0, this one joins as 1
+            if time.monotonic() > deadline:
+                raise TimeoutError("the worker started apart computed nothing within 120 s")
+            time.sleep(0.05)
+        apart[0].kill()
+        slow.unlink()
+
+    injector = FaultInjector(metrics, [(5, add_worker), (5, kill_it_once_working)])
+    injector.start()
+    try:
+        with caplog.at_level(logging.INFO, logger="dtrain.coordinator"):
+            model, history = dtrain.fit(dist_jobs.Throttled, workers=1, out=out,
+                                        max_steps=STEPS, bind=address, insecure=True,
+                                        heartbeat_timeout=600.0)
+        injector.join(timeout=10)
+        assert injector.error is None, injector.error
+    finally:
+        for p in apart:
+            if p.poll() is None:
+                p.kill()
+            p.wait(timeout=10)
+    assert "its messages over a local link" in caplog.text
+    assert "evicted: its process closed its local link" in caplog.text
+    assert "silent for" not in caplog.text
+    _assert_same(model, history, reference)
+
+
 def test_a_process_left_by_a_test_dies_with_it():
     """conftest.py kills the dtrain processes a test leaves (here one retrying forever)."""
     import conftest
