@@ -299,32 +299,46 @@ def _took_work(metrics: str, worker: str) -> bool:
     return False
 
 
+def _slowed_run(tmp_path, monkeypatch) -> tuple[str, str, object, str]:
+    """(out directory, its metrics file, the marker file that keeps a Throttled run slow until
+    it is removed, a free loopback address to bind)."""
+    out = str(tmp_path / "run")
+    slow = tmp_path / "slow"
+    slow.touch()
+    monkeypatch.setenv("DTRAIN_TEST_SLOW", str(slow))
+    return out, os.path.join(out, "metrics.jsonl"), slow, f"tcp://127.0.0.1:{_free_port()}"
+
+
+def _adds_worker(address: str, started: list):
+    """A FaultInjector action: start a Throttled ``dtrain worker`` apart, into ``started``."""
+    def action():
+        started.append(_start_worker(address, 9, "--insecure", job="Throttled"))
+        return started[-1].pid
+    return action
+
+
+def _await_work(metrics: str, worker: str, who: str) -> None:
+    """Wait (bounded) until ``worker`` has computed micro-shards in the run."""
+    deadline = time.monotonic() + 120
+    while not _took_work(metrics, worker):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{who} computed nothing within 120 s")
+        time.sleep(0.05)
+
+
 @with_sharded
 def test_a_worker_added_mid_run_takes_work(tmp_path, monkeypatch, caplog, array_channel):
     """The run goes slowly (Throttled) until the newcomer has computed micro-shards: the join
     is awaited, not raced against the end of the run (it used to fail under load)."""
     reference = _reference()
-    out = str(tmp_path / "run")
-    metrics = os.path.join(out, "metrics.jsonl")
-    slow = tmp_path / "slow"
-    slow.touch()
-    monkeypatch.setenv("DTRAIN_TEST_SLOW", str(slow))
-    address = f"tcp://127.0.0.1:{_free_port()}"
+    out, metrics, slow, address = _slowed_run(tmp_path, monkeypatch)
     extra = []
 
-    def add_worker():
-        extra.append(_start_worker(address, 9, "--insecure", job="Throttled"))
-        return extra[0].pid
-
     def await_work():
-        deadline = time.monotonic() + 120
-        while not _took_work(metrics, "2"):
-            if time.monotonic() > deadline:
-                raise TimeoutError("the added worker computed nothing within 120 s")
-            time.sleep(0.05)
+        _await_work(metrics, "2", "the added worker")
         slow.unlink()  # joined and working: let the run finish at full speed
 
-    injector = FaultInjector(metrics, [(10, add_worker), (10, await_work)])
+    injector = FaultInjector(metrics, [(10, _adds_worker(address, extra)), (10, await_work)])
     injector.start()
     try:
         with caplog.at_level(logging.INFO, logger="dtrain.coordinator"):
@@ -354,28 +368,15 @@ def test_a_worker_no_launcher_watches_is_evicted_when_its_local_link_ends(tmp_pa
     computes, is evicted as soon as its local link ends: the heartbeat timeout is 10 minutes
     here, so nothing else could evict it in time. The result is unchanged."""
     reference = _reference()
-    out = str(tmp_path / "run")
-    metrics = os.path.join(out, "metrics.jsonl")
-    slow = tmp_path / "slow"
-    slow.touch()
-    monkeypatch.setenv("DTRAIN_TEST_SLOW", str(slow))
-    address = f"tcp://127.0.0.1:{_free_port()}"
+    out, metrics, slow, address = _slowed_run(tmp_path, monkeypatch)
     apart = []
 
-    def add_worker():
-        apart.append(_start_worker(address, 9, "--insecure", job="Throttled"))
-        return apart[0].pid
-
     def kill_it_once_working():
-        deadline = time.monotonic() + 120
-        while not _took_work(metrics, "1"):  # the local worker is 0, this one joins as 1
-            if time.monotonic() > deadline:
-                raise TimeoutError("the worker started apart computed nothing within 120 s")
-            time.sleep(0.05)
+        _await_work(metrics, "1", "the worker started apart")  # the local worker is 0
         apart[0].kill()
         slow.unlink()
 
-    injector = FaultInjector(metrics, [(5, add_worker), (5, kill_it_once_working)])
+    injector = FaultInjector(metrics, [(5, _adds_worker(address, apart)), (5, kill_it_once_working)])
     injector.start()
     try:
         with caplog.at_level(logging.INFO, logger="dtrain.coordinator"):
