@@ -400,7 +400,11 @@ def test_reducers_refuse_strangers_and_reject_bad_messages_and_the_result_is_unc
     from dtrain.launcher import local
     from dtrain.launcher.run import RunConfig, run
 
-    steps = 60
+    # The run is slow (Throttled) until the rogue is done, which takes seconds, but it ends
+    # after ``steps`` however slow: enough for the rogue's own bounded waits to end first under
+    # heavy load (a clean-clone CI run once ended 60 steps before the rogue's first knock had
+    # its answer, and the test then failed on a missing outcome instead of the rogue's error).
+    steps = 150
     clean, clean_history = dtrain.fit(dist_jobs.Throttled, workers=0, max_steps=steps)
     keys = str(tmp_path / "keys")
     keygen(keys)  # the job's keys: the workers' key file is the rogue's way in
@@ -445,7 +449,7 @@ def test_reducers_refuse_strangers_and_reject_bad_messages_and_the_result_is_unc
                                                       "peer_cipher": cipher}))
     finally:
         rogue.stop.set()
-        rogue.join(timeout=30)
+        rogue.join(timeout=420)  # past the rogue's own bounded waits, so its error shows
         if os.path.exists(slow):
             os.remove(slow)
     assert rogue.error is None, rogue.error
