@@ -283,8 +283,7 @@ class Coordinator:
         task = P.Task(plan.step, info.id, plan.epoch, plan.batch, state.phase, state.round,
                       list(nodes), info.channel.task_params(state.round, state.params))
         info.answered = time.monotonic()
-        if not self._by_link(info, task):
-            P.send(self.sock, task, info.identity, job=self.job_id)
+        self._send(info.identity, task, info)
 
     def _reassign(self, nodes: list) -> None:
         """Give the nodes of an evicted worker to the ready workers, least loaded first."""
@@ -330,10 +329,8 @@ class Coordinator:
         self.beat()
         if self.links:
             ready = dict(self.poller.poll(int(timeout * 1000)))
-            for fd in [fd for fd in ready if fd in self.links]:
-                info = self.links.get(fd)  # gone if a message before it evicted its worker
-                if info is not None:
-                    self._serve_link(info)
+            for info in [self.links[fd] for fd in ready if fd in self.links]:
+                self._serve_link(info)  # reads nothing once an earlier message evicted it
             if self.sock not in ready:
                 return
         elif not self.sock.poll(int(timeout * 1000), zmq.POLLIN):
