@@ -16,6 +16,7 @@ import threading
 import time
 import traceback
 import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import zmq
@@ -163,6 +164,7 @@ class Worker:
         self.node_started = None  # monotonic time the current task's computation began
         self.nodes_busy = 1  # the tree nodes that computation covers
         self.plane: RangePlane | None = None  # the sharded reduction's part, when it is on
+        self.blas_pin = ExitStack()  # the job's BLAS thread count, from WELCOME to the exit
 
     def busy(self) -> float:
         """Seconds per node spent on the task being computed now (0 when idle), comparable with
@@ -286,6 +288,7 @@ class Worker:
             if self.plane is not None:
                 self.plane.close()
             self.sock.close()
+            self.blas_pin.close()
             ctx.destroy()  # also closes what a failed start left open (term() would wait on it)
 
     def _wait(self, timeout: float) -> bool:
@@ -384,6 +387,10 @@ class Worker:
         self.beacon.retarget(self.sock.getsockopt(zmq.IDENTITY), self.job_id, self.worker_id)
         if self.settings is None or settings != self.settings:
             self.settings = settings
+            # BLAS keeps the job's thread count while this worker serves (building its replica,
+            # the reducer's work), not only inside each task's computation.
+            self.blas_pin.close()
+            self.blas_pin.enter_context(blas_threads(settings.threads))
             apply_settings(self.job, settings)  # the job sees the run's settings, as everywhere
             model = build_replica(self.job, settings)
             self.params = list(model.parameters())

@@ -468,6 +468,12 @@ class Trainer:
 
     def run(self) -> History:
         """Train until the configured epochs (or max_steps) are done."""
+        # The job's BLAS thread count for the whole run, not only inside each step's computation:
+        # the job's hooks, clipping and the optimizer then sum in the same order on any machine.
+        with blas_threads(self.settings.threads):
+            return self._run()
+
+    def _run(self) -> History:
         self.training = True
         try:
             self.executor.start(self)  # inside: a failed start still closes its socket/files
