@@ -8,7 +8,9 @@ outside any computation, so they see the count the run holds; after the run the 
 is back.
 """
 
+import os
 import threading
+from typing import ClassVar
 
 import pytest
 
@@ -26,7 +28,7 @@ class CountsThreads(dtrain.Job):
     epochs = 2
     micro_shards = 4
     threads = 1
-    seen: list = []
+    seen: ClassVar[list] = []  # what before_step saw, in order
 
     def model(self):
         return nn.Linear(8, 1)
@@ -131,3 +133,39 @@ def test_a_worker_process_holds_the_jobs_count_from_its_welcome(
         worker.wait()
     seen = dict(line.split() for line in notes.read_text().splitlines())
     assert seen.get(str(worker.pid)) == "1", seen
+
+
+FORKING_LAUNCHER = """
+import json, os, sys
+from dtrain.launcher.prefork import Prefork
+from dtrain.process import get_num_threads
+
+before = get_num_threads()
+forks = Prefork(1)
+during = get_num_threads()
+child = forks.take()
+child.start([sys.executable, "-m", "thread_probe"], dict(os.environ), threads=1)
+probe = json.loads(child.stdout.readline())
+assert child.wait(timeout=60) == 0
+forks.close()
+print(json.dumps({"before": before, "during": during, "after": get_num_threads(),
+                  "child": probe}))
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
+def test_a_forked_worker_starts_without_restarting_blas_threads():
+    """The launcher forks with BLAS on one thread, so a child whose job wants one does not set
+    it again: in a forked child, setting any count starts OpenBLAS's pool afresh, and its new
+    threads spun about 0.1 s of CPU on the cores the run was starting on. The launcher's own
+    count is back after."""
+    import json
+    import subprocess
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = subprocess.run([sys.executable, "-c", FORKING_LAUNCHER], cwd=here,
+                         env={**os.environ, "OPENBLAS_NUM_THREADS": "2"}, capture_output=True,
+                         text=True, timeout=120, check=True)
+    seen = json.loads(out.stdout.splitlines()[-1])
+    assert seen == {"before": 2, "during": 1, "after": 2, "child": {"threads": 1, "blas": 1}}
