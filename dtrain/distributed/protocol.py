@@ -378,24 +378,27 @@ def expect_arrays(msg: Envelope, spec: Mapping[str, tuple[Sequence[int], object]
 
 def check_finite(arrays: Mapping[str, np.ndarray]) -> None:
     """Reject NaN and infinity in any float array, naming the first bad one."""
-    for name, array in arrays.items():
-        if array.dtype.kind not in "fc":
-            continue
-        if array.dtype in _DOT_DTYPES and array.flags.c_contiguous:
-            flat = array.reshape(-1)
-            with np.errstate(over="ignore", invalid="ignore"):
-                # A finite sum of squares proves every element finite, in one BLAS pass and
-                # without a temporary; if finite values overflow it, the exact check decides.
-                if np.isfinite(np.dot(flat, flat)):
-                    continue
-        ok = np.isfinite(array)
-        if not ok.all():
-            bad = ok.size - int(np.count_nonzero(ok))
-            first = tuple(int(i) for i in np.unravel_index(int(np.argmin(ok)), array.shape))
-            raise ProtocolError(
-                "nonfinite",
-                f"array {name!r} holds {bad} non-finite value(s), the first at index {first}",
-            )
+    with np.errstate(over="ignore", invalid="ignore"):  # once per message: 3 us each time
+        for name, array in arrays.items():
+            if array.dtype.kind in "fc":
+                _check_finite(name, array)
+
+
+def _check_finite(name: str, array: np.ndarray) -> None:
+    if array.dtype in _DOT_DTYPES and array.flags.c_contiguous:
+        flat = array.reshape(-1)
+        # A finite sum of squares proves every element finite, in one BLAS pass and without a
+        # temporary; if finite values overflow it, the exact check below decides.
+        if np.isfinite(np.dot(flat, flat)):
+            return
+    ok = np.isfinite(array)
+    if not ok.all():
+        bad = ok.size - int(np.count_nonzero(ok))
+        first = tuple(int(i) for i in np.unravel_index(int(np.argmin(ok)), array.shape))
+        raise ProtocolError(
+            "nonfinite",
+            f"array {name!r} holds {bad} non-finite value(s), the first at index {first}",
+        )
 
 
 _DOT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
