@@ -73,35 +73,38 @@ def _channel_view(X: np.ndarray) -> np.ndarray:
 
 
 def _bn_normalize(X3: np.ndarray, W, B, eps: float) -> tuple:
-    """Batch-norm forward of (N, C, L) data: (output, xhat, invstd, mean, biased var)."""
+    """Batch-norm forward of (N, C, L) data: (output, centered input, invstd, mean, biased var).
+
+    The centered input, not the normalized one, is kept for backward: the output is then one
+    multiply by invstd * W (and one add), a pass over the data fewer than normalizing first.
+    """
     n = X3.shape[0] * X3.shape[2]
     mean = X3.mean(axis=(0, 2))
-    xhat = X3 - mean[:, None]
-    out = np.square(xhat)
+    centered = X3 - mean[:, None]
+    out = np.square(centered)
     var = out.sum(axis=(0, 2)) / n
     invstd = 1.0 / np.sqrt(var + eps)
-    xhat *= invstd[:, None]
-    if W is not None:
-        np.multiply(xhat, W[:, None], out=out)
-    else:
-        np.copyto(out, xhat)
+    np.multiply(centered, (invstd if W is None else invstd * W)[:, None], out=out)
     if B is not None:
         out += B[:, None]
-    return out, xhat, invstd, mean, var
+    return out, centered, invstd, mean, var
 
 
-def _bn_grads(G: np.ndarray, xhat: np.ndarray, invstd: np.ndarray, W, need_x: bool) -> tuple:
-    """Batch-norm backward of (N, C, L) gradients: (input gradient or None, sum g*xhat, sum g)."""
+def _bn_grads(G: np.ndarray, centered: np.ndarray, invstd: np.ndarray, W,
+              need_x: bool) -> tuple:
+    """Batch-norm backward of (N, C, L) gradients: (input gradient or None, sum g*xhat, sum g),
+    xhat being ``centered * invstd``; the input gradient reuses the one temporary."""
     n = G.shape[0] * G.shape[2]
     sum_g = G.sum(axis=(0, 2))
-    sum_gx = (G * xhat).sum(axis=(0, 2))
-    gx = None
-    if need_x:
-        scale = invstd if W is None else invstd * W
-        gx = xhat * (-sum_gx / n)[:, None]
-        gx += G
-        gx -= (sum_g / n)[:, None]
-        gx *= scale[:, None]
+    gx = G * centered
+    sum_gx = gx.sum(axis=(0, 2)) * invstd
+    if not need_x:
+        return None, sum_gx, sum_g
+    scale = invstd if W is None else invstd * W
+    np.multiply(centered, (-sum_gx / n * invstd)[:, None], out=gx)  # -xhat * sum_gx / n
+    gx += G
+    gx -= (sum_g / n)[:, None]
+    gx *= scale[:, None]
     return gx, sum_gx, sum_g
 
 
@@ -125,10 +128,11 @@ def _batch_norm_train(input: Tensor, weight, bias, eps: float):
         return _batch_norm_train_segments(seg, input, weight, bias, eps)
     n = X3.shape[0] * X3.shape[2]
     _check_batch(X, n)
-    out, xhat, invstd, mean, var = _bn_normalize(X3, W, B, eps)
+    out, centered, invstd, mean, var = _bn_normalize(X3, W, B, eps)
 
     def backward(grad):
-        gx, sum_gx, sum_g = _bn_grads(_channel_view(grad), xhat, invstd, W, input._requires_grad)
+        gx, sum_gx, sum_g = _bn_grads(_channel_view(grad), centered, invstd, W,
+                                      input._requires_grad)
         return _affine_grads(None if gx is None else gx.reshape(X.shape), weight, bias, sum_gx,
                              sum_g)
 
@@ -154,8 +158,8 @@ def _batch_norm_train_segments(seg, input: Tensor, weight, bias, eps: float):
         part = X3[lo:hi]
         counts.append(part.shape[0] * part.shape[2])
         _check_batch(X, counts[-1])
-        out[lo:hi], xhat, invstd, mean, var = _bn_normalize(part, W, B, eps)
-        saved.append((xhat, invstd))
+        out[lo:hi], centered, invstd, mean, var = _bn_normalize(part, W, B, eps)
+        saved.append((centered, invstd))
         means.append(mean)
         variances.append(var)
 
@@ -163,8 +167,8 @@ def _batch_norm_train_segments(seg, input: Tensor, weight, bias, eps: float):
         G = _channel_view(grad)
         gx = np.empty_like(G) if input._requires_grad else None
         sums_gx, sums_g = [], []
-        for (lo, hi), (xhat, invstd) in zip(seg.bounds, saved):
-            part, sum_gx, sum_g = _bn_grads(G[lo:hi], xhat, invstd, W, gx is not None)
+        for (lo, hi), (centered, invstd) in zip(seg.bounds, saved):
+            part, sum_gx, sum_g = _bn_grads(G[lo:hi], centered, invstd, W, gx is not None)
             if gx is not None:
                 gx[lo:hi] = part
             sums_gx.append(sum_gx)
