@@ -93,8 +93,8 @@ SPECS: tuple[Spec, ...] = (
          "reducer count, fixes their bits; 8 matches micro_shards so every worker the default "
          "uses can own a range, 1 gives the flat single-vector sums; a model with fewer elements "
          "gets empty ranges.", low=1),
-    Spec("threads", int, 1, "BLAS threads per computing process (equal everywhere for equal "
-         "bits).", low=1),
+    Spec("threads", int, 1, "BLAS threads per process, held for the whole run by the "
+         "coordinator and every worker (equal everywhere for equal bits).", low=1),
     Spec("checkpoint_every", int, 0, "Also checkpoint every N optimizer steps (0: only at "
          "epoch ends); needs an output directory.", group="outputs", low=0),
     Spec("keep_checkpoints", int, 3, "Checkpoints of this run kept in OUT/checkpoints "
