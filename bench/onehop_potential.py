@@ -152,7 +152,8 @@ def one_hop(epochs: int, coordinator: bool) -> tuple[float, list]:
                 log.write(json.dumps({"type": "step", "step": step, "loss": loss}) + "\n")
                 return values
 
-            train(trainer, epochs, logged)
+            with log:
+                train(trainer, epochs, logged)
             mine = flat(trainer)
     finally:
         codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
