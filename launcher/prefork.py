@@ -28,11 +28,12 @@ import threading
 import time
 import traceback
 import warnings
+from contextlib import ExitStack
 
 import msgpack
 
 from dtrain import random as _random
-from dtrain.process import die_with_parent, get_num_threads, set_num_threads
+from dtrain.process import blas_threads, die_with_parent, get_num_threads, set_num_threads
 
 try:
     import setproctitle
@@ -181,9 +182,10 @@ class Prefork:
         self.waiting = []
         # BLAS on one thread while the children are forked, as most jobs want it: a child that
         # sets any other count starts OpenBLAS's thread pool afresh, whose new threads spin
-        # for about 0.1 s of CPU on the cores the run starts on. ``close`` gives the count back.
-        self.blas_threads = get_num_threads()
-        set_num_threads(1)
+        # for about 0.1 s of CPU on the cores the run starts on. ``close`` gives each BLAS
+        # library its own count back.
+        self.blas = ExitStack()
+        self.blas.enter_context(blas_threads(1))
         try:
             for _ in range(count):
                 self.waiting.append(fork_child())
@@ -209,9 +211,7 @@ class Prefork:
                 child.wait()
             child.stdout.close()
         self.waiting = []
-        if self.blas_threads is not None:
-            set_num_threads(self.blas_threads)
-            self.blas_threads = None
+        self.blas.close()
 
 
 def _child_main(orders_fd: int, output_fd: int, launcher: int):
