@@ -165,6 +165,7 @@ class Worker:
         self.nodes_busy = 1  # the tree nodes that computation covers
         self.plane: RangePlane | None = None  # the sharded reduction's part, when it is on
         self.blas_pin = ExitStack()  # the job's BLAS thread count, from WELCOME to the exit
+        self.poller, self.polled = None, None  # _poller's, and the objects it polls
 
     def busy(self) -> float:
         """Seconds per node spent on the task being computed now (0 when idle), comparable with
@@ -296,12 +297,7 @@ class Worker:
         socket or local link has a message (True) or ``timeout`` seconds pass (False)."""
         if self.plane is None and self.link is None:
             return bool(self.sock.poll(int(timeout * 1000), zmq.POLLIN))
-        poller = zmq.Poller()
-        poller.register(self.sock, zmq.POLLIN)
-        if self.plane is not None:
-            poller.register(self.plane.mailbox, zmq.POLLIN)
-        if self.link is not None:
-            poller.register(self.link.fileno(), zmq.POLLIN)
+        poller = self._poller()
         deadline = time.monotonic() + timeout
         while True:
             ready = dict(poller.poll(max(int((deadline - time.monotonic()) * 1000), 0)))
@@ -311,6 +307,20 @@ class Worker:
                 return True
             if time.monotonic() >= deadline:
                 return False
+
+    def _poller(self) -> zmq.Poller:
+        """A poller of the socket, the mailbox and the link, made again only when one of them
+        changed (not on every wait of every step)."""
+        key = (self.sock, self.plane, self.link)  # held, so no id is reused while compared
+        if self.polled is None or any(a is not b for a, b in zip(self.polled, key)):
+            poller = zmq.Poller()
+            poller.register(self.sock, zmq.POLLIN)
+            if self.plane is not None:
+                poller.register(self.plane.mailbox, zmq.POLLIN)
+            if self.link is not None:
+                poller.register(self.link.fileno(), zmq.POLLIN)
+            self.polled, self.poller = key, poller
+        return self.poller
 
     def _guarded(self, step: P.StepTask | None, work, *args) -> None:
         """Run the sharded reduction's ``work``: a bad order is logged and dropped; the job
